@@ -1,0 +1,222 @@
+package attest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// Handshake protocol name and frame types.
+const (
+	ProtocolName    = "attest"
+	ProtocolVersion = "1"
+
+	frameEvidence byte = 1
+	frameReject   byte = 2
+
+	maxEvidenceBytes = 64 << 10
+	handshakeTimeout = 10 * time.Second
+)
+
+// Config configures a Handshaker.
+type Config struct {
+	Network  string
+	Validity time.Duration    // how long own evidence is valid; renewed when a third is left
+	Now      func() time.Time // the clock; time.Now if nil
+}
+
+// Handshaker runs the mutual attestation protocol and caches verdicts.
+type Handshaker struct {
+	h         host.Host
+	proto     protocol.ID
+	issuer    Issuer
+	validator Validator
+	cfg       Config
+	log       *slog.Logger
+
+	mu       sync.Mutex // guards verdicts and own
+	verdicts map[peer.ID]Verdict
+	own      *Evidence
+
+	issueMu sync.Mutex // serialises Issue calls so a window is issued once
+}
+
+// NewHandshaker attests h's key with issuer and checks peers with
+// validator. Register it on a p2p.Service to answer peers.
+func NewHandshaker(h host.Host, issuer Issuer, validator Validator, cfg Config, log *slog.Logger) *Handshaker {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Validity <= 0 {
+		cfg.Validity = time.Hour
+	}
+	return &Handshaker{
+		h: h, proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
+		issuer: issuer, validator: validator, cfg: cfg,
+		log:      log.With("component", "attest"),
+		verdicts: make(map[peer.ID]Verdict),
+	}
+}
+
+// Register serves the handshake on sv.
+func (a *Handshaker) Register(sv *p2p.Service) {
+	sv.Handle(a.proto, handshakeTimeout, a.serve)
+}
+
+// Verified returns the live verdict for p, if any.
+func (a *Handshaker) Verified(p peer.ID) (Verdict, bool) {
+	a.mu.Lock()
+	v, ok := a.verdicts[p]
+	a.mu.Unlock()
+	if !ok || !v.Live(a.cfg.Now()) {
+		return Verdict{}, false
+	}
+	return v, true
+}
+
+// Forget drops the verdict for p, so the next Attest runs the handshake.
+func (a *Handshaker) Forget(p peer.ID) {
+	a.mu.Lock()
+	delete(a.verdicts, p)
+	a.mu.Unlock()
+}
+
+// Evidence returns this node's current evidence, issuing it when there is
+// none or less than a third of its validity is left.
+func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
+	now := a.cfg.Now()
+	a.mu.Lock()
+	own := a.own
+	a.mu.Unlock()
+	if own != nil && time.Unix(own.Expiry, 0).Sub(now) > a.cfg.Validity/3 {
+		return own, nil
+	}
+	a.issueMu.Lock()
+	defer a.issueMu.Unlock()
+	a.mu.Lock()
+	own = a.own
+	a.mu.Unlock()
+	if own != nil && time.Unix(own.Expiry, 0).Sub(now) > a.cfg.Validity/3 {
+		return own, nil
+	}
+	ev, err := a.issuer.Issue(ctx, a.h.Peerstore().PubKey(a.h.ID()), now.Add(a.cfg.Validity))
+	if err != nil {
+		return nil, fmt.Errorf("issuing evidence: %w", err)
+	}
+	a.mu.Lock()
+	a.own = ev
+	a.mu.Unlock()
+	return ev, nil
+}
+
+// Attest returns p's verdict, running the handshake over a new stream when
+// there is no live one. The host must already know how to reach p.
+func (a *Handshaker) Attest(ctx context.Context, p peer.ID) (Verdict, error) {
+	if v, ok := a.Verified(p); ok {
+		return v, nil
+	}
+	own, err := a.Evidence(ctx)
+	if err != nil {
+		return Verdict{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	s, err := a.h.NewStream(ctx, p, a.proto)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("opening attestation stream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	v, err := a.exchange(ctx, s, own, true)
+	if err != nil {
+		s.Reset()
+		return Verdict{}, err
+	}
+	s.Close()
+	return v, nil
+}
+
+func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
+	own, err := a.Evidence(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = a.exchange(ctx, s, own, false)
+	return err
+}
+
+// exchange sends own evidence and checks the peer's. The initiator writes
+// first; the responder checks before it answers, so an unacceptable peer
+// learns nothing but the rejection.
+func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Evidence, initiator bool) (Verdict, error) {
+	fr := p2p.NewFrameReader(s, maxEvidenceBytes, 0)
+	fw := p2p.NewFrameWriter(s, 0)
+	send := func() error {
+		b, err := json.Marshal(own)
+		if err != nil {
+			return err
+		}
+		if err := fw.Write(frameEvidence, b); err != nil {
+			return err
+		}
+		return fw.Flush()
+	}
+	if initiator {
+		if err := send(); err != nil {
+			return Verdict{}, fmt.Errorf("sending evidence: %w", err)
+		}
+	}
+	typ, payload, err := fr.Next()
+	if err != nil {
+		return Verdict{}, fmt.Errorf("reading peer evidence: %w", err)
+	}
+	remote := s.Conn().RemotePeer()
+	if typ == frameReject {
+		return Verdict{}, fmt.Errorf("peer %s rejected our evidence: %.200s", remote, payload)
+	}
+	if typ != frameEvidence {
+		return Verdict{}, fmt.Errorf("unexpected attestation frame type %d", typ)
+	}
+	v, err := a.check(ctx, payload, s.Conn().RemotePublicKey())
+	if err != nil {
+		a.log.Info("peer failed attestation", "peer", remote, "err", err)
+		if !initiator {
+			_ = fw.Write(frameReject, []byte(err.Error()))
+			_ = fw.Flush()
+		}
+		return Verdict{}, fmt.Errorf("peer %s: %w", remote, err)
+	}
+	if !initiator {
+		if err := send(); err != nil {
+			return Verdict{}, fmt.Errorf("sending evidence: %w", err)
+		}
+	}
+	a.mu.Lock()
+	a.verdicts[remote] = v
+	a.mu.Unlock()
+	a.log.Debug("peer attested", "peer", remote, "tier", v.Tier, "expiry", v.Expiry)
+	return v, nil
+}
+
+func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKey) (Verdict, error) {
+	if pub == nil {
+		return Verdict{}, errors.New("connection carries no public key")
+	}
+	var ev Evidence
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return Verdict{}, fmt.Errorf("decoding evidence: %w", err)
+	}
+	return a.validator.Validate(ctx, &ev, pub, a.cfg.Now())
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// findConfig returns the value of --config (or -config) in args, if any.
+func findConfig(args []string) string {
+	for i, a := range args {
+		for _, p := range []string{"--config", "-config"} {
+			if a == p && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, p+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// loadConfig builds a role's configuration: defaults, then the TOML file,
+// then flags, then the environment (secrets and paths).
+func loadConfig(role node.Role, args []string, getenv func(string) string, stderr io.Writer) (node.Config, string, error) {
+	cfg := node.DefaultConfig(role)
+	path := findConfig(args)
+	if path == "" {
+		path = getenv("COCOON_CONFIG")
+	}
+	if path != "" {
+		if err := cfg.LoadFile(path); err != nil {
+			return cfg, "", err
+		}
+	}
+	fs := flag.NewFlagSet(role.String(), flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", path, "TOML configuration file (env COCOON_CONFIG)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: identity key and state (env COCOON_DATA_DIR; default ~/.cocoon/<role>)")
+	fs.StringVar(&cfg.Network, "network", cfg.Network, "network name: mainnet, testnet or local")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var listen stringList
+	fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
+	var workers, proxies, models stringList
+	switch role {
+	case node.RoleWorker:
+		fs.StringVar(&cfg.Worker.Backend, "backend", cfg.Worker.Backend, "engine backend: sim or openai")
+		fs.StringVar(&cfg.Worker.OpenAI.URL, "engine-url", cfg.Worker.OpenAI.URL, "OpenAI-compatible engine base URL (backend openai), e.g. http://127.0.0.1:8000/v1")
+		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
+		fs.IntVar(&cfg.Worker.MaxConcurrent, "max-concurrent", cfg.Worker.MaxConcurrent, "requests served at once")
+		ttft := fs.Duration("sim-ttft", cfg.Worker.Sim.TTFT.D(), "sim backend: time to first token")
+		fs.Float64Var(&cfg.Worker.Sim.TokensPerSec, "sim-tps", cfg.Worker.Sim.TokensPerSec, "sim backend: tokens per second (0: as fast as possible)")
+		fs.IntVar(&cfg.Worker.Sim.Chunks, "sim-chunks", cfg.Worker.Sim.Chunks, "sim backend: answer with exactly this many chunks (benchmark shape)")
+		fs.IntVar(&cfg.Worker.Sim.ChunkBytes, "sim-chunk-bytes", cfg.Worker.Sim.ChunkBytes, "sim backend: bytes per chunk (benchmark shape)")
+		defer func() { cfg.Worker.Sim.TTFT = node.Duration(*ttft) }()
+	case node.RoleProxy:
+		fs.Var(&workers, "worker", "worker multiaddr ending in /p2p/<id> (repeatable)")
+		fs.IntVar(&cfg.Proxy.Attempts, "attempts", cfg.Proxy.Attempts, "workers a request may try before its first chunk")
+	case node.RoleClient:
+		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> (repeatable)")
+		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs --api-key")
+		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
+		timeout := fs.Duration("request-timeout", cfg.Client.RequestTimeout.D(), "how long to wait for the first chunk before answering 504")
+		defer func() { cfg.Client.RequestTimeout = node.Duration(*timeout) }()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if len(listen) > 0 {
+		cfg.P2P.Listen = listen
+	}
+	if len(workers) > 0 {
+		cfg.Proxy.Workers = workers
+	}
+	if len(proxies) > 0 {
+		cfg.Client.Proxies = proxies
+	}
+	if len(models) > 0 {
+		cfg.Worker.Sim.Models = models
+		cfg.Worker.OpenAI.Models = models
+	}
+	if v := getenv("COCOON_DATA_DIR"); v != "" {
+		cfg.DataDir = v
+	}
+	if cfg.DataDir == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return cfg, "", fmt.Errorf("data_dir: not set and HOME is empty; pass --data-dir")
+		}
+		cfg.DataDir = filepath.Join(home, ".cocoon", role.String())
+	}
+	if v := getenv("COCOON_API_KEY"); v != "" {
+		cfg.Client.APIKey = v
+	}
+	if v := getenv("COCOON_ENGINE_API_KEY"); v != "" {
+		cfg.Worker.OpenAI.APIKey = v
+	}
+	return cfg, *logLevel, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runNode(ctx context.Context, name string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	role, err := node.ParseRole(name)
+	if err != nil {
+		return err
+	}
+	cfg, level, err := loadConfig(role, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, level)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	defer n.Close()
+	fmt.Fprintf(stdout, "%s %s on network %q\n", role, n.ID(), cfg.Network)
+	for _, a := range n.Addrs() {
+		fmt.Fprintf(stdout, "  listening on %s\n", a)
+	}
+	if role == node.RoleClient {
+		fmt.Fprintf(stdout, "  OpenAI API on http://%s/v1\n", n.APIAddr())
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if waitReady(rctx, n) {
+			fmt.Fprintln(stdout, "ready")
+		} else if ctx.Err() == nil {
+			fmt.Fprintln(stdout, "no attested proxy with models yet; still trying")
+		}
+		cancel()
+	}
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "shutting down")
+	return n.Close()
+}
+
+func waitReady(ctx context.Context, n *node.Node) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.Ready(ctx) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+func runTestnet(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testnet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	workers := fs.Int("workers", 2, "number of workers")
+	backend := fs.String("backend", "", "OpenAI-compatible engine base URL for the workers (default: the built-in sim engine)")
+	apiAddr := fs.String("api-addr", "127.0.0.1:10000", "the client's OpenAI API address")
+	logLevel := fs.String("log-level", "warn", "log level of the nodes: debug, info, warn or error")
+	simChunks := fs.Int("sim-chunks", 0, "sim workers answer with exactly this many chunks (benchmark shape)")
+	simChunkBytes := fs.Int("sim-chunk-bytes", 0, "bytes per sim chunk (benchmark shape)")
+	var models stringList
+	fs.Var(&models, "model", "model to serve (repeatable; default sim-small, or the engine's own list)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	opts := testnet.Options{
+		Workers: *workers, BackendURL: *backend, Models: models, APIAddr: *apiAddr,
+		Progress: func(s string) { fmt.Fprintln(stdout, "testnet:", s) },
+	}
+	if *simChunks > 0 {
+		opts.Worker = append(opts.Worker, func(c *node.Config) {
+			c.Worker.Sim.Chunks, c.Worker.Sim.ChunkBytes = *simChunks, *simChunkBytes
+		})
+	}
+	fmt.Fprintf(stdout, "testnet: starting a proxy, %d worker(s) and a client on 127.0.0.1\n", *workers)
+	s, err := testnet.Start(ctx, opts, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	base := "http://" + s.Client.APIAddr() + "/v1"
+	fmt.Fprintf(stdout, "testnet: ready: OpenAI API on %s\n", base)
+	fmt.Fprintf(stdout, "testnet: try: curl -N %s/chat/completions -H 'Content-Type: application/json' -d '{\"model\":\"%s\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n",
+		base, firstModel(models))
+	fmt.Fprintln(stdout, "testnet: press Ctrl-C to stop")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "testnet: shutting down")
+	return nil
+}
+
+func firstModel(models []string) string {
+	if len(models) > 0 {
+		return models[0]
+	}
+	return "sim-small"
+}

@@ -1,0 +1,157 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// ParseAddrs parses multiaddrs that end in /p2p/<peer ID>, merging
+// addresses of the same peer.
+func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q: %w", a, err)
+		}
+		mas = append(mas, m)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("peer addresses: %w (each must end in /p2p/<peer ID>)", err)
+	}
+	return infos, nil
+}
+
+// Hooks are what a Keeper calls as peers come and go.
+type Hooks struct {
+	// Up runs after every successful check of a connected peer: attest it,
+	// ask what it serves. An error counts as the peer being down.
+	Up func(ctx context.Context, p peer.ID) error
+	// Down runs when a peer is found unreachable or failing.
+	Down func(p peer.ID)
+}
+
+// Keeper keeps a host connected to a static set of peers and checks each
+// one every interval, or at once when a connection drops.
+type Keeper struct {
+	h        host.Host
+	peers    []peer.AddrInfo
+	interval time.Duration
+	hooks    Hooks
+	log      *slog.Logger
+	poke     chan struct{}
+
+	mu sync.Mutex // guards up
+	up map[peer.ID]bool
+}
+
+// NewKeeper keeps h connected to peers.
+func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, hooks Hooks, log *slog.Logger) *Keeper {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	return &Keeper{h: h, peers: peers, interval: interval, hooks: hooks,
+		log: log.With("component", "discovery"), poke: make(chan struct{}, 1), up: make(map[peer.ID]bool)}
+}
+
+// Up lists the peers whose last check passed.
+func (k *Keeper) Up() []peer.ID {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []peer.ID
+	for _, ai := range k.peers {
+		if k.up[ai.ID] {
+			out = append(out, ai.ID)
+		}
+	}
+	return out
+}
+
+// Run checks the peers until ctx ends. The first pass runs at once.
+func (k *Keeper) Run(ctx context.Context) error {
+	tracked := make(map[peer.ID]bool, len(k.peers))
+	for _, ai := range k.peers {
+		tracked[ai.ID] = true
+	}
+	nb := &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		if tracked[c.RemotePeer()] && k.h.Network().Connectedness(c.RemotePeer()) != network.Connected {
+			k.markDown(c.RemotePeer())
+			select {
+			case k.poke <- struct{}{}:
+			default:
+			}
+		}
+	}}
+	k.h.Network().Notify(nb)
+	defer k.h.Network().StopNotify(nb)
+
+	t := time.NewTicker(k.interval)
+	defer t.Stop()
+	for {
+		k.checkAll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-k.poke:
+		}
+	}
+}
+
+func (k *Keeper) checkAll(ctx context.Context) {
+	for _, ai := range k.peers {
+		if ctx.Err() != nil {
+			return
+		}
+		err := k.check(ctx, ai)
+		k.mu.Lock()
+		was := k.up[ai.ID]
+		k.up[ai.ID] = err == nil
+		k.mu.Unlock()
+		switch {
+		case err != nil && was:
+			k.log.Warn("peer down", "peer", ai.ID, "err", err)
+			k.hooks.Down(ai.ID)
+		case err != nil:
+			k.log.Debug("peer unreachable", "peer", ai.ID, "err", err)
+			k.hooks.Down(ai.ID)
+		case !was:
+			k.log.Info("peer up", "peer", ai.ID)
+		}
+	}
+}
+
+func (k *Keeper) markDown(p peer.ID) {
+	k.mu.Lock()
+	k.up[p] = false
+	k.mu.Unlock()
+	k.hooks.Down(p)
+}
+
+func (k *Keeper) check(ctx context.Context, ai peer.AddrInfo) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if k.h.Network().Connectedness(ai.ID) != network.Connected {
+		if err := k.h.Connect(ctx, ai); err != nil {
+			return fmt.Errorf("connecting: %w", err)
+		}
+	}
+	return k.hooks.Up(ctx, ai.ID)
+}
+
+// Poke makes Run check every peer now.
+func (k *Keeper) Poke() {
+	select {
+	case k.poke <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,341 @@
+package openai
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+)
+
+// Caps on the event stream. An engine sends one small JSON object per event;
+// these only stop a broken engine from growing memory without bound.
+const (
+	readBufferSize  = 32 << 10
+	maxLineBytes    = 1 << 20
+	maxEventBytes   = 1 << 20
+	maxFinishReason = 64 // inference.DecodeChunk refuses longer ones
+)
+
+// Errors of the event stream reader. None is worth a retry of the same
+// stream; the engine is at fault.
+var (
+	errDone          = errors.New("event stream done")
+	errLineTooLong   = fmt.Errorf("event stream line exceeds %d bytes", maxLineBytes)
+	errEventTooLarge = fmt.Errorf("event stream event exceeds %d bytes", maxEventBytes)
+)
+
+var utf8BOM = []byte("\xEF\xBB\xBF")
+
+// sseReader splits a server-sent event stream into the data of its events,
+// as the WHATWG event stream format says: a leading byte order mark is
+// skipped; lines end in LF or CRLF (a lone CR, which no OpenAI-compatible
+// engine sends, is not taken as a line end); lines starting with a colon
+// are comments; "field: value" takes at most one space after the colon, and
+// a line without a colon is a field with an empty value; of the fields only
+// data counts; a blank line ends an event, whose data lines are joined with
+// LF; an event without data lines is no event. OpenAI's "data: [DONE]"
+// ends the stream.
+type sseReader struct {
+	br      *bufio.Reader
+	line    []byte // a line longer than the read buffer, assembled
+	data    []byte // the data of the event being read, each line ending in LF
+	started bool   // the first line was read, and a byte order mark skipped
+}
+
+func newSSEReader(r io.Reader) *sseReader {
+	return &sseReader{br: bufio.NewReaderSize(r, readBufferSize)}
+}
+
+// buffered reports how many bytes of the stream are read but not yet
+// parsed.
+func (s *sseReader) buffered() int { return s.br.Buffered() }
+
+// next returns the data of the next event. The slice is valid until the
+// next call. It returns errDone at "data: [DONE]" and io.EOF when the stream
+// ends; an event the stream ends in the middle of is dropped, as the format
+// says, though a last line that lacks its line end still counts, so a final
+// "data: [DONE]" is seen.
+func (s *sseReader) next() ([]byte, error) {
+	s.data = s.data[:0]
+	for {
+		line, err := s.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			if len(s.data) == 0 {
+				continue
+			}
+			return s.data[:len(s.data)-1], nil
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		if string(field) != "data" {
+			continue
+		}
+		if len(s.data) == 0 && string(value) == "[DONE]" {
+			return nil, errDone
+		}
+		if len(s.data)+len(value)+1 > maxEventBytes {
+			return nil, errEventTooLarge
+		}
+		s.data = append(s.data, value...)
+		s.data = append(s.data, '\n')
+	}
+}
+
+// readLine returns the next line without its line end, valid until the
+// next call.
+func (s *sseReader) readLine() ([]byte, error) {
+	s.line = s.line[:0]
+	for {
+		frag, err := s.br.ReadSlice('\n')
+		switch {
+		case err == nil:
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(s.line)+len(frag) > maxLineBytes {
+				return nil, errLineTooLong
+			}
+			s.line = append(s.line, frag...)
+			continue
+		case errors.Is(err, io.EOF) && len(s.line)+len(frag) > 0:
+			// The last line, without its line end; the next call
+			// reads io.EOF again.
+		default:
+			return nil, err
+		}
+		line := frag
+		if len(s.line) > 0 {
+			if len(s.line)+len(frag) > maxLineBytes {
+				return nil, errLineTooLong
+			}
+			s.line = append(s.line, frag...)
+			line = s.line
+		}
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if !s.started {
+			s.started = true
+			line = bytes.TrimPrefix(line, utf8BOM)
+		}
+		return line, nil
+	}
+}
+
+// streamEvent is what the backend reads of an OpenAI stream chunk, chat
+// (choices[].delta.content) or completion (choices[].text).
+type streamEvent struct {
+	Choices []struct {
+		Index int    `json:"index"`
+		Text  string `json:"text"`
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens        int64 `json:"prompt_tokens"`
+		CompletionTokens    int64 `json:"completion_tokens"`
+		PromptTokensDetails *struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
+	} `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+// stream turns an engine's event stream into chunks, keeping what the
+// result needs.
+type stream struct {
+	kind   inference.Kind
+	sse    *sseReader
+	deltas int64            // content deltas seen
+	usage  *inference.Usage // the last usage the engine reported
+	finish string           // the last finish reason the engine gave
+	done   bool             // the engine sent [DONE]
+}
+
+// run emits the stream's chunks until the stream ends. It returns ctx.Err()
+// once ctx is cancelled and emit's error as it is.
+func (s *stream) run(ctx context.Context, emit func(inference.Chunk) error) error {
+	for {
+		data, err := s.sse.next()
+		if err != nil {
+			return s.end(ctx, err)
+		}
+		c, err := s.decode(data)
+		if err != nil {
+			return err
+		}
+		if c.Text == "" && c.FinishReason == "" {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.Pending = s.sse.buffered() > 0
+		if err := emit(c); err != nil {
+			return err
+		}
+	}
+}
+
+// end says whether the stream ended well, given the reader's error.
+func (s *stream) end(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, errDone):
+		s.done = true
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, io.EOF) && (s.finish != "" || s.usage != nil):
+		// No [DONE], but the engine said the output was complete.
+		return nil
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return inference.Errorf(inference.CodeEngine, "engine stream ended early")
+	case errors.Is(err, errLineTooLong), errors.Is(err, errEventTooLarge):
+		return inference.Errorf(inference.CodeEngine, "%v", err)
+	}
+	return inference.Errorf(inference.CodeEngine, "reading engine stream: %v", err)
+}
+
+// decode reads one event: the chunk to emit, if any, and the usage. Only the
+// first choice (index 0) is streamed.
+func (s *stream) decode(data []byte) (inference.Chunk, error) {
+	if len(data) == 0 {
+		return inference.Chunk{}, nil
+	}
+	var ev streamEvent
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine sent a malformed chunk")
+	}
+	if len(ev.Error) > 0 && string(ev.Error) != "null" {
+		msg, param, status := parseError(data)
+		if status == 0 {
+			return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine failed: %s", msg)
+		}
+		return inference.Chunk{}, statusError(status, msg, param)
+	}
+	if u := ev.Usage; u != nil {
+		s.usage = &inference.Usage{
+			PromptTokens:     max(u.PromptTokens, 0),
+			CompletionTokens: max(u.CompletionTokens, 0),
+		}
+		if d := u.PromptTokensDetails; d != nil {
+			s.usage.CachedTokens = max(d.CachedTokens, 0)
+		}
+	}
+	var c inference.Chunk
+	for _, ch := range ev.Choices {
+		if ch.Index != 0 {
+			continue
+		}
+		c.Text = ch.Delta.Content
+		if s.kind == inference.KindCompletion {
+			c.Text = ch.Text
+		}
+		c.FinishReason = ch.FinishReason
+		if len(c.FinishReason) > maxFinishReason {
+			c.FinishReason = c.FinishReason[:maxFinishReason]
+		}
+		break
+	}
+	if c.Text != "" {
+		s.deltas++
+	}
+	if c.FinishReason != "" {
+		s.finish = c.FinishReason
+	}
+	return c, nil
+}
+
+// result is the stream's result for a request with the given body.
+//
+// When the engine sent no usage the backend counts it, and marks it
+// Counted: the completion is one token per content delta, since engines
+// stream about one token per delta; the prompt is estimated from its text,
+// see estimatePromptTokens.
+func (s *stream) result(body []byte) inference.Result {
+	res := inference.Result{FinishReason: s.finish}
+	if s.usage != nil {
+		res.Usage = *s.usage
+		return res
+	}
+	res.Usage = inference.Usage{
+		PromptTokens:     estimatePromptTokens(body),
+		CompletionTokens: s.deltas,
+		Counted:          true,
+	}
+	return res
+}
+
+// estimatePromptTokens guesses a prompt's token count from the request body,
+// for engines that report no usage. A token is taken as four bytes of text:
+// the bytes of the message contents (strings, or the text of content parts),
+// or of the completion prompt (a string or strings), divided by four and
+// rounded up. A prompt given as token IDs counts one token per ID. Roles,
+// names and the chat template are not counted. The estimate is at least 1.
+func estimatePromptTokens(body []byte) int64 {
+	var req struct {
+		Messages []struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+		Prompt json.RawMessage `json:"prompt"`
+	}
+	// A body that does not fit the shape only lowers the estimate.
+	_ = json.Unmarshal(body, &req)
+	var textBytes, tokens int64
+	for _, m := range req.Messages {
+		textBytes += contentBytes(m.Content)
+	}
+	if len(req.Prompt) > 0 {
+		var items []json.RawMessage
+		if json.Unmarshal(req.Prompt, &items) != nil {
+			items = []json.RawMessage{req.Prompt}
+		}
+		for _, it := range items {
+			var ids []json.RawMessage
+			switch {
+			case json.Unmarshal(it, &ids) == nil:
+				tokens += int64(len(ids))
+			case len(it) > 0 && it[0] == '"':
+				textBytes += int64(len(jsonString(it)))
+			default:
+				tokens++ // a token ID
+			}
+		}
+	}
+	return max((textBytes+3)/4+tokens, 1)
+}
+
+// contentBytes is the length of a chat message's text: its content string,
+// or the text of its content parts.
+func contentBytes(raw json.RawMessage) int64 {
+	if len(raw) == 0 {
+		return 0
+	}
+	if raw[0] == '"' {
+		return int64(len(jsonString(raw)))
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(raw, &parts)
+	var n int64
+	for _, p := range parts {
+		n += int64(len(p.Text))
+	}
+	return n
+}

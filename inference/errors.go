@@ -1,0 +1,98 @@
+package inference
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is an error code carried in Error frames. Codes are stable wire
+// values; each maps to one HTTP status at the client's edge.
+type Code uint16
+
+// The error codes. Retryable codes may succeed on another worker when they
+// happen before the first chunk.
+const (
+	CodeBadRequest   Code = 1 // the request is malformed; never retried
+	CodeUnknownModel Code = 2 // no worker in the network serves the model
+	CodeNoWorker     Code = 3 // the model is known but no worker can take it now
+	CodeOverloaded   Code = 4 // this worker is at capacity (retryable)
+	CodeEngine       Code = 5 // the engine failed or is unreachable (retryable before the first chunk)
+	CodeTimeout      Code = 6 // an upstream hop did not answer in time
+	CodeUnattested   Code = 7 // the peer has not passed attestation
+	CodeInternal     Code = 8 // a bug or unexpected state
+	CodeCancelled    Code = 9 // the requester went away
+)
+
+var codeNames = map[Code]string{
+	CodeBadRequest:   "bad_request",
+	CodeUnknownModel: "model_not_found",
+	CodeNoWorker:     "no_worker_available",
+	CodeOverloaded:   "worker_overloaded",
+	CodeEngine:       "engine_error",
+	CodeTimeout:      "upstream_timeout",
+	CodeUnattested:   "peer_unattested",
+	CodeInternal:     "internal_error",
+	CodeCancelled:    "cancelled",
+}
+
+func (c Code) String() string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("code(%d)", uint16(c))
+}
+
+// HTTPStatus is the status the client node answers with for c.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeBadRequest:
+		return http.StatusBadRequest
+	case CodeUnknownModel:
+		return http.StatusNotFound
+	case CodeNoWorker, CodeOverloaded, CodeUnattested:
+		return http.StatusServiceUnavailable
+	case CodeEngine:
+		return http.StatusBadGateway
+	case CodeTimeout:
+		return http.StatusGatewayTimeout
+	case CodeCancelled:
+		return 499 // client closed request; nobody is left to read it
+	}
+	return http.StatusInternalServerError
+}
+
+// Retryable reports whether another worker may succeed where this failed,
+// provided nothing was streamed yet.
+func (c Code) Retryable() bool {
+	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout
+}
+
+// Error is an error with a wire code. Message is safe to show to the app:
+// it never contains prompts, completions or keys.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Param   string `json:"param,omitempty"` // the request field at fault, for CodeBadRequest
+}
+
+func (e *Error) Error() string {
+	if e.Param != "" {
+		return fmt.Sprintf("%s: %s (param %s)", e.Code, e.Message, e.Param)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// Errorf makes an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError returns err as an *Error, wrapping any other error as def.
+func AsError(err error, def Code) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: def, Message: err.Error()}
+}

@@ -1,0 +1,205 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+)
+
+// encoder writes OpenAI response objects for one request. Streamed chunks
+// are appended by hand from precomputed prefixes: this is the hot path.
+type encoder struct {
+	kind     inference.Kind
+	id       string
+	model    string
+	created  int64
+	prefix   []byte // `data: {"id":...,"model":...,"choices":[`
+	first    bool
+	finished bool
+}
+
+func newEncoder(kind inference.Kind, id, model string, created int64) *encoder {
+	e := &encoder{kind: kind, id: id, model: model, created: created, first: true}
+	object := "chat.completion.chunk"
+	if kind == inference.KindCompletion {
+		object = "text_completion"
+	}
+	p := []byte(`data: {"id":`)
+	p = appendJSONString(p, id)
+	p = append(p, `,"object":"`...)
+	p = append(p, object...)
+	p = append(p, `","created":`...)
+	p = strconv.AppendInt(p, created, 10)
+	p = append(p, `,"model":`...)
+	p = appendJSONString(p, model)
+	p = append(p, `,"choices":[`...)
+	e.prefix = p
+	return e
+}
+
+// appendChunk appends one content event.
+func (e *encoder) appendChunk(dst, text, finish []byte) []byte {
+	dst = append(dst, e.prefix...)
+	if e.kind == inference.KindChat {
+		dst = append(dst, `{"index":0,"delta":{`...)
+		if e.first {
+			dst = append(dst, `"role":"assistant",`...)
+		}
+		dst = append(dst, `"content":`...)
+		dst = appendJSONString(dst, text)
+		dst = append(dst, `},"finish_reason":`...)
+	} else {
+		dst = append(dst, `{"index":0,"text":`...)
+		dst = appendJSONString(dst, text)
+		dst = append(dst, `,"logprobs":null,"finish_reason":`...)
+	}
+	e.first = false
+	if len(finish) > 0 {
+		e.finished = true
+		dst = appendJSONString(dst, finish)
+	} else {
+		dst = append(dst, "null"...)
+	}
+	return append(dst, "}]}\n\n"...)
+}
+
+// usage is OpenAI's usage object; Cocoon adds what served the request.
+type usage struct {
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	TotalTokens         int64 `json:"total_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details,omitempty"`
+}
+
+// served says who answered: it travels beside usage, under "cocoon".
+type served struct {
+	Worker    string `json:"worker,omitempty"`
+	Tier      string `json:"tier,omitempty"`
+	Simulated bool   `json:"simulated"`
+	// Counted is true when the engine reported no usage and the worker
+	// counted the tokens itself.
+	Counted bool `json:"usage_counted_by_worker,omitempty"`
+}
+
+func toUsage(end *inference.End) (usage, served) {
+	u := usage{PromptTokens: end.Usage.PromptTokens, CompletionTokens: end.Usage.CompletionTokens, TotalTokens: end.Usage.Total()}
+	if end.Usage.CachedTokens > 0 {
+		u.PromptTokensDetails = &struct {
+			CachedTokens int64 `json:"cached_tokens"`
+		}{end.Usage.CachedTokens}
+	}
+	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted}
+}
+
+// appendUsage appends the final usage chunk of a stream with
+// include_usage: no choices, just usage.
+func (e *encoder) appendUsage(dst []byte, end *inference.End) []byte {
+	u, s := toUsage(end)
+	ub, _ := json.Marshal(u)
+	sb, _ := json.Marshal(s)
+	dst = append(dst, e.prefix...)
+	dst = append(dst, `],"usage":`...)
+	dst = append(dst, ub...)
+	dst = append(dst, `,"cocoon":`...)
+	dst = append(dst, sb...)
+	return append(dst, "}\n\n"...)
+}
+
+// whole is the non-streamed response object.
+func (e *encoder) whole(text, finish string, end *inference.End) any {
+	u, s := toUsage(end)
+	type message struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	type choice struct {
+		Index        int      `json:"index"`
+		Message      *message `json:"message,omitempty"`
+		Text         *string  `json:"text,omitempty"`
+		Logprobs     any      `json:"logprobs"`
+		FinishReason string   `json:"finish_reason"`
+	}
+	c := choice{FinishReason: finish}
+	object := "chat.completion"
+	if e.kind == inference.KindChat {
+		c.Message = &message{Role: "assistant", Content: text}
+	} else {
+		object = "text_completion"
+		c.Text = &text
+	}
+	return struct {
+		ID      string   `json:"id"`
+		Object  string   `json:"object"`
+		Created int64    `json:"created"`
+		Model   string   `json:"model"`
+		Choices []choice `json:"choices"`
+		Usage   usage    `json:"usage"`
+		Cocoon  served   `json:"cocoon"`
+	}{e.id, object, e.created, e.model, []choice{c}, u, s}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, control characters and U+2028/U+2029 are escaped.
+func appendJSONString[T string | []byte](dst []byte, s T) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := decodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func decodeRune[T string | []byte](s T) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	return utf8.RuneError, 1
+}

@@ -1,0 +1,374 @@
+// Package gateway is the client node's OpenAI-compatible HTTP API:
+// GET /v1/models, POST /v1/chat/completions and POST /v1/completions,
+// streamed as OpenAI's server-sent events or answered whole, with OpenAI
+// error objects. It checks each request, sends it into the mesh through an
+// Upstream, and writes every chunk as soon as it arrives, flushing when no
+// further chunk is already waiting.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+)
+
+// Config configures the gateway.
+type Config struct {
+	// APIKey, when set, is required as "Authorization: Bearer <key>".
+	APIKey string
+	// FirstByteTimeout bounds the wait for the first chunk (or error) from
+	// the mesh; past it the app gets 504.
+	FirstByteTimeout time.Duration
+	// Now is the clock for "created" fields; time.Now if nil.
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg Config
+	up  Upstream
+	log *slog.Logger
+	mux *http.ServeMux
+
+	requests atomic.Int64
+}
+
+// New serves the OpenAI API in front of up.
+func New(cfg Config, up Upstream, log *slog.Logger) *Server {
+	if cfg.FirstByteTimeout <= 0 {
+		cfg.FirstByteTimeout = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, up: up, log: log.With("component", "gateway"), mux: http.NewServeMux()}
+	s.mux.HandleFunc("/v1/models", s.models)
+	s.mux.HandleFunc("/v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		s.complete(w, r, inference.KindChat)
+	})
+	s.mux.HandleFunc("/v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		s.complete(w, r, inference.KindCompletion)
+	})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "unknown_url",
+			fmt.Sprintf("Unknown request URL: %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// NewHTTPServer wraps h with the timeouts an API on a shared machine
+// needs: headers must arrive within 10 s, idle connections close after 2
+// minutes.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// ServeHTTP checks the API key and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.APIKey != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.APIKey)) != 1 {
+			writeError(w, http.StatusUnauthorized, "invalid_request_error", "", "invalid_api_key",
+				"Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.")
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Requests is the number of completion requests taken so far.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, http.MethodGet)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	c, err := s.up.Catalog(ctx)
+	if err != nil {
+		s.log.Info("listing models", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "server_error", "", "no_proxy", "The network is not reachable: "+err.Error())
+		return
+	}
+	type model struct {
+		ID        string `json:"id"`
+		Object    string `json:"object"`
+		Created   int64  `json:"created"`
+		OwnedBy   string `json:"owned_by"`
+		Simulated bool   `json:"simulated"`
+		Workers   int    `json:"workers,omitempty"`
+	}
+	out := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: make([]model, 0, len(c.Models))}
+	for _, m := range c.Models {
+		owner := "cocoon"
+		if m.Simulated {
+			owner = "cocoon-sim"
+		}
+		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: owner, Simulated: m.Simulated, Workers: m.Workers})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference.Kind) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, r, http.MethodPost)
+		return
+	}
+	s.requests.Add(1)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large",
+				fmt.Sprintf("The request body is over the limit of %d bytes.", inference.MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "Reading the request body: "+err.Error())
+		return
+	}
+	p, bad := check(kind, body)
+	if bad != nil {
+		writeInferenceError(w, bad)
+		return
+	}
+	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, Body: body}
+	log := s.log.With("request", req.ID, "model", req.Model)
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(s.cfg.FirstByteTimeout, func() { timedOut.Store(true); cancel() })
+	defer timer.Stop()
+
+	resp, err := s.up.Open(ctx, req)
+	if err != nil {
+		if timedOut.Load() {
+			writeTimeout(w, s.cfg.FirstByteTimeout)
+			return
+		}
+		log.Info("sending request", "err", err)
+		writeInferenceError(w, inference.AsError(err, inference.CodeNoWorker))
+		return
+	}
+	defer resp.Close()
+	ev, err := resp.Next()
+	timer.Stop()
+	if err != nil {
+		switch {
+		case timedOut.Load():
+			writeTimeout(w, s.cfg.FirstByteTimeout)
+		case r.Context().Err() != nil:
+			log.Debug("app went away before the first chunk")
+		default:
+			log.Info("proxy failed before the first chunk", "err", err)
+			writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed: "+err.Error())
+		}
+		return
+	}
+	if ev.Type == inference.FrameError {
+		writeInferenceError(w, ev.Err)
+		return
+	}
+	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
+	if p.stream {
+		s.stream(w, r, resp, ev, out, p.includeUsage, log)
+		return
+	}
+	s.whole(w, resp, ev, out, log)
+}
+
+// stream writes the response as server-sent events, flushing whenever no
+// further event is already waiting.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, log *slog.Logger) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	var buf []byte
+	for {
+		buf = buf[:0]
+		switch ev.Type {
+		case inference.FrameChunk:
+			buf = out.appendChunk(buf, ev.Text, ev.Finish)
+		case inference.FrameEnd:
+			if !out.finished {
+				buf = out.appendChunk(buf, nil, []byte(orDefault(ev.End.FinishReason, "stop")))
+			}
+			if includeUsage {
+				buf = out.appendUsage(buf, ev.End)
+			}
+			buf = append(buf, "data: [DONE]\n\n"...)
+			if _, err := w.Write(buf); err == nil && flusher != nil {
+				flusher.Flush()
+			}
+			return
+		case inference.FrameError:
+			log.Info("response failed mid-stream", "code", ev.Err.Code, "err", ev.Err.Message)
+			buf = appendStreamError(buf, ev.Err)
+			if _, err := w.Write(buf); err == nil && flusher != nil {
+				flusher.Flush()
+			}
+			return
+		}
+		if _, err := w.Write(buf); err != nil {
+			log.Debug("app went away mid-stream", "err", err)
+			return
+		}
+		if !resp.Buffered() && flusher != nil {
+			flusher.Flush()
+		}
+		var err error
+		ev, err = resp.Next()
+		if err != nil {
+			if r.Context().Err() != nil {
+				log.Debug("app went away mid-stream")
+				return
+			}
+			log.Info("proxy failed mid-stream", "err", err)
+			buf = appendStreamError(buf[:0], inference.Errorf(inference.CodeEngine, "the proxy failed mid-stream: %v", err))
+			w.Write(buf)
+			return
+		}
+	}
+}
+
+// whole collects the response and answers it as one JSON object.
+func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, log *slog.Logger) {
+	var text strings.Builder
+	finish := ""
+	for {
+		switch ev.Type {
+		case inference.FrameChunk:
+			text.Write(ev.Text)
+			if len(ev.Finish) > 0 {
+				finish = string(ev.Finish)
+			}
+		case inference.FrameEnd:
+			if finish == "" {
+				finish = orDefault(ev.End.FinishReason, "stop")
+			}
+			writeJSON(w, http.StatusOK, out.whole(text.String(), finish, ev.End))
+			return
+		case inference.FrameError:
+			log.Info("response failed", "code", ev.Err.Code, "err", ev.Err.Message)
+			writeInferenceError(w, ev.Err)
+			return
+		}
+		var err error
+		ev, err = resp.Next()
+		if err != nil {
+			log.Info("proxy failed mid-response", "err", err)
+			writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed mid-response: "+err.Error())
+			return
+		}
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func newID(kind inference.Kind) string {
+	var b [12]byte
+	rand.Read(b[:])
+	if kind == inference.KindChat {
+		return "chatcmpl-" + hex.EncodeToString(b[:])
+	}
+	return "cmpl-" + hex.EncodeToString(b[:])
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allowed string) {
+	w.Header().Set("Allow", allowed)
+	writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "", "method_not_allowed",
+		fmt.Sprintf("%s is not allowed on %s; use %s.", r.Method, r.URL.Path, allowed))
+}
+
+func writeTimeout(w http.ResponseWriter, d time.Duration) {
+	writeError(w, http.StatusGatewayTimeout, "server_error", "", "upstream_timeout",
+		fmt.Sprintf("No answer from the network within %s.", d))
+}
+
+func writeInferenceError(w http.ResponseWriter, e *inference.Error) {
+	status := e.Code.HTTPStatus()
+	typ := "server_error"
+	switch {
+	case status == http.StatusBadRequest || status == http.StatusNotFound:
+		typ = "invalid_request_error"
+	case status == http.StatusTooManyRequests:
+		typ = "rate_limit_error"
+	}
+	writeError(w, status, typ, e.Param, e.Code.String(), e.Message)
+}
+
+type errorBody struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+func newErrorBody(typ, param, code, msg string) errorBody {
+	var b errorBody
+	b.Error.Message, b.Error.Type = msg, typ
+	if param != "" {
+		b.Error.Param = &param
+	}
+	if code != "" {
+		b.Error.Code = &code
+	}
+	return b
+}
+
+func writeError(w http.ResponseWriter, status int, typ, param, code, msg string) {
+	writeJSON(w, status, newErrorBody(typ, param, code, msg))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"message":"encoding the response failed","type":"server_error","param":null,"code":null}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func appendStreamError(dst []byte, e *inference.Error) []byte {
+	typ := "server_error"
+	if e.Code == inference.CodeBadRequest {
+		typ = "invalid_request_error"
+	}
+	b, _ := json.Marshal(newErrorBody(typ, e.Param, e.Code.String(), e.Message))
+	dst = append(dst, "data: "...)
+	dst = append(dst, b...)
+	return append(dst, "\n\n"...)
+}

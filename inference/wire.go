@@ -1,0 +1,249 @@
+package inference
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/libp2p/go-libp2p/core/network"
+	"io"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// ProtocolName is the inference protocol's name in
+// /cocoon/<network>/inference/1.
+const (
+	ProtocolName    = "inference"
+	ProtocolVersion = "1"
+)
+
+// Frame types of the inference protocol.
+const (
+	FrameRequest byte = 1
+	FrameChunk   byte = 2
+	FrameEnd     byte = 3
+	FrameError   byte = 4
+)
+
+// Size caps. A request body is capped where the client accepts it (4 MiB);
+// the frame adds its header.
+const (
+	MaxBodyBytes    = 4 << 20
+	MaxRequestFrame = MaxBodyBytes + 4096
+	MaxChunkFrame   = 1 << 20
+	maxHeaderBytes  = 4096
+)
+
+// ErrMalformed is returned for a message that does not decode. Retrying
+// the same bytes cannot help.
+var ErrMalformed = errors.New("malformed message")
+
+type requestHeader struct {
+	ID    string `json:"id"`
+	Kind  Kind   `json:"kind"`
+	Model string `json:"model"`
+}
+
+// AppendRequest encodes req as a Request frame payload.
+func AppendRequest(dst []byte, req *Request) ([]byte, error) {
+	hdr, err := json.Marshal(requestHeader{ID: req.ID, Kind: req.Kind, Model: req.Model})
+	if err != nil {
+		return nil, err
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(hdr)))
+	dst = append(dst, hdr...)
+	return append(dst, req.Body...), nil
+}
+
+// DecodeRequest decodes a Request frame payload. The body is copied.
+func DecodeRequest(p []byte) (*Request, error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > maxHeaderBytes || n > uint64(len(p)-k) {
+		return nil, fmt.Errorf("%w: request header length", ErrMalformed)
+	}
+	var h requestHeader
+	if err := json.Unmarshal(p[k:k+int(n)], &h); err != nil {
+		return nil, fmt.Errorf("%w: request header: %v", ErrMalformed, err)
+	}
+	if !h.Kind.Valid() {
+		return nil, fmt.Errorf("%w: request kind %d", ErrMalformed, h.Kind)
+	}
+	if h.Model == "" {
+		return nil, fmt.Errorf("%w: request without model", ErrMalformed)
+	}
+	body := append([]byte(nil), p[k+int(n):]...)
+	return &Request{ID: h.ID, Kind: h.Kind, Model: h.Model, Body: body}, nil
+}
+
+// AppendChunk encodes c as a Chunk frame payload.
+func AppendChunk(dst []byte, c Chunk) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(c.FinishReason)))
+	dst = append(dst, c.FinishReason...)
+	return append(dst, c.Text...)
+}
+
+// DecodeChunk splits a Chunk frame payload without copying: text and
+// finish alias p.
+func DecodeChunk(p []byte) (text, finish []byte, err error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > 64 || n > uint64(len(p)-k) {
+		return nil, nil, fmt.Errorf("%w: chunk finish reason length", ErrMalformed)
+	}
+	return p[k+int(n):], p[k : k+int(n)], nil
+}
+
+// End is the last message of a successful response.
+type End struct {
+	Usage        Usage  `json:"usage"`
+	FinishReason string `json:"finish_reason,omitempty"`
+	Simulated    bool   `json:"simulated,omitempty"`
+	Worker       string `json:"worker,omitempty"` // the worker's peer ID, filled in by the worker
+	Tier         string `json:"tier,omitempty"`   // the trust tier the proxy verified for that worker
+}
+
+// Event is one decoded message of a response. Text aliases the reader's
+// buffer and is valid until the next call to Next.
+type Event struct {
+	Type   byte // FrameChunk, FrameEnd or FrameError
+	Text   []byte
+	Finish []byte
+	End    *End
+	Err    *Error
+}
+
+// ResponseReader decodes the server's side of an inference stream.
+type ResponseReader struct {
+	fr *p2p.FrameReader
+}
+
+// NewResponseReader reads a response from r.
+func NewResponseReader(r io.Reader) *ResponseReader {
+	return &ResponseReader{fr: p2p.NewFrameReader(r, MaxChunkFrame, 16<<10)}
+}
+
+// Next returns the next event. A stream that ends without End or Error
+// returns io.ErrUnexpectedEOF.
+func (rr *ResponseReader) Next() (Event, error) {
+	typ, p, err := rr.fr.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return Event{}, io.ErrUnexpectedEOF
+		}
+		return Event{}, err
+	}
+	return DecodeEvent(typ, p)
+}
+
+// Buffered reports whether more input is already waiting.
+func (rr *ResponseReader) Buffered() bool { return rr.fr.Buffered() > 0 }
+
+// Frames exposes the underlying frame reader, for hops that forward raw
+// frames.
+func (rr *ResponseReader) Frames() *p2p.FrameReader { return rr.fr }
+
+// DecodeEvent decodes one response frame.
+func DecodeEvent(typ byte, p []byte) (Event, error) {
+	switch typ {
+	case FrameChunk:
+		text, finish, err := DecodeChunk(p)
+		return Event{Type: FrameChunk, Text: text, Finish: finish}, err
+	case FrameEnd:
+		var e End
+		if err := json.Unmarshal(p, &e); err != nil {
+			return Event{}, fmt.Errorf("%w: end: %v", ErrMalformed, err)
+		}
+		return Event{Type: FrameEnd, End: &e}, nil
+	case FrameError:
+		var e Error
+		if err := json.Unmarshal(p, &e); err != nil {
+			return Event{}, fmt.Errorf("%w: error: %v", ErrMalformed, err)
+		}
+		if e.Code == 0 {
+			e.Code = CodeInternal
+		}
+		return Event{Type: FrameError, Err: &e}, nil
+	}
+	return Event{}, fmt.Errorf("%w: unexpected frame type %d", ErrMalformed, typ)
+}
+
+// WriteError buffers an Error frame.
+func WriteError(fw *p2p.FrameWriter, e *Error) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return fw.Write(FrameError, b)
+}
+
+// WriteEnd buffers an End frame.
+func WriteEnd(fw *p2p.FrameWriter, e *End) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return fw.Write(FrameEnd, b)
+}
+
+// ErrUnattestedPeer is returned by handlers that refuse a peer without a
+// live attestation verdict. The peer must attest first.
+var ErrUnattestedPeer = errors.New("peer has not passed attestation")
+
+// requestReadTimeout bounds how long a server waits for the Request frame.
+const requestReadTimeout = 10 * time.Second
+
+// ReadRequest reads the Request frame that opens an inference stream,
+// within requestReadTimeout.
+func ReadRequest(s network.Stream) (*Request, error) {
+	if err := s.SetReadDeadline(time.Now().Add(requestReadTimeout)); err != nil {
+		return nil, err
+	}
+	fr := p2p.NewFrameReader(s, MaxRequestFrame, 0)
+	typ, p, err := fr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("reading request: %w", err)
+	}
+	if typ != FrameRequest {
+		return nil, fmt.Errorf("%w: want request frame, got type %d", ErrMalformed, typ)
+	}
+	if fr.Buffered() > 0 {
+		return nil, fmt.Errorf("%w: data after the request frame", ErrMalformed)
+	}
+	if err := s.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return DecodeRequest(p)
+}
+
+// WriteRequest sends req on s and flushes it.
+func WriteRequest(s network.Stream, req *Request) error {
+	p, err := AppendRequest(nil, req)
+	if err != nil {
+		return err
+	}
+	fw := p2p.NewFrameWriter(s, len(p)+16)
+	if err := fw.Write(FrameRequest, p); err != nil {
+		return err
+	}
+	return fw.Flush()
+}
+
+// WatchCancel calls cancel when the peer resets s or sends anything after
+// its request (the requester keeps its write side open while it waits).
+// The returned stop function closes s's read side and waits for the
+// watcher to end.
+func WatchCancel(s network.Stream, cancel context.CancelFunc) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		s.Read(b[:])
+		cancel()
+	}()
+	return func() {
+		s.CloseRead()
+		<-done
+	}
+}

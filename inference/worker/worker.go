@@ -1,0 +1,160 @@
+// Package worker serves the inference protocol on a worker node: it takes
+// requests from attested proxies, runs them on the node's Backend and
+// streams the output back, flushing whenever the backend has nothing more
+// ready.
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// Config configures a worker server.
+type Config struct {
+	Network       string
+	MaxConcurrent int           // requests run at once; more are refused as overloaded
+	MaxDuration   time.Duration // the longest one request may stream
+}
+
+// Server serves inference and catalog streams for one backend.
+type Server struct {
+	cfg     Config
+	self    peer.ID
+	backend inference.Backend
+	allow   func(peer.ID) bool
+	log     *slog.Logger
+
+	active atomic.Int64
+
+	mu        sync.Mutex // guards simulated
+	simulated map[string]bool
+}
+
+// New serves backend as peer self. allow says whether a peer has passed
+// attestation; nobody else gets an inference stream.
+func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID) bool, log *slog.Logger) *Server {
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 64
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = 30 * time.Minute
+	}
+	return &Server{cfg: cfg, self: self, backend: backend, allow: allow,
+		log: log.With("component", "worker"), simulated: make(map[string]bool)}
+}
+
+// Register serves the inference and catalog protocols on sv.
+func (w *Server) Register(sv *p2p.Service) {
+	sv.Handle(p2p.ProtocolID(w.cfg.Network, inference.ProtocolName, inference.ProtocolVersion), w.cfg.MaxDuration, w.serveInference)
+	sv.Handle(p2p.ProtocolID(w.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion), 10*time.Second, w.serveCatalog)
+}
+
+// Active is the number of requests being served.
+func (w *Server) Active() int { return int(w.active.Load()) }
+
+// Catalog is what the worker announces.
+func (w *Server) Catalog(ctx context.Context) (*inference.Catalog, error) {
+	models, err := w.backend.Models(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing backend models: %w", err)
+	}
+	w.mu.Lock()
+	for _, m := range models {
+		w.simulated[m.ID] = m.Simulated
+	}
+	w.mu.Unlock()
+	return &inference.Catalog{Models: models, MaxConcurrent: w.cfg.MaxConcurrent, Active: w.Active()}, nil
+}
+
+func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
+	if !w.allow(s.Conn().RemotePeer()) {
+		return inference.ErrUnattestedPeer
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := w.Catalog(ctx)
+	if err != nil {
+		return err
+	}
+	return inference.ServeCatalog(s, c)
+}
+
+func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
+	remote := s.Conn().RemotePeer()
+	fw := p2p.NewFrameWriter(s, 16<<10)
+	fail := func(e *inference.Error) error {
+		if err := inference.WriteError(fw, e); err != nil {
+			return err
+		}
+		return fw.Flush()
+	}
+	if !w.allow(remote) {
+		return fail(inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote))
+	}
+	req, err := inference.ReadRequest(s)
+	if err != nil {
+		return fail(&inference.Error{Code: inference.CodeBadRequest, Message: err.Error()})
+	}
+	log := w.log.With("request", req.ID, "model", req.Model, "peer", remote)
+
+	if n := w.active.Add(1); n > int64(w.cfg.MaxConcurrent) {
+		w.active.Add(-1)
+		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
+	}
+	defer w.active.Add(-1)
+
+	// The requester keeps its write side open; a reset (or anything it
+	// sends) means it went away, and the engine's request is cancelled.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := inference.WatchCancel(s, cancel)
+	defer watched()
+
+	start := time.Now()
+	var scratch []byte
+	chunks := 0
+	emit := func(c inference.Chunk) error {
+		scratch = inference.AppendChunk(scratch[:0], c)
+		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
+			return err
+		}
+		chunks++
+		if c.Pending {
+			return nil
+		}
+		return fw.Flush()
+	}
+	res, err := w.backend.Generate(ctx, req, emit)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Debug("request cancelled by requester", "chunks", chunks)
+			return fmt.Errorf("requester went away: %w", ctx.Err())
+		}
+		e := inference.AsError(err, inference.CodeEngine)
+		log.Info("backend failed", "code", e.Code, "chunks", chunks, "err", err)
+		return fail(e)
+	}
+	w.mu.Lock()
+	sim := w.simulated[req.Model]
+	w.mu.Unlock()
+	end := &inference.End{Usage: res.Usage, FinishReason: res.FinishReason, Simulated: sim, Worker: w.self.String()}
+	if err := inference.WriteEnd(fw, end); err != nil {
+		return err
+	}
+	if err := fw.Flush(); err != nil {
+		return err
+	}
+	log.Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
+		"completion_tokens", res.Usage.CompletionTokens, "duration", time.Since(start))
+	return nil
+}

@@ -1,0 +1,244 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// Config is the whole configuration of one node. It is built from
+// DefaultConfig, then a TOML file (LoadFile), then flags, then the
+// environment for secrets and paths (cmd/cocoon does those two).
+type Config struct {
+	Role    Role           `toml:"-"`
+	Network string         `toml:"network"`  // mainnet, testnet or local
+	DataDir string         `toml:"data_dir"` // identity key and state, 0700
+	P2P     p2p.HostConfig `toml:"p2p"`
+	Attest  AttestConfig   `toml:"attest"`
+	Worker  WorkerConfig   `toml:"worker"`
+	Proxy   ProxyConfig    `toml:"proxy"`
+	Client  ClientConfig   `toml:"client"`
+}
+
+// AttestConfig says how the node proves itself and what it accepts.
+type AttestConfig struct {
+	// Issuer is the evidence this node presents: "dev" for now.
+	Issuer string `toml:"issuer"`
+	// AllowDev accepts peers with dev evidence. Only a local network may
+	// set it; mainnet refuses to start with it.
+	AllowDev bool `toml:"allow_dev"`
+	// Validity is how long own evidence lasts before it is renewed.
+	Validity Duration `toml:"validity"`
+}
+
+// WorkerConfig configures the worker role.
+type WorkerConfig struct {
+	Backend       string     `toml:"backend"` // "sim" or "openai"
+	MaxConcurrent int        `toml:"max_concurrent"`
+	Sim           SimConfig  `toml:"sim"`
+	OpenAI        OpenAIConf `toml:"openai"`
+}
+
+// SimConfig is sim.Config with TOML-friendly durations.
+type SimConfig struct {
+	Models       []string `toml:"models"`
+	TTFT         Duration `toml:"ttft"`
+	TokensPerSec float64  `toml:"tokens_per_sec"`
+	MaxTokens    int      `toml:"max_tokens"`
+	Chunks       int      `toml:"chunks"`
+	ChunkBytes   int      `toml:"chunk_bytes"`
+}
+
+// Sim converts to the backend's config.
+func (s SimConfig) Sim() sim.Config {
+	return sim.Config{Models: s.Models, TTFT: s.TTFT.D(), TokensPerSec: s.TokensPerSec,
+		MaxTokens: s.MaxTokens, Chunks: s.Chunks, ChunkBytes: s.ChunkBytes}
+}
+
+// OpenAIConf points a worker at an OpenAI-compatible engine.
+type OpenAIConf struct {
+	URL    string   `toml:"url"`     // e.g. http://127.0.0.1:8000/v1
+	APIKey string   `toml:"-"`       // from COCOON_ENGINE_API_KEY only
+	Models []string `toml:"models"` // announce these instead of asking the engine
+}
+
+// ProxyConfig configures the proxy role.
+type ProxyConfig struct {
+	// Workers are multiaddrs ending in /p2p/<id>. Discovery replaces
+	// this list in [2/6].
+	Workers           []string `toml:"workers"`
+	Attempts          int      `toml:"attempts"`
+	FirstChunkTimeout Duration `toml:"first_chunk_timeout"`
+	CheckInterval     Duration `toml:"check_interval"`
+}
+
+// ClientConfig configures the client role.
+type ClientConfig struct {
+	APIAddr string `toml:"api_addr"`
+	// APIKey is required when APIAddr is not loopback; from COCOON_API_KEY
+	// or --api-key.
+	APIKey         string   `toml:"-"`
+	Proxies        []string `toml:"proxies"`
+	RequestTimeout Duration `toml:"request_timeout"`
+	CheckInterval  Duration `toml:"check_interval"`
+}
+
+// DefaultConfig is the configuration of a role before any file or flag.
+func DefaultConfig(role Role) Config {
+	sc := sim.DefaultConfig()
+	return Config{
+		Role:    role,
+		Network: "local",
+		P2P:     p2p.DefaultHostConfig(),
+		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Validity: Duration(time.Hour)},
+		Worker: WorkerConfig{
+			Backend: "sim", MaxConcurrent: 64,
+			Sim: SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
+		},
+		Proxy: ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
+		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
+			CheckInterval: Duration(5 * time.Second)},
+	}
+}
+
+// LoadFile applies a TOML file over c. Unknown keys are an error, so a
+// typo does not silently fall back to a default.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	md, err := toml.Decode(string(b), c)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+	}
+	return nil
+}
+
+// Validate checks the configuration; errors name the setting at fault.
+func (c *Config) Validate() error {
+	if c.Role == 0 {
+		return errors.New("role: not set")
+	}
+	if err := p2p.ValidNetwork(c.Network); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir: not set")
+	}
+	if err := c.P2P.Validate(); err != nil {
+		return fmt.Errorf("p2p.%w", err)
+	}
+	if c.Attest.Issuer != "dev" {
+		return fmt.Errorf("attest.issuer: %q is not available yet; use dev", c.Attest.Issuer)
+	}
+	if c.Network == "mainnet" && c.Attest.AllowDev {
+		return errors.New("attest.allow_dev: mainnet never accepts dev attestation")
+	}
+	if !c.Attest.AllowDev {
+		return errors.New("attest.allow_dev: must be true until hardware attestation lands; only dev evidence exists")
+	}
+	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
+		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
+	}
+	switch c.Role {
+	case RoleWorker:
+		w := c.Worker
+		if w.MaxConcurrent < 1 {
+			return fmt.Errorf("worker.max_concurrent: %d must be at least 1", w.MaxConcurrent)
+		}
+		switch w.Backend {
+		case "sim":
+			if err := w.Sim.Sim().Validate(); err != nil {
+				return fmt.Errorf("worker.%w", err)
+			}
+		case "openai":
+			if w.OpenAI.URL == "" {
+				return errors.New("worker.openai.url: not set (e.g. http://127.0.0.1:8000/v1)")
+			}
+		default:
+			return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
+		}
+		if len(c.P2P.Listen) == 0 {
+			return errors.New("p2p.listen: a worker must listen (until relays land in [2/6])")
+		}
+	case RoleProxy:
+		if len(c.Proxy.Workers) == 0 {
+			return errors.New("proxy.workers: at least one worker address is needed (--worker)")
+		}
+		if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
+			return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)
+		}
+		if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 {
+			return errors.New("proxy.first_chunk_timeout and proxy.check_interval must be positive")
+		}
+		if len(c.P2P.Listen) == 0 {
+			return errors.New("p2p.listen: a proxy must listen")
+		}
+	case RoleClient:
+		if len(c.Client.Proxies) == 0 {
+			return errors.New("client.proxies: at least one proxy address is needed (--proxy)")
+		}
+		if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
+			return err
+		}
+		if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {
+			return errors.New("client.request_timeout and client.check_interval must be positive")
+		}
+	default:
+		return fmt.Errorf("role: %v is not a role", c.Role)
+	}
+	return nil
+}
+
+// checkAPIAddr refuses to expose the API beyond loopback without a key.
+func checkAPIAddr(addr, key string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("client.api_addr: %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	if key == "" {
+		return fmt.Errorf("client.api_addr: %q is not a loopback address; set an API key (--api-key or COCOON_API_KEY) to expose the API", addr)
+	}
+	return nil
+}
+
+
+// Duration is a time.Duration written as "1m30s" in TOML.
+type Duration time.Duration
+
+// D is the duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes "1m30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads "1m30s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+

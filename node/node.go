@@ -1,0 +1,275 @@
+// Package node assembles a role from the domain packages: it is the only
+// package that imports them all, and the only one cmd and testnet import.
+// The one switch on Role lives here.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/backend/openai"
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
+	"github.com/cocoon-mesh/cocoon/inference/gateway"
+	"github.com/cocoon-mesh/cocoon/inference/router"
+	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// Node is one running Cocoon node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	backend inference.Backend // workers; set by New or WithBackend
+
+	h      host.Host
+	sv     *p2p.Service
+	hs     *attest.Handshaker
+	keeper *discovery.Keeper
+	worker *worker.Server
+	router *router.Router
+	gw     *gateway.Server
+	http   *http.Server
+	ln     net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Option changes how New assembles a node.
+type Option func(*Node)
+
+// WithBackend makes a worker serve b instead of the backend its config
+// names. Tests and benchmarks use it to put fakes behind a real worker.
+func WithBackend(b inference.Backend) Option { return func(n *Node) { n.backend = b } }
+
+// New checks cfg and prepares a node; it starts nothing.
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String())}
+	for _, o := range opts {
+		o(n)
+	}
+	if cfg.Role == RoleWorker && n.backend == nil {
+		b, err := newBackend(cfg.Worker, n.log)
+		if err != nil {
+			return nil, err
+		}
+		n.backend = b
+	}
+	return n, nil
+}
+
+func newBackend(cfg WorkerConfig, log *slog.Logger) (inference.Backend, error) {
+	switch cfg.Backend {
+	case "sim":
+		return sim.New(cfg.Sim.Sim())
+	case "openai":
+		return openai.New(openai.Config{BaseURL: cfg.OpenAI.URL, APIKey: cfg.OpenAI.APIKey, Models: cfg.OpenAI.Models}, log)
+	}
+	return nil, fmt.Errorf("worker.backend: %q: want sim or openai", cfg.Backend)
+}
+
+// Start brings the node up: identity, host, handshake, the role's
+// services, and for a client the HTTP API. Close undoes it.
+func (n *Node) Start(ctx context.Context) error {
+	key, err := p2p.LoadOrCreateIdentity(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	h, err := p2p.NewHost(n.cfg.P2P, key)
+	if err != nil {
+		return err
+	}
+	n.h = h
+	n.log = n.log.With("peer", h.ID())
+	n.sv = p2p.NewService(h, n.log)
+	n.hs = attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{},
+		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
+	n.hs.Register(n.sv)
+	if _, err := n.hs.Evidence(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+
+	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
+	switch n.cfg.Role {
+	case RoleWorker:
+		n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent},
+			h.ID(), n.backend, verified, n.log)
+		n.worker.Register(n.sv)
+		if _, err := n.worker.Catalog(ctx); err != nil {
+			n.log.Warn("engine not answering yet", "err", err)
+		}
+	case RoleProxy:
+		rc := router.DefaultConfig(n.cfg.Network)
+		rc.Attempts = n.cfg.Proxy.Attempts
+		rc.FirstChunkTimeout = n.cfg.Proxy.FirstChunkTimeout.D()
+		n.router = router.New(rc, h, func(p peer.ID) (string, bool) {
+			v, ok := n.hs.Verified(p)
+			return v.Tier.String(), ok
+		}, n.log)
+		n.router.Register(n.sv)
+		workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("proxy.workers: %w", err)
+		}
+		catalog := p2p.ProtocolID(n.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion)
+		n.keeper = discovery.NewKeeper(h, workers, n.cfg.Proxy.CheckInterval.D(), discovery.Hooks{
+			Up: func(ctx context.Context, p peer.ID) error {
+				if _, err := n.hs.Attest(ctx, p); err != nil {
+					return err
+				}
+				c, err := inference.FetchCatalog(ctx, h, p, catalog)
+				if err != nil {
+					return err
+				}
+				n.router.SetWorker(p, c)
+				return nil
+			},
+			Down: n.router.WorkerDown,
+		}, n.log)
+	case RoleClient:
+		proxies, err := discovery.ParseAddrs(n.cfg.Client.Proxies)
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("client.proxies: %w", err)
+		}
+		n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Client.CheckInterval.D(), discovery.Hooks{
+			Up: func(ctx context.Context, p peer.ID) error {
+				_, err := n.hs.Attest(ctx, p)
+				return err
+			},
+			Down: func(peer.ID) {},
+		}, n.log)
+		up := gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
+		n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, up, n.log)
+		ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("client.api_addr: %w", err)
+		}
+		n.ln = ln
+		n.http = gateway.NewHTTPServer(n.gw)
+		n.wg.Go(func() {
+			if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.log.Error("API server stopped", "err", err)
+			}
+		})
+	}
+	if n.keeper != nil {
+		n.wg.Go(func() { n.keeper.Run(runCtx) })
+	}
+	n.log.Info("node started", "network", n.cfg.Network, "addrs", n.Addrs())
+	return nil
+}
+
+func (n *Node) attestedProxies() []peer.ID {
+	var out []peer.ID
+	for _, p := range n.keeper.Up() {
+		if _, ok := n.hs.Verified(p); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ID is the node's peer ID; empty before Start.
+func (n *Node) ID() peer.ID {
+	if n.h == nil {
+		return ""
+	}
+	return n.h.ID()
+}
+
+// Addrs are the node's listen addresses with /p2p/<id>, for other nodes'
+// configuration.
+func (n *Node) Addrs() []string {
+	if n.h == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range n.h.Addrs() {
+		out = append(out, a.Encapsulate(ma.StringCast("/p2p/"+n.h.ID().String())).String())
+	}
+	return out
+}
+
+// APIAddr is where a client serves the OpenAI API ("" for other roles).
+func (n *Node) APIAddr() string {
+	if n.ln == nil {
+		return ""
+	}
+	return n.ln.Addr().String()
+}
+
+// Ready reports whether the node can do its job: a client has an attested
+// proxy that knows at least one model, a proxy has a worker, a worker is
+// always ready once started.
+func (n *Node) Ready(ctx context.Context) bool {
+	switch n.cfg.Role {
+	case RoleClient:
+		ids := n.attestedProxies()
+		if len(ids) == 0 {
+			return false
+		}
+		c, err := gateway.NewProxies(n.h, n.cfg.Network, n.attestedProxies).Catalog(ctx)
+		return err == nil && len(c.Models) > 0
+	case RoleProxy:
+		return len(n.router.Catalog().Models) > 0
+	case RoleWorker:
+		return n.h != nil
+	}
+	return false
+}
+
+// Poke makes the node re-check its peers now instead of at the next tick.
+func (n *Node) Poke() {
+	if n.keeper != nil {
+		n.keeper.Poke()
+	}
+}
+
+// Close stops everything Start started and waits for it.
+func (n *Node) Close() error {
+	var err error
+	n.once.Do(func() {
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if e := n.http.Shutdown(ctx); e != nil {
+				n.http.Close()
+			}
+			cancel()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.sv != nil {
+			n.sv.Close()
+		}
+		n.wg.Wait()
+		if n.h != nil {
+			err = n.h.Close()
+		}
+	})
+	return err
+}

@@ -1,0 +1,133 @@
+package p2p
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// HostConfig configures a libp2p host.
+type HostConfig struct {
+	// Listen are the multiaddrs to listen on. Empty means no listener (a
+	// client that only dials). Never leave libp2p to pick: its default
+	// listens on every interface.
+	Listen []string `toml:"listen"`
+	// MaxStreamsPerPeer bounds concurrent streams with one peer, each way.
+	// A proxy carries every request of a client on one connection, so this
+	// is the concurrency one client can reach.
+	MaxStreamsPerPeer int `toml:"max_streams_per_peer"`
+	// MaxStreams bounds concurrent streams in the whole host.
+	MaxStreams int `toml:"max_streams"`
+	// MaxConns bounds open connections; the connection manager trims to
+	// ConnsLow once ConnsHigh is passed.
+	MaxConns  int `toml:"max_conns"`
+	ConnsLow  int `toml:"conns_low"`
+	ConnsHigh int `toml:"conns_high"`
+}
+
+// DefaultHostConfig listens on loopback TCP and QUIC with ports chosen by
+// the system.
+func DefaultHostConfig() HostConfig {
+	return HostConfig{
+		Listen:            []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		MaxStreamsPerPeer: 4096,
+		MaxStreams:        16384,
+		MaxConns:          2048,
+		ConnsLow:          512,
+		ConnsHigh:         1024,
+	}
+}
+
+// Validate checks the limits and addresses.
+func (c HostConfig) Validate() error {
+	for _, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("listen: %q: %w", a, err)
+		}
+	}
+	if c.MaxStreamsPerPeer <= 0 || c.MaxStreams < c.MaxStreamsPerPeer {
+		return fmt.Errorf("max_streams_per_peer (%d) must be positive and at most max_streams (%d)", c.MaxStreamsPerPeer, c.MaxStreams)
+	}
+	if c.ConnsLow <= 0 || c.ConnsHigh < c.ConnsLow || c.MaxConns < c.ConnsHigh {
+		return fmt.Errorf("conns_low (%d) <= conns_high (%d) <= max_conns (%d) must hold", c.ConnsLow, c.ConnsHigh, c.MaxConns)
+	}
+	return nil
+}
+
+// NewHost starts a libp2p host with key as its identity: TCP and QUIC,
+// Noise then TLS, yamux, a resource manager with the configured limits and
+// a connection manager.
+func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	limiter := rcmgr.NewFixedLimiter(limits(cfg))
+	rm, err := rcmgr.NewResourceManager(limiter)
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(cfg.ConnsLow, cfg.ConnsHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(tls.ID, tls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableMetrics(),
+	}
+	if len(cfg.Listen) == 0 {
+		opts = append(opts, libp2p.NoListenAddrs)
+	} else {
+		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("starting libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
+	streams := rcmgr.LimitVal(cfg.MaxStreams)
+	perPeer := rcmgr.LimitVal(cfg.MaxStreamsPerPeer)
+	conns := rcmgr.LimitVal(cfg.MaxConns)
+	partial := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Streams: streams, StreamsInbound: streams, StreamsOutbound: streams,
+			Conns: conns, ConnsInbound: conns, ConnsOutbound: conns,
+			Memory: rcmgr.LimitVal64(4 << 30),
+		},
+		Transient: rcmgr.ResourceLimits{
+			Streams: streams, StreamsInbound: streams, StreamsOutbound: streams,
+		},
+		ServiceDefault:      rcmgr.ResourceLimits{Streams: streams, StreamsInbound: streams, StreamsOutbound: streams},
+		ServicePeerDefault:  rcmgr.ResourceLimits{Streams: perPeer, StreamsInbound: perPeer, StreamsOutbound: perPeer},
+		ProtocolDefault:     rcmgr.ResourceLimits{Streams: streams, StreamsInbound: streams, StreamsOutbound: streams},
+		ProtocolPeerDefault: rcmgr.ResourceLimits{Streams: perPeer, StreamsInbound: perPeer, StreamsOutbound: perPeer},
+		PeerDefault: rcmgr.ResourceLimits{
+			Streams: perPeer, StreamsInbound: perPeer, StreamsOutbound: perPeer,
+			Memory: rcmgr.LimitVal64(1 << 30),
+		},
+	}
+	return partial.Build(rcmgr.DefaultLimits.AutoScale())
+}

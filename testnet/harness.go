@@ -1,0 +1,113 @@
+package testnet
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// TB is the part of testing.TB the harness needs.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Context() context.Context
+}
+
+// Harness is a local network whose nodes live as long as a test.
+type Harness struct {
+	tb  TB
+	Net *Net
+}
+
+// New makes an empty network for tb; every node is closed by tb.Cleanup.
+// Node logs go to tb.Logf, shown when a test fails or with -v.
+func New(tb TB) *Harness {
+	tb.Helper()
+	w := &tbWriter{tb: tb}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n := NewNet(tb.TempDir(), log)
+	tb.Cleanup(func() {
+		n.Close()
+		w.stop()
+	})
+	return &Harness{tb: tb, Net: n}
+}
+
+// AddWorker starts a sim worker; mods change its configuration.
+func (h *Harness) AddWorker(mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddWorker(h.tb.Context(), mods)
+	if err != nil {
+		h.tb.Fatalf("starting worker: %v", err)
+	}
+	return nd
+}
+
+// AddWorkerWith starts a worker serving b.
+func (h *Harness) AddWorkerWith(b inference.Backend, mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddWorker(h.tb.Context(), mods, node.WithBackend(b))
+	if err != nil {
+		h.tb.Fatalf("starting worker: %v", err)
+	}
+	return nd
+}
+
+// AddProxy starts a proxy that knows every worker added so far.
+func (h *Harness) AddProxy(mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddProxy(h.tb.Context(), mods...)
+	if err != nil {
+		h.tb.Fatalf("starting proxy: %v", err)
+	}
+	return nd
+}
+
+// AddClient starts a client that knows every proxy added so far and waits
+// until it is ready to serve.
+func (h *Harness) AddClient(mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddClient(h.tb.Context(), mods...)
+	if err != nil {
+		h.tb.Fatalf("starting client: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(h.tb.Context(), 30*time.Second)
+	defer cancel()
+	if err := WaitReady(ctx, nd); err != nil {
+		h.tb.Fatalf("%v", err)
+	}
+	return nd
+}
+
+// BaseURL is a client's OpenAI base URL, http://127.0.0.1:port/v1.
+func BaseURL(client *node.Node) string { return "http://" + client.APIAddr() + "/v1" }
+
+// tbWriter sends log lines to tb.Logf until the test's cleanup stops it.
+type tbWriter struct {
+	mu      sync.Mutex // guards stopped and tb use
+	tb      TB
+	stopped bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.tb.Logf("%s", strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *tbWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+}

@@ -1,0 +1,217 @@
+// Package testnet brings up a whole Cocoon network on 127.0.0.1 in one
+// process: proxies, workers and clients as real nodes with real libp2p
+// hosts. `cocoon testnet` runs it for people; tests use the same harness
+// through New, which ties every node's life to the test.
+package testnet
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// Net is a local network being assembled. Add workers first, then proxies
+// (which are told about every worker added so far), then clients (told
+// about every proxy).
+type Net struct {
+	dir     string
+	network string
+	log     *slog.Logger
+
+	mu      sync.Mutex // guards the node lists
+	workers []*node.Node
+	proxies []*node.Node
+	clients []*node.Node
+}
+
+// NewNet makes an empty network whose nodes keep their data under dir.
+func NewNet(dir string, log *slog.Logger) *Net {
+	return &Net{dir: dir, network: "local", log: log}
+}
+
+// Modify changes a node's configuration before it starts.
+type Modify func(*node.Config)
+
+func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []node.Option) (*node.Node, error) {
+	cfg := node.DefaultConfig(role)
+	cfg.Network = n.network
+	n.mu.Lock()
+	idx := len(n.workers) + len(n.proxies) + len(n.clients)
+	switch role {
+	case node.RoleProxy:
+		for _, w := range n.workers {
+			cfg.Proxy.Workers = append(cfg.Proxy.Workers, w.Addrs()...)
+		}
+		cfg.Proxy.CheckInterval = node.Duration(time.Second)
+	case node.RoleClient:
+		for _, p := range n.proxies {
+			cfg.Client.Proxies = append(cfg.Client.Proxies, p.Addrs()...)
+		}
+		cfg.Client.CheckInterval = node.Duration(time.Second)
+		cfg.Client.APIAddr = "127.0.0.1:0"
+		cfg.P2P.Listen = nil
+	}
+	n.mu.Unlock()
+	cfg.DataDir = filepath.Join(n.dir, fmt.Sprintf("%s-%d", role, idx))
+	for _, m := range mods {
+		m(&cfg)
+	}
+	nd, err := node.New(cfg, n.log.With("node", fmt.Sprintf("%s-%d", role, idx)), opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := nd.Start(ctx); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch role {
+	case node.RoleWorker:
+		n.workers = append(n.workers, nd)
+	case node.RoleProxy:
+		n.proxies = append(n.proxies, nd)
+	case node.RoleClient:
+		n.clients = append(n.clients, nd)
+	}
+	return nd, nil
+}
+
+// AddWorker starts a worker (sim backend unless mods or opts say otherwise).
+func (n *Net) AddWorker(ctx context.Context, mods []Modify, opts ...node.Option) (*node.Node, error) {
+	return n.start(ctx, node.RoleWorker, mods, opts)
+}
+
+// AddProxy starts a proxy that knows every worker added so far.
+func (n *Net) AddProxy(ctx context.Context, mods ...Modify) (*node.Node, error) {
+	return n.start(ctx, node.RoleProxy, mods, nil)
+}
+
+// AddClient starts a client that knows every proxy added so far, its API
+// on a free loopback port unless mods say otherwise.
+func (n *Net) AddClient(ctx context.Context, mods ...Modify) (*node.Node, error) {
+	return n.start(ctx, node.RoleClient, mods, nil)
+}
+
+// WaitReady waits until nd is ready (see node.Node.Ready) or ctx ends.
+func WaitReady(ctx context.Context, nd *node.Node) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if nd.Ready(ctx) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s to be ready: %w", nd.ID(), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops every node, clients first.
+func (n *Net) Close() {
+	n.mu.Lock()
+	all := append(append(append([]*node.Node{}, n.clients...), n.proxies...), n.workers...)
+	n.mu.Unlock()
+	for _, nd := range all {
+		nd.Close()
+	}
+}
+
+// Options shape a network started by Start.
+type Options struct {
+	Workers    int    // sim workers unless BackendURL is set
+	BackendURL string // an OpenAI-compatible engine every worker serves
+	Models     []string
+	APIAddr    string // the client's API address
+	Dir        string // data dirs; a temporary one if empty
+	Worker     []Modify
+	Progress   func(string) // called at each step, for people watching
+}
+
+// Started is a network brought up by Start.
+type Started struct {
+	*Net
+	Client *node.Node
+	Proxy  *node.Node
+	tmp    string
+}
+
+// Start brings up one proxy, opts.Workers workers and one client, and waits
+// until the client serves.
+func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error) {
+	if opts.Workers < 1 {
+		return nil, fmt.Errorf("workers: %d must be at least 1", opts.Workers)
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	s := &Started{}
+	dir := opts.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "cocoon-testnet-")
+		if err != nil {
+			return nil, err
+		}
+		dir, s.tmp = tmp, tmp
+	}
+	s.Net = NewNet(dir, log)
+	fail := func(err error) (*Started, error) {
+		s.Close()
+		return nil, err
+	}
+	wmods := append([]Modify{}, opts.Worker...)
+	if opts.BackendURL != "" {
+		wmods = append(wmods, func(c *node.Config) {
+			c.Worker.Backend = "openai"
+			c.Worker.OpenAI.URL = opts.BackendURL
+			c.Worker.OpenAI.Models = opts.Models
+		})
+	} else if len(opts.Models) > 0 {
+		wmods = append(wmods, func(c *node.Config) { c.Worker.Sim.Models = opts.Models })
+	}
+	for i := range opts.Workers {
+		w, err := s.AddWorker(ctx, wmods)
+		if err != nil {
+			return fail(fmt.Errorf("starting worker %d: %w", i, err))
+		}
+		progress(fmt.Sprintf("worker %d/%d up: %s", i+1, opts.Workers, w.ID()))
+	}
+	p, err := s.AddProxy(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("starting proxy: %w", err))
+	}
+	s.Proxy = p
+	progress(fmt.Sprintf("proxy up: %s", p.ID()))
+	c, err := s.AddClient(ctx, func(c *node.Config) {
+		if opts.APIAddr != "" {
+			c.Client.APIAddr = opts.APIAddr
+		}
+	})
+	if err != nil {
+		return fail(fmt.Errorf("starting client: %w", err))
+	}
+	s.Client = c
+	progress(fmt.Sprintf("client up: %s, waiting for it to attest the proxy and see models", c.ID()))
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := WaitReady(wctx, c); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// Close stops the network and removes a temporary data dir.
+func (s *Started) Close() {
+	s.Net.Close()
+	if s.tmp != "" {
+		os.RemoveAll(s.tmp)
+	}
+}
