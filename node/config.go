@@ -64,8 +64,8 @@ func (s SimConfig) Sim() sim.Config {
 
 // OpenAIConf points a worker at an OpenAI-compatible engine.
 type OpenAIConf struct {
-	URL    string   `toml:"url"`     // e.g. http://127.0.0.1:8000/v1
-	APIKey string   `toml:"-"`       // from COCOON_ENGINE_API_KEY only
+	URL    string   `toml:"url"`    // e.g. http://127.0.0.1:8000/v1
+	APIKey string   `toml:"-"`      // from COCOON_ENGINE_API_KEY only
 	Models []string `toml:"models"` // announce these instead of asking the engine
 }
 
@@ -220,7 +220,6 @@ func checkAPIAddr(addr, key string) error {
 	return nil
 }
 
-
 // Duration is a time.Duration written as "1m30s" in TOML.
 type Duration time.Duration
 
@@ -241,4 +240,3 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = Duration(v)
 	return nil
 }
-
