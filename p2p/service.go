@@ -78,10 +78,27 @@ func (sv *Service) serve(id protocol.ID, timeout time.Duration, fn HandlerFunc, 
 			sv.log.Debug("setting stream deadline", "protocol", id, "err", err)
 		}
 	}
-	stop := context.AfterFunc(sv.ctx, func() { s.Reset() })
-	defer stop()
+	// Close resets the stream through this AfterFunc; whoever loses the
+	// race to stop it waits for the reset, so the stream never ends
+	// gracefully once Close began and no goroutine outlives Close.
+	reset := make(chan struct{})
+	stop := context.AfterFunc(sv.ctx, func() {
+		s.Reset()
+		close(reset)
+	})
+	stopped := false
+	defer func() {
+		if !stopped && !stop() {
+			<-reset
+		}
+	}()
 	if err := fn(sv.ctx, s); err != nil {
 		sv.log.Debug("stream handler failed", "protocol", id, "peer", s.Conn().RemotePeer(), "err", err)
+		return
+	}
+	stopped = true
+	if !stop() {
+		<-reset // the service is closing: reset, not a graceful close
 		return
 	}
 	ok = true

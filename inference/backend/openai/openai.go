@@ -262,7 +262,7 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 		return inference.Result{}, err
 	}
 	if s.done {
-		_ = cancel
+		drain(resp.Body, cancel)
 	}
 	res := s.result(req.Body)
 	b.log.Debug("engine stream done", "request", req.ID, "model", req.Model,

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,8 @@ type fakeEngine struct {
 	// away, which closes gone.
 	hold bool
 	gone chan struct{}
+	// end, when set, is waited on before the answer ends.
+	end chan struct{}
 	// modelsStatus and models answer GET /v1/models.
 	modelsStatus int
 	models       string
@@ -127,6 +130,13 @@ func (fe *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			close(fe.gone)
+		case <-fe.quit:
+		}
+	}
+	if fe.end != nil {
+		select {
+		case <-fe.end:
+		case <-r.Context().Done():
 		case <-fe.quit:
 		}
 	}
@@ -685,9 +695,23 @@ func TestGenerateCancelledBefore(t *testing.T) {
 	}
 }
 
+// TestGenerateReusesConnection checks that a connection goes back to the
+// pool even when the engine ends its answer only after the backend read
+// [DONE].
 func TestGenerateReusesConnection(t *testing.T) {
-	fe := &fakeEngine{parts: []string{chatEvent("a", "stop"), usageEvent(1, 1, 0), doneEvent}}
-	b := newBackend(t, Config{BaseURL: fe.start(t)})
+	end := make(chan struct{}, 1)
+	fe := &fakeEngine{parts: []string{chatEvent("a", "stop"), usageEvent(1, 1, 0), doneEvent}, end: end}
+	base := fe.start(t)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := tr.RoundTrip(r)
+		if err == nil {
+			resp.Body = &doneWatcher{ReadCloser: resp.Body, end: end}
+		}
+		return resp, err
+	})}
+	b := newBackend(t, Config{BaseURL: base, HTTPClient: client})
 	for i := range 3 {
 		if _, _, err := generate(t.Context(), b, chatRequest(chatBody)); err != nil {
 			t.Fatalf("Generate %d: %v", i, err)
@@ -696,6 +720,26 @@ func TestGenerateReusesConnection(t *testing.T) {
 	if n := fe.conns.Load(); n != 1 {
 		t.Errorf("engine saw %d connections for 3 requests, want 1", n)
 	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// doneWatcher lets the engine end its answer once [DONE] was read.
+type doneWatcher struct {
+	io.ReadCloser
+	end  chan<- struct{}
+	seen bool
+}
+
+func (d *doneWatcher) Read(p []byte) (int, error) {
+	n, err := d.ReadCloser.Read(p)
+	if !d.seen && bytes.Contains(p[:n], []byte("[DONE]")) {
+		d.seen = true
+		d.end <- struct{}{}
+	}
+	return n, err
 }
 
 func TestGenerateKind(t *testing.T) {

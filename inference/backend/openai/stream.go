@@ -224,6 +224,9 @@ func (s *stream) decode(data []byte) (inference.Chunk, error) {
 	if len(ev.Error) > 0 && string(ev.Error) != "null" {
 		msg, param, status := parseError(data)
 		if status == 0 {
+			if msg == "" {
+				msg = "no message"
+			}
 			return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine failed: %s", msg)
 		}
 		return inference.Chunk{}, statusError(status, msg, param)

@@ -1,0 +1,157 @@
+// Command bench measures what the Cocoon mesh costs a streaming inference
+// request, and prints a table (or JSON with -json). `make bench` runs it.
+//
+// Every answer has the shape of Telegram Cocoon's own harness: 50 chunks of
+// 128 bytes, streamed as OpenAI chat.completion.chunk server-sent events
+// ending in "data: [DONE]". Each row of the table sends the same streaming
+// chat request to up to three targets, one after the other:
+//
+//   - direct: straight to mockEngine, an OpenAI-compatible engine in this
+//     process; the baseline, what an app gets without the mesh;
+//   - mesh: to a client node, which forwards over libp2p to a proxy, which
+//     forwards to one worker running the built-in sim backend in the same
+//     shape: the cost of the mesh alone;
+//   - mesh+engine: the same path, but the worker runs the openai backend
+//     against mockEngine over HTTP: what an app pays for the mesh in front
+//     of a real engine.
+//
+// All nodes and the engine run in this process (testnet.Start); the load
+// generator runs in a child process (this binary, re-executed as
+// "bench loadgen"), so that it never shares a Go scheduler with what it
+// measures, as an external tool like hey would. Both share the machine's
+// cores.
+//
+// The rows, and the targets the mesh must meet:
+//
+//  1. one request at a time: latency, and the latency the mesh adds
+//     (p50 mesh - p50 direct <= 0.5 ms);
+//  2. 30 at once over kept-alive connections: throughput (mesh >= 0.6x
+//     direct) and added latency (<= 5 ms);
+//  3. the same with a new connection per request;
+//  4. a paced engine (a chunk every 10 ms, 4 at once): the gaps between
+//     chunks must reach the app as the engine made them (within 5%), which
+//     fails if any hop holds chunks back and sends them together;
+//  5. 1,000 streams at once through one proxy: no errors, and the memory
+//     it takes (peak RSS of this process).
+//
+// Usage:
+//
+//	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-json] [-cpuprofile FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// config is the command line.
+type config struct {
+	duration   time.Duration // per target, per row
+	warmup     int           // warm-up requests per target
+	rows       []int         // which rows to run
+	json       bool
+	cpuprofile string
+	bigConc    int // row 5: streams at once...
+	bigN       int // ...and requests in all
+}
+
+// run is the whole program; main only adds the process around it.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "loadgen" {
+		return runLoadgen(ctx, args[1:], stdout)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	rows := fs.String("rows", "1,2,3,4,5", "rows to run, comma-separated")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded in rows 1-4")
+	fs.IntVar(&cfg.warmup, "warmup", 20, "warm-up requests per target before it is measured")
+	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
+	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (nodes and engine, not the load generator) to this file")
+	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
+	fs.IntVar(&cfg.bigN, "big-n", 2000, "row 5: requests in all")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bench [flags]\n\nMeasures the Cocoon mesh against a direct engine; see go doc ./cmd/bench.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, f := range strings.Split(*rows, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > len(rowNames) {
+			return fmt.Errorf("-rows: %q is not a row (1 to %d)", f, len(rowNames))
+		}
+		if !slices.Contains(cfg.rows, n) {
+			cfg.rows = append(cfg.rows, n)
+		}
+	}
+	slices.Sort(cfg.rows)
+	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.bigConc < 1 || cfg.bigN < cfg.bigConc {
+		return errors.New("-duration must be positive, -warmup not negative, -big-n at least -big-c")
+	}
+
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintln(stderr, "bench: raising the open file limit:", err)
+	}
+	if cfg.cpuprofile != "" {
+		f, err := os.Create(cfg.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b := &bench{cfg: cfg, log: log, progress: stderr}
+	rep, err := b.run(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg.json {
+		return rep.writeJSON(stdout)
+	}
+	return rep.writeTable(stdout)
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard one: 1,000
+// streams at once hold a few thousand sockets in this process.
+func raiseFileLimit() error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Cur >= l.Max {
+		return nil
+	}
+	l.Cur = l.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}

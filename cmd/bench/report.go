@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets the mesh must meet.
+const (
+	maxAddedP50C1  = 500 * time.Microsecond // row 1
+	maxAddedP50C30 = 5 * time.Millisecond   // rows 2 and 3
+	minRatioC30    = 0.6                    // rows 2 and 3: mesh req/s over direct req/s
+	maxGapDev      = 5.0                    // row 4: percent off the engine's gap
+)
+
+// report is everything one run of the bench measured.
+type report struct {
+	Date       time.Time     `json:"date"`
+	GoVersion  string        `json:"go_version"`
+	GOMAXPROCS int           `json:"gomaxprocs"`
+	CPUs       int           `json:"cpus"`
+	CPUModel   string        `json:"cpu_model"`
+	Duration   time.Duration `json:"duration_per_target_ns"`
+	Warmup     int           `json:"warmup_requests"`
+	Chunks     int           `json:"chunks"`
+	ChunkBytes int           `json:"chunk_bytes"`
+	Workers    int           `json:"workers"`
+	Rows       []*row        `json:"rows"`
+	Passed     int           `json:"checks_passed"`
+	Checks     int           `json:"checks"`
+	PeakRSS    int64         `json:"peak_rss_bytes"` // of this process over the whole run
+	Took       time.Duration `json:"took_ns"`
+}
+
+// row is one line of the plan: a load shape against each target.
+type row struct {
+	N           int             `json:"row"`
+	Name        string          `json:"name"`
+	Concurrency int             `json:"concurrency"`
+	KeepAlive   bool            `json:"keep_alive"`
+	Gap         time.Duration   `json:"engine_gap_ns,omitempty"` // row 4
+	Runs        []*targetResult `json:"runs"`
+	// Row 5: the peak resident memory of this process while it ran,
+	// counted from its start if PeakRSSReset, else from the bench's.
+	PeakRSS      int64 `json:"peak_rss_bytes,omitempty"`
+	PeakRSSReset bool  `json:"peak_rss_reset,omitempty"`
+}
+
+// targetResult is one target's result in a row, compared with direct.
+type targetResult struct {
+	Target   string        `json:"target"`
+	Result   *loadResult   `json:"result"`
+	AddedP50 time.Duration `json:"added_p50_ns,omitempty"`     // p50 latency over direct's
+	Ratio    float64       `json:"throughput_ratio,omitempty"` // req/s over direct's
+	GapDev   float64       `json:"gap_mean_dev_pct,omitempty"` // mean gap off the engine's, %
+	GapP50   float64       `json:"gap_p50_dev_pct,omitempty"`  // median gap off the engine's, %
+	Checks   []check       `json:"checks,omitempty"`
+}
+
+// check is one target checked.
+type check struct {
+	Name string `json:"name"`
+	Pass bool   `json:"pass"`
+}
+
+func (c check) String() string {
+	if c.Pass {
+		return c.Name + ": PASS"
+	}
+	return c.Name + ": FAIL"
+}
+
+func newReport(cfg config) *report {
+	return &report{
+		Date:       time.Now().UTC().Truncate(time.Second),
+		GoVersion:  runtime.Version(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		CPUs:       runtime.NumCPU(),
+		CPUModel:   cpuModel(),
+		Duration:   cfg.duration,
+		Warmup:     cfg.warmup,
+		Chunks:     chunks,
+		ChunkBytes: chunkBytes,
+		Workers:    workers,
+	}
+}
+
+func (rep *report) add(r *row) {
+	rep.Rows = append(rep.Rows, r)
+	for _, x := range r.Runs {
+		for _, c := range x.Checks {
+			rep.Checks++
+			if c.Pass {
+				rep.Passed++
+			}
+		}
+	}
+}
+
+// compare fills in each run's comparison with direct and its checks.
+func (r *row) compare() {
+	var base *loadResult
+	for _, x := range r.Runs {
+		if x.Target == direct {
+			base = x.Result
+		}
+	}
+	for _, x := range r.Runs {
+		res := x.Result
+		if r.Gap > 0 && res.Gap != nil {
+			x.GapDev = pctOff(res.Gap.Mean, r.Gap)
+			x.GapP50 = pctOff(res.Gap.P50, r.Gap)
+		}
+		if x.Target == direct {
+			continue
+		}
+		if base != nil {
+			x.AddedP50 = res.Latency.P50 - base.Latency.P50
+			if base.ReqPerSec > 0 {
+				x.Ratio = res.ReqPerSec / base.ReqPerSec
+			}
+		}
+		clean := res.Errors == 0 && res.OK > 0
+		switch r.N {
+		case 1:
+			x.Checks = []check{{fmt.Sprintf("added p50 <= %s", ms(maxAddedP50C1)), clean && x.AddedP50 <= maxAddedP50C1}}
+		case 2, 3:
+			x.Checks = []check{
+				{fmt.Sprintf("req/s >= %.1fx direct", minRatioC30), clean && x.Ratio >= minRatioC30},
+				{fmt.Sprintf("added p50 <= %s", ms(maxAddedP50C30)), clean && x.AddedP50 <= maxAddedP50C30},
+			}
+		case 4:
+			ok := res.Gap != nil && res.Gap.N > 0 && abs(x.GapDev) <= maxGapDev && abs(x.GapP50) <= maxGapDev
+			x.Checks = []check{{fmt.Sprintf("gap mean and p50 within %.0f%%", maxGapDev), clean && ok}}
+		case 5:
+			x.Checks = []check{{"zero errors", res.Errors == 0 && res.OK > 0}}
+		}
+	}
+}
+
+func pctOff(got, want time.Duration) float64 {
+	return 100 * (float64(got) - float64(want)) / float64(want)
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+// writeJSON prints the report as JSON.
+func (rep *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// writeTable prints the report for people.
+func (rep *report) writeTable(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "Cocoon mesh benchmark, %s\n", rep.Date.Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(bw, "%s %s/%s, GOMAXPROCS %d, %d CPUs: %s\n", rep.GoVersion, runtime.GOOS, runtime.GOARCH, rep.GOMAXPROCS, rep.CPUs, rep.CPUModel)
+	fmt.Fprintf(bw, "answer: %d chunks x %d B as OpenAI SSE chat.completion.chunk events, then [DONE]\n", rep.Chunks, rep.ChunkBytes)
+	fmt.Fprintf(bw, "direct:      load generator -> mock engine (HTTP)\n")
+	fmt.Fprintf(bw, "mesh:        load generator -> client -> proxy -> %d worker (sim backend)\n", rep.Workers)
+	fmt.Fprintf(bw, "mesh+engine: load generator -> client -> proxy -> %d worker (openai backend) -> mock engine (HTTP)\n", rep.Workers)
+	fmt.Fprintf(bw, "engine and nodes share this process; the load generator runs in a child process on the same CPUs\n")
+	fmt.Fprintf(bw, "rows 1-4: %s per target after %d warm-up requests; added = p50 - direct p50; x direct = req/s / direct req/s\n", rep.Duration, rep.Warmup)
+	fmt.Fprintf(bw, "cpu/req: CPU time per answered request, of this process (engine, nodes) + of the load generator\n")
+
+	for _, r := range rep.Rows {
+		fmt.Fprintf(bw, "\n%d. %s\n", r.N, r.Name)
+		tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
+		switch {
+		case r.Gap > 0:
+			fmt.Fprintln(tw, "target\treq/s\tp50\tttfb p50\tgap mean\toff\tgap p50\toff\tgap p99\terrors\t\tcheck\t")
+			for _, x := range r.Runs {
+				g := x.Result.Gap
+				if g == nil {
+					g = &dist{}
+				}
+				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%+.1f%%\t%s\t%+.1f%%\t%s\t%d\t\t%s\t\n",
+					x.Target, x.Result.ReqPerSec, ms(x.Result.Latency.P50), ms(x.Result.TTFB.P50),
+					ms(g.Mean), x.GapDev, ms(g.P50), x.GapP50, ms(g.P99), x.Result.Errors, checks(x.Checks))
+			}
+		case r.N == 5:
+			fmt.Fprintln(tw, "target\tok\terrors\treq/s\tp50\tp99\tttfb p50\tpeak RSS\tcpu/req\t\tcheck\t")
+			for _, x := range r.Runs {
+				res := x.Result
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t\t%s\t\n",
+					x.Target, res.OK, res.Errors, res.ReqPerSec, ms(res.Latency.P50), ms(res.Latency.P99),
+					ms(res.TTFB.P50), mib(r.PeakRSS), cpuPerReq(res), checks(x.Checks))
+			}
+		default:
+			fmt.Fprintln(tw, "target\treq/s\tx direct\tp50\tp99\tttfb p50\tadded p50\terrors\tcpu/req\t\tcheck\t")
+			for _, x := range r.Runs {
+				res := x.Result
+				ratio, added := "", ""
+				if x.Target != direct {
+					ratio, added = fmt.Sprintf("%.2fx", x.Ratio), "+"+ms(x.AddedP50)
+					if x.AddedP50 < 0 {
+						added = "-" + ms(-x.AddedP50)
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\t%s\t\n",
+					x.Target, res.ReqPerSec, ratio, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.TTFB.P50),
+					added, res.Errors, cpuPerReq(res), checks(x.Checks))
+			}
+		}
+		tw.Flush()
+		for _, x := range r.Runs {
+			for _, e := range x.Result.ErrorKind {
+				fmt.Fprintf(bw, "   %s error: %s\n", x.Target, e)
+			}
+		}
+		if r.N == 5 {
+			fmt.Fprintf(bw, "   %d streams at once, %d requests in all, worker max_concurrent raised to %d; peak RSS %s\n",
+				r.Concurrency, r.Runs[0].Result.OK+r.Runs[0].Result.Errors, 2*r.Concurrency, rssNote(r.PeakRSSReset))
+		}
+	}
+	fmt.Fprintf(bw, "\ntargets: %d of %d checks pass\n", rep.Passed, rep.Checks)
+	fmt.Fprintf(bw, "peak RSS of this process over the run: %s\n", mib(rep.PeakRSS))
+	fmt.Fprintf(bw, "took %s\n", rep.Took.Round(100*time.Millisecond))
+	return bw.Flush()
+}
+
+func rssNote(reset bool) string {
+	if reset {
+		return "counted from the start of this row (its network and streams)"
+	}
+	return "counted from the start of the bench (the kernel did not let it be reset)"
+}
+
+func checks(cs []check) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, c.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+// ms writes d in milliseconds with microsecond precision.
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64) + " ms"
+}
+
+func mib(b int64) string {
+	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
+}
+
+func cpuPerReq(res *loadResult) string {
+	if res.OK == 0 {
+		return "-"
+	}
+	per := func(d time.Duration) int64 { return int64(d/time.Microsecond) / int64(res.OK) }
+	return fmt.Sprintf("%d+%d µs", per(res.BenchCPU), per(res.LoadCPU))
+}
+
+// peakRSS is this process's peak resident memory (VmHWM), 0 if unknown.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuModel is the first model name in /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}

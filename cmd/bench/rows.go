@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+// The answer's shape, and the pace of row 4.
+const (
+	chunks     = 50
+	chunkBytes = 128
+	pacedGap   = 10 * time.Millisecond
+	pacedConc  = 4
+	workers    = 1
+)
+
+// requestBody is what the load generator posts to every target.
+const requestBody = `{"model":"` + mockModel + `","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+
+// Target names.
+const (
+	direct     = "direct"
+	mesh       = "mesh"
+	meshEngine = "mesh+engine"
+)
+
+var rowNames = []string{
+	"c=1, keep-alive on",
+	"c=30, keep-alive on",
+	"c=30, keep-alive off",
+	fmt.Sprintf("paced: a chunk every %s, c=%d, keep-alive on", pacedGap, pacedConc),
+	"c=1000 streams through one proxy, keep-alive on",
+}
+
+// bench runs the rows.
+type bench struct {
+	cfg      config
+	log      *slog.Logger // the nodes' log
+	progress io.Writer
+}
+
+// target is somewhere the load generator sends requests.
+type target struct {
+	name string
+	url  string
+}
+
+// env is the engines and networks a group of rows loads.
+type env struct {
+	targets []target
+	closers []func()
+}
+
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+	e.closers = nil
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.progress, "bench: "+format+"\n", args...)
+}
+
+// run runs the configured rows and returns the report.
+func (b *bench) run(ctx context.Context) (*report, error) {
+	start := time.Now()
+	rep := newReport(b.cfg)
+	want := func(n int) bool { return slices.Contains(b.cfg.rows, n) }
+
+	if want(1) || want(2) || want(3) {
+		e, err := b.setUp(ctx, 0, 0, direct, mesh, meshEngine)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range []struct {
+			n    int
+			spec loadSpec
+		}{
+			{1, loadSpec{Concurrency: 1, KeepAlive: true}},
+			{2, loadSpec{Concurrency: 30, KeepAlive: true}},
+			{3, loadSpec{Concurrency: 30, KeepAlive: false}},
+		} {
+			if !want(r.n) {
+				continue
+			}
+			row, err := b.measure(ctx, r.n, e.targets, r.spec)
+			if err != nil {
+				e.close()
+				return nil, err
+			}
+			rep.add(row)
+		}
+		e.close()
+	}
+
+	if want(4) {
+		e, err := b.setUp(ctx, pacedGap, 0, direct, mesh, meshEngine)
+		if err != nil {
+			return nil, err
+		}
+		row, err := b.measure(ctx, 4, e.targets, loadSpec{Concurrency: pacedConc, KeepAlive: true, Gaps: true})
+		e.close()
+		if err != nil {
+			return nil, err
+		}
+		rep.add(row)
+	}
+
+	rep.PeakRSS = peakRSS()
+	if want(5) {
+		// Start row 5's memory count from what is in use now.
+		reset := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+		e, err := b.setUp(ctx, 0, 2*b.cfg.bigConc, mesh)
+		if err != nil {
+			return nil, err
+		}
+		row, err := b.measure(ctx, 5, e.targets, loadSpec{Concurrency: b.cfg.bigConc, Requests: b.cfg.bigN, KeepAlive: true})
+		if err == nil {
+			row.PeakRSS = peakRSS()
+			row.PeakRSSReset = reset
+			rep.PeakRSS = max(rep.PeakRSS, row.PeakRSS)
+		}
+		e.close()
+		if err != nil {
+			return nil, err
+		}
+		rep.add(row)
+	}
+	rep.Took = time.Since(start)
+	return rep, nil
+}
+
+// setUp starts the named targets: direct is a mock engine pacing its
+// chunks gap apart; mesh is a network whose worker runs the sim backend at
+// the same pace; mesh+engine is a network whose worker runs the openai
+// backend against the engine. maxConcurrent, if not 0, raises the workers'
+// limit on requests at once.
+func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int, names ...string) (*env, error) {
+	e := &env{}
+	eng := newMockEngine(chunks, chunkBytes, gap)
+	if err := eng.Start(); err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, func() { eng.Close() })
+
+	limit := func(c *node.Config) {
+		if maxConcurrent > 0 {
+			c.Worker.MaxConcurrent = maxConcurrent
+		}
+	}
+	shape := func(c *node.Config) {
+		c.Worker.Sim.Chunks = chunks
+		c.Worker.Sim.ChunkBytes = chunkBytes
+		if gap > 0 {
+			c.Worker.Sim.TokensPerSec = float64(time.Second) / float64(gap)
+		}
+	}
+	for _, name := range names {
+		var opts testnet.Options
+		switch name {
+		case direct:
+			e.targets = append(e.targets, target{direct, eng.URL() + "/v1/chat/completions"})
+			continue
+		case mesh:
+			opts.Worker = []testnet.Modify{shape, limit}
+		case meshEngine:
+			opts.BackendURL = eng.URL() + "/v1"
+			opts.Worker = []testnet.Modify{limit}
+		}
+		t0 := time.Now()
+		opts.Workers = workers
+		opts.Models = []string{mockModel}
+		s, err := testnet.Start(ctx, opts, b.log)
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("starting the %s network: %w", name, err)
+		}
+		e.closers = append(e.closers, s.Close)
+		e.targets = append(e.targets, target{name, "http://" + s.Client.APIAddr() + "/v1/chat/completions"})
+		b.logf("%s network up in %s: client, proxy, %d worker", name, time.Since(t0).Round(time.Millisecond), workers)
+	}
+	return e, nil
+}
+
+// measure loads each target in turn with spec, after a warm-up, and
+// returns the row.
+func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadSpec) (*row, error) {
+	r := &row{N: n, Name: rowNames[n-1], Concurrency: spec.Concurrency, KeepAlive: spec.KeepAlive}
+	if spec.Gaps {
+		r.Gap = pacedGap
+	}
+	spec.Body = requestBody
+	spec.Events = chunks
+	if spec.Requests == 0 {
+		spec.Duration = b.cfg.duration
+	}
+	for _, t := range targets {
+		spec.URL = t.url
+		if w := b.warmupSpec(spec); w.Requests > 0 {
+			wres, err := runLoad(ctx, w)
+			if err != nil {
+				return nil, fmt.Errorf("row %d, %s, warming up: %w", n, t.name, err)
+			}
+			if wres.Errors > 0 {
+				b.logf("row %d %s: %d of %d warm-up requests failed: %v", n, t.name, wres.Errors, w.Requests, wres.ErrorKind)
+			}
+		}
+		runtime.GC() // no debt from the warm-up or the last target
+		res, err := runLoad(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
+		}
+		r.Runs = append(r.Runs, &targetResult{Target: t.name, Result: res})
+		b.logf("row %d (%s) %-11s %s", n, r.Name, t.name, brief(res))
+	}
+	r.compare()
+	return r, nil
+}
+
+// warmupSpec is a few requests at the row's concurrency, to open
+// connections and streams and fill pools before the measurement. A paced
+// answer takes chunks*gap, so paced rows warm up one round only.
+func (b *bench) warmupSpec(spec loadSpec) loadSpec {
+	w := spec
+	w.Duration = 0
+	w.Gaps = false
+	w.Requests = b.cfg.warmup
+	if spec.Gaps {
+		w.Requests = spec.Concurrency
+	}
+	w.Concurrency = max(1, min(spec.Concurrency, w.Requests))
+	return w
+}
+
+func brief(res *loadResult) string {
+	s := fmt.Sprintf("%6d ok %3d err  %8.0f req/s  p50 %s  p99 %s  ttfb p50 %s  %.1f reads/answer",
+		res.OK, res.Errors, res.ReqPerSec, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.TTFB.P50), res.Reads)
+	if res.Gap != nil {
+		s += fmt.Sprintf("  gap mean %s p50 %s", ms(res.Gap.Mean), ms(res.Gap.P50))
+	}
+	if len(res.ErrorKind) > 0 {
+		s += fmt.Sprintf("  errors: %q", res.ErrorKind)
+	}
+	return s
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in the module for a bounded time each.
+# Usage: scripts/fuzz.sh [duration]   (default 30s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+time=${1:-30s}
+found=0
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for target in $(grep -ho '^func \(Fuzz[A-Za-z0-9_]*\)' "$dir"/*_test.go 2>/dev/null | awk '{print $2}' | sort -u); do
+    found=$((found + 1))
+    echo "fuzz: $pkg $target ($time)"
+    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$time" "$pkg" >/tmp/cocoon-fuzz.log 2>&1 || { cat /tmp/cocoon-fuzz.log; exit 1; }
+    tail -n 2 /tmp/cocoon-fuzz.log | head -n 1
+  done
+done
+echo "fuzz: $found targets passed"
