@@ -154,8 +154,16 @@ func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
 		return err
 	}
 	_, err = a.exchange(ctx, s, own, false)
+	if errors.Is(err, errRejectSent) {
+		// The peer was told why: a graceful close delivers that answer,
+		// where a reset would discard it unread.
+		return nil
+	}
 	return err
 }
+
+// errRejectSent marks a failed exchange whose rejection reached the peer.
+var errRejectSent = errors.New("rejection sent")
 
 // exchange sends own evidence and checks the peer's. The initiator writes
 // first; the responder checks before it answers, so an unacceptable peer
@@ -193,8 +201,9 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	if err != nil {
 		a.log.Info("peer failed attestation", "peer", remote, "err", err)
 		if !initiator {
-			_ = fw.Write(frameReject, []byte(err.Error()))
-			_ = fw.Flush()
+			if fw.Write(frameReject, []byte(err.Error())) == nil && fw.Flush() == nil {
+				return Verdict{}, fmt.Errorf("peer %s: %w (%w)", remote, err, errRejectSent)
+			}
 		}
 		return Verdict{}, fmt.Errorf("peer %s: %w", remote, err)
 	}

@@ -49,6 +49,7 @@ type Keeper struct {
 	hooks    Hooks
 	log      *slog.Logger
 	poke     chan struct{}
+	settled  chan struct{} // closed after the first pass over every peer
 
 	mu sync.Mutex // guards up
 	up map[peer.ID]bool
@@ -60,7 +61,7 @@ func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, hooks
 		interval = 5 * time.Second
 	}
 	return &Keeper{h: h, peers: peers, interval: interval, hooks: hooks,
-		log: log.With("component", "discovery"), poke: make(chan struct{}, 1), up: make(map[peer.ID]bool)}
+		log: log.With("component", "discovery"), poke: make(chan struct{}, 1), settled: make(chan struct{}), up: make(map[peer.ID]bool)}
 }
 
 // Up lists the peers whose last check passed.
@@ -74,6 +75,16 @@ func (k *Keeper) Up() []peer.ID {
 		}
 	}
 	return out
+}
+
+// Settled reports whether every peer has been checked at least once.
+func (k *Keeper) Settled() bool {
+	select {
+	case <-k.settled:
+		return true
+	default:
+		return false
+	}
 }
 
 // Run checks the peers until ctx ends. The first pass runs at once.
@@ -96,8 +107,13 @@ func (k *Keeper) Run(ctx context.Context) error {
 
 	t := time.NewTicker(k.interval)
 	defer t.Stop()
+	first := true
 	for {
 		k.checkAll(ctx)
+		if first {
+			close(k.settled)
+			first = false
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -47,11 +47,21 @@ type requestHeader struct {
 	Model string `json:"model"`
 }
 
-// AppendRequest encodes req as a Request frame payload.
+// AppendRequest encodes req as a Request frame payload. It refuses, with
+// ErrMalformed, a request DecodeRequest would refuse.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
+	if !req.Kind.Valid() {
+		return nil, fmt.Errorf("%w: request kind %d", ErrMalformed, req.Kind)
+	}
+	if req.Model == "" {
+		return nil, fmt.Errorf("%w: request without model", ErrMalformed)
+	}
 	hdr, err := json.Marshal(requestHeader{ID: req.ID, Kind: req.Kind, Model: req.Model})
 	if err != nil {
 		return nil, err
+	}
+	if len(hdr) > maxHeaderBytes {
+		return nil, fmt.Errorf("%w: request header of %d bytes, over %d", ErrMalformed, len(hdr), maxHeaderBytes)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(hdr)))
 	dst = append(dst, hdr...)

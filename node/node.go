@@ -228,6 +228,9 @@ func (n *Node) APIAddr() string {
 func (n *Node) Ready(ctx context.Context) bool {
 	switch n.cfg.Role {
 	case RoleClient:
+		if !n.keeper.Settled() {
+			return false
+		}
 		ids := n.attestedProxies()
 		if len(ids) == 0 {
 			return false
@@ -235,7 +238,7 @@ func (n *Node) Ready(ctx context.Context) bool {
 		c, err := gateway.NewProxies(n.h, n.cfg.Network, n.attestedProxies).Catalog(ctx)
 		return err == nil && len(c.Models) > 0
 	case RoleProxy:
-		return len(n.router.Catalog().Models) > 0
+		return n.keeper.Settled() && len(n.router.Catalog().Models) > 0
 	case RoleWorker:
 		return n.h != nil
 	}

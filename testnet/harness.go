@@ -61,14 +61,25 @@ func (h *Harness) AddWorkerWith(b inference.Backend, mods ...Modify) *node.Node 
 	return nd
 }
 
-// AddProxy starts a proxy that knows every worker added so far.
+// AddProxy starts a proxy that knows every worker added so far and waits
+// until it has checked each of them once.
 func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 	h.tb.Helper()
 	nd, err := h.Net.AddProxy(h.tb.Context(), mods...)
 	if err != nil {
 		h.tb.Fatalf("starting proxy: %v", err)
 	}
+	h.waitReady(nd)
 	return nd
+}
+
+func (h *Harness) waitReady(nd *node.Node) {
+	h.tb.Helper()
+	ctx, cancel := context.WithTimeout(h.tb.Context(), 30*time.Second)
+	defer cancel()
+	if err := WaitReady(ctx, nd); err != nil {
+		h.tb.Fatalf("%v", err)
+	}
 }
 
 // AddClient starts a client that knows every proxy added so far and waits
@@ -79,11 +90,7 @@ func (h *Harness) AddClient(mods ...Modify) *node.Node {
 	if err != nil {
 		h.tb.Fatalf("starting client: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(h.tb.Context(), 30*time.Second)
-	defer cancel()
-	if err := WaitReady(ctx, nd); err != nil {
-		h.tb.Fatalf("%v", err)
-	}
+	h.waitReady(nd)
 	return nd
 }
 

@@ -25,11 +25,12 @@ import (
 // out chunked.
 type mockEngine struct {
 	gap    time.Duration
-	events [][]byte // the content events, each a whole "data: ...\n\n"
-	usage  []byte   // the usage event
-	whole  []byte   // every content event and [DONE]: the unpaced answer
-	wholeU []byte   // the same with the usage event before [DONE]
-	models []byte   // the answer to GET /v1/models
+	events [][]byte     // the content events, each a whole "data: ...\n\n"
+	usage  []byte       // the usage event
+	whole  []byte       // every content event and [DONE]: the unpaced answer
+	wholeU []byte       // the same with the usage event before [DONE]
+	models []byte       // the answer to GET /v1/models
+	rec    *gapRecorder // the gaps between the events it flushed, paced
 
 	srv *http.Server
 	ln  net.Listener
@@ -44,7 +45,7 @@ const (
 
 // newMockEngine prepares an engine; Start starts it.
 func newMockEngine(chunks, chunkBytes int, gap time.Duration) *mockEngine {
-	e := &mockEngine{gap: gap}
+	e := &mockEngine{gap: gap, rec: &gapRecorder{}}
 	text := benchText(chunkBytes)
 	created := time.Now().Unix()
 	for i := range chunks {
@@ -151,6 +152,9 @@ func (e *mockEngine) serveChat(w http.ResponseWriter, r *http.Request) {
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
+	gaps := make([]time.Duration, 0, len(e.events))
+	defer func() { e.rec.add(gaps) }()
+	var last time.Time
 	for i, ev := range e.events {
 		if i > 0 {
 			t.Reset(e.gap)
@@ -166,6 +170,11 @@ func (e *mockEngine) serveChat(w http.ResponseWriter, r *http.Request) {
 		if err := rc.Flush(); err != nil {
 			return
 		}
+		now := time.Now()
+		if i > 0 {
+			gaps = append(gaps, now.Sub(last))
+		}
+		last = now
 	}
 	if req.StreamOptions.IncludeUsage {
 		w.Write(e.usage)

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -72,6 +73,7 @@ type loadResult struct {
 	// Filled in by the parent, not the load generator.
 	BenchCPU time.Duration `json:"bench_cpu_ns,omitempty"`   // CPU the bench process (nodes, engine) spent during the run
 	LoadCPU  time.Duration `json:"loadgen_cpu_ns,omitempty"` // CPU the load generator spent
+	AllCPU   time.Duration `json:"machine_cpu_ns,omitempty"` // CPU every process on the machine spent, from /proc/stat
 }
 
 // dist summarizes durations.
@@ -116,9 +118,9 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, exe, append([]string{"loadgen"}, spec.args()...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	before := selfCPU()
+	before, allBefore := selfCPU(), machineCPU()
 	err = cmd.Run()
-	benchCPU := selfCPU() - before
+	benchCPU, allCPU := selfCPU()-before, machineCPU()-allBefore
 	if err != nil {
 		return nil, fmt.Errorf("load generator: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
@@ -127,6 +129,7 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 		return nil, fmt.Errorf("load generator output: %w", err)
 	}
 	res.BenchCPU = benchCPU
+	res.AllCPU = allCPU
 	res.LoadCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return &res, nil
 }
@@ -138,6 +141,30 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineCPU is the CPU time all processes have used so far (the busy
+// columns of /proc/stat's cpu line), 0 if unknown. Other processes on the
+// machine make the bench's numbers noisy; this says how much.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 // runLoadgen is the "loadgen" subcommand: the child side of runLoad.

@@ -36,7 +36,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-json] [-cpuprofile FILE]
+//	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-targets direct,mesh,mesh+engine] [-json] [-cpuprofile FILE]
 package main
 
 import (
@@ -73,6 +73,8 @@ type config struct {
 	duration   time.Duration // per target, per row
 	warmup     int           // warm-up requests per target
 	rows       []int         // which rows to run
+	targets    []string      // which targets to load
+	transport  string        // what the nodes listen on: default, tcp or quic
 	json       bool
 	cpuprofile string
 	bigConc    int // row 5: streams at once...
@@ -88,8 +90,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg config
 	rows := fs.String("rows", "1,2,3,4,5", "rows to run, comma-separated")
+	targets := fs.String("targets", direct+","+mesh+","+meshEngine, "targets to load, comma-separated (row 5 loads mesh only)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded in rows 1-4")
 	fs.IntVar(&cfg.warmup, "warmup", 20, "warm-up requests per target before it is measured")
+	fs.StringVar(&cfg.transport, "transport", "default", "libp2p transport between nodes: default (the nodes' own: TCP and QUIC, libp2p picks), tcp or quic")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (nodes and engine, not the load generator) to this file")
 	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
@@ -111,6 +115,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	slices.Sort(cfg.rows)
+	for _, t := range strings.Split(*targets, ",") {
+		t = strings.TrimSpace(t)
+		if t != direct && t != mesh && t != meshEngine {
+			return fmt.Errorf("-targets: %q is not %s, %s or %s", t, direct, mesh, meshEngine)
+		}
+		cfg.targets = append(cfg.targets, t)
+	}
+	if _, ok := listenAddrs[cfg.transport]; !ok {
+		return fmt.Errorf("-transport: %q: want default, tcp or quic", cfg.transport)
+	}
 	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.bigConc < 1 || cfg.bigN < cfg.bigConc {
 		return errors.New("-duration must be positive, -warmup not negative, -big-n at least -big-c")
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -52,6 +53,7 @@ type bench struct {
 type target struct {
 	name string
 	url  string
+	rec  *gapRecorder // the gaps its engine made, when paced
 }
 
 // env is the engines and networks a group of rows loads.
@@ -78,7 +80,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	want := func(n int) bool { return slices.Contains(b.cfg.rows, n) }
 
 	if want(1) || want(2) || want(3) {
-		e, err := b.setUp(ctx, 0, 0, direct, mesh, meshEngine)
+		e, err := b.setUp(ctx, 0, 0, b.cfg.targets...)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +106,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	}
 
 	if want(4) {
-		e, err := b.setUp(ctx, pacedGap, 0, direct, mesh, meshEngine)
+		e, err := b.setUp(ctx, pacedGap, 0, b.cfg.targets...)
 		if err != nil {
 			return nil, err
 		}
@@ -153,40 +155,69 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 	}
 	e.closers = append(e.closers, func() { eng.Close() })
 
+	var tokensPerSec float64
+	if gap > 0 {
+		tokensPerSec = float64(time.Second) / float64(gap)
+	}
 	limit := func(c *node.Config) {
 		if maxConcurrent > 0 {
 			c.Worker.MaxConcurrent = maxConcurrent
 		}
 	}
-	shape := func(c *node.Config) {
+	simShape := func(c *node.Config) {
+		c.Worker.Sim.Models = []string{mockModel}
 		c.Worker.Sim.Chunks = chunks
 		c.Worker.Sim.ChunkBytes = chunkBytes
-		if gap > 0 {
-			c.Worker.Sim.TokensPerSec = float64(time.Second) / float64(gap)
-		}
+		c.Worker.Sim.TokensPerSec = tokensPerSec
+	}
+	engine := func(c *node.Config) {
+		c.Worker.Backend = "openai"
+		c.Worker.OpenAI.URL = eng.URL() + "/v1"
+		c.Worker.OpenAI.Models = []string{mockModel}
 	}
 	for _, name := range names {
-		var opts testnet.Options
+		t := target{name: name}
+		var (
+			mods []testnet.Modify
+			opts []node.Option
+		)
 		switch name {
 		case direct:
-			e.targets = append(e.targets, target{direct, eng.URL() + "/v1/chat/completions"})
+			t.url = eng.URL() + "/v1/chat/completions"
+			if gap > 0 {
+				t.rec = eng.rec
+			}
+			e.targets = append(e.targets, t)
 			continue
 		case mesh:
-			opts.Worker = []testnet.Modify{shape, limit}
+			mods = []testnet.Modify{simShape, limit}
+			if gap > 0 {
+				// The same backend the config names, timed.
+				var c node.Config
+				simShape(&c)
+				sb, err := sim.New(c.Worker.Sim.Sim())
+				if err != nil {
+					e.close()
+					return nil, err
+				}
+				t.rec = &gapRecorder{}
+				opts = append(opts, node.WithBackend(timedBackend{sb, t.rec}))
+			}
 		case meshEngine:
-			opts.BackendURL = eng.URL() + "/v1"
-			opts.Worker = []testnet.Modify{limit}
+			mods = []testnet.Modify{engine, limit}
+			if gap > 0 {
+				t.rec = eng.rec
+			}
 		}
 		t0 := time.Now()
-		opts.Workers = workers
-		opts.Models = []string{mockModel}
-		s, err := testnet.Start(ctx, opts, b.log)
+		m, err := startMesh(ctx, b.log, b.cfg.transport, mods, opts...)
 		if err != nil {
 			e.close()
-			return nil, fmt.Errorf("starting the %s network: %w", name, err)
+			return nil, fmt.Errorf("%s network: %w", name, err)
 		}
-		e.closers = append(e.closers, s.Close)
-		e.targets = append(e.targets, target{name, "http://" + s.Client.APIAddr() + "/v1/chat/completions"})
+		e.closers = append(e.closers, m.Close)
+		t.url = m.URL()
+		e.targets = append(e.targets, t)
 		b.logf("%s network up in %s: client, proxy, %d worker", name, time.Since(t0).Round(time.Millisecond), workers)
 	}
 	return e, nil
@@ -216,12 +247,20 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 			}
 		}
 		runtime.GC() // no debt from the warm-up or the last target
+		if t.rec != nil {
+			t.rec.take() // the warm-up's
+		}
 		res, err := runLoad(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
 		}
-		r.Runs = append(r.Runs, &targetResult{Target: t.name, Result: res})
-		b.logf("row %d (%s) %-11s %s", n, r.Name, t.name, brief(res))
+		tr := &targetResult{Target: t.name, Result: res}
+		if t.rec != nil {
+			g := summarize(t.rec.take())
+			tr.EngineGap = &g
+		}
+		r.Runs = append(r.Runs, tr)
+		b.logf("row %d (%s) %-11s %s", n, r.Name, t.name, brief(tr))
 	}
 	r.compare()
 	return r, nil
@@ -242,11 +281,16 @@ func (b *bench) warmupSpec(spec loadSpec) loadSpec {
 	return w
 }
 
-func brief(res *loadResult) string {
-	s := fmt.Sprintf("%6d ok %3d err  %8.0f req/s  p50 %s  p99 %s  ttfb p50 %s  %.1f reads/answer",
-		res.OK, res.Errors, res.ReqPerSec, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.TTFB.P50), res.Reads)
+func brief(tr *targetResult) string {
+	res := tr.Result
+	ours, others := busy(res)
+	s := fmt.Sprintf("%6d ok %3d err  %8.0f req/s  p50 %s  p99 %s  ttfb p50 %s  %.1f reads/answer  cpu/req %s  cpu ours %.0f%% others %.0f%%",
+		res.OK, res.Errors, res.ReqPerSec, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.TTFB.P50), res.Reads, cpuPerReq(res), ours, others)
 	if res.Gap != nil {
 		s += fmt.Sprintf("  gap mean %s p50 %s", ms(res.Gap.Mean), ms(res.Gap.P50))
+		if g := tr.EngineGap; g != nil {
+			s += fmt.Sprintf(" (engine %s, %s)", ms(g.Mean), ms(g.P50))
+		}
 	}
 	if len(res.ErrorKind) > 0 {
 		s += fmt.Sprintf("  errors: %q", res.ErrorKind)

@@ -124,9 +124,7 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 			n = p.maxTokens
 		}
 		prompt = estimateTokens(p.promptBytes)
-		seed := fnv.New64a()
-		seed.Write(req.Body)
-		s := seed.Sum64()
+		s := p.seed
 		word = func(i int) string {
 			w := vocabulary[(s+uint64(i)*0x9e3779b97f4a7c15)>>40%uint64(len(vocabulary))]
 			if i == 0 {
@@ -183,6 +181,7 @@ func wait(ctx context.Context, t *time.Timer) error {
 type parsed struct {
 	maxTokens   int
 	promptBytes int
+	seed        uint64 // a hash of the prompt: the same prompt gets the same answer
 }
 
 // parse reads what the simulation needs from the OpenAI body.
@@ -202,9 +201,13 @@ func parse(req *inference.Request) (parsed, error) {
 	if body.MaxCompletionTokens > 0 {
 		p.maxTokens = body.MaxCompletionTokens
 	}
+	h := fnv.New64a()
+	h.Write(body.Prompt)
 	for _, m := range body.Messages {
 		p.promptBytes += len(m.Content)
+		h.Write(m.Content)
 	}
+	p.seed = h.Sum64()
 	if p.maxTokens > 4096 {
 		p.maxTokens = 4096
 	}

@@ -1,0 +1,183 @@
+package inference_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+)
+
+func FuzzDecodeRequest(f *testing.F) {
+	for _, r := range []inference.Request{
+		{ID: "req-1", Kind: inference.KindChat, Model: "sim-small", Body: []byte(`{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"stream":true}`)},
+		{Kind: inference.KindCompletion, Model: "m", Body: []byte(`{"prompt":"x","max_tokens":4}`)},
+		{Kind: inference.KindChat, Model: "m"},
+	} {
+		p, err := inference.AppendRequest(nil, &r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
+	f.Add(rawRequest(`{"kind":1,"model":"m","MODEL":"n"}`, "b"))
+	f.Add(rawRequest(`{"kind":3,"model":"m"}`, ""))
+	f.Add(rawRequest(`{"id":"\ud800","kind":2,"model":"\u00e9"}`, ""))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		req, err := inference.DecodeRequest(p)
+		if err != nil {
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("error without ErrMalformed: %v", err)
+			}
+			if req != nil {
+				t.Fatal("request returned with an error")
+			}
+			return
+		}
+		if !req.Kind.Valid() || req.Model == "" {
+			t.Fatalf("decoded an invalid request %+v", req)
+		}
+		if len(req.Body) > len(p) {
+			t.Fatal("body longer than the payload")
+		}
+		// decode(encode(x)) == x for every x that decodes, unless the
+		// encoder refuses x (JSON escaping can grow a header past the cap).
+		enc, err := inference.AppendRequest(nil, req)
+		if err != nil {
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("AppendRequest: %v", err)
+			}
+			return
+		}
+		again, err := inference.DecodeRequest(enc)
+		if err != nil {
+			t.Fatalf("re-encoded request does not decode: %v", err)
+		}
+		assertRequest(t, again, req)
+	})
+}
+
+// FuzzRequestRoundTrip checks decode(encode(x)) == x from the encoding
+// side, for requests the gateway can produce: valid UTF-8 strings (they
+// come from JSON), a valid kind, a model of at most 256 bytes.
+func FuzzRequestRoundTrip(f *testing.F) {
+	f.Add("req-1", uint8(1), "sim-small", []byte(`{"messages":[]}`))
+	f.Add("", uint8(2), "m", []byte{})
+	f.Add("\u2028<>&\"\\", uint8(1), "a/b:c", []byte{0, 1, 2})
+	f.Fuzz(func(t *testing.T, id string, kind uint8, model string, body []byte) {
+		req := &inference.Request{ID: id, Kind: inference.Kind(kind), Model: model, Body: body}
+		if !req.Kind.Valid() || model == "" || len(model) > 256 || len(id) > 256 ||
+			!utf8.ValidString(id) || !utf8.ValidString(model) {
+			return
+		}
+		p, err := inference.AppendRequest(nil, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := inference.DecodeRequest(p)
+		if err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		assertRequest(t, got, req)
+	})
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	f.Add(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "Hello", FinishReason: "stop"}))
+	f.Add(inference.FrameChunk, []byte{})
+	f.Add(inference.FrameEnd, []byte(`{"usage":{"prompt_tokens":3,"completion_tokens":5},"finish_reason":"length","simulated":true}`))
+	f.Add(inference.FrameEnd, []byte(`null`))
+	f.Add(inference.FrameError, []byte(`{"code":4,"message":"busy","param":"x"}`))
+	f.Add(inference.FrameError, []byte(`{"code":70000}`))
+	f.Add(byte(0), []byte{})
+	f.Add(byte(9), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
+		ev, err := inference.DecodeEvent(typ, p)
+		if err != nil {
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("error without ErrMalformed: %v", err)
+			}
+			return
+		}
+		if ev.Type != typ {
+			t.Fatalf("event type %d from frame type %d", ev.Type, typ)
+		}
+		switch typ {
+		case inference.FrameChunk:
+			if len(ev.Finish) > 64 {
+				t.Fatalf("finish reason of %d bytes", len(ev.Finish))
+			}
+			enc := inference.AppendChunk(nil, inference.Chunk{Text: string(ev.Text), FinishReason: string(ev.Finish)})
+			text, finish, err := inference.DecodeChunk(enc)
+			if err != nil || !bytes.Equal(text, ev.Text) || !bytes.Equal(finish, ev.Finish) {
+				t.Fatalf("chunk round trip: %q %q %v, want %q %q", text, finish, err, ev.Text, ev.Finish)
+			}
+		case inference.FrameEnd:
+			b, err := json.Marshal(ev.End)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := inference.DecodeEvent(typ, b)
+			if err != nil || !reflect.DeepEqual(again.End, ev.End) {
+				t.Fatalf("End round trip: %+v, %v; want %+v", again.End, err, ev.End)
+			}
+		case inference.FrameError:
+			if ev.Err == nil || ev.Err.Code == 0 {
+				t.Fatalf("error event %+v", ev.Err)
+			}
+			b, err := json.Marshal(ev.Err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := inference.DecodeEvent(typ, b)
+			if err != nil || !reflect.DeepEqual(again.Err, ev.Err) {
+				t.Fatalf("Error round trip: %+v, %v; want %+v", again.Err, err, ev.Err)
+			}
+		default:
+			t.Fatalf("frame type %d decoded", typ)
+		}
+	})
+}
+
+func FuzzDecodeCatalog(f *testing.F) {
+	f.Add([]byte(`{"models":[{"id":"sim-small","simulated":true}],"max_concurrent":64,"active":3}`))
+	f.Add([]byte(`{"models":[{"id":"a","workers":2},{"id":"b"}]}`))
+	f.Add([]byte(`{"models":[]}`))
+	f.Add([]byte(`{"models":[{"id":""}]}`))
+	f.Add([]byte(`{"active":-1}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`[`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := inference.DecodeCatalog(b)
+		if err != nil {
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("error without ErrMalformed: %v", err)
+			}
+			return
+		}
+		if len(c.Models) > 1024 || c.MaxConcurrent < 0 || c.Active < 0 {
+			t.Fatalf("accepted %+v", c)
+		}
+		for _, m := range c.Models {
+			if m.ID == "" || len(m.ID) > 256 {
+				t.Fatalf("accepted model ID %q", m.ID)
+			}
+		}
+		enc, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := inference.DecodeCatalog(enc)
+		if err != nil {
+			t.Fatalf("re-encoded catalog does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(again, c) {
+			t.Fatalf("round trip: %+v, want %+v", again, c)
+		}
+	})
+}

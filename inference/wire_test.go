@@ -1,0 +1,382 @@
+package inference_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+func TestRequestRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		req  inference.Request
+	}{
+		{"chat", inference.Request{ID: "req-1", Kind: inference.KindChat, Model: "sim-small",
+			Body: []byte(`{"model":"sim-small","messages":[{"role":"user","content":"hi"}]}`)}},
+		{"completion", inference.Request{ID: "r", Kind: inference.KindCompletion, Model: "m", Body: []byte(`{"prompt":"x"}`)}},
+		{"no ID, no body", inference.Request{Kind: inference.KindChat, Model: "m"}},
+		{"binary body", inference.Request{ID: "b", Kind: inference.KindChat, Model: "m", Body: []byte{0, 0xff, '\n', '"'}}},
+		{"unicode and JSON-special model", inference.Request{ID: `"quoted" <id>`, Kind: inference.KindChat, Model: "modèle/7b:q4 <&>"}},
+		{"large body", inference.Request{ID: "big", Kind: inference.KindChat, Model: "m", Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := inference.AppendRequest([]byte("prefix"), &tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(p, []byte("prefix")) {
+				t.Fatal("AppendRequest dropped dst")
+			}
+			got, err := inference.DecodeRequest(p[len("prefix"):])
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRequest(t, got, &tt.req)
+			if len(p)+16 > inference.MaxRequestFrame+len("prefix") && len(tt.req.Body) <= inference.MaxBodyBytes {
+				t.Fatalf("a %d-byte body makes a %d-byte payload, over MaxRequestFrame", len(tt.req.Body), len(p))
+			}
+		})
+	}
+}
+
+func assertRequest(t *testing.T, got, want *inference.Request) {
+	t.Helper()
+	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || !bytes.Equal(got.Body, want.Body) {
+		t.Fatalf("got {%q %v %q %d bytes}, want {%q %v %q %d bytes}",
+			got.ID, got.Kind, got.Model, len(got.Body), want.ID, want.Kind, want.Model, len(want.Body))
+	}
+}
+
+func TestDecodeRequestCopiesBody(t *testing.T) {
+	p, err := inference.AppendRequest(nil, &inference.Request{Kind: inference.KindChat, Model: "m", Body: []byte("body")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := inference.DecodeRequest(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range p {
+		p[i] = 'X'
+	}
+	if string(got.Body) != "body" {
+		t.Fatalf("body aliases the payload: %q", got.Body)
+	}
+}
+
+// rawRequest builds a request payload from a header as given.
+func rawRequest(hdr string, body string) []byte {
+	p := binary.AppendUvarint(nil, uint64(len(hdr)))
+	return append(append(p, hdr...), body...)
+}
+
+func TestDecodeRequestErrors(t *testing.T) {
+	// A header of exactly the maximum length, padded with JSON whitespace.
+	pad := func(hdr string, n int) string { return hdr + strings.Repeat(" ", n-len(hdr)) }
+	ok := `{"id":"x","kind":1,"model":"m"}`
+	tests := []struct {
+		name    string
+		p       []byte
+		wantErr bool
+	}{
+		{"header of 4096 bytes", rawRequest(pad(ok, 4096), "body"), false},
+		{"empty payload", nil, true},
+		{"length varint overflows", bytes.Repeat([]byte{0xff}, 11), true},
+		{"length varint cut short", []byte{0x80}, true},
+		{"header over 4096 bytes", rawRequest(pad(ok, 4097), ""), true},
+		{"header length past the end", append(binary.AppendUvarint(nil, 100), ok...), true},
+		{"huge header length", append(binary.AppendUvarint(nil, 1<<62), ok...), true},
+		{"header not JSON", rawRequest("{", ""), true},
+		{"header a JSON array", rawRequest(`[]`, ""), true},
+		{"header null", rawRequest(`null`, ""), true},
+		{"kind zero", rawRequest(`{"kind":0,"model":"m"}`, ""), true},
+		{"kind unknown", rawRequest(`{"kind":3,"model":"m"}`, ""), true},
+		{"kind over a byte", rawRequest(`{"kind":257,"model":"m"}`, ""), true},
+		{"kind a string", rawRequest(`{"kind":"chat","model":"m"}`, ""), true},
+		{"kind missing", rawRequest(`{"model":"m"}`, ""), true},
+		{"model missing", rawRequest(`{"kind":1}`, ""), true},
+		{"model empty", rawRequest(`{"kind":2,"model":""}`, ""), true},
+		{"model not a string", rawRequest(`{"kind":1,"model":7}`, ""), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := inference.DecodeRequest(tt.p)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if req.Model != "m" || string(req.Body) != "body" {
+					t.Fatalf("decoded %+v", req)
+				}
+				return
+			}
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("got %+v, %v; want ErrMalformed", req, err)
+			}
+			if req != nil {
+				t.Fatalf("a malformed request decoded to %+v", req)
+			}
+		})
+	}
+}
+
+func TestChunkRoundTrip(t *testing.T) {
+	tests := []inference.Chunk{
+		{},
+		{Text: "Hello"},
+		{FinishReason: "stop"},
+		{Text: " world", FinishReason: "length"},
+		{Text: "\x00\xff binary", FinishReason: strings.Repeat("f", 64)},
+		{Text: strings.Repeat("long ", 1000)},
+	}
+	for _, c := range tests {
+		p := inference.AppendChunk(nil, c)
+		text, finish, err := inference.DecodeChunk(p)
+		if err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if string(text) != c.Text || string(finish) != c.FinishReason {
+			t.Fatalf("got %q, %q; want %q, %q", text, finish, c.Text, c.FinishReason)
+		}
+	}
+}
+
+func TestDecodeChunkBounds(t *testing.T) {
+	withFinish := func(n uint64, rest string) []byte { return append(binary.AppendUvarint(nil, n), rest...) }
+	tests := []struct {
+		name       string
+		p          []byte
+		wantText   string
+		wantFinish string
+		wantErr    bool
+	}{
+		{"finish of 64 bytes", withFinish(64, strings.Repeat("f", 64)+"text"), "text", strings.Repeat("f", 64), false},
+		{"finish fills the payload", withFinish(4, "stop"), "", "stop", false},
+		{"empty payload", nil, "", "", true},
+		{"finish of 65 bytes", withFinish(65, strings.Repeat("f", 65)), "", "", true},
+		{"finish past the end", withFinish(5, "stop"), "", "", true},
+		{"length varint overflows", bytes.Repeat([]byte{0xff}, 11), "", "", true},
+		{"length varint cut short", []byte{0x80}, "", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text, finish, err := inference.DecodeChunk(tt.p)
+			if tt.wantErr {
+				if !errors.Is(err, inference.ErrMalformed) {
+					t.Fatalf("got %q, %q, %v; want ErrMalformed", text, finish, err)
+				}
+				return
+			}
+			if err != nil || string(text) != tt.wantText || string(finish) != tt.wantFinish {
+				t.Fatalf("got %q, %q, %v", text, finish, err)
+			}
+		})
+	}
+}
+
+func TestDecodeEvent(t *testing.T) {
+	tests := []struct {
+		name    string
+		typ     byte
+		p       []byte
+		want    inference.Event
+		wantErr bool
+	}{
+		{"chunk", inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "hi", FinishReason: "stop"}),
+			inference.Event{Type: inference.FrameChunk, Text: []byte("hi"), Finish: []byte("stop")}, false},
+		{"end", inference.FrameEnd,
+			[]byte(`{"usage":{"prompt_tokens":3,"completion_tokens":5,"cached_tokens":1,"counted":true},"finish_reason":"length","simulated":true,"worker":"12D3","tier":"dev"}`),
+			inference.Event{Type: inference.FrameEnd, End: &inference.End{
+				Usage:        inference.Usage{PromptTokens: 3, CompletionTokens: 5, CachedTokens: 1, Counted: true},
+				FinishReason: "length", Simulated: true, Worker: "12D3", Tier: "dev"}}, false},
+		{"end with nothing", inference.FrameEnd, []byte(`{}`), inference.Event{Type: inference.FrameEnd, End: &inference.End{}}, false},
+		{"error", inference.FrameError, []byte(`{"code":4,"message":"busy"}`),
+			inference.Event{Type: inference.FrameError, Err: &inference.Error{Code: inference.CodeOverloaded, Message: "busy"}}, false},
+		{"error with param", inference.FrameError, []byte(`{"code":1,"message":"bad","param":"model"}`),
+			inference.Event{Type: inference.FrameError, Err: &inference.Error{Code: inference.CodeBadRequest, Message: "bad", Param: "model"}}, false},
+		{"error without code is internal", inference.FrameError, []byte(`{"message":"?"}`),
+			inference.Event{Type: inference.FrameError, Err: &inference.Error{Code: inference.CodeInternal, Message: "?"}}, false},
+		{"error with an unknown code", inference.FrameError, []byte(`{"code":999}`),
+			inference.Event{Type: inference.FrameError, Err: &inference.Error{Code: 999}}, false},
+		{"malformed chunk", inference.FrameChunk, []byte{0x7f}, inference.Event{}, true},
+		{"malformed end", inference.FrameEnd, []byte(`{"usage":1}`), inference.Event{}, true},
+		{"end not JSON", inference.FrameEnd, []byte(`}`), inference.Event{}, true},
+		{"malformed error", inference.FrameError, []byte(`{"code":-1}`), inference.Event{}, true},
+		{"error not JSON", inference.FrameError, nil, inference.Event{}, true},
+		{"request frame in a response", inference.FrameRequest, rawRequest(`{"kind":1,"model":"m"}`, ""), inference.Event{}, true},
+		{"type zero", 0, nil, inference.Event{}, true},
+		{"unknown type", 5, []byte(`{}`), inference.Event{}, true},
+		{"type 255", 255, nil, inference.Event{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := inference.DecodeEvent(tt.typ, tt.p)
+			if tt.wantErr {
+				if !errors.Is(err, inference.ErrMalformed) {
+					t.Fatalf("got %+v, %v; want ErrMalformed", ev, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertEvent(t, ev, tt.want)
+		})
+	}
+}
+
+func assertEvent(t *testing.T, got, want inference.Event) {
+	t.Helper()
+	if got.Type != want.Type || !bytes.Equal(got.Text, want.Text) || !bytes.Equal(got.Finish, want.Finish) {
+		t.Fatalf("got event %d %q %q, want %d %q %q", got.Type, got.Text, got.Finish, want.Type, want.Text, want.Finish)
+	}
+	if (got.End == nil) != (want.End == nil) || got.End != nil && *got.End != *want.End {
+		t.Fatalf("got End %+v, want %+v", got.End, want.End)
+	}
+	if (got.Err == nil) != (want.Err == nil) || got.Err != nil && *got.Err != *want.Err {
+		t.Fatalf("got Err %+v, want %+v", got.Err, want.Err)
+	}
+}
+
+func TestResponseReader(t *testing.T) {
+	chunks := frameOf(t, func(fw *p2p.FrameWriter) error {
+		if err := fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "Hello"})); err != nil {
+			return err
+		}
+		return fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: " world", FinishReason: "stop"}))
+	})
+	endFrame := frameOf(t, func(fw *p2p.FrameWriter) error {
+		return inference.WriteEnd(fw, &inference.End{Usage: inference.Usage{PromptTokens: 2, CompletionTokens: 2}, FinishReason: "stop"})
+	})
+	full := append(append([]byte(nil), chunks...), endFrame...)
+	errFrame := frameOf(t, func(fw *p2p.FrameWriter) error {
+		return inference.WriteError(fw, &inference.Error{Code: inference.CodeEngine, Message: "engine died"})
+	})
+
+	hello := inference.Event{Type: inference.FrameChunk, Text: []byte("Hello"), Finish: []byte{}}
+	world := inference.Event{Type: inference.FrameChunk, Text: []byte(" world"), Finish: []byte("stop")}
+	end := inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 2, CompletionTokens: 2}, FinishReason: "stop"}}
+	tests := []struct {
+		name    string
+		stream  []byte
+		want    []inference.Event
+		wantErr error // after the events
+	}{
+		{"chunks then End", full, []inference.Event{hello, world, end}, io.ErrUnexpectedEOF},
+		{"chunks then Error", append(append([]byte(nil), chunks...), errFrame...), []inference.Event{hello, world,
+			{Type: inference.FrameError, Err: &inference.Error{Code: inference.CodeEngine, Message: "engine died"}}}, io.ErrUnexpectedEOF},
+		{"ends without End", chunks, []inference.Event{hello, world}, io.ErrUnexpectedEOF},
+		{"empty stream", nil, nil, io.ErrUnexpectedEOF},
+		{"cut inside a frame", full[:len(full)-3], []inference.Event{hello, world}, io.ErrUnexpectedEOF},
+		{"frame over the chunk cap", p2p.AppendFrame(nil, inference.FrameChunk, make([]byte, inference.MaxChunkFrame+1)), nil, p2p.ErrFrameTooLarge},
+		{"wrong frame version", []byte{2, 9, inference.FrameChunk}, nil, p2p.ErrFrameVersion},
+		{"malformed event", p2p.AppendFrame(nil, 42, nil), nil, inference.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rr := inference.NewResponseReader(bytes.NewReader(tt.stream))
+			for i, want := range tt.want {
+				ev, err := rr.Next()
+				if err != nil {
+					t.Fatalf("event %d: %v", i, err)
+				}
+				assertEvent(t, ev, want)
+			}
+			if _, err := rr.Next(); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("after the events: got %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestResponseReaderBuffered(t *testing.T) {
+	a := p2p.AppendFrame(nil, inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "a"}))
+	rr := inference.NewResponseReader(bytes.NewReader(append(append([]byte(nil), a...), a...)))
+	if rr.Frames() == nil {
+		t.Fatal("no frame reader")
+	}
+	for i, want := range []bool{true, false} {
+		if _, err := rr.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if got := rr.Buffered(); got != want {
+			t.Fatalf("Buffered after chunk %d = %v, want %v", i, got, want)
+		}
+	}
+}
+
+// frameOf returns the bytes write puts through a FrameWriter.
+func frameOf(t *testing.T, write func(*p2p.FrameWriter) error) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	fw := p2p.NewFrameWriter(&b, 0)
+	if err := write(fw); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestKind(t *testing.T) {
+	tests := []struct {
+		k     inference.Kind
+		s     string
+		valid bool
+	}{
+		{inference.KindChat, "chat", true},
+		{inference.KindCompletion, "completion", true},
+		{0, "kind(0)", false},
+		{3, "kind(3)", false},
+	}
+	for _, tt := range tests {
+		if tt.k.String() != tt.s || tt.k.Valid() != tt.valid {
+			t.Errorf("Kind %d: %q %v, want %q %v", uint8(tt.k), tt.k.String(), tt.k.Valid(), tt.s, tt.valid)
+		}
+	}
+	if got := (inference.Usage{PromptTokens: 3, CompletionTokens: 4, CachedTokens: 2}).Total(); got != 7 {
+		t.Errorf("Usage.Total = %d, want 7", got)
+	}
+}
+
+// TestAppendRequestAgreesWithDecode: whatever AppendRequest encodes,
+// DecodeRequest decodes to the same request. A router decodes and
+// re-encodes every request, so an encoder that writes what the decoder
+// refuses turns a bad request into a failure at the next hop.
+func TestAppendRequestAgreesWithDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		req  inference.Request
+	}{
+		{"model of 5000 bytes", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 5000)}},
+		{"ID that JSON escaping grows past the cap", inference.Request{ID: strings.Repeat("<", 1000), Kind: inference.KindChat, Model: "m"}},
+		{"kind zero", inference.Request{Model: "m"}},
+		{"unknown kind", inference.Request{Kind: 7, Model: "m"}},
+		{"no model", inference.Request{Kind: inference.KindChat}},
+		{"header just under the cap", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 4000)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := inference.AppendRequest(nil, &tt.req)
+			if err != nil {
+				if !errors.Is(err, inference.ErrMalformed) {
+					t.Fatalf("AppendRequest refused with %v, want ErrMalformed", err)
+				}
+				return
+			}
+			got, err := inference.DecodeRequest(p)
+			if err != nil {
+				t.Fatalf("AppendRequest encoded a request DecodeRequest refuses: %v", err)
+			}
+			assertRequest(t, got, &tt.req)
+		})
+	}
+}

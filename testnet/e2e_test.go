@@ -1,0 +1,347 @@
+package testnet_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+// simNet is the network most tests share the shape of: two sim workers, a
+// proxy and a client.
+func simNet(t *testing.T, mods ...testnet.Modify) (*testnet.Harness, *node.Node) {
+	t.Helper()
+	h := testnet.New(t)
+	h.AddWorker(mods...)
+	h.AddWorker(mods...)
+	h.AddProxy()
+	return h, h.AddClient()
+}
+
+func sdk(client *node.Node, opts ...option.RequestOption) openai.Client {
+	return openai.NewClient(append([]option.RequestOption{
+		option.WithBaseURL(testnet.BaseURL(client)), option.WithAPIKey("unused"), option.WithMaxRetries(0),
+	}, opts...)...)
+}
+
+func chatParams(model, prompt string, maxTokens int64) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:     model,
+		Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+		MaxTokens: openai.Int(maxTokens),
+	}
+}
+
+func TestModels(t *testing.T) {
+	_, client := simNet(t)
+	resp, err := http.Get(testnet.BaseURL(client) + "/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	c := sdk(client)
+	page, err := c.Models.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Data) != 1 || page.Data[0].ID != "sim-small" {
+		t.Fatalf("models = %+v, want just sim-small", page.Data)
+	}
+	var extra struct {
+		Simulated bool `json:"simulated"`
+		Workers   int  `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(page.Data[0].RawJSON()), &extra); err != nil {
+		t.Fatal(err)
+	}
+	if !extra.Simulated || extra.Workers != 2 || page.Data[0].OwnedBy != "cocoon-sim" {
+		t.Errorf("sim-small: simulated=%v workers=%d owned_by=%q, want labelled simulated with 2 workers", extra.Simulated, extra.Workers, page.Data[0].OwnedBy)
+	}
+}
+
+func TestChat(t *testing.T) {
+	_, client := simNet(t)
+	c := sdk(client)
+	ctx := t.Context()
+
+	whole, err := c.Chat.Completions.New(ctx, chatParams("sim-small", "tell me about cocoons", 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole.Choices) != 1 || whole.Choices[0].Message.Content == "" {
+		t.Fatalf("no answer: %+v", whole)
+	}
+	if whole.Usage.CompletionTokens != 7 || whole.Usage.PromptTokens < 1 || whole.Usage.TotalTokens != whole.Usage.PromptTokens+7 {
+		t.Errorf("usage = %+v, want 7 completion tokens", whole.Usage)
+	}
+	if whole.Choices[0].FinishReason != "length" {
+		t.Errorf("finish_reason = %q, want length", whole.Choices[0].FinishReason)
+	}
+
+	p := chatParams("sim-small", "tell me about cocoons", 7)
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	stream := c.Chat.Completions.NewStreaming(ctx, p)
+	var text strings.Builder
+	var chunks int
+	var usage openai.CompletionUsage
+	var raw string
+	for stream.Next() {
+		ch := stream.Current()
+		for _, choice := range ch.Choices {
+			text.WriteString(choice.Delta.Content)
+			chunks++
+		}
+		if ch.Usage.TotalTokens > 0 {
+			usage, raw = ch.Usage, ch.RawJSON()
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	stream.Close()
+	if text.String() != whole.Choices[0].Message.Content {
+		t.Errorf("streamed %q, whole answer %q: the sim is deterministic, they must match", text.String(), whole.Choices[0].Message.Content)
+	}
+	if chunks != 7 {
+		t.Errorf("got %d content chunks, want 7", chunks)
+	}
+	if usage.CompletionTokens != 7 || usage.PromptTokens != whole.Usage.PromptTokens {
+		t.Errorf("streamed usage = %+v, want the same as the whole answer's %+v", usage, whole.Usage)
+	}
+	var ext struct {
+		Cocoon struct {
+			Worker    string `json:"worker"`
+			Tier      string `json:"tier"`
+			Simulated bool   `json:"simulated"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(raw), &ext); err != nil {
+		t.Fatal(err)
+	}
+	if ext.Cocoon.Worker == "" || ext.Cocoon.Tier != "dev" || !ext.Cocoon.Simulated {
+		t.Errorf("usage chunk says %+v, want the worker, tier dev, simulated", ext.Cocoon)
+	}
+}
+
+func TestCompletions(t *testing.T) {
+	_, client := simNet(t)
+	c := sdk(client)
+	params := openai.CompletionNewParams{
+		Model:     "sim-small",
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		MaxTokens: openai.Int(5),
+	}
+	whole, err := c.Completions.New(t.Context(), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.Usage.CompletionTokens != 5 || len(whole.Choices) != 1 || whole.Choices[0].Text == "" {
+		t.Fatalf("completion = %+v", whole)
+	}
+	stream := c.Completions.NewStreaming(t.Context(), params)
+	var text strings.Builder
+	for stream.Next() {
+		for _, ch := range stream.Current().Choices {
+			text.WriteString(ch.Text)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != whole.Choices[0].Text {
+		t.Errorf("streamed %q, whole %q", text.String(), whole.Choices[0].Text)
+	}
+}
+
+// TestStreamEndsWithDone checks the SSE framing byte for byte at the end.
+func TestStreamEndsWithDone(t *testing.T) {
+	_, client := simNet(t)
+	body := `{"model":"sim-small","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`
+	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if !bytes.HasSuffix(b, []byte("\n\ndata: [DONE]\n\n")) || bytes.Count(b, []byte("data: {")) != 3 {
+		t.Errorf("stream = %q, want 3 data events then data: [DONE]", b)
+	}
+	if bytes.Contains(b, []byte(`"usage"`)) {
+		t.Errorf("usage sent without stream_options.include_usage")
+	}
+}
+
+// fakeBackend is a Backend whose Generate the test scripts.
+type fakeBackend struct {
+	models   []string
+	generate func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error)
+	calls    atomic.Int64
+}
+
+func (f *fakeBackend) Models(context.Context) ([]inference.Model, error) {
+	var out []inference.Model
+	for _, m := range f.models {
+		out = append(out, inference.Model{ID: m})
+	}
+	return out, nil
+}
+
+func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+	f.calls.Add(1)
+	return f.generate(ctx, req, emit)
+}
+
+func TestErrors(t *testing.T) {
+	h := testnet.New(t)
+	h.AddWorker()
+	h.AddWorker(func(c *node.Config) { c.Worker.Sim.Models = []string{"slow"}; c.Worker.Sim.TTFT = node.Duration(time.Minute) })
+	doomed := h.AddWorker(func(c *node.Config) { c.Worker.Sim.Models = []string{"doomed"} })
+	h.AddWorkerWith(&fakeBackend{models: []string{"broken"}, generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
+		return inference.Result{}, errors.New("engine on fire")
+	}})
+	proxy := h.AddProxy()
+	client := h.AddClient(func(c *node.Config) { c.Client.RequestTimeout = node.Duration(300 * time.Millisecond) })
+
+	// "doomed" becomes a model the network knows but no worker serves.
+	doomed.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for hasModel(t, client, "doomed") {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never noticed the worker left")
+		}
+		proxy.Poke()
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	big := `{"model":"sim-small","messages":[{"role":"user","content":"` + strings.Repeat("a", inference.MaxBodyBytes) + `"}]}`
+	tests := []struct {
+		name   string
+		path   string
+		body   string
+		status int
+		param  string
+		code   string
+	}{
+		{"malformed JSON", "/chat/completions", `{"model": "sim-small",`, 400, "", ""},
+		{"not an object", "/chat/completions", `[1,2]`, 400, "", ""},
+		{"missing model", "/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, 400, "model", ""},
+		{"model not a string", "/chat/completions", `{"model":7,"messages":[{"role":"user","content":"hi"}]}`, 400, "model", ""},
+		{"missing messages", "/chat/completions", `{"model":"sim-small"}`, 400, "messages", ""},
+		{"empty messages", "/chat/completions", `{"model":"sim-small","messages":[]}`, 400, "messages", ""},
+		{"bad role", "/chat/completions", `{"model":"sim-small","messages":[{"role":"wizard","content":"hi"}]}`, 400, "messages[0].role", ""},
+		{"bad temperature", "/chat/completions", `{"model":"sim-small","temperature":3,"messages":[{"role":"user","content":"hi"}]}`, 400, "temperature", ""},
+		{"bad max_tokens", "/chat/completions", `{"model":"sim-small","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, 400, "max_tokens", ""},
+		{"bad stream", "/chat/completions", `{"model":"sim-small","stream":"yes","messages":[{"role":"user","content":"hi"}]}`, 400, "stream", ""},
+		{"missing prompt", "/completions", `{"model":"sim-small"}`, 400, "prompt", ""},
+		{"unknown model", "/chat/completions", `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, 404, "", "model_not_found"},
+		{"body too large", "/chat/completions", big, 413, "", "request_too_large"},
+		{"no worker for the model", "/chat/completions", `{"model":"doomed","messages":[{"role":"user","content":"hi"}]}`, 503, "", "no_worker_available"},
+		{"worker failure", "/chat/completions", `{"model":"broken","messages":[{"role":"user","content":"hi"}]}`, 502, "", "engine_error"},
+		{"upstream timeout", "/chat/completions", `{"model":"slow","messages":[{"role":"user","content":"hi"}]}`, 504, "", "upstream_timeout"},
+		{"unknown path", "/embeddings", `{}`, 404, "", "unknown_url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := http.Post(testnet.BaseURL(client)+tt.path, "application/json", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e struct {
+				Error struct {
+					Message string  `json:"message"`
+					Type    string  `json:"type"`
+					Param   *string `json:"param"`
+					Code    *string `json:"code"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("status %d, body is not an OpenAI error object: %v", resp.StatusCode, err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Errorf("status = %d, want %d (%s)", resp.StatusCode, tt.status, e.Error.Message)
+			}
+			if e.Error.Message == "" || e.Error.Type == "" {
+				t.Errorf("error object lacks message or type: %+v", e.Error)
+			}
+			if tt.param != "" && (e.Error.Param == nil || *e.Error.Param != tt.param) {
+				t.Errorf("param = %v, want %q", e.Error.Param, tt.param)
+			}
+			if tt.code != "" && (e.Error.Code == nil || *e.Error.Code != tt.code) {
+				t.Errorf("code = %v, want %q", e.Error.Code, tt.code)
+			}
+		})
+	}
+
+	// The SDK sees the same errors as typed errors.
+	c := sdk(client)
+	_, err := c.Chat.Completions.New(t.Context(), chatParams("gpt-9", "hi", 3))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
+		t.Errorf("SDK error = %v, want a 404 model_not_found", err)
+	}
+}
+
+func hasModel(t *testing.T, client *node.Node, id string) bool {
+	t.Helper()
+	c := sdk(client)
+	page, err := c.Models.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range page.Data {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAPIKey(t *testing.T) {
+	h := testnet.New(t)
+	h.AddWorker()
+	h.AddProxy()
+	client := h.AddClient(func(c *node.Config) { c.Client.APIKey = "s3cret" })
+
+	wrong := sdk(client, option.WithAPIKey("wrong"))
+	_, err := wrong.Chat.Completions.New(t.Context(), chatParams("sim-small", "hi", 2))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 {
+		t.Fatalf("wrong key: err = %v, want 401", err)
+	}
+	right := sdk(client, option.WithAPIKey("s3cret"))
+	if _, err := right.Chat.Completions.New(t.Context(), chatParams("sim-small", "hi", 2)); err != nil {
+		t.Fatalf("right key: %v", err)
+	}
+}
+
+// TestNonLoopbackNeedsKey: the client refuses to expose its API beyond
+// loopback without a key.
+func TestNonLoopbackNeedsKey(t *testing.T) {
+	cfg := node.DefaultConfig(node.RoleClient)
+	cfg.DataDir = t.TempDir()
+	cfg.Client.Proxies = []string{"/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf"}
+	cfg.Client.APIAddr = "0.0.0.0:10000"
+	if _, err := node.New(cfg, nil); err == nil || !strings.Contains(err.Error(), "api_addr") {
+		t.Fatalf("err = %v, want a refusal naming client.api_addr", err)
+	}
+}

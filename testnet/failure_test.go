@@ -1,0 +1,215 @@
+package testnet_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+// TestCancellation: an app that hangs up mid-stream makes the engine's
+// request end, through client, proxy and worker.
+func TestCancellation(t *testing.T) {
+	engineDone := make(chan struct{})
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/models" {
+			fmt.Fprint(w, `{"data":[{"id":"endless"}]}`)
+			return
+		}
+		defer close(engineDone)
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			fmt.Fprint(w, `data: {"choices":[{"index":0,"delta":{"content":"more "}}]}`+"\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}))
+	defer engine.Close()
+
+	h := testnet.New(t)
+	h.AddWorker(func(c *node.Config) {
+		c.Worker.Backend = "openai"
+		c.Worker.OpenAI.URL = engine.URL + "/v1"
+	})
+	h.AddProxy()
+	client := h.AddClient()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	body := `{"model":"endless","stream":true,"messages":[{"role":"user","content":"go on"}]}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", testnet.BaseURL(client)+"/chat/completions", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(resp.Body)
+	for events := 0; events < 3; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		if strings.HasPrefix(line, "data: {") {
+			events++
+		}
+	}
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-engineDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine's request was still running 10 s after the app hung up")
+	}
+}
+
+// TestFailover: a worker that dies before its first chunk does not fail
+// the request; the next worker answers it.
+func TestFailover(t *testing.T) {
+	h := testnet.New(t)
+	var dying *node.Node
+	died := make(chan struct{})
+	fake := &fakeBackend{models: []string{"sim-small"}, generate: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+		close(died)
+		go dying.Close() // the whole node goes away mid-request
+		<-ctx.Done()
+		return inference.Result{}, ctx.Err()
+	}}
+	dying = h.AddWorkerWith(fake) // added first: the proxy tries it first
+	healthy := h.AddWorker()
+	h.AddProxy()
+	client := h.AddClient()
+
+	c := sdk(client)
+	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "are you there?", 4))
+	if err != nil {
+		t.Fatalf("request failed although a healthy worker was left: %v", err)
+	}
+	select {
+	case <-died:
+	default:
+		t.Fatal("the dying worker was never tried, so failover was not exercised")
+	}
+	if resp.Usage.CompletionTokens != 4 {
+		t.Errorf("usage = %+v, want 4 completion tokens", resp.Usage)
+	}
+	var ext struct {
+		Cocoon struct {
+			Worker string `json:"worker"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil {
+		t.Fatal(err)
+	}
+	if ext.Cocoon.Worker != healthy.ID().String() {
+		t.Errorf("served by %q, want the healthy worker %s", ext.Cocoon.Worker, healthy.ID())
+	}
+}
+
+// TestMidStreamFailure: a worker that fails after its first chunk ends the
+// response with an error event, not a silent truncation or a [DONE].
+func TestMidStreamFailure(t *testing.T) {
+	h := testnet.New(t)
+	h.AddWorkerWith(&fakeBackend{models: []string{"flaky"}, generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		for _, w := range []string{"one ", "two "} {
+			if err := emit(inference.Chunk{Text: w}); err != nil {
+				return inference.Result{}, err
+			}
+		}
+		return inference.Result{}, errors.New("GPU fell off the bus")
+	}})
+	h.AddProxy()
+	client := h.AddClient()
+
+	body := `{"model":"flaky","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	s := string(b)
+	if resp.StatusCode != 200 || !strings.Contains(s, `"content":"one "`) || !strings.Contains(s, `"content":"two "`) {
+		t.Fatalf("status %d, stream %q: want both chunks", resp.StatusCode, s)
+	}
+	if !strings.Contains(s, `data: {"error":`) || strings.Contains(s, "[DONE]") {
+		t.Errorf("stream %q: want an error event and no [DONE]", s)
+	}
+
+	// The SDK surfaces it as a stream error.
+	c := sdk(client)
+	p := chatParams("flaky", "hi", 5)
+	stream := c.Chat.Completions.NewStreaming(t.Context(), p)
+	for stream.Next() {
+	}
+	if stream.Err() == nil {
+		t.Error("SDK stream ended without an error")
+	}
+	stream.Close()
+}
+
+// TestUnattestedPeerRefused: a peer that skipped the attestation
+// handshake gets no inference stream from a worker or a proxy.
+func TestUnattestedPeerRefused(t *testing.T) {
+	h := testnet.New(t)
+	w := h.AddWorker()
+	p := h.AddProxy()
+	h.AddClient()
+
+	cfg := p2p.DefaultHostConfig()
+	cfg.Listen = nil
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := p2p.NewHost(cfg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	proto := p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
+	for _, target := range []*node.Node{w, p} {
+		infos, err := discovery.ParseAddrs(target.Addrs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stranger.Connect(t.Context(), infos[0]); err != nil {
+			t.Fatal(err)
+		}
+		s, err := stranger.NewStream(t.Context(), target.ID(), proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &inference.Request{ID: "x", Kind: inference.KindChat, Model: "sim-small",
+			Body: []byte(`{"model":"sim-small","messages":[{"role":"user","content":"secret"}]}`)}
+		if err := inference.WriteRequest(s, req); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := inference.NewResponseReader(s).Next()
+		if err != nil {
+			t.Fatalf("%s: %v", target.ID(), err)
+		}
+		if ev.Type != inference.FrameError || ev.Err.Code != inference.CodeUnattested {
+			t.Errorf("%s answered an unattested peer with %+v, want CodeUnattested", target.ID(), ev)
+		}
+		s.Reset()
+	}
+}
