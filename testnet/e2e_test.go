@@ -213,7 +213,10 @@ func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit
 func TestErrors(t *testing.T) {
 	h := testnet.New(t)
 	h.AddWorker()
-	h.AddWorker(func(c *node.Config) { c.Worker.Sim.Models = []string{"slow"}; c.Worker.Sim.TTFT = node.Duration(time.Minute) })
+	h.AddWorker(func(c *node.Config) {
+		c.Worker.Sim.Models = []string{"slow"}
+		c.Worker.Sim.TTFT = node.Duration(time.Minute)
+	})
 	doomed := h.AddWorker(func(c *node.Config) { c.Worker.Sim.Models = []string{"doomed"} })
 	h.AddWorkerWith(&fakeBackend{models: []string{"broken"}, generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
 		return inference.Result{}, errors.New("engine on fire")

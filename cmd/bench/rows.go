@@ -250,10 +250,13 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 		if t.rec != nil {
 			t.rec.take() // the warm-up's
 		}
+		io0, _ := os.ReadFile("/proc/self/io")
 		res, err := runLoad(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
 		}
+		io1, _ := os.ReadFile("/proc/self/io")
+		b.logf("IO %d\n%s\n%s", res.OK, io0, io1)
 		tr := &targetResult{Target: t.name, Result: res}
 		if t.rec != nil {
 			g := summarize(t.rec.take())

@@ -1,0 +1,262 @@
+package discovery_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+const (
+	idA = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+	idB = "12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X"
+)
+
+func TestParseAddrs(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []string
+		want    map[string]int // peer ID -> number of addresses
+		wantErr string
+	}{
+		{"none", nil, map[string]int{}, ""},
+		{"one", []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + idA}, map[string]int{idA: 1}, ""},
+		{"two addresses of one peer merge", []string{
+			"/ip4/127.0.0.1/tcp/4001/p2p/" + idA,
+			"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/" + idA,
+		}, map[string]int{idA: 2}, ""},
+		{"two peers", []string{
+			"/ip4/127.0.0.1/tcp/4001/p2p/" + idA,
+			"/ip6/::1/tcp/4002/p2p/" + idB,
+		}, map[string]int{idA: 1, idB: 1}, ""},
+		{"bare peer ID", []string{"/p2p/" + idA}, map[string]int{idA: 0}, ""},
+		{"missing /p2p", []string{"/ip4/127.0.0.1/tcp/4001"}, nil, "/p2p/"},
+		{"one good, one missing /p2p", []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + idA, "/ip4/127.0.0.1/tcp/4002"}, nil, "/p2p/"},
+		{"garbage", []string{"not a multiaddr"}, nil, "not a multiaddr"},
+		{"host:port", []string{"127.0.0.1:4001"}, nil, "127.0.0.1:4001"},
+		{"bad peer ID", []string{"/ip4/127.0.0.1/tcp/4001/p2p/QmNotAPeer"}, nil, "QmNotAPeer"},
+		{"empty string", []string{""}, nil, `""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			infos, err := discovery.ParseAddrs(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, %v; want an error mentioning %q", infos, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for _, ai := range infos {
+				got[ai.ID.String()] = len(ai.Addrs)
+			}
+			if len(got) != len(tt.want) || len(infos) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for id, n := range tt.want {
+				if got[id] != n {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// newHost starts a loopback host; the caller closes it (also at cleanup).
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.DefaultHostConfig()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	h, err := p2p.NewHost(cfg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// recorder counts hook calls and lets tests wait for them.
+type recorder struct {
+	upErr atomic.Pointer[error]
+	mu    sync.Mutex // guards ups and downs
+	ups   map[peer.ID]int
+	downs map[peer.ID]int
+}
+
+func newRecorder() *recorder {
+	return &recorder{ups: map[peer.ID]int{}, downs: map[peer.ID]int{}}
+}
+
+func (r *recorder) hooks() discovery.Hooks {
+	return discovery.Hooks{
+		Up: func(ctx context.Context, p peer.ID) error {
+			r.mu.Lock()
+			r.ups[p]++
+			r.mu.Unlock()
+			if e := r.upErr.Load(); e != nil {
+				return *e
+			}
+			return nil
+		},
+		Down: func(p peer.ID) {
+			r.mu.Lock()
+			r.downs[p]++
+			r.mu.Unlock()
+		},
+	}
+}
+
+func (r *recorder) counts(p peer.ID) (ups, downs int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ups[p], r.downs[p]
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func listed(k *discovery.Keeper, p peer.ID) bool {
+	for _, q := range k.Up() {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// run runs k until the test ends, and checks Run returns nil then.
+func run(t *testing.T, k *discovery.Keeper) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+}
+
+func info(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
+
+func TestKeeperUpAndDown(t *testing.T) {
+	self, other := newHost(t), newHost(t)
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
+	run(t, k)
+
+	eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
+	if ups, downs := rec.counts(other.ID()); ups != 1 || downs != 0 {
+		t.Fatalf("after the first pass: %d ups, %d downs", ups, downs)
+	}
+
+	// The peer goes away: the dropped connection is noticed at once,
+	// without waiting for the hour-long interval.
+	other.Close()
+	eventually(t, "Down to be called", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
+	eventually(t, "the peer to leave Up()", func() bool { return !listed(k, other.ID()) })
+}
+
+func TestKeeperUpHookFails(t *testing.T) {
+	self, other := newHost(t), newHost(t)
+	rec := newRecorder()
+	failure := errors.New("attestation failed")
+	rec.upErr.Store(&failure)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
+	run(t, k)
+	eventually(t, "Down for a failing peer", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
+	if listed(k, other.ID()) {
+		t.Fatal("a peer whose Up hook failed is listed")
+	}
+
+	// Once the hook passes, a poke brings the peer up.
+	rec.upErr.Store(nil)
+	k.Poke()
+	eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
+}
+
+func TestKeeperUnreachable(t *testing.T) {
+	self, gone := newHost(t), newHost(t)
+	ai := info(gone)
+	gone.Close()
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec.hooks(), discard)
+	run(t, k)
+	eventually(t, "Down for an unreachable peer", func() bool { _, downs := rec.counts(ai.ID); return downs > 0 })
+	if ups, _ := rec.counts(ai.ID); ups != 0 {
+		t.Fatalf("Up called %d times for an unreachable peer", ups)
+	}
+	if len(k.Up()) != 0 {
+		t.Fatalf("Up() = %v", k.Up())
+	}
+}
+
+func TestKeeperPoke(t *testing.T) {
+	self, a, b := newHost(t), newHost(t), newHost(t)
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec.hooks(), discard)
+	run(t, k)
+	eventually(t, "both peers up", func() bool { return len(k.Up()) == 2 })
+	if got := k.Up(); got[0] != a.ID() || got[1] != b.ID() {
+		t.Fatalf("Up() = %v, want the configured order", got)
+	}
+	for i := 2; i <= 3; i++ {
+		k.Poke()
+		eventually(t, "a poked check", func() bool {
+			ua, _ := rec.counts(a.ID())
+			ub, _ := rec.counts(b.ID())
+			return ua == i && ub == i
+		})
+	}
+}
+
+func TestKeeperInterval(t *testing.T) {
+	self, other := newHost(t), newHost(t)
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec.hooks(), discard)
+	run(t, k)
+	eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
+}

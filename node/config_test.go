@@ -1,0 +1,267 @@
+package node_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+func TestRole(t *testing.T) {
+	for _, r := range []node.Role{node.RoleWorker, node.RoleProxy, node.RoleClient} {
+		got, err := node.ParseRole(r.String())
+		if err != nil || got != r {
+			t.Errorf("ParseRole(%q) = %v, %v", r.String(), got, err)
+		}
+	}
+	if got := node.Role(0).String(); got != "role(0)" {
+		t.Errorf("zero role prints %q", got)
+	}
+	for _, s := range []string{"", "Worker", "role(0)", "relay", " proxy"} {
+		if r, err := node.ParseRole(s); err == nil {
+			t.Errorf("ParseRole(%q) = %v, want an error", s, r)
+		}
+	}
+}
+
+const (
+	workerAddr = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+	proxyAddr  = "/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X"
+)
+
+// validConfig is the default configuration of role, completed with what
+// the role must be told.
+func validConfig(role node.Role) node.Config {
+	c := node.DefaultConfig(role)
+	c.DataDir = "/var/lib/cocoon"
+	c.Proxy.Workers = []string{workerAddr}
+	c.Client.Proxies = []string{proxyAddr}
+	return c
+}
+
+func TestValidate(t *testing.T) {
+	type change = func(*node.Config)
+	tests := []struct {
+		name   string
+		role   node.Role
+		change change
+		want   string // the setting the error names; "" means valid
+	}{
+		{"worker defaults", node.RoleWorker, func(*node.Config) {}, ""},
+		{"proxy defaults", node.RoleProxy, func(*node.Config) {}, ""},
+		{"client defaults", node.RoleClient, func(*node.Config) {}, ""},
+
+		{"no role", node.RoleWorker, func(c *node.Config) { c.Role = 0 }, "role"},
+		{"unknown role", node.RoleWorker, func(c *node.Config) { c.Role = 9 }, "role"},
+		{"bad network", node.RoleWorker, func(c *node.Config) { c.Network = "Main Net" }, "network"},
+		{"no network", node.RoleWorker, func(c *node.Config) { c.Network = "" }, "network"},
+		{"no data dir", node.RoleWorker, func(c *node.Config) { c.DataDir = "" }, "data_dir"},
+		{"bad listen address", node.RoleWorker, func(c *node.Config) { c.P2P.Listen = []string{"tcp:4001"} }, "p2p.listen"},
+		{"bad stream limits", node.RoleWorker, func(c *node.Config) { c.P2P.MaxStreamsPerPeer = 0 }, "p2p.max_streams_per_peer"},
+		{"bad connection limits", node.RoleWorker, func(c *node.Config) { c.P2P.ConnsLow = 0 }, "p2p.conns_low"},
+		{"hardware issuer", node.RoleWorker, func(c *node.Config) { c.Attest.Issuer = "tdx" }, "attest.issuer"},
+		{"mainnet with allow_dev", node.RoleWorker, func(c *node.Config) { c.Network = "mainnet" }, "attest.allow_dev"},
+		{"allow_dev off", node.RoleWorker, func(c *node.Config) { c.Attest.AllowDev = false }, "attest.allow_dev"},
+		{"validity too short", node.RoleWorker, func(c *node.Config) { c.Attest.Validity = node.Duration(59 * time.Second) }, "attest.validity"},
+		{"validity too long", node.RoleWorker, func(c *node.Config) { c.Attest.Validity = node.Duration(25 * time.Hour) }, "attest.validity"},
+		{"validity at the bounds", node.RoleWorker, func(c *node.Config) { c.Attest.Validity = node.Duration(24 * time.Hour) }, ""},
+
+		{"worker max_concurrent", node.RoleWorker, func(c *node.Config) { c.Worker.MaxConcurrent = 0 }, "worker.max_concurrent"},
+		{"worker sim without models", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Models = nil }, "worker.sim.models"},
+		{"worker sim negative ttft", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.TTFT = node.Duration(-time.Second) }, "worker.sim"},
+		{"worker sim chunks alone", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Chunks = 50 }, "worker.sim"},
+		{"worker sim chunk too big", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Chunks, c.Worker.Sim.ChunkBytes = 1, 1 << 20 }, "worker.sim.chunk_bytes"},
+		{"worker openai without url", node.RoleWorker, func(c *node.Config) { c.Worker.Backend = "openai" }, "worker.openai.url"},
+		{"worker openai", node.RoleWorker, func(c *node.Config) {
+			c.Worker.Backend, c.Worker.OpenAI.URL = "openai", "http://127.0.0.1:8000/v1"
+		}, ""},
+		{"worker unknown backend", node.RoleWorker, func(c *node.Config) { c.Worker.Backend = "vllm" }, "worker.backend"},
+		{"worker not listening", node.RoleWorker, func(c *node.Config) { c.P2P.Listen = nil }, "p2p.listen"},
+		{"worker ignores client settings", node.RoleWorker, func(c *node.Config) { c.Client.APIAddr = "0.0.0.0:1" }, ""},
+
+		{"proxy without workers", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = nil }, "proxy.workers"},
+		{"proxy attempts zero", node.RoleProxy, func(c *node.Config) { c.Proxy.Attempts = 0 }, "proxy.attempts"},
+		{"proxy attempts eleven", node.RoleProxy, func(c *node.Config) { c.Proxy.Attempts = 11 }, "proxy.attempts"},
+		{"proxy first chunk timeout", node.RoleProxy, func(c *node.Config) { c.Proxy.FirstChunkTimeout = 0 }, "proxy.first_chunk_timeout"},
+		{"proxy check interval", node.RoleProxy, func(c *node.Config) { c.Proxy.CheckInterval = node.Duration(-time.Second) }, "proxy.check_interval"},
+		{"proxy not listening", node.RoleProxy, func(c *node.Config) { c.P2P.Listen = nil }, "p2p.listen"},
+
+		{"client without proxies", node.RoleClient, func(c *node.Config) { c.Client.Proxies = nil }, "client.proxies"},
+		{"client api_addr without port", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "127.0.0.1" }, "client.api_addr"},
+		{"client api_addr on every interface", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = ":10000" }, "client.api_addr"},
+		{"client api_addr 0.0.0.0", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "0.0.0.0:10000" }, "client.api_addr"},
+		{"client api_addr LAN", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "192.168.1.5:10000" }, "client.api_addr"},
+		{"client api_addr lookalike", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "localhost.example.com:10000" }, "client.api_addr"},
+		{"client api_addr LAN with key", node.RoleClient, func(c *node.Config) {
+			c.Client.APIAddr, c.Client.APIKey = "0.0.0.0:10000", "sk-test"
+		}, ""},
+		{"client api_addr localhost", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "localhost:10000" }, ""},
+		{"client api_addr IPv6 loopback", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "[::1]:10000" }, ""},
+		{"client api_addr other loopback", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "127.0.0.2:0" }, ""},
+		{"client request timeout", node.RoleClient, func(c *node.Config) { c.Client.RequestTimeout = 0 }, "client.request_timeout"},
+		{"client check interval", node.RoleClient, func(c *node.Config) { c.Client.CheckInterval = 0 }, "client.check_interval"},
+		{"client needs no listener", node.RoleClient, func(c *node.Config) { c.P2P.Listen = nil }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig(tt.role)
+			tt.change(&c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want valid", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("valid; want an error naming %s", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not name %s", err, tt.want)
+			}
+			if _, nerr := node.New(c, nil); nerr == nil {
+				t.Fatal("node.New accepted a config Validate refuses")
+			}
+		})
+	}
+}
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cocoon.toml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadFile(t *testing.T) {
+	path := writeConfig(t, `
+network = "testnet"
+data_dir = "/srv/cocoon"
+
+[p2p]
+listen = ["/ip4/127.0.0.1/tcp/4001"]
+max_streams = 100
+max_streams_per_peer = 10
+
+[attest]
+validity = "30m"
+
+[worker]
+backend = "sim"
+max_concurrent = 8
+
+[worker.sim]
+ttft = "250ms"
+tokens_per_sec = 40.5
+chunks = 50
+chunk_bytes = 128
+
+[proxy]
+workers = ["`+workerAddr+`"]
+first_chunk_timeout = "1m30s"
+
+[client]
+api_addr = "127.0.0.1:11000"
+proxies = ["`+proxyAddr+`"]
+request_timeout = "45s"
+`)
+	c := node.DefaultConfig(node.RoleWorker)
+	def := node.DefaultConfig(node.RoleWorker)
+	if err := c.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"network", c.Network, "testnet"},
+		{"data_dir", c.DataDir, "/srv/cocoon"},
+		{"p2p.listen replaced, not merged", c.P2P.Listen, []string{"/ip4/127.0.0.1/tcp/4001"}},
+		{"p2p.max_streams", c.P2P.MaxStreams, 100},
+		{"p2p.max_streams_per_peer", c.P2P.MaxStreamsPerPeer, 10},
+		{"p2p.max_conns kept", c.P2P.MaxConns, def.P2P.MaxConns},
+		{"attest.validity", c.Attest.Validity.D(), 30 * time.Minute},
+		{"attest.issuer kept", c.Attest.Issuer, "dev"},
+		{"worker.max_concurrent", c.Worker.MaxConcurrent, 8},
+		{"worker.sim.ttft", c.Worker.Sim.TTFT.D(), 250 * time.Millisecond},
+		{"worker.sim.tokens_per_sec", c.Worker.Sim.TokensPerSec, 40.5},
+		{"worker.sim.chunks", c.Worker.Sim.Chunks, 50},
+		{"worker.sim.chunk_bytes", c.Worker.Sim.ChunkBytes, 128},
+		{"worker.sim.models kept", c.Worker.Sim.Models, def.Worker.Sim.Models},
+		{"proxy.workers", c.Proxy.Workers, []string{workerAddr}},
+		{"proxy.first_chunk_timeout", c.Proxy.FirstChunkTimeout.D(), 90 * time.Second},
+		{"proxy.check_interval kept", c.Proxy.CheckInterval, def.Proxy.CheckInterval},
+		{"client.api_addr", c.Client.APIAddr, "127.0.0.1:11000"},
+		{"client.proxies", c.Client.Proxies, []string{proxyAddr}},
+		{"client.request_timeout", c.Client.RequestTimeout.D(), 45 * time.Second},
+		{"role kept", c.Role, node.RoleWorker},
+	}
+	for _, ck := range checks {
+		if !reflect.DeepEqual(ck.got, ck.want) {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("loaded config: %v", err)
+	}
+	// The sim config converts with its durations.
+	if sc := c.Worker.Sim.Sim(); sc.TTFT != 250*time.Millisecond || sc.Chunks != 50 || sc.TokensPerSec != 40.5 {
+		t.Errorf("Sim() = %+v", sc)
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    string
+	}{
+		{"unknown top-level key", `netwrk = "local"`, "netwrk"},
+		{"unknown nested key", "[worker.sim]\nttft_ms = 5", "worker.sim.ttft_ms"},
+		{"unknown table", "[payments]\nchain = \"ton\"", "payments"},
+		{"role is not a file setting", `role = "proxy"`, "role"},
+		{"API key is not a file setting", "[client]\napi_key = \"sk-secret\"", "client.api_key"},
+		{"engine key is not a file setting", "[worker.openai]\napi_key = \"sk-secret\"", "worker.openai.api_key"},
+		{"bad duration", "[attest]\nvalidity = \"forever\"", "forever"},
+		{"duration without unit", "[proxy]\nfirst_chunk_timeout = \"30\"", "30"},
+		{"wrong type", "[worker]\nmax_concurrent = \"many\"", "max_concurrent"},
+		{"not TOML", "network = ", "cocoon.toml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := node.DefaultConfig(node.RoleClient)
+			err := c.LoadFile(writeConfig(t, tt.content))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+	c := node.DefaultConfig(node.RoleClient)
+	if err := c.LoadFile(filepath.Join(t.TempDir(), "missing.toml")); err == nil {
+		t.Fatal("LoadFile of a missing file succeeded")
+	}
+}
+
+func TestDuration(t *testing.T) {
+	d := node.Duration(90 * time.Second)
+	b, err := d.MarshalText()
+	if err != nil || string(b) != "1m30s" {
+		t.Fatalf("MarshalText = %q, %v", b, err)
+	}
+	var back node.Duration
+	if err := back.UnmarshalText(b); err != nil || back != d {
+		t.Fatalf("UnmarshalText = %v, %v", back, err)
+	}
+	if d.String() != "1m30s" || d.D() != 90*time.Second {
+		t.Fatalf("String %q, D %v", d.String(), d.D())
+	}
+	if err := back.UnmarshalText([]byte("1 minute")); err == nil {
+		t.Fatal("accepted \"1 minute\"")
+	}
+}
