@@ -1,0 +1,226 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		kind   inference.Kind
+		body   string
+		param  string // "" means accepted
+		stream bool
+		usage  bool
+	}{
+		{"minimal chat", inference.KindChat, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, "", false, false},
+		{"streaming with usage", inference.KindChat, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, "", true, true},
+		{"content parts", inference.KindChat, `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`, "", false, false},
+		{"assistant without content", inference.KindChat, `{"model":"m","messages":[{"role":"assistant","tool_calls":[]},{"role":"user","content":"x"}]}`, "", false, false},
+		{"stream_options without stream", inference.KindChat, `{"model":"m","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, "stream_options", false, false},
+		{"null model", inference.KindChat, `{"model":null,"messages":[{"role":"user","content":"hi"}]}`, "model", false, false},
+		{"empty model", inference.KindChat, `{"model":"","messages":[{"role":"user","content":"hi"}]}`, "model", false, false},
+		{"messages not array", inference.KindChat, `{"model":"m","messages":"hi"}`, "messages", false, false},
+		{"message not object", inference.KindChat, `{"model":"m","messages":[7]}`, "messages", false, false},
+		{"user without content", inference.KindChat, `{"model":"m","messages":[{"role":"user"}]}`, "messages[0].content", false, false},
+		{"content a number", inference.KindChat, `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content", false, false},
+		{"n of 2", inference.KindChat, `{"model":"m","n":2,"messages":[{"role":"user","content":"hi"}]}`, "n", false, false},
+		{"top_p over 1", inference.KindChat, `{"model":"m","top_p":1.5,"messages":[{"role":"user","content":"hi"}]}`, "top_p", false, false},
+		{"max_tokens fraction", inference.KindChat, `{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"hi"}]}`, "max_tokens", false, false},
+		{"prompt string", inference.KindCompletion, `{"model":"m","prompt":"once"}`, "", false, false},
+		{"prompt array", inference.KindCompletion, `{"model":"m","prompt":["a","b"]}`, "", false, false},
+		{"prompt empty array", inference.KindCompletion, `{"model":"m","prompt":[]}`, "prompt", false, false},
+		{"prompt number", inference.KindCompletion, `{"model":"m","prompt":3}`, "prompt", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := check(tt.kind, []byte(tt.body))
+			if tt.param == "" {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				if p.model != "m" || p.stream != tt.stream || p.includeUsage != tt.usage {
+					t.Fatalf("parsed %+v", p)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, want a 400 naming %q", tt.param)
+			}
+			if err.Code != inference.CodeBadRequest || err.Param != tt.param {
+				t.Fatalf("got %v (param %q), want bad request naming %q", err, err.Param, tt.param)
+			}
+		})
+	}
+}
+
+func FuzzCheck(f *testing.F) {
+	f.Add(uint8(1), []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	f.Add(uint8(2), []byte(`{"model":"m","prompt":["a"],"stream":true,"stream_options":{}}`))
+	f.Add(uint8(1), []byte(`[`))
+	f.Fuzz(func(t *testing.T, kind uint8, body []byte) {
+		k := inference.Kind(kind%2 + 1)
+		p, err := check(k, body)
+		if err != nil {
+			if err.Code != inference.CodeBadRequest || err.Message == "" {
+				t.Fatalf("rejection %+v is not a described bad request", err)
+			}
+			return
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(body, &obj) != nil || p.model == "" {
+			t.Fatalf("accepted %q, which is not an object with a model", body)
+		}
+	})
+}
+
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "\n\t\r\x00\x1f", "\u2028\u2029", "héllo 世界", "\xff\xfe bad", "emoji 🚀"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		enc := appendJSONString(nil, s)
+		var got string
+		if err := json.Unmarshal(enc, &got); err != nil {
+			t.Fatalf("%q encodes to invalid JSON %q: %v", s, enc, err)
+		}
+		// encoding/json replaces each invalid byte with U+FFFD, as we do.
+		std, _ := json.Marshal(s)
+		var want string
+		json.Unmarshal(std, &want)
+		if got != want {
+			t.Fatalf("%q decodes to %q, encoding/json gives %q", s, got, want)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("valid %q decodes to %q", s, got)
+		}
+	})
+}
+
+// fakeUpstream hands the gateway events from a channel, so a test decides
+// when each arrives.
+type fakeUpstream struct {
+	events chan inference.Event
+	closed chan struct{}
+}
+
+func (f *fakeUpstream) Catalog(context.Context) (*inference.Catalog, error) {
+	return &inference.Catalog{Models: []inference.Model{{ID: "m", Simulated: true}}}, nil
+}
+
+func (f *fakeUpstream) Open(context.Context, *inference.Request) (Response, error) { return f, nil }
+
+func (f *fakeUpstream) Next() (inference.Event, error) {
+	ev, ok := <-f.events
+	if !ok {
+		return inference.Event{}, io.ErrUnexpectedEOF
+	}
+	return ev, nil
+}
+
+func (f *fakeUpstream) Buffered() bool { return len(f.events) > 0 }
+
+func (f *fakeUpstream) Close() { close(f.closed) }
+
+// TestStreamFlushesEachChunk: a chunk reaches the app while the next one
+// has not been produced yet; nothing is held back waiting for more.
+func TestStreamFlushesEachChunk(t *testing.T) {
+	up := &fakeUpstream{events: make(chan inference.Event, 4), closed: make(chan struct{})}
+	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+
+	up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("first")}
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	line := readEvent(t, r)
+	if !strings.Contains(line, `"content":"first"`) || !strings.Contains(line, `"role":"assistant"`) {
+		t.Fatalf("first event %q", line)
+	}
+	// Only now is the second chunk produced.
+	up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("second"), Finish: []byte("stop")}
+	if line := readEvent(t, r); !strings.Contains(line, `"content":"second"`) || !strings.Contains(line, `"finish_reason":"stop"`) {
+		t.Fatalf("second event %q", line)
+	}
+	up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 3, CompletionTokens: 2}, Worker: "w", Tier: "dev"}}
+	line = readEvent(t, r)
+	var u struct {
+		Choices []any `json:"choices"`
+		Usage   usage `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &u); err != nil {
+		t.Fatalf("usage event %q: %v", line, err)
+	}
+	if len(u.Choices) != 0 || u.Usage.TotalTokens != 5 {
+		t.Fatalf("usage event %+v", u)
+	}
+	if line := readEvent(t, r); line != "data: [DONE]" {
+		t.Fatalf("last event %q", line)
+	}
+	select {
+	case <-up.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the response was never closed")
+	}
+}
+
+func readEvent(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blank, err := r.ReadString('\n'); err != nil || blank != "\n" {
+		t.Fatalf("event %q not followed by a blank line: %q %v", line, blank, err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func TestMethodAndKey(t *testing.T) {
+	up := &fakeUpstream{events: make(chan inference.Event), closed: make(chan struct{})}
+	srv := httptest.NewServer(New(Config{APIKey: "k"}, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	for _, tt := range []struct {
+		method, path, key string
+		status            int
+	}{
+		{"GET", "/v1/models", "", 401},
+		{"GET", "/v1/models", "k", 200},
+		{"POST", "/v1/models", "k", 405},
+		{"GET", "/v1/chat/completions", "k", 405},
+		{"GET", "/v2/nothing", "k", 404},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		if tt.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %s key=%q: status %d, want %d", tt.method, tt.path, tt.key, resp.StatusCode, tt.status)
+		}
+	}
+}
