@@ -9,6 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -176,6 +177,9 @@ func (c *Config) Validate() error {
 		if len(c.Proxy.Workers) == 0 {
 			return errors.New("proxy.workers: at least one worker address is needed (--worker)")
 		}
+		if _, err := discovery.ParseAddrs(c.Proxy.Workers); err != nil {
+			return fmt.Errorf("proxy.workers: %w", err)
+		}
 		if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
 			return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)
 		}
@@ -188,6 +192,9 @@ func (c *Config) Validate() error {
 	case RoleClient:
 		if len(c.Client.Proxies) == 0 {
 			return errors.New("client.proxies: at least one proxy address is needed (--proxy)")
+		}
+		if _, err := discovery.ParseAddrs(c.Client.Proxies); err != nil {
+			return fmt.Errorf("client.proxies: %w", err)
 		}
 		if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
 			return err

@@ -74,7 +74,7 @@ func TestValidate(t *testing.T) {
 		{"worker sim without models", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Models = nil }, "worker.sim.models"},
 		{"worker sim negative ttft", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.TTFT = node.Duration(-time.Second) }, "worker.sim"},
 		{"worker sim chunks alone", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Chunks = 50 }, "worker.sim"},
-		{"worker sim chunk too big", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Chunks, c.Worker.Sim.ChunkBytes = 1, 1 << 20 }, "worker.sim.chunk_bytes"},
+		{"worker sim chunk too big", node.RoleWorker, func(c *node.Config) { c.Worker.Sim.Chunks, c.Worker.Sim.ChunkBytes = 1, 1<<20 }, "worker.sim.chunk_bytes"},
 		{"worker openai without url", node.RoleWorker, func(c *node.Config) { c.Worker.Backend = "openai" }, "worker.openai.url"},
 		{"worker openai", node.RoleWorker, func(c *node.Config) {
 			c.Worker.Backend, c.Worker.OpenAI.URL = "openai", "http://127.0.0.1:8000/v1"
@@ -84,6 +84,8 @@ func TestValidate(t *testing.T) {
 		{"worker ignores client settings", node.RoleWorker, func(c *node.Config) { c.Client.APIAddr = "0.0.0.0:1" }, ""},
 
 		{"proxy without workers", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = nil }, "proxy.workers"},
+		{"proxy worker address garbage", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = []string{"worker-1:4001"} }, "proxy.workers"},
+		{"proxy worker address without /p2p", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = []string{"/ip4/127.0.0.1/tcp/4001"} }, "proxy.workers"},
 		{"proxy attempts zero", node.RoleProxy, func(c *node.Config) { c.Proxy.Attempts = 0 }, "proxy.attempts"},
 		{"proxy attempts eleven", node.RoleProxy, func(c *node.Config) { c.Proxy.Attempts = 11 }, "proxy.attempts"},
 		{"proxy first chunk timeout", node.RoleProxy, func(c *node.Config) { c.Proxy.FirstChunkTimeout = 0 }, "proxy.first_chunk_timeout"},
@@ -91,6 +93,8 @@ func TestValidate(t *testing.T) {
 		{"proxy not listening", node.RoleProxy, func(c *node.Config) { c.P2P.Listen = nil }, "p2p.listen"},
 
 		{"client without proxies", node.RoleClient, func(c *node.Config) { c.Client.Proxies = nil }, "client.proxies"},
+		{"client proxy address garbage", node.RoleClient, func(c *node.Config) { c.Client.Proxies = []string{"proxy.example.com"} }, "client.proxies"},
+		{"client proxy address without /p2p", node.RoleClient, func(c *node.Config) { c.Client.Proxies = []string{"/ip4/127.0.0.1/tcp/4002"} }, "client.proxies"},
 		{"client api_addr without port", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "127.0.0.1" }, "client.api_addr"},
 		{"client api_addr on every interface", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = ":10000" }, "client.api_addr"},
 		{"client api_addr 0.0.0.0", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "0.0.0.0:10000" }, "client.api_addr"},

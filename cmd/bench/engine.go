@@ -150,7 +150,7 @@ func (e *mockEngine) serveChat(w http.ResponseWriter, r *http.Request) {
 		rc.Flush()
 		return
 	}
-	t := time.NewTimer(0)
+	t := time.NewTimer(0) // Reset before each wait; since Go 1.23 no stale tick survives a Reset
 	defer t.Stop()
 	gaps := make([]time.Duration, 0, len(e.events))
 	defer func() { e.rec.add(gaps) }()
@@ -164,8 +164,13 @@ func (e *mockEngine) serveChat(w http.ResponseWriter, r *http.Request) {
 			case <-t.C:
 			}
 		}
-		if _, err := w.Write(ev); err != nil {
-			return
+		w.Write(ev)
+		if i == len(e.events)-1 {
+			// The rest is ready at once: it goes with the last event.
+			if req.StreamOptions.IncludeUsage {
+				w.Write(e.usage)
+			}
+			io.WriteString(w, done)
 		}
 		if err := rc.Flush(); err != nil {
 			return
@@ -176,9 +181,4 @@ func (e *mockEngine) serveChat(w http.ResponseWriter, r *http.Request) {
 		}
 		last = now
 	}
-	if req.StreamOptions.IncludeUsage {
-		w.Write(e.usage)
-	}
-	io.WriteString(w, done)
-	rc.Flush()
 }

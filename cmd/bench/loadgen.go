@@ -74,6 +74,7 @@ type loadResult struct {
 	BenchCPU time.Duration `json:"bench_cpu_ns,omitempty"`   // CPU the bench process (nodes, engine) spent during the run
 	LoadCPU  time.Duration `json:"loadgen_cpu_ns,omitempty"` // CPU the load generator spent
 	AllCPU   time.Duration `json:"machine_cpu_ns,omitempty"` // CPU every process on the machine spent, from /proc/stat
+	Wall     time.Duration `json:"wall_ns,omitempty"`        // the load generator's life, over which the CPU times are taken
 }
 
 // dist summarizes durations.
@@ -118,9 +119,9 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, exe, append([]string{"loadgen"}, spec.args()...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	before, allBefore := selfCPU(), machineCPU()
+	start, before, allBefore := time.Now(), selfCPU(), machineCPU()
 	err = cmd.Run()
-	benchCPU, allCPU := selfCPU()-before, machineCPU()-allBefore
+	wall, benchCPU, allCPU := time.Since(start), selfCPU()-before, machineCPU()-allBefore
 	if err != nil {
 		return nil, fmt.Errorf("load generator: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
@@ -130,6 +131,7 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	}
 	res.BenchCPU = benchCPU
 	res.AllCPU = allCPU
+	res.Wall = wall
 	res.LoadCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return &res, nil
 }

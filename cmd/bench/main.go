@@ -36,7 +36,12 @@
 //
 // Usage:
 //
-//	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-targets direct,mesh,mesh+engine] [-json] [-cpuprofile FILE]
+//	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-targets direct,mesh,mesh+engine]
+//	    [-transport default|tcp|quic] [-json] [-cpuprofile FILE] [-memprofile FILE]
+//
+// The machine's other processes take CPU from the bench; each run reports
+// how much (cpu others), so that a noisy number can be told from a slow
+// mesh.
 package main
 
 import (
@@ -77,6 +82,7 @@ type config struct {
 	transport  string        // what the nodes listen on: default, tcp or quic
 	json       bool
 	cpuprofile string
+	memprofile string
 	bigConc    int // row 5: streams at once...
 	bigN       int // ...and requests in all
 }
@@ -96,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.transport, "transport", "default", "libp2p transport between nodes: default (the nodes' own: TCP and QUIC, libp2p picks), tcp or quic")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (nodes and engine, not the load generator) to this file")
+	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the bench process to this file at the end")
 	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
 	fs.IntVar(&cfg.bigN, "big-n", 2000, "row 5: requests in all")
 	fs.Usage = func() {
@@ -150,10 +157,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.memprofile != "" {
+		if err := writeAllocs(cfg.memprofile); err != nil {
+			return err
+		}
+	}
 	if cfg.json {
 		return rep.writeJSON(stdout)
 	}
 	return rep.writeTable(stdout)
+}
+
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard one: 1,000

@@ -28,6 +28,8 @@ type report struct {
 	GOMAXPROCS int           `json:"gomaxprocs"`
 	CPUs       int           `json:"cpus"`
 	CPUModel   string        `json:"cpu_model"`
+	LoadAvg    string        `json:"load_average_at_start"` // from /proc/loadavg: 1, 5 and 15 minutes
+	Transport  string        `json:"transport"`
 	Duration   time.Duration `json:"duration_per_target_ns"`
 	Warmup     int           `json:"warmup_requests"`
 	Chunks     int           `json:"chunks"`
@@ -88,6 +90,8 @@ func newReport(cfg config) *report {
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		CPUs:       runtime.NumCPU(),
 		CPUModel:   cpuModel(),
+		LoadAvg:    loadAvg(),
+		Transport:  cfg.transport,
 		Duration:   cfg.duration,
 		Warmup:     cfg.warmup,
 		Chunks:     chunks,
@@ -176,20 +180,23 @@ func (rep *report) writeTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "Cocoon mesh benchmark, %s\n", rep.Date.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(bw, "%s %s/%s, GOMAXPROCS %d, %d CPUs: %s\n", rep.GoVersion, runtime.GOOS, runtime.GOARCH, rep.GOMAXPROCS, rep.CPUs, rep.CPUModel)
+	fmt.Fprintf(bw, "load average at start: %s\n", rep.LoadAvg)
 	fmt.Fprintf(bw, "answer: %d chunks x %d B as OpenAI SSE chat.completion.chunk events, then [DONE]\n", rep.Chunks, rep.ChunkBytes)
 	fmt.Fprintf(bw, "direct:      load generator -> mock engine (HTTP)\n")
 	fmt.Fprintf(bw, "mesh:        load generator -> client -> proxy -> %d worker (sim backend)\n", rep.Workers)
 	fmt.Fprintf(bw, "mesh+engine: load generator -> client -> proxy -> %d worker (openai backend) -> mock engine (HTTP)\n", rep.Workers)
 	fmt.Fprintf(bw, "engine and nodes share this process; the load generator runs in a child process on the same CPUs\n")
+	fmt.Fprintf(bw, "libp2p between nodes: %s\n", transportNote(rep.Transport))
 	fmt.Fprintf(bw, "rows 1-4: %s per target after %d warm-up requests; added = p50 - direct p50; x direct = req/s / direct req/s\n", rep.Duration, rep.Warmup)
 	fmt.Fprintf(bw, "cpu/req: CPU time per answered request, of this process (engine, nodes) + of the load generator\n")
+	fmt.Fprintf(bw, "cpu ours/others: share of all CPUs used by this process and the load generator / by other processes on the machine\n")
 
 	for _, r := range rep.Rows {
 		fmt.Fprintf(bw, "\n%d. %s\n", r.N, r.Name)
 		tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
 		switch {
 		case r.Gap > 0:
-			fmt.Fprintln(tw, "target\tengine mean\tseen mean\toff\tengine p50\tseen p50\toff\tseen p99\tttfb p50\terrors\t\tcheck\t")
+			fmt.Fprintln(tw, "target\tengine mean\tseen mean\toff\tengine p50\tseen p50\toff\tseen p99\tttfb p50\terrors\tcpu ours/others\t\tcheck\t")
 			for _, x := range r.Runs {
 				g, eg := x.Result.Gap, x.EngineGap
 				if g == nil {
@@ -198,20 +205,20 @@ func (rep *report) writeTable(w io.Writer) error {
 				if eg == nil {
 					eg = &dist{}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%+.1f%%\t%s\t%s\t%+.1f%%\t%s\t%s\t%d\t\t%s\t\n",
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%+.1f%%\t%s\t%s\t%+.1f%%\t%s\t%s\t%d\t%s\t\t%s\t\n",
 					x.Target, ms(eg.Mean), ms(g.Mean), x.GapDev, ms(eg.P50), ms(g.P50), x.GapP50, ms(g.P99),
-					ms(x.Result.TTFB.P50), x.Result.Errors, checks(x.Checks))
+					ms(x.Result.TTFB.P50), x.Result.Errors, cpuShares(x.Result), checks(x.Checks))
 			}
 		case r.N == 5:
-			fmt.Fprintln(tw, "target\tok\terrors\treq/s\tp50\tp99\tttfb p50\tpeak RSS\tcpu/req\t\tcheck\t")
+			fmt.Fprintln(tw, "target\tok\terrors\treq/s\tp50\tp99\tttfb p50\tpeak RSS\tcpu/req\tcpu ours/others\t\tcheck\t")
 			for _, x := range r.Runs {
 				res := x.Result
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t\t%s\t\n",
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\t\n",
 					x.Target, res.OK, res.Errors, res.ReqPerSec, ms(res.Latency.P50), ms(res.Latency.P99),
-					ms(res.TTFB.P50), mib(r.PeakRSS), cpuPerReq(res), checks(x.Checks))
+					ms(res.TTFB.P50), mib(r.PeakRSS), cpuPerReq(res), cpuShares(res), checks(x.Checks))
 			}
 		default:
-			fmt.Fprintln(tw, "target\treq/s\tx direct\tp50\tp99\tttfb p50\tadded p50\terrors\tcpu/req\t\tcheck\t")
+			fmt.Fprintln(tw, "target\treq/s\tx direct\tp50\tp99\tttfb p50\tadded p50\terrors\tcpu/req\tcpu ours/others\t\tcheck\t")
 			for _, x := range r.Runs {
 				res := x.Result
 				ratio, added := "", ""
@@ -221,9 +228,9 @@ func (rep *report) writeTable(w io.Writer) error {
 						added = "-" + ms(-x.AddedP50)
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\t%s\t\n",
+				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\t%s\t\n",
 					x.Target, res.ReqPerSec, ratio, ms(res.Latency.P50), ms(res.Latency.P99), ms(res.TTFB.P50),
-					added, res.Errors, cpuPerReq(res), checks(x.Checks))
+					added, res.Errors, cpuPerReq(res), cpuShares(res), checks(x.Checks))
 			}
 		}
 		tw.Flush()
@@ -273,12 +280,40 @@ func mib(b int64) string {
 // busy is the share of the machine's CPU time the bench and its load
 // generator used during a run, and the share other processes used, in %.
 func busy(res *loadResult) (ours, others float64) {
-	total := float64(res.Elapsed) * float64(runtime.NumCPU())
+	total := float64(res.Wall) * float64(runtime.NumCPU())
+	if total <= 0 {
+		return 0, 0
+	}
 	ours = 100 * float64(res.BenchCPU+res.LoadCPU) / total
 	if res.AllCPU > 0 {
 		others = max(0, 100*float64(res.AllCPU)/total-ours)
 	}
 	return ours, others
+}
+
+func cpuShares(res *loadResult) string {
+	ours, others := busy(res)
+	return fmt.Sprintf("%.0f/%.0f%%", ours, others)
+}
+
+func transportNote(t string) string {
+	if t == "default" {
+		return "the nodes' defaults (proxy and worker listen on TCP and QUIC; libp2p dials QUIC first)"
+	}
+	return "proxy and worker listen on " + t + " only (-transport)"
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cpuPerReq(res *loadResult) string {

@@ -250,13 +250,10 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 		if t.rec != nil {
 			t.rec.take() // the warm-up's
 		}
-		io0, _ := os.ReadFile("/proc/self/io")
 		res, err := runLoad(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
 		}
-		io1, _ := os.ReadFile("/proc/self/io")
-		b.logf("IO %d\n%s\n%s", res.OK, io0, io1)
 		tr := &targetResult{Target: t.name, Result: res}
 		if t.rec != nil {
 			g := summarize(t.rec.take())
@@ -269,16 +266,22 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 	return r, nil
 }
 
-// warmupSpec is a few requests at the row's concurrency, to open
-// connections and streams and fill pools before the measurement. A paced
-// answer takes chunks*gap, so paced rows warm up one round only.
+// warmupSpec is a few requests at the row's concurrency, to start
+// goroutines, fill pools and connect the worker to its engine before the
+// measurement: at least -warmup, and one per connection the row keeps. A
+// paced answer takes chunks*gap, so paced rows warm up one round only; row
+// 5, a burst of new streams, warms up with -warmup.
 func (b *bench) warmupSpec(spec loadSpec) loadSpec {
 	w := spec
 	w.Duration = 0
 	w.Gaps = false
-	w.Requests = b.cfg.warmup
-	if spec.Gaps {
+	switch {
+	case spec.Gaps:
 		w.Requests = spec.Concurrency
+	case spec.Requests > 0:
+		w.Requests = b.cfg.warmup
+	default:
+		w.Requests = max(b.cfg.warmup, spec.Concurrency)
 	}
 	w.Concurrency = max(1, min(spec.Concurrency, w.Requests))
 	return w
