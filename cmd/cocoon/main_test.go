@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestCommands(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr bool
+		usage   bool // a command-line mistake: exit code 2
+		out     string
+	}{
+		{[]string{"version"}, false, false, "cocoon dev"},
+		{[]string{"help"}, false, false, "cocoon testnet"},
+		{nil, true, true, ""},
+		{[]string{"launch"}, true, true, ""},
+		{[]string{"worker", "extra"}, true, true, ""},
+		{[]string{"client", "-h"}, true, true, ""},
+		{[]string{"worker", "--backend", "magic", "--data-dir", "/tmp/x"}, true, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(t.Context(), tt.args, env(nil), &out, &errOut)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && (exitCode(err) == 2) != tt.usage {
+				t.Errorf("exit code %d for %v", exitCode(err), err)
+			}
+			if !strings.Contains(out.String(), tt.out) {
+				t.Errorf("output %q lacks %q", out.String(), tt.out)
+			}
+		})
+	}
+	if exitCode(flag.ErrHelp) != 2 || exitCode(errors.New("x")) != 1 {
+		t.Error("exit codes: help is 2, failures are 1")
+	}
+}
+
+// TestConfigPrecedence: defaults, then the file, then flags, then the
+// environment.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "client.toml")
+	os.WriteFile(file, []byte(`
+network = "local"
+[client]
+api_addr = "127.0.0.1:1111"
+proxies = ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf"]
+request_timeout = "7s"
+`), 0o600)
+	cfg, _, err := loadConfig(node.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222"},
+		env(map[string]string{"COCOON_API_KEY": "from-env", "COCOON_DATA_DIR": "/data/env", "HOME": "/home/x"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Client.APIAddr != "127.0.0.1:2222" {
+		t.Errorf("api_addr = %s: the flag must win over the file", cfg.Client.APIAddr)
+	}
+	if cfg.Client.RequestTimeout.D() != 7*time.Second {
+		t.Errorf("request_timeout = %s: the file must win over the default", cfg.Client.RequestTimeout)
+	}
+	if len(cfg.Client.Proxies) != 1 {
+		t.Errorf("proxies = %v, from the file", cfg.Client.Proxies)
+	}
+	if cfg.Client.APIKey != "from-env" || cfg.DataDir != "/data/env" {
+		t.Errorf("api key %q, data dir %q: want the environment's", cfg.Client.APIKey, cfg.DataDir)
+	}
+	cfg, _, err = loadConfig(node.RoleWorker, nil, env(map[string]string{"HOME": "/home/x"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/home/x/.cocoon/worker" {
+		t.Errorf("default data dir = %s", cfg.DataDir)
+	}
+	if _, _, err := loadConfig(node.RoleWorker, []string{"--config", filepath.Join(dir, "missing.toml")}, env(nil), io.Discard); err == nil {
+		t.Error("a missing config file must be an error")
+	}
+}
+
+// TestWorkerIdentityPersists runs the worker command twice on one data
+// dir: same peer ID, key file 0600.
+func TestWorkerIdentityPersists(t *testing.T) {
+	dir := t.TempDir()
+	idRe := regexp.MustCompile(`worker (12D3KooW\w+)`)
+	start := func() string {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"worker", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0"}, env(nil), &out, io.Discard)
+		}()
+		deadline := time.After(20 * time.Second)
+		for !idRe.MatchString(out.String()) {
+			select {
+			case err := <-done:
+				t.Fatalf("worker exited: %v (%s)", err, out.String())
+			case <-deadline:
+				t.Fatalf("worker printed no ID: %q", out.String())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("worker shutdown: %v", err)
+		}
+		return idRe.FindStringSubmatch(out.String())[1]
+	}
+	first, second := start(), start()
+	if first != second {
+		t.Errorf("peer ID changed across restarts: %s then %s", first, second)
+	}
+	st, err := os.Stat(filepath.Join(dir, "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("identity.key mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// TestTestnetCommand starts `cocoon testnet`, waits for "ready" and stops
+// it as SIGINT would.
+func TestTestnetCommand(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"testnet", "--workers", "3", "--api-addr", "127.0.0.1:0"}, env(nil), &out, io.Discard)
+	}()
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(out.String(), "ready") {
+		select {
+		case err := <-done:
+			t.Fatalf("testnet exited: %v (%s)", err, out.String())
+		case <-deadline:
+			t.Fatalf("no ready line: %q", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if n := strings.Count(out.String(), "worker "); n < 3 {
+		t.Errorf("expected three workers in %q", out.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("testnet did not shut down within 20 s of the signal")
+	}
+	if !strings.Contains(out.String(), "shutting down") {
+		t.Errorf("no shutdown line in %q", out.String())
+	}
+}
