@@ -36,7 +36,10 @@ type Hooks struct {
 	// Up runs after every successful check of a connected peer: attest it,
 	// ask what it serves. An error counts as the peer being down.
 	Up func(ctx context.Context, p peer.ID) error
-	// Down runs when a peer is found unreachable or failing.
+	// Down runs when a peer is found unreachable or failing. It may run
+	// again for a peer already down, and concurrently with Up (from
+	// libp2p's disconnect notifications), so it must be idempotent and
+	// safe for concurrent use.
 	Down func(p peer.ID)
 }
 

@@ -186,7 +186,11 @@ func TestKeeperUpAndDown(t *testing.T) {
 	self, other := newHost(t), newHost(t)
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
+	if k.Settled() {
+		t.Fatal("settled before Run")
+	}
 	run(t, k)
+	eventually(t, "the first pass", k.Settled)
 
 	eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
 	if ups, downs := rec.counts(other.ID()); ups != 1 || downs != 0 {

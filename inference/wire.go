@@ -88,10 +88,18 @@ func DecodeRequest(p []byte) (*Request, error) {
 	return &Request{ID: h.ID, Kind: h.Kind, Model: h.Model, Body: body}, nil
 }
 
+// MaxFinishReason is the longest finish reason a chunk carries; longer
+// ones are cut.
+const MaxFinishReason = 64
+
 // AppendChunk encodes c as a Chunk frame payload.
 func AppendChunk(dst []byte, c Chunk) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(c.FinishReason)))
-	dst = append(dst, c.FinishReason...)
+	finish := c.FinishReason
+	if len(finish) > MaxFinishReason {
+		finish = finish[:MaxFinishReason]
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(finish)))
+	dst = append(dst, finish...)
 	return append(dst, c.Text...)
 }
 
@@ -99,7 +107,7 @@ func AppendChunk(dst []byte, c Chunk) []byte {
 // finish alias p.
 func DecodeChunk(p []byte) (text, finish []byte, err error) {
 	n, k := binary.Uvarint(p)
-	if k <= 0 || n > 64 || n > uint64(len(p)-k) {
+	if k <= 0 || n > MaxFinishReason || n > uint64(len(p)-k) {
 		return nil, nil, fmt.Errorf("%w: chunk finish reason length", ErrMalformed)
 	}
 	return p[k+int(n):], p[k : k+int(n)], nil
@@ -243,7 +251,8 @@ func WriteRequest(s network.Stream, req *Request) error {
 // WatchCancel calls cancel when the peer resets s or sends anything after
 // its request (the requester keeps its write side open while it waits).
 // The returned stop function closes s's read side and waits for the
-// watcher to end.
+// watcher to end; that also calls cancel, so call it only once the
+// request is over (deferred).
 func WatchCancel(s network.Stream, cancel context.CancelFunc) (stop func()) {
 	done := make(chan struct{})
 	go func() {

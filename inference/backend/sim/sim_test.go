@@ -81,6 +81,13 @@ func TestDeterministicText(t *testing.T) {
 	if len(seen) < 2 {
 		t.Fatal("every body got the same answer")
 	}
+
+	// The answer follows the prompt, not the other parameters.
+	a, _ := generate(t, b, chat(`{"messages":[{"role":"user","content":"hello"}]}`))
+	c, _ := generate(t, b, chat(`{"model":"sim-small","temperature":0.5,"stream":true,"messages":[{"role":"user","content":"hello"}]}`))
+	if text(a) != text(c) {
+		t.Fatalf("same prompt, other parameters, two answers:\n%q\n%q", text(a), text(c))
+	}
 }
 
 func TestMaxTokens(t *testing.T) {
