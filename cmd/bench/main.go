@@ -15,11 +15,13 @@
 //     against mockEngine over HTTP: what an app pays for the mesh in front
 //     of a real engine.
 //
-// All nodes and the engine run in this process (testnet.Start); the load
+// All nodes and the engine run in this process (real nodes with real
+// libp2p hosts on 127.0.0.1, assembled by the testnet harness); the load
 // generator runs in a child process (this binary, re-executed as
 // "bench loadgen"), so that it never shares a Go scheduler with what it
 // measures, as an external tool like hey would. Both share the machine's
-// cores.
+// cores, so CPU the mesh spends is throughput the load generator and the
+// engine lose, as on a real shared host.
 //
 // The rows, and the targets the mesh must meet:
 //

@@ -39,7 +39,7 @@ var rowNames = []string{
 	"c=30, keep-alive on",
 	"c=30, keep-alive off",
 	fmt.Sprintf("paced: a chunk every %s, c=%d, keep-alive on", pacedGap, pacedConc),
-	"c=1000 streams through one proxy, keep-alive on",
+	"c=%d streams through one proxy, keep-alive on", // -big-c
 }
 
 // bench runs the rows.
@@ -227,6 +227,9 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 // returns the row.
 func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadSpec) (*row, error) {
 	r := &row{N: n, Name: rowNames[n-1], Concurrency: spec.Concurrency, KeepAlive: spec.KeepAlive}
+	if n == 5 {
+		r.Name = fmt.Sprintf(r.Name, spec.Concurrency)
+	}
 	if spec.Gaps {
 		r.Gap = pacedGap
 	}
