@@ -38,11 +38,7 @@ func ServeCatalog(s network.Stream, c *Catalog) error {
 	if err != nil {
 		return err
 	}
-	fw := p2p.NewFrameWriter(s, len(b)+16)
-	if err := fw.Write(frameCatalog, b); err != nil {
-		return err
-	}
-	return fw.Flush()
+	return p2p.WriteFrame(s, frameCatalog, b)
 }
 
 // FetchCatalog asks p for its catalog.
@@ -64,6 +60,7 @@ func FetchCatalog(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID
 
 func readCatalog(s network.Stream) (*Catalog, error) {
 	fr := p2p.NewFrameReader(s, maxCatalogBytes, 0)
+	defer fr.Release()
 	typ, b, err := fr.Next()
 	if err != nil {
 		return nil, fmt.Errorf("reading catalog: %w", err)

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -41,51 +42,70 @@ const (
 // the same bytes cannot help.
 var ErrMalformed = errors.New("malformed message")
 
-type requestHeader struct {
-	ID    string `json:"id"`
-	Kind  Kind   `json:"kind"`
-	Model string `json:"model"`
-}
+// A Request frame's payload is: kind byte, uvarint length and bytes of the
+// ID, the same of the model, then the body. It is binary so that hops
+// forward requests without a JSON round trip.
+const (
+	maxIDBytes    = 128
+	maxModelBytes = 256
+)
 
-// AppendRequest encodes req as a Request frame payload. It refuses, with
-// ErrMalformed, a request DecodeRequest would refuse.
+// AppendRequest encodes req as a Request frame payload. It refuses what
+// DecodeRequest would refuse, so a bad request fails at its source.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
-	if !req.Kind.Valid() {
-		return nil, fmt.Errorf("%w: request kind %d", ErrMalformed, req.Kind)
-	}
-	if req.Model == "" {
-		return nil, fmt.Errorf("%w: request without model", ErrMalformed)
-	}
-	hdr, err := json.Marshal(requestHeader{ID: req.ID, Kind: req.Kind, Model: req.Model})
-	if err != nil {
+	if err := checkHeader(req.Kind, req.ID, req.Model); err != nil {
 		return nil, err
 	}
-	if len(hdr) > maxHeaderBytes {
-		return nil, fmt.Errorf("%w: request header of %d bytes, over %d", ErrMalformed, len(hdr), maxHeaderBytes)
-	}
-	dst = binary.AppendUvarint(dst, uint64(len(hdr)))
-	dst = append(dst, hdr...)
+	dst = append(dst, byte(req.Kind))
+	dst = binary.AppendUvarint(dst, uint64(len(req.ID)))
+	dst = append(dst, req.ID...)
+	dst = binary.AppendUvarint(dst, uint64(len(req.Model)))
+	dst = append(dst, req.Model...)
 	return append(dst, req.Body...), nil
+}
+
+func checkHeader(kind Kind, id, model string) error {
+	switch {
+	case !kind.Valid():
+		return fmt.Errorf("%w: request kind %d", ErrMalformed, kind)
+	case model == "":
+		return fmt.Errorf("%w: request without model", ErrMalformed)
+	case len(model) > maxModelBytes || !utf8.ValidString(model):
+		return fmt.Errorf("%w: model name must be valid UTF-8 of at most %d bytes", ErrMalformed, maxModelBytes)
+	case len(id) > maxIDBytes || !utf8.ValidString(id):
+		return fmt.Errorf("%w: request ID must be valid UTF-8 of at most %d bytes", ErrMalformed, maxIDBytes)
+	}
+	return nil
 }
 
 // DecodeRequest decodes a Request frame payload. The body is copied.
 func DecodeRequest(p []byte) (*Request, error) {
-	n, k := binary.Uvarint(p)
-	if k <= 0 || n > maxHeaderBytes || n > uint64(len(p)-k) {
-		return nil, fmt.Errorf("%w: request header length", ErrMalformed)
+	if len(p) < 1 {
+		return nil, fmt.Errorf("%w: empty request", ErrMalformed)
 	}
-	var h requestHeader
-	if err := json.Unmarshal(p[k:k+int(n)], &h); err != nil {
-		return nil, fmt.Errorf("%w: request header: %v", ErrMalformed, err)
+	kind := Kind(p[0])
+	p = p[1:]
+	field := func(max int) (string, error) {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n > uint64(max) || n > uint64(len(p)-k) {
+			return "", fmt.Errorf("%w: request header field length", ErrMalformed)
+		}
+		v := string(p[k : k+int(n)])
+		p = p[k+int(n):]
+		return v, nil
 	}
-	if !h.Kind.Valid() {
-		return nil, fmt.Errorf("%w: request kind %d", ErrMalformed, h.Kind)
+	id, err := field(maxIDBytes)
+	if err != nil {
+		return nil, err
 	}
-	if h.Model == "" {
-		return nil, fmt.Errorf("%w: request without model", ErrMalformed)
+	model, err := field(maxModelBytes)
+	if err != nil {
+		return nil, err
 	}
-	body := append([]byte(nil), p[k+int(n):]...)
-	return &Request{ID: h.ID, Kind: h.Kind, Model: h.Model, Body: body}, nil
+	if err := checkHeader(kind, id, model); err != nil {
+		return nil, err
+	}
+	return &Request{ID: id, Kind: kind, Model: model, Body: append([]byte(nil), p...)}, nil
 }
 
 // MaxFinishReason is the longest finish reason a chunk carries; longer
@@ -158,6 +178,10 @@ func (rr *ResponseReader) Next() (Event, error) {
 // Buffered reports whether more input is already waiting.
 func (rr *ResponseReader) Buffered() bool { return rr.fr.Buffered() > 0 }
 
+// Release gives the reader's buffers back for reuse; see
+// p2p.FrameReader.Release.
+func (rr *ResponseReader) Release() { rr.fr.Release() }
+
 // Frames exposes the underlying frame reader, for hops that forward raw
 // frames.
 func (rr *ResponseReader) Frames() *p2p.FrameReader { return rr.fr }
@@ -219,6 +243,7 @@ func ReadRequest(s network.Stream) (*Request, error) {
 		return nil, err
 	}
 	fr := p2p.NewFrameReader(s, MaxRequestFrame, 0)
+	defer fr.Release()
 	typ, p, err := fr.Next()
 	if err != nil {
 		return nil, fmt.Errorf("reading request: %w", err)
@@ -241,11 +266,7 @@ func WriteRequest(s network.Stream, req *Request) error {
 	if err != nil {
 		return err
 	}
-	fw := p2p.NewFrameWriter(s, len(p)+16)
-	if err := fw.Write(FrameRequest, p); err != nil {
-		return err
-	}
-	return fw.Flush()
+	return p2p.WriteFrame(s, FrameRequest, p)
 }
 
 // WatchCancel calls cancel when the peer resets s or sends anything after

@@ -71,39 +71,39 @@ func TestDecodeRequestCopiesBody(t *testing.T) {
 	}
 }
 
-// rawRequest builds a request payload from a header as given.
-func rawRequest(hdr string, body string) []byte {
-	p := binary.AppendUvarint(nil, uint64(len(hdr)))
-	return append(append(p, hdr...), body...)
+// rawRequest builds a request payload field by field, as given.
+func rawRequest(kind byte, id, model, body string) []byte {
+	p := []byte{kind}
+	p = binary.AppendUvarint(p, uint64(len(id)))
+	p = append(p, id...)
+	p = binary.AppendUvarint(p, uint64(len(model)))
+	p = append(p, model...)
+	return append(p, body...)
 }
 
 func TestDecodeRequestErrors(t *testing.T) {
-	// A header of exactly the maximum length, padded with JSON whitespace.
-	pad := func(hdr string, n int) string { return hdr + strings.Repeat(" ", n-len(hdr)) }
-	ok := `{"id":"x","kind":1,"model":"m"}`
 	tests := []struct {
 		name    string
 		p       []byte
 		wantErr bool
 	}{
-		{"header of 4096 bytes", rawRequest(pad(ok, 4096), "body"), false},
+		{"good", rawRequest(1, "x", "m", "body"), false},
+		{"ID of 128 bytes", rawRequest(1, strings.Repeat("i", 128), "m", "body"), false},
+		{"model of 256 bytes", rawRequest(2, "", strings.Repeat("m", 256), "body"), false},
 		{"empty payload", nil, true},
-		{"length varint overflows", bytes.Repeat([]byte{0xff}, 11), true},
-		{"length varint cut short", []byte{0x80}, true},
-		{"header over 4096 bytes", rawRequest(pad(ok, 4097), ""), true},
-		{"header length past the end", append(binary.AppendUvarint(nil, 100), ok...), true},
-		{"huge header length", append(binary.AppendUvarint(nil, 1<<62), ok...), true},
-		{"header not JSON", rawRequest("{", ""), true},
-		{"header a JSON array", rawRequest(`[]`, ""), true},
-		{"header null", rawRequest(`null`, ""), true},
-		{"kind zero", rawRequest(`{"kind":0,"model":"m"}`, ""), true},
-		{"kind unknown", rawRequest(`{"kind":3,"model":"m"}`, ""), true},
-		{"kind over a byte", rawRequest(`{"kind":257,"model":"m"}`, ""), true},
-		{"kind a string", rawRequest(`{"kind":"chat","model":"m"}`, ""), true},
-		{"kind missing", rawRequest(`{"model":"m"}`, ""), true},
-		{"model missing", rawRequest(`{"kind":1}`, ""), true},
-		{"model empty", rawRequest(`{"kind":2,"model":""}`, ""), true},
-		{"model not a string", rawRequest(`{"kind":1,"model":7}`, ""), true},
+		{"kind only", []byte{1}, true},
+		{"ID length varint overflows", append([]byte{1}, bytes.Repeat([]byte{0xff}, 11)...), true},
+		{"ID length cut short", []byte{1, 0x80}, true},
+		{"ID over 128 bytes", rawRequest(1, strings.Repeat("i", 129), "m", ""), true},
+		{"ID length past the end", append([]byte{1}, binary.AppendUvarint(nil, 100)...), true},
+		{"model over 256 bytes", rawRequest(1, "x", strings.Repeat("m", 257), ""), true},
+		{"model length past the end", append(rawRequest(1, "x", "", "")[:3], binary.AppendUvarint(nil, 50)...), true},
+		{"huge model length", append(rawRequest(1, "x", "", "")[:3], binary.AppendUvarint(nil, 1<<62)...), true},
+		{"kind zero", rawRequest(0, "x", "m", ""), true},
+		{"kind unknown", rawRequest(3, "x", "m", ""), true},
+		{"model empty", rawRequest(2, "x", "", ""), true},
+		{"model not UTF-8", rawRequest(1, "x", "m\xff", ""), true},
+		{"ID not UTF-8", rawRequest(1, "\xc3", "m", ""), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,7 +112,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if req.Model != "m" || string(req.Body) != "body" {
+				if req.Model == "" || string(req.Body) != "body" {
 					t.Fatalf("decoded %+v", req)
 				}
 				return
@@ -210,7 +210,7 @@ func TestDecodeEvent(t *testing.T) {
 		{"end not JSON", inference.FrameEnd, []byte(`}`), inference.Event{}, true},
 		{"malformed error", inference.FrameError, []byte(`{"code":-1}`), inference.Event{}, true},
 		{"error not JSON", inference.FrameError, nil, inference.Event{}, true},
-		{"request frame in a response", inference.FrameRequest, rawRequest(`{"kind":1,"model":"m"}`, ""), inference.Event{}, true},
+		{"request frame in a response", inference.FrameRequest, rawRequest(1, "", "m", ""), inference.Event{}, true},
 		{"type zero", 0, nil, inference.Event{}, true},
 		{"unknown type", 5, []byte(`{}`), inference.Event{}, true},
 		{"type 255", 255, nil, inference.Event{}, true},
@@ -357,11 +357,12 @@ func TestAppendRequestAgreesWithDecode(t *testing.T) {
 		req  inference.Request
 	}{
 		{"model of 5000 bytes", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 5000)}},
-		{"ID that JSON escaping grows past the cap", inference.Request{ID: strings.Repeat("<", 1000), Kind: inference.KindChat, Model: "m"}},
+		{"ID of 1000 bytes", inference.Request{ID: strings.Repeat("<", 1000), Kind: inference.KindChat, Model: "m"}},
+		{"model not UTF-8", inference.Request{Kind: inference.KindChat, Model: "\xff"}},
 		{"kind zero", inference.Request{Model: "m"}},
 		{"unknown kind", inference.Request{Kind: 7, Model: "m"}},
 		{"no model", inference.Request{Kind: inference.KindChat}},
-		{"header just under the cap", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 4000)}},
+		{"model at the cap", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 256)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

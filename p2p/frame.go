@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // FrameVersion is the version byte every frame carries. A reader refuses
@@ -30,13 +31,64 @@ type FrameReader struct {
 	buf []byte
 }
 
+// Buffers of the two sizes streams use are pooled: every request opens a
+// stream at each hop, and allocating its buffers was most of a request's
+// garbage.
+var (
+	readers4k, readers16k sync.Pool // *bufio.Reader
+	writers4k, writers16k sync.Pool // *bufio.Writer
+)
+
+func readerPool(size int) *sync.Pool {
+	switch size {
+	case 4 << 10:
+		return &readers4k
+	case 16 << 10:
+		return &readers16k
+	}
+	return nil
+}
+
+func writerPool(size int) *sync.Pool {
+	switch size {
+	case 4 << 10:
+		return &writers4k
+	case 16 << 10:
+		return &writers16k
+	}
+	return nil
+}
+
 // NewFrameReader reads frames of at most max payload bytes from r. Its
 // buffer (size bufSize, or 4 KiB if zero) is what Buffered reports on.
+// Release returns the buffer for reuse.
 func NewFrameReader(r io.Reader, max, bufSize int) *FrameReader {
 	if bufSize <= 0 {
 		bufSize = 4096
 	}
+	if max < 0 {
+		max = 0
+	}
+	if p := readerPool(bufSize); p != nil {
+		if br, ok := p.Get().(*bufio.Reader); ok {
+			br.Reset(r)
+			return &FrameReader{r: br, max: max}
+		}
+	}
 	return &FrameReader{r: bufio.NewReaderSize(r, bufSize), max: max}
+}
+
+// Release gives the reader's buffer back for reuse. The FrameReader must
+// not be used afterwards; payloads it returned become invalid.
+func (fr *FrameReader) Release() {
+	if fr.r == nil {
+		return
+	}
+	if p := readerPool(fr.r.Size()); p != nil {
+		fr.r.Reset(nil)
+		p.Put(fr.r)
+	}
+	fr.r, fr.buf = nil, nil
 }
 
 // Next reads the next frame. The payload is valid until the next call.
@@ -89,12 +141,37 @@ type FrameWriter struct {
 }
 
 // NewFrameWriter writes frames to w through a buffer of bufSize bytes
-// (4 KiB if zero).
+// (4 KiB if zero). Release returns the buffer for reuse.
 func NewFrameWriter(w io.Writer, bufSize int) *FrameWriter {
 	if bufSize <= 0 {
 		bufSize = 4096
 	}
+	if p := writerPool(bufSize); p != nil {
+		if bw, ok := p.Get().(*bufio.Writer); ok {
+			bw.Reset(w)
+			return &FrameWriter{w: bw}
+		}
+	}
 	return &FrameWriter{w: bufio.NewWriterSize(w, bufSize)}
+}
+
+// Release gives the writer's buffer back for reuse, dropping anything not
+// flushed. The FrameWriter must not be used afterwards.
+func (fw *FrameWriter) Release() {
+	if fw.w == nil {
+		return
+	}
+	if p := writerPool(fw.w.Size()); p != nil {
+		fw.w.Reset(nil)
+		p.Put(fw.w)
+	}
+	fw.w = nil
+}
+
+// WriteFrame sends one frame to w in a single Write, without a buffer.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	_, err := w.Write(AppendFrame(make([]byte, 0, len(payload)+binary.MaxVarintLen64+2), typ, payload))
+	return err
 }
 
 // Write buffers one frame.

@@ -73,7 +73,7 @@ func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
 		return nil, err
 	}
 	limiter := rcmgr.NewFixedLimiter(limits(cfg))
-	rm, err := rcmgr.NewResourceManager(limiter)
+	rm, err := rcmgr.NewResourceManager(limiter, rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
@@ -88,7 +88,7 @@ func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(tls.ID, tls.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, coalescingMuxer{inner: yamux.DefaultTransport}),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableMetrics(),

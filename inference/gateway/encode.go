@@ -144,15 +144,25 @@ func (e *encoder) whole(text, finish string, end *inference.End) any {
 
 const hexDigits = "0123456789abcdef"
 
+// plainJSON[c] is true for ASCII bytes a JSON string carries unescaped.
+var plainJSON = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, control characters and U+2028/U+2029 are escaped.
+// U+FFFD, control characters and U+2028/U+2029 are escaped. It is the
+// hot path of streaming: most chunks are plain ASCII and are copied in one
+// append.
 func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if plainJSON[c] {
 				i++
 				continue
 			}
@@ -195,11 +205,8 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 }
 
 func decodeRune[T string | []byte](s T) (rune, int) {
-	switch v := any(s).(type) {
-	case string:
-		return utf8.DecodeRuneInString(v)
-	case []byte:
-		return utf8.DecodeRune(v)
+	if b, ok := any(s).([]byte); ok {
+		return utf8.DecodeRune(b)
 	}
-	return utf8.RuneError, 1
+	return utf8.DecodeRuneInString(string(s))
 }

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -154,7 +155,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		return
 	}
 	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, Body: body}
-	log := s.log.With("request", req.ID, "model", req.Model)
+	// Built only when something is logged: With formats its attributes.
+	log := func() *slog.Logger { return s.log.With("request", req.ID, "model", req.Model) }
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -168,7 +170,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 			writeTimeout(w, s.cfg.FirstByteTimeout)
 			return
 		}
-		log.Info("sending request", "err", err)
+		log().Info("sending request", "err", err)
 		writeInferenceError(w, inference.AsError(err, inference.CodeNoWorker))
 		return
 	}
@@ -180,9 +182,9 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		case timedOut.Load():
 			writeTimeout(w, s.cfg.FirstByteTimeout)
 		case r.Context().Err() != nil:
-			log.Debug("app went away before the first chunk")
+			log().Debug("app went away before the first chunk")
 		default:
-			log.Info("proxy failed before the first chunk", "err", err)
+			log().Info("proxy failed before the first chunk", "err", err)
 			writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed: "+err.Error())
 		}
 		return
@@ -201,16 +203,32 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 
 // stream writes the response as server-sent events, flushing whenever no
 // further event is already waiting.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, log *slog.Logger) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, log func() *slog.Logger) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
-	var buf []byte
-	for {
+	// Events collect in buf and go to the ResponseWriter in one Write when
+	// nothing more is waiting: one chunk on the wire, one system call.
+	bp := ssePool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 1<<20 {
+			*bp = buf[:0]
+			ssePool.Put(bp)
+		}
+	}()
+	send := func() error {
+		_, err := w.Write(buf)
 		buf = buf[:0]
+		if err == nil && flusher != nil {
+			flusher.Flush()
+		}
+		return err
+	}
+	for {
 		switch ev.Type {
 		case inference.FrameChunk:
 			buf = out.appendChunk(buf, ev.Text, ev.Finish)
@@ -222,42 +240,37 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 				buf = out.appendUsage(buf, ev.End)
 			}
 			buf = append(buf, "data: [DONE]\n\n"...)
-			if _, err := w.Write(buf); err == nil && flusher != nil {
-				flusher.Flush()
-			}
+			send()
 			return
 		case inference.FrameError:
-			log.Info("response failed mid-stream", "code", ev.Err.Code, "err", ev.Err.Message)
+			log().Info("response failed mid-stream", "code", ev.Err.Code, "err", ev.Err.Message)
 			buf = appendStreamError(buf, ev.Err)
-			if _, err := w.Write(buf); err == nil && flusher != nil {
-				flusher.Flush()
+			send()
+			return
+		}
+		if !resp.Buffered() || len(buf) >= 32<<10 {
+			if err := send(); err != nil {
+				log().Debug("app went away mid-stream", "err", err)
+				return
 			}
-			return
-		}
-		if _, err := w.Write(buf); err != nil {
-			log.Debug("app went away mid-stream", "err", err)
-			return
-		}
-		if !resp.Buffered() && flusher != nil {
-			flusher.Flush()
 		}
 		var err error
 		ev, err = resp.Next()
 		if err != nil {
 			if r.Context().Err() != nil {
-				log.Debug("app went away mid-stream")
+				log().Debug("app went away mid-stream")
 				return
 			}
-			log.Info("proxy failed mid-stream", "err", err)
-			buf = appendStreamError(buf[:0], inference.Errorf(inference.CodeEngine, "the proxy failed mid-stream: %v", err))
-			w.Write(buf)
+			log().Info("proxy failed mid-stream", "err", err)
+			buf = appendStreamError(buf, inference.Errorf(inference.CodeEngine, "the proxy failed mid-stream: %v", err))
+			send()
 			return
 		}
 	}
 }
 
 // whole collects the response and answers it as one JSON object.
-func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, log *slog.Logger) {
+func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, log func() *slog.Logger) {
 	var text strings.Builder
 	finish := ""
 	for {
@@ -274,19 +287,23 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 			writeJSON(w, http.StatusOK, out.whole(text.String(), finish, ev.End))
 			return
 		case inference.FrameError:
-			log.Info("response failed", "code", ev.Err.Code, "err", ev.Err.Message)
+			log().Info("response failed", "code", ev.Err.Code, "err", ev.Err.Message)
 			writeInferenceError(w, ev.Err)
 			return
 		}
 		var err error
 		ev, err = resp.Next()
 		if err != nil {
-			log.Info("proxy failed mid-response", "err", err)
+			log().Info("proxy failed mid-response", "err", err)
 			writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed mid-response: "+err.Error())
 			return
 		}
 	}
 }
+
+// ssePool holds the buffers streamed responses are built in; a 50-chunk
+// answer is about 14 KiB of events.
+var ssePool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 func orDefault(s, def string) string {
 	if s == "" {

@@ -132,4 +132,5 @@ func (r *streamResponse) Close() {
 			r.s.Reset()
 		}
 	})
+	r.rr.Release()
 }

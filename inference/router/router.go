@@ -63,6 +63,7 @@ type Router struct {
 
 type worker struct {
 	id            peer.ID
+	idStr         string // id.String(), which base58-encodes on every call
 	models        map[string]inference.Model
 	maxConcurrent int
 	up            bool
@@ -105,7 +106,7 @@ func (r *Router) SetWorker(p peer.ID, c *inference.Catalog) {
 	defer r.mu.Unlock()
 	w, ok := r.workers[p]
 	if !ok {
-		w = &worker{id: p}
+		w = &worker{id: p, idStr: p.String()}
 		r.workers[p] = w
 		r.order = append(r.order, p)
 	}
@@ -215,6 +216,7 @@ func (r *Router) release(w *worker, failed bool) {
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	client := s.Conn().RemotePeer()
 	out := p2p.NewFrameWriter(s, 16<<10)
+	defer out.Release()
 	fail := func(e *inference.Error) error {
 		if err := inference.WriteError(out, e); err != nil {
 			return err
@@ -228,7 +230,8 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	if err != nil {
 		return fail(&inference.Error{Code: inference.CodeBadRequest, Message: err.Error()})
 	}
-	log := r.log.With("request", req.ID, "model", req.Model, "peer", client)
+	// Built only when something is logged: With formats its attributes.
+	log := func() *slog.Logger { return r.log.With("request", req.ID, "model", req.Model, "peer", client) }
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -257,7 +260,7 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 			// Already streaming: the error frame was forwarded.
 			return nil
 		}
-		log.Info("worker failed before first chunk", "worker", w.id, "attempt", attempt+1, "code", e.Code, "err", e.Message)
+		log().Info("worker failed before first chunk", "worker", w.id, "attempt", attempt+1, "code", e.Code, "err", e.Message)
 		last = e
 		if !e.Code.Retryable() {
 			break
@@ -273,7 +276,7 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 
 // forward sends req to w and relays its response to out. started reports
 // whether anything reached the client; e is the failure, if any.
-func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, out *p2p.FrameWriter, log *slog.Logger) (started bool, e *inference.Error) {
+func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
 	failed := true
 	defer func() { r.release(w, failed) }()
 
@@ -295,7 +298,9 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 	if err := ws.SetReadDeadline(time.Now().Add(r.cfg.FirstChunkTimeout)); err != nil {
 		return false, inference.Errorf(inference.CodeInternal, "setting deadline: %v", err)
 	}
-	in := inference.NewResponseReader(ws).Frames()
+	rr := inference.NewResponseReader(ws)
+	defer rr.Release()
+	in := rr.Frames()
 	typ, p, err := in.Next()
 	if err != nil {
 		if errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -329,7 +334,7 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 				return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker sent a malformed end: %v", err))
 			}
 			ev.End.Tier = tier
-			ev.End.Worker = w.id.String()
+			ev.End.Worker = w.idStr
 			if err := inference.WriteEnd(out, ev.End); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
@@ -362,7 +367,7 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			if ctx.Err() != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "client went away")
 			}
-			log.Info("worker failed mid-stream", "worker", w.id, "chunks", frames, "err", err)
+			log().Info("worker failed mid-stream", "worker", w.id, "chunks", frames, "err", err)
 			return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker failed after %d chunks: %v", frames, err))
 		}
 	}

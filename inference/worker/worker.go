@@ -30,6 +30,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	self    peer.ID
+	selfStr string // self.String(), which base58-encodes on every call
 	backend inference.Backend
 	allow   func(peer.ID) bool
 	log     *slog.Logger
@@ -49,7 +50,7 @@ func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
 	}
-	return &Server{cfg: cfg, self: self, backend: backend, allow: allow,
+	return &Server{cfg: cfg, self: self, selfStr: self.String(), backend: backend, allow: allow,
 		log: log.With("component", "worker"), simulated: make(map[string]bool)}
 }
 
@@ -92,6 +93,7 @@ func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
 func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	remote := s.Conn().RemotePeer()
 	fw := p2p.NewFrameWriter(s, 16<<10)
+	defer fw.Release()
 	fail := func(e *inference.Error) error {
 		if err := inference.WriteError(fw, e); err != nil {
 			return err
@@ -105,7 +107,8 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	if err != nil {
 		return fail(&inference.Error{Code: inference.CodeBadRequest, Message: err.Error()})
 	}
-	log := w.log.With("request", req.ID, "model", req.Model, "peer", remote)
+	// Built only when something is logged: With formats its attributes.
+	log := func() *slog.Logger { return w.log.With("request", req.ID, "model", req.Model, "peer", remote) }
 
 	if n := w.active.Add(1); n > int64(w.cfg.MaxConcurrent) {
 		w.active.Add(-1)
@@ -137,24 +140,24 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	res, err := w.backend.Generate(ctx, req, emit)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Debug("request cancelled by requester", "chunks", chunks)
+			log().Debug("request cancelled by requester", "chunks", chunks)
 			return fmt.Errorf("requester went away: %w", ctx.Err())
 		}
 		e := inference.AsError(err, inference.CodeEngine)
-		log.Info("backend failed", "code", e.Code, "chunks", chunks, "err", err)
+		log().Info("backend failed", "code", e.Code, "chunks", chunks, "err", err)
 		return fail(e)
 	}
 	w.mu.Lock()
 	sim := w.simulated[req.Model]
 	w.mu.Unlock()
-	end := &inference.End{Usage: res.Usage, FinishReason: res.FinishReason, Simulated: sim, Worker: w.self.String()}
+	end := &inference.End{Usage: res.Usage, FinishReason: res.FinishReason, Simulated: sim, Worker: w.selfStr}
 	if err := inference.WriteEnd(fw, end); err != nil {
 		return err
 	}
 	if err := fw.Flush(); err != nil {
 		return err
 	}
-	log.Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
+	log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
 		"completion_tokens", res.Usage.CompletionTokens, "duration", time.Since(start))
 	return nil
 }
