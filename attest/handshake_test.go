@@ -2,7 +2,6 @@ package attest_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -101,16 +101,7 @@ func withValidity(d time.Duration) nodeOpt {
 // newNode starts a loopback host serving the handshake, closed at cleanup.
 func newNode(t testing.TB, clock *fakeClock, opts ...nodeOpt) *node {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := p2p.DefaultHostConfig()
-	hc.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	h, err := p2p.NewHost(hc, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := p2ptest.NewHost(t)
 	n := &node{h: h, issuer: &fakeIssuer{}, validator: &fakeValidator{}}
 	cfg := attest.Config{Network: "local", Validity: time.Hour, Now: clock.Now}
 	for _, o := range opts {
@@ -119,21 +110,8 @@ func newNode(t testing.TB, clock *fakeClock, opts ...nodeOpt) *node {
 	n.hs = attest.NewHandshaker(h, n.issuer, n.validator, cfg, discard)
 	sv := p2p.NewService(h, discard)
 	n.hs.Register(sv)
-	t.Cleanup(func() {
-		sv.Close()
-		h.Close()
-	})
+	t.Cleanup(sv.Close) // runs before the host closes: cleanups run last first
 	return n
-}
-
-// dial connects a to b.
-func dial(t testing.TB, a, b *node) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // eventually polls cond until it holds or 10 s pass.
@@ -161,7 +139,7 @@ func ctxT(t *testing.T) context.Context {
 func TestHandshakeMutual(t *testing.T) {
 	clock := newClock(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
-	dial(t, a, b)
+	p2ptest.Connect(t, a.h, b.h)
 
 	v, err := a.hs.Attest(ctxT(t), b.h.ID())
 	if err != nil {
@@ -220,7 +198,7 @@ func TestHandshakeRejected(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newNode(t, newClock(t0), tt.initiator...)
 			b := newNode(t, newClock(t0.Add(tt.responderNow)), tt.responder...)
-			dial(t, a, b)
+			p2ptest.Connect(t, a.h, b.h)
 			v, err := a.hs.Attest(ctxT(t), b.h.ID())
 			if err == nil {
 				t.Fatalf("Attest succeeded with %+v", v)
@@ -252,7 +230,7 @@ func TestHandshakeRejected(t *testing.T) {
 func TestHandshakeVerdictExpiry(t *testing.T) {
 	clock := newClock(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
-	dial(t, a, b)
+	p2ptest.Connect(t, a.h, b.h)
 	if _, err := a.hs.Attest(ctxT(t), b.h.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +264,7 @@ func TestHandshakeVerdictExpiry(t *testing.T) {
 func TestHandshakeForget(t *testing.T) {
 	clock := newClock(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
-	dial(t, a, b)
+	p2ptest.Connect(t, a.h, b.h)
 	for range 2 {
 		if _, err := a.hs.Attest(ctxT(t), b.h.ID()); err != nil {
 			t.Fatal(err)
@@ -354,7 +332,7 @@ func TestEvidenceIssuedOncePerWindow(t *testing.T) {
 	// Handshakes with several peers, both ways, reuse it too.
 	peers := []*node{newNode(t, clock), newNode(t, clock), newNode(t, clock)}
 	for _, p := range peers {
-		dial(t, hub, p)
+		p2ptest.Connect(t, hub.h, p.h)
 	}
 	for _, p := range peers {
 		wg.Go(func() {

@@ -20,6 +20,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 // Handshake frame types, as on the wire.
@@ -80,9 +81,7 @@ func TestResponderAnswers(t *testing.T) {
 	b := newNode(t, clock)
 	client := rawPeer(t)
 	ctx := ctxT(t)
-	if err := client.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
+	p2ptest.Connect(t, client, b.h)
 	_, otherPub := fixedKey(t, 9)
 	own := devEvidence(t, client.Peerstore().PubKey(client.ID()), t0.Add(time.Hour))
 
@@ -214,31 +213,17 @@ func FuzzEvidence(f *testing.F) {
 // and must answer evidence exactly when the dev validator accepts the
 // payload.
 func FuzzHandshakeResponder(f *testing.F) {
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	hc := p2p.DefaultHostConfig()
-	hc.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	h, err := p2p.NewHost(hc, key)
-	if err != nil {
-		f.Fatal(err)
-	}
+	client := rawPeer(f)
+	h := p2ptest.NewHost(f)
 	panics := &panicCounter{}
 	log := slog.New(panics)
 	clock := newClock(t0)
 	hs := attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now}, log)
 	sv := p2p.NewService(h, log)
 	hs.Register(sv)
-	client := rawPeer(f)
-	f.Cleanup(func() {
-		sv.Close()
-		h.Close()
-	})
+	f.Cleanup(sv.Close)
+	p2ptest.Connect(f, client, h)
 	ctx := context.Background()
-	if err := client.Connect(ctx, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
-		f.Fatal(err)
-	}
 	clientPub := client.Peerstore().PubKey(client.ID())
 
 	f.Add(frameEvidence, devEvidence(f, clientPub, t0.Add(time.Hour)))

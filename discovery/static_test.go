@@ -2,7 +2,6 @@ package discovery_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"strings"
@@ -11,13 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
-	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 func TestMain(m *testing.M) {
@@ -82,23 +80,6 @@ func TestParseAddrs(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newHost starts a loopback host; the caller closes it (also at cleanup).
-func newHost(t *testing.T) host.Host {
-	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := p2p.DefaultHostConfig()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	h, err := p2p.NewHost(cfg, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
 }
 
 // recorder counts hook calls and lets tests wait for them.
@@ -183,7 +164,7 @@ func run(t *testing.T, k *discovery.Keeper) {
 func info(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
 
 func TestKeeperUpAndDown(t *testing.T) {
-	self, other := newHost(t), newHost(t)
+	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
 	if k.Settled() {
@@ -205,7 +186,7 @@ func TestKeeperUpAndDown(t *testing.T) {
 }
 
 func TestKeeperUpHookFails(t *testing.T) {
-	self, other := newHost(t), newHost(t)
+	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
 	failure := errors.New("attestation failed")
 	rec.upErr.Store(&failure)
@@ -223,7 +204,7 @@ func TestKeeperUpHookFails(t *testing.T) {
 }
 
 func TestKeeperUnreachable(t *testing.T) {
-	self, gone := newHost(t), newHost(t)
+	self, gone := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	ai := info(gone)
 	gone.Close()
 	rec := newRecorder()
@@ -239,7 +220,7 @@ func TestKeeperUnreachable(t *testing.T) {
 }
 
 func TestKeeperPoke(t *testing.T) {
-	self, a, b := newHost(t), newHost(t), newHost(t)
+	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec.hooks(), discard)
 	run(t, k)
@@ -258,7 +239,7 @@ func TestKeeperPoke(t *testing.T) {
 }
 
 func TestKeeperInterval(t *testing.T) {
-	self, other := newHost(t), newHost(t)
+	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec.hooks(), discard)
 	run(t, k)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 var catalogProto = p2p.ProtocolID("local", inference.CatalogProtocolName, inference.CatalogProtocolVersion)
@@ -133,7 +134,7 @@ func TestFetchCatalogHonoursContext(t *testing.T) {
 		_, err := inference.FetchCatalog(ctx, client, server.ID(), catalogProto)
 		done <- err
 	}()
-	if err := waitFor(t, done, "FetchCatalog to give up"); err == nil {
+	if err := p2ptest.WaitFor(t, done, "FetchCatalog to give up"); err == nil {
 		t.Fatal("FetchCatalog succeeded against a silent server")
 	}
 }

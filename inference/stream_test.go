@@ -12,6 +12,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 var inferenceProto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
@@ -70,7 +71,7 @@ func TestReadRequest(t *testing.T) {
 			if err := tt.send(s); err != nil {
 				t.Fatal(err)
 			}
-			r := waitFor(t, got, "ReadRequest")
+			r := p2ptest.WaitFor(t, got, "ReadRequest")
 			switch {
 			case tt.anyErr:
 				if r.err == nil {
@@ -142,13 +143,13 @@ func TestWatchCancel(t *testing.T) {
 			if err := inference.WriteRequest(s, &inference.Request{Kind: inference.KindChat, Model: "m"}); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, watching, "the handler to watch")
+			p2ptest.WaitFor(t, watching, "the handler to watch")
 			if tt.peer != nil {
 				if err := tt.peer(s); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if got := waitFor(t, cancelled, "the handler to finish"); got != tt.wantCancel {
+			if got := p2ptest.WaitFor(t, cancelled, "the handler to finish"); got != tt.wantCancel {
 				t.Fatalf("cancelled = %v, want %v", got, tt.wantCancel)
 			}
 			if !tt.wantCancel {

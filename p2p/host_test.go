@@ -14,6 +14,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 func TestHostConfigValidate(t *testing.T) {
@@ -105,7 +106,7 @@ func TestNewHost(t *testing.T) {
 		defer s.Close()
 		io.Copy(s, s)
 	})
-	connect(t, dialer, h)
+	p2ptest.Connect(t, dialer, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := dialer.NewStream(ctx, h.ID(), proto)

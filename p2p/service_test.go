@@ -14,23 +14,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 const testProto = protocol.ID("/cocoon/local/test/1")
 
 var discard = slog.New(slog.DiscardHandler)
-
-// waitFor fails the test unless ch is closed (or sends) within 10 s.
-func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
 
 // open opens a stream to proto on server and writes msg on it.
 func open(t *testing.T, client, server host.Host, proto protocol.ID, msg string) network.Stream {
@@ -51,8 +40,8 @@ func open(t *testing.T, client, server host.Host, proto protocol.ID, msg string)
 }
 
 func TestServiceHandlerOutcomes(t *testing.T) {
-	server, client := newHost(t), newHost(t)
-	connect(t, client, server)
+	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
 	sv := p2p.NewService(server, discard)
 	defer sv.Close()
 	// The client's first byte says what the handler does.
@@ -100,8 +89,8 @@ func TestServiceHandlerOutcomes(t *testing.T) {
 }
 
 func TestServiceDeadline(t *testing.T) {
-	server, client := newHost(t), newHost(t)
-	connect(t, client, server)
+	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
 	sv := p2p.NewService(server, discard)
 	defer sv.Close()
 	readErr := make(chan error, 1)
@@ -114,7 +103,7 @@ func TestServiceDeadline(t *testing.T) {
 		return err
 	})
 	s := open(t, client, server, testProto, "x")
-	if err := waitFor(t, readErr, "the handler's read to time out"); err == nil {
+	if err := p2ptest.WaitFor(t, readErr, "the handler's read to time out"); err == nil {
 		t.Fatal("read past the deadline succeeded")
 	}
 	if _, err := io.ReadAll(s); !errors.Is(err, network.ErrReset) {
@@ -123,8 +112,8 @@ func TestServiceDeadline(t *testing.T) {
 }
 
 func TestServiceCloseWaitsForHandlers(t *testing.T) {
-	server, client := newHost(t), newHost(t)
-	connect(t, client, server)
+	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
 	sv := p2p.NewService(server, discard)
 
 	started := make(chan struct{})
@@ -140,21 +129,21 @@ func TestServiceCloseWaitsForHandlers(t *testing.T) {
 		return nil
 	})
 	s := open(t, client, server, testProto, "x")
-	waitFor(t, started, "the handler to start")
+	p2ptest.WaitFor(t, started, "the handler to start")
 
 	closed := make(chan struct{})
 	go func() {
 		sv.Close()
 		close(closed)
 	}()
-	waitFor(t, cancelled, "Close to cancel the handler's context")
+	p2ptest.WaitFor(t, cancelled, "Close to cancel the handler's context")
 	select {
 	case <-closed:
 		t.Fatal("Close returned while a handler was still running")
 	default:
 	}
 	close(release)
-	waitFor(t, closed, "Close to return")
+	p2ptest.WaitFor(t, closed, "Close to return")
 	if !returned.Load() {
 		t.Fatal("Close returned before the handler did")
 	}
@@ -164,8 +153,8 @@ func TestServiceCloseWaitsForHandlers(t *testing.T) {
 }
 
 func TestServiceCloseUnblocksReads(t *testing.T) {
-	server, client := newHost(t), newHost(t)
-	connect(t, client, server)
+	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
 	sv := p2p.NewService(server, discard)
 
 	started := make(chan struct{})
@@ -181,14 +170,14 @@ func TestServiceCloseUnblocksReads(t *testing.T) {
 		return err
 	})
 	s := open(t, client, server, testProto, "x")
-	waitFor(t, started, "the handler to start")
+	p2ptest.WaitFor(t, started, "the handler to start")
 
 	closed := make(chan struct{})
 	go func() {
 		sv.Close()
 		close(closed)
 	}()
-	waitFor(t, closed, "Close to return")
+	p2ptest.WaitFor(t, closed, "Close to return")
 	if err := <-readErr; err == nil {
 		t.Fatal("the handler's read succeeded after Close")
 	}
@@ -199,8 +188,8 @@ func TestServiceCloseUnblocksReads(t *testing.T) {
 }
 
 func TestServiceNoHandlerAfterClose(t *testing.T) {
-	server, client := newHost(t), newHost(t)
-	connect(t, client, server)
+	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
 	sv := p2p.NewService(server, discard)
 
 	var calls atomic.Int32

@@ -19,6 +19,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -74,11 +75,7 @@ func TestCancellation(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	select {
-	case <-engineDone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the engine's request was still running 10 s after the app hung up")
-	}
+	p2ptest.WaitFor(t, engineDone, "the engine's request to end after the app hung up")
 }
 
 // TestFailover: a worker that dies before its first chunk does not fail

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 func TestMain(m *testing.M) {
@@ -202,17 +203,12 @@ func TestCancel(t *testing.T) {
 				done <- err
 			}()
 			for range tt.cancelAfterN {
-				waitFor(t, emitted, "a chunk")
+				p2ptest.WaitFor(t, emitted, "a chunk")
 			}
 			eventually(t, "Generate to be active", func() bool { return b.Active() == 1 })
 			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					t.Fatalf("Generate returned %v, want context.Canceled", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Generate did not stop after cancel")
+			if err := p2ptest.WaitFor(t, done, "Generate to stop after cancel"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Generate returned %v, want context.Canceled", err)
 			}
 			if n := b.Active(); n != 0 {
 				t.Fatalf("Active = %d after Generate returned", n)
@@ -324,17 +320,6 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatal("New accepted an invalid config")
 			}
 		})
-	}
-}
-
-func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
 	}
 }
 
