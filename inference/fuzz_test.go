@@ -89,8 +89,8 @@ func FuzzRequestRoundTrip(f *testing.F) {
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "Hello", FinishReason: "stop"}))
 	f.Add(inference.FrameChunk, []byte{})
-	f.Add(inference.FrameEnd, []byte(`{"usage":{"prompt_tokens":3,"completion_tokens":5},"finish_reason":"length","simulated":true}`))
-	f.Add(inference.FrameEnd, []byte(`null`))
+	f.Add(inference.FrameEnd, inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{PromptTokens: 3, CompletionTokens: 5}, FinishReason: "length", Simulated: true, Worker: "w", Tier: "dev"}))
+	f.Add(inference.FrameEnd, []byte{0})
 	f.Add(inference.FrameError, []byte(`{"code":4,"message":"busy","param":"x"}`))
 	f.Add(inference.FrameError, []byte(`{"code":70000}`))
 	f.Add(byte(0), []byte{})
@@ -117,11 +117,7 @@ func FuzzDecodeEvent(f *testing.F) {
 				t.Fatalf("chunk round trip: %q %q %v, want %q %q", text, finish, err, ev.Text, ev.Finish)
 			}
 		case inference.FrameEnd:
-			b, err := json.Marshal(ev.End)
-			if err != nil {
-				t.Fatal(err)
-			}
-			again, err := inference.DecodeEvent(typ, b)
+			again, err := inference.DecodeEvent(typ, inference.AppendEnd(nil, ev.End))
 			if err != nil || !reflect.DeepEqual(again.End, ev.End) {
 				t.Fatalf("End round trip: %+v, %v; want %+v", again.End, err, ev.End)
 			}

@@ -193,11 +193,11 @@ func DecodeEvent(typ byte, p []byte) (Event, error) {
 		text, finish, err := DecodeChunk(p)
 		return Event{Type: FrameChunk, Text: text, Finish: finish}, err
 	case FrameEnd:
-		var e End
-		if err := json.Unmarshal(p, &e); err != nil {
-			return Event{}, fmt.Errorf("%w: end: %v", ErrMalformed, err)
+		e, err := DecodeEnd(p)
+		if err != nil {
+			return Event{}, err
 		}
-		return Event{Type: FrameEnd, End: &e}, nil
+		return Event{Type: FrameEnd, End: e}, nil
 	case FrameError:
 		var e Error
 		if err := json.Unmarshal(p, &e); err != nil {
@@ -222,11 +222,81 @@ func WriteError(fw *p2p.FrameWriter, e *Error) error {
 
 // WriteEnd buffers an End frame.
 func WriteEnd(fw *p2p.FrameWriter, e *End) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
+	var scratch [128]byte
+	return fw.Write(FrameEnd, AppendEnd(scratch[:0], e))
+}
+
+// An End frame's payload is binary, like a request's header: a flags byte
+// (1 counted, 2 simulated), uvarints prompt, completion and cached tokens,
+// then uvarint-length strings finish reason, worker and tier.
+const (
+	endCounted   = 1
+	endSimulated = 2
+	maxWorkerID  = 128
+	maxTierName  = 16
+)
+
+// AppendEnd encodes e as an End frame payload; strings over their caps are
+// cut, negative counts become zero.
+func AppendEnd(dst []byte, e *End) []byte {
+	var flags byte
+	if e.Usage.Counted {
+		flags |= endCounted
 	}
-	return fw.Write(FrameEnd, b)
+	if e.Simulated {
+		flags |= endSimulated
+	}
+	dst = append(dst, flags)
+	for _, n := range []int64{e.Usage.PromptTokens, e.Usage.CompletionTokens, e.Usage.CachedTokens} {
+		dst = binary.AppendUvarint(dst, uint64(max(n, 0)))
+	}
+	for _, f := range []struct {
+		s   string
+		max int
+	}{{e.FinishReason, MaxFinishReason}, {e.Worker, maxWorkerID}, {e.Tier, maxTierName}} {
+		v := f.s
+		if len(v) > f.max {
+			v = v[:f.max]
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(v)))
+		dst = append(dst, v...)
+	}
+	return dst
+}
+
+// DecodeEnd decodes an End frame payload.
+func DecodeEnd(p []byte) (*End, error) {
+	bad := func(what string) (*End, error) { return nil, fmt.Errorf("%w: end: %s", ErrMalformed, what) }
+	if len(p) < 1 || p[0]&^(endCounted|endSimulated) != 0 {
+		return bad("flags")
+	}
+	e := &End{Simulated: p[0]&endSimulated != 0}
+	e.Usage.Counted = p[0]&endCounted != 0
+	p = p[1:]
+	const maxTokens = 1 << 40
+	for _, dst := range []*int64{&e.Usage.PromptTokens, &e.Usage.CompletionTokens, &e.Usage.CachedTokens} {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n > maxTokens {
+			return bad("token count")
+		}
+		*dst = int64(n)
+		p = p[k:]
+	}
+	for _, f := range []struct {
+		dst *string
+		max int
+	}{{&e.FinishReason, MaxFinishReason}, {&e.Worker, maxWorkerID}, {&e.Tier, maxTierName}} {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n > uint64(f.max) || n > uint64(len(p)-k) {
+			return bad("string length")
+		}
+		*f.dst = string(p[k : k+int(n)])
+		p = p[k+int(n):]
+	}
+	if len(p) != 0 {
+		return bad("trailing bytes")
+	}
+	return e, nil
 }
 
 // ErrUnattestedPeer is returned by handlers that refuse a peer without a
