@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -89,6 +90,7 @@ func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
 		libp2p.Security(tls.ID, tls.New),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, coalescingMuxer{inner: yamux.DefaultTransport}),
+		libp2p.DialRanker(preferTCP),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableMetrics(),
@@ -130,4 +132,33 @@ func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
 		},
 	}
 	return partial.Build(rcmgr.DefaultLimits.AutoScale())
+}
+
+// quicFallbackDelay is how long a dial waits for TCP before it also tries
+// QUIC.
+const quicFallbackDelay = 250 * time.Millisecond
+
+// preferTCP dials TCP addresses at once and everything else (QUIC) only
+// if TCP has not connected within quicFallbackDelay. libp2p's default
+// ranker prefers QUIC; measured here, a request through the mesh costs
+// about a quarter more CPU over QUIC than over TCP with yamux (make bench
+// -transport quic versus tcp), and QUIC streams carry about half the
+// bytes per second.
+func preferTCP(addrs []ma.Multiaddr) []network.AddrDelay {
+	out := make([]network.AddrDelay, 0, len(addrs))
+	hasTCP := false
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_TCP); err == nil {
+			hasTCP = true
+			break
+		}
+	}
+	for _, a := range addrs {
+		var d time.Duration
+		if _, err := a.ValueForProtocol(ma.P_TCP); err != nil && hasTCP {
+			d = quicFallbackDelay
+		}
+		out = append(out, network.AddrDelay{Addr: a, Delay: d})
+	}
+	return out
 }

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -125,4 +127,32 @@ func TestNewHost(t *testing.T) {
 	if string(got) != "ping" {
 		t.Fatalf("echo %q", got)
 	}
+}
+
+func TestDialPrefersTCP(t *testing.T) {
+	server := newDualHost(t)
+	client := p2ptest.NewHost(t)
+	p2ptest.Connect(t, client, server)
+	conns := client.Network().ConnsToPeer(server.ID())
+	if len(conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(conns))
+	}
+	if _, err := conns[0].RemoteMultiaddr().ValueForProtocol(ma.P_TCP); err != nil {
+		t.Fatalf("connected over %s, want TCP", conns[0].RemoteMultiaddr())
+	}
+}
+
+// newDualHost listens on loopback TCP and QUIC, as nodes do by default.
+func newDualHost(t *testing.T) host.Host {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := p2p.NewHost(p2p.DefaultHostConfig(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }

@@ -306,7 +306,7 @@ func cpuShares(res *loadResult) string {
 
 func transportNote(t string) string {
 	if t == "default" {
-		return "the nodes' defaults (proxy and worker listen on TCP and QUIC; libp2p dials QUIC first)"
+		return "the nodes' defaults (proxy and worker listen on TCP and QUIC; nodes dial TCP first, QUIC after 250 ms)"
 	}
 	return "proxy and worker listen on " + t + " only (-transport)"
 }
