@@ -14,21 +14,28 @@ import (
 )
 
 // ParseAddrs parses multiaddrs that end in /p2p/<peer ID>, merging
-// addresses of the same peer.
+// addresses of the same peer. Peers keep the order of their first address:
+// it is the order a proxy prefers equally loaded workers in.
 func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
-	var mas []ma.Multiaddr
+	var out []peer.AddrInfo
+	index := make(map[peer.ID]int)
 	for _, a := range addrs {
 		m, err := ma.NewMultiaddr(a)
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", a, err)
 		}
-		mas = append(mas, m)
+		ai, err := peer.AddrInfoFromP2pAddr(m)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q: %w (it must end in /p2p/<peer ID>)", a, err)
+		}
+		if i, ok := index[ai.ID]; ok {
+			out[i].Addrs = append(out[i].Addrs, ai.Addrs...)
+			continue
+		}
+		index[ai.ID] = len(out)
+		out = append(out, *ai)
 	}
-	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
-	if err != nil {
-		return nil, fmt.Errorf("peer addresses: %w (each must end in /p2p/<peer ID>)", err)
-	}
-	return infos, nil
+	return out, nil
 }
 
 // Hooks are what a Keeper calls as peers come and go.

@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -244,4 +245,35 @@ func TestKeeperInterval(t *testing.T) {
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec.hooks(), discard)
 	run(t, k)
 	eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
+}
+
+func TestParseAddrsKeepsOrder(t *testing.T) {
+	ids := []string{
+		"12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf",
+		"12D3KooWPYEnSpGx4S8P9dfLuMkh3gAXjbW24Up1FKvcMQAa66Ai",
+		"12D3KooWHiuZHBM633paBQPvMX95ysheSfLKfHtgVf4U3mrjZKnF",
+		"12D3KooWREwSRR2TKJyGL6un3etta8ZgKwQGLgPWUuoDbQZs6ygN",
+	}
+	for range 20 {
+		var addrs []string
+		for i, id := range ids {
+			addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", 4000+i, id))
+		}
+		addrs = append(addrs, "/ip4/127.0.0.1/udp/4000/quic-v1/p2p/"+ids[0])
+		infos, err := discovery.ParseAddrs(addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) != len(ids) {
+			t.Fatalf("%d peers, want %d", len(infos), len(ids))
+		}
+		for i, ai := range infos {
+			if ai.ID.String() != ids[i] {
+				t.Fatalf("peer %d is %s, want %s: order of the addresses lost", i, ai.ID, ids[i])
+			}
+		}
+		if len(infos[0].Addrs) != 2 {
+			t.Fatalf("first peer has %d addresses, want its TCP and QUIC ones merged", len(infos[0].Addrs))
+		}
+	}
 }
