@@ -1,0 +1,175 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeBackend runs the test's generate function.
+type fakeBackend struct {
+	generate func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error)
+}
+
+func (f *fakeBackend) Models(context.Context) ([]inference.Model, error) {
+	return []inference.Model{{ID: "m", Simulated: true}}, nil
+}
+
+func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+	return f.generate(ctx, req, emit)
+}
+
+var proto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
+
+// serve starts a worker for b on a fresh host and returns a connected
+// requester host.
+func serve(t *testing.T, b inference.Backend, maxConc int, allow func(peer.ID) bool) (server host.Host, requester host.Host) {
+	t.Helper()
+	server, requester = p2ptest.NewHost(t), p2ptest.NewHost(t)
+	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
+	t.Cleanup(sv.Close)
+	w := worker.New(worker.Config{Network: "local", MaxConcurrent: maxConc}, server.ID(), b, allow, slog.New(slog.DiscardHandler))
+	w.Register(sv)
+	p2ptest.Connect(t, requester, server)
+	return server, requester
+}
+
+func send(t *testing.T, requester host.Host, to peer.ID, body string) (network.Stream, *inference.ResponseReader) {
+	t.Helper()
+	s, err := requester.NewStream(t.Context(), to, proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Reset() })
+	req := &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", Body: []byte(body)}
+	if err := inference.WriteRequest(s, req); err != nil {
+		t.Fatal(err)
+	}
+	return s, inference.NewResponseReader(s)
+}
+
+func allowAll(peer.ID) bool { return true }
+
+func TestServe(t *testing.T) {
+	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		for _, w := range []string{"a", "b"} {
+			if err := emit(inference.Chunk{Text: w}); err != nil {
+				return inference.Result{}, err
+			}
+		}
+		return inference.Result{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2}, FinishReason: "stop"}, nil
+	}}
+	w, r := serve(t, b, 4, allowAll)
+	_, rr := send(t, r, w.ID(), `{}`)
+	var text string
+	for {
+		ev, err := rr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == inference.FrameChunk {
+			text += string(ev.Text)
+			continue
+		}
+		if ev.Type != inference.FrameEnd {
+			t.Fatalf("event %+v", ev)
+		}
+		if text != "ab" || ev.End.Usage.CompletionTokens != 2 || ev.End.FinishReason != "stop" || ev.End.Worker != w.ID().String() {
+			t.Fatalf("text %q, end %+v", text, ev.End)
+		}
+		return
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	blocked := make(chan struct{})
+	t.Cleanup(func() { close(blocked) })
+	started := make(chan struct{}, 1)
+	b := &fakeBackend{generate: func(ctx context.Context, req *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+		switch string(req.Body) {
+		case "block":
+			started <- struct{}{}
+			select {
+			case <-blocked:
+			case <-ctx.Done():
+			}
+			return inference.Result{}, ctx.Err()
+		case "bad":
+			return inference.Result{}, inference.Errorf(inference.CodeBadRequest, "no")
+		}
+		return inference.Result{}, errors.New("engine down")
+	}}
+
+	t.Run("unattested", func(t *testing.T) {
+		w, r := serve(t, b, 1, func(peer.ID) bool { return false })
+		_, rr := send(t, r, w.ID(), "x")
+		expectError(t, rr, inference.CodeUnattested)
+	})
+	t.Run("backend errors keep their code", func(t *testing.T) {
+		w, r := serve(t, b, 1, allowAll)
+		_, rr := send(t, r, w.ID(), "bad")
+		expectError(t, rr, inference.CodeBadRequest)
+		_, rr = send(t, r, w.ID(), "other")
+		expectError(t, rr, inference.CodeEngine)
+	})
+	t.Run("overloaded", func(t *testing.T) {
+		w, r := serve(t, b, 1, allowAll)
+		send(t, r, w.ID(), "block")
+		p2ptest.WaitFor(t, started, "the first request to start")
+		_, rr := send(t, r, w.ID(), "x")
+		expectError(t, rr, inference.CodeOverloaded)
+	})
+	t.Run("malformed request", func(t *testing.T) {
+		w, r := serve(t, b, 1, allowAll)
+		s, err := r.NewStream(t.Context(), w.ID(), proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		if err := p2p.WriteFrame(s, inference.FrameRequest, []byte{9}); err != nil {
+			t.Fatal(err)
+		}
+		expectError(t, inference.NewResponseReader(s), inference.CodeBadRequest)
+	})
+}
+
+// TestCancel: a requester that resets its stream cancels the backend.
+func TestCancel(t *testing.T) {
+	cancelled := make(chan struct{})
+	started := make(chan struct{})
+	b := &fakeBackend{generate: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+		close(started)
+		<-ctx.Done()
+		close(cancelled)
+		return inference.Result{}, ctx.Err()
+	}}
+	w, r := serve(t, b, 1, allowAll)
+	s, _ := send(t, r, w.ID(), "x")
+	p2ptest.WaitFor(t, started, "the backend to start")
+	s.Reset()
+	p2ptest.WaitFor(t, cancelled, "the backend to see the cancellation")
+}
+
+func expectError(t *testing.T, rr *inference.ResponseReader, code inference.Code) {
+	t.Helper()
+	ev, err := rr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != inference.FrameError || ev.Err.Code != code {
+		t.Fatalf("got %+v (%+v), want error %v", ev, ev.Err, code)
+	}
+}
