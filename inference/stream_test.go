@@ -2,9 +2,8 @@ package inference_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,151 +16,195 @@ import (
 
 var inferenceProto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
 
-func TestReadRequest(t *testing.T) {
-	good := &inference.Request{ID: "r1", Kind: inference.KindChat, Model: "sim-small", Body: []byte(`{"messages":[]}`)}
-	goodPayload, err := inference.AppendRequest(nil, good)
-	if err != nil {
-		t.Fatal(err)
+// echoServer serves inference on sv with handle, counting the streams it
+// was given.
+func echoServer(sv *p2p.Service, cfg inference.ServeConfig, check func() *inference.Error, handle inference.RequestHandler) *atomic.Int64 {
+	var streams atomic.Int64
+	sv.Handle(inferenceProto, 0, func(ctx context.Context, s network.Stream) error {
+		streams.Add(1)
+		return inference.ServeRequests(ctx, s, cfg, check, handle)
+	})
+	return &streams
+}
+
+func okCheck() *inference.Error { return nil }
+
+// answer writes one chunk with the request's model, then End.
+func answer(_ context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
+	if err := fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: req.Model})); err != nil {
+		return err
 	}
-	tests := []struct {
-		name    string
-		send    func(s network.Stream) error
-		wantErr error // nil: want good
-		anyErr  bool  // any error will do
-	}{
-		{name: "WriteRequest", send: func(s network.Stream) error { return inference.WriteRequest(s, good) }},
-		{name: "chunk frame instead", send: func(s network.Stream) error {
-			_, err := s.Write(p2p.AppendFrame(nil, inference.FrameChunk, goodPayload))
-			return err
-		}, wantErr: inference.ErrMalformed},
-		{name: "data after the request", send: func(s network.Stream) error {
-			_, err := s.Write(append(p2p.AppendFrame(nil, inference.FrameRequest, goodPayload), 0))
-			return err
-		}, wantErr: inference.ErrMalformed},
-		{name: "malformed payload", send: func(s network.Stream) error {
-			_, err := s.Write(p2p.AppendFrame(nil, inference.FrameRequest, []byte{0}))
-			return err
-		}, wantErr: inference.ErrMalformed},
-		{name: "frame over the cap", send: func(s network.Stream) error {
-			_, err := s.Write(binary.AppendUvarint(nil, inference.MaxRequestFrame+3))
-			return err
-		}, wantErr: p2p.ErrFrameTooLarge},
-		{name: "nothing sent", send: func(s network.Stream) error { return s.CloseWrite() }, anyErr: true},
+	if err := inference.WriteEnd(fw, &inference.End{FinishReason: "stop"}); err != nil {
+		return err
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			server, client, sv := hostPair(t)
-			type result struct {
-				req *inference.Request
-				err error
-			}
-			got := make(chan result, 1)
-			sv.Handle(inferenceProto, 0, func(_ context.Context, s network.Stream) error {
-				req, err := inference.ReadRequest(s)
-				got <- result{req, err}
-				return err
-			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := client.NewStream(ctx, server.ID(), inferenceProto)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Reset()
-			if err := tt.send(s); err != nil {
-				t.Fatal(err)
-			}
-			r := p2ptest.WaitFor(t, got, "ReadRequest")
-			switch {
-			case tt.anyErr:
-				if r.err == nil {
-					t.Fatalf("got %+v, want an error", r.req)
-				}
-			case tt.wantErr != nil:
-				if !errors.Is(r.err, tt.wantErr) {
-					t.Fatalf("got %+v, %v; want %v", r.req, r.err, tt.wantErr)
-				}
-			default:
-				if r.err != nil {
-					t.Fatal(r.err)
-				}
-				assertRequest(t, r.req, good)
-			}
-		})
+	return fw.Flush()
+}
+
+func request(model string) *inference.Request {
+	return &inference.Request{ID: "r", Kind: inference.KindChat, Model: model, Body: []byte("{}")}
+}
+
+// collect reads a whole response and returns its text and last frame type.
+func collect(t *testing.T, c *inference.Call) (string, byte) {
+	t.Helper()
+	text := ""
+	for {
+		typ, p, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != inference.FrameChunk {
+			return text, typ
+		}
+		chunk, _, err := inference.DecodeChunk(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text += string(chunk)
 	}
 }
 
-func TestWatchCancel(t *testing.T) {
-	tests := []struct {
-		name       string
-		peer       func(s network.Stream) error // what the requester does while it waits
-		wantCancel bool
-	}{
-		{"requester resets", func(s network.Stream) error { return s.Reset() }, true},
-		{"requester sends more", func(s network.Stream) error { _, err := s.Write([]byte{1}); return err }, true},
-		{"requester waits", nil, false},
+// TestPoolReusesStreams: sequential requests share one stream.
+func TestPoolReusesStreams(t *testing.T) {
+	server, client, sv := hostPair(t)
+	streams := echoServer(sv, inference.DefaultServeConfig(), okCheck, answer)
+	pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+	defer pool.Close()
+	for _, m := range []string{"a", "b", "c"} {
+		c, err := pool.Send(t.Context(), server.ID(), request(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, last := collect(t, c)
+		c.Done()
+		if text != m || last != inference.FrameEnd {
+			t.Fatalf("request %s: got %q ending in frame %d", m, text, last)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			server, client, sv := hostPair(t)
-			watching := make(chan struct{})
-			cancelled := make(chan bool, 1)
-			sv.Handle(inferenceProto, 0, func(_ context.Context, s network.Stream) error {
-				if _, err := inference.ReadRequest(s); err != nil {
-					return err
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				stop := inference.WatchCancel(s, cancel)
-				close(watching)
-				if tt.wantCancel {
-					select {
-					case <-ctx.Done():
-					case <-time.After(10 * time.Second):
-					}
-				}
-				c := ctx.Err() != nil
-				stop() // must return promptly, with the requester still idle
-				cancelled <- c
-				if c {
-					return errors.New("cancelled")
-				}
-				// The write side still works after stop.
-				fw := p2p.NewFrameWriter(s, 0)
-				if err := inference.WriteEnd(fw, &inference.End{FinishReason: "stop"}); err != nil {
-					return err
-				}
-				return fw.Flush()
-			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := client.NewStream(ctx, server.ID(), inferenceProto)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Reset()
-			if err := inference.WriteRequest(s, &inference.Request{Kind: inference.KindChat, Model: "m"}); err != nil {
-				t.Fatal(err)
-			}
-			p2ptest.WaitFor(t, watching, "the handler to watch")
-			if tt.peer != nil {
-				if err := tt.peer(s); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got := p2ptest.WaitFor(t, cancelled, "the handler to finish"); got != tt.wantCancel {
-				t.Fatalf("cancelled = %v, want %v", got, tt.wantCancel)
-			}
-			if !tt.wantCancel {
-				rr := inference.NewResponseReader(s)
-				ev, err := rr.Next()
-				if err != nil || ev.Type != inference.FrameEnd {
-					t.Fatalf("after stop: %+v, %v; want End", ev, err)
-				}
-				if _, err := rr.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
-					t.Fatalf("after End: %v", err)
-				}
-			}
+	if n := streams.Load(); n != 1 {
+		t.Fatalf("three requests used %d streams, want 1", n)
+	}
+}
+
+// TestPoolReplacesStaleStream: a pooled stream the server closed while it
+// was idle is replaced without the caller noticing.
+func TestPoolReplacesStaleStream(t *testing.T) {
+	server, client, sv := hostPair(t)
+	cfg := inference.DefaultServeConfig()
+	cfg.Idle = time.Millisecond
+	streams := echoServer(sv, cfg, okCheck, answer)
+	pool := inference.NewPool(client, "local", inference.DefaultPoolConfig()) // keeps idle streams far longer
+	defer pool.Close()
+	c, err := pool.Send(t.Context(), server.ID(), request("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, c)
+	c.Done()
+	// Wait until the server has given up on the idle stream.
+	deadline := time.Now().Add(10 * time.Second)
+	for sv := streams.Load(); sv == 1 && len(server.Network().ConnsToPeer(client.ID())[0].GetStreams()) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never closed the idle stream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c, err = pool.Send(t.Context(), server.ID(), request("b"))
+	if err != nil {
+		t.Fatalf("a stale pooled stream surfaced as an error: %v", err)
+	}
+	if text, _ := collect(t, c); text != "b" {
+		t.Fatalf("got %q", text)
+	}
+	c.Done()
+	if n := streams.Load(); n != 2 {
+		t.Fatalf("%d streams, want 2 (the stale one replaced)", n)
+	}
+}
+
+// TestServeCancel: a requester that abandons its call (reset) cancels the
+// request being served.
+func TestServeCancel(t *testing.T) {
+	server, client, sv := hostPair(t)
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	echoServer(sv, inference.DefaultServeConfig(), okCheck, func(ctx context.Context, _ *inference.Request, fw *p2p.FrameWriter) error {
+		if err := fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "x"})); err != nil {
+			return err
+		}
+		if err := fw.Flush(); err != nil {
+			return err
+		}
+		close(started)
+		<-ctx.Done()
+		close(cancelled)
+		return ctx.Err()
+	})
+	pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+	defer pool.Close()
+	c, err := pool.Send(t.Context(), server.ID(), request("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.WaitFor(t, started, "the request to start")
+	c.Done() // before the end: resets
+	p2ptest.WaitFor(t, cancelled, "the request to be cancelled")
+}
+
+// TestServeRefusals: check refuses, garbage is a bad request, and a
+// request past MaxDuration is cancelled.
+func TestServeRefusals(t *testing.T) {
+	t.Run("check", func(t *testing.T) {
+		server, client, sv := hostPair(t)
+		echoServer(sv, inference.DefaultServeConfig(), func() *inference.Error {
+			return inference.Errorf(inference.CodeUnattested, "no")
+		}, answer)
+		pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+		defer pool.Close()
+		c, err := pool.Send(t.Context(), server.ID(), request("m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Done()
+		typ, p, _ := c.Next()
+		ev, err := inference.DecodeEvent(typ, p)
+		if err != nil || ev.Type != inference.FrameError || ev.Err.Code != inference.CodeUnattested {
+			t.Fatalf("got %+v %v, want an unattested error", ev, err)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		server, client, sv := hostPair(t)
+		echoServer(sv, inference.DefaultServeConfig(), okCheck, answer)
+		s, err := client.NewStream(t.Context(), server.ID(), inferenceProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		if err := p2p.WriteFrame(s, inference.FrameChunk, []byte("not a request")); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := inference.NewResponseReader(s).Next()
+		if err != nil || ev.Type != inference.FrameError || ev.Err.Code != inference.CodeBadRequest {
+			t.Fatalf("got %+v %v, want a bad request", ev, err)
+		}
+	})
+	t.Run("max duration", func(t *testing.T) {
+		server, client, sv := hostPair(t)
+		cfg := inference.DefaultServeConfig()
+		cfg.MaxDuration = 20 * time.Millisecond
+		done := make(chan error, 1)
+		echoServer(sv, cfg, okCheck, func(ctx context.Context, _ *inference.Request, _ *p2p.FrameWriter) error {
+			<-ctx.Done()
+			done <- ctx.Err()
+			return ctx.Err()
 		})
-	}
+		pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+		defer pool.Close()
+		_, err := pool.Send(t.Context(), server.ID(), request("m"))
+		if err == nil {
+			t.Fatal("a request past its maximum duration got an answer")
+		}
+		if err := p2ptest.WaitFor(t, done, "the handler to stop"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("handler stopped with %v, want its deadline", err)
+		}
+	})
 }

@@ -1,14 +1,12 @@
 package inference
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/libp2p/go-libp2p/core/network"
 	"io"
-	"time"
 	"unicode/utf8"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -303,33 +301,6 @@ func DecodeEnd(p []byte) (*End, error) {
 // live attestation verdict. The peer must attest first.
 var ErrUnattestedPeer = errors.New("peer has not passed attestation")
 
-// requestReadTimeout bounds how long a server waits for the Request frame.
-const requestReadTimeout = 10 * time.Second
-
-// ReadRequest reads the Request frame that opens an inference stream,
-// within requestReadTimeout.
-func ReadRequest(s network.Stream) (*Request, error) {
-	if err := s.SetReadDeadline(time.Now().Add(requestReadTimeout)); err != nil {
-		return nil, err
-	}
-	fr := p2p.NewFrameReader(s, MaxRequestFrame, 0)
-	defer fr.Release()
-	typ, p, err := fr.Next()
-	if err != nil {
-		return nil, fmt.Errorf("reading request: %w", err)
-	}
-	if typ != FrameRequest {
-		return nil, fmt.Errorf("%w: want request frame, got type %d", ErrMalformed, typ)
-	}
-	if fr.Buffered() > 0 {
-		return nil, fmt.Errorf("%w: data after the request frame", ErrMalformed)
-	}
-	if err := s.SetReadDeadline(time.Time{}); err != nil {
-		return nil, err
-	}
-	return DecodeRequest(p)
-}
-
 // WriteRequest sends req on s and flushes it.
 func WriteRequest(s network.Stream, req *Request) error {
 	p, err := AppendRequest(nil, req)
@@ -337,23 +308,4 @@ func WriteRequest(s network.Stream, req *Request) error {
 		return err
 	}
 	return p2p.WriteFrame(s, FrameRequest, p)
-}
-
-// WatchCancel calls cancel when the peer resets s or sends anything after
-// its request (the requester keeps its write side open while it waits).
-// The returned stop function closes s's read side and waits for the
-// watcher to end; that also calls cancel, so call it only once the
-// request is over (deferred).
-func WatchCancel(s network.Stream, cancel context.CancelFunc) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var b [1]byte
-		s.Read(b[:])
-		cancel()
-	}()
-	return func() {
-		s.CloseRead()
-		<-done
-	}
 }

@@ -42,6 +42,7 @@ type Node struct {
 	worker *worker.Server
 	router *router.Router
 	gw     *gateway.Server
+	up     *gateway.Proxies
 	http   *http.Server
 	ln     net.Listener
 
@@ -161,8 +162,8 @@ func (n *Node) Start(ctx context.Context) error {
 			},
 			Down: func(peer.ID) {},
 		}, n.log)
-		up := gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
-		n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, up, n.log)
+		n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
+		n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, n.up, n.log)
 		ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 		if err != nil {
 			n.Close()
@@ -235,7 +236,7 @@ func (n *Node) Ready(ctx context.Context) bool {
 		if len(ids) == 0 {
 			return false
 		}
-		c, err := gateway.NewProxies(n.h, n.cfg.Network, n.attestedProxies).Catalog(ctx)
+		c, err := n.up.Catalog(ctx)
 		return err == nil && len(c.Models) > 0
 	case RoleProxy:
 		return n.keeper.Settled() && len(n.router.Catalog().Models) > 0
@@ -268,6 +269,12 @@ func (n *Node) Close() error {
 		}
 		if n.sv != nil {
 			n.sv.Close()
+		}
+		if n.router != nil {
+			n.router.Close()
+		}
+		if n.up != nil {
+			n.up.Close()
 		}
 		n.wg.Wait()
 		if n.h != nil {

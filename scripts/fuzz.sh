@@ -11,7 +11,7 @@ for pkg in $(go list ./...); do
     found=$((found + 1))
     echo "fuzz: $pkg $target ($time)"
     go test -run='^$' -fuzz="^${target}\$" -fuzztime="$time" "$pkg" >/tmp/cocoon-fuzz.log 2>&1 || { cat /tmp/cocoon-fuzz.log; exit 1; }
-    tail -n 2 /tmp/cocoon-fuzz.log | head -n 1
+    grep "fuzz: elapsed" /tmp/cocoon-fuzz.log | tail -n 1
   done
 done
 echo "fuzz: $found targets passed"

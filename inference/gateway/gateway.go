@@ -170,8 +170,16 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 			writeTimeout(w, s.cfg.FirstByteTimeout)
 			return
 		}
-		log().Info("sending request", "err", err)
-		writeInferenceError(w, inference.AsError(err, inference.CodeNoWorker))
+		if errors.Is(err, ErrNoProxy) {
+			writeError(w, http.StatusServiceUnavailable, "server_error", "", "no_proxy", "No attested proxy is reachable.")
+			return
+		}
+		if r.Context().Err() != nil {
+			log().Debug("app went away before the first chunk")
+			return
+		}
+		log().Info("proxy failed before the first chunk", "err", err)
+		writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed: "+err.Error())
 		return
 	}
 	defer resp.Close()

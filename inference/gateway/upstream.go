@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -35,25 +33,29 @@ type Response interface {
 }
 
 // Proxies is the Upstream of a client node: libp2p streams to proxies it
-// has attested.
+// has attested, reused from request to request.
 type Proxies struct {
 	h        host.Host
-	proto    protocol.ID
+	pool     *inference.Pool
 	catalog  protocol.ID
 	attested func() []peer.ID
 	next     atomic.Uint64
 }
 
 // NewProxies sends requests through h to the proxies attested returns
-// (peers with a live attestation verdict), rotating between them.
+// (peers with a live attestation verdict), rotating between them. Close
+// releases its idle streams.
 func NewProxies(h host.Host, network string, attested func() []peer.ID) *Proxies {
 	return &Proxies{
 		h:        h,
-		proto:    p2p.ProtocolID(network, inference.ProtocolName, inference.ProtocolVersion),
+		pool:     inference.NewPool(h, network, inference.DefaultPoolConfig()),
 		catalog:  p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
 		attested: attested,
 	}
 }
+
+// Close closes the idle streams to proxies.
+func (p *Proxies) Close() { p.pool.Close() }
 
 // ErrNoProxy means no attested proxy is reachable; retrying after the node
 // connects to one can help.
@@ -81,56 +83,38 @@ func (p *Proxies) Catalog(ctx context.Context) (*inference.Catalog, error) {
 	return nil, last
 }
 
-// Open sends req to the first proxy that takes the stream.
+// Open sends req to the first proxy that answers it. A proxy that fails
+// before its first frame is replaced by the next; nothing reached the app
+// yet.
 func (p *Proxies) Open(ctx context.Context, req *inference.Request) (Response, error) {
 	var last error = ErrNoProxy
 	for _, id := range p.order() {
-		s, err := p.h.NewStream(ctx, id, p.proto)
+		call, err := p.pool.Send(ctx, id, req)
 		if err != nil {
-			last = fmt.Errorf("opening stream to proxy %s: %w", id, err)
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			last = fmt.Errorf("proxy %s: %w", id, err)
 			continue
 		}
-		if err := inference.WriteRequest(s, req); err != nil {
-			s.Reset()
-			last = fmt.Errorf("sending request to proxy %s: %w", id, err)
-			continue
-		}
-		r := &streamResponse{s: s, rr: inference.NewResponseReader(s)}
-		r.stop = context.AfterFunc(ctx, r.abort)
-		return r, nil
+		return &callResponse{call: call}, nil
 	}
 	return nil, last
 }
 
-type streamResponse struct {
-	s    network.Stream
-	rr   *inference.ResponseReader
-	stop func() bool
-
-	once  sync.Once
-	ended bool // set by Next's caller goroutine only
+// callResponse decodes a pooled call's frames into events.
+type callResponse struct {
+	call *inference.Call
 }
 
-func (r *streamResponse) Next() (inference.Event, error) {
-	ev, err := r.rr.Next()
-	if err == nil && (ev.Type == inference.FrameEnd || ev.Type == inference.FrameError) {
-		r.ended = true
+func (r *callResponse) Next() (inference.Event, error) {
+	typ, p, err := r.call.Next()
+	if err != nil {
+		return inference.Event{}, err
 	}
-	return ev, err
+	return inference.DecodeEvent(typ, p)
 }
 
-func (r *streamResponse) Buffered() bool { return r.rr.Buffered() }
+func (r *callResponse) Buffered() bool { return r.call.Buffered() }
 
-func (r *streamResponse) abort() { r.once.Do(func() { r.s.Reset() }) }
-
-func (r *streamResponse) Close() {
-	r.stop()
-	r.once.Do(func() {
-		if r.ended {
-			r.s.Close()
-		} else {
-			r.s.Reset()
-		}
-	})
-	r.rr.Release()
-}
+func (r *callResponse) Close() { r.call.Done() }

@@ -8,12 +8,12 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -49,11 +49,13 @@ type Tiers func(peer.ID) (tier string, ok bool)
 
 // Router routes inference requests to workers.
 type Router struct {
-	cfg   Config
-	h     host.Host
-	proto protocol.ID
-	tiers Tiers
-	log   *slog.Logger
+	cfg      Config
+	serveCfg inference.ServeConfig
+	h        host.Host
+	proto    protocol.ID
+	pool     *inference.Pool // streams to workers
+	tiers    Tiers
+	log      *slog.Logger
 
 	mu      sync.Mutex // guards workers, order, known
 	workers map[peer.ID]*worker
@@ -85,8 +87,11 @@ func New(cfg Config, h host.Host, tiers Tiers, log *slog.Logger) *Router {
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
 	}
+	sc := inference.DefaultServeConfig()
+	sc.MaxDuration = cfg.MaxDuration
 	return &Router{
-		cfg: cfg, h: h, tiers: tiers,
+		cfg: cfg, serveCfg: sc, h: h, tiers: tiers,
+		pool:    inference.NewPool(h, cfg.Network, inference.DefaultPoolConfig()),
 		proto:   p2p.ProtocolID(cfg.Network, inference.ProtocolName, inference.ProtocolVersion),
 		log:     log.With("component", "router"),
 		workers: make(map[peer.ID]*worker),
@@ -96,7 +101,9 @@ func New(cfg Config, h host.Host, tiers Tiers, log *slog.Logger) *Router {
 
 // Register serves the inference and catalog protocols on sv.
 func (r *Router) Register(sv *p2p.Service) {
-	sv.Handle(r.proto, r.cfg.MaxDuration, r.serveInference)
+	// No stream deadline: a stream carries many requests, each bounded by
+	// MaxDuration in ServeRequests.
+	sv.Handle(r.proto, 0, r.serveInference)
 	sv.Handle(p2p.ProtocolID(r.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion), 10*time.Second, r.serveCatalog)
 }
 
@@ -168,7 +175,7 @@ func (r *Router) serveCatalog(ctx context.Context, s network.Stream) error {
 // pick chooses the least loaded reachable worker serving model that was
 // not tried yet, and counts the request against it. Ties go to the worker
 // that served fewer requests, then to the one added first.
-func (r *Router) pick(model string, tried map[peer.ID]bool) (*worker, *inference.Error) {
+func (r *Router) pick(model string, tried []peer.ID) (*worker, *inference.Error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.known[model] {
@@ -177,7 +184,7 @@ func (r *Router) pick(model string, tried map[peer.ID]bool) (*worker, *inference
 	var best *worker
 	for _, id := range r.order {
 		w := r.workers[id]
-		if !w.up || tried[id] || w.active >= w.maxConcurrent {
+		if !w.up || slices.Contains(tried, id) || w.active >= w.maxConcurrent {
 			continue
 		}
 		if _, ok := w.models[model]; !ok {
@@ -215,30 +222,22 @@ func (r *Router) release(w *worker, failed bool) {
 
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	client := s.Conn().RemotePeer()
-	out := p2p.NewFrameWriter(s, 16<<10)
-	defer out.Release()
-	fail := func(e *inference.Error) error {
-		if err := inference.WriteError(out, e); err != nil {
-			return err
+	check := func() *inference.Error {
+		if _, ok := r.tiers(client); !ok {
+			return inference.Errorf(inference.CodeUnattested, "proxy has no attestation verdict for %s", client)
 		}
-		return out.Flush()
+		return nil
 	}
-	if _, ok := r.tiers(client); !ok {
-		return fail(inference.Errorf(inference.CodeUnattested, "proxy has no attestation verdict for %s", client))
-	}
-	req, err := inference.ReadRequest(s)
-	if err != nil {
-		return fail(&inference.Error{Code: inference.CodeBadRequest, Message: err.Error()})
-	}
+	return inference.ServeRequests(ctx, s, r.serveCfg, check, func(ctx context.Context, req *inference.Request, out *p2p.FrameWriter) error {
+		return r.route(ctx, client, req, out)
+	})
+}
+
+// route answers one request on out: from a worker, or with an error.
+func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Request, out *p2p.FrameWriter) error {
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return r.log.With("request", req.ID, "model", req.Model, "peer", client) }
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := inference.WatchCancel(s, cancel)
-	defer stop()
-
-	tried := make(map[peer.ID]bool)
+	var tried []peer.ID
 	var last *inference.Error
 	for attempt := 0; attempt < r.cfg.Attempts; attempt++ {
 		w, perr := r.pick(req.Model, tried)
@@ -248,7 +247,7 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 			}
 			break
 		}
-		tried[w.id] = true
+		tried = append(tried, w.id)
 		started, e := r.forward(ctx, w, req, out, log)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
@@ -271,7 +270,10 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	} else if last.Code.Retryable() && len(tried) > 0 {
 		last = &inference.Error{Code: last.Code, Message: fmt.Sprintf("%d worker(s) tried: %s", len(tried), last.Message)}
 	}
-	return fail(last)
+	if err := inference.WriteError(out, last); err != nil {
+		return err
+	}
+	return out.Flush()
 }
 
 // forward sends req to w and relays its response to out. started reports
@@ -284,32 +286,30 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 	if !ok {
 		return false, inference.Errorf(inference.CodeUnattested, "worker %s has no live attestation verdict", w.id)
 	}
-	ws, err := r.h.NewStream(ctx, w.id, r.proto)
+	// The first frame must come within FirstChunkTimeout; past it the
+	// attempt is abandoned (its stream reset) and the next worker tried.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(r.cfg.FirstChunkTimeout, func() { timedOut.Store(true); cancel() })
+	call, err := r.pool.Send(actx, w.id, req)
+	timer.Stop()
 	if err != nil {
-		r.WorkerDown(w.id)
-		return false, inference.Errorf(inference.CodeEngine, "opening stream to worker: %v", err)
-	}
-	defer ws.Reset() // no-op once closed
-	stop := context.AfterFunc(ctx, func() { ws.Reset() })
-	defer stop()
-	if err := inference.WriteRequest(ws, req); err != nil {
-		return false, inference.Errorf(inference.CodeEngine, "sending request to worker: %v", err)
-	}
-	if err := ws.SetReadDeadline(time.Now().Add(r.cfg.FirstChunkTimeout)); err != nil {
-		return false, inference.Errorf(inference.CodeInternal, "setting deadline: %v", err)
-	}
-	rr := inference.NewResponseReader(ws)
-	defer rr.Release()
-	in := rr.Frames()
-	typ, p, err := in.Next()
-	if err != nil {
-		if errors.Is(err, network.ErrReset) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return false, inference.Errorf(inference.CodeEngine, "worker closed the stream before answering: %v", err)
-		}
-		if isTimeout(err) {
+		switch {
+		case timedOut.Load():
 			return false, inference.Errorf(inference.CodeTimeout, "worker sent nothing within %s", r.cfg.FirstChunkTimeout)
+		case ctx.Err() != nil:
+			return false, inference.Errorf(inference.CodeCancelled, "client went away")
 		}
-		return false, inference.Errorf(inference.CodeEngine, "reading from worker: %v", err)
+		if r.h.Network().Connectedness(w.id) != network.Connected {
+			r.WorkerDown(w.id)
+		}
+		return false, inference.Errorf(inference.CodeEngine, "worker failed before answering: %v", err)
+	}
+	defer call.Done()
+	typ, p, err := call.Next()
+	if err != nil {
+		return false, inference.Errorf(inference.CodeInternal, "reading the first frame: %v", err)
 	}
 	if typ == inference.FrameError {
 		ev, err := inference.DecodeEvent(typ, p)
@@ -321,28 +321,24 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 		}
 		return false, ev.Err
 	}
-	if err := ws.SetReadDeadline(time.Time{}); err != nil {
-		return false, inference.Errorf(inference.CodeInternal, "clearing deadline: %v", err)
-	}
 	frames := 0
 	for {
 		switch typ {
 		case inference.FrameChunk:
 		case inference.FrameEnd:
-			ev, err := inference.DecodeEvent(typ, p)
+			end, err := inference.DecodeEnd(p)
 			if err != nil {
 				return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker sent a malformed end: %v", err))
 			}
-			ev.End.Tier = tier
-			ev.End.Worker = w.idStr
-			if err := inference.WriteEnd(out, ev.End); err != nil {
+			end.Tier = tier
+			end.Worker = w.idStr
+			if err := inference.WriteEnd(out, end); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
 			failed = false
-			ws.Close()
 			return true, nil
 		case inference.FrameError:
 			if err := out.Write(typ, p); err == nil {
@@ -357,12 +353,12 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 		}
 		frames++
-		if in.Buffered() == 0 {
+		if !call.Buffered() {
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
 		}
-		typ, p, err = in.Next()
+		typ, p, err = call.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "client went away")
@@ -381,7 +377,5 @@ func (r *Router) abort(out *p2p.FrameWriter, e *inference.Error) *inference.Erro
 	return e
 }
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
+// Close closes the idle streams to workers.
+func (r *Router) Close() { r.pool.Close() }

@@ -26,9 +26,9 @@ func TestPick(t *testing.T) {
 
 	pick := func(model string, tried ...peer.ID) (peer.ID, inference.Code) {
 		t.Helper()
-		seen := map[peer.ID]bool{}
+		var seen []peer.ID
 		for _, p := range tried {
-			seen[p] = true
+			seen = append(seen, p)
 		}
 		w, e := r.pick(model, seen)
 		if e != nil {

@@ -28,12 +28,13 @@ type Config struct {
 
 // Server serves inference and catalog streams for one backend.
 type Server struct {
-	cfg     Config
-	self    peer.ID
-	selfStr string // self.String(), which base58-encodes on every call
-	backend inference.Backend
-	allow   func(peer.ID) bool
-	log     *slog.Logger
+	cfg      Config
+	serveCfg inference.ServeConfig
+	self     peer.ID
+	selfStr  string // self.String(), which base58-encodes on every call
+	backend  inference.Backend
+	allow    func(peer.ID) bool
+	log      *slog.Logger
 
 	active atomic.Int64
 
@@ -50,13 +51,17 @@ func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
 	}
-	return &Server{cfg: cfg, self: self, selfStr: self.String(), backend: backend, allow: allow,
+	sc := inference.DefaultServeConfig()
+	sc.MaxDuration = cfg.MaxDuration
+	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend, allow: allow,
 		log: log.With("component", "worker"), simulated: make(map[string]bool)}
 }
 
 // Register serves the inference and catalog protocols on sv.
 func (w *Server) Register(sv *p2p.Service) {
-	sv.Handle(p2p.ProtocolID(w.cfg.Network, inference.ProtocolName, inference.ProtocolVersion), w.cfg.MaxDuration, w.serveInference)
+	// No stream deadline: a stream carries many requests, each bounded by
+	// MaxDuration in ServeRequests.
+	sv.Handle(p2p.ProtocolID(w.cfg.Network, inference.ProtocolName, inference.ProtocolVersion), 0, w.serveInference)
 	sv.Handle(p2p.ProtocolID(w.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion), 10*time.Second, w.serveCatalog)
 }
 
@@ -92,20 +97,23 @@ func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
 
 func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	remote := s.Conn().RemotePeer()
-	fw := p2p.NewFrameWriter(s, 16<<10)
-	defer fw.Release()
+	check := func() *inference.Error {
+		if !w.allow(remote) {
+			return inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote)
+		}
+		return nil
+	}
+	return inference.ServeRequests(ctx, s, w.serveCfg, check, func(ctx context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
+		return w.serveOne(ctx, remote, req, fw)
+	})
+}
+
+func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {
 	fail := func(e *inference.Error) error {
 		if err := inference.WriteError(fw, e); err != nil {
 			return err
 		}
 		return fw.Flush()
-	}
-	if !w.allow(remote) {
-		return fail(inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote))
-	}
-	req, err := inference.ReadRequest(s)
-	if err != nil {
-		return fail(&inference.Error{Code: inference.CodeBadRequest, Message: err.Error()})
 	}
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return w.log.With("request", req.ID, "model", req.Model, "peer", remote) }
@@ -115,13 +123,6 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
 	}
 	defer w.active.Add(-1)
-
-	// The requester keeps its write side open; a reset (or anything it
-	// sends) means it went away, and the engine's request is cancelled.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	watched := inference.WatchCancel(s, cancel)
-	defer watched()
 
 	start := time.Now()
 	var scratch []byte
