@@ -37,8 +37,9 @@ type loadSpec struct {
 	Duration    time.Duration // run this long...
 	Requests    int           // ...or this many requests in all, when > 0
 	KeepAlive   bool
-	Gaps        bool // record the gaps between content events
-	Events      int  // content events a good answer has; 0 skips the check
+	Gaps        bool   // record the gaps between content events
+	Events      int    // content events a good answer has; 0 skips the check
+	Tool        string // "hey" runs Debian's hey instead of the built-in generator
 }
 
 func (s loadSpec) args() []string {
@@ -116,8 +117,12 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding the bench binary: %w", err)
 	}
+	args := append([]string{"loadgen"}, spec.args()...)
+	if spec.Tool == "hey" && !spec.Gaps {
+		exe, args = "hey", spec.heyArgs()
+	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, exe, append([]string{"loadgen"}, spec.args()...)...)
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start, before, allBefore := time.Now(), selfCPU(), machineCPU()
 	err = cmd.Run()
@@ -126,7 +131,13 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 		return nil, fmt.Errorf("load generator: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	var res loadResult
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+	if spec.Tool == "hey" && !spec.Gaps {
+		r, err := parseHey(stdout.String())
+		if err != nil {
+			return nil, err
+		}
+		res = *r
+	} else if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return nil, fmt.Errorf("load generator output: %w", err)
 	}
 	res.BenchCPU = benchCPU

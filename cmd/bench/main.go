@@ -85,8 +85,9 @@ type config struct {
 	json       bool
 	cpuprofile string
 	memprofile string
-	bigConc    int // row 5: streams at once...
-	bigN       int // ...and requests in all
+	bigConc    int    // row 5: streams at once...
+	bigN       int    // ...and requests in all
+	loadgen    string // "go" (the built-in load generator) or "hey"
 }
 
 // run is the whole program; main only adds the process around it.
@@ -107,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the bench process to this file at the end")
 	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
 	fs.IntVar(&cfg.bigN, "big-n", 2000, "row 5: requests in all")
+	fs.StringVar(&cfg.loadgen, "loadgen", "go", "load generator for rows 1-3 and 5: go (built in, measures time to first byte) or hey (Debian's hey, as Telegram Cocoon's harness uses; ttfb is its mean response wait)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bench [flags]\n\nMeasures the Cocoon mesh against a direct engine; see go doc ./cmd/bench.\n\nFlags:")
 		fs.PrintDefaults()

@@ -235,6 +235,7 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 	}
 	spec.Body = requestBody
 	spec.Events = chunks
+	spec.Tool = b.cfg.loadgen
 	if spec.Requests == 0 {
 		spec.Duration = b.cfg.duration
 	}
