@@ -218,8 +218,11 @@ func (s *stream) decode(data []byte) (inference.Chunk, error) {
 		return inference.Chunk{}, nil
 	}
 	var ev streamEvent
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine sent a malformed chunk")
+	if !decodeFast(data, &ev) {
+		ev = streamEvent{} // the fast path may have filled part of it
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine sent a malformed chunk")
+		}
 	}
 	if len(ev.Error) > 0 && string(ev.Error) != "null" {
 		msg, param, status := parseError(data)
