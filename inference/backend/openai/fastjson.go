@@ -15,8 +15,8 @@ import (
 func decodeFast(data []byte, ev *streamEvent) bool {
 	s := scanner{b: data}
 	seenChoices := false
-	ok := s.object(func(key string) bool {
-		switch key {
+	ok := s.object(func(key []byte) bool {
+		switch string(key) {
 		case "choices":
 			if seenChoices {
 				return false // encoding/json merges a repeated array into the first
@@ -37,11 +37,32 @@ func decodeFast(data []byte, ev *streamEvent) bool {
 	return ok && s.i == len(s.b)
 }
 
-// knownKey reports whether key matches one of names only case-insensitively,
-// as encoding/json would match it.
-func knownKey(key string, names ...string) bool {
+// knownKey reports whether encoding/json might match key to one of names
+// although it is not one of them: it folds case, and folds some non-ASCII
+// letters (the Kelvin sign, the long s) to ASCII ones, so any non-ASCII
+// key counts.
+func knownKey(key []byte, names ...string) bool {
+	for _, c := range key {
+		if c >= 0x80 {
+			return true
+		}
+	}
 	for _, n := range names {
-		if strings.EqualFold(key, n) {
+		if len(n) != len(key) {
+			continue
+		}
+		same := true
+		for i := range len(n) {
+			a, b := key[i], n[i]
+			if 'A' <= a && a <= 'Z' {
+				a += 'a' - 'A'
+			}
+			if a != b {
+				same = false
+				break
+			}
+		}
+		if same {
 			return true
 		}
 	}
@@ -88,8 +109,9 @@ func (s *scanner) null() bool {
 	return false
 }
 
-// object calls field for each key; field consumes the value.
-func (s *scanner) object(field func(key string) bool) bool {
+// object calls field for each key; field consumes the value. The key is
+// valid only during the call.
+func (s *scanner) object(field func(key []byte) bool) bool {
 	if s.peek() != '{' {
 		return false
 	}
@@ -102,7 +124,7 @@ func (s *scanner) object(field func(key string) bool) bool {
 		if s.peek() != '"' {
 			return false
 		}
-		key, ok := s.str()
+		key, ok := s.raw()
 		if !ok || s.peek() != ':' {
 			return false
 		}
@@ -152,8 +174,14 @@ func (s *scanner) array(elem func() bool) bool {
 // anything else is handed to encoding/json, so escapes and invalid UTF-8
 // come out exactly as json.Unmarshal makes them.
 func (s *scanner) str() (string, bool) {
+	b, ok := s.raw()
+	return string(b), ok
+}
+
+// raw reads a string as bytes, aliasing the input when it is plain.
+func (s *scanner) raw() ([]byte, bool) {
 	if s.peek() != '"' {
-		return "", false
+		return nil, false
 	}
 	start := s.i
 	s.i++
@@ -164,18 +192,18 @@ func (s *scanner) str() (string, bool) {
 		case c == '"':
 			s.i++
 			if plain {
-				return string(s.b[start+1 : s.i-1]), true
+				return s.b[start+1 : s.i-1], true
 			}
 			var v string
 			if json.Unmarshal(s.b[start:s.i], &v) != nil {
-				return "", false
+				return nil, false
 			}
-			return v, true
+			return []byte(v), true
 		case c == '\\':
 			plain = false
 			s.i += 2
 		case c < 0x20:
-			return "", false
+			return nil, false
 		case c >= 0x80:
 			plain = false
 			s.i++
@@ -183,7 +211,7 @@ func (s *scanner) str() (string, bool) {
 			s.i++
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // optStr reads a string or null (which leaves dst as it was, as
@@ -248,7 +276,7 @@ func (s *scanner) optInt(dst *int64) bool {
 func (s *scanner) skip() bool {
 	switch c := s.peek(); {
 	case c == '{':
-		return s.object(func(string) bool { return s.skip() })
+		return s.object(func([]byte) bool { return s.skip() })
 	case c == '[':
 		return s.array(s.skip)
 	case c == '"':
@@ -321,8 +349,8 @@ func (s *scanner) choices(ev *streamEvent) bool {
 		if s.null() {
 			return true
 		}
-		return s.object(func(key string) bool {
-			switch key {
+		return s.object(func(key []byte) bool {
+			switch string(key) {
 			case "index":
 				var n int64
 				if !s.optInt(&n) || n != int64(int(n)) {
@@ -338,8 +366,8 @@ func (s *scanner) choices(ev *streamEvent) bool {
 				if s.null() {
 					return true
 				}
-				return s.object(func(key string) bool {
-					if key == "content" {
+				return s.object(func(key []byte) bool {
+					if string(key) == "content" {
 						return s.optStr(&ch.Delta.Content)
 					}
 					if knownKey(key, "content") {
@@ -371,8 +399,8 @@ func (s *scanner) usage(ev *streamEvent) bool {
 		}{}
 	}
 	u := ev.Usage
-	return s.object(func(key string) bool {
-		switch key {
+	return s.object(func(key []byte) bool {
+		switch string(key) {
 		case "prompt_tokens":
 			return s.optInt(&u.PromptTokens)
 		case "completion_tokens":
@@ -388,8 +416,8 @@ func (s *scanner) usage(ev *streamEvent) bool {
 				}{}
 			}
 			d := u.PromptTokensDetails
-			return s.object(func(key string) bool {
-				if key == "cached_tokens" {
+			return s.object(func(key []byte) bool {
+				if string(key) == "cached_tokens" {
 					return s.optInt(&d.CachedTokens)
 				}
 				if knownKey(key, "cached_tokens") {

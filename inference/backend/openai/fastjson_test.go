@@ -64,3 +64,15 @@ func checkFast(t *testing.T, data []byte) {
 		t.Fatalf("%q:\nfast %+v\nslow %+v", data, fast, slow)
 	}
 }
+
+func TestDecodeFastFoldedKeys(t *testing.T) {
+	// encoding/json matches "choiceſ" (long s) and "K"-with-Kelvin keys to
+	// the field names; the fast path must fall back, not ignore them.
+	for _, s := range []string{
+		`{"choiceſ":[{"index":0,"delta":{"content":"long s"}}]}`,
+		`{"usage":{"prompt_to\u212aens":3}}`,
+		`{"choices":[{"index":0,"delta":{"contenT":"x"}}]}`,
+	} {
+		checkFast(t, []byte(s))
+	}
+}
