@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/cocoon-mesh/cocoon/node"
 )
 
@@ -191,3 +193,5 @@ func TestTestnetCommand(t *testing.T) {
 		t.Errorf("no shutdown line in %q", out.String())
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
