@@ -8,7 +8,7 @@ log=$(mktemp -t cocoon-testnet.XXXXXX)
 ./bin/cocoon testnet --api-addr "$addr" >"$log" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-trap 'exit 130' INT TERM
+trap 'echo; echo "make run: stopped"; exit 0' INT TERM
 for _ in $(seq 1 300); do
   if grep -q 'ready' "$log"; then break; fi
   if ! kill -0 $pid 2>/dev/null; then
