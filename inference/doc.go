@@ -4,17 +4,23 @@
 //
 // # The stream protocol
 //
-// One request is one libp2p stream, client -> proxy and proxy -> worker, on
-// protocol /cocoon/<network>/inference/1. Every message is a p2p frame
-// (length-prefixed, versioned, size-capped before allocation):
+// Requests travel on libp2p streams, client -> proxy and proxy -> worker,
+// on protocol /cocoon/<network>/inference/1. Every message is a p2p frame
+// (length-prefixed, versioned, size-capped before allocation). A stream
+// carries requests one after another, never two at once:
 //
 //	requester -> server: Request
 //	server -> requester: Chunk* (End | Error)
+//	requester -> server: Request          (the next one, on the same stream)
+//	...
 //
-// The requester keeps its write side open while it waits: resetting the
-// stream is how it cancels, and the server watches for that. A server that
-// fails before it sent any Chunk may be retried elsewhere; after the first
-// Chunk an Error frame ends the response.
+// Requesters keep idle streams in a Pool and servers serve them with
+// ServeRequests, so a request rarely pays for opening a stream. The
+// requester keeps its write side open: resetting the stream is how it
+// cancels, and the server, whose reader sits in Read for the stream's
+// whole life, cancels the request at once. A server that fails before it
+// sent any Chunk may be retried elsewhere; after the first Chunk an Error
+// frame ends the response.
 //
 // No hop holds a chunk back waiting for more: a hop writes each message into
 // a buffer and flushes as soon as nothing more is already waiting (see
