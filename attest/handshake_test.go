@@ -114,22 +114,6 @@ func newNode(t testing.TB, clock *fakeClock, opts ...nodeOpt) *node {
 	return n
 }
 
-// eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -154,7 +138,7 @@ func TestHandshakeMutual(t *testing.T) {
 	}
 	// The responder checked the initiator too; it stores its verdict as its
 	// handler finishes, which may be just after Attest returned.
-	eventually(t, "the responder's verdict", func() bool {
+	p2ptest.Eventually(t, "the responder's verdict", func() bool {
 		_, ok := b.hs.Verified(a.h.ID())
 		return ok
 	})
@@ -258,7 +242,7 @@ func TestHandshakeVerdictExpiry(t *testing.T) {
 	if n := a.issuer.calls.Load(); n != 2 {
 		t.Fatalf("initiator issued %d times, want 2", n)
 	}
-	eventually(t, "the responder to renew", func() bool { return b.issuer.calls.Load() == 2 })
+	p2ptest.Eventually(t, "the responder to renew", func() bool { return b.issuer.calls.Load() == 2 })
 }
 
 func TestHandshakeForget(t *testing.T) {

@@ -134,7 +134,7 @@ func TestResponderAnswers(t *testing.T) {
 		})
 	}
 	// Only the valid evidence earned a verdict.
-	eventually(t, "the responder's verdict", func() bool { _, ok := b.hs.Verified(client.ID()); return ok })
+	p2ptest.Eventually(t, "the responder's verdict", func() bool { _, ok := b.hs.Verified(client.ID()); return ok })
 	if n := b.issuer.calls.Load(); n != 1 {
 		t.Fatalf("the responder issued %d times, want 1", n)
 	}

@@ -120,21 +120,6 @@ func (r *recorder) counts(p peer.ID) (ups, downs int) {
 	return r.ups[p], r.downs[p]
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 func listed(k *discovery.Keeper, p peer.ID) bool {
 	for _, q := range k.Up() {
 		if q == p {
@@ -172,9 +157,9 @@ func TestKeeperUpAndDown(t *testing.T) {
 		t.Fatal("settled before Run")
 	}
 	run(t, k)
-	eventually(t, "the first pass", k.Settled)
+	p2ptest.Eventually(t, "the first pass", k.Settled)
 
-	eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
+	p2ptest.Eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
 	if ups, downs := rec.counts(other.ID()); ups != 1 || downs != 0 {
 		t.Fatalf("after the first pass: %d ups, %d downs", ups, downs)
 	}
@@ -182,8 +167,8 @@ func TestKeeperUpAndDown(t *testing.T) {
 	// The peer goes away: the dropped connection is noticed at once,
 	// without waiting for the hour-long interval.
 	other.Close()
-	eventually(t, "Down to be called", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
-	eventually(t, "the peer to leave Up()", func() bool { return !listed(k, other.ID()) })
+	p2ptest.Eventually(t, "Down to be called", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
+	p2ptest.Eventually(t, "the peer to leave Up()", func() bool { return !listed(k, other.ID()) })
 }
 
 func TestKeeperUpHookFails(t *testing.T) {
@@ -193,7 +178,7 @@ func TestKeeperUpHookFails(t *testing.T) {
 	rec.upErr.Store(&failure)
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
 	run(t, k)
-	eventually(t, "Down for a failing peer", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
+	p2ptest.Eventually(t, "Down for a failing peer", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
 	if listed(k, other.ID()) {
 		t.Fatal("a peer whose Up hook failed is listed")
 	}
@@ -201,7 +186,7 @@ func TestKeeperUpHookFails(t *testing.T) {
 	// Once the hook passes, a poke brings the peer up.
 	rec.upErr.Store(nil)
 	k.Poke()
-	eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
+	p2ptest.Eventually(t, "the peer to be up", func() bool { return listed(k, other.ID()) })
 }
 
 func TestKeeperUnreachable(t *testing.T) {
@@ -211,7 +196,7 @@ func TestKeeperUnreachable(t *testing.T) {
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec.hooks(), discard)
 	run(t, k)
-	eventually(t, "Down for an unreachable peer", func() bool { _, downs := rec.counts(ai.ID); return downs > 0 })
+	p2ptest.Eventually(t, "Down for an unreachable peer", func() bool { _, downs := rec.counts(ai.ID); return downs > 0 })
 	if ups, _ := rec.counts(ai.ID); ups != 0 {
 		t.Fatalf("Up called %d times for an unreachable peer", ups)
 	}
@@ -225,13 +210,13 @@ func TestKeeperPoke(t *testing.T) {
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec.hooks(), discard)
 	run(t, k)
-	eventually(t, "both peers up", func() bool { return len(k.Up()) == 2 })
+	p2ptest.Eventually(t, "both peers up", func() bool { return len(k.Up()) == 2 })
 	if got := k.Up(); got[0] != a.ID() || got[1] != b.ID() {
 		t.Fatalf("Up() = %v, want the configured order", got)
 	}
 	for i := 2; i <= 3; i++ {
 		k.Poke()
-		eventually(t, "a poked check", func() bool {
+		p2ptest.Eventually(t, "a poked check", func() bool {
 			ua, _ := rec.counts(a.ID())
 			ub, _ := rec.counts(b.ID())
 			return ua == i && ub == i
@@ -244,7 +229,7 @@ func TestKeeperInterval(t *testing.T) {
 	rec := newRecorder()
 	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec.hooks(), discard)
 	run(t, k)
-	eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
+	p2ptest.Eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
 }
 
 func TestParseAddrsKeepsOrder(t *testing.T) {

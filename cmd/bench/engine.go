@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -46,7 +46,7 @@ const (
 // newMockEngine prepares an engine; Start starts it.
 func newMockEngine(chunks, chunkBytes int, gap time.Duration) *mockEngine {
 	e := &mockEngine{gap: gap, rec: &gapRecorder{}}
-	text := benchText(chunkBytes)
+	text := sim.ChunkText(chunkBytes)
 	created := time.Now().Unix()
 	for i := range chunks {
 		delta, finish := `{"content":"`+text+`"}`, "null"
@@ -70,18 +70,6 @@ func newMockEngine(chunks, chunkBytes int, gap time.Duration) *mockEngine {
 	e.wholeU = append(e.wholeU, done...)
 	e.models = []byte(`{"object":"list","data":[{"id":"` + mockModel + `","object":"model","created":0,"owned_by":"cocoon-bench"}]}` + "\n")
 	return e
-}
-
-// benchText is the same text the sim backend streams in its benchmark
-// shape, so that every target sends the same bytes.
-func benchText(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz "
-	var sb strings.Builder
-	sb.Grow(n)
-	for i := range n {
-		sb.WriteByte(alphabet[i%len(alphabet)])
-	}
-	return sb.String()
 }
 
 // Start listens on a free loopback port and serves until Close.

@@ -61,3 +61,20 @@ func WaitFor[T any](tb testing.TB, ch <-chan T, what string) T {
 		panic("unreachable")
 	}
 }
+
+// Eventually polls cond every 2 ms until it holds, failing tb after 10 s.
+// For conditions nothing signals, like a connection noticed closed.
+func Eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -337,14 +337,7 @@ func (s *scanner) choices(ev *streamEvent) bool {
 	}
 	ev.Choices = ev.Choices[:0:0]
 	return s.array(func() bool {
-		ev.Choices = append(ev.Choices, struct {
-			Index int    `json:"index"`
-			Text  string `json:"text"`
-			Delta struct {
-				Content string `json:"content"`
-			} `json:"delta"`
-			FinishReason string `json:"finish_reason"`
-		}{})
+		ev.Choices = append(ev.Choices, streamChoice{})
 		ch := &ev.Choices[len(ev.Choices)-1]
 		if s.null() {
 			return true
@@ -390,13 +383,7 @@ func (s *scanner) usage(ev *streamEvent) bool {
 		return true
 	}
 	if ev.Usage == nil {
-		ev.Usage = &struct {
-			PromptTokens        int64 `json:"prompt_tokens"`
-			CompletionTokens    int64 `json:"completion_tokens"`
-			PromptTokensDetails *struct {
-				CachedTokens int64 `json:"cached_tokens"`
-			} `json:"prompt_tokens_details"`
-		}{}
+		ev.Usage = &streamUsage{}
 	}
 	u := ev.Usage
 	return s.object(func(key []byte) bool {
@@ -411,9 +398,7 @@ func (s *scanner) usage(ev *streamEvent) bool {
 				return true
 			}
 			if u.PromptTokensDetails == nil {
-				u.PromptTokensDetails = &struct {
-					CachedTokens int64 `json:"cached_tokens"`
-				}{}
+				u.PromptTokensDetails = &tokenDetails{}
 			}
 			d := u.PromptTokensDetails
 			return s.object(func(key []byte) bool {

@@ -138,22 +138,28 @@ func (s *sseReader) readLine() ([]byte, error) {
 // streamEvent is what the backend reads of an OpenAI stream chunk, chat
 // (choices[].delta.content) or completion (choices[].text).
 type streamEvent struct {
-	Choices []struct {
-		Index int    `json:"index"`
-		Text  string `json:"text"`
-		Delta struct {
-			Content string `json:"content"`
-		} `json:"delta"`
-		FinishReason string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		PromptTokensDetails *struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	} `json:"usage"`
-	Error json.RawMessage `json:"error"`
+	Choices []streamChoice  `json:"choices"`
+	Usage   *streamUsage    `json:"usage"`
+	Error   json.RawMessage `json:"error"`
+}
+
+type streamChoice struct {
+	Index int    `json:"index"`
+	Text  string `json:"text"`
+	Delta struct {
+		Content string `json:"content"`
+	} `json:"delta"`
+	FinishReason string `json:"finish_reason"`
+}
+
+type streamUsage struct {
+	PromptTokens        int64         `json:"prompt_tokens"`
+	CompletionTokens    int64         `json:"completion_tokens"`
+	PromptTokensDetails *tokenDetails `json:"prompt_tokens_details"`
+}
+
+type tokenDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
 }
 
 // stream turns an engine's event stream into chunks, keeping what the

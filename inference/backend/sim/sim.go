@@ -80,7 +80,7 @@ func New(cfg Config) (*Backend, error) {
 		b.models[m] = true
 	}
 	if cfg.Chunks > 0 {
-		b.chunk = benchChunk(cfg.ChunkBytes)
+		b.chunk = ChunkText(cfg.ChunkBytes)
 	}
 	return b, nil
 }
@@ -219,7 +219,9 @@ func estimateTokens(bytes int) int64 {
 	return max(1, int64(bytes+3)/4)
 }
 
-func benchChunk(n int) string {
+// ChunkText is the n bytes of text every chunk of the benchmark shape
+// carries; benchmarks use it to send the same bytes from a mock engine.
+func ChunkText(n int) string {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz "
 	var sb strings.Builder
 	sb.Grow(n)

@@ -205,7 +205,7 @@ func TestCancel(t *testing.T) {
 			for range tt.cancelAfterN {
 				p2ptest.WaitFor(t, emitted, "a chunk")
 			}
-			eventually(t, "Generate to be active", func() bool { return b.Active() == 1 })
+			p2ptest.Eventually(t, "Generate to be active", func() bool { return b.Active() == 1 })
 			cancel()
 			if err := p2ptest.WaitFor(t, done, "Generate to stop after cancel"); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Generate returned %v, want context.Canceled", err)
@@ -320,20 +320,5 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatal("New accepted an invalid config")
 			}
 		})
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
