@@ -41,9 +41,10 @@ type Request struct {
 type Chunk struct {
 	Text         string // content delta
 	FinishReason string // set on the last content chunk when the engine says why it stopped
-	// Pending is set by a producer that already holds more output, so the
-	// receiver may buffer this chunk instead of flushing it at once. A
-	// producer that would have to wait for its next chunk leaves it false.
+	// Pending is set by a producer that already holds more output (another
+	// chunk, or the end of the answer), so the receiver may buffer this
+	// chunk instead of flushing it at once. A producer that would have to
+	// wait for its next chunk or its result leaves it false.
 	Pending bool
 }
 

@@ -155,7 +155,9 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 		if err := ctx.Err(); err != nil {
 			return inference.Result{}, err
 		}
-		c := inference.Chunk{Text: word(i), Pending: gap == 0 && i < n-1}
+		// Unpaced, the next chunk (or, after the last, the end of the
+		// answer) follows at once: the receiver need not flush yet.
+		c := inference.Chunk{Text: word(i), Pending: gap == 0}
 		if i == n-1 {
 			c.FinishReason = "length"
 		}
