@@ -236,6 +236,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 		}
 		return err
 	}
+	// last writes the end of the answer without flushing: net/http sends
+	// it together with the end of the chunked body when the handler
+	// returns, one write instead of two.
+	last := func() {
+		w.Write(buf)
+		buf = buf[:0]
+	}
 	for {
 		switch ev.Type {
 		case inference.FrameChunk:
@@ -248,12 +255,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 				buf = out.appendUsage(buf, ev.End)
 			}
 			buf = append(buf, "data: [DONE]\n\n"...)
-			send()
+			last()
 			return
 		case inference.FrameError:
 			log().Info("response failed mid-stream", "code", ev.Err.Code, "err", ev.Err.Message)
 			buf = appendStreamError(buf, ev.Err)
-			send()
+			last()
 			return
 		}
 		if !resp.Buffered() || len(buf) >= 32<<10 {
@@ -271,7 +278,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 			}
 			log().Info("proxy failed mid-stream", "err", err)
 			buf = appendStreamError(buf, inference.Errorf(inference.CodeEngine, "the proxy failed mid-stream: %v", err))
-			send()
+			last()
 			return
 		}
 	}
