@@ -150,16 +150,20 @@ func (sv *server) loop(ctx context.Context, cfg ServeConfig, check func() *Error
 }
 
 func (sv *server) serveOne(ctx context.Context, cfg ServeConfig, req *Request, handle RequestHandler, fw *p2p.FrameWriter) error {
-	rctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
-	defer cancel()
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	sv.mu.Lock()
-	sv.current = cancel
+	sv.current = func() { cancel(ErrCancelled) }
 	sv.mu.Unlock()
+	limit := time.AfterFunc(cfg.MaxDuration, func() {
+		cancel(fmt.Errorf("%w (%s): %w", errTooLong, cfg.MaxDuration, context.DeadlineExceeded))
+	})
 	// A request cancelled or past MaxDuration may be blocked writing to a
 	// requester that stopped reading: resetting the stream frees it.
 	stop := context.AfterFunc(rctx, func() { sv.s.Reset() })
 	err := handle(rctx, req, fw)
 	stopped := stop()
+	limit.Stop()
 	sv.mu.Lock()
 	sv.current = nil
 	sv.mu.Unlock()
@@ -171,3 +175,6 @@ func (sv *server) serveOne(ctx context.Context, cfg ServeConfig, req *Request, h
 	}
 	return nil
 }
+
+// errTooLong ends a request that ran past ServeConfig.MaxDuration.
+var errTooLong = errors.New("request ran past its maximum duration")

@@ -194,7 +194,7 @@ func TestServeRefusals(t *testing.T) {
 		done := make(chan error, 1)
 		echoServer(sv, cfg, okCheck, func(ctx context.Context, _ *inference.Request, _ *p2p.FrameWriter) error {
 			<-ctx.Done()
-			done <- ctx.Err()
+			done <- context.Cause(ctx)
 			return ctx.Err()
 		})
 		pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
@@ -204,7 +204,7 @@ func TestServeRefusals(t *testing.T) {
 			t.Fatal("a request past its maximum duration got an answer")
 		}
 		if err := p2ptest.WaitFor(t, done, "the handler to stop"); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("handler stopped with %v, want its deadline", err)
+			t.Fatalf("handler stopped because of %v, want its deadline", err)
 		}
 	})
 }

@@ -176,11 +176,16 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 
 // Write buffers one frame.
 func (fw *FrameWriter) Write(typ byte, payload []byte) error {
-	var hdr [binary.MaxVarintLen64 + 2]byte
-	n := binary.PutUvarint(hdr[:], uint64(len(payload)+2))
-	hdr[n] = FrameVersion
-	hdr[n+1] = typ
-	if _, err := fw.w.Write(hdr[:n+2]); err != nil {
+	if fw.w.Available() < binary.MaxVarintLen64+2 {
+		if err := fw.w.Flush(); err != nil {
+			return err
+		}
+	}
+	// The header is built in the writer's own free space: a local array
+	// passed to Write would escape and cost an allocation per frame.
+	hdr := binary.AppendUvarint(fw.w.AvailableBuffer(), uint64(len(payload)+2))
+	hdr = append(hdr, FrameVersion, typ)
+	if _, err := fw.w.Write(hdr); err != nil {
 		return err
 	}
 	_, err := fw.w.Write(payload)

@@ -158,7 +158,9 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	if err := fw.Flush(); err != nil {
 		return err
 	}
-	log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
-		"completion_tokens", res.Usage.CompletionTokens, "duration", time.Since(start))
+	if w.log.Enabled(ctx, slog.LevelDebug) {
+		log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
+			"completion_tokens", res.Usage.CompletionTokens, "duration", time.Since(start))
+	}
 	return nil
 }

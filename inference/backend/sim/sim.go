@@ -138,17 +138,28 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 	if b.cfg.TokensPerSec > 0 {
 		gap = time.Duration(float64(time.Second) / b.cfg.TokensPerSec)
 	}
-	timer := time.NewTimer(b.cfg.TTFT)
-	defer timer.Stop()
+	var timer *time.Timer // only a paced answer needs one
+	pause := func(d time.Duration) error {
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		return wait(ctx, timer)
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	if b.cfg.TTFT > 0 {
-		if err := wait(ctx, timer); err != nil {
+		if err := pause(b.cfg.TTFT); err != nil {
 			return inference.Result{}, err
 		}
 	}
 	for i := range n {
 		if i > 0 && gap > 0 {
-			timer.Reset(gap)
-			if err := wait(ctx, timer); err != nil {
+			if err := pause(gap); err != nil {
 				return inference.Result{}, err
 			}
 		}
