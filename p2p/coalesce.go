@@ -24,8 +24,9 @@ func (m coalescingMuxer) NewConn(c net.Conn, isServer bool, scope network.PeerSc
 	return m.inner.NewConn(newCoalescingConn(c), isServer, scope)
 }
 
-// maxPending bounds the bytes queued behind a write in flight; a writer
-// past it waits (backpressure), as it would on the socket.
+// maxPending bounds the bytes queued behind the write in flight; a writer
+// past it waits (backpressure), as it would on the socket. At most about
+// twice this is held: the batch being written and the queue behind it.
 const maxPending = 1 << 20
 
 // closeFlushTimeout bounds how long Close waits for queued bytes to leave.
@@ -85,6 +86,7 @@ func (c *coalescingConn) writeLoop() {
 		}
 		buf := c.pending
 		c.pending, c.spare = c.spare[:0], nil
+		c.drained.Broadcast() // the queue is empty again: waiting writers may fill it
 		c.mu.Unlock()
 
 		_, err := c.Conn.Write(buf)
