@@ -1,0 +1,227 @@
+package offers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Topic is the offers topic of a network.
+func Topic(network string) string { return "/cocoon/" + network + "/offers/1" }
+
+// GossipConfig configures the offers topic.
+type GossipConfig struct {
+	Network string
+	Now     func() time.Time // the clock; time.Now if nil
+}
+
+// Gossip runs the offers topic on a host: every offer it receives is
+// validated before gossipsub forwards it, and valid ones go into the book.
+type Gossip struct {
+	cfg   GossipConfig
+	book  *Book
+	log   *slog.Logger
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // guards rejected and scores
+	rejected map[string]int
+	scores   map[peer.ID]float64
+	accepted atomic.Int64
+}
+
+// StartGossip joins the offers topic of cfg.Network on h with message
+// signing required and peer scoring on, and keeps book up to date until
+// Close.
+func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*Gossip, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	topic := Topic(cfg.Network)
+	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), cancel: cancel, rejected: make(map[string]int)}
+	ps, err := pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// Twice the offer cap, so that an oversized offer reaches the
+		// validator and its sender is scored down for it.
+		pubsub.WithMaxMessageSize(2*MaxOfferBytes+1024),
+		pubsub.WithPeerScore(scoreParams(topic), scoreThresholds()),
+		pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
+			g.mu.Lock()
+			g.scores = scores
+			g.mu.Unlock()
+		}, scoreInspectPeriod),
+	)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting gossipsub: %w", err)
+	}
+	g.ps = ps
+	if err := ps.RegisterTopicValidator(topic, g.validate); err != nil {
+		cancel()
+		return nil, fmt.Errorf("offers validator: %w", err)
+	}
+	if g.topic, err = ps.Join(topic); err != nil {
+		cancel()
+		return nil, fmt.Errorf("joining %s: %w", topic, err)
+	}
+	if g.sub, err = g.topic.Subscribe(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscribing to %s: %w", topic, err)
+	}
+	g.wg.Go(func() { g.receive(ctx) })
+	return g, nil
+}
+
+// Publish gossips a signed offer (see Sign).
+func (g *Gossip) Publish(ctx context.Context, signed []byte) error {
+	return g.topic.Publish(ctx, signed)
+}
+
+// Peers lists the peers this node shares the topic with.
+func (g *Gossip) Peers() []peer.ID { return g.topic.ListPeers() }
+
+// Rejected counts the offers refused so far, by reason.
+func (g *Gossip) Rejected() map[string]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]int, len(g.rejected))
+	for k, v := range g.rejected {
+		out[k] = v
+	}
+	return out
+}
+
+// Score is gossipsub's score of p, as of the last inspection (every
+// scoreInspectPeriod). A peer under GraylistThreshold is ignored.
+func (g *Gossip) Score(p peer.ID) (float64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.scores[p]
+	return s, ok
+}
+
+// GraylistThreshold is the score under which a peer's messages are
+// ignored.
+const GraylistThreshold = -1000
+
+const scoreInspectPeriod = 200 * time.Millisecond
+
+// Accepted counts the offers taken into the book.
+func (g *Gossip) Accepted() int64 { return g.accepted.Load() }
+
+// reasons are the rejections counted by name.
+var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd}
+
+func (g *Gossip) reject(from peer.ID, err error) pubsub.ValidationResult {
+	g.count(from, err)
+	// gossipsub does not keep order: an honest peer's older offer can
+	// arrive after its newer one. Stale offers are dropped and not
+	// forwarded, but cost their sender no score.
+	if errors.Is(err, ErrStale) {
+		return pubsub.ValidationIgnore
+	}
+	return pubsub.ValidationReject
+}
+
+func (g *Gossip) count(from peer.ID, err error) {
+	reason := "other"
+	for _, r := range reasons {
+		if errors.Is(err, r) {
+			reason = r.Error()
+			break
+		}
+	}
+	g.mu.Lock()
+	g.rejected[reason]++
+	g.mu.Unlock()
+	g.log.Debug("offer rejected", "peer", from, "err", err)
+}
+
+// validate runs before gossipsub forwards a message: only a valid, fresh
+// offer signed by its publisher goes on, and a rejection counts against
+// the sender's score.
+func (g *Gossip) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	from := msg.GetFrom()
+	o, err := Open(msg.Data, from)
+	if err == nil {
+		err = o.Check(g.cfg.Network, g.cfg.Now())
+	}
+	if err == nil && !g.book.Fresh(from, o.Seq) {
+		err = fmt.Errorf("%w: %d", ErrStale, o.Seq)
+	}
+	if err != nil {
+		return g.reject(from, err)
+	}
+	msg.ValidatorData = o
+	return pubsub.ValidationAccept
+}
+
+func (g *Gossip) receive(ctx context.Context) {
+	for {
+		msg, err := g.sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		o, ok := msg.ValidatorData.(*Offer)
+		if !ok {
+			continue
+		}
+		if err := g.book.Put(msg.GetFrom(), o); err != nil {
+			g.count(msg.GetFrom(), err) // a newer offer got in first
+			continue
+		}
+		g.accepted.Add(1)
+	}
+}
+
+// Close leaves the topic and stops gossipsub.
+func (g *Gossip) Close() {
+	g.sub.Cancel()
+	g.topic.Close()
+	g.cancel()
+	g.wg.Wait()
+}
+
+func scoreParams(topic string) *pubsub.PeerScoreParams {
+	return &pubsub.PeerScoreParams{
+		AppSpecificScore:         func(peer.ID) float64 { return 0 },
+		DecayInterval:            time.Second,
+		DecayToZero:              0.01,
+		RetainScore:              10 * time.Minute,
+		IPColocationFactorWeight: 0, // a local network has every peer on one address
+		BehaviourPenaltyWeight:   -1,
+		BehaviourPenaltyDecay:    pubsub.ScoreParameterDecay(10 * time.Minute),
+		Topics: map[string]*pubsub.TopicScoreParams{topic: {
+			TopicWeight:                    1,
+			TimeInMeshQuantum:              time.Second,
+			FirstMessageDeliveriesWeight:   1,
+			FirstMessageDeliveriesDecay:    pubsub.ScoreParameterDecay(10 * time.Minute),
+			FirstMessageDeliveriesCap:      100,
+			InvalidMessageDeliveriesWeight: -100,
+			InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(time.Hour),
+		}},
+	}
+}
+
+func scoreThresholds() *pubsub.PeerScoreThresholds {
+	return &pubsub.PeerScoreThresholds{
+		GossipThreshold:             -100,
+		PublishThreshold:            -500,
+		GraylistThreshold:           GraylistThreshold,
+		AcceptPXThreshold:           10,
+		OpportunisticGraftThreshold: 5,
+	}
+}

@@ -1,0 +1,352 @@
+package offers_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func clock() time.Time { return now }
+
+func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
+
+func workerOffer(id peer.ID, seq uint64, at time.Time) *offers.Offer {
+	return &offers.Offer{
+		Network: "local", Peer: id.String(), Role: offers.RoleWorker, Seq: seq,
+		Expiry:        at.Add(time.Minute).UnixMilli(),
+		Models:        []offers.ModelOffer{{ID: "sim-small", Price: offers.Price{Prompt: 100, Cached: 10, Completion: 400}}},
+		MaxConcurrent: 8, Load: 1, TTFTMillis: 120, TokensPerSec: 40, Tier: "dev",
+	}
+}
+
+func TestSignOpen(t *testing.T) {
+	key, id := newKey(t)
+	other, otherID := newKey(t)
+	good, err := offers.Sign(workerOffer(id, 1, now), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := offers.Open(good, id)
+	if err != nil || o.Peer != id.String() || o.Models[0].Price.Completion != 400 {
+		t.Fatalf("open: %+v, %v", o, err)
+	}
+	if _, err := offers.Sign(workerOffer(id, 1, now), other); !errors.Is(err, offers.ErrSigner) {
+		t.Fatalf("signing another peer's offer: %v, want ErrSigner", err)
+	}
+
+	// Tampered payload.
+	var s offers.Signed
+	json.Unmarshal(good, &s)
+	s.Payload = []byte(strings.Replace(string(s.Payload), `"completion":400`, `"completion":4`, 1))
+	tampered, _ := json.Marshal(s)
+	// Forged: an offer naming id, signed by another key.
+	forgedOffer := workerOffer(id, 2, now)
+	payload, _ := json.Marshal(forgedOffer)
+	sig, _ := other.Sign(append([]byte("cocoon-offer-v1"), payload...))
+	forged, _ := json.Marshal(offers.Signed{Payload: payload, Signature: sig})
+
+	tests := []struct {
+		name string
+		b    []byte
+		from peer.ID
+		want error
+	}{
+		{"tampered", tampered, id, offers.ErrSignature},
+		{"forged", forged, id, offers.ErrSignature},
+		{"relayed as someone else's", good, otherID, offers.ErrSigner},
+		{"oversized", []byte(`{"payload":"` + strings.Repeat("A", offers.MaxOfferBytes) + `"}`), id, offers.ErrTooLarge},
+		{"garbage", []byte("{{"), id, offers.ErrMalformed},
+		{"payload not an offer", []byte(`{"payload":"bm90IGpzb24=","signature":""}`), id, offers.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := offers.Open(tt.b, tt.from); !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	_, id := newKey(t)
+	tests := []struct {
+		name   string
+		modify func(*offers.Offer)
+		want   error
+	}{
+		{"good worker", func(*offers.Offer) {}, nil},
+		{"good proxy", func(o *offers.Offer) {
+			*o = offers.Offer{Network: "local", Peer: o.Peer, Role: offers.RoleProxy, Seq: 1, Expiry: o.Expiry, FeePPM: 20_000, Addrs: []string{"/ip4/127.0.0.1/tcp/1"}}
+		}, nil},
+		{"other network", func(o *offers.Offer) { o.Network = "mainnet" }, offers.ErrNetwork},
+		{"expired", func(o *offers.Offer) { o.Expiry = now.UnixMilli() }, offers.ErrExpired},
+		{"expiry too far", func(o *offers.Offer) { o.Expiry = now.Add(time.Hour).UnixMilli() }, offers.ErrFarExpiry},
+		{"no models", func(o *offers.Offer) { o.Models = nil }, offers.ErrAbsurd},
+		{"negative price", func(o *offers.Offer) { o.Models[0].Price.Prompt = -1 }, offers.ErrAbsurd},
+		{"price over the cap", func(o *offers.Offer) { o.Models[0].Price.Completion = offers.MaxPrice + 1 }, offers.ErrAbsurd},
+		{"repeated model", func(o *offers.Offer) { o.Models = append(o.Models, o.Models[0]) }, offers.ErrAbsurd},
+		{"model ID too long", func(o *offers.Offer) { o.Models[0].ID = strings.Repeat("m", 257) }, offers.ErrAbsurd},
+		{"zero concurrency", func(o *offers.Offer) { o.MaxConcurrent = 0 }, offers.ErrAbsurd},
+		{"load over capacity", func(o *offers.Offer) { o.Load = 9 }, offers.ErrAbsurd},
+		{"absurd ttft", func(o *offers.Offer) { o.TTFTMillis = int64(time.Hour / time.Millisecond) }, offers.ErrAbsurd},
+		{"absurd speed", func(o *offers.Offer) { o.TokensPerSec = 1e9 }, offers.ErrAbsurd},
+		{"unknown tier", func(o *offers.Offer) { o.Tier = "trust-me" }, offers.ErrAbsurd},
+		{"unknown role", func(o *offers.Offer) { o.Role = "king" }, offers.ErrAbsurd},
+		{"proxy fee over half", func(o *offers.Offer) {
+			*o = offers.Offer{Network: "local", Peer: o.Peer, Role: offers.RoleProxy, Seq: 1, Expiry: o.Expiry, FeePPM: 600_000, Addrs: []string{"x"}}
+		}, offers.ErrAbsurd},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := workerOffer(id, 1, now)
+			tt.modify(o)
+			err := o.Check("local", now)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestBook(t *testing.T) {
+	at := now
+	b := offers.NewBook(func() time.Time { return at })
+	_, a := newKey(t)
+	_, c := newKey(t)
+	if err := b.Put(a, workerOffer(a, 5, now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(a, workerOffer(a, 5, now)); !errors.Is(err, offers.ErrStale) {
+		t.Fatalf("replayed sequence number: %v, want ErrStale", err)
+	}
+	if err := b.Put(a, workerOffer(a, 4, now)); !errors.Is(err, offers.ErrStale) {
+		t.Fatalf("older sequence number: %v, want ErrStale", err)
+	}
+	other := workerOffer(c, 1, now)
+	other.Models = []offers.ModelOffer{{ID: "big"}}
+	b.Put(c, other)
+	if got := b.ForModel("sim-small"); len(got) != 1 || got[0].Peer != a.String() {
+		t.Fatalf("ForModel(sim-small) = %v", got)
+	}
+	if got := b.Live(offers.RoleWorker); len(got) != 2 {
+		t.Fatalf("%d live offers, want 2", len(got))
+	}
+	at = now.Add(2 * time.Minute) // both expired
+	if _, ok := b.Get(a); ok || len(b.Live("")) != 0 {
+		t.Fatal("expired offers still returned")
+	}
+	b.Prune()
+	if b.Fresh(a, 5) {
+		t.Fatal("pruning forgot the sequence number: an old offer could be replayed")
+	}
+	if !b.Fresh(a, 6) {
+		t.Fatal("a newer offer must be fresh")
+	}
+}
+
+// gossipNode is a host running the offers topic.
+type gossipNode struct {
+	h    host.Host
+	key  crypto.PrivKey
+	book *offers.Book
+	g    *offers.Gossip
+}
+
+func startNode(t *testing.T) *gossipNode {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.DefaultHostConfig()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	h, err := p2p.NewHost(cfg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	book := offers.NewBook(nil)
+	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, book, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return &gossipNode{h: h, key: key, book: book, g: g}
+}
+
+// rogue joins the offers topic without any validation and publishes
+// whatever it is given, as an attacker would.
+type rogue struct {
+	h     host.Host
+	key   crypto.PrivKey
+	topic *pubsub.Topic
+}
+
+func startRogue(t *testing.T) *rogue {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.DefaultHostConfig()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	h, err := p2p.NewHost(cfg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ps, err := pubsub.NewGossipSub(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(offers.Topic("local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topic.Close() })
+	return &rogue{h: h, key: key, topic: topic}
+}
+
+// signAs signs o's payload with key, whoever o names.
+func signAs(o *offers.Offer, key crypto.PrivKey) []byte {
+	payload, _ := json.Marshal(o)
+	sig, _ := key.Sign(append([]byte("cocoon-offer-v1"), payload...))
+	b, _ := json.Marshal(offers.Signed{Payload: payload, Signature: sig})
+	return b
+}
+
+// TestGossip: a worker's offer reaches every book over real hosts, and a
+// forged, relayed, replayed or oversized offer from a rogue peer enters
+// none and is not forwarded.
+func TestGossip(t *testing.T) {
+	w, a, b := startNode(t), startNode(t), startNode(t)
+	r := startRogue(t)
+	p2ptest.Connect(t, a.h, w.h)
+	p2ptest.Connect(t, b.h, a.h) // b hears the others only through a
+	p2ptest.Connect(t, r.h, a.h)
+	p2ptest.Eventually(t, "the topic mesh", func() bool {
+		return len(w.g.Peers()) >= 1 && len(a.g.Peers()) >= 2 && len(b.g.Peers()) >= 1 && len(r.topic.ListPeers()) >= 1
+	})
+
+	ctx := context.Background()
+	seq := uint64(time.Now().UnixNano())
+	// A message sent before gossipsub's first heartbeat can be lost:
+	// announce until both books hold an offer, as workers re-announce.
+	var genuine []byte
+	p2ptest.Eventually(t, "the offer to reach both books", func() bool {
+		seq++
+		var err error
+		if genuine, err = offers.Sign(workerOffer(w.h.ID(), seq, time.Now()), w.key); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.g.Publish(ctx, genuine); err != nil {
+			t.Fatal(err)
+		}
+		_, okA := a.book.Get(w.h.ID())
+		_, okB := b.book.Get(w.h.ID())
+		return okA && okB
+	})
+
+	// The rogue's own valid offer goes in, so its later stale one is a
+	// replay by sequence number.
+	rogueSeq := uint64(time.Now().UnixNano())
+	p2ptest.Eventually(t, "the rogue's first offer at a", func() bool {
+		rogueSeq++
+		r.topic.Publish(ctx, signAs(workerOffer(r.h.ID(), rogueSeq, time.Now()), r.key))
+		_, ok := a.book.Get(r.h.ID())
+		return ok
+	})
+
+	other, _ := newKey(t)
+	huge := workerOffer(r.h.ID(), rogueSeq+10, time.Now())
+	for i := range 120 {
+		huge.Models = append(huge.Models, offers.ModelOffer{ID: fmt.Sprintf("model-%03d-%s", i, strings.Repeat("x", 40))})
+	}
+	// Over the offer cap, under gossipsub's message cap: the validator
+	// must be what refuses it.
+	if n := len(signAs(huge, r.key)); n <= offers.MaxOfferBytes || n > 2*offers.MaxOfferBytes {
+		t.Fatalf("the oversized test offer is %d bytes", n)
+	}
+	// Each rejection but the stale one costs the rogue score (squared);
+	// after the fourth it is graylisted, so the stale one goes first.
+	attacks := []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"a replayed sequence number", signAs(workerOffer(r.h.ID(), rogueSeq, time.Now()), r.key), offers.ErrStale},
+		{"an oversized offer", signAs(huge, r.key), offers.ErrTooLarge},
+		{"an absurd price", signAs(func() *offers.Offer {
+			o := workerOffer(r.h.ID(), rogueSeq+2, time.Now())
+			o.Models[0].Price.Completion = -5
+			return o
+		}(), r.key), offers.ErrAbsurd},
+		{"w's offer relayed as the rogue's", genuine, offers.ErrSigner},
+		{"an offer signed with a key not the rogue's", signAs(workerOffer(r.h.ID(), rogueSeq+1, time.Now()), other), offers.ErrSignature},
+	}
+	for _, at := range attacks {
+		if err := r.topic.Publish(ctx, at.data); err != nil {
+			t.Fatalf("%s: rogue publish: %v", at.name, err)
+		}
+		p2ptest.Eventually(t, "a to reject "+at.name, func() bool { return a.g.Rejected()[at.want.Error()] > 0 })
+	}
+
+	// Four invalid offers put the rogue under the graylist threshold: a
+	// ignores it from now on, whatever it sends.
+	p2ptest.Eventually(t, "a to score the rogue under the graylist threshold", func() bool {
+		s, ok := a.g.Score(r.h.ID())
+		return ok && s < offers.GraylistThreshold
+	})
+	if s, ok := a.g.Score(w.h.ID()); !ok || s < 0 {
+		t.Errorf("the honest worker's score is %v", s)
+	}
+
+	for name, n := range map[string]*gossipNode{"a": a, "b": b} {
+		if got, ok := n.book.Get(w.h.ID()); !ok || got.Seq > seq || len(got.Models) != 1 {
+			t.Errorf("%s's book holds %+v for the worker, want one of its genuine offers", name, got)
+		}
+		if got, ok := n.book.Get(r.h.ID()); ok && (got.Seq > rogueSeq || got.Models[0].Price.Completion != 400) {
+			t.Errorf("%s's book took a rogue offer %d", name, got.Seq)
+		}
+	}
+	// b never sees what a rejected: invalid offers are not forwarded. (b
+	// may drop an honest offer that arrived after a newer one: stale.)
+	rej := b.g.Rejected()
+	delete(rej, offers.ErrStale.Error())
+	if len(rej) != 0 {
+		t.Errorf("b saw rejected offers %v: a forwarded what it refused", rej)
+	}
+}
