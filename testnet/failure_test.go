@@ -210,3 +210,30 @@ func TestUnattestedPeerRefused(t *testing.T) {
 		s.Reset()
 	}
 }
+
+// TestProxyFailover: a client that knows two proxies keeps serving when
+// one of them goes away.
+func TestProxyFailover(t *testing.T) {
+	h := testnet.New(t)
+	h.AddWorker()
+	first := h.AddProxy()
+	h.AddProxy()
+	client := h.AddClient()
+
+	c := sdk(client)
+	for i := range 4 { // both proxies carry requests and hold pooled streams
+		if _, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", fmt.Sprintf("warm %d", i), 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.Close()
+	for i := range 6 {
+		resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", fmt.Sprintf("after %d", i), 3))
+		if err != nil {
+			t.Fatalf("request %d after a proxy left: %v", i, err)
+		}
+		if resp.Usage.CompletionTokens != 3 {
+			t.Fatalf("usage %+v", resp.Usage)
+		}
+	}
+}
