@@ -26,6 +26,7 @@ type Config struct {
 	Worker  WorkerConfig   `toml:"worker"`
 	Proxy   ProxyConfig    `toml:"proxy"`
 	Client  ClientConfig   `toml:"client"`
+	Gossip  GossipConfig   `toml:"gossip"`
 }
 
 // AttestConfig says how the node proves itself and what it accepts.
@@ -45,6 +46,23 @@ type WorkerConfig struct {
 	MaxConcurrent int        `toml:"max_concurrent"`
 	Sim           SimConfig  `toml:"sim"`
 	OpenAI        OpenAIConf `toml:"openai"`
+	// Price is what the worker asks for every model it serves, in nanoTON
+	// per million tokens; it is announced in the worker's offers.
+	Price PriceConfig `toml:"price"`
+}
+
+// PriceConfig is a price in nanoTON per million tokens.
+type PriceConfig struct {
+	Prompt     int64 `toml:"prompt"`
+	Cached     int64 `toml:"cached"`
+	Completion int64 `toml:"completion"`
+}
+
+// GossipConfig says how often a node announces its offer.
+type GossipConfig struct {
+	// AnnounceInterval is how often workers and proxies re-announce their
+	// offer; offers expire after three intervals.
+	AnnounceInterval Duration `toml:"announce_interval"`
 }
 
 // SimConfig is sim.Config with TOML-friendly durations.
@@ -101,9 +119,11 @@ func DefaultConfig(role Role) Config {
 		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Validity: Duration(time.Hour)},
 		Worker: WorkerConfig{
 			Backend: "sim", MaxConcurrent: 64,
-			Sim: SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
+			Sim:   SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
+			Price: PriceConfig{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
 		},
-		Proxy: ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
+		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
+		Proxy:  ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
 		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
 	}
@@ -149,6 +169,9 @@ func (c *Config) Validate() error {
 	if !c.Attest.AllowDev {
 		return errors.New("attest.allow_dev: must be true until hardware attestation lands; only dev evidence exists")
 	}
+	if d := c.Gossip.AnnounceInterval.D(); d < 100*time.Millisecond || 3*d > 2*time.Minute {
+		return fmt.Errorf("gossip.announce_interval: %s must be from 100ms to 40s (offers live three intervals, at most 2m)", d)
+	}
 	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
 		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
 	}
@@ -157,6 +180,11 @@ func (c *Config) Validate() error {
 		w := c.Worker
 		if w.MaxConcurrent < 1 {
 			return fmt.Errorf("worker.max_concurrent: %d must be at least 1", w.MaxConcurrent)
+		}
+		for _, p := range []int64{w.Price.Prompt, w.Price.Cached, w.Price.Completion} {
+			if p < 0 || p > 1_000_000_000_000_000 {
+				return fmt.Errorf("worker.price: %d nanoTON per million tokens is out of bounds (0 to 10^15)", p)
+			}
 		}
 		switch w.Backend {
 		case "sim":

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -20,6 +21,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/backend/openai"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
@@ -43,6 +45,8 @@ type Node struct {
 	router *router.Router
 	gw     *gateway.Server
 	up     *gateway.Proxies
+	book   *offers.Book
+	gossip *offers.Gossip
 	http   *http.Server
 	ln     net.Listener
 
@@ -177,6 +181,14 @@ func (n *Node) Start(ctx context.Context) error {
 			}
 		})
 	}
+	if n.cfg.Role == RoleWorker || n.cfg.Role == RoleProxy {
+		n.book = offers.NewBook(nil)
+		if n.gossip, err = offers.StartGossip(h, offers.GossipConfig{Network: n.cfg.Network}, n.book, n.log); err != nil {
+			n.Close()
+			return err
+		}
+		n.wg.Go(func() { n.announce(runCtx, key) })
+	}
 	if n.keeper != nil {
 		n.wg.Go(func() { n.keeper.Run(runCtx) })
 	}
@@ -192,6 +204,70 @@ func (n *Node) attestedProxies() []peer.ID {
 		}
 	}
 	return out
+}
+
+// announce publishes the node's offer at once and every announce
+// interval; each offer lives three intervals. A message gossiped before
+// gossipsub's first heartbeat may be lost; the next announcement makes up
+// for it.
+func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
+	every := n.cfg.Gossip.AnnounceInterval.D()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
+			n.log.Warn("announcing offer", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Duration) error {
+	now := time.Now()
+	o := &offers.Offer{
+		Network: n.cfg.Network, Peer: n.h.ID().String(),
+		Seq:    uint64(now.UnixNano()), // increases across restarts too
+		Expiry: now.Add(ttl).UnixMilli(),
+	}
+	switch n.cfg.Role {
+	case RoleWorker:
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := n.worker.Catalog(cctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		p := n.cfg.Worker.Price
+		o.Role = offers.RoleWorker
+		for _, m := range c.Models {
+			o.Models = append(o.Models, offers.ModelOffer{ID: m.ID,
+				Price: offers.Price{Prompt: p.Prompt, Cached: p.Cached, Completion: p.Completion}})
+		}
+		o.MaxConcurrent = c.MaxConcurrent
+		o.Load = min(c.Active, c.MaxConcurrent)
+		o.Tier = "dev"
+	case RoleProxy:
+		o.Role = offers.RoleProxy
+		o.Addrs = n.Addrs()
+	}
+	signed, err := offers.Sign(o, key)
+	if err != nil {
+		return err
+	}
+	return n.gossip.Publish(ctx, signed)
+}
+
+// Offers lists the live offers in the node's offer book (workers and
+// proxies keep one).
+func (n *Node) Offers() []*offers.Offer {
+	if n.book == nil {
+		return nil
+	}
+	return n.book.Live("")
 }
 
 // ID is the node's peer ID; empty before Start.
@@ -246,6 +322,15 @@ func (n *Node) Ready(ctx context.Context) bool {
 	return false
 }
 
+// PeersUp lists the configured peers (a proxy's workers, a client's
+// proxies) whose last check passed.
+func (n *Node) PeersUp() []peer.ID {
+	if n.keeper == nil {
+		return nil
+	}
+	return n.keeper.Up()
+}
+
 // Poke makes the node re-check its peers now instead of at the next tick.
 func (n *Node) Poke() {
 	if n.keeper != nil {
@@ -269,6 +354,10 @@ func (n *Node) Close() error {
 		}
 		if n.sv != nil {
 			n.sv.Close()
+		}
+		n.wg.Wait() // the announcer stops before gossip closes
+		if n.gossip != nil {
+			n.gossip.Close()
 		}
 		if n.router != nil {
 			n.router.Close()

@@ -15,8 +15,10 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -346,5 +348,34 @@ func TestNonLoopbackNeedsKey(t *testing.T) {
 	cfg.Client.APIAddr = "0.0.0.0:10000"
 	if _, err := node.New(cfg, nil); err == nil || !strings.Contains(err.Error(), "api_addr") {
 		t.Fatalf("err = %v, want a refusal naming client.api_addr", err)
+	}
+}
+
+// TestOffersGossiped: workers and proxies announce signed offers over
+// gossipsub, and each keeps the other's in its offer book.
+func TestOffersGossiped(t *testing.T) {
+	h := testnet.New(t)
+	w := h.AddWorker(func(c *node.Config) {
+		c.Worker.Price = node.PriceConfig{Prompt: 7, Cached: 1, Completion: 21}
+		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
+	})
+	p := h.AddProxy(func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) })
+	find := func(in *node.Node, id string) *offers.Offer {
+		for _, o := range in.Offers() {
+			if o.Peer == id {
+				return o
+			}
+		}
+		return nil
+	}
+	p2ptest.Eventually(t, "the worker's offer in the proxy's book", func() bool { return find(p, w.ID().String()) != nil })
+	o := find(p, w.ID().String())
+	if o.Role != offers.RoleWorker || len(o.Models) != 1 || o.Models[0].ID != "sim-small" ||
+		o.Models[0].Price != (offers.Price{Prompt: 7, Cached: 1, Completion: 21}) || o.Tier != "dev" || o.MaxConcurrent != 64 {
+		t.Fatalf("worker offer as the proxy holds it: %+v", o)
+	}
+	p2ptest.Eventually(t, "the proxy's offer in the worker's book", func() bool { return find(w, p.ID().String()) != nil })
+	if po := find(w, p.ID().String()); po.Role != offers.RoleProxy || len(po.Addrs) == 0 {
+		t.Fatalf("proxy offer: %+v", po)
 	}
 }

@@ -62,14 +62,29 @@ func (h *Harness) AddWorkerWith(b inference.Backend, mods ...Modify) *node.Node 
 }
 
 // AddProxy starts a proxy that knows every worker added so far and waits
-// until it has checked each of them once.
+// until it has every one of them up.
 func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 	h.tb.Helper()
+	h.Net.mu.Lock()
+	workers := len(h.Net.workers)
+	h.Net.mu.Unlock()
 	nd, err := h.Net.AddProxy(h.tb.Context(), mods...)
 	if err != nil {
 		h.tb.Fatalf("starting proxy: %v", err)
 	}
 	h.waitReady(nd)
+	ctx, cancel := context.WithTimeout(h.tb.Context(), 30*time.Second)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for len(nd.PeersUp()) < workers {
+		nd.Poke()
+		select {
+		case <-ctx.Done():
+			h.tb.Fatalf("proxy has %d of %d workers up", len(nd.PeersUp()), workers)
+		case <-t.C:
+		}
+	}
 	return nd
 }
 

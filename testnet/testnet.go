@@ -41,6 +41,7 @@ type Modify func(*node.Config)
 func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []node.Option) (*node.Node, error) {
 	cfg := node.DefaultConfig(role)
 	cfg.Network = n.network
+	cfg.Gossip.AnnounceInterval = node.Duration(time.Second)
 	n.mu.Lock()
 	idx := len(n.workers) + len(n.proxies) + len(n.clients)
 	switch role {
