@@ -269,3 +269,24 @@ func TestDuration(t *testing.T) {
 		t.Fatal("accepted \"1 minute\"")
 	}
 }
+
+// TestREADMEConfig loads the worker settings the README shows.
+func TestREADMEConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "worker.toml")
+	os.WriteFile(path, []byte(`
+[worker.price]
+prompt = 100000000      # 0.1 TON per million prompt tokens
+cached = 10000000
+completion = 400000000
+
+[gossip]
+announce_interval = "10s"
+`), 0o600)
+	cfg := node.DefaultConfig(node.RoleWorker)
+	if err := cfg.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Worker.Price != (node.PriceConfig{Prompt: 100000000, Cached: 10000000, Completion: 400000000}) || cfg.Gossip.AnnounceInterval.D() != 10*time.Second {
+		t.Fatalf("loaded %+v, %s", cfg.Worker.Price, cfg.Gossip.AnnounceInterval)
+	}
+}
