@@ -49,6 +49,11 @@ type WorkerConfig struct {
 	// Price is what the worker asks for every model it serves, in nanoTON
 	// per million tokens; it is announced in the worker's offers.
 	Price PriceConfig `toml:"price"`
+	// Proxies are multiaddrs (ending in /p2p/<id>) of proxies to join: the
+	// worker stays connected and attested to them, and they learn of it
+	// from its gossiped offers. The DHT replaces this list in [2/6].
+	Proxies       []string `toml:"proxies"`
+	CheckInterval Duration `toml:"check_interval"`
 }
 
 // PriceConfig is a price in nanoTON per million tokens.
@@ -90,8 +95,9 @@ type OpenAIConf struct {
 
 // ProxyConfig configures the proxy role.
 type ProxyConfig struct {
-	// Workers are multiaddrs ending in /p2p/<id>. Discovery replaces
-	// this list in [2/6].
+	// Workers are multiaddrs ending in /p2p/<id> of workers to use.
+	// Workers that join the proxy themselves (worker.proxies) are found
+	// from their offers; discovery replaces both in [2/6].
 	Workers           []string `toml:"workers"`
 	Attempts          int      `toml:"attempts"`
 	FirstChunkTimeout Duration `toml:"first_chunk_timeout"`
@@ -119,8 +125,9 @@ func DefaultConfig(role Role) Config {
 		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Validity: Duration(time.Hour)},
 		Worker: WorkerConfig{
 			Backend: "sim", MaxConcurrent: 64,
-			Sim:   SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
-			Price: PriceConfig{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
+			Sim:           SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
+			Price:         PriceConfig{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
+			CheckInterval: Duration(5 * time.Second),
 		},
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
 		Proxy:  ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
@@ -201,10 +208,13 @@ func (c *Config) Validate() error {
 		if len(c.P2P.Listen) == 0 {
 			return errors.New("p2p.listen: a worker must listen (until relays land in [2/6])")
 		}
-	case RoleProxy:
-		if len(c.Proxy.Workers) == 0 {
-			return errors.New("proxy.workers: at least one worker address is needed (--worker)")
+		if _, err := discovery.ParseAddrs(w.Proxies); err != nil {
+			return fmt.Errorf("worker.proxies: %w", err)
 		}
+		if w.CheckInterval.D() <= 0 {
+			return errors.New("worker.check_interval must be positive")
+		}
+	case RoleProxy:
 		if _, err := discovery.ParseAddrs(c.Proxy.Workers); err != nil {
 			return fmt.Errorf("proxy.workers: %w", err)
 		}

@@ -83,7 +83,11 @@ func TestValidate(t *testing.T) {
 		{"worker not listening", node.RoleWorker, func(c *node.Config) { c.P2P.Listen = nil }, "p2p.listen"},
 		{"worker ignores client settings", node.RoleWorker, func(c *node.Config) { c.Client.APIAddr = "0.0.0.0:1" }, ""},
 
-		{"proxy without workers", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = nil }, "proxy.workers"},
+		{"proxy without workers: they join it", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = nil }, ""},
+		{"worker proxy address garbage", node.RoleWorker, func(c *node.Config) { c.Worker.Proxies = []string{"proxy:4001"} }, "worker.proxies"},
+		{"worker check interval zero", node.RoleWorker, func(c *node.Config) { c.Worker.CheckInterval = 0 }, "worker.check_interval"},
+		{"gossip interval too short", node.RoleWorker, func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(time.Millisecond) }, "gossip.announce_interval"},
+		{"worker price negative", node.RoleWorker, func(c *node.Config) { c.Worker.Price.Prompt = -1 }, "worker.price"},
 		{"proxy worker address garbage", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = []string{"worker-1:4001"} }, "proxy.workers"},
 		{"proxy worker address without /p2p", node.RoleProxy, func(c *node.Config) { c.Proxy.Workers = []string{"/ip4/127.0.0.1/tcp/4001"} }, "proxy.workers"},
 		{"proxy attempts zero", node.RoleProxy, func(c *node.Config) { c.Proxy.Attempts = 0 }, "proxy.attempts"},

@@ -15,7 +15,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cocoon-mesh/cocoon/attest"
@@ -124,6 +126,20 @@ func (n *Node) Start(ctx context.Context) error {
 		if _, err := n.worker.Catalog(ctx); err != nil {
 			n.log.Warn("engine not answering yet", "err", err)
 		}
+		if len(n.cfg.Worker.Proxies) > 0 {
+			proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
+			if err != nil {
+				n.Close()
+				return fmt.Errorf("worker.proxies: %w", err)
+			}
+			n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Worker.CheckInterval.D(), discovery.Hooks{
+				Up: func(ctx context.Context, p peer.ID) error {
+					_, err := n.hs.Attest(ctx, p)
+					return err
+				},
+				Down: func(peer.ID) {},
+			}, n.log)
+		}
 	case RoleProxy:
 		rc := router.DefaultConfig(n.cfg.Network)
 		rc.Attempts = n.cfg.Proxy.Attempts
@@ -189,6 +205,9 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.wg.Go(func() { n.announce(runCtx, key) })
 	}
+	if n.cfg.Role == RoleProxy {
+		n.wg.Go(func() { n.followOffers(runCtx) })
+	}
 	if n.keeper != nil {
 		n.wg.Go(func() { n.keeper.Run(runCtx) })
 	}
@@ -250,6 +269,7 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		o.MaxConcurrent = c.MaxConcurrent
 		o.Load = min(c.Active, c.MaxConcurrent)
 		o.Tier = "dev"
+		o.Addrs = n.Addrs()
 	case RoleProxy:
 		o.Role = offers.RoleProxy
 		o.Addrs = n.Addrs()
@@ -259,6 +279,76 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		return err
 	}
 	return n.gossip.Publish(ctx, signed)
+}
+
+// followOffers makes a proxy use the workers whose offers it holds: a
+// worker that joins late gets traffic once its offer arrives and it is
+// attested, and one whose offer expires gets none.
+func (n *Node) followOffers(ctx context.Context) {
+	catalog := p2p.ProtocolID(n.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion)
+	flagged := make(map[peer.ID]bool)
+	if infos, err := discovery.ParseAddrs(n.cfg.Proxy.Workers); err == nil {
+		for _, ai := range infos {
+			flagged[ai.ID] = true // the keeper looks after these
+		}
+	}
+	followed := make(map[peer.ID]bool)
+	t := time.NewTicker(n.cfg.Gossip.AnnounceInterval.D() / 2)
+	defer t.Stop()
+	for {
+		live := make(map[peer.ID]bool)
+		for _, o := range n.book.Live(offers.RoleWorker) {
+			id, err := peer.Decode(o.Peer)
+			if err != nil || flagged[id] {
+				continue
+			}
+			live[id] = true
+			if n.router.Serving(id) {
+				continue
+			}
+			if err := n.useWorker(ctx, id, o, catalog); err != nil {
+				n.log.Info("worker from offer not usable yet", "peer", id, "err", err)
+				continue
+			}
+			followed[id] = true
+			n.log.Info("worker joined from its offer", "peer", id)
+		}
+		for id := range followed {
+			if !live[id] {
+				n.router.WorkerDown(id)
+				delete(followed, id)
+				n.log.Info("worker's offer expired", "peer", id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) useWorker(ctx context.Context, id peer.ID, o *offers.Offer, catalog protocol.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if n.h.Network().Connectedness(id) != network.Connected {
+		infos, err := discovery.ParseAddrs(o.Addrs)
+		if err != nil || len(infos) != 1 || infos[0].ID != id {
+			return fmt.Errorf("offer carries no usable address")
+		}
+		if err := n.h.Connect(ctx, infos[0]); err != nil {
+			return err
+		}
+	}
+	if _, err := n.hs.Attest(ctx, id); err != nil {
+		return err
+	}
+	c, err := inference.FetchCatalog(ctx, n.h, id, catalog)
+	if err != nil {
+		return err
+	}
+	n.router.SetWorker(id, c)
+	return nil
 }
 
 // Offers lists the live offers in the node's offer book (workers and

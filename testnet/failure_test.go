@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/openai/openai-go/v3"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference"
@@ -235,5 +236,39 @@ func TestProxyFailover(t *testing.T) {
 		if resp.Usage.CompletionTokens != 3 {
 			t.Fatalf("usage %+v", resp.Usage)
 		}
+	}
+}
+
+// TestLateWorker: a worker that joins a running proxy gets traffic once
+// its offer arrives, and one that leaves stops getting it when its offer
+// expires.
+func TestLateWorker(t *testing.T) {
+	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	h := testnet.New(t)
+	p := h.AddProxyAlone(fast)
+	w := h.AddWorker(fast, testnet.Joining(p))
+	client := h.AddClient() // ready once the proxy serves a model: from w's offer
+
+	c := sdk(client)
+	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "late", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext struct {
+		Cocoon struct {
+			Worker string `json:"worker"`
+		} `json:"cocoon"`
+	}
+	json.Unmarshal([]byte(resp.RawJSON()), &ext)
+	if ext.Cocoon.Worker != w.ID().String() {
+		t.Fatalf("served by %q, want the late worker %s", ext.Cocoon.Worker, w.ID())
+	}
+
+	w.Close()
+	p2ptest.Eventually(t, "the gone worker's model to leave the catalog", func() bool { return !hasModel(t, client, "sim-small") })
+	_, err = c.Chat.Completions.New(t.Context(), chatParams("sim-small", "anyone?", 2))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
+		t.Fatalf("after the worker left: %v, want 503 (model known, nobody serving it)", err)
 	}
 }

@@ -88,6 +88,27 @@ func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 	return nd
 }
 
+// AddProxyAlone starts a proxy that is told of no worker: workers join it
+// (see Joining) and it finds them from their offers.
+func (h *Harness) AddProxyAlone(mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddProxy(h.tb.Context(), append([]Modify{func(c *node.Config) { c.Proxy.Workers = nil }}, mods...)...)
+	if err != nil {
+		h.tb.Fatalf("starting proxy: %v", err)
+	}
+	return nd
+}
+
+// Joining makes a worker join proxies, as a worker that starts after them
+// does.
+func Joining(proxies ...*node.Node) Modify {
+	return func(c *node.Config) {
+		for _, p := range proxies {
+			c.Worker.Proxies = append(c.Worker.Proxies, p.Addrs()...)
+		}
+	}
+}
+
 func (h *Harness) waitReady(nd *node.Node) {
 	h.tb.Helper()
 	ctx, cancel := context.WithTimeout(h.tb.Context(), 30*time.Second)

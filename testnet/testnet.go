@@ -45,6 +45,8 @@ func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []n
 	n.mu.Lock()
 	idx := len(n.workers) + len(n.proxies) + len(n.clients)
 	switch role {
+	case node.RoleWorker:
+		cfg.Worker.CheckInterval = node.Duration(time.Second)
 	case node.RoleProxy:
 		for _, w := range n.workers {
 			cfg.Proxy.Workers = append(cfg.Proxy.Workers, w.Addrs()...)

@@ -66,6 +66,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 		fs.StringVar(&cfg.Worker.OpenAI.URL, "engine-url", cfg.Worker.OpenAI.URL, "OpenAI-compatible engine base URL (backend openai), e.g. http://127.0.0.1:8000/v1")
 		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
 		fs.IntVar(&cfg.Worker.MaxConcurrent, "max-concurrent", cfg.Worker.MaxConcurrent, "requests served at once")
+		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> to join (repeatable); it finds this worker from its offers")
 		ttft := fs.Duration("sim-ttft", cfg.Worker.Sim.TTFT.D(), "sim backend: time to first token")
 		fs.Float64Var(&cfg.Worker.Sim.TokensPerSec, "sim-tps", cfg.Worker.Sim.TokensPerSec, "sim backend: tokens per second (0: as fast as possible)")
 		fs.IntVar(&cfg.Worker.Sim.Chunks, "sim-chunks", cfg.Worker.Sim.Chunks, "sim backend: answer with exactly this many chunks (benchmark shape)")
@@ -95,6 +96,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	}
 	if len(proxies) > 0 {
 		cfg.Client.Proxies = proxies
+		cfg.Worker.Proxies = proxies
 	}
 	if len(models) > 0 {
 		cfg.Worker.Sim.Models = models

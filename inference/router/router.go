@@ -129,6 +129,14 @@ func (r *Router) SetWorker(p peer.ID, c *inference.Catalog) {
 	w.up = true
 }
 
+// Serving reports whether p is a worker the router sends requests to.
+func (r *Router) Serving(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.workers[p]
+	return ok && w.up
+}
+
 // WorkerDown marks p unreachable; it gets no requests until SetWorker.
 func (r *Router) WorkerDown(p peer.ID) {
 	r.mu.Lock()
