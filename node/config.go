@@ -118,10 +118,14 @@ type ClientConfig struct {
 // DefaultConfig is the configuration of a role before any file or flag.
 func DefaultConfig(role Role) Config {
 	sc := sim.DefaultConfig()
+	hc := p2p.DefaultHostConfig()
+	if role == RoleClient {
+		hc.Listen = nil // a client only dials
+	}
 	return Config{
 		Role:    role,
 		Network: "local",
-		P2P:     p2p.DefaultHostConfig(),
+		P2P:     hc,
 		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Validity: Duration(time.Hour)},
 		Worker: WorkerConfig{
 			Backend: "sim", MaxConcurrent: 64,

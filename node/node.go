@@ -105,7 +105,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.h = h
-	n.log = n.log.With("peer", h.ID())
+	n.log = n.log.With("self", h.ID()) // "peer" is the other side, in every log line
 	n.sv = p2p.NewService(h, n.log)
 	n.hs = attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{},
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
@@ -231,7 +231,10 @@ func (n *Node) attestedProxies() []peer.ID {
 // for it.
 func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	every := n.cfg.Gossip.AnnounceInterval.D()
-	t := time.NewTicker(every)
+	// The first announcement usually goes out before gossipsub's first
+	// heartbeat has built a mesh, and is lost; the second follows a
+	// heartbeat later rather than a whole interval.
+	t := time.NewTimer(min(every, 1500*time.Millisecond))
 	defer t.Stop()
 	for {
 		if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
@@ -241,6 +244,7 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(every)
 		}
 	}
 }
