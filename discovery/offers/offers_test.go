@@ -18,7 +18,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
-	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
@@ -185,17 +184,8 @@ type gossipNode struct {
 
 func startNode(t *testing.T) *gossipNode {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := p2p.DefaultHostConfig()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	h, err := p2p.NewHost(cfg, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h := p2ptest.NewHost(t)
+	key := h.Peerstore().PrivKey(h.ID())
 	book := offers.NewBook(nil)
 	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, book, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -215,17 +205,8 @@ type rogue struct {
 
 func startRogue(t *testing.T) *rogue {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := p2p.DefaultHostConfig()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	h, err := p2p.NewHost(cfg, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	h := p2ptest.NewHost(t)
+	key := h.Peerstore().PrivKey(h.ID())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ps, err := pubsub.NewGossipSub(ctx, h)
