@@ -150,7 +150,8 @@ type Event struct {
 	Err    *Error
 }
 
-// ResponseReader decodes the server's side of an inference stream.
+// ResponseReader decodes the server's side of an inference stream read
+// straight from a stream; requesters use a Pool's Call instead.
 type ResponseReader struct {
 	fr *p2p.FrameReader
 }
@@ -175,14 +176,6 @@ func (rr *ResponseReader) Next() (Event, error) {
 
 // Buffered reports whether more input is already waiting.
 func (rr *ResponseReader) Buffered() bool { return rr.fr.Buffered() > 0 }
-
-// Release gives the reader's buffers back for reuse; see
-// p2p.FrameReader.Release.
-func (rr *ResponseReader) Release() { rr.fr.Release() }
-
-// Frames exposes the underlying frame reader, for hops that forward raw
-// frames.
-func (rr *ResponseReader) Frames() *p2p.FrameReader { return rr.fr }
 
 // DecodeEvent decodes one response frame.
 func DecodeEvent(typ byte, p []byte) (Event, error) {
