@@ -117,85 +117,18 @@ func (n *Node) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 
-	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
+	var roleErr error
 	switch n.cfg.Role {
 	case RoleWorker:
-		n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent},
-			h.ID(), n.backend, verified, n.log)
-		n.worker.Register(n.sv)
-		if _, err := n.worker.Catalog(ctx); err != nil {
-			n.log.Warn("engine not answering yet", "err", err)
-		}
-		if len(n.cfg.Worker.Proxies) > 0 {
-			proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
-			if err != nil {
-				n.Close()
-				return fmt.Errorf("worker.proxies: %w", err)
-			}
-			n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Worker.CheckInterval.D(), discovery.Hooks{
-				Up: func(ctx context.Context, p peer.ID) error {
-					_, err := n.hs.Attest(ctx, p)
-					return err
-				},
-				Down: func(peer.ID) {},
-			}, n.log)
-		}
+		roleErr = n.startWorker(ctx, h)
 	case RoleProxy:
-		rc := router.DefaultConfig(n.cfg.Network)
-		rc.Attempts = n.cfg.Proxy.Attempts
-		rc.FirstChunkTimeout = n.cfg.Proxy.FirstChunkTimeout.D()
-		n.router = router.New(rc, h, func(p peer.ID) (string, bool) {
-			v, ok := n.hs.Verified(p)
-			return v.Tier.String(), ok
-		}, n.log)
-		n.router.Register(n.sv)
-		workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
-		if err != nil {
-			n.Close()
-			return fmt.Errorf("proxy.workers: %w", err)
-		}
-		catalog := p2p.ProtocolID(n.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion)
-		n.keeper = discovery.NewKeeper(h, workers, n.cfg.Proxy.CheckInterval.D(), discovery.Hooks{
-			Up: func(ctx context.Context, p peer.ID) error {
-				if _, err := n.hs.Attest(ctx, p); err != nil {
-					return err
-				}
-				c, err := inference.FetchCatalog(ctx, h, p, catalog)
-				if err != nil {
-					return err
-				}
-				n.router.SetWorker(p, c)
-				return nil
-			},
-			Down: n.router.WorkerDown,
-		}, n.log)
+		roleErr = n.startProxy(h)
 	case RoleClient:
-		proxies, err := discovery.ParseAddrs(n.cfg.Client.Proxies)
-		if err != nil {
-			n.Close()
-			return fmt.Errorf("client.proxies: %w", err)
-		}
-		n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Client.CheckInterval.D(), discovery.Hooks{
-			Up: func(ctx context.Context, p peer.ID) error {
-				_, err := n.hs.Attest(ctx, p)
-				return err
-			},
-			Down: func(peer.ID) {},
-		}, n.log)
-		n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
-		n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, n.up, n.log)
-		ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
-		if err != nil {
-			n.Close()
-			return fmt.Errorf("client.api_addr: %w", err)
-		}
-		n.ln = ln
-		n.http = gateway.NewHTTPServer(n.gw)
-		n.wg.Go(func() {
-			if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				n.log.Error("API server stopped", "err", err)
-			}
-		})
+		roleErr = n.startClient(h)
+	}
+	if roleErr != nil {
+		n.Close()
+		return roleErr
 	}
 	if n.cfg.Role == RoleWorker || n.cfg.Role == RoleProxy {
 		n.book = offers.NewBook(nil)
@@ -223,6 +156,89 @@ func (n *Node) attestedProxies() []peer.ID {
 		}
 	}
 	return out
+}
+
+// attestOnly is a keeper hook for peers that need only be attested: a
+// worker's proxies, a client's proxies.
+func (n *Node) attestOnly() discovery.Hooks {
+	return discovery.Hooks{
+		Up: func(ctx context.Context, p peer.ID) error {
+			_, err := n.hs.Attest(ctx, p)
+			return err
+		},
+		Down: func(peer.ID) {},
+	}
+}
+
+func (n *Node) startWorker(ctx context.Context, h host.Host) error {
+	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
+	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent},
+		h.ID(), n.backend, verified, n.log)
+	n.worker.Register(n.sv)
+	if _, err := n.worker.Catalog(ctx); err != nil {
+		n.log.Warn("engine not answering yet", "err", err)
+	}
+	if len(n.cfg.Worker.Proxies) > 0 {
+		proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
+		if err != nil {
+			return fmt.Errorf("worker.proxies: %w", err)
+		}
+		n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Worker.CheckInterval.D(), n.attestOnly(), n.log)
+	}
+	return nil
+}
+
+func (n *Node) startProxy(h host.Host) error {
+	rc := router.DefaultConfig(n.cfg.Network)
+	rc.Attempts = n.cfg.Proxy.Attempts
+	rc.FirstChunkTimeout = n.cfg.Proxy.FirstChunkTimeout.D()
+	n.router = router.New(rc, h, func(p peer.ID) (string, bool) {
+		v, ok := n.hs.Verified(p)
+		return v.Tier.String(), ok
+	}, n.log)
+	n.router.Register(n.sv)
+	workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
+	if err != nil {
+		return fmt.Errorf("proxy.workers: %w", err)
+	}
+	catalog := p2p.ProtocolID(n.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion)
+	n.keeper = discovery.NewKeeper(h, workers, n.cfg.Proxy.CheckInterval.D(), discovery.Hooks{
+		Up: func(ctx context.Context, p peer.ID) error {
+			if _, err := n.hs.Attest(ctx, p); err != nil {
+				return err
+			}
+			c, err := inference.FetchCatalog(ctx, h, p, catalog)
+			if err != nil {
+				return err
+			}
+			n.router.SetWorker(p, c)
+			return nil
+		},
+		Down: n.router.WorkerDown,
+	}, n.log)
+	return nil
+}
+
+func (n *Node) startClient(h host.Host) error {
+	proxies, err := discovery.ParseAddrs(n.cfg.Client.Proxies)
+	if err != nil {
+		return fmt.Errorf("client.proxies: %w", err)
+	}
+	n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
+	n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
+	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, n.up, n.log)
+	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
+	if err != nil {
+		return fmt.Errorf("client.api_addr: %w", err)
+	}
+	n.ln = ln
+	n.http = gateway.NewHTTPServer(n.gw)
+	n.wg.Go(func() {
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("API server stopped", "err", err)
+		}
+	})
+	return nil
 }
 
 // announce publishes the node's offer at once and every announce
