@@ -140,15 +140,19 @@ func (k *Keeper) checkAll(ctx context.Context) {
 		}
 		err := k.check(ctx, ai)
 		k.mu.Lock()
-		was := k.up[ai.ID]
+		was, checked := k.up[ai.ID]
 		k.up[ai.ID] = err == nil
 		k.mu.Unlock()
 		switch {
 		case err != nil && was:
 			k.log.Warn("peer down", "peer", ai.ID, "err", err)
 			k.hooks.Down(ai.ID)
+		case err != nil && !checked:
+			// The first failure says why; repeats would flood the log.
+			k.log.Warn("peer unreachable; retrying every check interval", "peer", ai.ID, "err", err)
+			k.hooks.Down(ai.ID)
 		case err != nil:
-			k.log.Debug("peer unreachable", "peer", ai.ID, "err", err)
+			k.log.Debug("peer still unreachable", "peer", ai.ID, "err", err)
 			k.hooks.Down(ai.ID)
 		case !was:
 			k.log.Info("peer up", "peer", ai.ID)
