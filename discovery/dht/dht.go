@@ -1,0 +1,134 @@
+// Package dht is the network's Kademlia DHT (go-libp2p-kad-dht) under the
+// protocol prefix /cocoon/<network>: proxies run it in server mode and are
+// the bootstrap peers, workers provide a record per model they serve, and
+// proxies provide the proxy record, so clients find proxies and proxies
+// find workers without a central list. Values are disabled: only provider
+// records are kept.
+package dht
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Config configures a node's DHT.
+type Config struct {
+	Network   string
+	Server    bool            // answer queries and store records (proxies, reachable workers)
+	Bootstrap []peer.AddrInfo // peers to join through: proxies from the root contract or flags
+}
+
+// DHT is a running DHT.
+type DHT struct {
+	network string
+	d       *kaddht.IpfsDHT
+}
+
+// Start joins the DHT: connects to the bootstrap peers it can reach and
+// fills the routing table. A node with no reachable bootstrap peer gets an
+// error; a proxy that is the first of its network may pass none.
+func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
+	mode := kaddht.ModeClient
+	if cfg.Server {
+		mode = kaddht.ModeServer
+	}
+	d, err := kaddht.New(h,
+		kaddht.ProtocolPrefix(protocol.ID("/cocoon/"+cfg.Network)),
+		kaddht.Mode(mode),
+		kaddht.DisableValues(),
+		kaddht.BootstrapPeers(cfg.Bootstrap...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("starting the DHT: %w", err)
+	}
+	var reached int
+	var last error
+	for _, ai := range cfg.Bootstrap {
+		if err := h.Connect(ctx, ai); err != nil {
+			last = err
+			continue
+		}
+		reached++
+	}
+	if len(cfg.Bootstrap) > 0 && reached == 0 {
+		d.Close()
+		return nil, fmt.Errorf("no bootstrap peer reachable (%d tried): %w", len(cfg.Bootstrap), last)
+	}
+	if err := d.Bootstrap(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("bootstrapping the DHT: %w", err)
+	}
+	return &DHT{network: cfg.Network, d: d}, nil
+}
+
+// key is the content ID a record is provided under.
+func key(parts ...string) cid.Cid {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	m, err := mh.Encode(h.Sum(nil), mh.SHA2_256)
+	if err != nil {
+		panic(err) // a sha256 digest always encodes
+	}
+	return cid.NewCidV1(cid.Raw, m)
+}
+
+// ModelKey is the record a worker serving model provides.
+func ModelKey(network, model string) cid.Cid { return key("cocoon", network, "model", model) }
+
+// ProxyKey is the record every proxy provides.
+func ProxyKey(network string) cid.Cid { return key("cocoon", network, "proxy") }
+
+// ErrNoPeers means the routing table is empty: the node has not joined yet.
+// Retrying after it connects to a DHT server can help.
+var ErrNoPeers = errors.New("no DHT server in the routing table")
+
+func (d *DHT) provide(ctx context.Context, c cid.Cid) error {
+	if d.d.RoutingTable().Size() == 0 {
+		return ErrNoPeers
+	}
+	return d.d.Provide(ctx, c, true)
+}
+
+// ProvideModel announces that this node serves model.
+func (d *DHT) ProvideModel(ctx context.Context, model string) error {
+	return d.provide(ctx, ModelKey(d.network, model))
+}
+
+// ProvideProxy announces that this node is a proxy.
+func (d *DHT) ProvideProxy(ctx context.Context) error { return d.provide(ctx, ProxyKey(d.network)) }
+
+// FindModel returns up to max workers that serve model.
+func (d *DHT) FindModel(ctx context.Context, model string, max int) []peer.AddrInfo {
+	return d.find(ctx, ModelKey(d.network, model), max)
+}
+
+// FindProxies returns up to max proxies.
+func (d *DHT) FindProxies(ctx context.Context, max int) []peer.AddrInfo {
+	return d.find(ctx, ProxyKey(d.network), max)
+}
+
+func (d *DHT) find(ctx context.Context, c cid.Cid, max int) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for ai := range d.d.FindProvidersAsync(ctx, c, max) {
+		out = append(out, ai)
+	}
+	return out
+}
+
+// RoutingTableSize is how many DHT servers this node knows.
+func (d *DHT) RoutingTableSize() int { return d.d.RoutingTable().Size() }
+
+// Close leaves the DHT.
+func (d *DHT) Close() error { return d.d.Close() }
