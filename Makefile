@@ -23,7 +23,7 @@ run: build ## start a local network, send one streaming request, leave the API o
 	./scripts/run.sh
 
 .PHONY: test
-test: ollama lint ## the full suite: lint, race-enabled unit, integration and real-engine tests
+test: ollama lint ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
 	COCOON_OLLAMA=$(OLLAMA) $(GO) test -race -count=1 -timeout 20m ./...
 	./scripts/fuzz.sh 5s
 
@@ -46,7 +46,7 @@ lint: ## go vet, gofmt and go mod tidy checks
 	$(GO) mod tidy -diff
 
 .PHONY: ollama
-ollama: $(OLLAMA) ## build the real engine used by the tests (ollama $(OLLAMA_VERSION), cached)
+ollama: $(OLLAMA) ## build the real engine the tests use (ollama v0.6.5, cached in ~/.cache/cocoon)
 
 $(OLLAMA):
 	@echo "building ollama $(OLLAMA_VERSION) into $(OLLAMA_DIR) (about 2 minutes, once)"
