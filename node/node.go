@@ -117,6 +117,9 @@ func (n *Node) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 
+	if n.cfg.Role == RoleWorker || n.cfg.Role == RoleProxy {
+		n.book = offers.NewBook(nil) // before the router, which reads prices from it
+	}
 	var roleErr error
 	switch n.cfg.Role {
 	case RoleWorker:
@@ -130,8 +133,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.Close()
 		return roleErr
 	}
-	if n.cfg.Role == RoleWorker || n.cfg.Role == RoleProxy {
-		n.book = offers.NewBook(nil)
+	if n.book != nil {
 		if n.gossip, err = offers.StartGossip(h, offers.GossipConfig{Network: n.cfg.Network}, n.book, n.log); err != nil {
 			n.Close()
 			return err
@@ -196,6 +198,7 @@ func (n *Node) startProxy(h host.Host) error {
 		v, ok := n.hs.Verified(p)
 		return v.Tier.String(), ok
 	}, n.log)
+	n.router.SetPricer(n.offerPrice)
 	n.router.Register(n.sv)
 	workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
 	if err != nil {
@@ -369,6 +372,24 @@ func (n *Node) useWorker(ctx context.Context, id peer.ID, o *offers.Offer, catal
 	}
 	n.router.SetWorker(id, c)
 	return nil
+}
+
+// offerPrice is what a worker's live offer asks for model: prompt plus
+// completion price, the router's comparison.
+func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
+	if n.book == nil {
+		return 0, false
+	}
+	o, ok := n.book.Get(p)
+	if !ok {
+		return 0, false
+	}
+	for _, m := range o.Models {
+		if m.ID == model {
+			return m.Price.Prompt + m.Price.Completion, true
+		}
+	}
+	return 0, false
 }
 
 // Offers lists the live offers in the node's offer book (workers and

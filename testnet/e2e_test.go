@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -377,5 +378,42 @@ func TestOffersGossiped(t *testing.T) {
 	p2ptest.Eventually(t, "the proxy's offer in the worker's book", func() bool { return find(w, p.ID().String()) != nil })
 	if po := find(w, p.ID().String()); po.Role != offers.RoleProxy || len(po.Addrs) == 0 {
 		t.Fatalf("proxy offer: %+v", po)
+	}
+}
+
+// TestCheapestWorkerServes: of two idle workers, the proxy routes to the
+// one whose offer asks less.
+func TestCheapestWorkerServes(t *testing.T) {
+	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	h := testnet.New(t)
+	dear := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 900, Completion: 900} })
+	cheap := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 100, Completion: 100} })
+	p := h.AddProxy(fast)
+	client := h.AddClient()
+	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
+		n := 0
+		for _, o := range p.Offers() {
+			if o.Role == offers.RoleWorker {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	c := sdk(client)
+	for i := range 3 {
+		resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", fmt.Sprintf("price %d", i), 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ext struct {
+			Cocoon struct {
+				Worker string `json:"worker"`
+			} `json:"cocoon"`
+		}
+		json.Unmarshal([]byte(resp.RawJSON()), &ext)
+		if ext.Cocoon.Worker != cheap.ID().String() {
+			t.Fatalf("request %d served by %s, want the cheaper worker %s (not %s)", i, ext.Cocoon.Worker, cheap.ID(), dear.ID())
+		}
 	}
 }

@@ -54,6 +54,7 @@ type Router struct {
 	h        host.Host
 	proto    protocol.ID
 	pool     *inference.Pool // streams to workers
+	price    Pricer          // set before serving; nil: prices unknown
 	tiers    Tiers
 	log      *slog.Logger
 
@@ -129,6 +130,15 @@ func (r *Router) SetWorker(p peer.ID, c *inference.Catalog) {
 	w.up = true
 }
 
+// Pricer reports what worker p asks for model, as one number to compare
+// (nanoTON per million prompt plus completion tokens); ok is false when
+// the router has no offer from p.
+type Pricer func(p peer.ID, model string) (price int64, ok bool)
+
+// SetPricer makes the router prefer cheaper workers among those that can
+// take a request. Call it before the router serves.
+func (r *Router) SetPricer(f Pricer) { r.price = f }
+
 // Serving reports whether p is a worker the router sends requests to.
 func (r *Router) Serving(p peer.ID) bool {
 	r.mu.Lock()
@@ -190,6 +200,7 @@ func (r *Router) pick(model string, tried []peer.ID) (*worker, *inference.Error)
 		return nil, inference.Errorf(inference.CodeUnknownModel, "the model %q does not exist in this network", model)
 	}
 	var best *worker
+	var bestPrice int64
 	for _, id := range r.order {
 		w := r.workers[id]
 		if !w.up || slices.Contains(tried, id) || w.active >= w.maxConcurrent {
@@ -198,8 +209,14 @@ func (r *Router) pick(model string, tried []peer.ID) (*worker, *inference.Error)
 		if _, ok := w.models[model]; !ok {
 			continue
 		}
-		if best == nil || less(w, best) {
-			best = w
+		price := int64(-1) // unknown
+		if r.price != nil {
+			if p, ok := r.price(id, model); ok {
+				price = p
+			}
+		}
+		if best == nil || less(w, best, price, bestPrice) {
+			best, bestPrice = w, price
 		}
 	}
 	if best == nil {
@@ -210,8 +227,13 @@ func (r *Router) pick(model string, tried []peer.ID) (*worker, *inference.Error)
 	return best, nil
 }
 
-// less orders by load (active/max, compared without division), then served.
-func less(a, b *worker) bool {
+// less orders workers with free capacity: the cheaper first when both
+// prices are known (the cheapest offer sells first), then by load
+// (active/max, compared without division), then by requests served.
+func less(a, b *worker, pa, pb int64) bool {
+	if pa >= 0 && pb >= 0 && pa != pb {
+		return pa < pb
+	}
 	la, lb := a.active*b.maxConcurrent, b.active*a.maxConcurrent
 	if la != lb {
 		return la < lb

@@ -76,3 +76,26 @@ func TestPick(t *testing.T) {
 		t.Fatalf("after release: pick = %s, want a", id)
 	}
 }
+
+func TestPickPrefersCheaper(t *testing.T) {
+	cheap, dear, unknown := peer.ID("cheap"), peer.ID("dear"), peer.ID("unknown")
+	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
+	prices := map[peer.ID]int64{cheap: 100, dear: 500}
+	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	r.SetWorker(dear, catalog(4, "m"))
+	r.SetWorker(cheap, catalog(1, "m"))
+
+	w, _ := r.pick("m", nil)
+	if w.id != cheap {
+		t.Fatalf("picked %s, want the cheaper worker even though it was added later", w.id)
+	}
+	// The cheap one is full (1 of 1): the dear one takes the next.
+	if w, _ := r.pick("m", nil); w.id != dear {
+		t.Fatalf("picked %s with the cheap worker full, want dear", w.id)
+	}
+	// A worker with no offer is compared by load only.
+	r.SetWorker(unknown, catalog(4, "m"))
+	if w, _ := r.pick("m", nil); w.id != unknown {
+		t.Fatalf("picked %s, want the idle worker whose price is unknown", w.id)
+	}
+}
