@@ -406,14 +406,23 @@ func TestCheapestWorkerServes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ext struct {
-			Cocoon struct {
-				Worker string `json:"worker"`
-			} `json:"cocoon"`
-		}
-		json.Unmarshal([]byte(resp.RawJSON()), &ext)
-		if ext.Cocoon.Worker != cheap.ID().String() {
-			t.Fatalf("request %d served by %s, want the cheaper worker %s (not %s)", i, ext.Cocoon.Worker, cheap.ID(), dear.ID())
+		served := servedBy(t, resp.RawJSON())
+		if served != cheap.ID().String() {
+			t.Fatalf("request %d served by %s, want the cheaper worker %s (not %s)", i, served, cheap.ID(), dear.ID())
 		}
 	}
+}
+
+// servedBy is the worker a response names in its "cocoon" extension.
+func servedBy(t *testing.T, raw string) string {
+	t.Helper()
+	var ext struct {
+		Cocoon struct {
+			Worker string `json:"worker"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(raw), &ext); err != nil {
+		t.Fatal(err)
+	}
+	return ext.Cocoon.Worker
 }

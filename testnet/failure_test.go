@@ -3,7 +3,6 @@ package testnet_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -109,16 +108,9 @@ func TestFailover(t *testing.T) {
 	if resp.Usage.CompletionTokens != 4 {
 		t.Errorf("usage = %+v, want 4 completion tokens", resp.Usage)
 	}
-	var ext struct {
-		Cocoon struct {
-			Worker string `json:"worker"`
-		} `json:"cocoon"`
-	}
-	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil {
-		t.Fatal(err)
-	}
-	if ext.Cocoon.Worker != healthy.ID().String() {
-		t.Errorf("served by %q, want the healthy worker %s", ext.Cocoon.Worker, healthy.ID())
+	served := servedBy(t, resp.RawJSON())
+	if served != healthy.ID().String() {
+		t.Errorf("served by %q, want the healthy worker %s", served, healthy.ID())
 	}
 }
 
@@ -254,14 +246,9 @@ func TestLateWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ext struct {
-		Cocoon struct {
-			Worker string `json:"worker"`
-		} `json:"cocoon"`
-	}
-	json.Unmarshal([]byte(resp.RawJSON()), &ext)
-	if ext.Cocoon.Worker != w.ID().String() {
-		t.Fatalf("served by %q, want the late worker %s", ext.Cocoon.Worker, w.ID())
+	served := servedBy(t, resp.RawJSON())
+	if served != w.ID().String() {
+		t.Fatalf("served by %q, want the late worker %s", served, w.ID())
 	}
 
 	w.Close()
