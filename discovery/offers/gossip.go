@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -39,7 +38,6 @@ type Gossip struct {
 	mu       sync.Mutex // guards rejected and scores
 	rejected map[string]int
 	scores   map[peer.ID]float64
-	accepted atomic.Int64
 }
 
 // StartGossip joins the offers topic of cfg.Network on h with message
@@ -119,9 +117,6 @@ const GraylistThreshold = -1000
 
 const scoreInspectPeriod = 200 * time.Millisecond
 
-// Accepted counts the offers taken into the book.
-func (g *Gossip) Accepted() int64 { return g.accepted.Load() }
-
 // reasons are the rejections counted by name.
 var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd}
 
@@ -181,9 +176,7 @@ func (g *Gossip) receive(ctx context.Context) {
 		}
 		if err := g.book.Put(msg.GetFrom(), o); err != nil {
 			g.count(msg.GetFrom(), err) // a newer offer got in first
-			continue
 		}
-		g.accepted.Add(1)
 	}
 }
 

@@ -42,8 +42,6 @@ type Server struct {
 	up  Upstream
 	log *slog.Logger
 	mux *http.ServeMux
-
-	requests atomic.Int64
 }
 
 // New serves the OpenAI API in front of up.
@@ -94,9 +92,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// Requests is the number of completion requests taken so far.
-func (s *Server) Requests() int64 { return s.requests.Load() }
-
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, http.MethodGet)
@@ -137,7 +132,6 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
-	s.requests.Add(1)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
