@@ -203,7 +203,9 @@ func dict(keyBits uint, kv map[int64]*cell.Cell) *cell.Cell {
 	return d.AsCell()
 }
 
-func str(s string) *cell.Cell { return cell.BeginCell().MustStoreSlice([]byte(s), uint(8*len(s))).EndCell() }
+func str(s string) *cell.Cell {
+	return cell.BeginCell().MustStoreSlice([]byte(s), uint(8*len(s))).EndCell()
+}
 
 func TestReadRejectsMalformed(t *testing.T) {
 	good := proxyInfo(t, 1, "/ip4/127.0.0.1/tcp/4001")
@@ -272,7 +274,9 @@ func TestCellRefusesOutOfBounds(t *testing.T) {
 		{"dev attestation on mainnet", func(r *registry.Registry) { r.Network = "mainnet" }, "dev_attestation"},
 		{"version zero", func(r *registry.Registry) { r.ProtocolVersion = 0 }, "protocol_version"},
 		{"fee", func(r *registry.Registry) { r.Fees.ProxyFeePPM = 200_001 }, "fees.proxy_fee_ppm"},
-		{"deposit", func(r *registry.Registry) { r.Fees.MinDeposit = new(big.Int).Add(registry.MaxMinDeposit, big.NewInt(1)) }, "fees.min_deposit"},
+		{"deposit", func(r *registry.Registry) {
+			r.Fees.MinDeposit = new(big.Int).Add(registry.MaxMinDeposit, big.NewInt(1))
+		}, "fees.min_deposit"},
 		{"dispute", func(r *registry.Registry) { r.Fees.DisputeTimeout = 31 * 24 * time.Hour }, "fees.dispute_timeout"},
 		{"bootstrap with two addresses", func(r *registry.Registry) {
 			r.Bootstrap[0].Addrs = append(r.Bootstrap[0].Addrs, r.Bootstrap[0].Addrs[0])
