@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,19 +51,21 @@ type Hooks struct {
 	Down func(p peer.ID)
 }
 
-// Keeper keeps a host connected to a static set of peers and checks each
-// one every interval, or at once when a connection drops.
+// Keeper keeps a host connected to a set of peers and checks each one every
+// interval, or at once when a connection drops. The set starts with the
+// peers it is made with and grows with Add (peers found in the DHT or the
+// root contract).
 type Keeper struct {
 	h        host.Host
-	peers    []peer.AddrInfo
 	interval time.Duration
 	hooks    Hooks
 	log      *slog.Logger
 	poke     chan struct{}
 	settled  chan struct{} // closed after the first pass over every peer
 
-	mu sync.Mutex // guards up
-	up map[peer.ID]bool
+	mu    sync.Mutex // guards peers and up
+	peers []peer.AddrInfo
+	up    map[peer.ID]bool
 }
 
 // NewKeeper keeps h connected to peers.
@@ -72,6 +75,30 @@ func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, hooks
 	}
 	return &Keeper{h: h, peers: peers, interval: interval, hooks: hooks,
 		log: log.With("component", "discovery"), poke: make(chan struct{}, 1), settled: make(chan struct{}), up: make(map[peer.ID]bool)}
+}
+
+// Add adds a peer to the set, or new addresses to a peer already in it, and
+// has it checked at once. It reports whether the peer is new.
+func (k *Keeper) Add(ai peer.AddrInfo) bool {
+	if ai.ID == k.h.ID() {
+		return false
+	}
+	k.mu.Lock()
+	i := slices.IndexFunc(k.peers, func(p peer.AddrInfo) bool { return p.ID == ai.ID })
+	if i >= 0 {
+		for _, a := range ai.Addrs {
+			if !slices.ContainsFunc(k.peers[i].Addrs, a.Equal) {
+				k.peers[i].Addrs = append(k.peers[i].Addrs, a)
+			}
+		}
+	} else {
+		k.peers = append(k.peers, ai)
+	}
+	k.mu.Unlock()
+	if i < 0 {
+		k.Poke()
+	}
+	return i < 0
 }
 
 // Up lists the peers whose last check passed.
@@ -99,12 +126,8 @@ func (k *Keeper) Settled() bool {
 
 // Run checks the peers until ctx ends. The first pass runs at once.
 func (k *Keeper) Run(ctx context.Context) error {
-	tracked := make(map[peer.ID]bool, len(k.peers))
-	for _, ai := range k.peers {
-		tracked[ai.ID] = true
-	}
 	nb := &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
-		if tracked[c.RemotePeer()] && k.h.Network().Connectedness(c.RemotePeer()) != network.Connected {
+		if k.tracked(c.RemotePeer()) && k.h.Network().Connectedness(c.RemotePeer()) != network.Connected {
 			k.markDown(c.RemotePeer())
 			select {
 			case k.poke <- struct{}{}:
@@ -133,8 +156,17 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 }
 
+func (k *Keeper) tracked(p peer.ID) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.ContainsFunc(k.peers, func(ai peer.AddrInfo) bool { return ai.ID == p })
+}
+
 func (k *Keeper) checkAll(ctx context.Context) {
-	for _, ai := range k.peers {
+	k.mu.Lock()
+	peers := slices.Clone(k.peers)
+	k.mu.Unlock()
+	for _, ai := range peers {
 		if ctx.Err() != nil {
 			return
 		}

@@ -262,3 +262,27 @@ func TestParseAddrsKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestKeeperAdd(t *testing.T) {
+	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a)}, time.Hour, rec.hooks(), discard)
+	run(t, k)
+	p2ptest.Eventually(t, "the first peer up", func() bool { return listed(k, a.ID()) })
+
+	// A peer found later is checked at once, not at the next hourly tick.
+	if !k.Add(info(b)) {
+		t.Fatal("Add of a new peer reported it known")
+	}
+	p2ptest.Eventually(t, "the added peer up", func() bool { return listed(k, b.ID()) })
+	if k.Add(info(b)) || k.Add(info(self)) {
+		t.Fatal("Add of a known peer, or of self, reported it new")
+	}
+	if got := k.Up(); len(got) != 2 || got[0] != a.ID() || got[1] != b.ID() {
+		t.Fatalf("Up() = %v, want [a b]", got)
+	}
+
+	// An added peer that drops is noticed like a configured one.
+	b.Close()
+	p2ptest.Eventually(t, "the added peer down", func() bool { return !listed(k, b.ID()) })
+}
