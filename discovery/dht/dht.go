@@ -23,7 +23,8 @@ import (
 // Config configures a node's DHT.
 type Config struct {
 	Network   string
-	Server    bool            // answer queries and store records (proxies, reachable workers)
+	Server    bool            // answer queries and store records (proxies)
+	Auto      bool            // server once AutoNAT finds the node reachable, client until then (workers)
 	Bootstrap []peer.AddrInfo // peers to join through: proxies from the root contract or flags
 }
 
@@ -38,8 +39,11 @@ type DHT struct {
 // error; a proxy that is the first of its network may pass none.
 func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 	mode := kaddht.ModeClient
-	if cfg.Server {
+	switch {
+	case cfg.Server:
 		mode = kaddht.ModeServer
+	case cfg.Auto:
+		mode = kaddht.ModeAuto
 	}
 	d, err := kaddht.New(h,
 		kaddht.ProtocolPrefix(protocol.ID("/cocoon/"+cfg.Network)),

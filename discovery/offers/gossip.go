@@ -20,6 +20,20 @@ func Topic(network string) string { return "/cocoon/" + network + "/offers/1" }
 type GossipConfig struct {
 	Network string
 	Now     func() time.Time // the clock; time.Now if nil
+
+	// Accepted, if set, is called with each offer as it enters the book,
+	// from the goroutine that puts it there (the scale bench times
+	// delivery with it). It must not block.
+	Accepted func(from peer.ID, o *Offer)
+	// PeerJoined, if set, is called when a peer starts sharing the topic,
+	// so that a node can re-announce to a new neighbour without waiting for
+	// its next interval. Gossipsub may still drop what is published to the
+	// peer in the next moment (about 100 ms measured here), so announce a
+	// little later. It must not block.
+	PeerJoined func(peer.ID)
+	// Options are gossipsub options applied after this package's own:
+	// tracers, or tuning under measurement (discovery/scale).
+	Options []pubsub.Option
 }
 
 // Gossip runs the offers topic on a host: every offer it receives is
@@ -31,6 +45,8 @@ type Gossip struct {
 	ps    *pubsub.PubSub
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
+	// events reports peers joining the topic; nil without PeerJoined.
+	events *pubsub.TopicEventHandler
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -50,18 +66,19 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 	ctx, cancel := context.WithCancel(context.Background())
 	topic := Topic(cfg.Network)
 	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), cancel: cancel, rejected: make(map[string]int)}
-	ps, err := pubsub.NewGossipSub(ctx, h,
+	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		// Twice the offer cap, so that an oversized offer reaches the
 		// validator and its sender is scored down for it.
-		pubsub.WithMaxMessageSize(2*MaxOfferBytes+1024),
+		pubsub.WithMaxMessageSize(2*MaxOfferBytes + 1024),
 		pubsub.WithPeerScore(scoreParams(topic), scoreThresholds()),
 		pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
 			g.mu.Lock()
 			g.scores = scores
 			g.mu.Unlock()
 		}, scoreInspectPeriod),
-	)
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, cfg.Options...)...)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("starting gossipsub: %w", err)
@@ -78,6 +95,16 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 	if g.sub, err = g.topic.Subscribe(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("subscribing to %s: %w", topic, err)
+	}
+	if cfg.PeerJoined != nil {
+		events, err := g.topic.EventHandler()
+		if err != nil {
+			g.sub.Cancel()
+			cancel()
+			return nil, fmt.Errorf("watching %s: %w", topic, err)
+		}
+		g.events = events
+		g.wg.Go(func() { g.watch(ctx, events) })
 	}
 	g.wg.Go(func() { g.receive(ctx) })
 	return g, nil
@@ -176,12 +203,31 @@ func (g *Gossip) receive(ctx context.Context) {
 		}
 		if err := g.book.Put(msg.GetFrom(), o); err != nil {
 			g.count(msg.GetFrom(), err) // a newer offer got in first
+			continue
+		}
+		if g.cfg.Accepted != nil {
+			g.cfg.Accepted(msg.GetFrom(), o)
+		}
+	}
+}
+
+func (g *Gossip) watch(ctx context.Context, events *pubsub.TopicEventHandler) {
+	for {
+		ev, err := events.NextPeerEvent(ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			g.cfg.PeerJoined(ev.Peer)
 		}
 	}
 }
 
 // Close leaves the topic and stops gossipsub.
 func (g *Gossip) Close() {
+	if g.events != nil {
+		g.events.Cancel()
+	}
 	g.sub.Cancel()
 	g.topic.Close()
 	g.cancel()

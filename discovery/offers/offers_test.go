@@ -331,3 +331,24 @@ func TestGossip(t *testing.T) {
 		t.Errorf("b saw rejected offers %v: a forwarded what it refused", rej)
 	}
 }
+
+func TestPeerJoined(t *testing.T) {
+	h := p2ptest.NewHost(t)
+	joined := make(chan peer.ID, 4)
+	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local", PeerJoined: func(p peer.ID) { joined <- p }},
+		offers.NewBook(nil), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	b := startNode(t)
+	p2ptest.Connect(t, b.h, h)
+	select {
+	case p := <-joined:
+		if p != b.h.ID() {
+			t.Fatalf("joined %s, want %s", p, b.h.ID())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("PeerJoined not called")
+	}
+}
