@@ -23,9 +23,18 @@ run: build ## start a local network, send one streaming request, leave the API o
 	./scripts/run.sh
 
 .PHONY: test
-test: ollama lint ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
+test: ollama lint contracts ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
 	COCOON_OLLAMA=$(OLLAMA) $(GO) test -race -count=1 -timeout 20m ./...
 	./scripts/fuzz.sh 5s
+
+.PHONY: contracts
+contracts: contracts/node_modules ## check root.boc is compiled from root.tolk; run the contract and sidecar tests
+	cd contracts && node build.mjs --check
+	cd contracts && npm test
+
+contracts/node_modules: contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund
+	@touch $@
 
 .PHONY: test-short
 test-short: ## unit tests only, no real engine
