@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -11,6 +12,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -35,6 +37,14 @@ type HostConfig struct {
 	MaxConns  int `toml:"max_conns"`
 	ConnsLow  int `toml:"conns_low"`
 	ConnsHigh int `toml:"conns_high"`
+	// RelayService makes the host relay connections to peers behind NAT
+	// (circuit relay v2). Proxies run it; relayed connections carry
+	// inference, so they are not limited in time or bytes.
+	RelayService bool `toml:"relay_service"`
+	// Private says the host cannot be reached from outside (behind NAT, no
+	// open port): it accepts connections through relays it holds a slot on
+	// (see Reservations), and tries hole punching.
+	Private bool `toml:"private"`
 }
 
 // DefaultHostConfig listens on loopback TCP and QUIC with ports chosen by
@@ -56,6 +66,9 @@ func (c HostConfig) Validate() error {
 		if _, err := ma.NewMultiaddr(a); err != nil {
 			return fmt.Errorf("listen: %q: %w", a, err)
 		}
+	}
+	if c.Private && c.RelayService {
+		return fmt.Errorf("relay_service: a private host cannot relay for others")
 	}
 	if c.MaxStreamsPerPeer <= 0 || c.MaxStreams < c.MaxStreamsPerPeer {
 		return fmt.Errorf("max_streams_per_peer (%d) must be positive and at most max_streams (%d)", c.MaxStreamsPerPeer, c.MaxStreams)
@@ -94,11 +107,27 @@ func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableMetrics(),
+		// Every host can dial through relays to reach private ones.
+		libp2p.EnableRelay(),
 	}
-	if len(cfg.Listen) == 0 {
+	if cfg.RelayService {
+		res := relay.DefaultResources()
+		res.Limit = nil // relayed connections carry whole inference streams
+		opts = append(opts, libp2p.EnableRelayService(relay.WithResources(res)),
+			// A relay must be reachable by definition; AutoNAT cannot
+			// tell on loopback or behind a load balancer.
+			libp2p.ForceReachabilityPublic())
+	}
+	listen := cfg.Listen
+	if cfg.Private {
+		// Relayed connections arrive on the circuit listener.
+		listen = append(slices.Clone(listen), "/p2p-circuit")
+		opts = append(opts, libp2p.ForceReachabilityPrivate(), libp2p.EnableHolePunching())
+	}
+	if len(listen) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)
 	} else {
-		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))
+		opts = append(opts, libp2p.ListenAddrStrings(listen...))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {

@@ -33,6 +33,8 @@ func TestHostConfigValidate(t *testing.T) {
 		{"zero conns low", func(c *p2p.HostConfig) { c.ConnsLow = 0 }, "conns_low"},
 		{"high below low", func(c *p2p.HostConfig) { c.ConnsHigh = c.ConnsLow - 1 }, "conns_high"},
 		{"max below high", func(c *p2p.HostConfig) { c.MaxConns = c.ConnsHigh - 1 }, "max_conns"},
+		{"private relay", func(c *p2p.HostConfig) { c.Private, c.RelayService = true, true }, "relay_service"},
+		{"private without listener", func(c *p2p.HostConfig) { c.Private, c.Listen = true, nil }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
