@@ -1,0 +1,171 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/discovery/dht"
+)
+
+// DHTResult is what the DHT phase measured.
+type DHTResult struct {
+	Servers       int           `json:"servers"`   // proxies: DHT server mode
+	Clients       int           `json:"clients"`   // everyone else: client mode
+	Join          time.Duration `json:"join_ns"`   // until every routing table was filled
+	Providers     int           `json:"providers"` // workers that provided two models each
+	Provide       Dist          `json:"provide"`   // one ProvideModel call
+	ProvideErrors int           `json:"provide_errors"`
+	Lookups       int           `json:"lookups"`
+	Found         int           `json:"found"` // lookups that returned a worker serving the model
+	Ratio         float64       `json:"found_ratio"`
+	Latency       Dist          `json:"find_model"` // FindModel for the first provider, every lookup
+}
+
+// DHT starts the DHT on every node: the first servers() nodes in server
+// mode (proxies; the graph is random, so any are as good), the others as
+// clients, all joining through the first three servers, as nodes join
+// through the bootstrap proxies of the root contract. Then cfg.Providers
+// clients provide two models each, and cfg.Lookups lookups from random
+// other clients look for one worker serving a random model.
+func (s *Sim) DHT(ctx context.Context) error {
+	cfg := s.cfg
+	servers := cfg.servers()
+	catalogue := models[:min(cfg.Models, len(models))]
+	r := DHTResult{Servers: servers, Clients: cfg.Nodes - servers}
+
+	// Any node may dial any server, as any node can reach a proxy.
+	for i := range servers {
+		for j := range cfg.Nodes {
+			if i != j {
+				if err := s.link(s.nodes[i].h.ID(), s.nodes[j].h.ID()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	var boot []peer.AddrInfo
+	start := func(ctx context.Context, i int) error {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var bs []peer.AddrInfo
+		for _, ai := range boot {
+			if ai.ID != s.nodes[i].h.ID() {
+				bs = append(bs, ai)
+			}
+		}
+		d, err := dht.Start(ctx, s.nodes[i].h, dht.Config{Network: cfg.Network, Server: i < servers, Bootstrap: bs})
+		if err != nil {
+			return fmt.Errorf("node %d joining the DHT: %w", i, err)
+		}
+		s.nodes[i].dht = d
+		return nil
+	}
+	t0 := time.Now()
+	for i := range min(3, servers) {
+		if err := start(ctx, i); err != nil {
+			return err
+		}
+		h := s.nodes[i].h
+		boot = append(boot, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
+	}
+	if err := parallel(ctx, servers-len(boot), 16, func(ctx context.Context, k int) error { return start(ctx, len(boot)+k) }); err != nil {
+		return err
+	}
+	filled := func(from, to, want int) func() bool {
+		return func() bool {
+			for _, n := range s.nodes[from:to] {
+				if n.dht.RoutingTableSize() < want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	if err := poll(ctx, time.Minute, "the servers' routing tables", filled(0, servers, min(servers-1, 10))); err != nil {
+		return err
+	}
+	if err := parallel(ctx, cfg.Nodes-servers, 32, func(ctx context.Context, k int) error { return start(ctx, servers+k) }); err != nil {
+		return err
+	}
+	if err := poll(ctx, time.Minute, "the clients' routing tables", filled(servers, cfg.Nodes, min(servers, 5))); err != nil {
+		return err
+	}
+	r.Join = time.Since(t0)
+
+	clients := s.rng.Perm(cfg.Nodes - servers)
+	r.Providers = min(cfg.Providers, len(clients))
+	providers, askers := clients[:r.Providers], clients[r.Providers:]
+	serves := make(map[string]map[peer.ID]bool)
+	var (
+		mu       sync.Mutex // guards times and the error count
+		provides []time.Duration
+	)
+	err := parallel(ctx, len(providers), 16, func(ctx context.Context, k int) error {
+		n := s.nodes[servers+providers[k]]
+		for _, m := range []string{catalogue[k%len(catalogue)], catalogue[(k+1)%len(catalogue)]} {
+			t := time.Now()
+			err := n.dht.ProvideModel(ctx, m)
+			mu.Lock()
+			if err != nil {
+				r.ProvideErrors++
+			} else {
+				provides = append(provides, time.Since(t))
+			}
+			mu.Unlock()
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	r.Provide = summarize(provides)
+	for k, p := range providers {
+		for _, m := range []string{catalogue[k%len(catalogue)], catalogue[(k+1)%len(catalogue)]} {
+			if serves[m] == nil {
+				serves[m] = make(map[peer.ID]bool)
+			}
+			serves[m][s.nodes[servers+p].h.ID()] = true
+		}
+	}
+
+	if len(askers) == 0 || len(providers) == 0 {
+		s.result.DHT = r
+		return nil
+	}
+	type lookup struct {
+		node  int
+		model string
+	}
+	plan := make([]lookup, cfg.Lookups) // models someone serves
+	for k := range plan {
+		plan[k] = lookup{servers + askers[s.rng.IntN(len(askers))], catalogue[s.rng.IntN(min(len(catalogue), len(providers)+1))]}
+	}
+	var finds []time.Duration
+	err = parallel(ctx, len(plan), 8, func(ctx context.Context, k int) error {
+		l := plan[k]
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t := time.Now()
+		found := s.nodes[l.node].dht.FindModel(fctx, l.model, 1)
+		took := time.Since(t)
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		finds = append(finds, took)
+		if len(found) > 0 && serves[l.model][found[0].ID] {
+			r.Found++
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	r.Lookups = len(plan)
+	r.Ratio = float64(r.Found) / float64(r.Lookups)
+	r.Latency = summarize(finds)
+	s.result.DHT = r
+	return nil
+}
