@@ -72,6 +72,13 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 		// validator and its sender is scored down for it.
 		pubsub.WithMaxMessageSize(2*MaxOfferBytes + 1024),
 		pubsub.WithPeerScore(scoreParams(topic), scoreThresholds()),
+		// A node's own offer goes to every topic peer scored above the
+		// publish threshold, not only to its mesh: until the first
+		// heartbeat grafts one, the mesh is empty and the offer would be
+		// lost (a new worker would wait for its next announcement), and
+		// the first hop reaches every neighbour at once. Offers are small
+		// and each node publishes one every few seconds.
+		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
 			g.mu.Lock()
 			g.scores = scores
