@@ -41,8 +41,13 @@ test-short: ## unit tests only, no real engine
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: ## mesh versus direct: latency, throughput, inter-chunk gaps, 1,000 streams (prints a table)
+bench: ## mesh versus direct: latency, throughput, inter-chunk gaps, 1,000 streams; then bench-scale (prints tables)
 	$(GO) run ./cmd/bench
+	@$(MAKE) --no-print-directory bench-scale
+
+.PHONY: bench-scale
+bench-scale: ## discovery on 200 and 1,000 simulated nodes: gossip, bad offers, DHT, a new worker (prints a table)
+	$(GO) run ./cmd/bench -scale 200,1000
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 30s)

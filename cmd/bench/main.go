@@ -41,6 +41,14 @@
 //	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-targets direct,mesh,mesh+engine]
 //	    [-transport default|tcp|quic] [-json] [-cpuprofile FILE] [-memprofile FILE]
 //
+// With -scale 200,1000 (make bench-scale) it measures discovery instead:
+// gossiped offers, refused bad offers, DHT lookups and a new worker's first
+// routed request, on simulated networks of that many nodes in this process
+// (see discovery/scale and scale.go; -scale-* flags):
+//
+//	go run ./cmd/bench -scale 200,1000 [-scale-publishers 20] [-scale-spread 1s]
+//	    [-scale-deadline 5s] [-scale-joins 5] [-scale-tune heartbeat=700ms,d=8] [-json] [-cpuprofile FILE]
+//
 // The machine's other processes take CPU from the bench; each run reports
 // how much (cpu others), so that a noisy number can be told from a slow
 // mesh.
@@ -108,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the bench process to this file at the end")
 	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
 	fs.IntVar(&cfg.bigN, "big-n", 2000, "row 5: requests in all")
+	sf := addScaleFlags(fs)
 	fs.StringVar(&cfg.loadgen, "loadgen", "go", "load generator for rows 1-3 and 5: go (built in, measures time to first byte) or hey (Debian's hey, as Telegram Cocoon's harness uses; ttfb is its mean response wait)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bench [flags]\n\nMeasures the Cocoon mesh against a direct engine; see go doc ./cmd/bench.\n\nFlags:")
@@ -153,6 +162,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if *sf.nodes != "" {
+		return runScale(ctx, sf, cfg.json, stdout, stderr)
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
