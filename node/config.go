@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/xssnick/tonutils-go/address"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
@@ -27,6 +29,29 @@ type Config struct {
 	Proxy   ProxyConfig    `toml:"proxy"`
 	Client  ClientConfig   `toml:"client"`
 	Gossip  GossipConfig   `toml:"gossip"`
+	// Discovery says how the node finds the others: the root contract and
+	// the DHT.
+	Discovery DiscoveryConfig `toml:"discovery"`
+}
+
+// DiscoveryConfig points a node at its network's root contract and DHT.
+type DiscoveryConfig struct {
+	// Root is the address of the network's root contract on TON. The node
+	// reads the proxies to bootstrap from, and the network's rules, from it.
+	Root string `toml:"root"`
+	// GlobalConfig is the TON global config (a file or an http(s) URL) used
+	// to read the root contract through lite servers, e.g.
+	// https://ton.org/global.config.json.
+	GlobalConfig string `toml:"global_config"`
+	// Bootstrap are more peers (multiaddrs ending in /p2p/<id>) to join the
+	// DHT through, besides the root contract's.
+	Bootstrap []string `toml:"bootstrap"`
+	// RefreshInterval is how often the root contract is read again.
+	RefreshInterval Duration `toml:"refresh_interval"`
+	// LookupInterval is how often the node searches the DHT: clients and
+	// workers for proxies, proxies for workers. Records are re-provided at
+	// the same pace.
+	LookupInterval Duration `toml:"lookup_interval"`
 }
 
 // AttestConfig says how the node proves itself and what it accepts.
@@ -119,8 +144,11 @@ type ClientConfig struct {
 func DefaultConfig(role Role) Config {
 	sc := sim.DefaultConfig()
 	hc := p2p.DefaultHostConfig()
-	if role == RoleClient {
+	switch role {
+	case RoleClient:
 		hc.Listen = nil // a client only dials
+	case RoleProxy:
+		hc.RelayService = true // workers behind NAT are reached through proxies
 	}
 	return Config{
 		Role:    role,
@@ -134,6 +162,8 @@ func DefaultConfig(role Role) Config {
 			CheckInterval: Duration(5 * time.Second),
 		},
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
+		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
+			LookupInterval: Duration(30 * time.Second)},
 		Proxy:  ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
 		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
@@ -186,6 +216,9 @@ func (c *Config) Validate() error {
 	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
 		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
 	}
+	if err := c.Discovery.validate(); err != nil {
+		return err
+	}
 	switch c.Role {
 	case RoleWorker:
 		w := c.Worker
@@ -209,8 +242,8 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
 		}
-		if len(c.P2P.Listen) == 0 {
-			return errors.New("p2p.listen: a worker must listen (until relays land in [2/6])")
+		if len(c.P2P.Listen) == 0 && !c.P2P.Private {
+			return errors.New("p2p.listen: a worker must listen, or set p2p.private to be reached through its proxies")
 		}
 		if _, err := discovery.ParseAddrs(w.Proxies); err != nil {
 			return fmt.Errorf("worker.proxies: %w", err)
@@ -232,8 +265,8 @@ func (c *Config) Validate() error {
 			return errors.New("p2p.listen: a proxy must listen")
 		}
 	case RoleClient:
-		if len(c.Client.Proxies) == 0 {
-			return errors.New("client.proxies: at least one proxy address is needed (--proxy)")
+		if len(c.Client.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
+			return errors.New("client.proxies: a client needs a way to find proxies: discovery.root (--root), discovery.bootstrap (--bootstrap) or a proxy address (--proxy)")
 		}
 		if _, err := discovery.ParseAddrs(c.Client.Proxies); err != nil {
 			return fmt.Errorf("client.proxies: %w", err)
@@ -248,6 +281,30 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("role: %v is not a role", c.Role)
 	}
 	return nil
+}
+
+func (d DiscoveryConfig) validate() error {
+	if d.Root != "" {
+		if _, err := ParseRoot(d.Root); err != nil {
+			return fmt.Errorf("discovery.root: %w", err)
+		}
+	}
+	if _, err := discovery.ParseAddrs(d.Bootstrap); err != nil {
+		return fmt.Errorf("discovery.bootstrap: %w", err)
+	}
+	if d.RefreshInterval.D() < time.Second || d.LookupInterval.D() < 100*time.Millisecond {
+		return errors.New("discovery.refresh_interval must be at least 1s and discovery.lookup_interval at least 100ms")
+	}
+	return nil
+}
+
+// ParseRoot parses a root contract address, raw ("0:ab…") or
+// user-friendly ("EQ…").
+func ParseRoot(s string) (*address.Address, error) {
+	if strings.Contains(s, ":") {
+		return address.ParseRawAddr(s)
+	}
+	return address.ParseAddr(s)
 }
 
 // checkAPIAddr refuses to expose the API beyond loopback without a key.

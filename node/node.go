@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +23,11 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/chain"
+	"github.com/cocoon-mesh/cocoon/chain/liteclient"
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/dht"
+	"github.com/cocoon-mesh/cocoon/discovery/registry"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/backend/openai"
@@ -49,7 +54,17 @@ type Node struct {
 	up     *gateway.Proxies
 	book   *offers.Book
 	gossip *offers.Gossip
+	// newOffer wakes followOffers when a worker's offer enters the book.
+	newOffer chan struct{}
+	// joined wakes announce when a peer joins the offers topic.
+	joined chan struct{}
 	http   *http.Server
+
+	chain    chain.Chain        // set by WithChain, or a lite client
+	lite     *liteclient.Client // the lite client this node made, if any
+	registry *registry.Reader   // nil without a root contract
+	dht      *dht.DHT           // nil for a client or worker with no bootstrap peer
+	slots    *p2p.Reservations  // a private worker's relay slots; nil otherwise
 	ln     net.Listener
 
 	cancel context.CancelFunc
@@ -69,7 +84,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String())}
+	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String()), newOffer: make(chan struct{}, 1), joined: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(n)
 	}
@@ -114,6 +129,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.Close()
 		return err
 	}
+	if err := n.startDiscovery(ctx); err != nil {
+		n.Close()
+		return err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 
@@ -134,7 +153,8 @@ func (n *Node) Start(ctx context.Context) error {
 		return roleErr
 	}
 	if n.book != nil {
-		if n.gossip, err = offers.StartGossip(h, offers.GossipConfig{Network: n.cfg.Network}, n.book, n.log); err != nil {
+		gc := offers.GossipConfig{Network: n.cfg.Network, Accepted: n.offerAccepted, PeerJoined: n.peerJoined}
+		if n.gossip, err = offers.StartGossip(h, gc, n.book, n.log); err != nil {
 			n.Close()
 			return err
 		}
@@ -145,6 +165,9 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	if n.keeper != nil {
 		n.wg.Go(func() { n.keeper.Run(runCtx) })
+	}
+	if n.dht != nil {
+		n.wg.Go(func() { n.lookup(runCtx) })
 	}
 	n.log.Info("node started", "network", n.cfg.Network, "addrs", n.Addrs())
 	return nil
@@ -172,6 +195,29 @@ func (n *Node) attestOnly() discovery.Hooks {
 	}
 }
 
+// relayedThrough is the keeper hook of a private worker: it attests each
+// proxy and holds a slot on it, so that others reach the worker through
+// it. A new slot is announced in the worker's next offer, soon.
+func (n *Node) relayedThrough() discovery.Hooks {
+	n.slots = p2p.NewReservations(n.h, nil)
+	return discovery.Hooks{
+		Up: func(ctx context.Context, p peer.ID) error {
+			if _, err := n.hs.Attest(ctx, p); err != nil {
+				return err
+			}
+			before := len(n.slots.Addrs())
+			if err := n.slots.Reserve(ctx, peer.AddrInfo{ID: p}); err != nil {
+				return err
+			}
+			if len(n.slots.Addrs()) != before {
+				n.peerJoined(p) // announce the new addresses
+			}
+			return nil
+		},
+		Down: func(p peer.ID) { n.slots.Drop(p) },
+	}
+}
+
 func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
 	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent},
@@ -180,13 +226,16 @@ func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 	if _, err := n.worker.Catalog(ctx); err != nil {
 		n.log.Warn("engine not answering yet", "err", err)
 	}
-	if len(n.cfg.Worker.Proxies) > 0 {
-		proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
-		if err != nil {
-			return fmt.Errorf("worker.proxies: %w", err)
-		}
-		n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Worker.CheckInterval.D(), n.attestOnly(), n.log)
+	proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
+	if err != nil {
+		return fmt.Errorf("worker.proxies: %w", err)
 	}
+	// The root contract's proxies and those found in the DHT join these.
+	hooks := n.attestOnly()
+	if n.cfg.P2P.Private {
+		hooks = n.relayedThrough()
+	}
+	n.keeper = discovery.NewKeeper(h, append(proxies, n.bootstrapPeers()...), n.cfg.Worker.CheckInterval.D(), hooks, n.log)
 	return nil
 }
 
@@ -227,7 +276,7 @@ func (n *Node) startClient(h host.Host) error {
 	if err != nil {
 		return fmt.Errorf("client.proxies: %w", err)
 	}
-	n.keeper = discovery.NewKeeper(h, proxies, n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
+	n.keeper = discovery.NewKeeper(h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
 	n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
 	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, n.up, n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
@@ -244,10 +293,11 @@ func (n *Node) startClient(h host.Host) error {
 	return nil
 }
 
-// announce publishes the node's offer at once and every announce
-// interval; each offer lives three intervals. A message gossiped before
-// gossipsub's first heartbeat may be lost; the next announcement makes up
-// for it.
+// announce publishes the node's offer at once, every announce interval,
+// and shortly after a peer joins the offers topic; each offer lives three
+// intervals. A message gossiped before gossipsub's first heartbeat, or to
+// a peer that joined a moment ago, may be lost; the next announcement
+// makes up for it.
 func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	every := n.cfg.Gossip.AnnounceInterval.D()
 	// The first announcement usually goes out before gossipsub's first
@@ -255,16 +305,44 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	// heartbeat later rather than a whole interval.
 	t := time.NewTimer(min(every, 1500*time.Millisecond))
 	defer t.Stop()
+	publish := true
 	for {
-		if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
-			n.log.Warn("announcing offer", "err", err)
+		if publish {
+			if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
+				n.log.Warn("announcing offer", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			publish = true
 			t.Reset(every)
+		case <-n.joined:
+			// Joins come in bursts; one announcement shortly after covers
+			// them all.
+			publish = false
+			if !t.Stop() {
+				select { // drain a fire that raced with the join
+				case <-t.C:
+				default:
+				}
+			}
+			t.Reset(joinSettle)
 		}
+	}
+}
+
+// joinSettle is how long a node waits after a peer joins the offers topic
+// before announcing to it: gossipsub drops messages to a peer for about
+// 100 ms after it joins (measured on loopback).
+const joinSettle = 250 * time.Millisecond
+
+// peerJoined is called by gossip when a peer joins the offers topic.
+func (n *Node) peerJoined(peer.ID) {
+	select {
+	case n.joined <- struct{}{}:
+	default:
 	}
 }
 
@@ -304,9 +382,20 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 	return n.gossip.Publish(ctx, signed)
 }
 
+// offerAccepted is called by gossip with each offer that enters the book.
+func (n *Node) offerAccepted(_ peer.ID, o *offers.Offer) {
+	if o.Role != offers.RoleWorker {
+		return
+	}
+	select {
+	case n.newOffer <- struct{}{}:
+	default:
+	}
+}
+
 // followOffers makes a proxy use the workers whose offers it holds: a
-// worker that joins late gets traffic once its offer arrives and it is
-// attested, and one whose offer expires gets none.
+// worker that joins late gets traffic as soon as its offer arrives and it
+// is attested, and one whose offer expires gets none.
 func (n *Node) followOffers(ctx context.Context) {
 	catalog := p2p.ProtocolID(n.cfg.Network, inference.CatalogProtocolName, inference.CatalogProtocolVersion)
 	flagged := make(map[peer.ID]bool)
@@ -347,6 +436,7 @@ func (n *Node) followOffers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.newOffer:
 		}
 	}
 }
@@ -415,11 +505,21 @@ func (n *Node) Addrs() []string {
 	if n.h == nil {
 		return nil
 	}
+	addrs := n.h.Addrs()
+	if n.slots != nil {
+		addrs = append(slices.DeleteFunc(addrs, isCircuit), n.slots.Addrs()...)
+	}
 	var out []string
-	for _, a := range n.h.Addrs() {
+	for _, a := range addrs {
 		out = append(out, a.Encapsulate(ma.StringCast("/p2p/"+n.h.ID().String())).String())
 	}
 	return out
+}
+
+// isCircuit reports whether a is a relayed address.
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
 }
 
 // APIAddr is where a client serves the OpenAI API ("" for other roles).
@@ -497,6 +597,15 @@ func (n *Node) Close() error {
 			n.up.Close()
 		}
 		n.wg.Wait()
+		if n.registry != nil {
+			n.registry.Close()
+		}
+		if n.dht != nil {
+			n.dht.Close()
+		}
+		if n.lite != nil {
+			n.lite.Close()
+		}
 		if n.h != nil {
 			err = n.h.Close()
 		}
