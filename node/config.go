@@ -164,7 +164,7 @@ func DefaultConfig(role Role) Config {
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
-		Proxy:  ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
+		Proxy: ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
 		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
 	}

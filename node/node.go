@@ -27,8 +27,8 @@ import (
 	"github.com/cocoon-mesh/cocoon/chain/liteclient"
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/discovery/dht"
-	"github.com/cocoon-mesh/cocoon/discovery/registry"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/discovery/registry"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/backend/openai"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
@@ -65,7 +65,7 @@ type Node struct {
 	registry *registry.Reader   // nil without a root contract
 	dht      *dht.DHT           // nil for a client or worker with no bootstrap peer
 	slots    *p2p.Reservations  // a private worker's relay slots; nil otherwise
-	ln     net.Listener
+	ln       net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
