@@ -242,6 +242,9 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
 		}
+		if c.P2P.Private && len(w.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
+			return errors.New("p2p.private: a private worker is reached through its proxies; give it discovery.root, discovery.bootstrap or worker.proxies")
+		}
 		if len(c.P2P.Listen) == 0 && !c.P2P.Private {
 			return errors.New("p2p.listen: a worker must listen, or set p2p.private to be reached through its proxies")
 		}

@@ -113,6 +113,22 @@ func TestValidate(t *testing.T) {
 		{"client request timeout", node.RoleClient, func(c *node.Config) { c.Client.RequestTimeout = 0 }, "client.request_timeout"},
 		{"client check interval", node.RoleClient, func(c *node.Config) { c.Client.CheckInterval = 0 }, "client.check_interval"},
 		{"client needs no listener", node.RoleClient, func(c *node.Config) { c.P2P.Listen = nil }, ""},
+		{"client with only a root contract", node.RoleClient, func(c *node.Config) {
+			c.Client.Proxies, c.Discovery.Root = nil, "0:"+strings.Repeat("ab", 32)
+		}, ""},
+		{"client with only bootstrap peers", node.RoleClient, func(c *node.Config) {
+			c.Client.Proxies, c.Discovery.Bootstrap = nil, c.Client.Proxies
+		}, ""},
+
+		{"root not an address", node.RoleWorker, func(c *node.Config) { c.Discovery.Root = "EQnotanaddress" }, "discovery.root"},
+		{"root raw address", node.RoleWorker, func(c *node.Config) { c.Discovery.Root = "0:" + strings.Repeat("ab", 32) }, ""},
+		{"bootstrap without /p2p", node.RoleWorker, func(c *node.Config) { c.Discovery.Bootstrap = []string{"/ip4/127.0.0.1/tcp/4002"} }, "discovery.bootstrap"},
+		{"lookup interval zero", node.RoleWorker, func(c *node.Config) { c.Discovery.LookupInterval = 0 }, "discovery.lookup_interval"},
+		{"private worker without listener", node.RoleWorker, func(c *node.Config) {
+			c.P2P.Private, c.P2P.Listen, c.Worker.Proxies = true, nil, []string{"/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"}
+		}, ""},
+		{"private worker with no way to its proxies", node.RoleWorker, func(c *node.Config) { c.P2P.Private, c.P2P.Listen = true, nil }, "p2p.private"},
+		{"private proxy", node.RoleProxy, func(c *node.Config) { c.P2P.Private = true }, "relay_service"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

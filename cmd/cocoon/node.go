@@ -59,7 +59,10 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	var listen stringList
 	fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
-	var workers, proxies, models stringList
+	fs.StringVar(&cfg.Discovery.Root, "root", cfg.Discovery.Root, "the network's root contract address on TON: nodes find each other through it")
+	fs.StringVar(&cfg.Discovery.GlobalConfig, "global-config", cfg.Discovery.GlobalConfig, "TON global config file or URL to read the root contract with (default: ton.org's for mainnet and testnet)")
+	var workers, proxies, models, bootstrap stringList
+	fs.Var(&bootstrap, "bootstrap", "more peers to join the DHT through, multiaddrs ending in /p2p/<id> (repeatable)")
 	switch role {
 	case node.RoleWorker:
 		fs.StringVar(&cfg.Worker.Backend, "backend", cfg.Worker.Backend, "engine backend: sim or openai")
@@ -67,6 +70,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
 		fs.IntVar(&cfg.Worker.MaxConcurrent, "max-concurrent", cfg.Worker.MaxConcurrent, "requests served at once")
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> to join (repeatable); it finds this worker from its offers")
+		fs.BoolVar(&cfg.P2P.Private, "private", cfg.P2P.Private, "behind NAT with no open port: be reached through relay slots on the proxies")
 		ttft := fs.Duration("sim-ttft", cfg.Worker.Sim.TTFT.D(), "sim backend: time to first token")
 		fs.Float64Var(&cfg.Worker.Sim.TokensPerSec, "sim-tps", cfg.Worker.Sim.TokensPerSec, "sim backend: tokens per second (0: as fast as possible)")
 		fs.IntVar(&cfg.Worker.Sim.Chunks, "sim-chunks", cfg.Worker.Sim.Chunks, "sim backend: answer with exactly this many chunks (benchmark shape)")
@@ -93,6 +97,9 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	}
 	if len(workers) > 0 {
 		cfg.Proxy.Workers = workers
+	}
+	if len(bootstrap) > 0 {
+		cfg.Discovery.Bootstrap = bootstrap
 	}
 	if len(proxies) > 0 {
 		cfg.Client.Proxies = proxies
