@@ -22,8 +22,9 @@ import (
 // Config configures a worker server.
 type Config struct {
 	Network       string
-	MaxConcurrent int           // requests run at once; more are refused as overloaded
-	MaxDuration   time.Duration // the longest one request may stream
+	MaxConcurrent int              // requests run at once; more are refused as overloaded
+	MaxDuration   time.Duration    // the longest one request may stream
+	Now           func() time.Time // the clock of the measurements; time.Now if nil
 }
 
 // Server serves inference and catalog streams for one backend.
@@ -38,8 +39,47 @@ type Server struct {
 
 	active atomic.Int64
 
-	mu        sync.Mutex // guards simulated
+	mu        sync.Mutex // guards simulated and stats
 	simulated map[string]bool
+	stats     Stats
+}
+
+// Stats are what the worker measured of its engine, announced in its
+// offers: moving averages over recent successful requests.
+type Stats struct {
+	TTFT         time.Duration // time to first chunk
+	TokensPerSec float64       // completion tokens per second after the first chunk
+	Served       int64         // requests answered in full
+}
+
+// statsWeight is the weight of the newest request in the moving averages.
+const statsWeight = 0.2
+
+// Stats returns the current measurements; zero until a request succeeds.
+func (w *Server) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
+
+// measure folds one successful request into the moving averages.
+func (w *Server) measure(ttft, total time.Duration, completion int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := &w.stats
+	var tps float64
+	if gen := total - ttft; gen > 0 && completion > 1 {
+		tps = float64(completion-1) / gen.Seconds()
+	}
+	if s.Served == 0 {
+		s.TTFT, s.TokensPerSec = ttft, tps
+	} else {
+		s.TTFT = time.Duration((1-statsWeight)*float64(s.TTFT) + statsWeight*float64(ttft))
+		if tps > 0 {
+			s.TokensPerSec = (1-statsWeight)*s.TokensPerSec + statsWeight*tps
+		}
+	}
+	s.Served++
 }
 
 // New serves backend as peer self. allow says whether a peer has passed
@@ -50,6 +90,9 @@ func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID
 	}
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
@@ -124,10 +167,14 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	}
 	defer w.active.Add(-1)
 
-	start := time.Now()
+	start := w.cfg.Now()
+	var first time.Time
 	var scratch []byte
 	chunks := 0
 	emit := func(c inference.Chunk) error {
+		if chunks == 0 {
+			first = w.cfg.Now()
+		}
 		scratch = inference.AppendChunk(scratch[:0], c)
 		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
 			return err
@@ -158,9 +205,13 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	if err := fw.Flush(); err != nil {
 		return err
 	}
+	if chunks > 0 {
+		end := w.cfg.Now()
+		w.measure(first.Sub(start), end.Sub(start), res.Usage.CompletionTokens)
+	}
 	if w.log.Enabled(ctx, slog.LevelDebug) {
 		log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
-			"completion_tokens", res.Usage.CompletionTokens, "duration", time.Since(start))
+			"completion_tokens", res.Usage.CompletionTokens, "duration", w.cfg.Now().Sub(start))
 	}
 	return nil
 }

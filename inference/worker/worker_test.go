@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -171,5 +173,54 @@ func expectError(t *testing.T, rr *inference.ResponseReader, code inference.Code
 	}
 	if ev.Type != inference.FrameError || ev.Err.Code != code {
 		t.Fatalf("got %+v (%+v), want error %v", ev, ev.Err, code)
+	}
+}
+
+// The worker measures time to first chunk and generation speed on its own
+// clock, as moving averages over successful requests.
+func TestStats(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	ttfts := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
+	call := 0
+	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		advance(ttfts[call])
+		call++
+		if err := emit(inference.Chunk{Text: "a"}); err != nil {
+			return inference.Result{}, err
+		}
+		advance(time.Second) // 10 more tokens in a second
+		return inference.Result{Usage: inference.Usage{CompletionTokens: 11}, FinishReason: "stop"}, nil
+	}}
+	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
+	t.Cleanup(sv.Close)
+	w := worker.New(worker.Config{Network: "local", Now: clock}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+	w.Register(sv)
+	p2ptest.Connect(t, requester, server)
+	if s := w.Stats(); s != (worker.Stats{}) {
+		t.Fatalf("stats before any request: %+v", s)
+	}
+	for i := range ttfts {
+		_, rr := send(t, requester, server.ID(), `{}`)
+		for {
+			ev, err := rr.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == inference.FrameEnd {
+				break
+			}
+		}
+		p2ptest.Eventually(t, "the request to be measured", func() bool { return w.Stats().Served == int64(i+1) })
+	}
+	s := w.Stats()
+	if s.TTFT != 140*time.Millisecond { // 0.8*100ms + 0.2*300ms
+		t.Errorf("TTFT = %v, want 140ms", s.TTFT)
+	}
+	if s.TokensPerSec < 9.99 || s.TokensPerSec > 10.01 {
+		t.Errorf("TokensPerSec = %v, want 10", s.TokensPerSec)
 	}
 }
