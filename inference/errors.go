@@ -22,6 +22,9 @@ const (
 	CodeUnattested   Code = 7 // the peer has not passed attestation
 	CodeInternal     Code = 8 // a bug or unexpected state
 	CodeCancelled    Code = 9 // the requester went away
+	// CodeTooExpensive: workers serve the model, but none at or under the
+	// request's max price. Never retried; a higher max price can help.
+	CodeTooExpensive Code = 10
 )
 
 var codeNames = map[Code]string{
@@ -34,6 +37,7 @@ var codeNames = map[Code]string{
 	CodeUnattested:   "peer_unattested",
 	CodeInternal:     "internal_error",
 	CodeCancelled:    "cancelled",
+	CodeTooExpensive: "price_too_high",
 }
 
 func (c Code) String() string {
@@ -51,6 +55,10 @@ func (c Code) HTTPStatus() int {
 	case CodeUnknownModel:
 		return http.StatusNotFound
 	case CodeNoWorker, CodeOverloaded, CodeUnattested:
+		return http.StatusServiceUnavailable
+	case CodeTooExpensive:
+		// Not 402, which says the client's funds ran out: the network
+		// has workers, only none at the client's price.
 		return http.StatusServiceUnavailable
 	case CodeEngine:
 		return http.StatusBadGateway

@@ -25,6 +25,7 @@ func TestCode(t *testing.T) {
 		{inference.CodeUnattested, "peer_unattested", http.StatusServiceUnavailable, true},
 		{inference.CodeInternal, "internal_error", http.StatusInternalServerError, false},
 		{inference.CodeCancelled, "cancelled", 499, false},
+		{inference.CodeTooExpensive, "price_too_high", http.StatusServiceUnavailable, false},
 		{0, "code(0)", http.StatusInternalServerError, false},
 		{100, "code(100)", http.StatusInternalServerError, false},
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"testing"
 	"unicode/utf8"
@@ -16,6 +17,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		{ID: "req-1", Kind: inference.KindChat, Model: "sim-small", Body: []byte(`{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"stream":true}`)},
 		{Kind: inference.KindCompletion, Model: "m", Body: []byte(`{"prompt":"x","max_tokens":4}`)},
 		{Kind: inference.KindChat, Model: "m"},
+		{ID: "p", Kind: inference.KindChat, Model: "m", MaxPrice: 250_000, Body: []byte(`{"messages":[]}`)},
+		{Kind: inference.KindCompletion, Model: "m", MaxPrice: math.MaxInt64},
 	} {
 		p, err := inference.AppendRequest(nil, &r)
 		if err != nil {
@@ -26,6 +29,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(rawRequest(1, "id", "m", "b"))
 	f.Add(rawRequest(3, "", "m", ""))
 	f.Add(rawRequest(2, "\xed\xa0\x80", "\u00e9", ""))
+	f.Add(append(rawRequest(0x11, "id", "m", ""), 0x00, '{'))
+	f.Add(append(rawRequest(0x12, "", "m", ""), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f))
+	f.Add(append(rawRequest(0x11, "", "m", ""), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01))
+	f.Add(rawRequest(0x21, "id", "m", "b"))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -39,7 +46,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if !req.Kind.Valid() || req.Model == "" {
+		if !req.Kind.Valid() || req.Model == "" || req.MaxPrice < 0 {
 			t.Fatalf("decoded an invalid request %+v", req)
 		}
 		if len(req.Body) > len(p) {
@@ -63,15 +70,23 @@ func FuzzDecodeRequest(f *testing.F) {
 
 // FuzzRequestRoundTrip checks decode(encode(x)) == x from the encoding
 // side, for requests the gateway can produce: valid UTF-8 strings (they
-// come from JSON), a valid kind, a model of at most 256 bytes.
+// come from JSON), a valid kind, a model of at most 256 bytes, an ID of at
+// most 128, any max price that is not negative.
 func FuzzRequestRoundTrip(f *testing.F) {
-	f.Add("req-1", uint8(1), "sim-small", []byte(`{"messages":[]}`))
-	f.Add("", uint8(2), "m", []byte{})
-	f.Add("\u2028<>&\"\\", uint8(1), "a/b:c", []byte{0, 1, 2})
-	f.Fuzz(func(t *testing.T, id string, kind uint8, model string, body []byte) {
-		req := &inference.Request{ID: id, Kind: inference.Kind(kind), Model: model, Body: body}
-		if !req.Kind.Valid() || model == "" || len(model) > 256 || len(id) > 256 ||
+	f.Add("req-1", uint8(1), "sim-small", int64(0), []byte(`{"messages":[]}`))
+	f.Add("", uint8(2), "m", int64(1), []byte{})
+	f.Add("\u2028<>&\"\\", uint8(1), "a/b:c", int64(math.MaxInt64), []byte{0, 1, 2})
+	f.Add("p", uint8(1), "m", int64(-5), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, id string, kind uint8, model string, maxPrice int64, body []byte) {
+		req := &inference.Request{ID: id, Kind: inference.Kind(kind), Model: model, MaxPrice: maxPrice, Body: body}
+		if !req.Kind.Valid() || model == "" || len(model) > 256 || len(id) > 128 ||
 			!utf8.ValidString(id) || !utf8.ValidString(model) {
+			return
+		}
+		if maxPrice < 0 {
+			if _, err := inference.AppendRequest(nil, req); !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("negative max price %d: %v, want ErrMalformed", maxPrice, err)
+			}
 			return
 		}
 		p, err := inference.AppendRequest(nil, req)

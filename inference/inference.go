@@ -34,7 +34,11 @@ type Request struct {
 	ID    string // assigned by the client node, for logs and receipts
 	Kind  Kind
 	Model string
-	Body  []byte
+	// MaxPrice is the most the client pays, in nanoTON per million
+	// tokens, compared with a worker's prompt plus completion price for
+	// Model; 0 means no limit. Proxies route by it and do not forward it.
+	MaxPrice int64
+	Body     []byte
 }
 
 // Chunk is one piece of streamed output.

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/network"
 	"io"
+	"math"
 	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -40,29 +42,49 @@ const (
 // the same bytes cannot help.
 var ErrMalformed = errors.New("malformed message")
 
-// A Request frame's payload is: kind byte, uvarint length and bytes of the
-// ID, the same of the model, then the body. It is binary so that hops
-// forward requests without a JSON round trip.
+// A Request frame's payload is: a head byte, uvarint length and bytes of
+// the ID, the same of the model, the optional fields the head announces,
+// then the body. It is binary so that hops forward requests without a JSON
+// round trip.
+//
+// The head byte carries the kind in its low four bits and flags in its high
+// four. A flag announces an optional field, written after the model in flag
+// order: reqMaxPrice, a uvarint max price. An encoder sets a flag only when
+// its field is not zero, so a request without optional fields encodes as
+// before flags existed. A decoder refuses flags it does not know: an
+// optional field changes what the request asks for, and a hop that cannot
+// honour it must not serve the request as if it were absent.
 const (
 	maxIDBytes    = 128
 	maxModelBytes = 256
+
+	reqKindMask  = 0x0f
+	reqMaxPrice  = 0x10
+	reqFlagsMask = reqMaxPrice
 )
 
 // AppendRequest encodes req as a Request frame payload. It refuses what
 // DecodeRequest would refuse, so a bad request fails at its source.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
-	if err := checkHeader(req.Kind, req.ID, req.Model); err != nil {
+	if err := checkHeader(req.Kind, req.ID, req.Model, req.MaxPrice); err != nil {
 		return nil, err
 	}
-	dst = append(dst, byte(req.Kind))
+	head := byte(req.Kind)
+	if req.MaxPrice != 0 {
+		head |= reqMaxPrice
+	}
+	dst = append(dst, head)
 	dst = binary.AppendUvarint(dst, uint64(len(req.ID)))
 	dst = append(dst, req.ID...)
 	dst = binary.AppendUvarint(dst, uint64(len(req.Model)))
 	dst = append(dst, req.Model...)
+	if req.MaxPrice != 0 {
+		dst = binary.AppendUvarint(dst, uint64(req.MaxPrice))
+	}
 	return append(dst, req.Body...), nil
 }
 
-func checkHeader(kind Kind, id, model string) error {
+func checkHeader(kind Kind, id, model string, maxPrice int64) error {
 	switch {
 	case !kind.Valid():
 		return fmt.Errorf("%w: request kind %d", ErrMalformed, kind)
@@ -72,6 +94,8 @@ func checkHeader(kind Kind, id, model string) error {
 		return fmt.Errorf("%w: model name must be valid UTF-8 of at most %d bytes", ErrMalformed, maxModelBytes)
 	case len(id) > maxIDBytes || !utf8.ValidString(id):
 		return fmt.Errorf("%w: request ID must be valid UTF-8 of at most %d bytes", ErrMalformed, maxIDBytes)
+	case maxPrice < 0:
+		return fmt.Errorf("%w: negative max price %d", ErrMalformed, maxPrice)
 	}
 	return nil
 }
@@ -81,7 +105,11 @@ func DecodeRequest(p []byte) (*Request, error) {
 	if len(p) < 1 {
 		return nil, fmt.Errorf("%w: empty request", ErrMalformed)
 	}
-	kind := Kind(p[0])
+	head := p[0]
+	if head&^(reqKindMask|reqFlagsMask) != 0 {
+		return nil, fmt.Errorf("%w: request flags %#x", ErrMalformed, head&^reqKindMask)
+	}
+	kind := Kind(head & reqKindMask)
 	p = p[1:]
 	field := func(max int) (string, error) {
 		n, k := binary.Uvarint(p)
@@ -100,10 +128,21 @@ func DecodeRequest(p []byte) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkHeader(kind, id, model); err != nil {
+	var maxPrice int64
+	if head&reqMaxPrice != 0 {
+		// Zero is written by leaving the flag out, so a flagged zero is
+		// refused: each request has one encoding.
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n == 0 || n > math.MaxInt64 {
+			return nil, fmt.Errorf("%w: request max price", ErrMalformed)
+		}
+		maxPrice = int64(n)
+		p = p[k:]
+	}
+	if err := checkHeader(kind, id, model, maxPrice); err != nil {
 		return nil, err
 	}
-	return &Request{ID: id, Kind: kind, Model: model, Body: append([]byte(nil), p...)}, nil
+	return &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, Body: append([]byte(nil), p...)}, nil
 }
 
 // MaxFinishReason is the longest finish reason a chunk carries; longer

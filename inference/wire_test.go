@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"testing"
 
@@ -24,6 +25,11 @@ func TestRequestRoundTrip(t *testing.T) {
 		{"binary body", inference.Request{ID: "b", Kind: inference.KindChat, Model: "m", Body: []byte{0, 0xff, '\n', '"'}}},
 		{"unicode and JSON-special model", inference.Request{ID: `"quoted" <id>`, Kind: inference.KindChat, Model: "modèle/7b:q4 <&>"}},
 		{"large body", inference.Request{ID: "big", Kind: inference.KindChat, Model: "m", Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
+		{"max price", inference.Request{ID: "p", Kind: inference.KindChat, Model: "m", MaxPrice: 1_500_000, Body: []byte(`{}`)}},
+		{"max price of one", inference.Request{Kind: inference.KindCompletion, Model: "m", MaxPrice: 1}},
+		{"largest max price", inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: math.MaxInt64, Body: []byte{0xff}}},
+		{"max price and large body", inference.Request{ID: strings.Repeat("i", 128), Kind: inference.KindChat, Model: strings.Repeat("m", 256),
+			MaxPrice: math.MaxInt64, Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,9 +54,9 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func assertRequest(t *testing.T, got, want *inference.Request) {
 	t.Helper()
-	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || !bytes.Equal(got.Body, want.Body) {
-		t.Fatalf("got {%q %v %q %d bytes}, want {%q %v %q %d bytes}",
-			got.ID, got.Kind, got.Model, len(got.Body), want.ID, want.Kind, want.Model, len(want.Body))
+	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || got.MaxPrice != want.MaxPrice || !bytes.Equal(got.Body, want.Body) {
+		t.Fatalf("got {%q %v %q max %d, %d bytes}, want {%q %v %q max %d, %d bytes}",
+			got.ID, got.Kind, got.Model, got.MaxPrice, len(got.Body), want.ID, want.Kind, want.Model, want.MaxPrice, len(want.Body))
 	}
 }
 
@@ -81,6 +87,48 @@ func rawRequest(kind byte, id, model, body string) []byte {
 	return append(p, body...)
 }
 
+// pricedRequest is rawRequest with the max-price flag set and maxPrice,
+// as given, between the model and the body.
+func pricedRequest(kind byte, id, model string, maxPrice uint64, body string) []byte {
+	p := rawRequest(kind|0x10, id, model, "")
+	p = binary.AppendUvarint(p, maxPrice)
+	return append(p, body...)
+}
+
+// TestRequestHeaderCompatible: a request without a max price encodes
+// exactly as it did before the header had flags, so nodes that predate the
+// flags still read it, and their requests still decode.
+func TestRequestHeaderCompatible(t *testing.T) {
+	tests := []struct {
+		name string
+		req  inference.Request
+		p    []byte // the encoding
+	}{
+		{"no max price", inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", Body: []byte("{}")},
+			rawRequest(1, "r", "m", "{}")},
+		{"completion without max price", inference.Request{Kind: inference.KindCompletion, Model: "sim-small"},
+			rawRequest(2, "", "sim-small", "")},
+		{"max price", inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxPrice: 300, Body: []byte("{}")},
+			pricedRequest(1, "r", "m", 300, "{}")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := inference.AppendRequest(nil, &tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(p, tt.p) {
+				t.Fatalf("encoded % x, want % x", p, tt.p)
+			}
+			got, err := inference.DecodeRequest(tt.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRequest(t, got, &tt.req)
+		})
+	}
+}
+
 func TestDecodeRequestErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -104,6 +152,16 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"model empty", rawRequest(2, "x", "", ""), true},
 		{"model not UTF-8", rawRequest(1, "x", "m\xff", ""), true},
 		{"ID not UTF-8", rawRequest(1, "\xc3", "m", ""), true},
+		{"max price", pricedRequest(1, "x", "m", 1000, "body"), false},
+		{"max price at the int64 limit", pricedRequest(2, "x", "m", math.MaxInt64, "body"), false},
+		{"max price over the int64 limit", pricedRequest(1, "x", "m", math.MaxInt64+1, "body"), true},
+		{"max price of zero flagged", pricedRequest(1, "x", "m", 0, "body"), true},
+		{"max price missing", pricedRequest(1, "x", "m", 1, "")[:len(rawRequest(1, "x", "m", ""))], true},
+		{"max price varint cut short", append(rawRequest(1|0x10, "x", "m", ""), 0x80), true},
+		{"max price varint overflows", append(rawRequest(1|0x10, "x", "m", ""), bytes.Repeat([]byte{0xff}, 11)...), true},
+		{"unknown flag", rawRequest(1|0x20, "x", "m", "body"), true},
+		{"high flag", rawRequest(1|0x80, "x", "m", "body"), true},
+		{"flag without kind", pricedRequest(0, "x", "m", 5, "body"), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,6 +423,8 @@ func TestAppendRequestAgreesWithDecode(t *testing.T) {
 		{"unknown kind", inference.Request{Kind: 7, Model: "m"}},
 		{"no model", inference.Request{Kind: inference.KindChat}},
 		{"model at the cap", inference.Request{Kind: inference.KindChat, Model: strings.Repeat("m", 256)}},
+		{"negative max price", inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: -1}},
+		{"max price at the limit", inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: math.MaxInt64}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
