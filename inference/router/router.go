@@ -1,15 +1,10 @@
-// Package router is the proxy's part of the inference protocol: it keeps
-// the set of workers it can reach, picks one for each request by model and
-// current load, forwards the request, and relays the response frame by
-// frame, flushing whenever nothing more is waiting. A worker that fails
-// before its first chunk is replaced by another; one that fails after it
-// ends the response with an error.
 package router
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -35,12 +30,19 @@ type Config struct {
 	// worker that passes it is treated as failed and the next is tried.
 	FirstChunkTimeout time.Duration
 	MaxDuration       time.Duration // the longest one request may stream
+	// FadeHalfLife is how fast a worker's measurements fade back to the
+	// prior while it is not observed (see the package doc); 0 means one
+	// minute, a negative value that they never fade.
+	FadeHalfLife time.Duration
+	// Now is the clock workers are measured with; time.Now if nil.
+	Now func() time.Time
 }
 
-// DefaultConfig tries three workers and waits two minutes for a first
-// chunk.
+// DefaultConfig tries three workers, waits two minutes for a first chunk,
+// and fades measurements with a half-life of a minute.
 func DefaultConfig(network string) Config {
-	return Config{Network: network, Attempts: 3, FirstChunkTimeout: 2 * time.Minute, MaxDuration: 30 * time.Minute}
+	return Config{Network: network, Attempts: 3, FirstChunkTimeout: 2 * time.Minute, MaxDuration: 30 * time.Minute,
+		FadeHalfLife: time.Minute}
 }
 
 // Tiers tells the router what it verified about a peer: ok is false for a
@@ -56,12 +58,18 @@ type Router struct {
 	pool     *inference.Pool // streams to workers
 	price    Pricer          // set before serving; nil: prices unknown
 	tiers    Tiers
+	now      func() time.Time
+	halfLife float64 // FadeHalfLife in seconds; 0: measurements never fade
 	log      *slog.Logger
 
-	mu      sync.Mutex // guards workers, order, known
+	mu      sync.Mutex // guards workers, order, known, ttftAll and the workers' fields
 	workers map[peer.ID]*worker
-	order   []peer.ID       // insertion order, the last tie-break
+	order   []*worker       // insertion order, the last tie-break
 	known   map[string]bool // every model any worker ever announced
+	// ttftAll is the EWMA of every first-chunk latency measured, in
+	// seconds: the prior of a worker not measured yet. 0 before the first.
+	ttftAll float64
+	hasAll  bool
 }
 
 type worker struct {
@@ -74,7 +82,24 @@ type worker struct {
 	active   int
 	served   int
 	failures int
+	// Measurements, as of observed (zero before the first): EWMAs of the
+	// time to first chunk, in seconds, and of outcomes (1 success, 0
+	// failure; a worker starts at 1).
+	ttft     float64
+	hasTTFT  bool
+	success  float64
+	observed time.Time
 }
+
+// The measurement model; the package doc gives the formula.
+const (
+	ttftAlpha    = 0.25                 // weight of a new first-chunk latency in the EWMA
+	successAlpha = 0.25                 // weight of a new outcome in the EWMA
+	latencyBase  = 0.05                 // seconds added to every latency, so near-zero ones compare sanely
+	minSuccess   = 0.05                 // the floor of the success ratio in the score
+	defaultFade  = time.Minute          // Config.FadeHalfLife when zero
+	unknownPrice = int64(math.MinInt64) // a price the router has no offer for
+)
 
 // New routes through h. tiers reports attestation verdicts: no request goes
 // to a worker without one, and none is taken from a client without one.
@@ -88,10 +113,16 @@ func New(cfg Config, h host.Host, tiers Tiers, log *slog.Logger) *Router {
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
 	}
+	if cfg.FadeHalfLife == 0 {
+		cfg.FadeHalfLife = defaultFade
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
 	return &Router{
-		cfg: cfg, serveCfg: sc, h: h, tiers: tiers,
+		cfg: cfg, serveCfg: sc, h: h, tiers: tiers, now: cfg.Now, halfLife: max(cfg.FadeHalfLife.Seconds(), 0),
 		pool:    inference.NewPool(h, cfg.Network, inference.DefaultPoolConfig()),
 		proto:   p2p.ProtocolID(cfg.Network, inference.ProtocolName, inference.ProtocolVersion),
 		log:     log.With("component", "router"),
@@ -114,9 +145,9 @@ func (r *Router) SetWorker(p peer.ID, c *inference.Catalog) {
 	defer r.mu.Unlock()
 	w, ok := r.workers[p]
 	if !ok {
-		w = &worker{id: p, idStr: p.String()}
+		w = &worker{id: p, idStr: p.String(), success: 1}
 		r.workers[p] = w
-		r.order = append(r.order, p)
+		r.order = append(r.order, w)
 	}
 	w.models = make(map[string]inference.Model, len(c.Models))
 	for _, m := range c.Models {
@@ -136,7 +167,9 @@ func (r *Router) SetWorker(p peer.ID, c *inference.Catalog) {
 type Pricer func(p peer.ID, model string) (price int64, ok bool)
 
 // SetPricer makes the router prefer cheaper workers among those that can
-// take a request. Call it before the router serves.
+// take a request, and lets it honour a request's MaxPrice: without one, no
+// price is known and a request with a MaxPrice finds no worker. Call it
+// before the router serves.
 func (r *Router) SetPricer(f Pricer) { r.price = f }
 
 // Serving reports whether p is a worker the router sends requests to.
@@ -190,64 +223,258 @@ func (r *Router) serveCatalog(ctx context.Context, s network.Stream) error {
 	return inference.ServeCatalog(s, r.Catalog())
 }
 
-// pick chooses the least loaded reachable worker serving model that was
-// not tried yet, and counts the request against it. Ties go to the worker
-// that served fewer requests, then to the one added first.
-func (r *Router) pick(model string, tried []peer.ID) (*worker, *inference.Error) {
+// pick chooses the worker for a request for model that was not tried yet,
+// and counts the request against it: among reachable workers with free
+// capacity whose price is at most maxPrice (0: any price), the one first in
+// the order the package doc gives. It runs on every request: one pass over
+// the workers, one clock read, no allocation.
+func (r *Router) pick(model string, maxPrice int64, tried []peer.ID) (*worker, *inference.Error) {
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.known[model] {
 		return nil, inference.Errorf(inference.CodeUnknownModel, "the model %q does not exist in this network", model)
 	}
-	var best *worker
-	var bestPrice int64
-	for _, id := range r.order {
-		w := r.workers[id]
-		if !w.up || slices.Contains(tried, id) || w.active >= w.maxConcurrent {
+	var best candidate
+	for _, w := range r.order {
+		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) {
 			continue
 		}
 		if _, ok := w.models[model]; !ok {
 			continue
 		}
-		price := int64(-1) // unknown
-		if r.price != nil {
-			if p, ok := r.price(id, model); ok {
-				price = p
+		price := r.priceLocked(w.id, model)
+		if maxPrice > 0 && (price == unknownPrice || price > maxPrice) {
+			continue
+		}
+		c := candidate{w: w, price: price, score: r.scoreLocked(w, now)}
+		if best.w == nil || c.before(best) {
+			best = c
+		}
+	}
+	if best.w == nil {
+		if maxPrice > 0 {
+			if e := r.tooExpensiveLocked(model, maxPrice); e != nil {
+				return nil, e
 			}
 		}
-		if best == nil || less(w, best, price, bestPrice) {
-			best, bestPrice = w, price
-		}
-	}
-	if best == nil {
 		return nil, inference.Errorf(inference.CodeNoWorker, "no worker can take model %q now", model)
 	}
-	best.active++
-	best.served++
-	return best, nil
+	best.w.active++
+	best.w.served++
+	return best.w, nil
 }
 
-// less orders workers with free capacity: the cheaper first when both
-// prices are known (the cheapest offer sells first), then by load
-// (active/max, compared without division), then by requests served.
-func less(a, b *worker, pa, pb int64) bool {
-	if pa >= 0 && pb >= 0 && pa != pb {
-		return pa < pb
+// priceLocked is what p asks for model, or unknownPrice.
+func (r *Router) priceLocked(p peer.ID, model string) int64 {
+	if r.price == nil {
+		return unknownPrice
 	}
-	la, lb := a.active*b.maxConcurrent, b.active*a.maxConcurrent
-	if la != lb {
-		return la < lb
+	if v, ok := r.price(p, model); ok {
+		return v
 	}
-	return a.served < b.served
+	return unknownPrice
 }
 
-func (r *Router) release(w *worker, failed bool) {
+// tooExpensiveLocked explains a failed pick with a price ceiling: nil when
+// some reachable worker serving model is within it (it is busy or was
+// tried, so the request failed for another reason), else the error naming
+// the cheapest price on offer.
+func (r *Router) tooExpensiveLocked(model string, maxPrice int64) *inference.Error {
+	cheapest := unknownPrice
+	for _, w := range r.order {
+		if _, ok := w.models[model]; !ok || !w.up {
+			continue
+		}
+		price := r.priceLocked(w.id, model)
+		if price == unknownPrice {
+			continue
+		}
+		if price <= maxPrice {
+			return nil
+		}
+		if cheapest == unknownPrice || price < cheapest {
+			cheapest = price
+		}
+	}
+	e := inference.Errorf(inference.CodeTooExpensive, "no worker offers model %q at or under %d nanoTON per million tokens", model, maxPrice)
+	if cheapest == unknownPrice {
+		e.Message += " (no worker's price for it is known)"
+	} else {
+		e.Message += fmt.Sprintf(" (cheapest: %d)", cheapest)
+	}
+	return e
+}
+
+// candidate is a worker that can take a request, with what pick compares.
+type candidate struct {
+	w     *worker
+	price int64 // unknownPrice when unknown
+	score float64
+}
+
+// before orders candidates: the cheaper first when both prices are known
+// (the cheapest offer sells first), then the lower score, then the one
+// that served fewer requests. pick keeps the earlier of equals, so
+// insertion order breaks the last tie.
+func (c candidate) before(b candidate) bool {
+	if c.price != unknownPrice && b.price != unknownPrice && c.price != b.price {
+		return c.price < b.price
+	}
+	if c.score != b.score {
+		return c.score < b.score
+	}
+	return c.w.served < b.w.served
+}
+
+// scoreLocked estimates the wait for a first chunk from w, in seconds:
+// its first-chunk latency, stretched by its load and by the retries its
+// failures cost. Lower is better.
+func (r *Router) scoreLocked(w *worker, now time.Time) float64 {
+	ttft, success := r.estimateLocked(w, now)
+	load := float64(w.active) / float64(w.maxConcurrent)
+	return (ttft + latencyBase) * (1 + load) / max(success, minSuccess)
+}
+
+// estimateLocked is w's first-chunk latency and success ratio as of now:
+// its measurements, faded towards the prior for the time since they were
+// made. A worker never measured gets the prior: the latency of all
+// workers, and a success ratio of 1.
+func (r *Router) estimateLocked(w *worker, now time.Time) (ttft, success float64) {
+	prior := r.ttftAll
+	if w.observed.IsZero() {
+		return prior, 1
+	}
+	k := r.keptLocked(w, now)
+	ttft = prior
+	if w.hasTTFT {
+		ttft = prior + (w.ttft-prior)*k
+	}
+	return ttft, 1 - (1-w.success)*k
+}
+
+// keptLocked is the weight w's measurements keep at now: halved every
+// half-life since they were made.
+func (r *Router) keptLocked(w *worker, now time.Time) float64 {
+	age := now.Sub(w.observed)
+	if age <= 0 || r.halfLife == 0 {
+		return 1
+	}
+	return math.Exp2(-age.Seconds() / r.halfLife)
+}
+
+// foldLocked makes w's faded estimate its new state, before a new
+// measurement is added to it.
+func (r *Router) foldLocked(w *worker, now time.Time) {
+	if w.observed.IsZero() {
+		return
+	}
+	ttft, success := r.estimateLocked(w, now)
+	if w.hasTTFT {
+		w.ttft = ttft
+	}
+	w.success = success
+}
+
+// firstChunk records that w sent its first frame d after the request.
+func (r *Router) firstChunk(w *worker, d time.Duration) {
+	now := r.now()
+	s := max(d.Seconds(), 0)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foldLocked(w, now)
+	if w.hasTTFT {
+		w.ttft += ttftAlpha * (s - w.ttft)
+	} else {
+		w.ttft, w.hasTTFT = s, true
+	}
+	if r.hasAll {
+		r.ttftAll += ttftAlpha * (s - r.ttftAll)
+	} else {
+		r.ttftAll, r.hasAll = s, true
+	}
+	w.observed = now
+}
+
+// outcome is how an attempt on a worker went, as far as the worker is
+// concerned.
+type outcome uint8
+
+const (
+	outcomeNone    outcome = iota // not the worker's doing: the client left, or the request was bad
+	outcomeSuccess                // the response ended with End
+	outcomeFailure                // the worker failed, before its first chunk or after
+)
+
+// release ends an attempt on w and records its outcome.
+func (r *Router) release(w *worker, o outcome) {
+	var now time.Time
+	if o != outcomeNone {
+		now = r.now()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w.active--
-	if failed {
+	if o == outcomeNone {
+		return
+	}
+	r.foldLocked(w, now)
+	x := 1.0
+	if o == outcomeFailure {
+		x = 0
 		w.failures++
 	}
+	w.success += successAlpha * (x - w.success)
+	w.observed = now
+}
+
+// WorkerStats is what the router knows of one worker, for operators.
+type WorkerStats struct {
+	Peer          peer.ID
+	Up            bool             // the router sends it requests
+	Models        []string         // sorted
+	Prices        map[string]int64 // per model, nanoTON per million prompt plus completion tokens, where an offer is known
+	MaxConcurrent int
+	Active        int // requests in flight
+	Served        int // requests sent to it
+	Failures      int // attempts it failed, before its first chunk or after
+	// TTFT is the EWMA of its time to first chunk; 0 until measured.
+	TTFT time.Duration
+	// Success is the EWMA of its outcomes, from 0 (failing) to 1
+	// (healthy); 1 until measured. Routing fades TTFT and Success towards
+	// the prior as they age (see the package doc); these are as measured.
+	Success  float64
+	Observed time.Time // when the last measurement was made; zero if none
+}
+
+// Workers reports every worker the router has known, up or down, in the
+// order they were added.
+func (r *Router) Workers() []WorkerStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]WorkerStats, 0, len(r.order))
+	for _, w := range r.order {
+		st := WorkerStats{
+			Peer: w.id, Up: w.up, MaxConcurrent: w.maxConcurrent,
+			Active: w.active, Served: w.served, Failures: w.failures,
+			Success: w.success, Observed: w.observed,
+		}
+		if w.hasTTFT {
+			st.TTFT = time.Duration(w.ttft * float64(time.Second))
+		}
+		for m := range w.models {
+			st.Models = append(st.Models, m)
+			if p := r.priceLocked(w.id, m); p != unknownPrice {
+				if st.Prices == nil {
+					st.Prices = make(map[string]int64)
+				}
+				st.Prices[m] = p
+			}
+		}
+		slices.Sort(st.Models)
+		out = append(out, st)
+	}
+	return out
 }
 
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
@@ -267,10 +494,18 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Request, out *p2p.FrameWriter) error {
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return r.log.With("request", req.ID, "model", req.Model, "peer", client) }
+	// The max price is the proxy's to honour; workers get the request
+	// without it, as they did before requests carried one.
+	fwd := req
+	if req.MaxPrice != 0 {
+		c := *req
+		c.MaxPrice = 0
+		fwd = &c
+	}
 	var tried []peer.ID
 	var last *inference.Error
 	for attempt := 0; attempt < r.cfg.Attempts; attempt++ {
-		w, perr := r.pick(req.Model, tried)
+		w, perr := r.pick(req.Model, req.MaxPrice, tried)
 		if perr != nil {
 			if last == nil || perr.Code == inference.CodeUnknownModel {
 				last = perr
@@ -278,7 +513,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			break
 		}
 		tried = append(tried, w.id)
-		started, e := r.forward(ctx, w, req, out, log)
+		started, e := r.forward(ctx, w, fwd, out, log)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
@@ -307,10 +542,11 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 }
 
 // forward sends req to w and relays its response to out. started reports
-// whether anything reached the client; e is the failure, if any.
+// whether anything reached the client; e is the failure, if any. It
+// measures w: the time to its first frame, and whether it failed.
 func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
-	failed := true
-	defer func() { r.release(w, failed) }()
+	o := outcomeFailure
+	defer func() { r.release(w, o) }()
 
 	tier, ok := r.tiers(w.id)
 	if !ok {
@@ -322,6 +558,7 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 	defer cancel()
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(r.cfg.FirstChunkTimeout, func() { timedOut.Store(true); cancel() })
+	sent := r.now()
 	call, err := r.pool.Send(actx, w.id, req)
 	timer.Stop()
 	if err != nil {
@@ -329,6 +566,7 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 		case timedOut.Load():
 			return false, inference.Errorf(inference.CodeTimeout, "worker sent nothing within %s", r.cfg.FirstChunkTimeout)
 		case ctx.Err() != nil:
+			o = outcomeNone
 			return false, inference.Errorf(inference.CodeCancelled, "client went away")
 		}
 		if r.h.Network().Connectedness(w.id) != network.Connected {
@@ -347,10 +585,11 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			return false, inference.Errorf(inference.CodeEngine, "worker sent a malformed error: %v", err)
 		}
 		if !ev.Err.Code.Retryable() {
-			failed = false // the request's fault, not the worker's
+			o = outcomeNone // the request's fault, not the worker's
 		}
 		return false, ev.Err
 	}
+	r.firstChunk(w, r.now().Sub(sent))
 	frames := 0
 	for {
 		switch typ {
@@ -360,6 +599,7 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			if err != nil {
 				return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker sent a malformed end: %v", err))
 			}
+			o = outcomeSuccess
 			end.Tier = tier
 			end.Worker = w.idStr
 			if err := inference.WriteEnd(out, end); err != nil {
@@ -368,29 +608,33 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
-			failed = false
 			return true, nil
 		case inference.FrameError:
+			if ev, err := inference.DecodeEvent(typ, p); err == nil && !ev.Err.Code.Retryable() {
+				o = outcomeNone // not the worker failing: the request, or its requester
+			}
 			if err := out.Write(typ, p); err == nil {
 				out.Flush()
 			}
-			failed = false
 			return true, inference.Errorf(inference.CodeEngine, "worker reported an error mid-stream")
 		default:
 			return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker sent frame type %d", typ))
 		}
 		if err := out.Write(typ, p); err != nil {
+			o = outcomeNone
 			return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 		}
 		frames++
 		if !call.Buffered() {
 			if err := out.Flush(); err != nil {
+				o = outcomeNone
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
 		}
 		typ, p, err = call.Next()
 		if err != nil {
 			if ctx.Err() != nil {
+				o = outcomeNone
 				return true, inference.Errorf(inference.CodeCancelled, "client went away")
 			}
 			log().Info("worker failed mid-stream", "worker", w.id, "chunks", frames, "err", err)

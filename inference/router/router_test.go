@@ -1,8 +1,11 @@
 package router
 
 import (
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -30,7 +33,7 @@ func TestPick(t *testing.T) {
 		for _, p := range tried {
 			seen = append(seen, p)
 		}
-		w, e := r.pick(model, seen)
+		w, e := r.pick(model, 0, seen)
 		if e != nil {
 			return "", e.Code
 		}
@@ -71,7 +74,7 @@ func TestPick(t *testing.T) {
 		t.Fatalf("catalog = %+v, want m (2 workers) and other; solo is down", got)
 	}
 	// Releasing frees capacity.
-	r.release(r.workers[a], false)
+	r.release(r.workers[a], outcomeNone)
 	if id, _ := pick("m", b); id != a {
 		t.Fatalf("after release: pick = %s, want a", id)
 	}
@@ -85,17 +88,132 @@ func TestPickPrefersCheaper(t *testing.T) {
 	r.SetWorker(dear, catalog(4, "m"))
 	r.SetWorker(cheap, catalog(1, "m"))
 
-	w, _ := r.pick("m", nil)
+	w, _ := r.pick("m", 0, nil)
 	if w.id != cheap {
 		t.Fatalf("picked %s, want the cheaper worker even though it was added later", w.id)
 	}
 	// The cheap one is full (1 of 1): the dear one takes the next.
-	if w, _ := r.pick("m", nil); w.id != dear {
+	if w, _ := r.pick("m", 0, nil); w.id != dear {
 		t.Fatalf("picked %s with the cheap worker full, want dear", w.id)
 	}
 	// A worker with no offer is compared by load only.
 	r.SetWorker(unknown, catalog(4, "m"))
-	if w, _ := r.pick("m", nil); w.id != unknown {
+	if w, _ := r.pick("m", 0, nil); w.id != unknown {
 		t.Fatalf("picked %s, want the idle worker whose price is unknown", w.id)
+	}
+}
+
+// TestPickBusyWithinPrice: when the workers within the max price are busy
+// or tried, the request is refused as no worker available, not as too
+// expensive: a retry later can help, a higher price need not.
+func TestPickBusyWithinPrice(t *testing.T) {
+	cheap, dear := peer.ID("cheap"), peer.ID("dear")
+	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
+	prices := map[peer.ID]int64{cheap: 100, dear: 500}
+	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	r.SetWorker(cheap, catalog(1, "m"))
+	r.SetWorker(dear, catalog(4, "m"))
+
+	tests := []struct {
+		name     string
+		maxPrice int64
+		tried    []peer.ID
+		want     peer.ID
+		code     inference.Code
+		msg      string
+	}{
+		{"within the price", 200, nil, cheap, 0, ""},
+		{"cheap one busy", 200, nil, "", inference.CodeNoWorker, ""},
+		{"no limit takes the dear one", 0, nil, dear, 0, ""},
+		{"under every price", 50, nil, "", inference.CodeTooExpensive,
+			`no worker offers model "m" at or under 50 nanoTON per million tokens (cheapest: 100)`},
+		{"only the dear one tried", 600, []peer.ID{dear}, "", inference.CodeNoWorker, ""},
+	}
+	for _, tt := range tests {
+		w, e := r.pick("m", tt.maxPrice, tt.tried)
+		switch {
+		case tt.code != 0 && (e == nil || e.Code != tt.code || tt.msg != "" && e.Message != tt.msg):
+			t.Errorf("%s: got %v, %v; want %v %q", tt.name, w, e, tt.code, tt.msg)
+		case tt.code == 0 && (e != nil || w.id != tt.want):
+			t.Errorf("%s: got %v, %v; want %s", tt.name, w, e, tt.want)
+		}
+	}
+}
+
+// TestScoreFades: a worker that failed loses to a healthy one with a
+// little load, and wins again once its failure has faded for a half-life.
+func TestScoreFades(t *testing.T) {
+	flaky, busy := peer.ID("flaky"), peer.ID("busy")
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	cfg := DefaultConfig("local")
+	cfg.Now, cfg.FadeHalfLife = clk.Now, time.Minute
+	r := New(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	r.SetWorker(flaky, catalog(4, "m"))
+	r.SetWorker(busy, catalog(4, "m"))
+
+	w, _ := r.pick("m", 0, nil)
+	if w.id != flaky {
+		t.Fatalf("first pick %s, want flaky (added first)", w.id)
+	}
+	r.release(w, outcomeFailure) // success 0.75: score 0.05/0.75 = 0.067
+	w, _ = r.pick("m", 0, nil)
+	if w.id != busy {
+		t.Fatalf("after a failure: pick %s, want busy", w.id)
+	}
+	// busy now holds 1 of 4: score 0.05 × 1.25 = 0.0625, under flaky's.
+	if w, _ := r.pick("m", 0, nil); w.id != busy {
+		t.Fatalf("with busy at 1/4: pick %s, want busy", w.id)
+	}
+	r.release(r.workers[busy], outcomeNone)
+	// busy at 1/4 again. A half-life later flaky's success is 0.875:
+	// 0.05/0.875 = 0.057 beats 0.0625.
+	clk.Advance(time.Minute)
+	if w, _ := r.pick("m", 0, nil); w.id != flaky {
+		t.Fatalf("a half-life after the failure: pick %s, want flaky", w.id)
+	}
+	if st := r.Workers(); st[0].Failures != 1 || st[0].Success != 0.75 || st[1].Failures != 0 || st[1].Success != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// fakeClock is a clock tests move by hand; safe for concurrent use.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// BenchmarkPick is the router's per-request choice among 64 workers with
+// prices and measurements, on the real clock.
+func BenchmarkPick(b *testing.B) {
+	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
+	prices := make(map[peer.ID]int64)
+	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	for i := range 64 {
+		id := peer.ID(fmt.Sprintf("w%02d", i))
+		prices[id] = int64(100 + i%4)
+		r.SetWorker(id, catalog(64, "m"))
+		w, _ := r.pick("m", 0, nil)
+		r.firstChunk(w, time.Duration(i)*time.Millisecond)
+		r.release(w, outcomeSuccess)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		w, e := r.pick("m", 1000, nil)
+		if e != nil {
+			b.Fatal(e)
+		}
+		r.release(w, outcomeNone)
 	}
 }

@@ -1,0 +1,58 @@
+// Package router is the proxy's part of the inference protocol: it keeps
+// the set of workers it can reach, picks one for each request, forwards
+// the request, and relays the response frame by frame, flushing whenever
+// nothing more is waiting. A worker that fails before its first chunk is
+// replaced by another; one that fails after it ends the response with an
+// error.
+//
+// # Choosing a worker
+//
+// A request may go to a worker that is up, serves its model, has a free
+// slot (the router's own count of requests in flight is under the worker's
+// max_concurrent), was not tried for this request yet, and, when the
+// request carries a MaxPrice, asks at most that: its offer's prompt plus
+// completion price for the model, in nanoTON per million tokens. With a
+// MaxPrice, a worker whose price is unknown is never chosen. If workers
+// serve the model but none within the price, the request fails with
+// CodeTooExpensive, naming the cheapest price on offer.
+//
+// Among those workers, the router picks by, in order:
+//
+//  1. price, the cheapest first, where both prices are known (the
+//     cheapest offer sells first);
+//  2. score, the lowest first;
+//  3. requests served, the fewest first;
+//  4. the order in which workers were added.
+//
+// The score estimates the wait for a first chunk from the worker, in
+// seconds:
+//
+//	score = (ttft + 0.05) × (1 + active/max_concurrent) / max(success, 0.05)
+//
+// ttft is the worker's measured time to first chunk, an EWMA (weight 1/4
+// per request) of the time from sending the request to its first frame.
+// success is an EWMA (weight 1/4) of its outcomes: 1 for a response that
+// ended with End, 0 for a failure before the first chunk (an error a
+// retry could help with, a timeout, a stream that broke) or after it
+// (a broken stream, a malformed frame, an engine error). Requests the
+// client cancelled or that failed by their own fault count for neither.
+// So a failure raises the score as a retry would raise the wait, and load
+// stretches it as a queue would. The 0.05 s keeps near-zero latencies from
+// dividing traffic by noise.
+//
+// A worker never measured gets a neutral prior: the EWMA of every worker's
+// first-chunk latency so far (0 before the first), and a success of 1. It
+// thus ties with workers that perform as the average does, and wins those
+// ties on requests served, so a new worker gets traffic at once. A
+// worker's measurements fade back to that prior while it is not measured,
+// halving their distance to it every Config.FadeHalfLife (a minute by
+// default):
+//
+//	x_now = prior + (x - prior) × 2^(-age/half-life)
+//
+// so old failures and old latencies weigh less and less, and a worker
+// that did badly competes again as they fade.
+//
+// Measurements are taken with Config.Now. Choosing is one pass over the
+// workers under the router's mutex, with one clock read and no allocation.
+package router

@@ -1,0 +1,356 @@
+package router_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/router"
+	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var discard = slog.New(slog.DiscardHandler)
+
+// clock is the router's clock in these tests: it moves only when a
+// backend moves it, so every measured latency is exact.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// behaviour is how a test worker answers each request.
+type behaviour struct {
+	firstChunk time.Duration // moves the router's clock before the first chunk
+	failBefore bool          // engine_error before any chunk
+	failAfter  bool          // engine_error after one chunk
+}
+
+// backend serves model "m" as its behaviour says, and records the max
+// price of every request it gets.
+type backend struct {
+	clock *clock
+	b     behaviour
+
+	mu        sync.Mutex // guards maxPrices
+	maxPrices []int64
+}
+
+func (b *backend) Models(context.Context) ([]inference.Model, error) {
+	return []inference.Model{{ID: "m", Simulated: true}}, nil
+}
+
+func (b *backend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+	b.mu.Lock()
+	b.maxPrices = append(b.maxPrices, req.MaxPrice)
+	b.mu.Unlock()
+	if b.b.failBefore {
+		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
+	}
+	b.clock.Advance(b.b.firstChunk)
+	if err := emit(inference.Chunk{Text: "hi"}); err != nil {
+		return inference.Result{}, err
+	}
+	if b.b.failAfter {
+		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine died")
+	}
+	return inference.Result{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 1}, FinishReason: "stop"}, nil
+}
+
+func (b *backend) seen() []int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int64(nil), b.maxPrices...)
+}
+
+// mesh is a proxy's router on a loopback host, a client host connected to
+// it, and workers added one by one, each on its own host.
+type mesh struct {
+	t      *testing.T
+	clock  *clock
+	proxy  host.Host
+	router *router.Router
+	pool   *inference.Pool
+
+	mu       sync.Mutex // guards prices
+	prices   map[peer.ID]int64
+	names    map[string]string // worker peer ID -> test name
+	backends map[string]*backend
+}
+
+func newMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := &mesh{t: t, clock: &clock{t: time.Unix(1_700_000_000, 0)},
+		prices: make(map[peer.ID]int64), names: make(map[string]string), backends: make(map[string]*backend)}
+	m.proxy = p2ptest.NewHost(t)
+	client := p2ptest.NewHost(t)
+	cfg := router.DefaultConfig("local")
+	cfg.Now = m.clock.Now
+	m.router = router.New(cfg, m.proxy, func(peer.ID) (string, bool) { return "dev", true }, discard)
+	m.router.SetPricer(func(p peer.ID, model string) (int64, bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		v, ok := m.prices[p]
+		return v, ok && model == "m"
+	})
+	sv := p2p.NewService(m.proxy, discard)
+	m.router.Register(sv)
+	m.pool = inference.NewPool(client, "local", inference.DefaultPoolConfig())
+	t.Cleanup(func() {
+		m.pool.Close()
+		sv.Close()
+		m.router.Close()
+	})
+	p2ptest.Connect(t, client, m.proxy)
+	return m
+}
+
+// addWorker starts a worker named name; price < 0 means it has no offer.
+func (m *mesh) addWorker(name string, price int64, b behaviour) {
+	m.t.Helper()
+	h := p2ptest.NewHost(m.t)
+	be := &backend{clock: m.clock, b: b}
+	sv := p2p.NewService(h, discard)
+	m.t.Cleanup(sv.Close)
+	w := worker.New(worker.Config{Network: "local", MaxConcurrent: 4}, h.ID(), be, func(peer.ID) bool { return true }, discard)
+	w.Register(sv)
+	p2ptest.Connect(m.t, m.proxy, h)
+	c, err := w.Catalog(m.t.Context())
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.mu.Lock()
+	if price >= 0 {
+		m.prices[h.ID()] = price
+	}
+	m.names[h.ID().String()] = name
+	m.backends[name] = be
+	m.mu.Unlock()
+	m.router.SetWorker(h.ID(), c)
+}
+
+// send makes one request through the proxy and returns the name of the
+// worker that answered, or the error the client got. It returns once the
+// router has released every worker, so the next request sees this one's
+// measurements.
+func (m *mesh) send(maxPrice int64) (string, *inference.Error) {
+	m.t.Helper()
+	defer p2ptest.Eventually(m.t, "the router to release its workers", func() bool {
+		for _, w := range m.router.Workers() {
+			if w.Active != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	req := &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxPrice: maxPrice, Body: []byte(`{}`)}
+	call, err := m.pool.Send(m.t.Context(), m.proxy.ID(), req)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer call.Done()
+	for {
+		typ, p, err := call.Next()
+		if err != nil {
+			m.t.Fatalf("reading the response: %v", err)
+		}
+		ev, err := inference.DecodeEvent(typ, p)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		switch ev.Type {
+		case inference.FrameEnd:
+			return m.names[ev.End.Worker], nil
+		case inference.FrameError:
+			return "", ev.Err
+		}
+	}
+}
+
+// served counts the responses by worker name over n requests.
+func (m *mesh) served(n int, maxPrice int64) map[string]int {
+	m.t.Helper()
+	got := make(map[string]int)
+	for range n {
+		name, e := m.send(maxPrice)
+		if e != nil {
+			m.t.Fatalf("request failed: %v", e)
+		}
+		got[name]++
+	}
+	return got
+}
+
+func (m *mesh) stats(name string) router.WorkerStats {
+	m.t.Helper()
+	for _, w := range m.router.Workers() {
+		if m.names[w.Peer.String()] == name {
+			return w
+		}
+	}
+	m.t.Fatalf("no stats for worker %s", name)
+	return router.WorkerStats{}
+}
+
+func TestMaxPrice(t *testing.T) {
+	type w struct {
+		name  string
+		price int64 // < 0: no offer
+	}
+	tests := []struct {
+		name     string
+		workers  []w
+		maxPrice int64
+		want     string         // the worker that answers
+		code     inference.Code // or the error the client gets
+		msg      string
+	}{
+		{"no limit", []w{{"dear", 500}, {"cheap", 100}}, 0, "cheap", 0, ""},
+		{"at the limit", []w{{"dear", 500}, {"cheap", 100}}, 100, "cheap", 0, ""},
+		{"only the dear one is cheap enough", []w{{"dear", 500}, {"cheaper", 400}}, 450, "cheaper", 0, ""},
+		{"too expensive", []w{{"dear", 500}, {"cheap", 100}}, 99, "", inference.CodeTooExpensive,
+			`no worker offers model "m" at or under 99 nanoTON per million tokens (cheapest: 100)`},
+		{"unknown price without a limit", []w{{"unpriced", -1}}, 0, "unpriced", 0, ""},
+		{"unknown price with a limit", []w{{"unpriced", -1}}, 1_000_000, "", inference.CodeTooExpensive,
+			`no worker offers model "m" at or under 1000000 nanoTON per million tokens (no worker's price for it is known)`},
+		{"unknown price skipped for a known one", []w{{"unpriced", -1}, {"dear", 500}}, 500, "dear", 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMesh(t)
+			for _, w := range tt.workers {
+				m.addWorker(w.name, w.price, behaviour{})
+			}
+			got, e := m.send(tt.maxPrice)
+			if tt.code != 0 {
+				if e == nil || e.Code != tt.code || e.Message != tt.msg {
+					t.Fatalf("got %q, %v; want %v %q", got, e, tt.code, tt.msg)
+				}
+				if s := e.Code.HTTPStatus(); s != 503 {
+					t.Fatalf("HTTP status %d, want 503", s)
+				}
+				return
+			}
+			if e != nil || got != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, e, tt.want)
+			}
+			// The ceiling is the proxy's business: the worker never sees it.
+			if mp := m.backends[got].seen(); len(mp) != 1 || mp[0] != 0 {
+				t.Fatalf("the worker got max prices %v, want [0]", mp)
+			}
+		})
+	}
+}
+
+// TestMeasuredRouting: at equal price and load, a worker that fails or is
+// slow to its first chunk loses the traffic to a healthy, fast one.
+func TestMeasuredRouting(t *testing.T) {
+	type w struct {
+		name string
+		b    behaviour
+	}
+	tests := []struct {
+		name    string
+		workers []w // in the order added: the first takes the first request
+		n       int
+		want    map[string]int // responses by worker
+		// stats of the first worker afterwards
+		failures int
+		ttft     time.Duration
+		success  float64
+	}{
+		{"failing before the first chunk", []w{{"flaky", behaviour{failBefore: true}}, {"healthy", behaviour{}}}, 10,
+			// The first request fails on flaky and is retried on healthy.
+			map[string]int{"healthy": 10}, 1, 0, 0.75},
+		{"failing mid-stream", []w{{"flaky", behaviour{failAfter: true}}, {"healthy", behaviour{}}}, 1,
+			nil, 1, 0, 0.75},
+		{"slow first chunk", []w{{"slow", behaviour{firstChunk: 2 * time.Second}}, {"fast", behaviour{firstChunk: 10 * time.Millisecond}}}, 10,
+			// slow takes the first; fast, unmeasured, ties on the prior
+			// (slow's 2 s) and wins on requests served; then it is faster.
+			map[string]int{"slow": 1, "fast": 9}, 0, 2 * time.Second, 1},
+		{"healthy and equal", []w{{"a", behaviour{firstChunk: time.Second}}, {"b", behaviour{firstChunk: time.Second}}}, 10,
+			// Equal measurements tie; requests served alternate them.
+			map[string]int{"a": 5, "b": 5}, 0, time.Second, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMesh(t)
+			for _, w := range tt.workers {
+				m.addWorker(w.name, 100, w.b)
+			}
+			if tt.want == nil {
+				// A response that broke mid-stream reaches the client as an error.
+				if _, e := m.send(0); e == nil || e.Code != inference.CodeEngine {
+					t.Fatalf("got %v, want engine_error", e)
+				}
+				if got := m.served(10, 0); got["healthy"] != 10 {
+					t.Fatalf("after the failure, served %v; want all by healthy", got)
+				}
+			} else if got := m.served(tt.n, 0); !equal(got, tt.want) {
+				t.Fatalf("served %v, want %v", got, tt.want)
+			}
+			st := m.stats(tt.workers[0].name)
+			if st.Failures != tt.failures || st.TTFT.Round(time.Millisecond) != tt.ttft || st.Success != tt.success || st.Active != 0 {
+				t.Fatalf("stats of %s: %+v; want %d failures, ttft %s, success %g", tt.workers[0].name, st, tt.failures, tt.ttft, tt.success)
+			}
+		})
+	}
+}
+
+// TestNewWorkerGetsTraffic: a worker added to a running proxy, with no
+// measurements yet, takes the next request from workers as good as the
+// average, and keeps sharing the traffic.
+func TestNewWorkerGetsTraffic(t *testing.T) {
+	m := newMesh(t)
+	m.addWorker("a", 100, behaviour{firstChunk: 300 * time.Millisecond})
+	m.addWorker("b", 100, behaviour{firstChunk: 300 * time.Millisecond})
+	if got := m.served(6, 0); !equal(got, map[string]int{"a": 3, "b": 3}) {
+		t.Fatalf("before: served %v", got)
+	}
+	m.addWorker("new", 100, behaviour{firstChunk: 300 * time.Millisecond})
+	if got, e := m.send(0); got != "new" || e != nil {
+		t.Fatalf("next request served by %q, %v; want the new worker", got, e)
+	}
+	if got := m.served(6, 0); got["new"] == 0 {
+		t.Fatalf("then served %v; want the new worker among them", got)
+	}
+	st := m.stats("new")
+	if st.Served == 0 || st.TTFT.Round(time.Millisecond) != 300*time.Millisecond || st.Success != 1 || !st.Up ||
+		len(st.Models) != 1 || st.Models[0] != "m" || st.Prices["m"] != 100 || st.MaxConcurrent != 4 || st.Observed.IsZero() {
+		t.Fatalf("stats of the new worker: %+v", st)
+	}
+}
+
+func equal(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
