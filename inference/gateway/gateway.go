@@ -4,6 +4,11 @@
 // error objects. It checks each request, sends it into the mesh through an
 // Upstream, and writes every chunk as soon as it arrives, flushing when no
 // further chunk is already waiting.
+//
+// A request's max price is Config.MaxPrice unless the app sends the
+// X-Cocoon-Max-Price header: decimal nanoTON per million prompt plus
+// completion tokens, 0 for no limit. When no worker is that cheap the app
+// gets 503 with code price_too_high.
 package gateway
 
 import (
@@ -17,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +38,19 @@ type Config struct {
 	// FirstByteTimeout bounds the wait for the first chunk (or error) from
 	// the mesh; past it the app gets 504.
 	FirstByteTimeout time.Duration
+	// MaxPrice is the most a request may cost, in nanoTON per million
+	// prompt plus completion tokens, unless the request's
+	// X-Cocoon-Max-Price header says otherwise; 0 means no limit. A
+	// negative value counts as 0.
+	MaxPrice int64
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
 }
+
+// MaxPriceHeader sets one request's max price: decimal nanoTON per million
+// prompt plus completion tokens, 0 for no limit. It overrides
+// Config.MaxPrice.
+const MaxPriceHeader = "X-Cocoon-Max-Price"
 
 // Server is the HTTP API.
 type Server struct {
@@ -52,6 +68,7 @@ func New(cfg Config, up Upstream, log *slog.Logger) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.MaxPrice = max(cfg.MaxPrice, 0)
 	s := &Server{cfg: cfg, up: up, log: log.With("component", "gateway"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("/v1/models", s.models)
 	s.mux.HandleFunc("/v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
@@ -132,6 +149,11 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
+	maxPrice, bad := s.maxPrice(r.Header)
+	if bad != nil {
+		writeInferenceError(w, bad)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -148,7 +170,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, bad)
 		return
 	}
-	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, Body: body}
+	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, Body: body}
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return s.log.With("request", req.ID, "model", req.Model) }
 
@@ -201,6 +223,22 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		return
 	}
 	s.whole(w, resp, ev, out, log)
+}
+
+// maxPrice is the request's max price: its MaxPriceHeader, or the
+// configured default. A header that is not one whole number of at least 0
+// is a bad request naming the header.
+func (s *Server) maxPrice(h http.Header) (int64, *inference.Error) {
+	vs := h.Values(MaxPriceHeader)
+	if len(vs) == 0 || len(vs) == 1 && vs[0] == "" {
+		return s.cfg.MaxPrice, nil
+	}
+	n, err := strconv.ParseInt(vs[0], 10, 64)
+	if len(vs) > 1 || err != nil || n < 0 {
+		return 0, &inference.Error{Code: inference.CodeBadRequest, Param: MaxPriceHeader,
+			Message: MaxPriceHeader + " must be given once, as a whole number of nanoTON per million tokens (0 for no limit)"}
+	}
+	return n, nil
 }
 
 // stream writes the response as server-sent events, flushing whenever no

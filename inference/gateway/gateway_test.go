@@ -118,13 +118,19 @@ func FuzzJSONString(f *testing.F) {
 type fakeUpstream struct {
 	events chan inference.Event
 	closed chan struct{}
+	opened chan *inference.Request // if not nil, gets each request sent
 }
 
 func (f *fakeUpstream) Catalog(context.Context) (*inference.Catalog, error) {
 	return &inference.Catalog{Models: []inference.Model{{ID: "m", Simulated: true}}}, nil
 }
 
-func (f *fakeUpstream) Open(context.Context, *inference.Request) (Response, error) { return f, nil }
+func (f *fakeUpstream) Open(_ context.Context, req *inference.Request) (Response, error) {
+	if f.opened != nil {
+		f.opened <- req
+	}
+	return f, nil
+}
 
 func (f *fakeUpstream) Next() (inference.Event, error) {
 	ev, ok := <-f.events
@@ -223,4 +229,101 @@ func TestMethodAndKey(t *testing.T) {
 			t.Errorf("%s %s key=%q: status %d, want %d", tt.method, tt.path, tt.key, resp.StatusCode, tt.status)
 		}
 	}
+}
+
+func TestMaxPriceHeader(t *testing.T) {
+	tests := []struct {
+		name     string
+		config   int64
+		header   []string // values of X-Cocoon-Max-Price; none: absent
+		want     int64    // the request's MaxPrice
+		rejected bool     // 400 naming the header
+	}{
+		{"no header, no default", 0, nil, 0, false},
+		{"no header takes the default", 700, nil, 700, false},
+		{"header", 0, []string{"250000"}, 250000, false},
+		{"header overrides the default", 700, []string{"900"}, 900, false},
+		{"zero lifts the default", 700, []string{"0"}, 0, false},
+		{"empty counts as absent", 700, []string{""}, 700, false},
+		{"largest", 0, []string{"9223372036854775807"}, 1<<63 - 1, false},
+		{"negative default counts as none", -5, nil, 0, false},
+		{"negative", 700, []string{"-1"}, 0, true},
+		{"garbage", 0, []string{"cheap"}, 0, true},
+		{"fraction", 0, []string{"1.5"}, 0, true},
+		{"with a unit", 0, []string{"100 nanoTON"}, 0, true},
+		{"overflows", 0, []string{"9223372036854775808"}, 0, true},
+		{"given twice", 0, []string{"1", "2"}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{}}
+			srv := httptest.NewServer(New(Config{MaxPrice: tt.config}, up, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+			for _, v := range tt.header {
+				req.Header.Add("X-Cocoon-Max-Price", v)
+			}
+			status, e := do(t, req)
+			if tt.rejected {
+				if status != http.StatusBadRequest || e.Param == nil || *e.Param != MaxPriceHeader || e.Type != "invalid_request_error" {
+					t.Fatalf("got %d %+v, want 400 naming %s", status, e, MaxPriceHeader)
+				}
+				select {
+				case r := <-up.opened:
+					t.Fatalf("a rejected request went upstream: %+v", r)
+				default:
+				}
+				return
+			}
+			if status != http.StatusOK {
+				t.Fatalf("status %d: %+v", status, e)
+			}
+			if r := <-up.opened; r.MaxPrice != tt.want {
+				t.Fatalf("MaxPrice %d, want %d", r.MaxPrice, tt.want)
+			}
+		})
+	}
+}
+
+// TestTooExpensive: no worker within the max price is a 503 that says so.
+func TestTooExpensive(t *testing.T) {
+	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{})}
+	msg := `no worker offers model "m" at or under 50 nanoTON per million tokens (cheapest: 100)`
+	up.events <- inference.Event{Type: inference.FrameError, Err: inference.Errorf(inference.CodeTooExpensive, "%s", msg)}
+	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"x"}`))
+	req.Header.Set("X-Cocoon-Max-Price", "50")
+	status, e := do(t, req)
+	if status != http.StatusServiceUnavailable || e.Code == nil || *e.Code != "price_too_high" || e.Message != msg {
+		t.Fatalf("got %d %+v, want 503 price_too_high", status, e)
+	}
+}
+
+type apiError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+// do sends req and returns the status and, for an error, its error object.
+func do(t *testing.T, req *http.Request) (int, apiError) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error apiError `json:"error"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatalf("status %d with a body that is not an error object: %v", resp.StatusCode, err)
+		}
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, body.Error
 }
