@@ -12,6 +12,7 @@ import (
 	"github.com/xssnick/tonutils-go/address"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -123,7 +124,10 @@ type ProxyConfig struct {
 	// Workers are multiaddrs ending in /p2p/<id> of workers to use.
 	// Workers that join the proxy themselves (worker.proxies) are found
 	// from their offers; discovery replaces both in [2/6].
-	Workers           []string `toml:"workers"`
+	Workers []string `toml:"workers"`
+	// FeePPM is the fee this proxy adds to a worker's price, in millionths
+	// of it, announced in its offers. The root contract caps it.
+	FeePPM            int64    `toml:"fee_ppm"`
 	Attempts          int      `toml:"attempts"`
 	FirstChunkTimeout Duration `toml:"first_chunk_timeout"`
 	CheckInterval     Duration `toml:"check_interval"`
@@ -164,7 +168,7 @@ func DefaultConfig(role Role) Config {
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
-		Proxy: ProxyConfig{Attempts: 3, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
+		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
 		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
 	}
@@ -257,6 +261,9 @@ func (c *Config) Validate() error {
 	case RoleProxy:
 		if _, err := discovery.ParseAddrs(c.Proxy.Workers); err != nil {
 			return fmt.Errorf("proxy.workers: %w", err)
+		}
+		if c.Proxy.FeePPM < 0 || c.Proxy.FeePPM > offers.MaxFeePPM {
+			return fmt.Errorf("proxy.fee_ppm: %d must be from 0 to %d", c.Proxy.FeePPM, offers.MaxFeePPM)
 		}
 		if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
 			return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)

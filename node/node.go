@@ -369,10 +369,14 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		}
 		o.MaxConcurrent = c.MaxConcurrent
 		o.Load = min(c.Active, c.MaxConcurrent)
+		st := n.worker.Stats()
+		o.TTFTMillis = min(st.TTFT.Milliseconds(), offers.MaxTTFT.Milliseconds())
+		o.TokensPerSec = min(st.TokensPerSec, offers.MaxTokensPerSec)
 		o.Tier = "dev"
 		o.Addrs = n.Addrs()
 	case RoleProxy:
 		o.Role = offers.RoleProxy
+		o.FeePPM = n.cfg.Proxy.FeePPM
 		o.Addrs = n.Addrs()
 	}
 	signed, err := offers.Sign(o, key)

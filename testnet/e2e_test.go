@@ -360,7 +360,10 @@ func TestOffersGossiped(t *testing.T) {
 		c.Worker.Price = node.PriceConfig{Prompt: 7, Cached: 1, Completion: 21}
 		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
 	})
-	p := h.AddProxy(func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) })
+	p := h.AddProxy(func(c *node.Config) {
+		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
+		c.Proxy.FeePPM = 30_000
+	})
 	find := func(in *node.Node, id string) *offers.Offer {
 		for _, o := range in.Offers() {
 			if o.Peer == id {
@@ -376,9 +379,20 @@ func TestOffersGossiped(t *testing.T) {
 		t.Fatalf("worker offer as the proxy holds it: %+v", o)
 	}
 	p2ptest.Eventually(t, "the proxy's offer in the worker's book", func() bool { return find(w, p.ID().String()) != nil })
-	if po := find(w, p.ID().String()); po.Role != offers.RoleProxy || len(po.Addrs) == 0 {
+	if po := find(w, p.ID().String()); po.Role != offers.RoleProxy || len(po.Addrs) == 0 || po.FeePPM != 30_000 {
 		t.Fatalf("proxy offer: %+v", po)
 	}
+
+	// Once it has served, the worker announces what it measured.
+	client := h.AddClient()
+	c := sdk(client)
+	if _, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "measure me", 8)); err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.Eventually(t, "measured speed in the worker's offer", func() bool {
+		o := find(p, w.ID().String())
+		return o != nil && o.TokensPerSec > 0
+	})
 }
 
 // TestCheapestWorkerServes: of two idle workers, the proxy routes to the

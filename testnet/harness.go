@@ -27,10 +27,28 @@ type Harness struct {
 	Net *Net
 }
 
+// Option changes how New builds a network.
+type Option func(*options)
+
+type options struct {
+	chain  bool
+	models []string
+}
+
+// WithChain starts the sandbox chain and deploys a root contract allowing
+// models; nodes then find each other only through it (see Net.UseChain).
+func WithChain(models ...string) Option {
+	return func(o *options) { o.chain, o.models = true, models }
+}
+
 // New makes an empty network for tb; every node is closed by tb.Cleanup.
 // Node logs go to tb.Logf, shown when a test fails or with -v.
-func New(tb TB) *Harness {
+func New(tb TB, opts ...Option) *Harness {
 	tb.Helper()
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	w := &tbWriter{tb: tb}
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n := NewNet(tb.TempDir(), log)
@@ -38,6 +56,13 @@ func New(tb TB) *Harness {
 		n.Close()
 		w.stop()
 	})
+	if o.chain {
+		c, err := StartChain(tb.Context(), n.network, o.models, log)
+		if err != nil {
+			tb.Fatalf("%v", err)
+		}
+		n.UseChain(c)
+	}
 	return &Harness{tb: tb, Net: n}
 }
 
@@ -62,9 +87,13 @@ func (h *Harness) AddWorkerWith(b inference.Backend, mods ...Modify) *node.Node 
 }
 
 // AddProxy starts a proxy that knows every worker added so far and waits
-// until it has every one of them up.
+// until it has every one of them up. On a network with a chain it only
+// starts the proxy and lists it in the root contract: workers find it.
 func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 	h.tb.Helper()
+	if h.Net.chain != nil {
+		return h.AddProxyAlone(mods...)
+	}
 	h.Net.mu.Lock()
 	workers := len(h.Net.workers)
 	h.Net.mu.Unlock()
@@ -93,6 +122,17 @@ func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 func (h *Harness) AddProxyAlone(mods ...Modify) *node.Node {
 	h.tb.Helper()
 	nd, err := h.Net.AddProxy(h.tb.Context(), append([]Modify{func(c *node.Config) { c.Proxy.Workers = nil }}, mods...)...)
+	if err != nil {
+		h.tb.Fatalf("starting proxy: %v", err)
+	}
+	return nd
+}
+
+// AddProxyUnlisted starts a proxy the root contract does not list (see
+// Net.AddProxyUnlisted).
+func (h *Harness) AddProxyUnlisted(mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddProxyUnlisted(h.tb.Context(), mods...)
 	if err != nil {
 		h.tb.Fatalf("starting proxy: %v", err)
 	}

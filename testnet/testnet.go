@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
 )
 
@@ -24,37 +26,67 @@ type Net struct {
 	network string
 	log     *slog.Logger
 
-	mu      sync.Mutex // guards the node lists
-	workers []*node.Node
+	// chain, when set, is the sandbox chain with the root contract: nodes
+	// find each other only through it, never through flags.
+	chain *Chain
+
+	mu       sync.Mutex // guards the node lists
+	unlisted map[*node.Node]bool // proxies kept out of the root contract
+	workers  []*node.Node
 	proxies []*node.Node
 	clients []*node.Node
 }
 
 // NewNet makes an empty network whose nodes keep their data under dir.
 func NewNet(dir string, log *slog.Logger) *Net {
-	return &Net{dir: dir, network: "local", log: log}
+	return &Net{dir: dir, network: "local", log: log, unlisted: make(map[*node.Node]bool)}
 }
+
+// UseChain makes every node added from now on find the others only through
+// c's root contract: no peer addresses are passed to nodes, and each proxy
+// is added to the contract's bootstrap list as it starts. The network owns
+// c from then on: Close closes it.
+func (n *Net) UseChain(c *Chain) { n.chain = c }
+
+// Chain is the network's chain, or nil.
+func (n *Net) Chain() *Chain { return n.chain }
 
 // Modify changes a node's configuration before it starts.
 type Modify func(*node.Config)
 
 func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []node.Option) (*node.Node, error) {
+	return n.startListed(ctx, role, true, mods, opts)
+}
+
+// startListed starts a node; a proxy on a network with a chain is listed
+// in the root contract only if listed is true.
+func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods []Modify, opts []node.Option) (*node.Node, error) {
 	cfg := node.DefaultConfig(role)
 	cfg.Network = n.network
 	cfg.Gossip.AnnounceInterval = node.Duration(time.Second)
 	n.mu.Lock()
 	idx := len(n.workers) + len(n.proxies) + len(n.clients)
+	static := n.chain == nil
+	if !static {
+		cfg.Discovery.Root = n.chain.Root.StringRaw()
+		cfg.Discovery.LookupInterval = node.Duration(time.Second)
+		opts = append(opts, node.WithChain(n.chain.Sandbox))
+	}
 	switch role {
 	case node.RoleWorker:
 		cfg.Worker.CheckInterval = node.Duration(time.Second)
 	case node.RoleProxy:
 		for _, w := range n.workers {
-			cfg.Proxy.Workers = append(cfg.Proxy.Workers, w.Addrs()...)
+			if static {
+				cfg.Proxy.Workers = append(cfg.Proxy.Workers, w.Addrs()...)
+			}
 		}
 		cfg.Proxy.CheckInterval = node.Duration(time.Second)
 	case node.RoleClient:
 		for _, p := range n.proxies {
-			cfg.Client.Proxies = append(cfg.Client.Proxies, p.Addrs()...)
+			if static {
+				cfg.Client.Proxies = append(cfg.Client.Proxies, p.Addrs()...)
+			}
 		}
 		cfg.Client.CheckInterval = node.Duration(time.Second)
 		cfg.Client.APIAddr = "127.0.0.1:0"
@@ -73,7 +105,6 @@ func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []n
 		return nil, err
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	switch role {
 	case node.RoleWorker:
 		n.workers = append(n.workers, nd)
@@ -81,6 +112,24 @@ func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []n
 		n.proxies = append(n.proxies, nd)
 	case node.RoleClient:
 		n.clients = append(n.clients, nd)
+	}
+	proxies := slices.DeleteFunc(slices.Clone(n.proxies), func(p *node.Node) bool { return n.unlisted[p] })
+	if !listed {
+		n.unlisted[nd] = true
+	}
+	all := append(append(slices.Clone(n.workers), proxies...), n.clients...)
+	n.mu.Unlock()
+	if role == node.RoleProxy && !static && listed {
+		// The operator lists the new proxy in the root contract; running
+		// nodes would read it at their next refresh, and are told now.
+		if err := n.chain.SetBootstrap(ctx, proxies); err != nil {
+			return nil, err
+		}
+		for _, other := range all {
+			if err := other.RefreshRegistry(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return nd, nil
 }
@@ -93,6 +142,13 @@ func (n *Net) AddWorker(ctx context.Context, mods []Modify, opts ...node.Option)
 // AddProxy starts a proxy that knows every worker added so far.
 func (n *Net) AddProxy(ctx context.Context, mods ...Modify) (*node.Node, error) {
 	return n.start(ctx, node.RoleProxy, mods, nil)
+}
+
+// AddProxyUnlisted starts a proxy that the root contract does not list:
+// others can find it only through the DHT (mods may give it bootstrap
+// peers). Without a chain it is AddProxy.
+func (n *Net) AddProxyUnlisted(ctx context.Context, mods ...Modify) (*node.Node, error) {
+	return n.startListed(ctx, node.RoleProxy, false, mods, nil)
 }
 
 // AddClient starts a client that knows every proxy added so far, its API
@@ -125,6 +181,9 @@ func (n *Net) Close() {
 	for _, nd := range all {
 		nd.Close()
 	}
+	if n.chain != nil {
+		n.chain.Close()
+	}
 }
 
 // Options shape a network started by Start.
@@ -136,6 +195,10 @@ type Options struct {
 	Dir        string // data dirs; a temporary one if empty
 	Worker     []Modify
 	Progress   func(string) // called at each step, for people watching
+	// Static skips the chain: nodes are told each other's addresses
+	// instead of finding them through the root contract. For machines
+	// without Node.js.
+	Static bool
 }
 
 // Started is a network brought up by Start.
@@ -180,19 +243,47 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 	} else if len(opts.Models) > 0 {
 		wmods = append(wmods, func(c *node.Config) { c.Worker.Sim.Models = opts.Models })
 	}
-	for i := range opts.Workers {
-		w, err := s.AddWorker(ctx, wmods)
-		if err != nil {
-			return fail(fmt.Errorf("starting worker %d: %w", i, err))
+	addWorkers := func() error {
+		for i := range opts.Workers {
+			w, err := s.AddWorker(ctx, wmods)
+			if err != nil {
+				return fmt.Errorf("starting worker %d: %w", i, err)
+			}
+			progress(fmt.Sprintf("worker %d/%d up: %s", i+1, opts.Workers, w.ID()))
 		}
-		progress(fmt.Sprintf("worker %d/%d up: %s", i+1, opts.Workers, w.ID()))
+		return nil
+	}
+	if opts.Static {
+		// Workers first: the proxy is told their addresses.
+		if err := addWorkers(); err != nil {
+			return fail(err)
+		}
+	} else {
+		progress("starting the sandbox chain (the first run installs its npm packages)")
+		models := opts.Models
+		if len(models) == 0 && opts.BackendURL == "" {
+			models = sim.DefaultConfig().Models
+		}
+		c, err := StartChain(ctx, s.network, models, log)
+		if err != nil {
+			return fail(err)
+		}
+		s.UseChain(c)
+		progress(fmt.Sprintf("root contract deployed at %s", c.Root.StringRaw()))
 	}
 	p, err := s.AddProxy(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("starting proxy: %w", err))
 	}
 	s.Proxy = p
-	progress(fmt.Sprintf("proxy up: %s", p.ID()))
+	if opts.Static {
+		progress(fmt.Sprintf("proxy up: %s", p.ID()))
+	} else {
+		progress(fmt.Sprintf("proxy up and listed in the root contract: %s", p.ID()))
+		if err := addWorkers(); err != nil {
+			return fail(err)
+		}
+	}
 	c, err := s.AddClient(ctx, func(c *node.Config) {
 		if opts.APIAddr != "" {
 			c.Client.APIAddr = opts.APIAddr

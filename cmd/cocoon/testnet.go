@@ -19,6 +19,7 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	logLevel := fs.String("log-level", "warn", "log level of the nodes: debug, info, warn or error")
 	simChunks := fs.Int("sim-chunks", 0, "sim workers answer with exactly this many chunks (benchmark shape)")
 	simChunkBytes := fs.Int("sim-chunk-bytes", 0, "bytes per sim chunk (benchmark shape)")
+	static := fs.Bool("static", false, "skip the sandbox chain and root contract: tell nodes each other's addresses (for machines without Node.js)")
 	var models stringList
 	fs.Var(&models, "model", "model to serve (repeatable; default sim-small, or the engine's own list)")
 	if err := fs.Parse(args); err != nil {
@@ -34,6 +35,7 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	opts := testnet.Options{
 		Workers: *workers, BackendURL: *backend, Models: models, APIAddr: *apiAddr,
 		Progress: func(s string) { fmt.Fprintln(stdout, "testnet:", s) },
+		Static:   *static,
 	}
 	if *simChunks > 0 {
 		opts.Worker = append(opts.Worker, func(c *node.Config) {
@@ -50,6 +52,9 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	fmt.Fprintf(stdout, "testnet: ready: OpenAI API on %s\n", base)
 	fmt.Fprintf(stdout, "testnet: try: curl -N %s/chat/completions -H 'Content-Type: application/json' -d '{\"model\":\"%s\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n",
 		base, firstModel(models))
+	if c := s.Chain(); c != nil {
+		fmt.Fprintf(stdout, "testnet: root contract %s on the sandbox chain; every node found the others through it\n", c.Root.StringRaw())
+	}
 	fmt.Fprintln(stdout, "testnet: press Ctrl-C to stop")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "testnet: shutting down")
