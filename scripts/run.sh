@@ -9,14 +9,16 @@ log=$(mktemp -t cocoon-testnet.XXXXXX)
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 trap 'echo; echo "make run: stopped"; exit 0' INT TERM
-for _ in $(seq 1 300); do
+echo "make run: starting a local network: sandbox chain, root contract, proxy, workers, client"
+echo "          (the first run installs the sandbox chain's npm packages into ~/.cache/cocoon, about 10 s)"
+for _ in $(seq 1 1200); do
   if grep -q 'ready' "$log"; then break; fi
   if ! kill -0 $pid 2>/dev/null; then
     cat "$log"; echo "make run: the testnet exited before it was ready" >&2; exit 1
   fi
   sleep 0.1
 done
-grep -q 'ready' "$log" || { cat "$log"; echo "make run: no 'ready' within 30 s" >&2; exit 1; }
+grep -q 'ready' "$log" || { cat "$log"; echo "make run: no 'ready' within 120 s" >&2; exit 1; }
 grep -v '^testnet: try' "$log" | grep -v 'press Ctrl-C'
 echo
 echo "== one streaming chat request through client -> proxy -> worker =="
