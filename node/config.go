@@ -141,7 +141,11 @@ type ClientConfig struct {
 	APIKey         string   `toml:"-"`
 	Proxies        []string `toml:"proxies"`
 	RequestTimeout Duration `toml:"request_timeout"`
-	CheckInterval  Duration `toml:"check_interval"`
+	// MaxPrice is the most the client pays, in nanoTON per million prompt
+	// plus completion tokens, the proxy's fee included; 0 is no limit. An
+	// app may set its own per request with the X-Cocoon-Max-Price header.
+	MaxPrice      int64    `toml:"max_price"`
+	CheckInterval Duration `toml:"check_interval"`
 }
 
 // DefaultConfig is the configuration of a role before any file or flag.
@@ -283,6 +287,9 @@ func (c *Config) Validate() error {
 		}
 		if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
 			return err
+		}
+		if c.Client.MaxPrice < 0 {
+			return fmt.Errorf("client.max_price: %d must be 0 (no limit) or more", c.Client.MaxPrice)
 		}
 		if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {
 			return errors.New("client.request_timeout and client.check_interval must be positive")

@@ -111,6 +111,8 @@ func TestValidate(t *testing.T) {
 		{"client api_addr IPv6 loopback", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "[::1]:10000" }, ""},
 		{"client api_addr other loopback", node.RoleClient, func(c *node.Config) { c.Client.APIAddr = "127.0.0.2:0" }, ""},
 		{"client request timeout", node.RoleClient, func(c *node.Config) { c.Client.RequestTimeout = 0 }, "client.request_timeout"},
+		{"client negative max price", node.RoleClient, func(c *node.Config) { c.Client.MaxPrice = -1 }, "client.max_price"},
+		{"proxy fee too high", node.RoleProxy, func(c *node.Config) { c.Proxy.FeePPM = 500_001 }, "proxy.fee_ppm"},
 		{"client check interval", node.RoleClient, func(c *node.Config) { c.Client.CheckInterval = 0 }, "client.check_interval"},
 		{"client needs no listener", node.RoleClient, func(c *node.Config) { c.P2P.Listen = nil }, ""},
 		{"client with only a root contract", node.RoleClient, func(c *node.Config) {

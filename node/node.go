@@ -278,7 +278,8 @@ func (n *Node) startClient(h host.Host) error {
 	}
 	n.keeper = discovery.NewKeeper(h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
 	n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
-	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D()}, n.up, n.log)
+	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
+		MaxPrice: n.cfg.Client.MaxPrice}, n.up, n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 	if err != nil {
 		return fmt.Errorf("client.api_addr: %w", err)
@@ -468,8 +469,9 @@ func (n *Node) useWorker(ctx context.Context, id peer.ID, o *offers.Offer, catal
 	return nil
 }
 
-// offerPrice is what a worker's live offer asks for model: prompt plus
-// completion price, the router's comparison.
+// offerPrice is what a client pays for model through this proxy to a
+// worker: the prompt plus completion price of the worker's live offer, plus
+// the proxy's fee. The router compares it with the client's maximum.
 func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
 	if n.book == nil {
 		return 0, false
@@ -480,7 +482,8 @@ func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
 	}
 	for _, m := range o.Models {
 		if m.ID == model {
-			return m.Price.Prompt + m.Price.Completion, true
+			p := m.Price.Prompt + m.Price.Completion
+			return p + p/1_000_000*n.cfg.Proxy.FeePPM + p%1_000_000*n.cfg.Proxy.FeePPM/1_000_000, true
 		}
 	}
 	return 0, false

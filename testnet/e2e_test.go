@@ -440,3 +440,24 @@ func servedBy(t *testing.T, raw string) string {
 	}
 	return ext.Cocoon.Worker
 }
+
+// A client's maximum price, its proxy's fee included, keeps dearer
+// workers out; under every offer the client gets 503 price_too_high.
+func TestMaxPrice(t *testing.T) {
+	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	h := testnet.New(t)
+	h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 100, Completion: 100} })
+	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 100_000 }) // 10%: the worker costs 220
+	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool { return len(p.Offers()) >= 2 })
+	client := h.AddClient(func(c *node.Config) { c.Client.MaxPrice = 220 })
+	c := sdk(client)
+	if _, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "within", 2)); err != nil {
+		t.Fatalf("at the maximum: %v", err)
+	}
+	_, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "too dear", 2),
+		option.WithHeader("X-Cocoon-Max-Price", "219"))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "price_too_high" {
+		t.Fatalf("under the price with the fee: %v, want 503 price_too_high", err)
+	}
+}

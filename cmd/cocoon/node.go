@@ -79,10 +79,12 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	case node.RoleProxy:
 		fs.Var(&workers, "worker", "worker multiaddr ending in /p2p/<id> (repeatable)")
 		fs.IntVar(&cfg.Proxy.Attempts, "attempts", cfg.Proxy.Attempts, "workers a request may try before its first chunk")
+		fs.Int64Var(&cfg.Proxy.FeePPM, "fee-ppm", cfg.Proxy.FeePPM, "fee added to workers' prices, in millionths (the root contract caps it)")
 	case node.RoleClient:
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> (repeatable)")
 		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs --api-key")
 		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
+		fs.Int64Var(&cfg.Client.MaxPrice, "max-price", cfg.Client.MaxPrice, "most to pay in nanoTON per million prompt+completion tokens, proxy fee included (0: no limit)")
 		timeout := fs.Duration("request-timeout", cfg.Client.RequestTimeout.D(), "how long to wait for the first chunk before answering 504")
 		defer func() { cfg.Client.RequestTimeout = node.Duration(*timeout) }()
 	}
