@@ -30,11 +30,11 @@ type Net struct {
 	// find each other only through it, never through flags.
 	chain *Chain
 
-	mu       sync.Mutex // guards the node lists
+	mu       sync.Mutex          // guards the node lists
 	unlisted map[*node.Node]bool // proxies kept out of the root contract
 	workers  []*node.Node
-	proxies []*node.Node
-	clients []*node.Node
+	proxies  []*node.Node
+	clients  []*node.Node
 }
 
 // NewNet makes an empty network whose nodes keep their data under dir.
