@@ -103,7 +103,7 @@ func runScale(ctx context.Context, sf *scaleFlags, asJSON bool, stdout, stderr i
 		Date: start.UTC().Truncate(time.Second), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), LoadAvg: loadAvg(), Tuning: *sf.tune,
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "scale")
 	for _, n := range counts {
 		cfg := scale.DefaultConfig(n)
 		cfg.Publishers, cfg.Spread, cfg.Deadline, cfg.Joins = min(*sf.publishers, n), *sf.spread, *sf.deadline, *sf.joins
@@ -208,16 +208,17 @@ func (rep *scaleReport) writeTable(w io.Writer) error {
 	fmt.Fprintf(bw, "   in = books the offer entered (target 0); valid ones in = books its valid barrier offer, sent after the bad ones, entered\n")
 	fmt.Fprintf(bw, "   refused at its direct neighbours, which forward nothing invalid; score = the best its neighbours give it after (graylisted below %d)\n", offers.GraylistThreshold)
 
-	fmt.Fprintf(bw, "\n3. DHT: proxies in server mode, everyone else a client, all joining through 3 proxies; workers provide 2 models each\n")
+	fmt.Fprintf(bw, "\n3. DHT: proxies in server mode, everyone else a client, each joining through 3 proxies; workers provide 2 models each\n")
 	t = tw()
-	fmt.Fprintln(t, "nodes\tservers\tclients\tjoined in\tproviders\tprovide p50\tprovide p99\tlookups\tfound\tfind p50\tfind p99\tfind max")
+	fmt.Fprintln(t, "nodes\tservers\tclients\tjoined in\tproviders\tprovide p50\tprovide p99\tlookups\tfound\tfind p50\tfind p99\tfind max\t")
 	for _, r := range rep.Runs {
 		d := r.Result.DHT
-		fmt.Fprintf(t, "%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\n", r.Config.Nodes, d.Servers, d.Clients, d.Join.Round(time.Millisecond),
+		fmt.Fprintf(t, "%d\t%d\t%d\t%s\t%d\t%s\t%s\t%d\t%.1f%%\t%s\t%s\t%s\t\n", r.Config.Nodes, d.Servers, d.Clients, d.Join.Round(time.Millisecond),
 			d.Providers, ms(d.Provide.P50), ms(d.Provide.P99), d.Lookups, 100*d.Ratio, ms(d.Latency.P50), ms(d.Latency.P99), ms(d.Latency.Max))
 	}
 	t.Flush()
 	fmt.Fprintf(bw, "   find: FindModel from a random client for the first worker serving a random model, 8 at once; found = a worker that does\n")
+	fmt.Fprintf(bw, "   gossip is stopped for this phase (every DHT connection would be a gossip peer too; see go doc ./discovery/scale)\n")
 
 	fmt.Fprintf(bw, "\n4. a new worker joins: connects to %d nodes, publishes its offer; a proxy dials it from the offer and routes a request to it\n", 4)
 	t = tw()

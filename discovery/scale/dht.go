@@ -27,8 +27,9 @@ type DHTResult struct {
 
 // DHT starts the DHT on every node: the first servers() nodes in server
 // mode (proxies; the graph is random, so any are as good), the others as
-// clients, all joining through the first three servers, as nodes join
-// through the bootstrap proxies of the root contract. Then cfg.Providers
+// clients, each joining through three proxies, as nodes join through the
+// bootstrap proxies of the root contract. It stops gossip first, so it
+// must be the last phase. Then cfg.Providers
 // clients provide two models each, and cfg.Lookups lookups from random
 // other clients look for one worker serving a random model.
 func (s *Sim) DHT(ctx context.Context) error {
@@ -36,6 +37,18 @@ func (s *Sim) DHT(ctx context.Context) error {
 	servers := cfg.servers()
 	catalogue := models[:min(cfg.Models, len(models))]
 	r := DHTResult{Servers: servers, Clients: cfg.Nodes - servers}
+
+	// Gossip stops: see the package doc.
+	var wg sync.WaitGroup
+	for _, n := range s.nodes {
+		if n.gossip != nil {
+			wg.Go(n.gossip.Close)
+		}
+	}
+	wg.Wait()
+	for _, n := range s.nodes {
+		n.gossip = nil
+	}
 
 	// Any node may dial any server, as any node can reach a proxy.
 	for i := range servers {
@@ -47,17 +60,31 @@ func (s *Sim) DHT(ctx context.Context) error {
 			}
 		}
 	}
-	var boot []peer.AddrInfo
-	start := func(ctx context.Context, i int) error {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		var bs []peer.AddrInfo
-		for _, ai := range boot {
-			if ai.ID != s.nodes[i].h.ID() {
-				bs = append(bs, ai)
+	info := func(i int) peer.AddrInfo { return peer.AddrInfo{ID: s.nodes[i].h.ID(), Addrs: s.nodes[i].h.Addrs()} }
+	// Each node joins through three proxies: the first three for the
+	// first servers, then three random ones of those already up, as if
+	// the root contract listed every proxy.
+	boots := make([][]peer.AddrInfo, cfg.Nodes)
+	for i := range cfg.Nodes {
+		switch {
+		case i < min(3, servers):
+			for j := range i {
+				boots[i] = append(boots[i], info(j))
+			}
+		case i < servers:
+			for j := range 3 {
+				boots[i] = append(boots[i], info(j))
+			}
+		default:
+			for _, j := range s.sample(servers, min(3, servers)) {
+				boots[i] = append(boots[i], info(j))
 			}
 		}
-		d, err := dht.Start(ctx, s.nodes[i].h, dht.Config{Network: cfg.Network, Server: i < servers, Bootstrap: bs})
+	}
+	start := func(ctx context.Context, i int) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		d, err := dht.Start(ctx, s.nodes[i].h, dht.Config{Network: cfg.Network, Server: i < servers, Bootstrap: boots[i]})
 		if err != nil {
 			return fmt.Errorf("node %d joining the DHT: %w", i, err)
 		}
@@ -65,14 +92,13 @@ func (s *Sim) DHT(ctx context.Context) error {
 		return nil
 	}
 	t0 := time.Now()
-	for i := range min(3, servers) {
+	first := min(3, servers)
+	for i := range first {
 		if err := start(ctx, i); err != nil {
 			return err
 		}
-		h := s.nodes[i].h
-		boot = append(boot, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
 	}
-	if err := parallel(ctx, servers-len(boot), 16, func(ctx context.Context, k int) error { return start(ctx, len(boot)+k) }); err != nil {
+	if err := parallel(ctx, servers-first, 8, func(ctx context.Context, k int) error { return start(ctx, first+k) }); err != nil {
 		return err
 	}
 	filled := func(from, to, want int) func() bool {
@@ -88,10 +114,10 @@ func (s *Sim) DHT(ctx context.Context) error {
 	if err := poll(ctx, time.Minute, "the servers' routing tables", filled(0, servers, min(servers-1, 10))); err != nil {
 		return err
 	}
-	if err := parallel(ctx, cfg.Nodes-servers, 32, func(ctx context.Context, k int) error { return start(ctx, servers+k) }); err != nil {
+	if err := parallel(ctx, cfg.Nodes-servers, 16, func(ctx context.Context, k int) error { return start(ctx, servers+k) }); err != nil {
 		return err
 	}
-	if err := poll(ctx, time.Minute, "the clients' routing tables", filled(servers, cfg.Nodes, min(servers, 5))); err != nil {
+	if err := poll(ctx, time.Minute, "the clients' routing tables", filled(servers, cfg.Nodes, 1)); err != nil {
 		return err
 	}
 	r.Join = time.Since(t0)

@@ -11,12 +11,15 @@
 //     enter the node's book, and how long after Publish;
 //   - Attack: a node with its own gossipsub and no validator publishes a
 //     forged, a replayed and an oversized offer; none may enter any book;
-//   - DHT: a tenth of the nodes run the DHT in server mode (proxies), the
-//     rest join it as clients through three of them; workers provide their
-//     models, and random clients look them up;
 //   - Join: a new worker joins the running network and publishes its offer;
 //     how long until a proxy holds it and has had an answer from the
-//     worker on a stream (the first routed request, simulated).
+//     worker on a stream (the first routed request, simulated);
+//   - DHT: a tenth of the nodes run the DHT in server mode (proxies), the
+//     rest join it as clients through three of them; workers provide their
+//     models, and random clients look them up. Gossip is stopped first:
+//     every DHT connection would also be a gossip peer, and with every
+//     node on the same few cores the simulation would measure little but
+//     their heartbeats and score upkeep.
 //
 // Nothing here sleeps to synchronise: every wait is on a condition, with a
 // deadline.
@@ -71,7 +74,7 @@ type Config struct {
 	// Tuning are gossipsub options added to every node's own (see
 	// offers.GossipConfig.Options); nil measures the production settings.
 	Tuning []pubsub.Option
-	Log    *slog.Logger // nil: discard
+	Log    *slog.Logger // progress at Info, trouble at Warn; nil: discard
 }
 
 // DefaultConfig is the bench's simulation of n nodes.
@@ -148,10 +151,10 @@ type node struct {
 	h      host.Host
 	key    crypto.PrivKey
 	book   *offers.Book
-	gossip *offers.Gossip
-	mesh   atomic.Int32 // peers in its offers mesh, counted by its tracer
-	dht    *dht.DHT     // nil until the DHT phase, and for nodes that never join it
-	svc    *p2p.Service // joined workers: the ping protocol
+	gossip *offers.Gossip // nil once stopped for the DHT phase
+	mesh   atomic.Int32   // peers in its offers mesh, counted by its tracer
+	dht    *dht.DHT       // nil until the DHT phase, and for nodes that never join it
+	svc    *p2p.Service   // joined workers: the ping protocol
 }
 
 // Sim is a running simulation.
@@ -326,10 +329,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer s.Close()
-	for _, phase := range []func(context.Context) error{s.Gossip, s.Attack, s.DHT, s.Join} {
-		if err := phase(ctx); err != nil {
-			return nil, err
+	s.log.Info("network up", "nodes", cfg.Nodes, "setup", s.result.Setup, "mesh", s.result.Mesh)
+	for _, p := range []struct {
+		name string
+		run  func(context.Context) error
+	}{{"gossip", s.Gossip}, {"attack", s.Attack}, {"join", s.Join}, {"dht", s.DHT}} {
+		t := time.Now()
+		if err := p.run(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
+		s.log.Info("phase done", "phase", p.name, "took", time.Since(t).Round(time.Millisecond))
 	}
 	s.Close()
 	r := s.Result()
@@ -354,7 +363,9 @@ func (s *Sim) Close() {
 			if n.dht != nil {
 				n.dht.Close()
 			}
-			n.gossip.Close()
+			if n.gossip != nil {
+				n.gossip.Close()
+			}
 		})
 	}
 	wg.Wait()
