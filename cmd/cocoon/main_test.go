@@ -53,6 +53,7 @@ func TestCommands(t *testing.T) {
 		{[]string{"worker", "extra"}, true, true, ""},
 		{[]string{"client", "-h"}, true, true, ""},
 		{[]string{"worker", "--backend", "magic", "--data-dir", "/tmp/x"}, true, false, ""},
+		{[]string{"client", "--root", "not-an-address", "--data-dir", "/tmp/x"}, true, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -71,6 +72,17 @@ func TestCommands(t *testing.T) {
 	}
 	if exitCode(flag.ErrHelp) != 2 || exitCode(errors.New("x")) != 1 {
 		t.Error("exit codes: help is 2, failures are 1")
+	}
+}
+
+// A node on a network with no public TON config cannot read its root
+// contract without one, and says which setting is missing.
+func TestRootNeedsGlobalConfig(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"client", "--root", "0:" + strings.Repeat("ab", 32), "--data-dir", t.TempDir(),
+		"--api-addr", "127.0.0.1:0"}, env(nil), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "discovery.global_config") {
+		t.Fatalf("err = %v, want one naming discovery.global_config", err)
 	}
 }
 
