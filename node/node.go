@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,10 +296,11 @@ func (n *Node) startClient(h host.Host) error {
 }
 
 // announce publishes the node's offer at once, every announce interval,
-// and shortly after a peer joins the offers topic; each offer lives three
-// intervals. A message gossiped before gossipsub's first heartbeat, or to
-// a peer that joined a moment ago, may be lost; the next announcement
-// makes up for it.
+// shortly after a peer joins the offers topic, and within a second of a
+// change others route by (a worker's load quartile, the node's addresses);
+// each offer lives three intervals. A message gossiped before gossipsub's
+// first heartbeat, or to a peer that joined a moment ago, may be lost; the
+// next announcement makes up for it.
 func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	every := n.cfg.Gossip.AnnounceInterval.D()
 	// The first announcement usually goes out before gossipsub's first
@@ -306,9 +308,13 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	// heartbeat later rather than a whole interval.
 	t := time.NewTimer(min(every, 1500*time.Millisecond))
 	defer t.Stop()
+	check := time.NewTicker(min(every, changeCheck))
+	defer check.Stop()
 	publish := true
+	var last string
 	for {
 		if publish {
+			last = n.offerState()
 			if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
 				n.log.Warn("announcing offer", "err", err)
 			}
@@ -319,6 +325,8 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 		case <-t.C:
 			publish = true
 			t.Reset(every)
+		case <-check.C:
+			publish = n.offerState() != last
 		case <-n.joined:
 			// Joins come in bursts; one announcement shortly after covers
 			// them all.
@@ -332,6 +340,20 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 			t.Reset(joinSettle)
 		}
 	}
+}
+
+// changeCheck is how often a node checks whether its offer changed.
+const changeCheck = time.Second
+
+// offerState sums up what in the node's offer, when it changes, is worth
+// announcing before the next interval: a worker's load in quarters of its
+// capacity, and the node's addresses (a private worker's relay slots).
+func (n *Node) offerState() string {
+	state := strings.Join(n.Addrs(), " ")
+	if n.worker != nil {
+		state += fmt.Sprintf(" load=%d", 4*min(n.worker.Active(), n.cfg.Worker.MaxConcurrent)/n.cfg.Worker.MaxConcurrent)
+	}
+	return state
 }
 
 // joinSettle is how long a node waits after a peer joins the offers topic

@@ -1,13 +1,16 @@
 package testnet_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -87,4 +90,52 @@ func TestProxyFoundInDHT(t *testing.T) {
 	p2ptest.Eventually(t, "the client to find the unlisted proxy", func() bool {
 		return slices.Contains(client.PeersUp(), unlisted.ID())
 	})
+}
+
+// A worker whose load changes announces it within about a second, long
+// before its next periodic announcement.
+func TestLoadChangeAnnounced(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 4)
+	b := &fakeBackend{models: []string{"m"}, generate: func(ctx context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return inference.Result{}, ctx.Err()
+		}
+		return inference.Result{FinishReason: "stop"}, emit(inference.Chunk{Text: "done"})
+	}}
+	slow := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(30 * time.Second) }
+	h := testnet.New(t)
+	w := h.AddWorkerWith(b, slow, func(c *node.Config) { c.Worker.MaxConcurrent = 4 })
+	p := h.AddProxy(slow)
+	client := h.AddClient()
+	load := func() int {
+		for _, o := range p.Offers() {
+			if o.Peer == w.ID().String() {
+				return o.Load
+			}
+		}
+		return -1
+	}
+	p2ptest.Eventually(t, "the worker's idle offer at the proxy", func() bool { return load() == 0 })
+
+	c := sdk(client)
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.Chat.Completions.New(t.Context(), chatParams("m", "hold", 2))
+			done <- err
+		}()
+	}
+	<-started
+	<-started
+	p2ptest.Eventually(t, "the busy worker's load at the proxy", func() bool { return load() == 2 })
+	close(release)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
