@@ -94,7 +94,7 @@ func runScale(ctx context.Context, sf *scaleFlags, asJSON bool, stdout, stderr i
 		}
 		counts = append(counts, n)
 	}
-	tuning, err := parseTuning(*sf.tune)
+	tuning, meshMin, err := parseTuning(*sf.tune)
 	if err != nil {
 		return fmt.Errorf("-scale-tune: %w", err)
 	}
@@ -107,7 +107,7 @@ func runScale(ctx context.Context, sf *scaleFlags, asJSON bool, stdout, stderr i
 	for _, n := range counts {
 		cfg := scale.DefaultConfig(n)
 		cfg.Publishers, cfg.Spread, cfg.Deadline, cfg.Joins = min(*sf.publishers, n), *sf.spread, *sf.deadline, *sf.joins
-		cfg.Tuning, cfg.Log = tuning, log
+		cfg.Tuning, cfg.MeshMin, cfg.Log = tuning, meshMin, log
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("-scale %d: %w", n, err)
 		}
@@ -253,51 +253,53 @@ func cpuPer(d time.Duration, n int) string {
 	return fmt.Sprintf("%d µs", int64(d/time.Microsecond)/int64(n))
 }
 
-// parseTuning turns -scale-tune into gossipsub options.
-func parseTuning(s string) ([]pubsub.Option, error) {
+// parseTuning turns -scale-tune into gossipsub options, and the mesh to
+// wait for when it changes D (0 otherwise).
+func parseTuning(s string) (opts []pubsub.Option, meshMin int, err error) {
 	if s == "" {
-		return nil, nil
+		return nil, 0, nil
 	}
 	params := pubsub.DefaultGossipSubParams()
-	var opts []pubsub.Option
 	paramsSet := false
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
-			return nil, fmt.Errorf("%q: want key=value", kv)
+			return nil, 0, fmt.Errorf("%q: want key=value", kv)
 		}
 		switch k {
 		case "heartbeat":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("heartbeat %q: want a positive duration", v)
+				return nil, 0, fmt.Errorf("heartbeat %q: want a positive duration", v)
 			}
 			params.HeartbeatInterval, paramsSet = d, true
 		case "d":
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 2 {
-				return nil, fmt.Errorf("d %q: want at least 2", v)
+			if err != nil || n < 3 {
+				return nil, 0, fmt.Errorf("d %q: want at least 3", v)
 			}
-			params.D, params.Dlo, params.Dhi, params.Dscore, params.Dout = n, n-1, 2*n, min(params.Dscore, n-1), min(params.Dout, n/2)
+			// gossipsub wants Dout below Dlo and below D/2.
+			params.D, params.Dlo, params.Dhi, params.Dscore, params.Dout = n, n-1, 2*n, min(params.Dscore, n-1), min(params.Dout, (n-1)/2)
+			meshMin = n - 2
 			paramsSet = true
 		case "validate-workers":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return nil, fmt.Errorf("validate-workers %q: want at least 1", v)
+				return nil, 0, fmt.Errorf("validate-workers %q: want at least 1", v)
 			}
 			opts = append(opts, pubsub.WithValidateWorkers(n))
 		case "flood-publish":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return nil, fmt.Errorf("flood-publish %q: %w", v, err)
+				return nil, 0, fmt.Errorf("flood-publish %q: %w", v, err)
 			}
 			opts = append(opts, pubsub.WithFloodPublish(b))
 		default:
-			return nil, fmt.Errorf("unknown key %q", k)
+			return nil, 0, fmt.Errorf("unknown key %q", k)
 		}
 	}
 	if paramsSet {
 		opts = append(opts, pubsub.WithGossipSubParams(params))
 	}
-	return opts, nil
+	return opts, meshMin, nil
 }

@@ -21,12 +21,12 @@ func TestParseTuning(t *testing.T) {
 		{"heartbeat=500ms,d=8", 1, true}, // one set of gossipsub parameters
 		{"heartbeat=500ms,validate-workers=4", 2, true},
 		{"heartbeat=0s", 0, false},
-		{"d=1", 0, false},
+		{"d=2", 0, false},
 		{"nonsense", 0, false},
 		{"colour=blue", 0, false},
 	}
 	for _, tt := range tests {
-		opts, err := parseTuning(tt.in)
+		opts, _, err := parseTuning(tt.in)
 		if (err == nil) != tt.ok || len(opts) != tt.opts {
 			t.Errorf("parseTuning(%q) = %d options, %v; want %d, ok %v", tt.in, len(opts), err, tt.opts, tt.ok)
 		}

@@ -74,7 +74,10 @@ type Config struct {
 	// Tuning are gossipsub options added to every node's own (see
 	// offers.GossipConfig.Options); nil measures the production settings.
 	Tuning []pubsub.Option
-	Log    *slog.Logger // progress at Info, trouble at Warn; nil: discard
+	// MeshMin is the mesh every node must have before anything is
+	// published; 0: one under gossipsub's default Dlo. Lower it with D.
+	MeshMin int
+	Log     *slog.Logger // progress at Info, trouble at Warn; nil: discard
 }
 
 // DefaultConfig is the bench's simulation of n nodes.
@@ -305,12 +308,14 @@ func (s *Sim) connect(ctx context.Context, pairs [][2]host.Host) error {
 	})
 }
 
-// awaitMesh waits until every honest node has meshMin peers in its offers
+// awaitMesh waits until every honest node has MeshMin peers in its offers
 // mesh (or as many as it has neighbours), and the attacker's neighbours
 // know it subscribes to the topic.
 func (s *Sim) awaitMesh(ctx context.Context) error {
-	// One under gossipsub's Dlo, which its heartbeat grafts up to.
-	meshMin := pubsub.GossipSubDlo - 1
+	meshMin := s.cfg.MeshMin
+	if meshMin == 0 {
+		meshMin = pubsub.GossipSubDlo - 1 // its heartbeat grafts up to Dlo
+	}
 	return poll(ctx, 30*time.Second, "every node's gossip mesh", func() bool {
 		for i, n := range s.nodes[:s.cfg.Nodes] {
 			if int(n.mesh.Load()) < min(meshMin, len(s.adj[i])) {
