@@ -46,8 +46,9 @@ bench: ## mesh versus direct: latency, throughput, inter-chunk gaps, 1,000 strea
 	@$(MAKE) --no-print-directory bench-scale
 
 .PHONY: bench-scale
-bench-scale: ## discovery on 200 and 1,000 simulated nodes: gossip, bad offers, DHT, a new worker (prints a table)
+bench-scale: ## discovery on 200 and 1,000 simulated nodes: gossip, bad offers, DHT, a new worker; then a new worker among real nodes (prints tables)
 	$(GO) run ./cmd/bench -scale 200,1000
+	$(GO) run ./cmd/bench -join 5
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 30s)

@@ -49,6 +49,13 @@
 //	go run ./cmd/bench -scale 200,1000 [-scale-publishers 20] [-scale-spread 1s]
 //	    [-scale-deadline 5s] [-scale-joins 5] [-scale-tune heartbeat=700ms,d=8] [-json] [-cpuprofile FILE]
 //
+// With -join N it starts N workers, one after another, in a running
+// network of real nodes that find each other through the root contract on
+// the sandbox chain, and times each from its start to its first routed
+// request (target: 2 s; see join.go):
+//
+//	go run ./cmd/bench -join 5 [-json]
+//
 // The machine's other processes take CPU from the bench; each run reports
 // how much (cpu others), so that a noisy number can be told from a slow
 // mesh.
@@ -117,6 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.bigConc, "big-c", 1000, "row 5: streams at once")
 	fs.IntVar(&cfg.bigN, "big-n", 2000, "row 5: requests in all")
 	sf := addScaleFlags(fs)
+	joins := fs.Int("join", 0, "instead of the rows: start this many workers, one after another, in a running network of real nodes found through the root contract, and time each from its start to its first routed request (needs Node.js)")
 	fs.StringVar(&cfg.loadgen, "loadgen", "go", "load generator for rows 1-3 and 5: go (built in, measures time to first byte) or hey (Debian's hey, as Telegram Cocoon's harness uses; ttfb is its mean response wait)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bench [flags]\n\nMeasures the Cocoon mesh against a direct engine; see go doc ./cmd/bench.\n\nFlags:")
@@ -166,6 +174,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if *sf.nodes != "" {
 		return runScale(ctx, sf, cfg.json, stdout, stderr)
+	}
+	if *joins > 0 {
+		return runJoin(ctx, *joins, cfg.json, stdout, stderr)
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
