@@ -27,9 +27,9 @@ type GossipConfig struct {
 	Accepted func(from peer.ID, o *Offer)
 	// PeerJoined, if set, is called when a peer starts sharing the topic,
 	// so that a node can re-announce to a new neighbour without waiting for
-	// its next interval. Gossipsub may still drop what is published to the
-	// peer in the next moment (about 100 ms measured here), so announce a
-	// little later. It must not block.
+	// its next interval. Gossipsub calls it before its own stream to the
+	// peer is open, so what is published at that instant may not reach the
+	// peer; a few tens of milliseconds later it does. It must not block.
 	PeerJoined func(peer.ID)
 	// Options are gossipsub options applied after this package's own:
 	// tracers, or tuning under measurement (discovery/scale).
