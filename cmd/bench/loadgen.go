@@ -16,11 +16,11 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/cocoon-mesh/cocoon/internal/procstat"
 )
 
 // The load generator runs in a process of its own (the bench binary
@@ -124,9 +124,9 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start, before, allBefore := time.Now(), selfCPU(), machineCPU()
+	start, before, allBefore := time.Now(), procstat.SelfCPU(), procstat.MachineCPU()
 	err = cmd.Run()
-	wall, benchCPU, allCPU := time.Since(start), selfCPU()-before, machineCPU()-allBefore
+	wall, benchCPU, allCPU := time.Since(start), procstat.SelfCPU()-before, procstat.MachineCPU()-allBefore
 	if err != nil {
 		return nil, fmt.Errorf("load generator: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
@@ -145,39 +145,6 @@ func runLoad(ctx context.Context, spec loadSpec) (*loadResult, error) {
 	res.Wall = wall
 	res.LoadCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return &res, nil
-}
-
-// selfCPU is the CPU time this process has used so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// machineCPU is the CPU time all processes have used so far (the busy
-// columns of /proc/stat's cpu line), 0 if unknown. Other processes on the
-// machine make the bench's numbers noisy; this says how much.
-func machineCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks int64
-	for i, v := range f[1:9] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		n, _ := strconv.ParseInt(v, 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 // runLoadgen is the "loadgen" subcommand: the child side of runLoad.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/discovery/scale"
+	"github.com/cocoon-mesh/cocoon/internal/procstat"
 )
 
 // Targets discovery must meet at scale.
@@ -112,13 +113,13 @@ func runScale(ctx context.Context, sf *scaleFlags, asJSON bool, stdout, stderr i
 			return fmt.Errorf("-scale %d: %w", n, err)
 		}
 		fmt.Fprintf(stderr, "bench: scale: %d nodes...\n", n)
-		all := machineCPU()
+		all := procstat.MachineCPU()
 		res, err := scale.Run(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("scale, %d nodes: %w", n, err)
 		}
 		run := &scaleRun{Config: scaleConfig{n, cfg.Degree, cfg.Latency, cfg.Publishers, cfg.Spread, cfg.Deadline}, Result: res,
-			MachineCPU: machineCPU() - all}
+			MachineCPU: procstat.MachineCPU() - all}
 		run.check()
 		for _, c := range run.Checks {
 			rep.Checks++

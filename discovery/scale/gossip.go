@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/internal/procstat"
 )
 
 // GossipResult is what the gossip phase measured.
@@ -49,7 +50,7 @@ func (s *Sim) Gossip(ctx context.Context) error {
 	}
 	want := len(pubs) * (cfg.Nodes - 1)
 	sent := make([]time.Time, len(pubs))
-	start, cpu0, all0 := time.Now(), cpuTime(), machineCPU()
+	start, cpu0, all0 := time.Now(), procstat.SelfCPU(), procstat.MachineCPU()
 	for k, i := range pubs {
 		if err := sleepUntil(ctx, start.Add(cfg.Spread*time.Duration(k)/time.Duration(len(pubs)))); err != nil {
 			return err
@@ -72,7 +73,7 @@ func (s *Sim) Gossip(ctx context.Context) error {
 	}
 
 	r := GossipResult{Offers: len(pubs), OfferBytes: len(signed[0]), Pairs: want,
-		CPU: cpuTime() - cpu0, MachineCPU: machineCPU() - all0, Wall: time.Since(start)}
+		CPU: procstat.SelfCPU() - cpu0, MachineCPU: procstat.MachineCPU() - all0, Wall: time.Since(start)}
 	var lat []time.Duration
 	for k, i := range pubs {
 		id := s.nodes[i].h.ID()

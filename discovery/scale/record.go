@@ -1,12 +1,8 @@
 package scale
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -119,36 +115,3 @@ func (meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 func (meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
-
-// cpuTime is the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// machineCPU is the CPU time every process on the machine has used (the
-// busy columns of /proc/stat's cpu line), 0 if unknown: what is not ours
-// was taken by other processes.
-func machineCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks int64
-	for i, v := range f[1:9] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		n, _ := strconv.ParseInt(v, 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
-}

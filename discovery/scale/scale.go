@@ -46,6 +46,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/dht"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/internal/procstat"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
@@ -328,7 +329,7 @@ func (s *Sim) awaitMesh(ctx context.Context) error {
 
 // Run builds a network of cfg and runs every phase.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	t0, cpu0 := time.Now(), cpuTime()
+	t0, cpu0 := time.Now(), procstat.SelfCPU()
 	s, err := New(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -347,7 +348,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	s.Close()
 	r := s.Result()
-	r.Took, r.CPU = time.Since(t0), cpuTime()-cpu0
+	r.Took, r.CPU = time.Since(t0), procstat.SelfCPU()-cpu0
 	return &r, nil
 }
 
