@@ -49,6 +49,10 @@ type Evidence struct {
 	Expiry     int64  `json:"expiry"` // unix seconds; part of the binding
 	ReportData []byte `json:"report_data"`
 	Quote      []byte `json:"quote,omitempty"` // hardware evidence; absent for dev
+	// GPU is the NVIDIA confidential-computing evidence (attest/nvidia),
+	// its report made over a nonce derived from the same binding; absent
+	// for dev evidence and for TDX without a GPU.
+	GPU []byte `json:"gpu,omitempty"`
 }
 
 // Verdict is the outcome of checking a peer's evidence.
