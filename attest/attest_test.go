@@ -2,6 +2,8 @@ package attest_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"crypto/sha512"
 	"encoding/binary"
 	"errors"
@@ -12,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/dev"
 )
 
 func TestMain(m *testing.M) {
@@ -155,5 +158,34 @@ func TestCheckBinding(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestKinds(t *testing.T) {
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	ev, err := dev.Issuer{}.Issue(context.Background(), priv.GetPublic(), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := attest.NewKinds(map[string]attest.Validator{dev.Kind: dev.Validator{}})
+	if v, err := k.Validate(context.Background(), ev, priv.GetPublic(), now); err != nil || v.Tier != attest.TierDev {
+		t.Fatalf("dev accepted: %v, %v", v, err)
+	}
+	// The network stops accepting dev evidence.
+	k.Set(dev.Kind, nil)
+	if k.Accepts(dev.Kind) {
+		t.Fatal("dev still accepted after Set(dev, nil)")
+	}
+	if _, err := k.Validate(context.Background(), ev, priv.GetPublic(), now); !errors.Is(err, attest.ErrKind) {
+		t.Fatalf("err = %v, want ErrKind", err)
+	}
+	unknown := *ev
+	unknown.Kind = "sev-snp"
+	if _, err := attest.NewKinds(nil).Validate(context.Background(), &unknown, priv.GetPublic(), now); !errors.Is(err, attest.ErrKind) {
+		t.Fatalf("unknown kind: err = %v, want ErrKind", err)
 	}
 }

@@ -93,6 +93,18 @@ func (a *Handshaker) Forget(p peer.ID) {
 	a.mu.Unlock()
 }
 
+// ForgetKind drops every verdict reached on evidence of kind: the network
+// stopped accepting it. Those peers must attest again.
+func (a *Handshaker) ForgetKind(kind string) {
+	a.mu.Lock()
+	for p, v := range a.verdicts {
+		if v.Kind == kind {
+			delete(a.verdicts, p)
+		}
+	}
+	a.mu.Unlock()
+}
+
 // Evidence returns this node's current evidence, issuing it when there is
 // none or less than a third of its validity is left.
 func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {

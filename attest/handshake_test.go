@@ -266,6 +266,23 @@ func TestHandshakeForget(t *testing.T) {
 	}
 }
 
+func TestHandshakeForgetKind(t *testing.T) {
+	clock := newClock(t0)
+	a, b := newNode(t, clock), newNode(t, clock)
+	p2ptest.Connect(t, a.h, b.h)
+	if _, err := a.hs.Attest(ctxT(t), b.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	a.hs.ForgetKind("tdx")
+	if _, ok := a.hs.Verified(b.h.ID()); !ok {
+		t.Fatal("a dev verdict dropped by ForgetKind(tdx)")
+	}
+	a.hs.ForgetKind(dev.Kind)
+	if _, ok := a.hs.Verified(b.h.ID()); ok {
+		t.Fatal("a dev verdict survived ForgetKind(dev)")
+	}
+}
+
 func TestEvidenceRenewal(t *testing.T) {
 	const validity = 3 * time.Hour // renewed once an hour or less is left
 	clock := newClock(t0)
