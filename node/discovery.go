@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/chain/liteclient"
 	"github.com/cocoon-mesh/cocoon/discovery"
@@ -52,6 +53,7 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 		if n.cfg.Role == RoleProxy && n.cfg.Proxy.FeePPM > int64(reg.Fees.ProxyFeePPM) {
 			return fmt.Errorf("proxy.fee_ppm: %d is over the network's maximum of %d set in its root contract", n.cfg.Proxy.FeePPM, reg.Fees.ProxyFeePPM)
 		}
+		n.applyPolicy(reg)
 		n.registry.OnChange(n.registryChanged)
 	}
 	boot := n.bootstrapPeers()
@@ -87,9 +89,26 @@ func (n *Node) bootstrapPeers() []peer.AddrInfo {
 // registryChanged connects to proxies the root contract lists now; clients
 // and workers also start keeping them.
 func (n *Node) registryChanged(reg *registry.Registry) {
+	n.applyPolicy(reg)
 	for _, ai := range reg.Bootstrap {
 		n.found(ai)
 	}
+}
+
+// applyPolicy makes the node accept what the root contract accepts: dev
+// evidence only while it allows dev attestation (and the node's own
+// configuration does). Peers verified on evidence no longer accepted must
+// attest again.
+func (n *Node) applyPolicy(reg *registry.Registry) {
+	if n.cfg.Attest.AllowDev && reg.DevAttestation {
+		n.kinds.Set(dev.Kind, dev.Validator{})
+		return
+	}
+	if n.kinds.Accepts(dev.Kind) {
+		n.log.Warn("the root contract no longer accepts dev attestation; dropping dev-attested peers")
+	}
+	n.kinds.Set(dev.Kind, nil)
+	n.hs.ForgetKind(dev.Kind)
 }
 
 // found takes a proxy learnt from the root contract or the DHT: clients and

@@ -48,6 +48,7 @@ type Node struct {
 	h      host.Host
 	sv     *p2p.Service
 	hs     *attest.Handshaker
+	kinds  *attest.Kinds // the evidence kinds this node accepts from peers
 	keeper *discovery.Keeper
 	worker *worker.Server
 	router *router.Router
@@ -123,7 +124,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.h = h
 	n.log = n.log.With("self", h.ID()) // "peer" is the other side, in every log line
 	n.sv = p2p.NewService(h, n.log)
-	n.hs = attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{},
+	n.kinds = attest.NewKinds(nil)
+	if n.cfg.Attest.AllowDev {
+		n.kinds.Set(dev.Kind, dev.Validator{})
+	}
+	n.hs = attest.NewHandshaker(h, dev.Issuer{}, n.kinds,
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
 	n.hs.Register(n.sv)
 	if _, err := n.hs.Evidence(ctx); err != nil {

@@ -90,6 +90,12 @@ func (c *Chain) SetBootstrap(ctx context.Context, proxies []*node.Node) error {
 	return c.send(ctx, body)
 }
 
+// SetDevAttestation has the owner turn dev attestation on or off.
+func (c *Chain) SetDevAttestation(ctx context.Context, allow bool) error {
+	c.queryID++
+	return c.send(ctx, registry.SetDevAttestation(c.queryID, allow))
+}
+
 // send sends an owner message to the root contract and checks the
 // contract accepted it.
 func (c *Chain) send(ctx context.Context, body *cell.Cell) error {

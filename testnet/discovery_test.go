@@ -139,3 +139,27 @@ func TestLoadChangeAnnounced(t *testing.T) {
 		}
 	}
 }
+
+// When the root contract stops accepting dev attestation, nodes drop the
+// peers they verified on dev evidence and send them no more prompts.
+func TestDevAttestationTurnedOff(t *testing.T) {
+	h := testnet.New(t, testnet.WithChain("sim-small"))
+	h.AddProxy()
+	h.AddWorker()
+	client := h.AddClient()
+	c := sdk(client)
+	if _, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "allowed", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Net.Chain().SetDevAttestation(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Net.RefreshRegistry(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "refused", 2))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || !strings.Contains(apiErr.Message, "attested") {
+		t.Fatalf("after dev attestation was turned off: %v, want 503 for want of an attested proxy", err)
+	}
+}

@@ -48,6 +48,20 @@ func NewNet(dir string, log *slog.Logger) *Net {
 // c from then on: Close closes it.
 func (n *Net) UseChain(c *Chain) { n.chain = c }
 
+// RefreshRegistry has every node read the root contract now, as each
+// would at its next refresh interval.
+func (n *Net) RefreshRegistry(ctx context.Context) error {
+	n.mu.Lock()
+	all := append(append(slices.Clone(n.workers), n.proxies...), n.clients...)
+	n.mu.Unlock()
+	for _, nd := range all {
+		if err := nd.RefreshRegistry(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Chain is the network's chain, or nil.
 func (n *Net) Chain() *Chain { return n.chain }
 
