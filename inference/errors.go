@@ -25,6 +25,10 @@ const (
 	// CodeTooExpensive: workers serve the model, but none at or under the
 	// request's max price. Never retried; a higher max price can help.
 	CodeTooExpensive Code = 10
+	// CodeUntrusted: workers serve the model, but none with a verified
+	// trust tier at or above the request's minimum. Never retried; only
+	// a lower minimum, or a more trusted worker joining, can help.
+	CodeUntrusted Code = 11
 )
 
 var codeNames = map[Code]string{
@@ -38,6 +42,7 @@ var codeNames = map[Code]string{
 	CodeInternal:     "internal_error",
 	CodeCancelled:    "cancelled",
 	CodeTooExpensive: "price_too_high",
+	CodeUntrusted:    "trust_too_low",
 }
 
 func (c Code) String() string {
@@ -54,7 +59,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadRequest
 	case CodeUnknownModel:
 		return http.StatusNotFound
-	case CodeNoWorker, CodeOverloaded, CodeUnattested:
+	case CodeNoWorker, CodeOverloaded, CodeUnattested, CodeUntrusted:
 		return http.StatusServiceUnavailable
 	case CodeTooExpensive:
 		// Not 402, which says the client's funds ran out: the network

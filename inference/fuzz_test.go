@@ -9,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 )
 
@@ -19,6 +20,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Kind: inference.KindChat, Model: "m"},
 		{ID: "p", Kind: inference.KindChat, Model: "m", MaxPrice: 250_000, Body: []byte(`{"messages":[]}`)},
 		{Kind: inference.KindCompletion, Model: "m", MaxPrice: math.MaxInt64},
+		{ID: "t", Kind: inference.KindChat, Model: "m", MinTier: attest.TierTEE, Body: []byte(`{"messages":[]}`)},
+		{Kind: inference.KindCompletion, Model: "m", MaxPrice: 9, MinTier: attest.TierTEEGPU, Body: []byte(`{}`)},
 	} {
 		p, err := inference.AppendRequest(nil, &r)
 		if err != nil {
@@ -33,6 +36,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(append(rawRequest(0x12, "", "m", ""), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f))
 	f.Add(append(rawRequest(0x11, "", "m", ""), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01))
 	f.Add(rawRequest(0x21, "id", "m", "b"))
+	f.Add(append(rawRequest(0x21, "id", "m", ""), 0x00, '{'))
+	f.Add(append(rawRequest(0x22, "", "m", ""), 0x04))
+	f.Add(append(rawRequest(0x31, "", "m", ""), 0x01, 0x03, '{'))
+	f.Add(rawRequest(0x41, "id", "m", "b"))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -46,7 +53,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if !req.Kind.Valid() || req.Model == "" || req.MaxPrice < 0 {
+		if !req.Kind.Valid() || req.Model == "" || req.MaxPrice < 0 || req.MinTier > attest.TierTEEGPU {
 			t.Fatalf("decoded an invalid request %+v", req)
 		}
 		if len(req.Body) > len(p) {
@@ -71,21 +78,24 @@ func FuzzDecodeRequest(f *testing.F) {
 // FuzzRequestRoundTrip checks decode(encode(x)) == x from the encoding
 // side, for requests the gateway can produce: valid UTF-8 strings (they
 // come from JSON), a valid kind, a model of at most 256 bytes, an ID of at
-// most 128, any max price that is not negative.
+// most 128, any max price that is not negative, any known minimum tier
+// or none.
 func FuzzRequestRoundTrip(f *testing.F) {
-	f.Add("req-1", uint8(1), "sim-small", int64(0), []byte(`{"messages":[]}`))
-	f.Add("", uint8(2), "m", int64(1), []byte{})
-	f.Add("\u2028<>&\"\\", uint8(1), "a/b:c", int64(math.MaxInt64), []byte{0, 1, 2})
-	f.Add("p", uint8(1), "m", int64(-5), []byte(`{}`))
-	f.Fuzz(func(t *testing.T, id string, kind uint8, model string, maxPrice int64, body []byte) {
-		req := &inference.Request{ID: id, Kind: inference.Kind(kind), Model: model, MaxPrice: maxPrice, Body: body}
+	f.Add("req-1", uint8(1), "sim-small", int64(0), uint8(0), []byte(`{"messages":[]}`))
+	f.Add("", uint8(2), "m", int64(1), uint8(1), []byte{})
+	f.Add("\u2028<>&\"\\", uint8(1), "a/b:c", int64(math.MaxInt64), uint8(3), []byte{0, 1, 2})
+	f.Add("p", uint8(1), "m", int64(-5), uint8(2), []byte(`{}`))
+	f.Add("t", uint8(1), "m", int64(5), uint8(4), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, id string, kind uint8, model string, maxPrice int64, minTier uint8, body []byte) {
+		req := &inference.Request{ID: id, Kind: inference.Kind(kind), Model: model, MaxPrice: maxPrice,
+			MinTier: attest.Tier(minTier), Body: body}
 		if !req.Kind.Valid() || model == "" || len(model) > 256 || len(id) > 128 ||
 			!utf8.ValidString(id) || !utf8.ValidString(model) {
 			return
 		}
-		if maxPrice < 0 {
+		if maxPrice < 0 || req.MinTier > attest.TierTEEGPU {
 			if _, err := inference.AppendRequest(nil, req); !errors.Is(err, inference.ErrMalformed) {
-				t.Fatalf("negative max price %d: %v, want ErrMalformed", maxPrice, err)
+				t.Fatalf("max price %d, min tier %d: %v, want ErrMalformed", maxPrice, minTier, err)
 			}
 			return
 		}

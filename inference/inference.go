@@ -3,6 +3,8 @@ package inference
 import (
 	"context"
 	"fmt"
+
+	"github.com/cocoon-mesh/cocoon/attest"
 )
 
 // Kind says which OpenAI endpoint a request came through.
@@ -38,7 +40,11 @@ type Request struct {
 	// tokens, compared with a worker's prompt plus completion price for
 	// Model; 0 means no limit. Proxies route by it and do not forward it.
 	MaxPrice int64
-	Body     []byte
+	// MinTier is the weakest trust tier the client accepts for the worker
+	// that serves the request (attest.TierDev, TierTEE or TierTEEGPU); 0
+	// means any. Proxies route by it and do not forward it.
+	MinTier attest.Tier
+	Body    []byte
 }
 
 // Chunk is one piece of streamed output.

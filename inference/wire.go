@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
@@ -49,7 +50,8 @@ var ErrMalformed = errors.New("malformed message")
 //
 // The head byte carries the kind in its low four bits and flags in its high
 // four. A flag announces an optional field, written after the model in flag
-// order: reqMaxPrice, a uvarint max price. An encoder sets a flag only when
+// order: reqMaxPrice, a uvarint max price; reqMinTier, one byte holding an
+// attest.Tier (1 dev, 2 tee, 3 tee-gpu). An encoder sets a flag only when
 // its field is not zero, so a request without optional fields encodes as
 // before flags existed. A decoder refuses flags it does not know: an
 // optional field changes what the request asks for, and a hop that cannot
@@ -60,18 +62,22 @@ const (
 
 	reqKindMask  = 0x0f
 	reqMaxPrice  = 0x10
-	reqFlagsMask = reqMaxPrice
+	reqMinTier   = 0x20
+	reqFlagsMask = reqMaxPrice | reqMinTier
 )
 
 // AppendRequest encodes req as a Request frame payload. It refuses what
 // DecodeRequest would refuse, so a bad request fails at its source.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
-	if err := checkHeader(req.Kind, req.ID, req.Model, req.MaxPrice); err != nil {
+	if err := checkHeader(req); err != nil {
 		return nil, err
 	}
 	head := byte(req.Kind)
 	if req.MaxPrice != 0 {
 		head |= reqMaxPrice
+	}
+	if req.MinTier != 0 {
+		head |= reqMinTier
 	}
 	dst = append(dst, head)
 	dst = binary.AppendUvarint(dst, uint64(len(req.ID)))
@@ -81,21 +87,27 @@ func AppendRequest(dst []byte, req *Request) ([]byte, error) {
 	if req.MaxPrice != 0 {
 		dst = binary.AppendUvarint(dst, uint64(req.MaxPrice))
 	}
+	if req.MinTier != 0 {
+		dst = append(dst, byte(req.MinTier))
+	}
 	return append(dst, req.Body...), nil
 }
 
-func checkHeader(kind Kind, id, model string, maxPrice int64) error {
+// checkHeader checks the fields a request's header carries.
+func checkHeader(req *Request) error {
 	switch {
-	case !kind.Valid():
-		return fmt.Errorf("%w: request kind %d", ErrMalformed, kind)
-	case model == "":
+	case !req.Kind.Valid():
+		return fmt.Errorf("%w: request kind %d", ErrMalformed, req.Kind)
+	case req.Model == "":
 		return fmt.Errorf("%w: request without model", ErrMalformed)
-	case len(model) > maxModelBytes || !utf8.ValidString(model):
+	case len(req.Model) > maxModelBytes || !utf8.ValidString(req.Model):
 		return fmt.Errorf("%w: model name must be valid UTF-8 of at most %d bytes", ErrMalformed, maxModelBytes)
-	case len(id) > maxIDBytes || !utf8.ValidString(id):
+	case len(req.ID) > maxIDBytes || !utf8.ValidString(req.ID):
 		return fmt.Errorf("%w: request ID must be valid UTF-8 of at most %d bytes", ErrMalformed, maxIDBytes)
-	case maxPrice < 0:
-		return fmt.Errorf("%w: negative max price %d", ErrMalformed, maxPrice)
+	case req.MaxPrice < 0:
+		return fmt.Errorf("%w: negative max price %d", ErrMalformed, req.MaxPrice)
+	case req.MinTier > attest.TierTEEGPU:
+		return fmt.Errorf("%w: unknown minimum trust tier %d", ErrMalformed, req.MinTier)
 	}
 	return nil
 }
@@ -139,10 +151,22 @@ func DecodeRequest(p []byte) (*Request, error) {
 		maxPrice = int64(n)
 		p = p[k:]
 	}
-	if err := checkHeader(kind, id, model, maxPrice); err != nil {
+	var minTier attest.Tier
+	if head&reqMinTier != 0 {
+		// As with the max price, a flagged zero is refused; so is a tier
+		// this node does not know, which it could not honour.
+		if len(p) < 1 || p[0] == 0 {
+			return nil, fmt.Errorf("%w: request minimum trust tier", ErrMalformed)
+		}
+		minTier = attest.Tier(p[0])
+		p = p[1:]
+	}
+	req := &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, MinTier: minTier}
+	if err := checkHeader(req); err != nil {
 		return nil, err
 	}
-	return &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, Body: append([]byte(nil), p...)}, nil
+	req.Body = append([]byte(nil), p...)
+	return req, nil
 }
 
 // MaxFinishReason is the longest finish reason a chunk carries; longer

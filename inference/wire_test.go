@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -28,6 +29,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		{"max price", inference.Request{ID: "p", Kind: inference.KindChat, Model: "m", MaxPrice: 1_500_000, Body: []byte(`{}`)}},
 		{"max price of one", inference.Request{Kind: inference.KindCompletion, Model: "m", MaxPrice: 1}},
 		{"largest max price", inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: math.MaxInt64, Body: []byte{0xff}}},
+		{"min tier dev", inference.Request{ID: "t", Kind: inference.KindChat, Model: "m", MinTier: attest.TierDev, Body: []byte(`{}`)}},
+		{"min tier tee-gpu", inference.Request{Kind: inference.KindCompletion, Model: "m", MinTier: attest.TierTEEGPU}},
+		{"max price and min tier", inference.Request{ID: "b", Kind: inference.KindChat, Model: "m", MaxPrice: 42, MinTier: attest.TierTEE, Body: []byte{2, 0x20}}},
 		{"max price and large body", inference.Request{ID: strings.Repeat("i", 128), Kind: inference.KindChat, Model: strings.Repeat("m", 256),
 			MaxPrice: math.MaxInt64, Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
 	}
@@ -54,9 +58,11 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func assertRequest(t *testing.T, got, want *inference.Request) {
 	t.Helper()
-	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || got.MaxPrice != want.MaxPrice || !bytes.Equal(got.Body, want.Body) {
-		t.Fatalf("got {%q %v %q max %d, %d bytes}, want {%q %v %q max %d, %d bytes}",
-			got.ID, got.Kind, got.Model, got.MaxPrice, len(got.Body), want.ID, want.Kind, want.Model, want.MaxPrice, len(want.Body))
+	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || got.MaxPrice != want.MaxPrice ||
+		got.MinTier != want.MinTier || !bytes.Equal(got.Body, want.Body) {
+		t.Fatalf("got {%q %v %q max %d, min %v, %d bytes}, want {%q %v %q max %d, min %v, %d bytes}",
+			got.ID, got.Kind, got.Model, got.MaxPrice, got.MinTier, len(got.Body),
+			want.ID, want.Kind, want.Model, want.MaxPrice, want.MinTier, len(want.Body))
 	}
 }
 
@@ -95,7 +101,20 @@ func pricedRequest(kind byte, id, model string, maxPrice uint64, body string) []
 	return append(p, body...)
 }
 
-// TestRequestHeaderCompatible: a request without a max price encodes
+// tieredRequest is rawRequest with the min-tier flag set and tier, as
+// given, between the model and the body; with maxPrice above 0 the
+// max-price flag and field come first.
+func tieredRequest(kind byte, id, model string, maxPrice uint64, tier byte, body string) []byte {
+	if maxPrice > 0 {
+		p := pricedRequest(kind, id, model, maxPrice, "")
+		p[0] |= 0x20
+		return append(append(p, tier), body...)
+	}
+	return append(append(rawRequest(kind|0x20, id, model, ""), tier), body...)
+}
+
+// TestRequestHeaderCompatible: a request without a max price or a minimum
+// tier encodes
 // exactly as it did before the header had flags, so nodes that predate the
 // flags still read it, and their requests still decode.
 func TestRequestHeaderCompatible(t *testing.T) {
@@ -110,6 +129,10 @@ func TestRequestHeaderCompatible(t *testing.T) {
 			rawRequest(2, "", "sim-small", "")},
 		{"max price", inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxPrice: 300, Body: []byte("{}")},
 			pricedRequest(1, "r", "m", 300, "{}")},
+		{"min tier", inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MinTier: attest.TierTEE, Body: []byte("{}")},
+			tieredRequest(1, "r", "m", 0, 2, "{}")},
+		{"max price, then min tier", inference.Request{Kind: inference.KindCompletion, Model: "m", MaxPrice: 300, MinTier: attest.TierTEEGPU},
+			tieredRequest(2, "", "m", 300, 3, "")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,7 +182,13 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"max price missing", pricedRequest(1, "x", "m", 1, "")[:len(rawRequest(1, "x", "m", ""))], true},
 		{"max price varint cut short", append(rawRequest(1|0x10, "x", "m", ""), 0x80), true},
 		{"max price varint overflows", append(rawRequest(1|0x10, "x", "m", ""), bytes.Repeat([]byte{0xff}, 11)...), true},
-		{"unknown flag", rawRequest(1|0x20, "x", "m", "body"), true},
+		{"min tier", tieredRequest(1, "x", "m", 0, 1, "body"), false},
+		{"max price and min tier", tieredRequest(2, "x", "m", 7, 3, "body"), false},
+		{"min tier of zero flagged", tieredRequest(1, "x", "m", 0, 0, "body"), true},
+		{"min tier unknown", tieredRequest(1, "x", "m", 0, 4, "body"), true},
+		{"min tier far out", tieredRequest(1, "x", "m", 5, 0xff, "body"), true},
+		{"min tier missing", rawRequest(1|0x20, "x", "m", ""), true},
+		{"unknown flag", rawRequest(1|0x40, "x", "m", "body"), true},
 		{"high flag", rawRequest(1|0x80, "x", "m", "body"), true},
 		{"flag without kind", pricedRequest(0, "x", "m", 5, "body"), true},
 	}
