@@ -16,6 +16,16 @@
 // serve the model but none within the price, the request fails with
 // CodeTooExpensive, naming the cheapest price on offer.
 //
+// When the request carries a MinTier, a worker also needs a live
+// attestation verdict (from the Tiers the router was made with) of at
+// least that tier; the tier a worker's offer claims is never used. If
+// workers serve the model but none is trusted enough, the request fails
+// with CodeUntrusted, naming the tier wanted and the best one available;
+// only the workers trusted enough count towards CodeTooExpensive. The
+// verdict is checked again just before the request is sent, so a worker
+// whose verdict changed since it was picked gets nothing. Workers get
+// requests without MaxPrice and MinTier: those are the proxy's to honour.
+//
 // Among those workers, the router picks by, in order:
 //
 //  1. price, the cheapest first, where both prices are known (the

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
@@ -49,13 +50,14 @@ type behaviour struct {
 }
 
 // backend serves model "m" as its behaviour says, and records the max
-// price of every request it gets.
+// price and the minimum tier of every request it gets.
 type backend struct {
 	clock *clock
 	b     behaviour
 
-	mu        sync.Mutex // guards maxPrices
+	mu        sync.Mutex // guards maxPrices and minTiers
 	maxPrices []int64
+	minTiers  []attest.Tier
 }
 
 func (b *backend) Models(context.Context) ([]inference.Model, error) {
@@ -65,6 +67,7 @@ func (b *backend) Models(context.Context) ([]inference.Model, error) {
 func (b *backend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
 	b.mu.Lock()
 	b.maxPrices = append(b.maxPrices, req.MaxPrice)
+	b.minTiers = append(b.minTiers, req.MinTier)
 	b.mu.Unlock()
 	if b.b.failBefore {
 		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
@@ -85,6 +88,12 @@ func (b *backend) seen() []int64 {
 	return append([]int64(nil), b.maxPrices...)
 }
 
+func (b *backend) seenTiers() []attest.Tier {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]attest.Tier(nil), b.minTiers...)
+}
+
 // mesh is a proxy's router on a loopback host, a client host connected to
 // it, and workers added one by one, each on its own host.
 type mesh struct {
@@ -94,21 +103,30 @@ type mesh struct {
 	router *router.Router
 	pool   *inference.Pool
 
-	mu       sync.Mutex // guards prices
+	mu       sync.Mutex // guards prices and tiers
 	prices   map[peer.ID]int64
-	names    map[string]string // worker peer ID -> test name
+	tiers    map[peer.ID]string // a worker's verdict tier; "dev" if not set
+	names    map[string]string  // worker peer ID -> test name
 	backends map[string]*backend
 }
 
 func newMesh(t *testing.T) *mesh {
 	t.Helper()
 	m := &mesh{t: t, clock: &clock{t: time.Unix(1_700_000_000, 0)},
-		prices: make(map[peer.ID]int64), names: make(map[string]string), backends: make(map[string]*backend)}
+		prices: make(map[peer.ID]int64), tiers: make(map[peer.ID]string), names: make(map[string]string),
+		backends: make(map[string]*backend)}
 	m.proxy = p2ptest.NewHost(t)
 	client := p2ptest.NewHost(t)
 	cfg := router.DefaultConfig("local")
 	cfg.Now = m.clock.Now
-	m.router = router.New(cfg, m.proxy, func(peer.ID) (string, bool) { return "dev", true }, discard)
+	m.router = router.New(cfg, m.proxy, func(p peer.ID) (string, bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if t, ok := m.tiers[p]; ok {
+			return t, t != ""
+		}
+		return "dev", true
+	}, discard)
 	m.router.SetPricer(func(p peer.ID, model string) (int64, bool) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -130,6 +148,13 @@ func newMesh(t *testing.T) *mesh {
 // addWorker starts a worker named name; price < 0 means it has no offer.
 func (m *mesh) addWorker(name string, price int64, b behaviour) {
 	m.t.Helper()
+	m.addTieredWorker(name, price, "dev", b)
+}
+
+// addTieredWorker is addWorker for a worker whose verdict has tier; ""
+// means it has no live verdict.
+func (m *mesh) addTieredWorker(name string, price int64, tier string, b behaviour) {
+	m.t.Helper()
 	h := p2ptest.NewHost(m.t)
 	be := &backend{clock: m.clock, b: b}
 	sv := p2p.NewService(h, discard)
@@ -145,6 +170,7 @@ func (m *mesh) addWorker(name string, price int64, b behaviour) {
 	if price >= 0 {
 		m.prices[h.ID()] = price
 	}
+	m.tiers[h.ID()] = tier
 	m.names[h.ID().String()] = name
 	m.backends[name] = be
 	m.mu.Unlock()
@@ -157,6 +183,12 @@ func (m *mesh) addWorker(name string, price int64, b behaviour) {
 // measurements.
 func (m *mesh) send(maxPrice int64) (string, *inference.Error) {
 	m.t.Helper()
+	return m.sendReq(&inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxPrice: maxPrice, Body: []byte(`{}`)})
+}
+
+// sendReq is send for any request for model "m".
+func (m *mesh) sendReq(req *inference.Request) (string, *inference.Error) {
+	m.t.Helper()
 	defer p2ptest.Eventually(m.t, "the router to release its workers", func() bool {
 		for _, w := range m.router.Workers() {
 			if w.Active != 0 {
@@ -165,7 +197,6 @@ func (m *mesh) send(maxPrice int64) (string, *inference.Error) {
 		}
 		return true
 	})
-	req := &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxPrice: maxPrice, Body: []byte(`{}`)}
 	call, err := m.pool.Send(m.t.Context(), m.proxy.ID(), req)
 	if err != nil {
 		m.t.Fatal(err)
@@ -259,6 +290,65 @@ func TestMaxPrice(t *testing.T) {
 			// The ceiling is the proxy's business: the worker never sees it.
 			if mp := m.backends[got].seen(); len(mp) != 1 || mp[0] != 0 {
 				t.Fatalf("the worker got max prices %v, want [0]", mp)
+			}
+		})
+	}
+}
+
+// TestMinTier: a worker whose verdict is under the request's minimum tier
+// never gets it; when no worker serving the model is trusted enough, the
+// client gets trust_too_low naming the tier wanted and the best there is.
+func TestMinTier(t *testing.T) {
+	type w struct {
+		name  string
+		tier  string // "": no live verdict
+		price int64
+	}
+	tests := []struct {
+		name     string
+		workers  []w
+		minTier  attest.Tier
+		maxPrice int64
+		want     string         // the worker that answers
+		code     inference.Code // or the error the client gets
+		msg      string
+	}{
+		{"any tier", []w{{"dev", "dev", 100}}, 0, 0, "dev", 0, ""},
+		{"dev accepted for dev", []w{{"dev", "dev", 100}}, attest.TierDev, 0, "dev", 0, ""},
+		{"dev refused for tee", []w{{"dev", "dev", 100}}, attest.TierTEE, 0, "", inference.CodeUntrusted,
+			`no worker serves model "m" at trust tier tee or above (best available: dev)`},
+		{"tee refused for tee-gpu", []w{{"dev", "dev", 100}, {"tee", "tee", 100}}, attest.TierTEEGPU, 0, "", inference.CodeUntrusted,
+			`no worker serves model "m" at trust tier tee-gpu or above (best available: tee)`},
+		{"the trusted one, though dearer", []w{{"dev", "dev", 100}, {"gpu", "tee-gpu", 900}}, attest.TierTEE, 0, "gpu", 0, ""},
+		{"trusted ones only count for the price", []w{{"dev", "dev", 100}, {"tee", "tee", 900}}, attest.TierTEE, 500, "", inference.CodeTooExpensive,
+			`no worker offers model "m" at or under 500 nanoTON per million tokens (cheapest: 900)`},
+		{"no verdict is no tier", []w{{"unattested", "", 100}, {"dev", "dev", 100}}, attest.TierDev, 0, "dev", 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMesh(t)
+			for _, w := range tt.workers {
+				m.addTieredWorker(w.name, w.price, w.tier, behaviour{})
+			}
+			got, e := m.sendReq(&inference.Request{ID: "r", Kind: inference.KindChat, Model: "m",
+				MaxPrice: tt.maxPrice, MinTier: tt.minTier, Body: []byte(`{}`)})
+			if tt.code != 0 {
+				if e == nil || e.Code != tt.code || e.Message != tt.msg {
+					t.Fatalf("got %q, %v; want %v %q", got, e, tt.code, tt.msg)
+				}
+				for name, b := range m.backends {
+					if n := len(b.seen()); n != 0 {
+						t.Fatalf("worker %s got %d requests, want none", name, n)
+					}
+				}
+				return
+			}
+			if e != nil || got != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, e, tt.want)
+			}
+			// The minimum is the proxy's business: the worker never sees it.
+			if mt := m.backends[got].seenTiers(); len(mt) != 1 || mt[0] != 0 {
+				t.Fatalf("the worker got minimum tiers %v, want [0]", mt)
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -45,8 +46,9 @@ func DefaultConfig(network string) Config {
 		FadeHalfLife: time.Minute}
 }
 
-// Tiers tells the router what it verified about a peer: ok is false for a
-// peer without a live attestation verdict.
+// Tiers tells the router what it verified about a peer: the trust tier of
+// its live attestation verdict, by name (attest.Tier.String); ok is false
+// for a peer without one.
 type Tiers func(peer.ID) (tier string, ok bool)
 
 // Router routes inference requests to workers.
@@ -225,10 +227,11 @@ func (r *Router) serveCatalog(ctx context.Context, s network.Stream) error {
 
 // pick chooses the worker for a request for model that was not tried yet,
 // and counts the request against it: among reachable workers with free
-// capacity whose price is at most maxPrice (0: any price), the one first in
-// the order the package doc gives. It runs on every request: one pass over
-// the workers, one clock read, no allocation.
-func (r *Router) pick(model string, maxPrice int64, tried []peer.ID) (*worker, *inference.Error) {
+// capacity, whose verified tier is at least minTier (0: any tier) and
+// whose price is at most maxPrice (0: any price), the one first in the
+// order the package doc gives. It runs on every request: one pass over the
+// workers, one clock read, no allocation.
+func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried []peer.ID) (*worker, *inference.Error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -243,6 +246,9 @@ func (r *Router) pick(model string, maxPrice int64, tried []peer.ID) (*worker, *
 		if _, ok := w.models[model]; !ok {
 			continue
 		}
+		if minTier > 0 && r.tierLocked(w.id) < minTier {
+			continue
+		}
 		price := r.priceLocked(w.id, model)
 		if maxPrice > 0 && (price == unknownPrice || price > maxPrice) {
 			continue
@@ -253,8 +259,13 @@ func (r *Router) pick(model string, maxPrice int64, tried []peer.ID) (*worker, *
 		}
 	}
 	if best.w == nil {
+		if minTier > 0 {
+			if e := r.untrustedLocked(model, minTier); e != nil {
+				return nil, e
+			}
+		}
 		if maxPrice > 0 {
-			if e := r.tooExpensiveLocked(model, maxPrice); e != nil {
+			if e := r.tooExpensiveLocked(model, maxPrice, minTier); e != nil {
 				return nil, e
 			}
 		}
@@ -276,14 +287,55 @@ func (r *Router) priceLocked(p peer.ID, model string) int64 {
 	return unknownPrice
 }
 
-// tooExpensiveLocked explains a failed pick with a price ceiling: nil when
-// some reachable worker serving model is within it (it is busy or was
-// tried, so the request failed for another reason), else the error naming
-// the cheapest price on offer.
-func (r *Router) tooExpensiveLocked(model string, maxPrice int64) *inference.Error {
+// tierLocked is the tier of p's live verdict, or 0 without one. Known
+// tier names cost no allocation.
+func (r *Router) tierLocked(p peer.ID) attest.Tier {
+	if r.tiers == nil {
+		return 0
+	}
+	name, ok := r.tiers(p)
+	if !ok {
+		return 0
+	}
+	t, err := attest.ParseTier(name)
+	if err != nil {
+		return 0
+	}
+	return t
+}
+
+// untrustedLocked explains a failed pick with a minimum tier: nil when
+// some reachable worker serving model is trusted enough (it is busy or was
+// tried, so the request failed for another reason) or none has a live
+// verdict at all, else the error naming the tier wanted and the best one
+// available.
+func (r *Router) untrustedLocked(model string, minTier attest.Tier) *inference.Error {
+	var best attest.Tier
+	for _, w := range r.order {
+		if _, ok := w.models[model]; !ok || !w.up {
+			continue
+		}
+		best = max(best, r.tierLocked(w.id))
+	}
+	if best == 0 || best >= minTier {
+		return nil
+	}
+	return inference.Errorf(inference.CodeUntrusted, "no worker serves model %q at trust tier %s or above (best available: %s)",
+		model, minTier, best)
+}
+
+// tooExpensiveLocked explains a failed pick with a price ceiling, among
+// the workers trusted enough for minTier: nil when some reachable one
+// serving model is within it (it is busy or was tried, so the request
+// failed for another reason), else the error naming the cheapest price
+// on offer.
+func (r *Router) tooExpensiveLocked(model string, maxPrice int64, minTier attest.Tier) *inference.Error {
 	cheapest := unknownPrice
 	for _, w := range r.order {
 		if _, ok := w.models[model]; !ok || !w.up {
+			continue
+		}
+		if minTier > 0 && r.tierLocked(w.id) < minTier {
 			continue
 		}
 		price := r.priceLocked(w.id, model)
@@ -494,18 +546,19 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Request, out *p2p.FrameWriter) error {
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return r.log.With("request", req.ID, "model", req.Model, "peer", client) }
-	// The max price is the proxy's to honour; workers get the request
-	// without it, as they did before requests carried one.
+	// The max price and the minimum tier are the proxy's to honour;
+	// workers get the request without them, as they did before requests
+	// carried them.
 	fwd := req
-	if req.MaxPrice != 0 {
+	if req.MaxPrice != 0 || req.MinTier != 0 {
 		c := *req
-		c.MaxPrice = 0
+		c.MaxPrice, c.MinTier = 0, 0
 		fwd = &c
 	}
 	var tried []peer.ID
 	var last *inference.Error
 	for attempt := 0; attempt < r.cfg.Attempts; attempt++ {
-		w, perr := r.pick(req.Model, req.MaxPrice, tried)
+		w, perr := r.pick(req.Model, req.MaxPrice, req.MinTier, tried)
 		if perr != nil {
 			if last == nil || perr.Code == inference.CodeUnknownModel {
 				last = perr
@@ -513,7 +566,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			break
 		}
 		tried = append(tried, w.id)
-		started, e := r.forward(ctx, w, fwd, out, log)
+		started, e := r.forward(ctx, w, fwd, req.MinTier, out, log)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
@@ -523,6 +576,12 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 		if started {
 			// Already streaming: the error frame was forwarded.
 			return nil
+		}
+		if e.Code == inference.CodeUntrusted {
+			// Its verdict changed since pick: another worker may do, and
+			// this attempt does not count as one.
+			attempt--
+			continue
 		}
 		log().Info("worker failed before first chunk", "worker", w.id, "attempt", attempt+1, "code", e.Code, "err", e.Message)
 		last = e
@@ -543,14 +602,22 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 
 // forward sends req to w and relays its response to out. started reports
 // whether anything reached the client; e is the failure, if any. It
-// measures w: the time to its first frame, and whether it failed.
-func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
+// measures w: the time to its first frame, and whether it failed. It
+// checks w's verdict once more, just before sending: a worker whose tier
+// fell under minTier since pick gets nothing, and e is CodeUntrusted.
+func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, minTier attest.Tier, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
 	o := outcomeFailure
 	defer func() { r.release(w, o) }()
 
 	tier, ok := r.tiers(w.id)
 	if !ok {
 		return false, inference.Errorf(inference.CodeUnattested, "worker %s has no live attestation verdict", w.id)
+	}
+	if minTier > 0 {
+		if t, err := attest.ParseTier(tier); err != nil || t < minTier {
+			o = outcomeNone
+			return false, inference.Errorf(inference.CodeUntrusted, "worker %s is at trust tier %q, under %s", w.id, tier, minTier)
+		}
 	}
 	// The first frame must come within FirstChunkTimeout; past it the
 	// attempt is abandoned (its stream reset) and the next worker tried.
