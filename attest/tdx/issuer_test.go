@@ -1,0 +1,108 @@
+package tdx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+)
+
+// fakeProvider stands in for the TDX module: it answers with a quote from
+// quote, or err.
+type fakeProvider struct {
+	quote func(reportData [64]byte) []byte
+	err   error
+	calls int
+}
+
+func (f *fakeProvider) Quote(reportData [64]byte) ([]byte, error) {
+	f.calls++
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.quote(reportData), nil
+}
+
+func TestIssue(t *testing.T) {
+	ctx := context.Background()
+	s := newSynthetic(t)
+	pub := key(t, 1)
+	expiry := now.Add(time.Hour)
+	spec := func(rd [64]byte) quoteSpec {
+		return quoteSpec{ReportData: rd, Measurement: measure(1), TEETCBSVN: [16]byte{3}}
+	}
+	errDevice := errors.New("device busy")
+
+	tests := []struct {
+		name string
+		p    *fakeProvider
+		want error // nil: issued and accepted
+		msg  string
+	}{
+		{"quote over the binding", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, nil, ""},
+		{"provider error", &fakeProvider{err: errDevice}, errDevice, "getting TDX quote"},
+		{"empty quote", &fakeProvider{quote: func([64]byte) []byte { return nil }}, ErrEmptyQuote, ""},
+		{"garbage", &fakeProvider{quote: func([64]byte) []byte { return []byte("not a quote") }}, ErrMalformed, ""},
+		{"quote over other data", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec([64]byte{1})) }}, nil, "REPORTDATA is not the requested binding"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := NewIssuer(tt.p).Issue(ctx, pub, expiry)
+			if tt.want == nil && tt.msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := binding(t, pub, expiry)
+				if ev.Kind != Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, b[:]) || len(ev.Quote) == 0 {
+					t.Fatalf("evidence %+v", ev)
+				}
+				v, err := s.v.Validate(ctx, ev, pub, now)
+				if err != nil || v.Tier != attest.TierTEE {
+					t.Fatalf("validating issued evidence: %+v, %v", v, err)
+				}
+				return
+			}
+			if err == nil || ev != nil {
+				t.Fatalf("issued %+v", ev)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("error %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("error %q, want it to say %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+func TestIssueCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p := &fakeProvider{err: errors.New("unreachable")}
+	if _, err := NewIssuer(p).Issue(ctx, key(t, 1), now.Add(time.Hour)); !errors.Is(err, context.Canceled) || p.calls != 0 {
+		t.Fatalf("error %v after %d calls, want context.Canceled before any", err, p.calls)
+	}
+}
+
+func TestOpenHardwareWithoutTDX(t *testing.T) {
+	for _, path := range []string{"/sys/kernel/config/tsm/report", "/dev/tdx_guest"} {
+		if _, err := os.Stat(path); err == nil {
+			t.Skipf("%s exists: this machine may have TDX", path)
+		}
+	}
+	p, err := OpenHardware()
+	if !errors.Is(err, ErrNoTDX) || p != nil {
+		t.Fatalf("OpenHardware() = %v, %v; want ErrNoTDX", p, err)
+	}
+	for _, tried := range []string{"configfs-tsm", "/dev/tdx_guest"} {
+		if !strings.Contains(err.Error(), tried) {
+			t.Errorf("error %q does not say it tried %s", err, tried)
+		}
+	}
+	t.Log(err)
+}

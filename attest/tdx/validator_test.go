@@ -1,0 +1,348 @@
+package tdx
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// realQuote is a production quote; see testdata/README.md.
+//
+//go:embed testdata/tdx_prod_quote_SPR_E4.dat
+var realQuote []byte
+
+var (
+	// realNow is a time at which realQuote's certificates and go-tdx-guest's
+	// sample collateral are valid.
+	realNow = time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)
+	// now is the fixed clock of the synthetic quotes.
+	now = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+)
+
+// key makes a deterministic Ed25519 key from seed.
+func key(t testing.TB, seed byte) crypto.PubKey {
+	t.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{seed}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func binding(t testing.TB, pub crypto.PubKey, expiry time.Time) [64]byte {
+	t.Helper()
+	b, err := attest.Binding(pub, expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// measure makes a measurement from seed.
+func measure(seed byte) Measurement {
+	var m Measurement
+	for i := range m.MRTD {
+		m.MRTD[i] = seed
+	}
+	for r := range m.RTMR {
+		for i := range m.RTMR[r] {
+			m.RTMR[r][i] = seed + byte(r) + 1
+		}
+	}
+	return m
+}
+
+// fixedPolicy returns p on every call.
+func fixedPolicy(p Policy) func() Policy { return func() Policy { return p } }
+
+func productionValidator(t testing.TB) *Validator {
+	t.Helper()
+	v, err := NewValidator(Config{Policy: fixedPolicy(Policy{}), Collateral: CollateralOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestRealQuoteIsGenuine(t *testing.T) {
+	v := productionValidator(t)
+	ctx := context.Background()
+	r, err := v.VerifyQuote(ctx, realQuote, realNow)
+	if err != nil {
+		t.Fatalf("real quote at %s: %v", realNow, err)
+	}
+	if r.Debug || r.MRTD == ([48]byte{}) {
+		t.Fatalf("report %+v", r)
+	}
+	// The PCK certificate expires in 2029.
+	if _, err := v.VerifyQuote(ctx, realQuote, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, ErrNotGenuine) {
+		t.Fatalf("after the PCK certificate expired: %v, want ErrNotGenuine", err)
+	}
+	// Its REPORTDATA is not a cocoon binding, so as evidence it fails the
+	// binding, whatever the policy.
+	ev := &attest.Evidence{Kind: Kind, Expiry: realNow.Add(time.Hour).Unix(), ReportData: r.ReportData[:], Quote: realQuote}
+	if _, err := v.Validate(ctx, ev, key(t, 1), realNow); !errors.Is(err, attest.ErrBinding) {
+		t.Fatalf("real quote as evidence: %v, want ErrBinding", err)
+	}
+}
+
+func TestRootIsPinned(t *testing.T) {
+	root, err := pinnedRoot(intelRootPEM, IntelRootFingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Subject.CommonName != "Intel SGX Root CA" || !root.IsCA {
+		t.Fatalf("pinned root %s", root.Subject)
+	}
+	// The real quote's chain ends at the same certificate.
+	q, err := parseQuote(realQuote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, chainRoot, err := pckChain(q); err != nil || !bytes.Equal(chainRoot, root.Raw) {
+		t.Fatalf("real quote's root differs from the pinned one (%v)", err)
+	}
+	// A copy that does not match the fingerprint is refused.
+	other := newFakeIntel(t, now.Add(-time.Hour), now.Add(time.Hour)).chainPEM
+	for name, pemText := range map[string]string{
+		"other certificate": string(other[bytes.LastIndex(other, []byte("-----BEGIN")):]),
+		"two certificates":  intelRootPEM + "\n" + intelRootPEM,
+		"not PEM":           "Intel SGX Root CA",
+	} {
+		if _, err := pinnedRoot(pemText, IntelRootFingerprint); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestConfigCannotChangeRoot: the production constructor takes only a
+// Config, and no Config field can carry a certificate or a pool. A new
+// field fails this test until it is added here after review.
+func TestConfigCannotChangeRoot(t *testing.T) {
+	want := map[string]string{
+		"Policy":      "func() tdx.Policy",
+		"MaxValidity": "time.Duration",
+		"Collateral":  "tdx.Collateral",
+		"CacheDir":    "string",
+		"Refresh":     "time.Duration",
+		"Getter":      "tdx.Getter",
+		"Now":         "func() time.Time",
+		"Log":         "*slog.Logger",
+	}
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if got := f.Type.String(); want[f.Name] != got {
+			t.Errorf("Config.%s is a %s: review that it cannot carry a root", f.Name, got)
+		}
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[Policy](), reflect.TypeFor[TCB](), reflect.TypeFor[Measurement]()} {
+		for i := range typ.NumField() {
+			if k := typ.Field(i).Type.Kind(); k != reflect.Slice && k != reflect.Struct && k != reflect.Array && k != reflect.Bool && k != reflect.Uint16 {
+				t.Errorf("%s.%s is a %s", typ, typ.Field(i).Name, typ.Field(i).Type)
+			}
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	pol := fixedPolicy(Policy{})
+	tests := []struct {
+		name  string
+		cfg   Config
+		field string // named in the error; "" for valid
+	}{
+		{"off", Config{Policy: pol, Collateral: CollateralOff}, ""},
+		{"on", Config{Policy: pol, Collateral: CollateralOn, CacheDir: "x"}, ""},
+		{"no policy", Config{Collateral: CollateralOff}, "Policy"},
+		{"collateral unsaid", Config{Policy: pol}, "Collateral"},
+		{"collateral bogus", Config{Policy: pol, Collateral: 9}, "Collateral"},
+		{"on without cache", Config{Policy: pol, Collateral: CollateralOn}, "CacheDir"},
+		{"negative validity", Config{Policy: pol, Collateral: CollateralOff, MaxValidity: -1}, "MaxValidity"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "Config."+tt.field) {
+				t.Fatalf("error %v, want one naming Config.%s", err, tt.field)
+			}
+		})
+	}
+}
+
+// synthetic is a fake Intel chain, a validator trusting it, and a policy
+// allowing measure(1).
+type synthetic struct {
+	intel  *fakeIntel
+	v      *Validator
+	policy Policy
+}
+
+func newSynthetic(t testing.TB) *synthetic {
+	t.Helper()
+	s := &synthetic{
+		intel: newFakeIntel(t, now.Add(-30*24*time.Hour), now.Add(30*24*time.Hour)),
+		policy: Policy{
+			Measurements: []Measurement{measure(7), measure(1)},
+			MinTCB:       TCB{TEETCBSVN: [16]byte{3}, CPUSVN: [16]byte{5, 5}, PCESVN: 11},
+		},
+	}
+	v, err := newValidator(Config{Policy: func() Policy { return s.policy }, Collateral: CollateralOff}, s.intel.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.v = v
+	return s
+}
+
+// evidence is TDX evidence binding pub until expiry for a TD measured m,
+// its TEE_TCB_SVN at the policy's minimum.
+func (s *synthetic) evidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m Measurement) *attest.Evidence {
+	t.Helper()
+	b := binding(t, pub, expiry)
+	q := s.intel.quote(t, quoteSpec{ReportData: b, Measurement: m, TEETCBSVN: [16]byte{3, 0, 4}})
+	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: q}
+}
+
+func TestValidate(t *testing.T) {
+	ctx := context.Background()
+	s := newSynthetic(t)
+	pubA, pubB := key(t, 1), key(t, 2)
+	hour := now.Add(time.Hour)
+	good := s.evidence(t, pubA, hour, measure(1))
+
+	// with returns a copy of good changed by f.
+	with := func(f func(ev *attest.Evidence)) *attest.Evidence {
+		ev := *good
+		ev.ReportData = bytes.Clone(good.ReportData)
+		ev.Quote = bytes.Clone(good.Quote)
+		f(&ev)
+		return &ev
+	}
+	quoteWith := func(spec quoteSpec) *attest.Evidence {
+		return with(func(ev *attest.Evidence) { ev.Quote = s.intel.quote(t, spec) })
+	}
+	bA := binding(t, pubA, hour)
+
+	tests := []struct {
+		name string
+		ev   *attest.Evidence
+		pub  crypto.PubKey
+		v    *Validator
+		want error // nil: accepted as TierTEE
+	}{
+		{"valid", good, pubA, nil, nil},
+		{"wrong kind", with(func(ev *attest.Evidence) { ev.Kind = "dev" }), pubA, nil, attest.ErrKind},
+		{"empty quote", with(func(ev *attest.Evidence) { ev.Quote = nil }), pubA, nil, ErrMalformed},
+		{"oversize quote", with(func(ev *attest.Evidence) { ev.Quote = append(ev.Quote, make([]byte, MaxQuoteSize)...) }), pubA, nil, ErrMalformed},
+		{"truncated quote", with(func(ev *attest.Evidence) { ev.Quote = ev.Quote[:len(ev.Quote)/2] }), pubA, nil, ErrMalformed},
+		{"tampered TD report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offMRTD] ^= 1 }), pubA, nil, ErrNotGenuine},
+		{"tampered report data", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offReportData] ^= 1 }), pubA, nil, ErrNotGenuine},
+		{"tampered QE report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+bodyLen+4+128+6+0x100] ^= 1 }), pubA, nil, ErrNotGenuine},
+		{"wrong root", good, pubA, productionValidator(t), ErrNotGenuine},
+		{"replayed by another peer", good, pubB, nil, attest.ErrBinding},
+		{"evidence rebound to another peer", with(func(ev *attest.Evidence) {
+			b := binding(t, pubB, hour)
+			ev.ReportData = b[:]
+		}), pubB, nil, attest.ErrBinding},
+		{"quote over other data", quoteWith(quoteSpec{Measurement: measure(1), TEETCBSVN: [16]byte{3}}), pubA, nil, attest.ErrBinding},
+		{"expiry changed", with(func(ev *attest.Evidence) { ev.Expiry++ }), pubA, nil, attest.ErrBinding},
+		{"expired", s.evidence(t, pubA, now.Add(-time.Minute), measure(1)), pubA, nil, attest.ErrExpired},
+		{"validity too long", s.evidence(t, pubA, now.Add(DefaultMaxValidity+time.Hour), measure(1)), pubA, nil, attest.ErrTooLong},
+		{"measurement not allowed", s.evidence(t, pubA, hour, measure(2)), pubA, nil, ErrMeasurement},
+		{"one RTMR differs", quoteWith(quoteSpec{ReportData: bA, Measurement: func() Measurement { m := measure(1); m.RTMR[3][0] ^= 1; return m }(), TEETCBSVN: [16]byte{3}}), pubA, nil, ErrMeasurement},
+		{"debug TD", quoteWith(quoteSpec{ReportData: bA, Measurement: measure(1), TEETCBSVN: [16]byte{3}, TDAttributes: [8]byte{1}}), pubA, nil, ErrDebug},
+		{"TEE TCB below minimum", quoteWith(quoteSpec{ReportData: bA, Measurement: measure(1), TEETCBSVN: [16]byte{2, 9, 9}}), pubA, nil, ErrTCB},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := tt.v
+			if v == nil {
+				v = s.v
+			}
+			got, err := v.Validate(ctx, tt.ev, tt.pub, now)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Tier != attest.TierTEE || got.Kind != Kind || !got.Expiry.Equal(time.Unix(tt.ev.Expiry, 0)) {
+					t.Fatalf("verdict %+v", got)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("error %v, want %v", err, tt.want)
+			}
+			t.Log(err)
+			if got != (attest.Verdict{}) {
+				t.Fatalf("rejected with verdict %+v", got)
+			}
+		})
+	}
+}
+
+func TestPolicyFollowsItsSource(t *testing.T) {
+	ctx := context.Background()
+	s := newSynthetic(t)
+	pub := key(t, 1)
+	ev := s.evidence(t, pub, now.Add(time.Hour), measure(1))
+	if _, err := s.v.Validate(ctx, ev, pub, now); err != nil {
+		t.Fatal(err)
+	}
+	s.policy.Measurements = []Measurement{measure(7)} // the registry dropped measure(1)
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrMeasurement) {
+		t.Fatalf("after the allow-list changed: %v, want ErrMeasurement", err)
+	}
+	s.policy = Policy{}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrMeasurement) {
+		t.Fatalf("empty policy: %v, want ErrMeasurement", err)
+	}
+	s.policy = Policy{Measurements: []Measurement{measure(1)}, MinTCB: TCB{PCESVN: fakePCESVN + 1}}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrTCB) {
+		t.Fatalf("PCESVN minimum above the platform's: %v, want ErrTCB", err)
+	}
+	s.policy = Policy{Measurements: []Measurement{measure(1)}, MinTCB: TCB{CPUSVN: [16]byte{fakeCPUSVN[0] + 1}}}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrTCB) {
+		t.Fatalf("CPUSVN minimum above the platform's: %v, want ErrTCB", err)
+	}
+}
+
+func TestCertificatesExpire(t *testing.T) {
+	s := newSynthetic(t)
+	pub := key(t, 1)
+	later := now.Add(31 * 24 * time.Hour)
+	ev := s.evidence(t, pub, later.Add(time.Hour), measure(1))
+	if _, err := s.v.Validate(context.Background(), ev, pub, later); !errors.Is(err, ErrNotGenuine) {
+		t.Fatalf("after the PCK chain expired: %v, want ErrNotGenuine", err)
+	}
+}
+
+// BenchmarkVerifyQuote times the genuineness check of the real quote:
+// parsing, both signatures, the PCK chain up to the pinned root.
+func BenchmarkVerifyQuote(b *testing.B) {
+	v := productionValidator(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := v.VerifyQuote(ctx, realQuote, realNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
