@@ -9,6 +9,21 @@
 // X-Cocoon-Max-Price header: decimal nanoTON per million prompt plus
 // completion tokens, 0 for no limit. When no worker is that cheap the app
 // gets 503 with code price_too_high.
+//
+// A request's minimum trust tier is Config.MinTier, raised (never lowered)
+// by the X-Cocoon-Min-Trust header: dev, tee or tee-gpu. The proxy sends
+// the request only to a worker it verified at that tier or above; when no
+// worker is, the app gets 503 with code trust_too_low. The gateway checks
+// again the tier the proxy names for the worker that served (the End
+// frame's): an answer from below the minimum is withheld, as 502 with
+// code trust_too_low, or, when streamed, ended with that error instead of
+// data: [DONE]. Streamed content cannot be taken back: the proxy's check
+// is what keeps a prompt from an untrusted worker; the gateway's catches,
+// after the fact, a proxy that routed below the minimum and said so.
+//
+// The tier that served is in the response's "cocoon" extension, and in
+// the X-Cocoon-Tier header of a whole response or the trailer of a
+// streamed one.
 package gateway
 
 import (
@@ -28,6 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 )
 
@@ -43,6 +59,9 @@ type Config struct {
 	// X-Cocoon-Max-Price header says otherwise; 0 means no limit. A
 	// negative value counts as 0.
 	MaxPrice int64
+	// MinTier is the weakest trust tier a request's worker may have; 0
+	// means any. A request's MinTrustHeader may raise it, never lower it.
+	MinTier attest.Tier
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
 }
@@ -51,6 +70,16 @@ type Config struct {
 // prompt plus completion tokens, 0 for no limit. It overrides
 // Config.MaxPrice.
 const MaxPriceHeader = "X-Cocoon-Max-Price"
+
+// MinTrustHeader sets one request's minimum trust tier: dev, tee or
+// tee-gpu. The stricter of it and Config.MinTier applies: an app may ask
+// for more trust than its node's operator requires, never for less.
+const MinTrustHeader = "X-Cocoon-Min-Trust"
+
+// TierHeader names the trust tier of the worker that served: a header of
+// a whole response, a trailer of a streamed one (whose headers go out
+// before the tier is known).
+const TierHeader = "X-Cocoon-Tier"
 
 // Server is the HTTP API.
 type Server struct {
@@ -154,6 +183,11 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, bad)
 		return
 	}
+	minTier, bad := s.minTier(r.Header)
+	if bad != nil {
+		writeInferenceError(w, bad)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -170,7 +204,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, bad)
 		return
 	}
-	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, Body: body}
+	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, MinTier: minTier, Body: body}
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return s.log.With("request", req.ID, "model", req.Model) }
 
@@ -219,10 +253,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
 	if p.stream {
-		s.stream(w, r, resp, ev, out, p.includeUsage, log)
+		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, log)
 		return
 	}
-	s.whole(w, resp, ev, out, log)
+	s.whole(w, resp, ev, out, minTier, log)
 }
 
 // maxPrice is the request's max price: its MaxPriceHeader, or the
@@ -241,13 +275,48 @@ func (s *Server) maxPrice(h http.Header) (int64, *inference.Error) {
 	return n, nil
 }
 
+// minTier is the request's minimum trust tier: the stricter of
+// MinTrustHeader and the configured one. A header that is not one known
+// tier is a bad request naming the header.
+func (s *Server) minTier(h http.Header) (attest.Tier, *inference.Error) {
+	vs := h.Values(MinTrustHeader)
+	if len(vs) == 0 || len(vs) == 1 && vs[0] == "" {
+		return s.cfg.MinTier, nil
+	}
+	t, err := attest.ParseTier(vs[0])
+	if len(vs) > 1 || err != nil {
+		return 0, &inference.Error{Code: inference.CodeBadRequest, Param: MinTrustHeader,
+			Message: MinTrustHeader + " must be given once, as dev, tee or tee-gpu"}
+	}
+	return max(t, s.cfg.MinTier), nil
+}
+
+// untrusted is the error for an answer whose End names a tier below
+// minTier, or nil when it is trusted enough. An End without a tier, or
+// with one this node does not know, is below any minimum.
+func untrusted(end *inference.End, minTier attest.Tier) *inference.Error {
+	if minTier == 0 {
+		return nil
+	}
+	if t, err := attest.ParseTier(end.Tier); err == nil && t >= minTier {
+		return nil
+	}
+	tier := end.Tier
+	if tier == "" {
+		tier = "none named"
+	}
+	return inference.Errorf(inference.CodeUntrusted,
+		"the proxy answered from a worker at trust tier %s, under the minimum %s; the answer is withheld", tier, minTier)
+}
+
 // stream writes the response as server-sent events, flushing whenever no
 // further event is already waiting.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, log func() *slog.Logger) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, minTier attest.Tier, log func() *slog.Logger) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	h.Set("Trailer", TierHeader)
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	// Events collect in buf and go to the ResponseWriter in one Write when
@@ -280,6 +349,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 		case inference.FrameChunk:
 			buf = out.appendChunk(buf, ev.Text, ev.Finish)
 		case inference.FrameEnd:
+			if ev.End.Tier != "" {
+				h.Set(TierHeader, ev.End.Tier) // sent as the trailer
+			}
+			if e := untrusted(ev.End, minTier); e != nil {
+				log().Warn("answer from a worker under the minimum tier", "tier", ev.End.Tier, "min", minTier, "worker", ev.End.Worker)
+				buf = appendStreamError(buf, e)
+				last()
+				return
+			}
 			if !out.finished {
 				buf = out.appendChunk(buf, nil, []byte(orDefault(ev.End.FinishReason, "stop")))
 			}
@@ -317,7 +395,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 }
 
 // whole collects the response and answers it as one JSON object.
-func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, log func() *slog.Logger) {
+func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, minTier attest.Tier, log func() *slog.Logger) {
 	var text strings.Builder
 	finish := ""
 	for {
@@ -328,6 +406,16 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 				finish = string(ev.Finish)
 			}
 		case inference.FrameEnd:
+			if ev.End.Tier != "" {
+				w.Header().Set(TierHeader, ev.End.Tier)
+			}
+			if e := untrusted(ev.End, minTier); e != nil {
+				log().Warn("answer from a worker under the minimum tier", "tier", ev.End.Tier, "min", minTier, "worker", ev.End.Worker)
+				// Not the 503 of a proxy that found no worker: this proxy
+				// broke the request's terms.
+				writeError(w, http.StatusBadGateway, "server_error", "", e.Code.String(), e.Message)
+				return
+			}
 			if finish == "" {
 				finish = orDefault(ev.End.FinishReason, "stop")
 			}

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 )
 
@@ -298,6 +299,171 @@ func TestTooExpensive(t *testing.T) {
 	status, e := do(t, req)
 	if status != http.StatusServiceUnavailable || e.Code == nil || *e.Code != "price_too_high" || e.Message != msg {
 		t.Fatalf("got %d %+v, want 503 price_too_high", status, e)
+	}
+}
+
+func TestMinTrustHeader(t *testing.T) {
+	tests := []struct {
+		name     string
+		config   attest.Tier
+		header   []string // values of X-Cocoon-Min-Trust; none: absent
+		want     attest.Tier
+		rejected bool // 400 naming the header
+	}{
+		{"no header, no default", 0, nil, 0, false},
+		{"no header takes the default", attest.TierTEE, nil, attest.TierTEE, false},
+		{"header", 0, []string{"tee-gpu"}, attest.TierTEEGPU, false},
+		{"dev", 0, []string{"dev"}, attest.TierDev, false},
+		{"header raises the default", attest.TierDev, []string{"tee"}, attest.TierTEE, false},
+		{"header cannot lower the default", attest.TierTEE, []string{"dev"}, attest.TierTEE, false},
+		{"empty counts as absent", attest.TierTEE, []string{""}, attest.TierTEE, false},
+		{"unknown", 0, []string{"tdx"}, 0, true},
+		{"any is not a tier", 0, []string{"any"}, 0, true},
+		{"case matters", 0, []string{"TEE"}, 0, true},
+		{"a number", 0, []string{"2"}, 0, true},
+		{"given twice", 0, []string{"tee", "tee"}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Tier: "tee-gpu"}}
+			srv := httptest.NewServer(New(Config{MinTier: tt.config}, up, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+			for _, v := range tt.header {
+				req.Header.Add("X-Cocoon-Min-Trust", v)
+			}
+			status, e := do(t, req)
+			if tt.rejected {
+				if status != http.StatusBadRequest || e.Param == nil || *e.Param != MinTrustHeader || e.Type != "invalid_request_error" ||
+					!strings.Contains(e.Message, MinTrustHeader) {
+					t.Fatalf("got %d %+v, want 400 naming %s", status, e, MinTrustHeader)
+				}
+				select {
+				case r := <-up.opened:
+					t.Fatalf("a rejected request went upstream: %+v", r)
+				default:
+				}
+				return
+			}
+			if status != http.StatusOK {
+				t.Fatalf("status %d: %+v", status, e)
+			}
+			if r := <-up.opened; r.MinTier != tt.want {
+				t.Fatalf("MinTier %v, want %v", r.MinTier, tt.want)
+			}
+		})
+	}
+}
+
+// TestUntrusted: a proxy with no worker trusted enough is a 503 that says
+// so.
+func TestUntrusted(t *testing.T) {
+	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{})}
+	msg := `no worker serves model "m" at trust tier tee or above (best available: dev)`
+	up.events <- inference.Event{Type: inference.FrameError, Err: inference.Errorf(inference.CodeUntrusted, "%s", msg)}
+	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"x"}`))
+	req.Header.Set("X-Cocoon-Min-Trust", "tee")
+	status, e := do(t, req)
+	if status != http.StatusServiceUnavailable || e.Code == nil || *e.Code != "trust_too_low" || e.Message != msg {
+		t.Fatalf("got %d %+v, want 503 trust_too_low", status, e)
+	}
+}
+
+// TestTierRecheck: the gateway checks the tier the proxy names for the
+// worker that served against the request's minimum. A whole answer from
+// below it is withheld (502 trust_too_low, no content); a streamed one
+// ends with that error instead of [DONE]. The tier that served is named in
+// X-Cocoon-Tier, a header or a trailer.
+func TestTierRecheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		min    string // X-Cocoon-Min-Trust
+		tier   string // the End's tier
+		stream bool
+		ok     bool
+	}{
+		{"at the minimum", "tee", "tee", false, true},
+		{"above the minimum", "tee", "tee-gpu", false, true},
+		{"no minimum", "", "dev", false, true},
+		{"below the minimum", "tee", "dev", false, false},
+		{"no tier named", "dev", "", false, false},
+		{"unknown tier named", "dev", "tier(9)", false, false},
+		{"streamed at the minimum", "dev", "dev", true, true},
+		{"streamed below the minimum", "tee-gpu", "tee", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{})}
+			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("secret answer")}
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2},
+				Worker: "w", Tier: tt.tier}}
+			srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+			if tt.stream {
+				body = `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
+			}
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(body))
+			if tt.min != "" {
+				req.Header.Set("X-Cocoon-Min-Trust", tt.min)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := resp.Header.Get(TierHeader)
+			if tt.stream {
+				named = resp.Trailer.Get(TierHeader)
+			}
+			if named != tt.tier {
+				t.Errorf("%s = %q, want %q", TierHeader, named, tt.tier)
+			}
+			if tt.stream {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				events := strings.Split(strings.TrimSpace(string(raw)), "\n\n")
+				lastEv := events[len(events)-1]
+				if tt.ok {
+					if lastEv != "data: [DONE]" || !strings.Contains(events[len(events)-2], `"tier":"`+tt.tier+`"`) {
+						t.Fatalf("stream %q, want usage naming the tier, then [DONE]", raw)
+					}
+					return
+				}
+				if strings.Contains(string(raw), "[DONE]") || !strings.Contains(lastEv, `"code":"trust_too_low"`) {
+					t.Fatalf("stream %q, want it to end with trust_too_low and no [DONE]", raw)
+				}
+				return
+			}
+			if tt.ok {
+				var got struct {
+					Cocoon struct {
+						Tier string `json:"tier"`
+					} `json:"cocoon"`
+				}
+				if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &got) != nil || got.Cocoon.Tier != tt.tier {
+					t.Fatalf("got %d %s, want 200 naming tier %q", resp.StatusCode, raw, tt.tier)
+				}
+				return
+			}
+			var e struct {
+				Error apiError `json:"error"`
+			}
+			if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(raw, &e) != nil || e.Error.Code == nil || *e.Error.Code != "trust_too_low" {
+				t.Fatalf("got %d %s, want 502 trust_too_low", resp.StatusCode, raw)
+			}
+			if strings.Contains(string(raw), "secret answer") {
+				t.Fatalf("the withheld answer reached the app: %s", raw)
+			}
+		})
 	}
 }
 
