@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/xssnick/tonutils-go/address"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
@@ -144,8 +145,27 @@ type ClientConfig struct {
 	// MaxPrice is the most the client pays, in nanoTON per million prompt
 	// plus completion tokens, the proxy's fee included; 0 is no limit. An
 	// app may set its own per request with the X-Cocoon-Max-Price header.
-	MaxPrice      int64    `toml:"max_price"`
+	MaxPrice int64 `toml:"max_price"`
+	// MinTrust is the weakest trust tier a worker serving this client may
+	// have: "dev", "tee" or "tee-gpu"; "" accepts any. Proxies send the
+	// client's requests only to workers they verified at that tier or
+	// above, and the client withholds answers whose tier is below it. An
+	// app may raise it per request with the X-Cocoon-Min-Trust header.
+	MinTrust      string   `toml:"min_trust"`
 	CheckInterval Duration `toml:"check_interval"`
+}
+
+// MinTier is MinTrust as a tier; 0 for "" (any) or a name Validate
+// refuses.
+func (c ClientConfig) MinTier() attest.Tier {
+	if c.MinTrust == "" {
+		return 0
+	}
+	t, err := attest.ParseTier(c.MinTrust)
+	if err != nil {
+		return 0
+	}
+	return t
 }
 
 // DefaultConfig is the configuration of a role before any file or flag.
@@ -290,6 +310,11 @@ func (c *Config) Validate() error {
 		}
 		if c.Client.MaxPrice < 0 {
 			return fmt.Errorf("client.max_price: %d must be 0 (no limit) or more", c.Client.MaxPrice)
+		}
+		if c.Client.MinTrust != "" {
+			if _, err := attest.ParseTier(c.Client.MinTrust); err != nil {
+				return fmt.Errorf("client.min_trust: %w (or empty for any)", err)
+			}
 		}
 		if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {
 			return errors.New("client.request_timeout and client.check_interval must be positive")

@@ -285,7 +285,7 @@ func (n *Node) startClient(h host.Host) error {
 	n.keeper = discovery.NewKeeper(h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
 	n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
 	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
-		MaxPrice: n.cfg.Client.MaxPrice}, n.up, n.log)
+		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}, n.up, n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 	if err != nil {
 		return fmt.Errorf("client.api_addr: %w", err)
@@ -401,7 +401,11 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		st := n.worker.Stats()
 		o.TTFTMillis = min(st.TTFT.Milliseconds(), offers.MaxTTFT.Milliseconds())
 		o.TokensPerSec = min(st.TokensPerSec, offers.MaxTokensPerSec)
-		o.Tier = "dev"
+		tier, err := n.ownTier(ctx)
+		if err != nil {
+			return err
+		}
+		o.Tier = tier.String()
 		o.Addrs = n.Addrs()
 	case RoleProxy:
 		o.Role = offers.RoleProxy
@@ -413,6 +417,28 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		return err
 	}
 	return n.gossip.Publish(ctx, signed)
+}
+
+// ownTier is the trust tier this node's own evidence earns, as a worker
+// announces it in its offers. The offer's tier is a claim for choosing
+// among offers: proxies route by the tier of their own verdict on the
+// worker, never by the offer's.
+//
+// It is the seam for hardware evidence: only dev evidence is issued today
+// (attest.issuer must be dev). When attest/tdx and attest/nvidia issue
+// evidence, their kinds join the switch with the tier their validators
+// grade them at: tee for a TDX quote, tee-gpu for a TDX quote with NVIDIA
+// evidence beside it.
+func (n *Node) ownTier(ctx context.Context) (attest.Tier, error) {
+	ev, err := n.hs.Evidence(ctx)
+	if err != nil {
+		return 0, err
+	}
+	switch ev.Kind {
+	case dev.Kind:
+		return attest.TierDev, nil
+	}
+	return 0, fmt.Errorf("own evidence of kind %q has no trust tier yet", ev.Kind)
 }
 
 // offerAccepted is called by gossip with each offer that enters the book.

@@ -97,8 +97,10 @@ network = "local"
 api_addr = "127.0.0.1:1111"
 proxies = ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf"]
 request_timeout = "7s"
+min_trust = "tee"
+max_price = 900
 `), 0o600)
-	cfg, _, err := loadConfig(node.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222"},
+	cfg, _, err := loadConfig(node.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222", "--min-trust", "tee-gpu"},
 		env(map[string]string{"COCOON_API_KEY": "from-env", "COCOON_DATA_DIR": "/data/env", "HOME": "/home/x"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +110,9 @@ request_timeout = "7s"
 	}
 	if cfg.Client.RequestTimeout.D() != 7*time.Second {
 		t.Errorf("request_timeout = %s: the file must win over the default", cfg.Client.RequestTimeout)
+	}
+	if cfg.Client.MinTrust != "tee-gpu" || cfg.Client.MaxPrice != 900 {
+		t.Errorf("min_trust %q, max_price %d: want the flag's tee-gpu and the file's 900", cfg.Client.MinTrust, cfg.Client.MaxPrice)
 	}
 	if len(cfg.Client.Proxies) != 1 {
 		t.Errorf("proxies = %v, from the file", cfg.Client.Proxies)

@@ -85,6 +85,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs --api-key")
 		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
 		fs.Int64Var(&cfg.Client.MaxPrice, "max-price", cfg.Client.MaxPrice, "most to pay in nanoTON per million prompt+completion tokens, proxy fee included (0: no limit)")
+		fs.StringVar(&cfg.Client.MinTrust, "min-trust", cfg.Client.MinTrust, "weakest trust tier a serving worker may have: tee-gpu, tee or dev (default: any)")
 		timeout := fs.Duration("request-timeout", cfg.Client.RequestTimeout.D(), "how long to wait for the first chunk before answering 504")
 		defer func() { cfg.Client.RequestTimeout = node.Duration(*timeout) }()
 	}
