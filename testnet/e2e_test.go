@@ -461,3 +461,53 @@ func TestMaxPrice(t *testing.T) {
 		t.Fatalf("under the price with the fee: %v, want 503 price_too_high", err)
 	}
 }
+
+// A client's minimum trust tier keeps its prompts from workers below it:
+// with only dev workers, a client that wants tee gets 503 trust_too_low;
+// one that accepts dev gets an answer naming the tier that served it.
+func TestMinTrust(t *testing.T) {
+	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	h := testnet.New(t)
+	h.AddWorker(fast)
+	p := h.AddProxy(fast)
+	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool {
+		for _, o := range p.Offers() {
+			if o.Role == offers.RoleWorker {
+				return o.Tier == "dev" // the tier of the worker's own evidence
+			}
+		}
+		return false
+	})
+
+	strict := sdk(h.AddClient(func(c *node.Config) { c.Client.MinTrust = "tee" }))
+	_, err := strict.Chat.Completions.New(t.Context(), chatParams("sim-small", "only tee", 2))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "trust_too_low" ||
+		!strings.Contains(apiErr.Message, "tee") || !strings.Contains(apiErr.Message, "best available: dev") {
+		t.Fatalf("client with min_trust tee: %v, want 503 trust_too_low naming tee and dev", err)
+	}
+
+	lax := sdk(h.AddClient(func(c *node.Config) { c.Client.MinTrust = "dev" }))
+	var httpResp *http.Response
+	resp, err := lax.Chat.Completions.New(t.Context(), chatParams("sim-small", "dev is fine", 2), option.WithResponseInto(&httpResp))
+	if err != nil {
+		t.Fatalf("client with min_trust dev: %v", err)
+	}
+	var ext struct {
+		Cocoon struct {
+			Tier string `json:"tier"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil || ext.Cocoon.Tier != "dev" {
+		t.Fatalf("cocoon.tier %q (%v), want dev", ext.Cocoon.Tier, err)
+	}
+	if got := httpResp.Header.Get("X-Cocoon-Tier"); got != "dev" {
+		t.Fatalf("X-Cocoon-Tier %q, want dev", got)
+	}
+	// The app may ask for more than the node's minimum, per request.
+	_, err = lax.Chat.Completions.New(t.Context(), chatParams("sim-small", "tee now", 2),
+		option.WithHeader("X-Cocoon-Min-Trust", "tee-gpu"))
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "trust_too_low" {
+		t.Fatalf("X-Cocoon-Min-Trust tee-gpu: %v, want 503 trust_too_low", err)
+	}
+}
