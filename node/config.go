@@ -58,8 +58,14 @@ type DiscoveryConfig struct {
 
 // AttestConfig says how the node proves itself and what it accepts.
 type AttestConfig struct {
-	// Issuer is the evidence this node presents: "dev" for now.
+	// Issuer is the evidence this node presents: "dev" (no hardware; local
+	// networks) or "tdx" (a TDX quote; the node must run in a TDX guest).
 	Issuer string `toml:"issuer"`
+	// Collateral says whether peers' TDX quotes are also checked against
+	// Intel's collateral (TCB info, QE identity, revocation lists), fetched
+	// from Intel PCS and cached in the data dir: "on" (default) or "off"
+	// (signatures and the certificate chain to Intel's pinned root only).
+	Collateral string `toml:"collateral"`
 	// AllowDev accepts peers with dev evidence. Only a local network may
 	// set it; mainnet refuses to start with it.
 	AllowDev bool `toml:"allow_dev"`
@@ -182,7 +188,7 @@ func DefaultConfig(role Role) Config {
 		Role:    role,
 		Network: "local",
 		P2P:     hc,
-		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Validity: Duration(time.Hour)},
+		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Collateral: "on", Validity: Duration(time.Hour)},
 		Worker: WorkerConfig{
 			Backend: "sim", MaxConcurrent: 64,
 			Sim:           SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
@@ -229,14 +235,20 @@ func (c *Config) Validate() error {
 	if err := c.P2P.Validate(); err != nil {
 		return fmt.Errorf("p2p.%w", err)
 	}
-	if c.Attest.Issuer != "dev" {
-		return fmt.Errorf("attest.issuer: %q is not available yet; use dev", c.Attest.Issuer)
+	switch c.Attest.Issuer {
+	case "dev":
+		if !c.Attest.AllowDev {
+			return errors.New("attest.issuer: dev evidence on a network that does not accept it (attest.allow_dev is false); use tdx")
+		}
+	case "tdx":
+	default:
+		return fmt.Errorf("attest.issuer: %q: want dev or tdx", c.Attest.Issuer)
+	}
+	if c.Attest.Collateral != "on" && c.Attest.Collateral != "off" {
+		return fmt.Errorf("attest.collateral: %q: want on or off", c.Attest.Collateral)
 	}
 	if c.Network == "mainnet" && c.Attest.AllowDev {
 		return errors.New("attest.allow_dev: mainnet never accepts dev attestation")
-	}
-	if !c.Attest.AllowDev {
-		return errors.New("attest.allow_dev: must be true until hardware attestation lands; only dev evidence exists")
 	}
 	if d := c.Gossip.AnnounceInterval.D(); d < 100*time.Millisecond || 3*d > 2*time.Minute {
 		return fmt.Errorf("gossip.announce_interval: %s must be from 100ms to 40s (offers live three intervals, at most 2m)", d)

@@ -47,8 +47,8 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 			return fmt.Errorf("reading the root contract %s: %w", dc.Root, err)
 		}
 		reg := n.registry.Current()
-		if !reg.DevAttestation && n.cfg.Attest.AllowDev {
-			return fmt.Errorf("the root contract of %s does not accept dev attestation, and this node has only dev evidence", n.cfg.Network)
+		if !reg.DevAttestation && n.cfg.Attest.Issuer == dev.Kind {
+			return fmt.Errorf("the root contract of %s does not accept dev attestation, and this node presents dev evidence (attest.issuer)", n.cfg.Network)
 		}
 		if n.cfg.Role == RoleProxy && n.cfg.Proxy.FeePPM > int64(reg.Fees.ProxyFeePPM) {
 			return fmt.Errorf("proxy.fee_ppm: %d is over the network's maximum of %d set in its root contract", n.cfg.Proxy.FeePPM, reg.Fees.ProxyFeePPM)

@@ -23,7 +23,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cocoon-mesh/cocoon/attest"
-	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/chain/liteclient"
 	"github.com/cocoon-mesh/cocoon/discovery"
@@ -124,11 +123,16 @@ func (n *Node) Start(ctx context.Context) error {
 	n.h = h
 	n.log = n.log.With("self", h.ID()) // "peer" is the other side, in every log line
 	n.sv = p2p.NewService(h, n.log)
-	n.kinds = attest.NewKinds(nil)
-	if n.cfg.Attest.AllowDev {
-		n.kinds.Set(dev.Kind, dev.Validator{})
+	issuer, err := n.newIssuer()
+	if err != nil {
+		n.Close()
+		return err
 	}
-	n.hs = attest.NewHandshaker(h, dev.Issuer{}, n.kinds,
+	if n.kinds, err = n.newKinds(); err != nil {
+		n.Close()
+		return err
+	}
+	n.hs = attest.NewHandshaker(h, issuer, n.kinds,
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
 	n.hs.Register(n.sv)
 	if _, err := n.hs.Evidence(ctx); err != nil {
@@ -417,28 +421,6 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 		return err
 	}
 	return n.gossip.Publish(ctx, signed)
-}
-
-// ownTier is the trust tier this node's own evidence earns, as a worker
-// announces it in its offers. The offer's tier is a claim for choosing
-// among offers: proxies route by the tier of their own verdict on the
-// worker, never by the offer's.
-//
-// It is the seam for hardware evidence: only dev evidence is issued today
-// (attest.issuer must be dev). When attest/tdx and attest/nvidia issue
-// evidence, their kinds join the switch with the tier their validators
-// grade them at: tee for a TDX quote, tee-gpu for a TDX quote with NVIDIA
-// evidence beside it.
-func (n *Node) ownTier(ctx context.Context) (attest.Tier, error) {
-	ev, err := n.hs.Evidence(ctx)
-	if err != nil {
-		return 0, err
-	}
-	switch ev.Kind {
-	case dev.Kind:
-		return attest.TierDev, nil
-	}
-	return 0, fmt.Errorf("own evidence of kind %q has no trust tier yet", ev.Kind)
 }
 
 // offerAccepted is called by gossip with each offer that enters the book.

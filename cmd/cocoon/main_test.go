@@ -86,6 +86,16 @@ func TestRootNeedsGlobalConfig(t *testing.T) {
 	}
 }
 
+// A node told to present a TDX quote on a machine that is not a TDX guest
+// refuses to start, and says why.
+func TestTDXIssuerWithoutTDX(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"worker", "--issuer", "tdx", "--data-dir", t.TempDir()}, env(nil), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "no TDX guest interface") {
+		t.Fatalf("err = %v, want one saying there is no TDX guest interface", err)
+	}
+}
+
 // TestConfigPrecedence: defaults, then the file, then flags, then the
 // environment.
 func TestConfigPrecedence(t *testing.T) {

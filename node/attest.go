@@ -1,0 +1,85 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
+)
+
+// newIssuer makes the evidence this node presents, as attest.issuer says:
+// dev, or a TDX quote (which fails here, clearly, on a machine that is not
+// a TDX guest).
+func (n *Node) newIssuer() (attest.Issuer, error) {
+	switch n.cfg.Attest.Issuer {
+	case "dev":
+		return dev.Issuer{}, nil
+	case "tdx":
+		p, err := tdx.OpenHardware()
+		if err != nil {
+			return nil, fmt.Errorf("attest.issuer tdx: %w", err)
+		}
+		return tdx.NewIssuer(p), nil
+	}
+	return nil, fmt.Errorf("attest.issuer: %q: want dev or tdx", n.cfg.Attest.Issuer)
+}
+
+// newKinds makes the validators of the evidence kinds this node accepts
+// from peers: TDX always, against the measurements the root contract
+// allows (none without one); dev only while attest.allow_dev says so, and
+// later only while the root contract does too (applyPolicy).
+func (n *Node) newKinds() (*attest.Kinds, error) {
+	collateral := tdx.CollateralOn
+	if n.cfg.Attest.Collateral == "off" {
+		collateral = tdx.CollateralOff
+	}
+	v, err := tdx.NewValidator(tdx.Config{
+		Policy:     n.tdxPolicy,
+		Collateral: collateral,
+		CacheDir:   filepath.Join(n.cfg.DataDir, "intel-pcs"),
+		Log:        n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	k := attest.NewKinds(map[string]attest.Validator{tdx.Kind: v})
+	if n.cfg.Attest.AllowDev {
+		k.Set(dev.Kind, dev.Validator{})
+	}
+	return k, nil
+}
+
+// tdxPolicy is what TDX evidence must show: one of the measurements the
+// root contract allows.
+func (n *Node) tdxPolicy() tdx.Policy {
+	var p tdx.Policy
+	if n.registry == nil {
+		return p
+	}
+	for _, m := range n.registry.Current().Measurements {
+		p.Measurements = append(p.Measurements, tdx.Measurement{MRTD: m.MRTD, RTMR: m.RTMR})
+	}
+	return p
+}
+
+// ownTier is the trust tier the node's own evidence earns, announced in
+// its offers: dev for dev evidence, tee for a TDX quote, tee-gpu for a TDX
+// quote with NVIDIA confidential-computing evidence.
+func (n *Node) ownTier(ctx context.Context) (attest.Tier, error) {
+	ev, err := n.hs.Evidence(ctx)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case ev.Kind == dev.Kind:
+		return attest.TierDev, nil
+	case ev.Kind == tdx.Kind && len(ev.GPU) > 0:
+		return attest.TierTEEGPU, nil
+	case ev.Kind == tdx.Kind:
+		return attest.TierTEE, nil
+	}
+	return 0, fmt.Errorf("own evidence of kind %q has no trust tier", ev.Kind)
+}
