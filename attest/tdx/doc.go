@@ -1,19 +1,102 @@
 // Package tdx issues and checks Intel TDX evidence: a TDX quote whose
 // REPORTDATA is the binding of the node's libp2p key and the evidence's
-// expiry (see package attest).
+// expiry (see package attest), so the quote says "a TD with these
+// measurements holds this peer key until then".
 //
-// The Issuer gets quotes from a QuoteProvider: OpenHardware finds
-// configfs-tsm or /dev/tdx_guest through go-tdx-guest; tests use a fake.
+// # Issuing
 //
-// The Validator checks a quote in two steps. Genuine: the quote is at most
-// MaxQuoteSize and parses as a TDX v4 quote; the attestation key signed its
-// header and TD report; the QE report binds that key and is signed by the
-// PCK certificate; the PCK chain ends at Intel's SGX Root CA, pinned by
-// IntelRootFingerprint, with every certificate valid at the given time;
-// with CollateralOn, Intel's TCB info and QE identity say UpToDate and no
-// certificate is revoked. Acceptable: the evidence binds the presenting
-// peer's key and an expiry that is ahead but not too far, the quote's
-// REPORTDATA is that binding, the TD is not a debug TD, MRTD and RTMR0-3
-// are one entry of the policy's allow-list, and the TCB meets the policy's
-// minimum. The verdict is attest.TierTEE until the expiry.
+// The Issuer gets a quote over the binding from a QuoteProvider and checks
+// that it parses and carries the binding before presenting it. OpenHardware
+// returns the machine's provider through go-tdx-guest: configfs-tsm first,
+// then /dev/tdx_guest, or an error wrapping ErrNoTDX naming both. An empty
+// quote is ErrEmptyQuote. Tests use a fake provider.
+//
+// # Validating
+//
+// Validate checks, in this order:
+//
+//  1. Kind is "tdx" (attest.ErrKind).
+//  2. Genuine (VerifyQuote). The quote is at most MaxQuoteSize and parses
+//     as a TDX v4 quote with ECDSA P-256 attestation (ErrMalformed). Then
+//     (ErrNotGenuine): the PCK chain in the quote is three certificates and
+//     its root is byte for byte the trusted root; the attestation key
+//     signed the header and TD report; the PCK certificate signed the QE
+//     report; the QE report's data is the hash of the attestation key and
+//     QE authentication data; root, intermediate and PCK certificates chain
+//     by signature and name, and are valid at the given time; the PCK
+//     certificate carries Intel's SGX extensions.
+//  3. Collateral, only with CollateralOn (ErrCollateral, or
+//     ErrCollateralUnavailable when neither Intel PCS nor the cache had
+//     it): Intel's TDX TCB info and QE identity for the platform, signed
+//     under the same root and not past their nextUpdate; the platform's TCB
+//     level, its TDX module identity and the QE's level are all UpToDate;
+//     neither the PCK nor the intermediate certificate is on Intel's CRLs.
+//     go-tdx-guest accepts only UpToDate; SWHardeningNeeded and
+//     ConfigurationNeeded platforms are rejected too.
+//  4. Bound (attest.CheckBinding): the evidence's report data is the
+//     binding of the presenting peer's key and the evidence's expiry
+//     (attest.ErrBinding), the expiry is after the given time
+//     (attest.ErrExpired) and at most MaxValidity ahead (attest.ErrTooLong);
+//     the quote's REPORTDATA is that same binding (attest.ErrBinding).
+//  5. Acceptable to the Policy in force, read on every call: not a debug TD
+//     (ErrDebug), MRTD and RTMR0-3 equal to one allow-list entry
+//     (ErrMeasurement), and TEE_TCB_SVN, the PCK certificate's CPUSVN
+//     components and PCESVN each at least the minimum (ErrTCB).
+//
+// The verdict is attest.TierTEE until the evidence's expiry.
+//
+// Not verified: MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM, MRSEAM and the
+// TD attributes other than DEBUG; the QE's vendor ID and MRSIGNER unless
+// collateral is on; with collateral off, whether the platform's TCB is
+// current and whether its PCK certificate was revoked (Policy.MinTCB is
+// then the only TCB check). The evidence's expiry is the node's own claim,
+// bounded by MaxValidity; the quote carries no time.
+//
+// # Trust root
+//
+// NewValidator trusts only Intel's SGX Root CA: a copy kept in this
+// package, refused unless its SHA-256 is IntelRootFingerprint. Config has
+// no field that can carry a root. Tests build quotes under a throwaway
+// root imitating Intel's chain through an unexported constructor, which no
+// code outside this package can reach; TestConfigCannotChangeRoot keeps
+// Config that way.
+//
+// # Collateral cache
+//
+// With CollateralOn, go-tdx-guest fetches TCB info, QE identity and CRLs
+// through a getter that keeps every answer in Config.CacheDir (files
+// 0600). An answer younger than Config.Refresh is served from disk;
+// otherwise it is fetched again, and if Intel PCS cannot be reached the
+// cached one is served. Cached answers are verified like fresh ones, so a
+// tampered cache can deny service but not vouch for a quote, and Intel's
+// nextUpdate bounds how long an offline node accepts them.
+//
+// go-tdx-guest logs to stdout through github.com/google/logger; it prints
+// only when no trusted roots are passed, and this package always passes
+// them (TestVerifyPrintsNothing).
+//
+// # Attacks and the tests that show them rejected
+//
+//	evidence of another kind               attest.ErrKind            TestValidate/wrong_kind
+//	no quote                               ErrMalformed              TestValidate/empty_quote
+//	quote over 64 KiB                      ErrMalformed              TestValidate/oversize_quote
+//	truncated or garbled quote             ErrMalformed              TestValidate/truncated_quote, FuzzValidate
+//	TD report altered after signing        ErrNotGenuine             TestValidate/tampered_TD_report, TestValidate/tampered_report_data
+//	QE report altered                      ErrNotGenuine             TestValidate/tampered_QE_report
+//	quote signed under another root        ErrNotGenuine             TestValidate/wrong_root
+//	PCK chain expired                      ErrNotGenuine             TestCertificatesExpire, TestRealQuoteIsGenuine
+//	another peer replays a quote           attest.ErrBinding         TestValidate/replayed_by_another_peer
+//	replayed evidence re-bound to the key  attest.ErrBinding         TestValidate/evidence_rebound_to_another_peer
+//	quote over other report data           attest.ErrBinding         TestValidate/quote_over_other_data, TestRealQuoteIsGenuine
+//	expiry extended after quoting          attest.ErrBinding         TestValidate/expiry_changed
+//	expired evidence                       attest.ErrExpired         TestValidate/expired
+//	validity beyond MaxValidity            attest.ErrTooLong         TestValidate/validity_too_long
+//	image not on the allow-list            ErrMeasurement            TestValidate/measurement_not_allowed, TestValidate/one_RTMR_differs
+//	image dropped from the allow-list      ErrMeasurement            TestPolicyFollowsItsSource
+//	debug TD                               ErrDebug                  TestValidate/debug_TD
+//	TCB below the minimum                  ErrTCB                    TestValidate/TEE_TCB_below_minimum, TestPolicyFollowsItsSource
+//	TCB out of date per Intel              ErrCollateral             TestCollateralCachedForOffline
+//	stale collateral                       ErrCollateral             TestCollateralExpires
+//	Intel unreachable, nothing cached      ErrCollateralUnavailable  TestCollateralCachedForOffline
+//	pinned root copy altered               NewValidator fails        TestRootIsPinned
 package tdx

@@ -1,0 +1,58 @@
+package tdx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+)
+
+// FuzzValidate feeds arbitrary quotes to Validate: nothing may panic, and
+// whatever is accepted must carry the signed header and TD report of the
+// one valid seed unchanged (bytes outside them, such as the ECDSA
+// signature's other valid encoding, may differ without forging anything).
+// The production validator, pinned to Intel, accepts none of them.
+func FuzzValidate(f *testing.F) {
+	s := newSynthetic(f)
+	prod := productionValidator(f)
+	pub := key(f, 1)
+	expiry := now.Add(time.Hour)
+	good := s.evidence(f, pub, expiry, measure(1))
+	signed := good.Quote[:headerLen+bodyLen]
+
+	f.Add(good.Quote)
+	f.Add(realQuote)
+	f.Add(good.Quote[:headerLen+bodyLen+4])
+	f.Add(realQuote[:len(realQuote)-100])
+	f.Add([]byte{4, 0, 2, 0, 0x81, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, quote []byte) {
+		ctx := context.Background()
+		ev := &attest.Evidence{Kind: Kind, Expiry: good.Expiry, ReportData: good.ReportData, Quote: quote}
+		_, err := s.v.Validate(ctx, ev, pub, now)
+		if err == nil && !bytes.HasPrefix(quote, signed) {
+			t.Fatalf("accepted a quote whose signed part differs from the seed's")
+		}
+		if err != nil && !isRejection(err) {
+			t.Fatalf("undocumented error %v", err)
+		}
+		if _, err := prod.Validate(ctx, ev, pub, now); err == nil {
+			t.Fatalf("production validator accepted a fuzzed quote")
+		}
+		if _, err := prod.VerifyQuote(ctx, quote, realNow); err == nil && !bytes.Equal(quote, realQuote) && !bytes.HasPrefix(quote, realQuote[:headerLen+bodyLen]) {
+			t.Fatalf("production validator found a fuzzed quote genuine")
+		}
+	})
+}
+
+// isRejection reports whether err is one of the documented reasons.
+func isRejection(err error) bool {
+	for _, e := range []error{ErrMalformed, ErrNotGenuine, ErrMeasurement, ErrDebug, ErrTCB, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrKind} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
