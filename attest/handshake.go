@@ -26,7 +26,9 @@ const (
 	frameEvidence byte = 1
 	frameReject   byte = 2
 
-	maxEvidenceBytes = 64 << 10
+	// A TDX quote (about 5 KiB) and the evidence of 8 GPUs (about 63 KiB
+	// as JSON) fit with room to spare.
+	maxEvidenceBytes = 256 << 10
 	handshakeTimeout = 10 * time.Second
 )
 

@@ -100,7 +100,7 @@ func TestResponderAnswers(t *testing.T) {
 		{"empty evidence", frameEvidence, []byte(`{"kind":"dev"}`), frameReject, "no report data"},
 		{"unknown frame type", 9, own, 0, ""},
 		{"a rejection first", frameReject, []byte("no"), 0, ""},
-		{"oversized frame", frameEvidence, make([]byte, 65<<10), 0, ""},
+		{"oversized frame", frameEvidence, make([]byte, 257<<10), 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/attest/nvidia"
 	"github.com/cocoon-mesh/cocoon/attest/tdx"
 )
 
@@ -22,6 +23,9 @@ func (n *Node) newIssuer() (attest.Issuer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("attest.issuer tdx: %w", err)
 		}
+		if n.cfg.Attest.GPU {
+			return nvidia.Collecting{Inner: tdx.NewIssuer(p), Collector: nvidia.NewCollector()}, nil
+		}
 		return tdx.NewIssuer(p), nil
 	}
 	return nil, fmt.Errorf("attest.issuer: %q: want dev or tdx", n.cfg.Attest.Issuer)
@@ -29,8 +33,9 @@ func (n *Node) newIssuer() (attest.Issuer, error) {
 
 // newKinds makes the validators of the evidence kinds this node accepts
 // from peers: TDX always, against the measurements the root contract
-// allows (none without one); dev only while attest.allow_dev says so, and
-// later only while the root contract does too (applyPolicy).
+// allows (none without one), raised to tee-gpu when it carries GPU evidence
+// NVIDIA's pinned root vouches for; dev only while attest.allow_dev says
+// so, and later only while the root contract does too (applyPolicy).
 func (n *Node) newKinds() (*attest.Kinds, error) {
 	collateral := tdx.CollateralOn
 	if n.cfg.Attest.Collateral == "off" {
@@ -45,7 +50,12 @@ func (n *Node) newKinds() (*attest.Kinds, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := attest.NewKinds(map[string]attest.Validator{tdx.Kind: v})
+	gpu, err := nvidia.NewVerifier()
+	if err != nil {
+		return nil, err
+	}
+	upgrading := nvidia.Upgrading{Inner: v, Verifier: gpu, Log: n.log}
+	k := attest.NewKinds(map[string]attest.Validator{tdx.Kind: upgrading})
 	if n.cfg.Attest.AllowDev {
 		k.Set(dev.Kind, dev.Validator{})
 	}

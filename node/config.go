@@ -66,6 +66,9 @@ type AttestConfig struct {
 	// from Intel PCS and cached in the data dir: "on" (default) or "off"
 	// (signatures and the certificate chain to Intel's pinned root only).
 	Collateral string `toml:"collateral"`
+	// GPU adds NVIDIA confidential-computing evidence of the machine's GPUs
+	// to the TDX quote (attest.issuer tdx), for the tee-gpu tier.
+	GPU bool `toml:"gpu"`
 	// AllowDev accepts peers with dev evidence. Only a local network may
 	// set it; mainnet refuses to start with it.
 	AllowDev bool `toml:"allow_dev"`
@@ -243,6 +246,9 @@ func (c *Config) Validate() error {
 	case "tdx":
 	default:
 		return fmt.Errorf("attest.issuer: %q: want dev or tdx", c.Attest.Issuer)
+	}
+	if c.Attest.GPU && c.Attest.Issuer != "tdx" {
+		return errors.New("attest.gpu: GPU evidence rides on a TDX quote; set attest.issuer to tdx")
 	}
 	if c.Attest.Collateral != "on" && c.Attest.Collateral != "off" {
 		return fmt.Errorf("attest.collateral: %q: want on or off", c.Attest.Collateral)

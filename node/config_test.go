@@ -67,6 +67,8 @@ func TestValidate(t *testing.T) {
 		{"unknown issuer", node.RoleWorker, func(c *node.Config) { c.Attest.Issuer = "sev-snp" }, "attest.issuer"},
 		{"dev issuer on a network without dev", node.RoleWorker, func(c *node.Config) { c.Attest.AllowDev = false }, "attest.issuer"},
 		{"tdx issuer without dev", node.RoleWorker, func(c *node.Config) { c.Attest.Issuer, c.Attest.AllowDev = "tdx", false }, ""},
+		{"gpu without tdx", node.RoleWorker, func(c *node.Config) { c.Attest.GPU = true }, "attest.gpu"},
+		{"gpu with tdx", node.RoleWorker, func(c *node.Config) { c.Attest.GPU, c.Attest.Issuer = true, "tdx" }, ""},
 		{"collateral garbage", node.RoleWorker, func(c *node.Config) { c.Attest.Collateral = "maybe" }, "attest.collateral"},
 		{"mainnet with allow_dev", node.RoleWorker, func(c *node.Config) { c.Network = "mainnet" }, "attest.allow_dev"},
 		{"validity too short", node.RoleWorker, func(c *node.Config) { c.Attest.Validity = node.Duration(59 * time.Second) }, "attest.validity"},

@@ -60,6 +60,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	var listen stringList
 	fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
 	fs.StringVar(&cfg.Attest.Issuer, "issuer", cfg.Attest.Issuer, "evidence this node presents: dev (local networks) or tdx (a TDX quote; run in a TDX guest)")
+	fs.BoolVar(&cfg.Attest.GPU, "gpu", cfg.Attest.GPU, "with --issuer tdx: add NVIDIA confidential-computing evidence of the GPUs (tier tee-gpu)")
 	fs.StringVar(&cfg.Discovery.Root, "root", cfg.Discovery.Root, "the network's root contract address on TON: nodes find each other through it")
 	fs.StringVar(&cfg.Discovery.GlobalConfig, "global-config", cfg.Discovery.GlobalConfig, "TON global config file or URL to read the root contract with (default: ton.org's for mainnet and testnet)")
 	var workers, proxies, models, bootstrap stringList
