@@ -29,9 +29,10 @@ func benchNode(b *testing.B) (host.Host, *attest.Handshaker) {
 }
 
 // connectBench opens and closes a connection per iteration; attested runs
-// the mutual handshake on each, with verdicts forgotten in between so every
-// handshake validates afresh.
-func connectBench(b *testing.B, attested bool) {
+// Attest on each, with verdicts forgotten in between (cold: every
+// handshake validates afresh) unless warm (the verdicts of the last
+// connection still live, as on a reconnect).
+func connectBench(b *testing.B, attested, warm bool) {
 	hd, dialer := benchNode(b)
 	hl, listener := benchNode(b)
 	info := peer.AddrInfo{ID: hl.ID(), Addrs: hl.Addrs()}
@@ -44,8 +45,10 @@ func connectBench(b *testing.B, attested bool) {
 			if _, err := dialer.Attest(ctx, hl.ID()); err != nil {
 				b.Fatal(err)
 			}
-			dialer.Forget(hl.ID())
-			listener.Forget(hd.ID())
+			if !warm {
+				dialer.Forget(hl.ID())
+				listener.Forget(hd.ID())
+			}
 		}
 		hd.Network().ClosePeer(hl.ID())
 	}
@@ -53,13 +56,17 @@ func connectBench(b *testing.B, attested bool) {
 
 // BenchmarkConnect is the baseline: a new libp2p connection (TCP, TLS,
 // yamux) on loopback, closed again.
-func BenchmarkConnect(b *testing.B) { connectBench(b, false) }
+func BenchmarkConnect(b *testing.B) { connectBench(b, false, false) }
 
 // BenchmarkConnectAttested adds the mutual attestation handshake with dev
 // evidence: one stream, one frame each way, both validations. The
 // difference from BenchmarkConnect is what attestation adds to a new
 // connection with warm caches (own evidence issued); the target is 1 ms.
-func BenchmarkConnectAttested(b *testing.B) { connectBench(b, true) }
+func BenchmarkConnectAttested(b *testing.B) { connectBench(b, true, false) }
+
+// BenchmarkConnectAttestedWarm reconnects to a peer whose verdict is still
+// live: the handshake is skipped, so attestation adds nothing.
+func BenchmarkConnectAttestedWarm(b *testing.B) { connectBench(b, true, true) }
 
 // BenchmarkHandshake is the attestation handshake alone, on a connection
 // that stays open: what attestation adds to connection setup, measured
