@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 
@@ -92,4 +94,20 @@ func (n *Node) ownTier(ctx context.Context) (attest.Tier, error) {
 		return attest.TierTEE, nil
 	}
 	return 0, fmt.Errorf("own evidence of kind %q has no trust tier", ev.Kind)
+}
+
+// evidenceDigest is the SHA-256 of the node's current evidence as it is
+// sent in the handshake, announced in offers so that a peer can tell which
+// evidence a verdict was reached on.
+func (n *Node) evidenceDigest(ctx context.Context) ([]byte, error) {
+	ev, err := n.hs.Evidence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return sum[:], nil
 }

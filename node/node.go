@@ -410,6 +410,9 @@ func (n *Node) publishOffer(ctx context.Context, key crypto.PrivKey, ttl time.Du
 			return err
 		}
 		o.Tier = tier.String()
+		if o.Attestation, err = n.evidenceDigest(ctx); err != nil {
+			return err
+		}
 		o.Addrs = n.Addrs()
 	case RoleProxy:
 		o.Role = offers.RoleProxy

@@ -375,7 +375,8 @@ func TestOffersGossiped(t *testing.T) {
 	p2ptest.Eventually(t, "the worker's offer in the proxy's book", func() bool { return find(p, w.ID().String()) != nil })
 	o := find(p, w.ID().String())
 	if o.Role != offers.RoleWorker || len(o.Models) != 1 || o.Models[0].ID != "sim-small" ||
-		o.Models[0].Price != (offers.Price{Prompt: 7, Cached: 1, Completion: 21}) || o.Tier != "dev" || o.MaxConcurrent != 64 {
+		o.Models[0].Price != (offers.Price{Prompt: 7, Cached: 1, Completion: 21}) || o.Tier != "dev" || o.MaxConcurrent != 64 ||
+		len(o.Attestation) != 32 {
 		t.Fatalf("worker offer as the proxy holds it: %+v", o)
 	}
 	p2ptest.Eventually(t, "the proxy's offer in the worker's book", func() bool { return find(w, p.ID().String()) != nil })
