@@ -257,34 +257,46 @@ func TestMaxPriceHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
-			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{}}
-			srv := httptest.NewServer(New(Config{MaxPrice: tt.config}, up, slog.New(slog.DiscardHandler)))
-			defer srv.Close()
-			req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-			for _, v := range tt.header {
-				req.Header.Add("X-Cocoon-Max-Price", v)
-			}
-			status, e := do(t, req)
-			if tt.rejected {
-				if status != http.StatusBadRequest || e.Param == nil || *e.Param != MaxPriceHeader || e.Type != "invalid_request_error" {
-					t.Fatalf("got %d %+v, want 400 naming %s", status, e, MaxPriceHeader)
-				}
-				select {
-				case r := <-up.opened:
-					t.Fatalf("a rejected request went upstream: %+v", r)
-				default:
-				}
-				return
-			}
-			if status != http.StatusOK {
-				t.Fatalf("status %d: %+v", status, e)
-			}
-			if r := <-up.opened; r.MaxPrice != tt.want {
+			r := sendWithHeader(t, Config{MaxPrice: tt.config}, MaxPriceHeader, tt.header, tt.rejected)
+			if r != nil && r.MaxPrice != tt.want {
 				t.Fatalf("MaxPrice %d, want %d", r.MaxPrice, tt.want)
 			}
 		})
 	}
+}
+
+// sendWithHeader sends one chat request with the given values of header
+// through a gateway with cfg and a fake upstream. If rejected, it checks
+// the answer is a 400 naming the header and nothing went upstream, and
+// returns nil; otherwise it checks the answer is 200 and returns the
+// request as the upstream got it.
+func sendWithHeader(t *testing.T, cfg Config, header string, values []string, rejected bool) *inference.Request {
+	t.Helper()
+	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
+	up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Tier: "tee-gpu"}}
+	srv := httptest.NewServer(New(cfg, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	for _, v := range values {
+		req.Header.Add(header, v)
+	}
+	status, e := do(t, req)
+	if rejected {
+		if status != http.StatusBadRequest || e.Param == nil || *e.Param != header || e.Type != "invalid_request_error" ||
+			!strings.Contains(e.Message, header) {
+			t.Fatalf("got %d %+v, want 400 naming %s", status, e, header)
+		}
+		select {
+		case r := <-up.opened:
+			t.Fatalf("a rejected request went upstream: %+v", r)
+		default:
+		}
+		return nil
+	}
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %+v", status, e)
+	}
+	return <-up.opened
 }
 
 // TestTooExpensive: no worker within the max price is a 503 that says so.
@@ -325,31 +337,8 @@ func TestMinTrustHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
-			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Tier: "tee-gpu"}}
-			srv := httptest.NewServer(New(Config{MinTier: tt.config}, up, slog.New(slog.DiscardHandler)))
-			defer srv.Close()
-			req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-			for _, v := range tt.header {
-				req.Header.Add("X-Cocoon-Min-Trust", v)
-			}
-			status, e := do(t, req)
-			if tt.rejected {
-				if status != http.StatusBadRequest || e.Param == nil || *e.Param != MinTrustHeader || e.Type != "invalid_request_error" ||
-					!strings.Contains(e.Message, MinTrustHeader) {
-					t.Fatalf("got %d %+v, want 400 naming %s", status, e, MinTrustHeader)
-				}
-				select {
-				case r := <-up.opened:
-					t.Fatalf("a rejected request went upstream: %+v", r)
-				default:
-				}
-				return
-			}
-			if status != http.StatusOK {
-				t.Fatalf("status %d: %+v", status, e)
-			}
-			if r := <-up.opened; r.MinTier != tt.want {
+			r := sendWithHeader(t, Config{MinTier: tt.config}, MinTrustHeader, tt.header, tt.rejected)
+			if r != nil && r.MinTier != tt.want {
 				t.Fatalf("MinTier %v, want %v", r.MinTier, tt.want)
 			}
 		})
