@@ -114,6 +114,17 @@ func (k *Keeper) Up() []peer.ID {
 	return out
 }
 
+// Peers lists every peer in the set, up or not, in the order added.
+func (k *Keeper) Peers() []peer.ID {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]peer.ID, len(k.peers))
+	for i, ai := range k.peers {
+		out[i] = ai.ID
+	}
+	return out
+}
+
 // Settled reports whether every peer has been checked at least once.
 func (k *Keeper) Settled() bool {
 	select {

@@ -281,6 +281,9 @@ func TestKeeperAdd(t *testing.T) {
 	if got := k.Up(); len(got) != 2 || got[0] != a.ID() || got[1] != b.ID() {
 		t.Fatalf("Up() = %v, want [a b]", got)
 	}
+	if got := k.Peers(); len(got) != 2 || got[0] != a.ID() || got[1] != b.ID() {
+		t.Fatalf("Peers() = %v, want [a b]", got)
+	}
 
 	// An added peer that drops is noticed like a configured one.
 	b.Close()

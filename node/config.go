@@ -34,6 +34,15 @@ type Config struct {
 	// Discovery says how the node finds the others: the root contract and
 	// the DHT.
 	Discovery DiscoveryConfig `toml:"discovery"`
+	// Admin is the node's admin API on loopback.
+	Admin AdminConfig `toml:"admin"`
+}
+
+// AdminConfig places the admin API: JSON status and Prometheus metrics.
+type AdminConfig struct {
+	// Addr is a loopback host:port; port 0 picks a free one. The URL is
+	// written to admin.url in the data dir. Empty turns the API off.
+	Addr string `toml:"addr"`
 }
 
 // DiscoveryConfig points a node at its network's root contract and DHT.
@@ -199,6 +208,7 @@ func DefaultConfig(role Role) Config {
 			CheckInterval: Duration(5 * time.Second),
 		},
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
+		Admin:  AdminConfig{Addr: "127.0.0.1:0"},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
 		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
@@ -261,6 +271,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
 		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
+	}
+	if c.Admin.Addr != "" {
+		if err := checkLoopback(c.Admin.Addr); err != nil {
+			return fmt.Errorf("admin.addr: %w", err)
+		}
 	}
 	if err := c.Discovery.validate(); err != nil {
 		return err
@@ -365,6 +380,18 @@ func ParseRoot(s string) (*address.Address, error) {
 		return address.ParseRawAddr(s)
 	}
 	return address.ParseAddr(s)
+}
+
+// checkLoopback refuses an address beyond this machine.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q is not a loopback address: the admin API is local only", addr)
+	}
+	return nil
 }
 
 // checkAPIAddr refuses to expose the API beyond loopback without a key.

@@ -66,6 +66,8 @@ type Node struct {
 	registry *registry.Reader   // nil without a root contract
 	dht      *dht.DHT           // nil for a client or worker with no bootstrap peer
 	slots    *p2p.Reservations  // a private worker's relay slots; nil otherwise
+	admin    *http.Server       // the admin API; nil when admin.addr is empty
+	adminURL string
 	ln       net.Listener
 
 	cancel context.CancelFunc
@@ -179,7 +181,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.dht != nil {
 		n.wg.Go(func() { n.lookup(runCtx) })
 	}
-	n.log.Info("node started", "network", n.cfg.Network, "addrs", n.Addrs())
+	if err := n.startAdmin(); err != nil {
+		n.Close()
+		return err
+	}
+	n.log.Info("node started", "network", n.cfg.Network, "addrs", n.Addrs(), "admin", n.adminURL)
 	return nil
 }
 
@@ -623,6 +629,13 @@ func (n *Node) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if e := n.http.Shutdown(ctx); e != nil {
 				n.http.Close()
+			}
+			cancel()
+		}
+		if n.admin != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if e := n.admin.Shutdown(ctx); e != nil {
+				n.admin.Close()
 			}
 			cancel()
 		}

@@ -45,6 +45,7 @@ Usage:
   cocoon proxy   [flags]   route requests to workers
   cocoon client  [flags]   expose the OpenAI-compatible API on 127.0.0.1:10000
   cocoon testnet [flags]   run a proxy, workers and a client on 127.0.0.1
+  cocoon status  [flags]   what a running node sees: peers, offers, routing, serving
   cocoon version           print the version
 
 Run 'cocoon <command> -h' for the flags of each.
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runNode(ctx, cmd, rest, getenv, stdout, stderr)
 	case "testnet":
 		return runTestnet(ctx, rest, getenv, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

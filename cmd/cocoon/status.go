@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// runStatus asks a running node what it sees, through its admin API.
+func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
+	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
+	asJSON := fs.Bool("json", false, "print the raw JSON status")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	url := *adminURL
+	if url == "" {
+		var err error
+		if url, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/status", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the node at %s (is it running?): %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the node at %s answered %s", url, resp.Status)
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var s node.Status
+	if err := json.Unmarshal(body, &s); err != nil {
+		return fmt.Errorf("the node at %s sent a status this cocoon cannot read: %w", url, err)
+	}
+	printStatus(stdout, &s)
+	return nil
+}
+
+// findAdmin reads the admin URL a running node wrote into its data dir.
+func findAdmin(dataDir, home string) (string, error) {
+	dirs := []string{dataDir}
+	if dataDir == "" {
+		if home == "" {
+			return "", errors.New("no --data-dir given and HOME is empty")
+		}
+		for _, role := range []string{"worker", "proxy", "client"} {
+			dirs = append(dirs, filepath.Join(home, ".cocoon", role))
+		}
+		dirs = dirs[1:]
+	}
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, node.AdminAddrFile))
+		if err == nil {
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	return "", fmt.Errorf("no running node found: no %s in %s (start one, or pass --data-dir or --admin)", node.AdminAddrFile, strings.Join(dirs, ", "))
+}
+
+func printStatus(w io.Writer, s *node.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintf(tw, "%s %s on network %q\tready: %t\ttier: %s\n", s.Role, s.Peer, s.Network, s.Ready, orDash(s.Tier))
+	for _, a := range s.Addrs {
+		fmt.Fprintf(tw, "  listening on %s\n", a)
+	}
+	if s.APIAddr != "" {
+		fmt.Fprintf(tw, "  OpenAI API on http://%s/v1\n", s.APIAddr)
+	}
+	if r := s.Registry; r != nil {
+		fmt.Fprintf(tw, "root contract %s\tseqno %d\t%d bootstrap proxies, %d measurements, %d models, dev attestation %t, max proxy fee %d ppm\n",
+			r.Address, r.Seqno, r.Bootstrap, r.Measurements, r.Models, r.DevAttestation, r.ProxyFeePPM)
+	}
+	dht := "off"
+	if s.DHT >= 0 {
+		dht = fmt.Sprintf("%d servers in the routing table", s.DHT)
+	}
+	fmt.Fprintf(tw, "connected to %d peers\tDHT: %s\n", s.Connected, dht)
+	if len(s.Kept) > 0 {
+		fmt.Fprintln(tw, "\nkept peers\tup\tattested")
+		for _, p := range s.Kept {
+			fmt.Fprintf(tw, "  %s\t%t\t%s\n", p.Peer, p.Up, orDash(p.Attested))
+		}
+	}
+	if len(s.Offers) > 0 {
+		fmt.Fprintln(tw, "\noffers\trole\tmodels\tprice/M tokens\tload\ttier\tfee ppm\texpires")
+		for _, o := range s.Offers {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d/%d\t%s\t%d\t%s\n", o.Peer, o.Role, strings.Join(o.Models, ","), o.Price,
+				o.Load, o.Capacity, orDash(o.Tier), o.FeePPM, o.Expires)
+		}
+	}
+	if len(s.Workers) > 0 {
+		fmt.Fprintln(tw, "\nworkers routed to\tup\tmodels\tactive\tserved\tfailures\tttft ms\tsuccess")
+		for _, x := range s.Workers {
+			fmt.Fprintf(tw, "  %s\t%t\t%s\t%d/%d\t%d\t%d\t%.1f\t%.2f\n", x.Peer, x.Up, strings.Join(x.Models, ","), x.Active,
+				x.Capacity, x.Served, x.Failures, x.TTFTms, x.Success)
+		}
+	}
+	if sv := s.Serving; sv != nil {
+		fmt.Fprintf(tw, "\nserving: %d/%d active, %d answered, ttft %.1f ms, %.1f tokens/s\n", sv.Active, sv.Capacity, sv.Served,
+			sv.TTFTms, sv.TokensPerSec)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+func TestStatusCommand(t *testing.T) {
+	h := testnet.New(t)
+	w := h.AddWorker()
+	p := h.AddProxy()
+	client := h.AddClient()
+	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json",
+		strings.NewReader(`{"model":"sim-small","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %s", resp.Status)
+	}
+
+	// The proxy's status, found through its data dir, names the worker and
+	// the request it routed.
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"status", "--data-dir", p.DataDir()}, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"proxy " + p.ID().String(), "workers routed to", w.ID().String(), "ready: true"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// The worker's, as JSON, counts what it served.
+	out.Reset()
+	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--json"}, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var s node.Status
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Role != "worker" || s.Serving == nil || s.Serving.Served != 1 || s.Tier != "dev" {
+		t.Fatalf("worker status %+v", s)
+	}
+
+	// Prometheus metrics from the proxy.
+	resp, err = http.Get(p.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `cocoon_proxy_worker_requests_total{worker="` + w.ID().String() + `"} 1`
+	if !strings.Contains(string(metrics), want) || !strings.Contains(string(metrics), "cocoon_ready 1") {
+		t.Fatalf("metrics lack %q or cocoon_ready 1:\n%s", want, metrics)
+	}
+
+	// No node at all: a clear error.
+	if err := run(t.Context(), []string{"status", "--data-dir", t.TempDir()}, env(nil), io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "no running node found") {
+		t.Fatalf("status without a node: %v", err)
+	}
+}

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminAddrFile is the file in the data dir where a running node writes
+// its admin API's URL, so that `cocoon status` finds it.
+const AdminAddrFile = "admin.url"
+
+// startAdmin serves the admin API on loopback: GET /status (JSON Status)
+// and GET /metrics (Prometheus). Its URL goes into the data dir.
+func (n *Node) startAdmin() error {
+	if n.cfg.Admin.Addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", n.cfg.Admin.Addr)
+	if err != nil {
+		return fmt.Errorf("admin.addr: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(statusCollector{n})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(n.Status(r.Context()))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	url := "http://" + ln.Addr().String()
+	if err := writePrivate(filepath.Join(n.cfg.DataDir, AdminAddrFile), []byte(url+"\n")); err != nil {
+		ln.Close()
+		return err
+	}
+	n.adminURL = url
+	n.wg.Go(func() {
+		if err := n.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("admin API stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// DataDir is the node's data directory.
+func (n *Node) DataDir() string { return n.cfg.DataDir }
+
+// AdminURL is where the node serves its admin API ("" if it does not).
+func (n *Node) AdminURL() string { return n.adminURL }
+
+// writePrivate writes b to path, readable by the owner only.
+func writePrivate(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// statusCollector turns the node's Status into Prometheus metrics at each
+// scrape.
+type statusCollector struct{ n *Node }
+
+var (
+	mReady     = prometheus.NewDesc("cocoon_ready", "1 when the node can do its job.", nil, nil)
+	mConnected = prometheus.NewDesc("cocoon_connected_peers", "Peers this node has a connection to.", nil, nil)
+	mDHT       = prometheus.NewDesc("cocoon_dht_routing_table", "DHT servers in the routing table.", nil, nil)
+	mKept      = prometheus.NewDesc("cocoon_kept_peers", "Peers kept up, by whether their last check passed.", []string{"up"}, nil)
+	mOffers    = prometheus.NewDesc("cocoon_offers", "Live offers in the offer book, by role.", []string{"role"}, nil)
+	mRegistry  = prometheus.NewDesc("cocoon_registry_seqno", "Sequence number of the root contract as last read.", nil, nil)
+
+	mWorkerUp       = prometheus.NewDesc("cocoon_proxy_worker_up", "1 when the proxy routes to the worker.", []string{"worker"}, nil)
+	mWorkerActive   = prometheus.NewDesc("cocoon_proxy_worker_active", "Requests in flight to the worker.", []string{"worker"}, nil)
+	mWorkerServed   = prometheus.NewDesc("cocoon_proxy_worker_requests_total", "Requests sent to the worker.", []string{"worker"}, nil)
+	mWorkerFailures = prometheus.NewDesc("cocoon_proxy_worker_failures_total", "Attempts the worker failed.", []string{"worker"}, nil)
+	mWorkerTTFT     = prometheus.NewDesc("cocoon_proxy_worker_ttft_seconds", "Moving average of the worker's time to first chunk.", []string{"worker"}, nil)
+	mWorkerSuccess  = prometheus.NewDesc("cocoon_proxy_worker_success_ratio", "Moving average of the worker's outcomes.", []string{"worker"}, nil)
+
+	mServingActive = prometheus.NewDesc("cocoon_worker_active", "Requests the worker is serving.", nil, nil)
+	mServingServed = prometheus.NewDesc("cocoon_worker_requests_total", "Requests the worker answered in full.", nil, nil)
+	mServingTTFT   = prometheus.NewDesc("cocoon_worker_ttft_seconds", "Moving average of the engine's time to first chunk.", nil, nil)
+	mServingTPS    = prometheus.NewDesc("cocoon_worker_tokens_per_second", "Moving average of the engine's generation speed.", nil, nil)
+)
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mReady, mConnected, mDHT, mKept, mOffers, mRegistry, mWorkerUp, mWorkerActive,
+		mWorkerServed, mWorkerFailures, mWorkerTTFT, mWorkerSuccess, mServingActive, mServingServed, mServingTTFT, mServingTPS} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s := c.n.Status(ctx)
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(mReady, b2f(s.Ready))
+	gauge(mConnected, float64(s.Connected))
+	if s.DHT >= 0 {
+		gauge(mDHT, float64(s.DHT))
+	}
+	var up, down float64
+	for _, p := range s.Kept {
+		if p.Up {
+			up++
+		} else {
+			down++
+		}
+	}
+	gauge(mKept, up, "true")
+	gauge(mKept, down, "false")
+	roles := map[string]float64{"worker": 0, "proxy": 0}
+	for _, o := range s.Offers {
+		roles[o.Role]++
+	}
+	for role, v := range roles {
+		gauge(mOffers, v, role)
+	}
+	if s.Registry != nil {
+		gauge(mRegistry, float64(s.Registry.Seqno))
+	}
+	for _, w := range s.Workers {
+		gauge(mWorkerUp, b2f(w.Up), w.Peer)
+		gauge(mWorkerActive, float64(w.Active), w.Peer)
+		counter(mWorkerServed, float64(w.Served), w.Peer)
+		counter(mWorkerFailures, float64(w.Failures), w.Peer)
+		gauge(mWorkerTTFT, w.TTFTms/1000, w.Peer)
+		gauge(mWorkerSuccess, w.Success, w.Peer)
+	}
+	if sv := s.Serving; sv != nil {
+		gauge(mServingActive, float64(sv.Active))
+		counter(mServingServed, float64(sv.Served))
+		gauge(mServingTTFT, sv.TTFTms/1000)
+		gauge(mServingTPS, sv.TokensPerSec)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
