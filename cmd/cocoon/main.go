@@ -46,6 +46,8 @@ Usage:
   cocoon client  [flags]   expose the OpenAI-compatible API on 127.0.0.1:10000
   cocoon testnet [flags]   run a proxy, workers and a client on 127.0.0.1
   cocoon status  [flags]   what a running node sees: peers, offers, routing, serving
+  cocoon config init --role R [--out FILE]
+                           a configuration file with every setting, its default and meaning
   cocoon version           print the version
 
 Run 'cocoon <command> -h' for the flags of each.
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runTestnet(ctx, rest, getenv, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, getenv, stdout, stderr)
+	case "config":
+		return runConfig(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

@@ -71,3 +71,30 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatalf("status without a node: %v", err)
 	}
 }
+
+func TestConfigInit(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/worker.toml"
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"config", "init", "--role", "worker", "--out", path}, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// The file it wrote is a valid worker configuration...
+	cfg, _, err := loadConfig(node.RoleWorker, []string{"--config", path, "--data-dir", dir}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// ...and it is never overwritten.
+	if err := run(t.Context(), []string{"config", "init", "--role", "worker", "--out", path}, env(nil), io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "exists") {
+		t.Fatalf("second init: %v, want a refusal to overwrite", err)
+	}
+	for _, args := range [][]string{{"config"}, {"config", "init"}, {"config", "init", "--role", "miner"}} {
+		if err := run(t.Context(), args, env(nil), io.Discard, io.Discard); exitCode(err) != 2 {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}

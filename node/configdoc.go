@@ -1,0 +1,142 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// settingDocs explains every setting of the TOML file, by its dotted key.
+// ExampleConfig refuses to write a setting without one, and a test checks
+// every setting has one.
+var settingDocs = map[string]string{
+	"network":  "The network: mainnet, testnet or local. Protocol IDs and the DHT carry it, so nodes of different networks never talk.",
+	"data_dir": "Identity key, state and admin.url live here (0700; secrets 0600). Empty: ~/.cocoon/<role>, or COCOON_DATA_DIR.",
+
+	"p2p.listen":               "libp2p listen multiaddrs. Never leave this to libp2p: it would listen on every interface.",
+	"p2p.max_streams_per_peer": "Concurrent streams with one peer, each way: the concurrency one client can reach through a proxy.",
+	"p2p.max_streams":          "Concurrent streams in the whole host.",
+	"p2p.max_conns":            "Open connections at most.",
+	"p2p.conns_low":            "The connection manager trims to this many once conns_high is passed.",
+	"p2p.conns_high":           "See conns_low.",
+	"p2p.relay_service":        "Relay connections to workers behind NAT (circuit relay v2, unlimited). On for proxies.",
+	"p2p.private":              "Behind NAT with no open port: be reached through relay slots on the proxies (workers).",
+
+	"attest.issuer":     "Evidence this node presents: dev (no hardware; local networks only) or tdx (a TDX quote; run in a TDX guest).",
+	"attest.collateral": "Check peers' TDX quotes against Intel's collateral and revocation lists too (cached in the data dir): on or off.",
+	"attest.gpu":        "With issuer tdx: add NVIDIA confidential-computing evidence of the GPUs, for the tee-gpu tier.",
+	"attest.allow_dev":  "Accept peers with dev evidence. Mainnet refuses it; the root contract must allow it too.",
+	"attest.validity":   "How long this node's own evidence lasts; it is renewed when a third is left (1m to 24h).",
+
+	"worker.backend":            "The engine: sim (built-in simulator) or openai (any OpenAI-compatible engine: vLLM, SGLang, llama.cpp, Ollama).",
+	"worker.max_concurrent":     "Requests served at once; more are refused as overloaded.",
+	"worker.proxies":            "Proxies to join, multiaddrs ending in /p2p/<id>, besides those the root contract lists.",
+	"worker.check_interval":     "How often the worker checks its proxies.",
+	"worker.sim.models":         "Model IDs the simulator serves.",
+	"worker.sim.ttft":           "Simulated time to first token.",
+	"worker.sim.tokens_per_sec": "Simulated generation speed; 0 is as fast as possible.",
+	"worker.sim.max_tokens":     "Tokens per answer when the request sets none.",
+	"worker.sim.chunks":         "Answer with exactly this many chunks (benchmark shape); 0 is off.",
+	"worker.sim.chunk_bytes":    "Bytes per chunk in the benchmark shape.",
+	"worker.openai.url":         "The engine's OpenAI base URL, e.g. http://127.0.0.1:8000/v1. Its key comes from COCOON_ENGINE_API_KEY.",
+	"worker.openai.models":      "Models to announce instead of asking the engine's /v1/models.",
+	"worker.price.prompt":       "Price of a million prompt tokens, in nanoTON (1 TON = 10^9), for every model served.",
+	"worker.price.cached":       "Price of a million cached prompt tokens, in nanoTON.",
+	"worker.price.completion":   "Price of a million completion tokens, in nanoTON.",
+
+	"proxy.workers":             "Workers to use, multiaddrs ending in /p2p/<id>, besides those found through offers and the DHT.",
+	"proxy.fee_ppm":             "Fee added to workers' prices, in millionths; the root contract caps it.",
+	"proxy.attempts":            "Workers a request may try before its first chunk (1 to 10).",
+	"proxy.first_chunk_timeout": "How long a worker may take to send its first chunk before the next is tried.",
+	"proxy.check_interval":      "How often the proxy checks the workers in proxy.workers.",
+
+	"client.api_addr":        "Where the OpenAI-compatible API listens. Beyond loopback it needs an API key (COCOON_API_KEY).",
+	"client.proxies":         "Proxies to use, multiaddrs ending in /p2p/<id>, besides those the root contract and the DHT give.",
+	"client.request_timeout": "How long to wait for the first chunk before answering 504.",
+	"client.max_price":       "Most to pay per million prompt+completion tokens, proxy fee included, in nanoTON; 0 is no limit. X-Cocoon-Max-Price overrides it per request.",
+	"client.min_trust":       "Weakest trust tier a serving worker may have: dev, tee or tee-gpu; empty is any. X-Cocoon-Min-Trust can raise it per request.",
+	"client.check_interval":  "How often the client checks its proxies.",
+
+	"gossip.announce_interval": "How often workers and proxies re-announce their offers; offers live three intervals (100ms to 40s).",
+
+	"discovery.root":             "The network's root contract on TON (raw 0:... or user-friendly EQ...). Nodes find each other through it.",
+	"discovery.global_config":    "TON global config file or URL to read the root contract with; empty uses ton.org's for mainnet and testnet.",
+	"discovery.bootstrap":        "More peers to join the DHT through, multiaddrs ending in /p2p/<id>.",
+	"discovery.refresh_interval": "How often the root contract is read again.",
+	"discovery.lookup_interval":  "How often the node searches the DHT and re-provides its records.",
+
+	"admin.addr": "The admin API (JSON status, Prometheus metrics) on loopback; port 0 picks one, written to admin.url. Empty turns it off.",
+}
+
+// roleSections are the tables that belong to one role only.
+var roleSections = map[string]Role{"worker": RoleWorker, "proxy": RoleProxy, "client": RoleClient}
+
+// ExampleConfig is a TOML file holding every setting of role with its
+// default value and what it means: what `cocoon config init` writes.
+func ExampleConfig(role Role) (string, error) {
+	c := DefaultConfig(role)
+	// Empty lists are written too, so that they are documented.
+	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	var enc bytes.Buffer
+	if err := toml.NewEncoder(&enc).Encode(c); err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "# Cocoon %s configuration: every setting with its default.\n", role)
+	out.WriteString("# Order of precedence: defaults, this file (--config or COCOON_CONFIG), flags, environment.\n")
+	section, skip := "", false
+	for _, line := range strings.Split(enc.String(), "\n") {
+		t := strings.TrimSpace(line)
+		switch {
+		case t == "":
+			if !skip {
+				out.WriteString("\n")
+			}
+			continue
+		case strings.HasPrefix(t, "["):
+			section = strings.Trim(t, "[]")
+			top, _, _ := strings.Cut(section, ".")
+			r, owned := roleSections[top]
+			skip = owned && r != role
+			if !skip {
+				if !strings.HasSuffix(out.String(), "\n\n") {
+					out.WriteString("\n")
+				}
+				out.WriteString(t + "\n")
+			}
+			continue
+		}
+		if skip {
+			continue
+		}
+		key, _, ok := strings.Cut(t, " = ")
+		if !ok {
+			return "", fmt.Errorf("unexpected line %q", t)
+		}
+		full := key
+		if section != "" {
+			full = section + "." + key
+		}
+		doc, ok := settingDocs[full]
+		if !ok {
+			return "", fmt.Errorf("setting %s has no documentation", full)
+		}
+		fmt.Fprintf(&out, "# %s\n%s\n", doc, t)
+	}
+	return strings.TrimRight(out.String(), "\n") + "\n", nil
+}
+
+// SettingDocs returns the documentation of every setting, by dotted key.
+func SettingDocs() map[string]string {
+	out := make(map[string]string, len(settingDocs))
+	for k, v := range settingDocs {
+		out[k] = v
+	}
+	return out
+}
