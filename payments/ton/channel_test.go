@@ -1,0 +1,288 @@
+package ton
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/xssnick/tonutils-go/tvm/cell"
+)
+
+// payoutFee bounds the forward fee the contract takes from each payout
+// message's value (0.0004 TON measured); the payout itself is exact.
+const payoutFee = 1_000_000
+
+// party is one side of a channel: its channel key and a fresh account,
+// never deployed, that receives its payout, so that its balance afterwards
+// is the payout and nothing else.
+type party struct {
+	pub  ed25519.PublicKey
+	key  ed25519.PrivateKey
+	dest *Wallet
+}
+
+func newParty(e *env) party {
+	pub, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return party{pub: pub, key: key, dest: e.newWallet()}
+}
+
+const deposit = 5e9
+
+// openChannel deploys a channel from A's funded wallet with deposit and
+// makes three payments, returning the payer, the payee and the first state.
+func openChannel(e *env, a, b party) (*Channel, *Wallet, *Payer, *Payee, SignedState) {
+	e.t.Helper()
+	w := e.wallet(100e9)
+	ch, err := NewChannel(ChannelConfig{
+		ID: [16]byte{7}, KeyA: a.pub, KeyB: b.pub, DestA: a.dest.Address(), DestB: b.dest.Address(),
+		Quarantine: time.Hour, ConditionalClose: time.Hour,
+	}, e.sb)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := ch.Deploy(ctxFor(e.t), w, a.key, big.NewInt(deposit)); err != nil {
+		e.t.Fatal(err)
+	}
+	st, err := ch.State(ctxFor(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if st.Status != StatusOpen || st.BalanceA.Int64() != deposit || st.BalanceB.Sign() != 0 {
+		e.t.Fatalf("after deploy: %+v", st)
+	}
+	payer := NewPayer(ch, a.key, State{}, big.NewInt(deposit))
+	payee := NewPayee(ch, b.key, SignedState{}, big.NewInt(deposit))
+	var first SignedState
+	for i, amt := range []int64{1e8, 25e7, 3e8} {
+		s, err := payer.Pay(big.NewInt(amt))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if i == 0 {
+			first = s
+		}
+		if d, err := payee.Accept(s); err != nil || d.Int64() != amt {
+			e.t.Fatalf("accept payment %d: %v, %v", i, d, err)
+		}
+	}
+	return ch, w, payer, payee, first
+}
+
+// send sends body to the channel from a sandbox treasury and returns the
+// exit code of the channel's transaction.
+func send(e *env, ch *Channel, from string, body *cell.Cell) int {
+	e.t.Helper()
+	txs, err := e.sb.SendInternal(ctxFor(e.t), from, ch.Address(), GasValue, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(txs) < 2 {
+		e.t.Fatalf("%d transactions, want the treasury's and the channel's", len(txs))
+	}
+	return txs[1].ExitCode
+}
+
+// checkPayouts checks that each destination got its balance, less at most
+// the payout message's forward fee.
+func checkPayouts(e *env, a, b party, wantA, wantB int64) {
+	e.t.Helper()
+	for _, p := range []struct {
+		name string
+		got  *big.Int
+		want int64
+	}{{"A", e.balance(a.dest.Address()), wantA}, {"B", e.balance(b.dest.Address()), wantB}} {
+		fee := p.want - p.got.Int64()
+		if fee < 0 || fee > payoutFee {
+			e.t.Errorf("%s got %s, want %d less a forward fee of at most %d", p.name, p.got, p.want, payoutFee)
+		}
+	}
+}
+
+func TestCooperativeClose(t *testing.T) {
+	e := startSandbox(t)
+	ctx := ctxFor(t)
+	a, b := newParty(e), newParty(e)
+	ch, w, payer, payee, _ := openChannel(e, a, b)
+
+	c := CloseFor(big.NewInt(deposit), payee.Last().State)
+	if c.BalanceB.Int64() != 65e7 || c.BalanceA.Int64() != deposit-65e7 || payer.Last().Seqno != 3 {
+		t.Fatalf("close %+v", c)
+	}
+	sigA, sigB := ch.SignClose(a.key, c), ch.SignClose(b.key, c)
+	if !ch.VerifyClose(a.pub, c, sigA) || !ch.VerifyClose(b.pub, c, sigB) || ch.VerifyClose(a.pub, c, sigB) {
+		t.Fatal("VerifyClose")
+	}
+
+	// A close signed twice by A, or for more than the channel holds, is
+	// refused on chain.
+	bad, err := ch.CooperativeCloseBody(c, sigA, sigA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := send(e, ch, "mallory", bad); code == 0 {
+		t.Error("a close signed twice by A was accepted")
+	}
+	// B's signature over another split does not close this one.
+	other := Close{BalanceA: big.NewInt(0), BalanceB: big.NewInt(deposit), SeqnoA: c.SeqnoA, SeqnoB: c.SeqnoB}
+	bad, _ = ch.CooperativeCloseBody(other, sigA, ch.SignClose(b.key, other))
+	if code := send(e, ch, "mallory", bad); code == 0 {
+		t.Error("a close whose signatures cover different splits was accepted")
+	}
+
+	if _, err := ch.CooperativeClose(ctx, w, c, sigA, sigB); err != nil {
+		t.Fatal(err)
+	}
+	// The contract pays A its balance and what is left of the gas; B
+	// exactly its balance, less the forward fee.
+	checkPayouts(e, a, b, e.balance(a.dest.Address()).Int64(), 65e7)
+	if got := e.balance(a.dest.Address()); got.Int64() < deposit-65e7-payoutFee {
+		t.Errorf("A got %s, want at least %d", got, int64(deposit-65e7))
+	}
+	st, err := ch.State(ctx)
+	if err == nil && st.Balance.Sign() != 0 {
+		t.Errorf("channel still holds %s after the close", st.Balance)
+	}
+}
+
+func TestUncooperativeClose(t *testing.T) {
+	e := startSandbox(t)
+	ctx := ctxFor(t)
+	a, b := newParty(e), newParty(e)
+	ch, _, payer, payee, first := openChannel(e, a, b)
+	w := e.wallet(10e9) // B's wallet, which sends the close
+	own := ch.SignState(b.key, State{Sent: new(big.Int)})
+
+	// A start signed by the wrong key is refused.
+	if code := send(e, ch, "mallory", ch.StartCloseBody(a.key, false, payee.Last(), own)); code == 0 {
+		t.Fatal("a start signed by A but claiming B was accepted")
+	}
+	// A forged state of A's is refused.
+	forged := ch.SignState(b.key, State{Seqno: 9, Sent: big.NewInt(deposit)})
+	if code := send(e, ch, "mallory", ch.StartCloseBody(b.key, false, forged, own)); code == 0 {
+		t.Fatal("a state of A's signed by B was accepted")
+	}
+
+	// A, gone rogue, starts the close with its first, cheapest state.
+	if code := send(e, ch, "a", ch.StartCloseBody(a.key, true, first, own)); code != 0 {
+		t.Fatalf("start: exit code %d", code)
+	}
+	st, err := ch.State(ctx)
+	if err != nil || st.Status != StatusClosureStarted || st.Quarantine == nil || st.Quarantine.StateA.Seqno != 1 {
+		t.Fatalf("after start: %+v, %v", st, err)
+	}
+	// B challenges with the newest state A signed.
+	if _, err := ch.Challenge(ctx, w, b.key, false, payee.Last(), own); err != nil {
+		t.Fatal(err)
+	}
+	st, err = ch.State(ctx)
+	if err != nil || st.Quarantine.StateA.Seqno != 3 || st.Quarantine.StateA.Sent.Nano().Int64() != 65e7 {
+		t.Fatalf("after challenge: %+v, %v", st, err)
+	}
+	// A cannot take it back with an older state.
+	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, first, own)); code == 0 {
+		t.Fatal("a challenge with an older state was accepted")
+	}
+
+	// Too early to finish; after the quarantine and the conditional window
+	// anyone can.
+	if code := send(e, ch, "anyone", FinishCloseBody()); code == 0 {
+		t.Fatal("finish during the quarantine was accepted")
+	}
+	e.advance(2*time.Hour + time.Second)
+	if st, err := ch.State(ctx); err != nil || st.Status != StatusAwaitingFinalization {
+		t.Fatalf("after the windows: %+v, %v", st, err)
+	}
+	if _, err := ch.FinishClose(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if got := payer.Last(); got.Seqno != 3 {
+		t.Fatalf("payer at %+v", got)
+	}
+	checkPayouts(e, a, b, e.balance(a.dest.Address()).Int64(), 65e7)
+	if got := e.balance(a.dest.Address()); got.Int64() < deposit-65e7-payoutFee {
+		t.Errorf("A got %s, want at least %d", got, int64(deposit-65e7))
+	}
+}
+
+func TestAccept(t *testing.T) {
+	pubA, keyA, _ := ed25519.GenerateKey(nil)
+	pubB, keyB, _ := ed25519.GenerateKey(nil)
+	ch, err := NewChannel(ChannelConfig{ID: [16]byte{1}, KeyA: pubA, KeyB: pubB, DestA: testAddr(1), DestB: testAddr(2), Quarantine: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payer := NewPayer(ch, keyA, State{}, big.NewInt(1000))
+	payee := NewPayee(ch, keyB, SignedState{}, big.NewInt(1000))
+	s1, _ := payer.Pay(big.NewInt(100))
+	s2, _ := payer.Pay(big.NewInt(200))
+	if _, err := payee.Accept(s2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payer.Pay(big.NewInt(701)); !errors.Is(err, ErrOverDeposit) {
+		t.Fatalf("pay over the deposit: %v", err)
+	}
+	tampered := s2
+	tampered.Sent = big.NewInt(1)
+	tampered.Seqno = 9
+	other := NewPayer(ch, keyB, State{}, big.NewInt(1000))
+	byB, _ := other.Pay(big.NewInt(500))
+	byB.Seqno = 5
+	lower := ch.SignState(keyA, State{Seqno: 4, Sent: big.NewInt(250)})
+	over := ch.SignState(keyA, State{Seqno: 4, Sent: big.NewInt(1001)})
+	for _, tc := range []struct {
+		name string
+		s    SignedState
+		want error
+	}{
+		{"same state again", s2, ErrStaleSeqno},
+		{"older state", s1, ErrStaleSeqno},
+		{"tampered", tampered, ErrBadSignature},
+		{"signed by B", byB, ErrBadSignature},
+		{"lower amount", lower, ErrAmountDown},
+		{"over the deposit", over, ErrOverDeposit},
+		{"no signature", SignedState{State: State{Seqno: 9, Sent: big.NewInt(400)}}, ErrBadSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := payee.Accept(tc.s); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if last := payee.Last(); last.Seqno != 2 || last.Sent.Int64() != 300 {
+		t.Fatalf("last accepted %+v", last)
+	}
+	s3, _ := payer.Pay(big.NewInt(0))
+	if d, err := payee.Accept(s3); err != nil || d.Sign() != 0 {
+		t.Fatalf("a zero payment: %v, %v", d, err)
+	}
+}
+
+func BenchmarkPayAccept(b *testing.B) {
+	pubA, keyA, _ := ed25519.GenerateKey(nil)
+	pubB, keyB, _ := ed25519.GenerateKey(nil)
+	ch, err := NewChannel(ChannelConfig{ID: [16]byte{1}, KeyA: pubA, KeyB: pubB, DestA: testAddr(1), DestB: testAddr(2), Quarantine: time.Hour}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dep := new(big.Int).Lsh(big.NewInt(1), 100)
+	payer := NewPayer(ch, keyA, State{}, dep)
+	payee := NewPayee(ch, keyB, SignedState{}, dep)
+	amt := big.NewInt(12345)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := payer.Pay(amt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := payee.Accept(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
+}

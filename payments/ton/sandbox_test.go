@@ -1,0 +1,126 @@
+package ton
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"log/slog"
+	"math/big"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xssnick/tonutils-go/address"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/chain/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// env is a sandbox chain with its clock pinned, so that wallets sign with
+// the emulator's time.
+type env struct {
+	t  *testing.T
+	sb *sandbox.Sandbox
+
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func startSandbox(t *testing.T) *env {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not on PATH: the sandbox chain runs @ton/sandbox in Node.js")
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sb := sandbox.New(sandbox.Config{}, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // npm ci, the first time
+	defer cancel()
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	e := &env{t: t, sb: sb, now: time.Unix(1_900_000_000, 0)}
+	if err := sb.SetTime(ctx, e.now); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *env) advance(d time.Duration) {
+	e.t.Helper()
+	now, err := e.sb.AdvanceTime(ctxFor(e.t), d)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.now = now
+	e.mu.Unlock()
+}
+
+// wallet returns a new wallet with a fresh key, deployed and funded with
+// value from the sandbox's deployer.
+func (e *env) wallet(value int64) *Wallet {
+	e.t.Helper()
+	w := e.newWallet()
+	if _, err := e.sb.Deploy(ctxFor(e.t), w.init.Code, w.init.Data, big.NewInt(value)); err != nil {
+		e.t.Fatal(err)
+	}
+	return w
+}
+
+// newWallet returns a wallet with a fresh key that is not on chain.
+func (e *env) newWallet() *Wallet {
+	e.t.Helper()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w, err := NewWallet(key, e.sb, WalletConfig{Now: e.clock})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return w
+}
+
+func (e *env) balance(a *address.Address) *big.Int {
+	e.t.Helper()
+	acc, err := e.sb.Account(ctxFor(e.t), a)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return acc.Balance
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func testAddr(n byte) *address.Address {
+	h := make([]byte, 32)
+	h[31] = n
+	return address.NewAddress(0, 0, h)
+}
