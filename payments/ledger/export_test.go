@@ -11,3 +11,9 @@ import (
 func PutBoltBatch(_ context.Context, l *Ledger, id ID, st State) error {
 	return l.db.Batch(func(tx *bolt.Tx) error { return apply(tx.Bucket(bucket), id, st) })
 }
+
+// Decode and Encode are the stored form, for the fuzz test.
+var (
+	Decode = decode
+	Encode = encode
+)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,6 +76,8 @@ type Ledger struct {
 	pending []*put
 	closed  bool
 
+	puts, commits atomic.Uint64 // for Stats
+
 	wake chan struct{} // cap 1: pending has work
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when the committer has returned
@@ -130,6 +133,18 @@ func (l *Ledger) Close() error {
 	close(l.stop)
 	<-l.done
 	return l.db.Close()
+}
+
+// Stats counts the Puts the committer has written and the transactions,
+// each one sync, it wrote them in.
+type Stats struct {
+	Puts    uint64
+	Commits uint64
+}
+
+// Stats reports the counts since Open.
+func (l *Ledger) Stats() Stats {
+	return Stats{Puts: l.puts.Load(), Commits: l.commits.Load()}
 }
 
 // Put stores st as channel id's newest state and returns once it is synced
@@ -190,6 +205,8 @@ func (l *Ledger) write(batch []*put) {
 	if len(batch) == 0 {
 		return
 	}
+	l.commits.Add(1)
+	l.puts.Add(uint64(len(batch)))
 	errs := make([]error, len(batch))
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		for i, p := range batch {
