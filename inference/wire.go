@@ -201,6 +201,16 @@ type End struct {
 	Simulated    bool   `json:"simulated,omitempty"`
 	Worker       string `json:"worker,omitempty"` // the worker's peer ID, filled in by the worker
 	Tier         string `json:"tier,omitempty"`   // the trust tier the proxy verified for that worker
+	// Cost is what the answer costs, filled in by the proxy from the
+	// worker's offered prices and its own fee; nil when it knows no price.
+	Cost *Cost `json:"cost,omitempty"`
+}
+
+// Cost is the price of one answer, in nanoTON.
+type Cost struct {
+	Worker   int64 `json:"worker"`    // the worker's part: its prices times the tokens
+	ProxyFee int64 `json:"proxy_fee"` // the proxy's fee on top
+	Total    int64 `json:"total"`     // what the client pays: worker + proxy_fee
 }
 
 // Event is one decoded message of a response. Text aliases the reader's
@@ -281,11 +291,14 @@ func WriteEnd(fw *p2p.FrameWriter, e *End) error {
 }
 
 // An End frame's payload is binary, like a request's header: a flags byte
-// (1 counted, 2 simulated), uvarints prompt, completion and cached tokens,
-// then uvarint-length strings finish reason, worker and tier.
+// (1 counted, 2 simulated, 4 cost), uvarints prompt, completion and cached
+// tokens, then uvarint-length strings finish reason, worker and tier, then
+// with flag 4 uvarints worker cost and proxy fee in nanoTON.
 const (
 	endCounted   = 1
 	endSimulated = 2
+	endCost      = 4
+	maxCost      = 1 << 62 // nanoTON; far above any real answer
 	maxWorkerID  = 128
 	maxTierName  = 16
 )
@@ -299,6 +312,9 @@ func AppendEnd(dst []byte, e *End) []byte {
 	}
 	if e.Simulated {
 		flags |= endSimulated
+	}
+	if e.Cost != nil {
+		flags |= endCost
 	}
 	dst = append(dst, flags)
 	for _, n := range []int64{e.Usage.PromptTokens, e.Usage.CompletionTokens, e.Usage.CachedTokens} {
@@ -315,16 +331,21 @@ func AppendEnd(dst []byte, e *End) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(v)))
 		dst = append(dst, v...)
 	}
+	if e.Cost != nil {
+		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.Worker, 0), maxCost)))
+		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.ProxyFee, 0), maxCost)))
+	}
 	return dst
 }
 
 // DecodeEnd decodes an End frame payload.
 func DecodeEnd(p []byte) (*End, error) {
 	bad := func(what string) (*End, error) { return nil, fmt.Errorf("%w: end: %s", ErrMalformed, what) }
-	if len(p) < 1 || p[0]&^(endCounted|endSimulated) != 0 {
+	if len(p) < 1 || p[0]&^(endCounted|endSimulated|endCost) != 0 {
 		return bad("flags")
 	}
 	e := &End{Simulated: p[0]&endSimulated != 0}
+	hasCost := p[0]&endCost != 0
 	e.Usage.Counted = p[0]&endCounted != 0
 	p = p[1:]
 	const maxTokens = 1 << 40
@@ -346,6 +367,18 @@ func DecodeEnd(p []byte) (*End, error) {
 		}
 		*f.dst = string(p[k : k+int(n)])
 		p = p[k+int(n):]
+	}
+	if hasCost {
+		var parts [2]int64
+		for i := range parts {
+			n, k := binary.Uvarint(p)
+			if k <= 0 || n > maxCost {
+				return bad("cost")
+			}
+			parts[i] = int64(n)
+			p = p[k:]
+		}
+		e.Cost = &Cost{Worker: parts[0], ProxyFee: parts[1], Total: parts[0] + parts[1]}
 	}
 	if len(p) != 0 {
 		return bad("trailing bytes")

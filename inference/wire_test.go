@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -286,7 +287,12 @@ func TestDecodeEvent(t *testing.T) {
 				Usage:        inference.Usage{PromptTokens: 3, CompletionTokens: 5, CachedTokens: 1, Counted: true},
 				FinishReason: "length", Simulated: true, Worker: "12D3", Tier: "dev"}}, false},
 		{"end with nothing", inference.FrameEnd, inference.AppendEnd(nil, &inference.End{}), inference.Event{Type: inference.FrameEnd, End: &inference.End{}}, false},
-		{"end with unknown flags", inference.FrameEnd, []byte{4, 0, 0, 0, 0, 0, 0}, inference.Event{}, true},
+		{"end with cost", inference.FrameEnd,
+			inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{PromptTokens: 3}, Cost: &inference.Cost{Worker: 300, ProxyFee: 6, Total: 306}}),
+			inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 3}, Cost: &inference.Cost{Worker: 300, ProxyFee: 6, Total: 306}}}, false},
+		{"end with cost flag but no cost", inference.FrameEnd, []byte{4, 0, 0, 0, 0, 0, 0}, inference.Event{}, true},
+		{"end with absurd cost", inference.FrameEnd, binary.AppendUvarint([]byte{4, 0, 0, 0, 0, 0, 0}, 1<<63), inference.Event{}, true},
+		{"end with unknown flags", inference.FrameEnd, []byte{8, 0, 0, 0, 0, 0, 0}, inference.Event{}, true},
 		{"end with trailing bytes", inference.FrameEnd, append(inference.AppendEnd(nil, &inference.End{}), 0), inference.Event{}, true},
 		{"end cut short", inference.FrameEnd, []byte{0, 3}, inference.Event{}, true},
 		{"end worker too long", inference.FrameEnd, append([]byte{0, 0, 0, 0, 0}, 0xff, 0x01), inference.Event{}, true},
@@ -329,7 +335,7 @@ func assertEvent(t *testing.T, got, want inference.Event) {
 	if got.Type != want.Type || !bytes.Equal(got.Text, want.Text) || !bytes.Equal(got.Finish, want.Finish) {
 		t.Fatalf("got event %d %q %q, want %d %q %q", got.Type, got.Text, got.Finish, want.Type, want.Text, want.Finish)
 	}
-	if (got.End == nil) != (want.End == nil) || got.End != nil && *got.End != *want.End {
+	if !reflect.DeepEqual(got.End, want.End) {
 		t.Fatalf("got End %+v, want %+v", got.End, want.End)
 	}
 	if (got.Err == nil) != (want.Err == nil) || got.Err != nil && *got.Err != *want.Err {

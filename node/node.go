@@ -36,6 +36,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Node is one running Cocoon node.
@@ -264,6 +265,7 @@ func (n *Node) startProxy(h host.Host) error {
 		return v.Tier.String(), ok
 	}, n.log)
 	n.router.SetPricer(n.offerPrice)
+	n.router.SetBiller(n.bill)
 	n.router.Register(n.sv)
 	workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
 	if err != nil {
@@ -532,6 +534,28 @@ func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// bill prices one answer from the worker's live offer for model and the
+// proxy's fee.
+func (n *Node) bill(p peer.ID, model string, u inference.Usage) (inference.Cost, bool) {
+	o, ok := n.book.Get(p)
+	if !ok {
+		return inference.Cost{}, false
+	}
+	for _, m := range o.Models {
+		if m.ID != model {
+			continue
+		}
+		b, err := payments.Cost(payments.Tokens{Prompt: u.PromptTokens, Cached: min(u.CachedTokens, u.PromptTokens), Completion: u.CompletionTokens},
+			payments.Price{Prompt: m.Price.Prompt, Cached: m.Price.Cached, Completion: m.Price.Completion}, n.cfg.Proxy.FeePPM)
+		if err != nil {
+			n.log.Warn("cannot price an answer", "peer", p, "model", model, "err", err)
+			return inference.Cost{}, false
+		}
+		return inference.Cost{Worker: b.Worker, ProxyFee: b.Fee, Total: b.Total}, true
+	}
+	return inference.Cost{}, false
 }
 
 // Offers lists the live offers in the node's offer book (workers and

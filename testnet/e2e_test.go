@@ -512,3 +512,41 @@ func TestMinTrust(t *testing.T) {
 		t.Fatalf("X-Cocoon-Min-Trust tee-gpu: %v, want 503 trust_too_low", err)
 	}
 }
+
+// The response's usage says what the answer cost: the worker's offered
+// prices times the tokens, plus the proxy's fee.
+func TestCostInUsage(t *testing.T) {
+	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	h := testnet.New(t)
+	h.AddWorker(fast, func(c *node.Config) {
+		c.Worker.Price = node.PriceConfig{Prompt: 1_000_000_000, Cached: 1, Completion: 2_000_000_000} // 1000 and 2000 nanoTON a token
+	})
+	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 50_000 }) // 5%
+	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool {
+		for _, o := range p.Offers() {
+			if o.Role == offers.RoleWorker {
+				return true
+			}
+		}
+		return false
+	})
+	client := h.AddClient()
+	c := sdk(client)
+	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "what does this cost?", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext struct {
+		Cocoon struct {
+			Cost *inference.Cost `json:"cost_nanoton"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil {
+		t.Fatal(err)
+	}
+	worker := 1000*resp.Usage.PromptTokens + 2000*resp.Usage.CompletionTokens
+	want := inference.Cost{Worker: worker, ProxyFee: worker / 20, Total: worker + worker/20}
+	if ext.Cocoon.Cost == nil || *ext.Cocoon.Cost != want || worker == 0 {
+		t.Fatalf("cost %+v for %d prompt and %d completion tokens, want %+v", ext.Cocoon.Cost, resp.Usage.PromptTokens, resp.Usage.CompletionTokens, want)
+	}
+}

@@ -83,6 +83,9 @@ type served struct {
 	// Counted is true when the engine reported no usage and the worker
 	// counted the tokens itself.
 	Counted bool `json:"usage_counted_by_worker,omitempty"`
+	// Cost is what the answer costs in nanoTON, as the proxy priced it
+	// from the worker's offer and its own fee; absent when unknown.
+	Cost *inference.Cost `json:"cost_nanoton,omitempty"`
 }
 
 func toUsage(end *inference.End) (usage, served) {
@@ -92,7 +95,7 @@ func toUsage(end *inference.End) (usage, served) {
 			CachedTokens int64 `json:"cached_tokens"`
 		}{end.Usage.CachedTokens}
 	}
-	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted}
+	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted, Cost: end.Cost}
 }
 
 // appendUsage appends the final usage chunk of a stream with

@@ -103,7 +103,8 @@ type mesh struct {
 	router *router.Router
 	pool   *inference.Pool
 
-	mu       sync.Mutex // guards prices and tiers
+	mu       sync.Mutex     // guards prices, tiers and lastEnd
+	lastEnd  *inference.End // of the last answer sendReq read
 	prices   map[peer.ID]int64
 	tiers    map[peer.ID]string // a worker's verdict tier; "dev" if not set
 	names    map[string]string  // worker peer ID -> test name
@@ -213,6 +214,9 @@ func (m *mesh) sendReq(req *inference.Request) (string, *inference.Error) {
 		}
 		switch ev.Type {
 		case inference.FrameEnd:
+			m.mu.Lock()
+			m.lastEnd = ev.End
+			m.mu.Unlock()
 			return m.names[ev.End.Worker], nil
 		case inference.FrameError:
 			return "", ev.Err
@@ -243,6 +247,39 @@ func (m *mesh) stats(name string) router.WorkerStats {
 	}
 	m.t.Fatalf("no stats for worker %s", name)
 	return router.WorkerStats{}
+}
+
+// TestBilling: the proxy puts each answer's cost in its End frame, priced
+// by the biller from the usage the worker reported; without a known price,
+// no cost.
+func TestBilling(t *testing.T) {
+	m := newMesh(t)
+	m.addWorker("priced", 100, behaviour{})
+	m.router.SetBiller(func(p peer.ID, model string, u inference.Usage) (inference.Cost, bool) {
+		if m.names[p.String()] != "priced" || model != "m" {
+			return inference.Cost{}, false
+		}
+		w := 1000 * (u.PromptTokens + u.CompletionTokens)
+		return inference.Cost{Worker: w, ProxyFee: w / 50, Total: w + w/50}, true
+	})
+	if got, e := m.send(0); e != nil || got != "priced" {
+		t.Fatalf("got %q, %v", got, e)
+	}
+	m.mu.Lock()
+	cost := m.lastEnd.Cost
+	m.mu.Unlock()
+	if cost == nil || *cost != (inference.Cost{Worker: 2000, ProxyFee: 40, Total: 2040}) {
+		t.Fatalf("cost %+v, want 2000 + 40 for 1 prompt and 1 completion token", cost)
+	}
+	m.router.SetBiller(func(peer.ID, string, inference.Usage) (inference.Cost, bool) { return inference.Cost{}, false })
+	if _, e := m.send(0); e != nil {
+		t.Fatal(e)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lastEnd.Cost != nil {
+		t.Fatalf("cost %+v without a known price, want none", m.lastEnd.Cost)
+	}
 }
 
 func TestMaxPrice(t *testing.T) {

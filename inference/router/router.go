@@ -59,6 +59,7 @@ type Router struct {
 	proto    protocol.ID
 	pool     *inference.Pool // streams to workers
 	price    Pricer          // set before serving; nil: prices unknown
+	bill     Biller          // set before serving; nil: answers carry no cost
 	tiers    Tiers
 	now      func() time.Time
 	halfLife float64 // FadeHalfLife in seconds; 0: measurements never fade
@@ -173,6 +174,14 @@ type Pricer func(p peer.ID, model string) (price int64, ok bool)
 // price is known and a request with a MaxPrice finds no worker. Call it
 // before the router serves.
 func (r *Router) SetPricer(f Pricer) { r.price = f }
+
+// Biller prices one answer: what the worker's offered prices and the
+// proxy's fee make of the usage it reported. ok is false when the worker's
+// prices are unknown.
+type Biller func(p peer.ID, model string, u inference.Usage) (c inference.Cost, ok bool)
+
+// SetBiller makes the router put each answer's cost in its End frame.
+func (r *Router) SetBiller(f Biller) { r.bill = f }
 
 // Serving reports whether p is a worker the router sends requests to.
 func (r *Router) Serving(p peer.ID) bool {
@@ -669,6 +678,12 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			o = outcomeSuccess
 			end.Tier = tier
 			end.Worker = w.idStr
+			end.Cost = nil // the proxy prices answers, not the worker
+			if r.bill != nil {
+				if c, ok := r.bill(w.id, req.Model, end.Usage); ok {
+					end.Cost = &c
+				}
+			}
 			if err := inference.WriteEnd(out, end); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
