@@ -229,8 +229,10 @@ func (l *Ledger) write(batch []*put) {
 	}
 }
 
+// refusal reports whether err concerns one Put alone, so the rest of its
+// batch is still written.
 func refusal(err error) bool {
-	return errors.Is(err, ErrStale) || errors.Is(err, ErrAmountDown)
+	return errors.Is(err, ErrStale) || errors.Is(err, ErrAmountDown) || errors.Is(err, ErrCorrupt)
 }
 
 // apply checks st against the stored state, seen inside the transaction so

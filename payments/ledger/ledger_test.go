@@ -140,6 +140,9 @@ func TestConcurrentPuts(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if st := l.Stats(); st.Puts != writers*perWriter || st.Commits == 0 || st.Commits > st.Puts {
+		t.Fatalf("stats %+v after %d Puts", st, writers*perWriter)
+	}
 	for ch, seq := range best {
 		st, err := l.Get(ch)
 		if err != nil || st.Seqno != seq {
