@@ -134,7 +134,11 @@ func TopUpBody(addA, addB *big.Int) (*cell.Cell, error) {
 	return tlb.ToCell(payments.TopupBalance{AddA: coins(addA), AddB: coins(addB)})
 }
 
-// TopUp adds add to A's balance from w.
+// TopUp adds add to A's balance from w. The contract takes top-ups only
+// before the channel is initialized: on an open channel it refuses them
+// (exit code 100) and the value bounces back to w, less fees. A channel's
+// capacity is therefore fixed when Deploy opens it; to add capacity, close
+// it and open a new one.
 func (ch *Channel) TopUp(ctx context.Context, w *Wallet, add *big.Int) (*chain.Transaction, error) {
 	if add == nil || add.Sign() <= 0 {
 		return nil, errors.New("channel top-up: want a positive amount")
@@ -188,6 +192,10 @@ type OnChain struct {
 	// nil.
 	Quarantine *payments.QuarantinedState
 }
+
+// ExitTopUpAfterInit is the contract's exit code for a top-up of a channel
+// already initialized.
+const ExitTopUpAfterInit = 100
 
 // ErrNotDeployed means the channel contract is not on chain (never
 // deployed, or closed and gone). Retrying helps only after a deploy.

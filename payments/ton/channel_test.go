@@ -10,9 +10,10 @@ import (
 	"github.com/xssnick/tonutils-go/tvm/cell"
 )
 
-// payoutFee bounds the forward fee the contract takes from each payout
-// message's value (0.0004 TON measured); the payout itself is exact.
-const payoutFee = 1_000_000
+// forwardFee is what the contract's payout message pays to be forwarded,
+// out of its value: basechain's lump price for a message whose body has no
+// references (400,000 nanoTON in the emulator's configuration).
+const forwardFee = 400_000
 
 // party is one side of a channel: its channel key and a fresh account,
 // never deployed, that receives its payout, so that its balance afterwards
@@ -87,19 +88,18 @@ func send(e *env, ch *Channel, from string, body *cell.Cell) int {
 	return txs[1].ExitCode
 }
 
-// checkPayouts checks that each destination got its balance, less at most
-// the payout message's forward fee.
-func checkPayouts(e *env, a, b party, wantA, wantB int64) {
+// checkPayouts checks that B's destination got exactly its balance less the
+// payout's forward fee, and that A's got its balance and at most what is
+// left of the channel's own balance before the close (chain.Transaction
+// carries no fees, so A's share of the gas is bounded, not computed).
+func checkPayouts(e *env, a, b party, before *big.Int, wantA, wantB int64) {
 	e.t.Helper()
-	for _, p := range []struct {
-		name string
-		got  *big.Int
-		want int64
-	}{{"A", e.balance(a.dest.Address()), wantA}, {"B", e.balance(b.dest.Address()), wantB}} {
-		fee := p.want - p.got.Int64()
-		if fee < 0 || fee > payoutFee {
-			e.t.Errorf("%s got %s, want %d less a forward fee of at most %d", p.name, p.got, p.want, payoutFee)
-		}
+	if got := e.balance(b.dest.Address()); got.Int64() != wantB-forwardFee {
+		e.t.Errorf("B got %s, want %d less the forward fee of %d", got, wantB, forwardFee)
+	}
+	got := e.balance(a.dest.Address())
+	if got.Int64() < wantA-forwardFee || got.Int64() > before.Int64()-wantB {
+		e.t.Errorf("A got %s, want %d to %d", got, wantA-forwardFee, before.Int64()-wantB)
 	}
 }
 
@@ -108,6 +108,21 @@ func TestCooperativeClose(t *testing.T) {
 	ctx := ctxFor(t)
 	a, b := newParty(e), newParty(e)
 	ch, w, payer, payee, _ := openChannel(e, a, b)
+
+	// The contract takes no top-up once open; the value bounces back.
+	top, err := TopUpBody(big.NewInt(1e9), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := send(e, ch, "topper", top); code != ExitTopUpAfterInit {
+		t.Errorf("top-up of an open channel: exit code %d, want %d", code, ExitTopUpAfterInit)
+	}
+	if _, err := ch.TopUp(ctx, w, big.NewInt(1e9)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ch.State(ctx); err != nil || st.BalanceA.Int64() != deposit {
+		t.Fatalf("after top-ups: %+v, %v", st, err)
+	}
 
 	c := CloseFor(big.NewInt(deposit), payee.Last().State)
 	if c.BalanceB.Int64() != 65e7 || c.BalanceA.Int64() != deposit-65e7 || payer.Last().Seqno != 3 {
@@ -134,15 +149,11 @@ func TestCooperativeClose(t *testing.T) {
 		t.Error("a close whose signatures cover different splits was accepted")
 	}
 
+	before := new(big.Int).Add(e.balance(ch.Address()), GasValue)
 	if _, err := ch.CooperativeClose(ctx, w, c, sigA, sigB); err != nil {
 		t.Fatal(err)
 	}
-	// The contract pays A its balance and what is left of the gas; B
-	// exactly its balance, less the forward fee.
-	checkPayouts(e, a, b, e.balance(a.dest.Address()).Int64(), 65e7)
-	if got := e.balance(a.dest.Address()); got.Int64() < deposit-65e7-payoutFee {
-		t.Errorf("A got %s, want at least %d", got, int64(deposit-65e7))
-	}
+	checkPayouts(e, a, b, before, deposit-65e7, 65e7)
 	st, err := ch.State(ctx)
 	if err == nil && st.Balance.Sign() != 0 {
 		t.Errorf("channel still holds %s after the close", st.Balance)
@@ -197,16 +208,14 @@ func TestUncooperativeClose(t *testing.T) {
 	if st, err := ch.State(ctx); err != nil || st.Status != StatusAwaitingFinalization {
 		t.Fatalf("after the windows: %+v, %v", st, err)
 	}
+	before := new(big.Int).Add(e.balance(ch.Address()), GasValue)
 	if _, err := ch.FinishClose(ctx, w); err != nil {
 		t.Fatal(err)
 	}
 	if got := payer.Last(); got.Seqno != 3 {
 		t.Fatalf("payer at %+v", got)
 	}
-	checkPayouts(e, a, b, e.balance(a.dest.Address()).Int64(), 65e7)
-	if got := e.balance(a.dest.Address()); got.Int64() < deposit-65e7-payoutFee {
-		t.Errorf("A got %s, want at least %d", got, int64(deposit-65e7))
-	}
+	checkPayouts(e, a, b, before, deposit-65e7, 65e7)
 }
 
 func TestAccept(t *testing.T) {
@@ -285,4 +294,26 @@ func BenchmarkPayAccept(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
+}
+
+// TestContractOrdersBySeqno records what the contract checks of a challenge:
+// a newer seqno, not a larger amount. A payer that signs a newer state
+// sending less (which Payee.Accept refuses off-chain) gets it quarantined;
+// only a second challenge by the same party is refused (exit code 115).
+func TestContractOrdersBySeqno(t *testing.T) {
+	e := startSandbox(t)
+	a, b := newParty(e), newParty(e)
+	ch, _, _, _, first := openChannel(e, a, b)
+	own := ch.SignState(b.key, State{Sent: new(big.Int)})
+	if code := send(e, ch, "b", ch.StartCloseBody(b.key, false, first, own)); code != 0 {
+		t.Fatalf("start: exit code %d", code)
+	}
+	lower := ch.SignState(a.key, State{Seqno: 4, Sent: big.NewInt(5e7)})
+	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, lower, own)); code != 0 {
+		t.Fatalf("a newer state sending less: exit code %d; the contract now checks amounts, update the docs", code)
+	}
+	again := ch.SignState(a.key, State{Seqno: 5, Sent: big.NewInt(5e7)})
+	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, again, own)); code != 115 {
+		t.Fatalf("a second challenge by A: exit code %d, want 115", code)
+	}
 }

@@ -16,7 +16,8 @@
 // # Channels
 //
 // A channel joins a payer A and a payee B. A deploys it from its wallet with
-// its deposit (Channel.Deploy) and may top it up. Off-chain, A's Payer signs
+// its deposit (Channel.Deploy); the contract takes no top-up once the
+// channel is open, so the deposit is its capacity. Off-chain, A's Payer signs
 // its semi-channel state, seqno and cumulative amount sent, for each
 // payment (Payer.Pay); B's Payee checks the signature, that the seqno grows,
 // that the cumulative amount never shrinks and that it stays within A's
@@ -24,4 +25,10 @@
 // sends the cooperative close; when A is gone, B starts an uncooperative
 // close with the newest state A signed, either party may challenge it with a
 // newer one during the quarantine, and anyone finishes it afterwards.
+//
+// The contract orders states by seqno alone: it does not check that a newer
+// state of A's sends at least as much, and it does not check that a
+// cooperative close's two balances add up to what it holds. Payee.Accept
+// and CloseFor do those checks off-chain; a payer that signs a newer state
+// sending less, outside Payer, can still quarantine it.
 package ton
