@@ -194,9 +194,9 @@ func TestUncooperativeClose(t *testing.T) {
 	if err != nil || st.Quarantine.StateA.Seqno != 3 || st.Quarantine.StateA.Sent.Nano().Int64() != 65e7 {
 		t.Fatalf("after challenge: %+v, %v", st, err)
 	}
-	// A cannot take it back with an older state.
-	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, first, own)); code == 0 {
-		t.Fatal("a challenge with an older state was accepted")
+	// Nobody can challenge again.
+	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, first, own)); code != exitAlreadyChallenge && code != exitOwnStart {
+		t.Fatalf("A's challenge after B's: exit code %d, want %d or %d", code, exitOwnStart, exitAlreadyChallenge)
 	}
 
 	// Too early to finish; after the quarantine and the conditional window
@@ -296,24 +296,51 @@ func BenchmarkPayAccept(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
 }
 
-// TestContractOrdersBySeqno records what the contract checks of a challenge:
-// a newer seqno, not a larger amount. A payer that signs a newer state
-// sending less (which Payee.Accept refuses off-chain) gets it quarantined;
-// only a second challenge by the same party is refused (exit code 115).
-func TestContractOrdersBySeqno(t *testing.T) {
+// Exit codes of the payment-channel contract that the tests expect.
+const (
+	exitOwnStart         = 109 // the party that started a close challenged it
+	exitAlreadyChallenge = 115 // the quarantine was challenged once already
+)
+
+// TestChallengeRules records how the contract settles a dispute: a
+// challenge replaces the starter's state with the one the challenger holds,
+// whatever its seqno; only the starter's counterparty may challenge, and
+// only once. So A cannot win with a forged newer state that sends less, as
+// long as B challenges within the quarantine with the newest state it
+// accepted.
+func TestChallengeRules(t *testing.T) {
 	e := startSandbox(t)
+	ctx := ctxFor(t)
 	a, b := newParty(e), newParty(e)
-	ch, _, _, _, first := openChannel(e, a, b)
+	ch, _, _, payee, _ := openChannel(e, a, b)
 	own := ch.SignState(b.key, State{Sent: new(big.Int)})
-	if code := send(e, ch, "b", ch.StartCloseBody(b.key, false, first, own)); code != 0 {
+
+	// A signs a newer state that sends less, which Accept refuses...
+	forged := ch.SignState(a.key, State{Seqno: 4, Sent: big.NewInt(5e7)})
+	if _, err := payee.Accept(forged); !errors.Is(err, ErrAmountDown) {
+		t.Fatalf("Accept(forged) = %v, want ErrAmountDown", err)
+	}
+	// ...and starts the close with it, which the contract takes.
+	if code := send(e, ch, "a", ch.StartCloseBody(a.key, true, forged, own)); code != 0 {
 		t.Fatalf("start: exit code %d", code)
 	}
-	lower := ch.SignState(a.key, State{Seqno: 4, Sent: big.NewInt(5e7)})
-	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, lower, own)); code != 0 {
-		t.Fatalf("a newer state sending less: exit code %d; the contract now checks amounts, update the docs", code)
+	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, forged, own)); code != exitOwnStart {
+		t.Fatalf("A challenging its own start: exit code %d, want %d", code, exitOwnStart)
 	}
-	again := ch.SignState(a.key, State{Seqno: 5, Sent: big.NewInt(5e7)})
-	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, again, own)); code != 115 {
-		t.Fatalf("a second challenge by A: exit code %d, want 115", code)
+	if code := send(e, ch, "b", ch.ChallengeBody(b.key, false, payee.Last(), own)); code != 0 {
+		t.Fatalf("B's challenge: exit code %d", code)
 	}
+	if code := send(e, ch, "b", ch.ChallengeBody(b.key, false, forged, own)); code != exitAlreadyChallenge {
+		t.Fatalf("a second challenge: exit code %d, want %d", code, exitAlreadyChallenge)
+	}
+	st, err := ch.State(ctx)
+	if err != nil || st.Quarantine.StateA.Seqno != 3 || st.Quarantine.StateA.Sent.Nano().Int64() != 65e7 {
+		t.Fatalf("quarantined: %+v, %v", st, err)
+	}
+	e.advance(2*time.Hour + time.Second)
+	before := e.balance(ch.Address())
+	if code := send(e, ch, "anyone", FinishCloseBody()); code != 0 {
+		t.Fatalf("finish: exit code %d", code)
+	}
+	checkPayouts(e, a, b, before.Add(before, GasValue), deposit-65e7, 65e7)
 }

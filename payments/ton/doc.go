@@ -26,9 +26,12 @@
 // close with the newest state A signed, either party may challenge it with a
 // newer one during the quarantine, and anyone finishes it afterwards.
 //
-// The contract orders states by seqno alone: it does not check that a newer
-// state of A's sends at least as much, and it does not check that a
-// cooperative close's two balances add up to what it holds. Payee.Accept
-// and CloseFor do those checks off-chain; a payer that signs a newer state
-// sending less, outside Payer, can still quarantine it.
+// In a dispute the contract takes, from the one challenge it allows (by the
+// starter's counterparty), the challenger's copy of the starter's state,
+// whatever its seqno: a party that publishes an old or forged state of its
+// own loses to the newest one its counterparty holds, provided the
+// counterparty challenges within the quarantine. The contract does not
+// check that a cooperative close's balances add up to what it holds; it
+// pays B's first and A the rest, so each side checks the split (CloseFor)
+// before signing.
 package ton
