@@ -128,7 +128,7 @@ func TestCooperativeClose(t *testing.T) {
 	if c.BalanceB.Int64() != 65e7 || c.BalanceA.Int64() != deposit-65e7 || payer.Last().Seqno != 3 {
 		t.Fatalf("close %+v", c)
 	}
-	sigA, sigB := ch.SignClose(a.key, c), ch.SignClose(b.key, c)
+	sigA, sigB := mustSignClose(t, ch, a.key, c), mustSignClose(t, ch, b.key, c)
 	if !ch.VerifyClose(a.pub, c, sigA) || !ch.VerifyClose(b.pub, c, sigB) || ch.VerifyClose(a.pub, c, sigB) {
 		t.Fatal("VerifyClose")
 	}
@@ -144,7 +144,7 @@ func TestCooperativeClose(t *testing.T) {
 	}
 	// B's signature over another split does not close this one.
 	other := Close{BalanceA: big.NewInt(0), BalanceB: big.NewInt(deposit), SeqnoA: c.SeqnoA, SeqnoB: c.SeqnoB}
-	bad, _ = ch.CooperativeCloseBody(other, sigA, ch.SignClose(b.key, other))
+	bad, _ = ch.CooperativeCloseBody(other, sigA, mustSignClose(t, ch, b.key, other))
 	if code := send(e, ch, "mallory", bad); code == 0 {
 		t.Error("a close whose signatures cover different splits was accepted")
 	}
@@ -166,20 +166,20 @@ func TestUncooperativeClose(t *testing.T) {
 	a, b := newParty(e), newParty(e)
 	ch, _, payer, payee, first := openChannel(e, a, b)
 	w := e.wallet(10e9) // B's wallet, which sends the close
-	own := ch.SignState(b.key, State{Sent: new(big.Int)})
+	own := mustSign(t, ch, b.key, State{Sent: new(big.Int)})
 
 	// A start signed by the wrong key is refused.
-	if code := send(e, ch, "mallory", ch.StartCloseBody(a.key, false, payee.Last(), own)); code == 0 {
+	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(a.key, false, payee.Last(), own))); code == 0 {
 		t.Fatal("a start signed by A but claiming B was accepted")
 	}
 	// A forged state of A's is refused.
-	forged := ch.SignState(b.key, State{Seqno: 9, Sent: big.NewInt(deposit)})
-	if code := send(e, ch, "mallory", ch.StartCloseBody(b.key, false, forged, own)); code == 0 {
+	forged := mustSign(t, ch, b.key, State{Seqno: 9, Sent: big.NewInt(deposit)})
+	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(b.key, false, forged, own))); code == 0 {
 		t.Fatal("a state of A's signed by B was accepted")
 	}
 
 	// A, gone rogue, starts the close with its first, cheapest state.
-	if code := send(e, ch, "a", ch.StartCloseBody(a.key, true, first, own)); code != 0 {
+	if code := send(e, ch, "a", mustCell(t)(ch.StartCloseBody(a.key, true, first, own))); code != 0 {
 		t.Fatalf("start: exit code %d", code)
 	}
 	st, err := ch.State(ctx)
@@ -195,7 +195,7 @@ func TestUncooperativeClose(t *testing.T) {
 		t.Fatalf("after challenge: %+v, %v", st, err)
 	}
 	// Nobody can challenge again.
-	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, first, own)); code != exitAlreadyChallenge && code != exitOwnStart {
+	if code := send(e, ch, "a", mustCell(t)(ch.ChallengeBody(a.key, true, first, own))); code != exitAlreadyChallenge && code != exitOwnStart {
 		t.Fatalf("A's challenge after B's: exit code %d, want %d or %d", code, exitOwnStart, exitAlreadyChallenge)
 	}
 
@@ -241,8 +241,8 @@ func TestAccept(t *testing.T) {
 	other := NewPayer(ch, keyB, State{}, big.NewInt(1000))
 	byB, _ := other.Pay(big.NewInt(500))
 	byB.Seqno = 5
-	lower := ch.SignState(keyA, State{Seqno: 4, Sent: big.NewInt(250)})
-	over := ch.SignState(keyA, State{Seqno: 4, Sent: big.NewInt(1001)})
+	lower := mustSign(t, ch, keyA, State{Seqno: 4, Sent: big.NewInt(250)})
+	over := mustSign(t, ch, keyA, State{Seqno: 4, Sent: big.NewInt(1001)})
 	for _, tc := range []struct {
 		name string
 		s    SignedState
@@ -313,24 +313,24 @@ func TestChallengeRules(t *testing.T) {
 	ctx := ctxFor(t)
 	a, b := newParty(e), newParty(e)
 	ch, _, _, payee, _ := openChannel(e, a, b)
-	own := ch.SignState(b.key, State{Sent: new(big.Int)})
+	own := mustSign(t, ch, b.key, State{Sent: new(big.Int)})
 
 	// A signs a newer state that sends less, which Accept refuses...
-	forged := ch.SignState(a.key, State{Seqno: 4, Sent: big.NewInt(5e7)})
+	forged := mustSign(t, ch, a.key, State{Seqno: 4, Sent: big.NewInt(5e7)})
 	if _, err := payee.Accept(forged); !errors.Is(err, ErrAmountDown) {
 		t.Fatalf("Accept(forged) = %v, want ErrAmountDown", err)
 	}
 	// ...and starts the close with it, which the contract takes.
-	if code := send(e, ch, "a", ch.StartCloseBody(a.key, true, forged, own)); code != 0 {
+	if code := send(e, ch, "a", mustCell(t)(ch.StartCloseBody(a.key, true, forged, own))); code != 0 {
 		t.Fatalf("start: exit code %d", code)
 	}
-	if code := send(e, ch, "a", ch.ChallengeBody(a.key, true, forged, own)); code != exitOwnStart {
+	if code := send(e, ch, "a", mustCell(t)(ch.ChallengeBody(a.key, true, forged, own))); code != exitOwnStart {
 		t.Fatalf("A challenging its own start: exit code %d, want %d", code, exitOwnStart)
 	}
-	if code := send(e, ch, "b", ch.ChallengeBody(b.key, false, payee.Last(), own)); code != 0 {
+	if code := send(e, ch, "b", mustCell(t)(ch.ChallengeBody(b.key, false, payee.Last(), own))); code != 0 {
 		t.Fatalf("B's challenge: exit code %d", code)
 	}
-	if code := send(e, ch, "b", ch.ChallengeBody(b.key, false, forged, own)); code != exitAlreadyChallenge {
+	if code := send(e, ch, "b", mustCell(t)(ch.ChallengeBody(b.key, false, forged, own))); code != exitAlreadyChallenge {
 		t.Fatalf("a second challenge: exit code %d, want %d", code, exitAlreadyChallenge)
 	}
 	st, err := ch.State(ctx)
@@ -343,4 +343,33 @@ func TestChallengeRules(t *testing.T) {
 		t.Fatalf("finish: exit code %d", code)
 	}
 	checkPayouts(e, a, b, before.Add(before, GasValue), deposit-65e7, 65e7)
+}
+
+// TestPayeeCloses is the close B starts when A is gone: with the newest
+// state it accepted, finished after the windows from B's wallet.
+func TestPayeeCloses(t *testing.T) {
+	e := startSandbox(t)
+	ctx := ctxFor(t)
+	a, b := newParty(e), newParty(e)
+	ch, _, _, payee, _ := openChannel(e, a, b)
+	w := e.wallet(10e9)
+	if _, err := payee.StartClose(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ch.State(ctx)
+	if err != nil || st.Status != StatusClosureStarted || st.Quarantine.StateA.Seqno != 3 {
+		t.Fatalf("after start: %+v, %v", st, err)
+	}
+	if _, err := ch.FinishClose(ctx, w); !errors.Is(err, ErrTransactionFailed) && err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ch.State(ctx); err != nil || st.Status != StatusClosureStarted {
+		t.Fatalf("a finish in the quarantine changed the channel: %+v, %v", st, err)
+	}
+	e.advance(2*time.Hour + time.Second)
+	before := new(big.Int).Add(e.balance(ch.Address()), GasValue)
+	if _, err := ch.FinishClose(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	checkPayouts(e, a, b, before, deposit-65e7, 65e7)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xssnick/tonutils-go/address"
+	"github.com/xssnick/tonutils-go/tvm/cell"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
@@ -123,4 +124,32 @@ func testAddr(n byte) *address.Address {
 	h := make([]byte, 32)
 	h[31] = n
 	return address.NewAddress(0, 0, h)
+}
+
+func mustSign(tb testing.TB, ch *Channel, key ed25519.PrivateKey, s State) SignedState {
+	tb.Helper()
+	signed, err := ch.SignState(key, s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return signed
+}
+
+func mustSignClose(tb testing.TB, ch *Channel, key ed25519.PrivateKey, c Close) []byte {
+	tb.Helper()
+	sig, err := ch.SignClose(key, c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sig
+}
+
+func mustCell(tb testing.TB) func(*cell.Cell, error) *cell.Cell {
+	return func(c *cell.Cell, err error) *cell.Cell {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return c
+	}
 }

@@ -66,14 +66,31 @@ func (ch *Channel) stateBuilder(s State) *cell.Builder {
 		MustStoreBoolBit(false)  // counterparty data: none
 }
 
+// maxSentBits is the width of the contract's Coins: 15 bytes.
+const maxSentBits = 8 * maxSentBytes
+
+// ErrAmountRange means an amount is negative or does not fit the contract's
+// Coins (under 2^120 nanoTON).
+var ErrAmountRange = errors.New("amount out of range")
+
+func checkSent(sent *big.Int) error {
+	if sent == nil || sent.Sign() < 0 || sent.BitLen() > maxSentBits {
+		return fmt.Errorf("%w: %v", ErrAmountRange, sent)
+	}
+	return nil
+}
+
 // SignState signs s with key.
-func (ch *Channel) SignState(key ed25519.PrivateKey, s State) SignedState {
-	return SignedState{State: State{Seqno: s.Seqno, Sent: new(big.Int).Set(s.Sent)}, Signature: ch.stateCell(s).Sign(key)}
+func (ch *Channel) SignState(key ed25519.PrivateKey, s State) (SignedState, error) {
+	if err := checkSent(s.Sent); err != nil {
+		return SignedState{}, fmt.Errorf("signing a state: %w", err)
+	}
+	return SignedState{State: State{Seqno: s.Seqno, Sent: new(big.Int).Set(s.Sent)}, Signature: ch.stateCell(s).Sign(key)}, nil
 }
 
 // VerifyState reports whether s carries a valid signature by pub.
 func (ch *Channel) VerifyState(pub ed25519.PublicKey, s SignedState) bool {
-	if s.Sent == nil || s.Sent.Sign() < 0 || len(s.Signature) != ed25519.SignatureSize {
+	if checkSent(s.Sent) != nil || len(s.Signature) != ed25519.SignatureSize {
 		return false
 	}
 	return ed25519.Verify(pub, ch.stateCell(s.State).Hash(), s.Signature)
@@ -116,7 +133,10 @@ func (p *Payer) Pay(amount *big.Int) (SignedState, error) {
 	if next.Sent.Cmp(p.deposit) > 0 {
 		return SignedState{}, fmt.Errorf("pay %s: %w (%s of %s)", amount, ErrOverDeposit, next.Sent, p.deposit)
 	}
-	s := p.ch.SignState(p.key, next)
+	s, err := p.ch.SignState(p.key, next)
+	if err != nil {
+		return SignedState{}, fmt.Errorf("pay %s: %w", amount, err)
+	}
 	p.last = next
 	return s, nil
 }
@@ -172,6 +192,32 @@ func (p *Payee) Accept(s SignedState) (*big.Int, error) {
 	return delta, nil
 }
 
+// Own returns B's own semi-channel, signed: B sends nothing, so seqno 0 and
+// nothing sent. A close needs it beside A's state.
+func (p *Payee) Own() (SignedState, error) {
+	return p.ch.SignState(p.key, State{Sent: new(big.Int)})
+}
+
+// StartClose starts an uncooperative close from w with the newest state
+// accepted; after the quarantine and the conditional window,
+// Channel.FinishClose pays out.
+func (p *Payee) StartClose(ctx context.Context, w *Wallet) (*chain.Transaction, error) {
+	own, err := p.Own()
+	if err != nil {
+		return nil, err
+	}
+	return p.ch.StartClose(ctx, w, p.key, false, p.Last(), own)
+}
+
+// Challenge answers A's uncooperative close with the newest state accepted.
+func (p *Payee) Challenge(ctx context.Context, w *Wallet) (*chain.Transaction, error) {
+	own, err := p.Own()
+	if err != nil {
+		return nil, err
+	}
+	return p.ch.Challenge(ctx, w, p.key, false, p.Last(), own)
+}
+
 // Last returns the newest state accepted.
 func (p *Payee) Last() SignedState {
 	p.mu.Lock()
@@ -198,13 +244,22 @@ func (ch *Channel) closeCell(c Close) *cell.Cell {
 }
 
 // SignClose signs c with key.
-func (ch *Channel) SignClose(key ed25519.PrivateKey, c Close) []byte {
-	return ch.closeCell(c).Sign(key)
+func (ch *Channel) SignClose(key ed25519.PrivateKey, c Close) ([]byte, error) {
+	if err := checkSent(c.BalanceA); err != nil {
+		return nil, fmt.Errorf("signing a close: balance A: %w", err)
+	}
+	if err := checkSent(c.BalanceB); err != nil {
+		return nil, fmt.Errorf("signing a close: balance B: %w", err)
+	}
+	return ch.closeCell(c).Sign(key), nil
 }
 
 // VerifyClose reports whether sig is pub's signature of c.
 func (ch *Channel) VerifyClose(pub ed25519.PublicKey, c Close, sig []byte) bool {
-	return len(sig) == ed25519.SignatureSize && ed25519.Verify(pub, ch.closeCell(c).Hash(), sig)
+	if checkSent(c.BalanceA) != nil || checkSent(c.BalanceB) != nil || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, ch.closeCell(c).Hash(), sig)
 }
 
 // CloseFor returns the split that settles a channel where A deposited
@@ -225,6 +280,9 @@ func CloseFor(deposit *big.Int, last State) Close {
 func (ch *Channel) CooperativeCloseBody(c Close, sigA, sigB []byte) (*cell.Cell, error) {
 	if len(sigA) != ed25519.SignatureSize || len(sigB) != ed25519.SignatureSize {
 		return nil, errors.New("cooperative close: want both signatures")
+	}
+	if checkSent(c.BalanceA) != nil || checkSent(c.BalanceB) != nil {
+		return nil, fmt.Errorf("cooperative close: %w", ErrAmountRange)
 	}
 	return cell.BeginCell().
 		MustStoreUInt(opCoopClose, 32).
@@ -247,7 +305,15 @@ func (ch *Channel) CooperativeClose(ctx context.Context, w *Wallet, c Close, sig
 // quarantineBody returns a start_uncooperative_close or
 // challenge_quarantined_state body: op, who signs, the signature, then the
 // signed part (tag, channel ID, both signed semi-channels).
-func (ch *Channel) quarantineBody(op, tag uint64, key ed25519.PrivateKey, byA bool, a, b SignedState) *cell.Cell {
+func (ch *Channel) quarantineBody(op, tag uint64, key ed25519.PrivateKey, byA bool, a, b SignedState) (*cell.Cell, error) {
+	for _, s := range []SignedState{a, b} {
+		if err := checkSent(s.Sent); err != nil {
+			return nil, err
+		}
+		if len(s.Signature) != ed25519.SignatureSize {
+			return nil, errors.New("state without a signature")
+		}
+	}
 	signed := cell.BeginCell().
 		MustStoreUInt(tag, 32).
 		MustStoreSlice(ch.cfg.ID[:], 128).
@@ -259,19 +325,19 @@ func (ch *Channel) quarantineBody(op, tag uint64, key ed25519.PrivateKey, byA bo
 		MustStoreBoolBit(byA).
 		MustStoreSlice(signed.Sign(key), signatureBits).
 		MustStoreBuilder(signed.ToBuilder()).
-		EndCell()
+		EndCell(), nil
 }
 
 // StartCloseBody returns the body that starts an uncooperative close with a
 // (A's newest state, signed by A) and b (B's, signed by B), signed by the
 // party that sends it: A when byA, else B.
-func (ch *Channel) StartCloseBody(key ed25519.PrivateKey, byA bool, a, b SignedState) *cell.Cell {
+func (ch *Channel) StartCloseBody(key ed25519.PrivateKey, byA bool, a, b SignedState) (*cell.Cell, error) {
 	return ch.quarantineBody(opStartClose, tagStartClose, key, byA, a, b)
 }
 
 // ChallengeBody returns the body that replaces a quarantined state with
 // newer ones, signed by the challenger.
-func (ch *Channel) ChallengeBody(key ed25519.PrivateKey, byA bool, a, b SignedState) *cell.Cell {
+func (ch *Channel) ChallengeBody(key ed25519.PrivateKey, byA bool, a, b SignedState) (*cell.Cell, error) {
 	return ch.quarantineBody(opChallenge, tagChallenge, key, byA, a, b)
 }
 
@@ -283,12 +349,20 @@ func FinishCloseBody() *cell.Cell {
 
 // StartClose starts an uncooperative close from w; see StartCloseBody.
 func (ch *Channel) StartClose(ctx context.Context, w *Wallet, key ed25519.PrivateKey, byA bool, a, b SignedState) (*chain.Transaction, error) {
-	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: ch.StartCloseBody(key, byA, a, b), Bounce: true})
+	body, err := ch.StartCloseBody(key, byA, a, b)
+	if err != nil {
+		return nil, fmt.Errorf("starting a close: %w", err)
+	}
+	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: body, Bounce: true})
 }
 
 // Challenge challenges a quarantined state from w; see ChallengeBody.
 func (ch *Channel) Challenge(ctx context.Context, w *Wallet, key ed25519.PrivateKey, byA bool, a, b SignedState) (*chain.Transaction, error) {
-	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: ch.ChallengeBody(key, byA, a, b), Bounce: true})
+	body, err := ch.ChallengeBody(key, byA, a, b)
+	if err != nil {
+		return nil, fmt.Errorf("challenging a close: %w", err)
+	}
+	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: body, Bounce: true})
 }
 
 // FinishClose finishes an uncooperative close from w.
