@@ -29,6 +29,10 @@ const (
 	// trust tier at or above the request's minimum. Never retried; only
 	// a lower minimum, or a more trusted worker joining, can help.
 	CodeUntrusted Code = 11
+	// CodeBadReceipt: the worker's signed receipt does not match the
+	// answer that arrived (forged, or for other content or tokens). The
+	// client withholds the answer. Never retried.
+	CodeBadReceipt Code = 12
 )
 
 var codeNames = map[Code]string{
@@ -43,6 +47,7 @@ var codeNames = map[Code]string{
 	CodeCancelled:    "cancelled",
 	CodeTooExpensive: "price_too_high",
 	CodeUntrusted:    "trust_too_low",
+	CodeBadReceipt:   "receipt_invalid",
 }
 
 func (c Code) String() string {
@@ -65,7 +70,7 @@ func (c Code) HTTPStatus() int {
 		// Not 402, which says the client's funds ran out: the network
 		// has workers, only none at the client's price.
 		return http.StatusServiceUnavailable
-	case CodeEngine:
+	case CodeEngine, CodeBadReceipt:
 		return http.StatusBadGateway
 	case CodeTimeout:
 		return http.StatusGatewayTimeout

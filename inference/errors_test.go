@@ -27,6 +27,7 @@ func TestCode(t *testing.T) {
 		{inference.CodeCancelled, "cancelled", 499, false},
 		{inference.CodeTooExpensive, "price_too_high", http.StatusServiceUnavailable, false},
 		{inference.CodeUntrusted, "trust_too_low", http.StatusServiceUnavailable, false},
+		{inference.CodeBadReceipt, "receipt_invalid", http.StatusBadGateway, false},
 		{0, "code(0)", http.StatusInternalServerError, false},
 		{100, "code(100)", http.StatusInternalServerError, false},
 	}

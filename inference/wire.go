@@ -204,6 +204,9 @@ type End struct {
 	// Cost is what the answer costs, filled in by the proxy from the
 	// worker's offered prices and its own fee; nil when it knows no price.
 	Cost *Cost `json:"cost,omitempty"`
+	// Receipt is the worker's signed receipt for the answer
+	// (payments.Receipt, signed); nil when the worker signs none.
+	Receipt []byte `json:"receipt,omitempty"`
 }
 
 // Cost is the price of one answer, in nanoTON.
@@ -291,13 +294,16 @@ func WriteEnd(fw *p2p.FrameWriter, e *End) error {
 }
 
 // An End frame's payload is binary, like a request's header: a flags byte
-// (1 counted, 2 simulated, 4 cost), uvarints prompt, completion and cached
-// tokens, then uvarint-length strings finish reason, worker and tier, then
-// with flag 4 uvarints worker cost and proxy fee in nanoTON.
+// (1 counted, 2 simulated, 4 cost, 8 receipt), uvarints prompt, completion
+// and cached tokens, then uvarint-length strings finish reason, worker and
+// tier, then with flag 4 uvarints worker cost and proxy fee in nanoTON, then
+// with flag 8 a uvarint-length signed receipt.
 const (
 	endCounted   = 1
 	endSimulated = 2
 	endCost      = 4
+	endReceipt   = 8
+	maxReceipt   = 4096
 	maxCost      = 1 << 62 // nanoTON; far above any real answer
 	maxWorkerID  = 128
 	maxTierName  = 16
@@ -315,6 +321,13 @@ func AppendEnd(dst []byte, e *End) []byte {
 	}
 	if e.Cost != nil {
 		flags |= endCost
+	}
+	receipt := e.Receipt
+	if len(receipt) > maxReceipt {
+		receipt = nil // a receipt cut short would be worthless
+	}
+	if len(receipt) > 0 {
+		flags |= endReceipt
 	}
 	dst = append(dst, flags)
 	for _, n := range []int64{e.Usage.PromptTokens, e.Usage.CompletionTokens, e.Usage.CachedTokens} {
@@ -335,17 +348,21 @@ func AppendEnd(dst []byte, e *End) []byte {
 		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.Worker, 0), maxCost)))
 		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.ProxyFee, 0), maxCost)))
 	}
+	if len(receipt) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(receipt)))
+		dst = append(dst, receipt...)
+	}
 	return dst
 }
 
 // DecodeEnd decodes an End frame payload.
 func DecodeEnd(p []byte) (*End, error) {
 	bad := func(what string) (*End, error) { return nil, fmt.Errorf("%w: end: %s", ErrMalformed, what) }
-	if len(p) < 1 || p[0]&^(endCounted|endSimulated|endCost) != 0 {
+	if len(p) < 1 || p[0]&^(endCounted|endSimulated|endCost|endReceipt) != 0 {
 		return bad("flags")
 	}
 	e := &End{Simulated: p[0]&endSimulated != 0}
-	hasCost := p[0]&endCost != 0
+	hasCost, hasReceipt := p[0]&endCost != 0, p[0]&endReceipt != 0
 	e.Usage.Counted = p[0]&endCounted != 0
 	p = p[1:]
 	const maxTokens = 1 << 40
@@ -379,6 +396,14 @@ func DecodeEnd(p []byte) (*End, error) {
 			p = p[k:]
 		}
 		e.Cost = &Cost{Worker: parts[0], ProxyFee: parts[1], Total: parts[0] + parts[1]}
+	}
+	if hasReceipt {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n == 0 || n > maxReceipt || n > uint64(len(p)-k) {
+			return bad("receipt length")
+		}
+		e.Receipt = append([]byte(nil), p[k:k+int(n)]...)
+		p = p[k+int(n):]
 	}
 	if len(p) != 0 {
 		return bad("trailing bytes")

@@ -237,7 +237,9 @@ func (n *Node) relayedThrough() discovery.Hooks {
 
 func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
-	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent},
+	price := payments.Price{Prompt: n.cfg.Worker.Price.Prompt, Cached: n.cfg.Worker.Price.Cached, Completion: n.cfg.Worker.Price.Completion}
+	receipts := &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Price: func(string) payments.Price { return price }}
+	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts},
 		h.ID(), n.backend, verified, n.log)
 	n.worker.Register(n.sv)
 	if _, err := n.worker.Catalog(ctx); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -538,7 +540,9 @@ func TestCostInUsage(t *testing.T) {
 	}
 	var ext struct {
 		Cocoon struct {
-			Cost *inference.Cost `json:"cost_nanoton"`
+			Cost    *inference.Cost `json:"cost_nanoton"`
+			Worker  string          `json:"worker"`
+			Receipt []byte          `json:"receipt"`
 		} `json:"cocoon"`
 	}
 	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil {
@@ -548,5 +552,19 @@ func TestCostInUsage(t *testing.T) {
 	want := inference.Cost{Worker: worker, ProxyFee: worker / 20, Total: worker + worker/20}
 	if ext.Cocoon.Cost == nil || *ext.Cocoon.Cost != want || worker == 0 {
 		t.Fatalf("cost %+v for %d prompt and %d completion tokens, want %+v", ext.Cocoon.Cost, resp.Usage.PromptTokens, resp.Usage.CompletionTokens, want)
+	}
+	// The worker's signed receipt comes with the answer: its tokens, its
+	// price, and the proxy it answered through.
+	workerID, err := peer.Decode(ext.Cocoon.Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := payments.Verify(ext.Cocoon.Receipt, workerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Proxy != p.ID() || r.Tokens.Completion != resp.Usage.CompletionTokens || r.Price.Completion != 2_000_000_000 ||
+		r.ResponseHash != payments.Hash([]byte(resp.Choices[0].Message.Content)) {
+		t.Fatalf("receipt %+v does not describe this answer through %s", r, p.ID())
 	}
 }

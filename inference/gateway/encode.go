@@ -86,6 +86,8 @@ type served struct {
 	// Cost is what the answer costs in nanoTON, as the proxy priced it
 	// from the worker's offer and its own fee; absent when unknown.
 	Cost *inference.Cost `json:"cost_nanoton,omitempty"`
+	// Receipt is the worker's signed receipt (payments.Receipt), base64.
+	Receipt []byte `json:"receipt,omitempty"`
 }
 
 func toUsage(end *inference.End) (usage, served) {
@@ -95,7 +97,7 @@ func toUsage(end *inference.End) (usage, served) {
 			CachedTokens int64 `json:"cached_tokens"`
 		}{end.Usage.CachedTokens}
 	}
-	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted, Cost: end.Cost}
+	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted, Cost: end.Cost, Receipt: end.Receipt}
 }
 
 // appendUsage appends the final usage chunk of a stream with

@@ -29,11 +29,13 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -43,8 +45,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Config configures the gateway.
@@ -252,11 +257,12 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		return
 	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
+	chk := &receiptCheck{req: req, content: sha256.New()}
 	if p.stream {
-		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, log)
+		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, log)
 		return
 	}
-	s.whole(w, resp, ev, out, minTier, log)
+	s.whole(w, resp, ev, out, minTier, chk, log)
 }
 
 // maxPrice is the request's max price: its MaxPriceHeader, or the
@@ -309,9 +315,52 @@ func untrusted(end *inference.End, minTier attest.Tier) *inference.Error {
 		"the proxy answered from a worker at trust tier %s, under the minimum %s; the answer is withheld", tier, minTier)
 }
 
+// receiptCheck checks the worker's signed receipt of an answer against what
+// reached this client: the request it sent, the content it streamed, the
+// model, the tokens and the worker.
+type receiptCheck struct {
+	req     *inference.Request
+	content hash.Hash
+}
+
+// check returns the error to answer with when the End's receipt is refused.
+// An End without a receipt passes: workers that sign none still serve, until
+// payments require receipts.
+func (c *receiptCheck) check(end *inference.End) *inference.Error {
+	if end.Receipt == nil {
+		return nil
+	}
+	refuse := func(err error) *inference.Error {
+		return inference.Errorf(inference.CodeBadReceipt, "the worker's receipt does not match the answer: %v; the answer is withheld", err)
+	}
+	worker, err := peer.Decode(end.Worker)
+	if err != nil {
+		return refuse(fmt.Errorf("worker %q: %w", end.Worker, err))
+	}
+	got, err := payments.Verify(end.Receipt, worker)
+	if err != nil {
+		return refuse(err)
+	}
+	want := &payments.Receipt{
+		RequestID:   c.req.ID,
+		RequestHash: payments.Hash(c.req.Body),
+		Model:       c.req.Model,
+		Tokens: payments.Tokens{Prompt: end.Usage.PromptTokens, Cached: min(end.Usage.CachedTokens, end.Usage.PromptTokens),
+			Completion: end.Usage.CompletionTokens},
+		Price:  got.Price, // checked against the offer where the payment is settled
+		Worker: worker,
+		Proxy:  got.Proxy, // the client does not see which hop the proxy used
+	}
+	c.content.Sum(want.ResponseHash[:0])
+	if err := payments.Check(got, want); err != nil {
+		return refuse(err)
+	}
+	return nil
+}
+
 // stream writes the response as server-sent events, flushing whenever no
 // further event is already waiting.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, minTier attest.Tier, log func() *slog.Logger) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, minTier attest.Tier, chk *receiptCheck, log func() *slog.Logger) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -347,6 +396,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 	for {
 		switch ev.Type {
 		case inference.FrameChunk:
+			chk.content.Write(ev.Text)
 			buf = out.appendChunk(buf, ev.Text, ev.Finish)
 		case inference.FrameEnd:
 			if ev.End.Tier != "" {
@@ -354,6 +404,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 			}
 			if e := untrusted(ev.End, minTier); e != nil {
 				log().Warn("answer from a worker under the minimum tier", "tier", ev.End.Tier, "min", minTier, "worker", ev.End.Worker)
+				buf = appendStreamError(buf, e)
+				last()
+				return
+			}
+			if e := chk.check(ev.End); e != nil {
+				log().Warn("worker's receipt refused", "worker", ev.End.Worker, "err", e.Message)
 				buf = appendStreamError(buf, e)
 				last()
 				return
@@ -395,13 +451,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 }
 
 // whole collects the response and answers it as one JSON object.
-func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, minTier attest.Tier, log func() *slog.Logger) {
+func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, minTier attest.Tier, chk *receiptCheck, log func() *slog.Logger) {
 	var text strings.Builder
 	finish := ""
 	for {
 		switch ev.Type {
 		case inference.FrameChunk:
 			text.Write(ev.Text)
+			chk.content.Write(ev.Text)
 			if len(ev.Finish) > 0 {
 				finish = string(ev.Finish)
 			}
@@ -413,6 +470,11 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 				log().Warn("answer from a worker under the minimum tier", "tier", ev.End.Tier, "min", minTier, "worker", ev.End.Worker)
 				// Not the 503 of a proxy that found no worker: this proxy
 				// broke the request's terms.
+				writeError(w, http.StatusBadGateway, "server_error", "", e.Code.String(), e.Message)
+				return
+			}
+			if e := chk.check(ev.End); e != nil {
+				log().Warn("worker's receipt refused", "worker", ev.End.Worker, "err", e.Message)
 				writeError(w, http.StatusBadGateway, "server_error", "", e.Code.String(), e.Message)
 				return
 			}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,10 +14,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -481,4 +485,74 @@ func do(t *testing.T, req *http.Request) (int, apiError) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, body.Error
+}
+
+// TestReceiptCheck: the client checks the worker's signed receipt against
+// the request it sent and the content it got, withholds an answer whose
+// receipt disagrees, and hands a good receipt to the app.
+func TestReceiptCheck(t *testing.T) {
+	workerKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	workerID, _ := peer.IDFromPrivateKey(workerKey)
+	otherKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	tests := []struct {
+		name   string
+		key    crypto.PrivKey // signs the receipt
+		text   string         // the receipt says this was streamed
+		tokens int64          // completion tokens it names
+		stream bool
+		ok     bool
+	}{
+		{"good", workerKey, "the answer", 2, false, true},
+		{"good, streamed", workerKey, "the answer", 2, true, true},
+		{"other content", workerKey, "another answer", 2, false, false},
+		{"more tokens", workerKey, "the answer", 3, false, false},
+		{"signed by another peer", otherKey, "the answer", 2, false, false},
+		{"other content, streamed", workerKey, "another answer", 2, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
+			srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+			if tt.stream {
+				body = `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
+			}
+			type result struct {
+				status int
+				raw    []byte
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					done <- result{}
+					return
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				done <- result{resp.StatusCode, raw}
+			}()
+			req := <-up.opened
+			signed, err := payments.Sign(&payments.Receipt{RequestID: req.ID, RequestHash: payments.Hash(req.Body),
+				ResponseHash: payments.Hash([]byte(tt.text)), Model: "m", Tokens: payments.Tokens{Prompt: 1, Completion: tt.tokens},
+				Worker: workerID, Proxy: workerID}, tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("the answer")}
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2},
+				Worker: workerID.String(), Tier: "dev", Receipt: signed}}
+			res := <-done
+			refused := strings.Contains(string(res.raw), "receipt_invalid")
+			switch {
+			case tt.ok && (res.status != 200 || refused || !strings.Contains(string(res.raw), `"receipt":"`)):
+				t.Fatalf("got %d %s, want the answer with its receipt", res.status, res.raw)
+			case !tt.ok && !tt.stream && (res.status != 502 || !refused || strings.Contains(string(res.raw), "the answer\"")):
+				t.Fatalf("got %d %s, want 502 receipt_invalid without the answer", res.status, res.raw)
+			case !tt.ok && tt.stream && (!refused || strings.Contains(string(res.raw), "[DONE]")):
+				t.Fatalf("got %s, want the stream to end in receipt_invalid, not [DONE]", res.raw)
+			}
+		})
+	}
 }

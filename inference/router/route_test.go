@@ -17,6 +17,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/worker"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -47,7 +48,16 @@ type behaviour struct {
 	firstChunk time.Duration // moves the router's clock before the first chunk
 	failBefore bool          // engine_error before any chunk
 	failAfter  bool          // engine_error after one chunk
+	receipts   receipts      // what the worker signs
 }
+
+type receipts uint8
+
+const (
+	noReceipts     receipts = iota
+	ownKey                  // receipts signed with the worker's own key
+	someoneElseKey          // receipts signed with another peer's key
+)
 
 // backend serves model "m" as its behaviour says, and records the max
 // price and the minimum tier of every request it gets.
@@ -160,7 +170,15 @@ func (m *mesh) addTieredWorker(name string, price int64, tier string, b behaviou
 	be := &backend{clock: m.clock, b: b}
 	sv := p2p.NewService(h, discard)
 	m.t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", MaxConcurrent: 4}, h.ID(), be, func(peer.ID) bool { return true }, discard)
+	cfg := worker.Config{Network: "local", MaxConcurrent: 4}
+	switch b.receipts {
+	case ownKey:
+		cfg.Receipts = &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Price: func(string) payments.Price { return payments.Price{} }}
+	case someoneElseKey:
+		other := p2ptest.NewHost(m.t)
+		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Price: func(string) payments.Price { return payments.Price{} }}
+	}
+	w := worker.New(cfg, h.ID(), be, func(peer.ID) bool { return true }, discard)
 	w.Register(sv)
 	p2ptest.Connect(m.t, m.proxy, h)
 	c, err := w.Catalog(m.t.Context())
@@ -279,6 +297,27 @@ func TestBilling(t *testing.T) {
 	defer m.mu.Unlock()
 	if m.lastEnd.Cost != nil {
 		t.Fatalf("cost %+v without a known price, want none", m.lastEnd.Cost)
+	}
+}
+
+// TestReceipts: the proxy checks each worker's signed receipt against what
+// it relayed; a worker whose receipts are forged is counted as failing.
+func TestReceipts(t *testing.T) {
+	m := newMesh(t)
+	m.addWorker("honest", 100, behaviour{receipts: ownKey})
+	m.addWorker("forger", 100, behaviour{receipts: someoneElseKey})
+	for range 6 {
+		if _, e := m.send(0); e != nil {
+			t.Fatal(e)
+		}
+	}
+	stats := map[string]router.WorkerStats{}
+	for _, w := range m.router.Workers() {
+		stats[m.names[w.Peer.String()]] = w
+	}
+	if h, f := stats["honest"], stats["forger"]; h.Served == 0 || f.Served == 0 || h.Failures != 0 || f.Failures != f.Served {
+		t.Fatalf("honest served %d, failed %d; forger served %d, failed %d: want the forger's every answer counted failed",
+			h.Served, h.Failures, f.Served, f.Failures)
 	}
 }
 

@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"hash"
 	"log/slog"
 	"math"
 	"slices"
@@ -19,6 +21,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Config configures a router.
@@ -182,6 +185,29 @@ type Biller func(p peer.ID, model string, u inference.Usage) (c inference.Cost, 
 
 // SetBiller makes the router put each answer's cost in its End frame.
 func (r *Router) SetBiller(f Biller) { r.bill = f }
+
+// checkReceipt verifies a worker's signed receipt against what the router
+// relayed: request, streamed content, model, tokens, worker and proxy. The
+// price it names is checked by whoever settles the payment, against the
+// worker's offer.
+func (r *Router) checkReceipt(w *worker, req *inference.Request, end *inference.End, content hash.Hash) error {
+	got, err := payments.Verify(end.Receipt, w.id)
+	if err != nil {
+		return err
+	}
+	want := &payments.Receipt{
+		RequestID:   req.ID,
+		RequestHash: payments.Hash(req.Body),
+		Model:       req.Model,
+		Tokens: payments.Tokens{Prompt: end.Usage.PromptTokens, Cached: min(end.Usage.CachedTokens, end.Usage.PromptTokens),
+			Completion: end.Usage.CompletionTokens},
+		Price:  got.Price,
+		Worker: w.id,
+		Proxy:  r.h.ID(),
+	}
+	content.Sum(want.ResponseHash[:0])
+	return payments.Check(got, want)
+}
 
 // Serving reports whether p is a worker the router sends requests to.
 func (r *Router) Serving(p peer.ID) bool {
@@ -667,9 +693,13 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 	}
 	r.firstChunk(w, r.now().Sub(sent))
 	frames := 0
+	content := sha256.New() // of the streamed text, to check the receipt
 	for {
 		switch typ {
 		case inference.FrameChunk:
+			if text, _, err := inference.DecodeChunk(p); err == nil {
+				content.Write(text)
+			}
 		case inference.FrameEnd:
 			end, err := inference.DecodeEnd(p)
 			if err != nil {
@@ -689,6 +719,15 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			}
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
+			}
+			// Checked after the client has its answer, off its latency: a
+			// worker whose receipt disagrees with what it streamed is
+			// marked failed, and routed to less.
+			if end.Receipt != nil {
+				if err := r.checkReceipt(w, req, end, content); err != nil {
+					o = outcomeFailure
+					log().Warn("worker's receipt refused", "worker", w.id, "err", err)
+				}
 			}
 			return true, nil
 		case inference.FrameError:

@@ -6,17 +6,22 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"hash"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Config configures a worker server.
@@ -25,6 +30,15 @@ type Config struct {
 	MaxConcurrent int              // requests run at once; more are refused as overloaded
 	MaxDuration   time.Duration    // the longest one request may stream
 	Now           func() time.Time // the clock of the measurements; time.Now if nil
+	// Receipts, if set, makes the worker sign a receipt for every answer.
+	Receipts *Receipts
+}
+
+// Receipts is what a worker signs its receipts with: its peer key, and the
+// price it asks for each model (from its offer).
+type Receipts struct {
+	Key   crypto.PrivKey
+	Price func(model string) payments.Price
 }
 
 // Server serves inference and catalog streams for one backend.
@@ -170,10 +184,17 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	start := w.cfg.Now()
 	var first time.Time
 	var scratch []byte
+	var content hash.Hash // of the streamed text, for the receipt
+	if w.cfg.Receipts != nil {
+		content = sha256.New()
+	}
 	chunks := 0
 	emit := func(c inference.Chunk) error {
 		if chunks == 0 {
 			first = w.cfg.Now()
+		}
+		if content != nil {
+			io.WriteString(content, c.Text)
 		}
 		scratch = inference.AppendChunk(scratch[:0], c)
 		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
@@ -199,6 +220,13 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	sim := w.simulated[req.Model]
 	w.mu.Unlock()
 	end := &inference.End{Usage: res.Usage, FinishReason: res.FinishReason, Simulated: sim, Worker: w.selfStr}
+	if content != nil {
+		signed, err := w.receipt(req, remote, res.Usage, content)
+		if err != nil {
+			log().Warn("signing the receipt", "err", err)
+		}
+		end.Receipt = signed
+	}
 	if err := inference.WriteEnd(fw, end); err != nil {
 		return err
 	}
@@ -214,4 +242,20 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			"completion_tokens", res.Usage.CompletionTokens, "duration", w.cfg.Now().Sub(start))
 	}
 	return nil
+}
+
+// receipt signs the receipt of one answer.
+func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usage, content hash.Hash) ([]byte, error) {
+	r := &payments.Receipt{
+		RequestID:   req.ID,
+		RequestHash: payments.Hash(req.Body),
+		Model:       req.Model,
+		Tokens:      payments.Tokens{Prompt: u.PromptTokens, Cached: min(u.CachedTokens, u.PromptTokens), Completion: u.CompletionTokens},
+		Price:       w.cfg.Receipts.Price(req.Model),
+		Worker:      w.self,
+		Proxy:       proxy,
+		Time:        w.cfg.Now().UnixMilli(),
+	}
+	content.Sum(r.ResponseHash[:0])
+	return payments.Sign(r, w.cfg.Receipts.Key)
 }

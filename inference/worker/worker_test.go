@@ -17,6 +17,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/worker"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -222,5 +223,51 @@ func TestStats(t *testing.T) {
 	}
 	if s.TokensPerSec < 9.99 || s.TokensPerSec > 10.01 {
 		t.Errorf("TokensPerSec = %v, want 10", s.TokensPerSec)
+	}
+}
+
+// A worker with receipts signs one for each answer: what it was asked,
+// what it streamed, the tokens and its price, for the proxy it answered.
+func TestReceipt(t *testing.T) {
+	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		for _, w := range []string{"a", "b"} {
+			if err := emit(inference.Chunk{Text: w}); err != nil {
+				return inference.Result{}, err
+			}
+		}
+		return inference.Result{Usage: inference.Usage{PromptTokens: 5, CachedTokens: 2, CompletionTokens: 2}, FinishReason: "stop"}, nil
+	}}
+	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
+	t.Cleanup(sv.Close)
+	price := payments.Price{Prompt: 100, Cached: 10, Completion: 400}
+	w := worker.New(worker.Config{Network: "local", Receipts: &worker.Receipts{
+		Key:   server.Peerstore().PrivKey(server.ID()),
+		Price: func(string) payments.Price { return price },
+	}}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+	w.Register(sv)
+	p2ptest.Connect(t, requester, server)
+	_, rr := send(t, requester, server.ID(), `{"q":1}`)
+	for {
+		ev, err := rr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type != inference.FrameEnd {
+			continue
+		}
+		r, err := payments.Verify(ev.End.Receipt, server.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &payments.Receipt{RequestID: "r", RequestHash: payments.Hash([]byte(`{"q":1}`)), ResponseHash: payments.Hash([]byte("ab")),
+			Model: "m", Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}, Price: price, Worker: server.ID(), Proxy: requester.ID()}
+		if err := payments.Check(r, want); err != nil {
+			t.Fatal(err)
+		}
+		if r.Time == 0 {
+			t.Fatal("receipt without a time")
+		}
+		return
 	}
 }
