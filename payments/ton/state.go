@@ -222,7 +222,7 @@ func (p *Payee) Challenge(ctx context.Context, w *Wallet) (*chain.Transaction, e
 func (p *Payee) Last() SignedState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.last
+	return SignedState{State: State{Seqno: p.last.Seqno, Sent: new(big.Int).Set(p.last.Sent)}, Signature: p.last.Signature}
 }
 
 // Close is the final split of a channel that both parties sign for a

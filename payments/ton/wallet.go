@@ -32,6 +32,10 @@ const MainnetID int32 = -239
 // balance rather than from the value, and ignore errors in the action phase.
 const sendMode = 1 + 2
 
+// ErrInsufficientFunds means the wallet holds less than the messages carry.
+// Retrying helps once it is funded.
+var ErrInsufficientFunds = errors.New("insufficient funds")
+
 // ErrTransactionFailed means a message reached its destination and the
 // transaction it caused failed. Sending the same message again against the
 // same state fails the same way.
@@ -200,7 +204,9 @@ type Message struct {
 
 // Send signs and sends msgs (at most 255) from the wallet, deploying the
 // wallet itself if it is not yet, and returns the wallet's transaction. It
-// says nothing of what happened at the destinations: read their state.
+// refuses to send more than the wallet holds (fees come on top, so keep a
+// margin). It says nothing of what happened at the destinations, whose
+// transactions follow the wallet's: read their state.
 func (w *Wallet) Send(ctx context.Context, msgs ...Message) (*chain.Transaction, error) {
 	if len(msgs) == 0 || len(msgs) > 255 {
 		return nil, fmt.Errorf("wallet send: %d messages, want 1 to 255", len(msgs))
@@ -210,6 +216,18 @@ func (w *Wallet) Send(ctx context.Context, msgs ...Message) (*chain.Transaction,
 	acc, err := w.chain.Account(ctx, w.addr)
 	if err != nil {
 		return nil, fmt.Errorf("wallet send: %w", err)
+	}
+	total := new(big.Int)
+	for _, m := range msgs {
+		if m.Value != nil {
+			total.Add(total, m.Value)
+		}
+	}
+	// The wallet sends with the ignore-errors mode, which wallet v5r1
+	// requires of signed requests, so a message it cannot pay for would be
+	// dropped in silence: refuse it here.
+	if acc.Balance.Cmp(total) < 0 {
+		return nil, fmt.Errorf("wallet send: %w: %s nanoTON held, %s to send", ErrInsufficientFunds, acc.Balance, total)
 	}
 	var seqno uint64
 	deployed := acc.Status == chain.StatusActive

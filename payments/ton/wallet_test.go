@@ -1,6 +1,7 @@
 package ton
 
 import (
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -83,6 +84,11 @@ func TestWallet(t *testing.T) {
 	bal, err := w.Balance(ctx)
 	if err != nil || bal.Int64() >= 18e8 || bal.Int64() < 17e8 {
 		t.Fatalf("sender balance %v, %v: want 1.8 TON less fees", bal, err)
+	}
+
+	// More than the wallet holds is refused before anything is signed.
+	if _, err := w.Send(ctx, Message{To: to.Address(), Value: big.NewInt(2e9)}); !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("sending more than the balance: %v, want ErrInsufficientFunds", err)
 	}
 
 	// A message that expired by the chain's clock is refused.
