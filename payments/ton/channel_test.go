@@ -169,13 +169,13 @@ func TestUncooperativeClose(t *testing.T) {
 	own := mustSign(t, ch, b.key, State{Sent: new(big.Int)})
 
 	// A start signed by the wrong key is refused.
-	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(a.key, false, payee.Last(), own))); code == 0 {
-		t.Fatal("a start signed by A but claiming B was accepted")
+	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(a.key, false, payee.Last(), own))); code != exitBadSignature {
+		t.Fatalf("a start signed by A but claiming B: exit code %d, want %d", code, exitBadSignature)
 	}
 	// A forged state of A's is refused.
 	forged := mustSign(t, ch, b.key, State{Seqno: 9, Sent: big.NewInt(deposit)})
-	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(b.key, false, forged, own))); code == 0 {
-		t.Fatal("a state of A's signed by B was accepted")
+	if code := send(e, ch, "mallory", mustCell(t)(ch.StartCloseBody(b.key, false, forged, own))); code != exitBadSignature {
+		t.Fatalf("a state of A's signed by B: exit code %d, want %d", code, exitBadSignature)
 	}
 
 	// A, gone rogue, starts the close with its first, cheapest state.
@@ -298,6 +298,10 @@ func BenchmarkPayAccept(b *testing.B) {
 
 // Exit codes of the payment-channel contract that the tests expect.
 const (
+	exitBadSignature     = 101 // the message's or a semi-channel's signature does not verify
+	exitBelowCommitted   = 105 // a state older than the committed seqno
+	exitAlreadyStarted   = 106 // a close started twice
+	exitStaleCommit      = 108 // a commit not above the committed seqnos
 	exitOwnStart         = 109 // the party that started a close challenged it
 	exitAlreadyChallenge = 115 // the quarantine was challenged once already
 )
@@ -365,6 +369,66 @@ func TestPayeeCloses(t *testing.T) {
 	}
 	if st, err := ch.State(ctx); err != nil || st.Status != StatusClosureStarted {
 		t.Fatalf("a finish in the quarantine changed the channel: %+v, %v", st, err)
+	}
+	e.advance(2*time.Hour + time.Second)
+	before := new(big.Int).Add(e.balance(ch.Address()), GasValue)
+	if _, err := ch.FinishClose(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	checkPayouts(e, a, b, before, deposit-65e7, 65e7)
+}
+
+// TestCommit commits the newest state on chain, after which the contract
+// refuses older states: a close can then use only the committed state or a
+// newer one.
+func TestCommit(t *testing.T) {
+	e := startSandbox(t)
+	ctx := ctxFor(t)
+	a, b := newParty(e), newParty(e)
+	ch, w, payer, payee, first := openChannel(e, a, b)
+	stale := Commit{SeqnoA: 3, SeqnoB: 0}
+	body, err := ch.CommitBody(stale, ch.SignCommit(a.key, stale), ch.SignCommit(b.key, stale))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := send(e, ch, "x", body); code != exitStaleCommit {
+		t.Fatalf("a commit not above the committed seqnos: exit code %d, want %d", code, exitStaleCommit)
+	}
+
+	c, sigB := payee.Commit()
+	if c.SeqnoA != 3 || c.SeqnoB != 1 {
+		t.Fatalf("commit %+v", c)
+	}
+	if _, err := payer.SignCommit(Commit{SeqnoA: 4, SeqnoB: 1}); !errors.Is(err, ErrStaleSeqno) {
+		t.Fatalf("A signing a commit beyond its newest state: %v", err)
+	}
+	sigA, err := payer.SignCommit(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.CooperativeCommit(ctx, w, c, sigA, sigB); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ch.State(ctx)
+	if err != nil || st.SeqnoA != 3 || st.SeqnoB != 1 || st.Status != StatusOpen {
+		t.Fatalf("after the commit: %+v, %v", st, err)
+	}
+
+	own, err := payee.Own()
+	if err != nil || own.Seqno != 1 {
+		t.Fatalf("own state %+v, %v", own, err)
+	}
+	if code := send(e, ch, "b", mustCell(t)(ch.StartCloseBody(b.key, false, first, own))); code != exitBelowCommitted {
+		t.Fatalf("a start with a state below the commit: exit code %d, want %d", code, exitBelowCommitted)
+	}
+	if code := send(e, ch, "b", mustCell(t)(ch.StartCloseBody(a.key, false, payee.Last(), own))); code != exitBadSignature {
+		t.Fatalf("a start with a bad signature: exit code %d, want %d", code, exitBadSignature)
+	}
+	if _, err := payee.StartClose(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if code := send(e, ch, "b", mustCell(t)(ch.StartCloseBody(b.key, false, payee.Last(), own))); code != exitAlreadyStarted {
+		t.Fatalf("a second start: exit code %d, want %d", code, exitAlreadyStarted)
 	}
 	e.advance(2*time.Hour + time.Second)
 	before := new(big.Int).Add(e.balance(ch.Address()), GasValue)

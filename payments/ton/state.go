@@ -141,6 +141,17 @@ func (p *Payer) Pay(amount *big.Int) (SignedState, error) {
 	return s, nil
 }
 
+// SignCommit signs c, a commit B proposed, after checking that it commits
+// no state of A's newer than the newest A signed.
+func (p *Payer) SignCommit(c Commit) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.SeqnoA > p.last.Seqno {
+		return nil, fmt.Errorf("commit of seqno %d: %w: newest signed is %d", c.SeqnoA, ErrStaleSeqno, p.last.Seqno)
+	}
+	return p.ch.SignCommit(p.key, c), nil
+}
+
 // Last returns the newest state the payer signed.
 func (p *Payer) Last() State {
 	p.mu.Lock()
@@ -154,9 +165,10 @@ type Payee struct {
 	ch  *Channel
 	key ed25519.PrivateKey
 
-	mu      sync.Mutex // guards last, deposit
+	mu      sync.Mutex // guards last, deposit, own
 	last    SignedState
 	deposit *big.Int
+	own     uint64 // the seqno of B's own semi-channel
 }
 
 // NewPayee returns B's side of ch, resuming from last (the newest state B
@@ -192,10 +204,34 @@ func (p *Payee) Accept(s SignedState) (*big.Int, error) {
 	return delta, nil
 }
 
-// Own returns B's own semi-channel, signed: B sends nothing, so seqno 0 and
-// nothing sent. A close needs it beside A's state.
+// Own returns B's own semi-channel, signed: B sends nothing, so nothing
+// sent, at the seqno of B's last commit (0 before any). A close needs it
+// beside A's state.
 func (p *Payee) Own() (SignedState, error) {
-	return p.ch.SignState(p.key, State{Sent: new(big.Int)})
+	p.mu.Lock()
+	own := p.own
+	p.mu.Unlock()
+	return p.ch.SignState(p.key, State{Seqno: own, Sent: new(big.Int)})
+}
+
+// SetOwnSeqno restores the seqno of B's own semi-channel, the SeqnoB of its
+// last commit, when resuming from the ledger.
+func (p *Payee) SetOwnSeqno(n uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.own = n
+}
+
+// Commit returns a commit of the newest accepted state, signed by B, for A
+// to sign too (Payer.SignCommit) and either to send (Channel.CooperativeCommit).
+// Once it lands, no state older than it can be used in a close. B's own
+// seqno moves to the commit's; keep it with the state in the ledger.
+func (p *Payee) Commit() (Commit, []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.own++
+	c := Commit{SeqnoA: p.last.Seqno, SeqnoB: p.own}
+	return c, p.ch.SignCommit(p.key, c)
 }
 
 // StartClose starts an uncooperative close from w with the newest state
@@ -368,4 +404,53 @@ func (ch *Channel) Challenge(ctx context.Context, w *Wallet, key ed25519.Private
 // FinishClose finishes an uncooperative close from w.
 func (ch *Channel) FinishClose(ctx context.Context, w *Wallet) (*chain.Transaction, error) {
 	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: FinishCloseBody(), Bounce: true})
+}
+
+// Commit raises the seqnos the contract holds as committed, so that no
+// state with a lower seqno can be used in a close; both parties sign it, and
+// both seqnos must be above the ones committed before.
+type Commit struct {
+	SeqnoA, SeqnoB uint64
+}
+
+const (
+	tagCommit           = 0x43436d74
+	opCooperativeCommit = 0x79a126ef
+)
+
+func (ch *Channel) commitCell(c Commit) *cell.Cell {
+	return cell.BeginCell().
+		MustStoreUInt(tagCommit, 32).
+		MustStoreSlice(ch.cfg.ID[:], 128).
+		MustStoreUInt(c.SeqnoA, 64).
+		MustStoreUInt(c.SeqnoB, 64).
+		EndCell()
+}
+
+// SignCommit signs c with key.
+func (ch *Channel) SignCommit(key ed25519.PrivateKey, c Commit) []byte {
+	return ch.commitCell(c).Sign(key)
+}
+
+// CommitBody returns the body of the message that commits c, signed by
+// both.
+func (ch *Channel) CommitBody(c Commit, sigA, sigB []byte) (*cell.Cell, error) {
+	if len(sigA) != ed25519.SignatureSize || len(sigB) != ed25519.SignatureSize {
+		return nil, errors.New("cooperative commit: want both signatures")
+	}
+	return cell.BeginCell().
+		MustStoreUInt(opCooperativeCommit, 32).
+		MustStoreRef(cell.BeginCell().MustStoreSlice(sigA, signatureBits).EndCell()).
+		MustStoreRef(cell.BeginCell().MustStoreSlice(sigB, signatureBits).EndCell()).
+		MustStoreBuilder(ch.commitCell(c).ToBuilder()).
+		EndCell(), nil
+}
+
+// CooperativeCommit sends the commit both signed from w, with GasValue.
+func (ch *Channel) CooperativeCommit(ctx context.Context, w *Wallet, c Commit, sigA, sigB []byte) (*chain.Transaction, error) {
+	body, err := ch.CommitBody(c, sigA, sigB)
+	if err != nil {
+		return nil, err
+	}
+	return w.Send(ctx, Message{To: ch.addr, Value: GasValue, Body: body, Bounce: true})
 }
