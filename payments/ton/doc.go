@@ -23,8 +23,10 @@
 // that the cumulative amount never shrinks and that it stays within A's
 // deposit (Payee.Accept). To settle, both sign the final balances and either
 // sends the cooperative close; when A is gone, B starts an uncooperative
-// close with the newest state A signed, either party may challenge it with a
-// newer one during the quarantine, and anyone finishes it afterwards.
+// close with the newest state A signed, the other party may challenge it
+// once during the quarantine, and anyone finishes it afterwards. A
+// cooperative commit, signed by both, makes the contract refuse any state
+// below the committed seqnos.
 //
 // In a dispute the contract takes, from the one challenge it allows (by the
 // starter's counterparty), the challenger's copy of the starter's state,
