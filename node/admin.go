@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
 // AdminAddrFile is the file in the data dir where a running node writes
@@ -41,7 +42,7 @@ func (n *Node) startAdmin() error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	url := "http://" + ln.Addr().String()
-	if err := writePrivate(filepath.Join(n.cfg.DataDir, AdminAddrFile), []byte(url+"\n")); err != nil {
+	if err := p2p.WriteSecret(filepath.Join(n.cfg.DataDir, AdminAddrFile), []byte(url+"\n")); err != nil {
 		ln.Close()
 		return err
 	}
@@ -59,15 +60,6 @@ func (n *Node) DataDir() string { return n.cfg.DataDir }
 
 // AdminURL is where the node serves its admin API ("" if it does not).
 func (n *Node) AdminURL() string { return n.adminURL }
-
-// writePrivate writes b to path, readable by the owner only.
-func writePrivate(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
 
 // statusCollector turns the node's Status into Prometheus metrics at each
 // scrape.

@@ -19,6 +19,7 @@ import (
 	"github.com/xssnick/tonutils-go/tvm/cell"
 
 	"github.com/cocoon-mesh/cocoon/chain"
+	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
 // SeedFile is the name of the wallet's seed file inside the data dir.
@@ -65,40 +66,10 @@ func LoadOrCreateSeed(dataDir string) ([]string, error) {
 		return nil, fmt.Errorf("reading wallet seed: %w", err)
 	}
 	words := wallet.NewSeed()
-	if err := writeSecret(path, []byte(strings.Join(words, " ")+"\n")); err != nil {
+	if err := p2p.WriteSecret(path, []byte(strings.Join(words, " ")+"\n")); err != nil {
 		return nil, fmt.Errorf("writing wallet seed: %w", err)
 	}
 	return words, nil
-}
-
-// writeSecret writes b to path with mode 0600, creating the directory (0700)
-// if needed, through a synced temporary file renamed over path.
-func writeSecret(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // WalletConfig configures a Wallet. The zero value uses MainnetID, the wall
