@@ -46,6 +46,8 @@ Usage:
   cocoon client  [flags]   expose the OpenAI-compatible API on 127.0.0.1:10000
   cocoon testnet [flags]   run a proxy, workers and a client on 127.0.0.1
   cocoon status  [flags]   what a running node sees: peers, offers, routing, serving
+  cocoon wallet  address|balance [flags]
+                           the node's TON wallet, from the seed in its data dir
   cocoon config init --role R [--out FILE]
                            a configuration file with every setting, its default and meaning
   cocoon version           print the version
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runStatus(ctx, rest, getenv, stdout, stderr)
 	case "config":
 		return runConfig(ctx, rest, stdout, stderr)
+	case "wallet":
+		return runWallet(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math/big"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -96,5 +98,38 @@ func TestConfigInit(t *testing.T) {
 		if err := run(t.Context(), args, env(nil), io.Discard, io.Discard); exitCode(err) != 2 {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+func TestWalletCommand(t *testing.T) {
+	dir := t.TempDir()
+	address := func(network string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(t.Context(), []string{"wallet", "address", "--data-dir", dir, "--network", network}, env(nil), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	first := address("mainnet")
+	if first != address("mainnet") {
+		t.Fatal("the wallet address changed between runs: the seed is not kept")
+	}
+	if !strings.HasPrefix(first, "UQ") || address("testnet") == first {
+		t.Fatalf("mainnet address %q, testnet %q", first, address("testnet"))
+	}
+	st, err := os.Stat(dir + "/wallet.seed")
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file: %v, %v", st, err)
+	}
+	err = run(t.Context(), []string{"wallet", "balance", "--data-dir", dir, "--global-config", dir + "/missing.json"}, env(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "missing.json") {
+		t.Fatalf("balance with a missing global config: %v", err)
+	}
+	if err := run(t.Context(), []string{"wallet", "address", "--network", "local", "--data-dir", dir}, env(nil), io.Discard, io.Discard); exitCode(err) != 2 {
+		t.Fatalf("local network: %v, want a usage error", err)
+	}
+	if got := formatTON(big.NewInt(1_500_000_001)); got != "1.500000001" {
+		t.Fatalf("formatTON = %s", got)
 	}
 }
