@@ -251,3 +251,29 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// Open parses what Verify parses, names the same worker, and skips only the
+// signature.
+func TestOpen(t *testing.T) {
+	_, worker := newKey(t)
+	otherKey, other := newKey(t)
+	_, proxy := newKey(t)
+	r := sampleReceipt(worker, proxy)
+	byOther, err := payments.Sign(r, otherKey) // names worker, signed by other
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := payments.Open(byOther, worker)
+	if err != nil || payments.Check(got, r) != nil {
+		t.Fatalf("Open = %+v, %v; want the receipt, unverified", got, err)
+	}
+	if _, err := payments.Verify(byOther, worker); !errors.Is(err, payments.ErrSignature) {
+		t.Fatalf("Verify = %v, want ErrSignature", err)
+	}
+	if _, err := payments.Open(byOther, other); !errors.Is(err, payments.ErrSigner) {
+		t.Fatalf("Open for another worker = %v, want ErrSigner", err)
+	}
+	if _, err := payments.Open([]byte{0, 9, 1}, worker); !errors.Is(err, payments.ErrReceiptFormat) {
+		t.Fatalf("Open of garbage = %v, want ErrReceiptFormat", err)
+	}
+}

@@ -301,7 +301,9 @@ func TestBilling(t *testing.T) {
 }
 
 // TestReceipts: the proxy checks each worker's signed receipt against what
-// it relayed; a worker whose receipts are forged is counted as failing.
+// it relayed, and verifies the signature of its first receipt and every
+// sixteenth: a worker whose receipts are forged is caught on its first and
+// counted as failing.
 func TestReceipts(t *testing.T) {
 	m := newMesh(t)
 	m.addWorker("honest", 100, behaviour{receipts: ownKey})
@@ -315,8 +317,8 @@ func TestReceipts(t *testing.T) {
 	for _, w := range m.router.Workers() {
 		stats[m.names[w.Peer.String()]] = w
 	}
-	if h, f := stats["honest"], stats["forger"]; h.Served == 0 || f.Served == 0 || h.Failures != 0 || f.Failures != f.Served {
-		t.Fatalf("honest served %d, failed %d; forger served %d, failed %d: want the forger's every answer counted failed",
+	if h, f := stats["honest"], stats["forger"]; h.Served == 0 || f.Served == 0 || h.Failures != 0 || f.Failures < 1 {
+		t.Fatalf("honest served %d, failed %d; forger served %d, failed %d: want the forger's first answer counted failed",
 			h.Served, h.Failures, f.Served, f.Failures)
 	}
 }
