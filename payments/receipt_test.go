@@ -2,29 +2,15 @@ package payments_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
-
-func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, id
-}
 
 func sampleReceipt(worker, proxy peer.ID) *payments.Receipt {
 	return &payments.Receipt{
@@ -41,8 +27,8 @@ func sampleReceipt(worker, proxy peer.ID) *payments.Receipt {
 }
 
 func TestReceiptRoundTrip(t *testing.T) {
-	key, worker := newKey(t)
-	_, proxy := newKey(t)
+	key, worker := p2ptest.NewKey(t)
+	_, proxy := p2ptest.NewKey(t)
 	r := sampleReceipt(worker, proxy)
 	enc, err := r.Encode()
 	if err != nil {
@@ -73,9 +59,9 @@ func TestReceiptRoundTrip(t *testing.T) {
 }
 
 func TestVerifyRefuses(t *testing.T) {
-	key, worker := newKey(t)
-	otherKey, other := newKey(t)
-	_, proxy := newKey(t)
+	key, worker := p2ptest.NewKey(t)
+	otherKey, other := p2ptest.NewKey(t)
+	_, proxy := p2ptest.NewKey(t)
 	r := sampleReceipt(worker, proxy)
 	signed, err := payments.Sign(r, key)
 	if err != nil {
@@ -116,8 +102,8 @@ func TestVerifyRefuses(t *testing.T) {
 }
 
 func TestCheckNamesField(t *testing.T) {
-	_, worker := newKey(t)
-	_, proxy := newKey(t)
+	_, worker := p2ptest.NewKey(t)
+	_, proxy := p2ptest.NewKey(t)
 	for _, tc := range []struct {
 		field  string
 		change func(*payments.Receipt)
@@ -208,7 +194,7 @@ func FuzzDecodeReceipt(f *testing.F) {
 }
 
 func FuzzVerify(f *testing.F) {
-	key, worker := newKey(f)
+	key, worker := p2ptest.NewKey(f)
 	signed, err := payments.Sign(sampleReceipt(worker, "proxy"), key)
 	if err != nil {
 		f.Fatal(err)
@@ -223,7 +209,7 @@ func FuzzVerify(f *testing.F) {
 }
 
 func BenchmarkSign(b *testing.B) {
-	key, worker := newKey(b)
+	key, worker := p2ptest.NewKey(b)
 	r := sampleReceipt(worker, "proxy")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -234,7 +220,7 @@ func BenchmarkSign(b *testing.B) {
 }
 
 func BenchmarkVerify(b *testing.B) {
-	key, worker := newKey(b)
+	key, worker := p2ptest.NewKey(b)
 	r := sampleReceipt(worker, "proxy")
 	signed, err := payments.Sign(r, key)
 	if err != nil {
@@ -255,9 +241,9 @@ func BenchmarkVerify(b *testing.B) {
 // Open parses what Verify parses, names the same worker, and skips only the
 // signature.
 func TestOpen(t *testing.T) {
-	_, worker := newKey(t)
-	otherKey, other := newKey(t)
-	_, proxy := newKey(t)
+	_, worker := p2ptest.NewKey(t)
+	otherKey, other := p2ptest.NewKey(t)
+	_, proxy := p2ptest.NewKey(t)
 	r := sampleReceipt(worker, proxy)
 	byOther, err := payments.Sign(r, otherKey) // names worker, signed by other
 	if err != nil {

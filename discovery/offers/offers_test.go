@@ -2,7 +2,6 @@ package offers_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,19 +26,6 @@ var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 func clock() time.Time { return now }
 
-func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, id
-}
-
 func workerOffer(id peer.ID, seq uint64, at time.Time) *offers.Offer {
 	return &offers.Offer{
 		Network: "local", Peer: id.String(), Role: offers.RoleWorker, Seq: seq,
@@ -50,8 +36,8 @@ func workerOffer(id peer.ID, seq uint64, at time.Time) *offers.Offer {
 }
 
 func TestSignOpen(t *testing.T) {
-	key, id := newKey(t)
-	other, otherID := newKey(t)
+	key, id := p2ptest.NewKey(t)
+	other, otherID := p2ptest.NewKey(t)
 	good, err := offers.Sign(workerOffer(id, 1, now), key)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +84,7 @@ func TestSignOpen(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	_, id := newKey(t)
+	_, id := p2ptest.NewKey(t)
 	tests := []struct {
 		name   string
 		modify func(*offers.Offer)
@@ -141,8 +127,8 @@ func TestCheck(t *testing.T) {
 func TestBook(t *testing.T) {
 	at := now
 	b := offers.NewBook(func() time.Time { return at })
-	_, a := newKey(t)
-	_, c := newKey(t)
+	_, a := p2ptest.NewKey(t)
+	_, c := p2ptest.NewKey(t)
 	if err := b.Put(a, workerOffer(a, 5, now)); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +257,7 @@ func TestGossip(t *testing.T) {
 		return ok
 	})
 
-	other, _ := newKey(t)
+	other, _ := p2ptest.NewKey(t)
 	huge := workerOffer(r.h.ID(), rogueSeq+10, time.Now())
 	for i := range 120 {
 		huge.Models = append(huge.Models, offers.ModelOffer{ID: fmt.Sprintf("model-%03d-%s", i, strings.Repeat("x", 40))})

@@ -37,6 +37,20 @@ func NewHost(tb testing.TB) host.Host {
 	return h
 }
 
+// NewKey makes a fresh Ed25519 peer key and its peer ID.
+func NewKey(tb testing.TB) (crypto.PrivKey, peer.ID) {
+	tb.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k, id
+}
+
 // Connect dials b from a at b's listen addresses, failing the test if that
 // takes more than 10 s.
 func Connect(tb testing.TB, a, b host.Host) {
