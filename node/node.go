@@ -519,45 +519,49 @@ func (n *Node) useWorker(ctx context.Context, id peer.ID, o *offers.Offer, catal
 }
 
 // offerPrice is what a client pays for model through this proxy to a
-// worker: the prompt plus completion price of the worker's live offer, plus
-// the proxy's fee. The router compares it with the client's maximum.
+// worker, per million prompt and million completion tokens: the worker's
+// live offer plus the proxy's fee. The router compares it with the
+// client's maximum.
 func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
-	if n.book == nil {
-		return 0, false
-	}
-	o, ok := n.book.Get(p)
+	price, ok := n.offeredPrice(p, model)
 	if !ok {
 		return 0, false
 	}
-	for _, m := range o.Models {
-		if m.ID == model {
-			p := m.Price.Prompt + m.Price.Completion
-			return p + p/1_000_000*n.cfg.Proxy.FeePPM + p%1_000_000*n.cfg.Proxy.FeePPM/1_000_000, true
-		}
-	}
-	return 0, false
+	b, err := payments.Cost(payments.Tokens{Prompt: payments.Million, Completion: payments.Million}, price, n.cfg.Proxy.FeePPM)
+	return b.Total, err == nil
 }
 
 // bill prices one answer from the worker's live offer for model and the
 // proxy's fee.
 func (n *Node) bill(p peer.ID, model string, u inference.Usage) (inference.Cost, bool) {
-	o, ok := n.book.Get(p)
+	price, ok := n.offeredPrice(p, model)
 	if !ok {
 		return inference.Cost{}, false
 	}
-	for _, m := range o.Models {
-		if m.ID != model {
-			continue
-		}
-		b, err := payments.Cost(payments.Tokens{Prompt: u.PromptTokens, Cached: min(u.CachedTokens, u.PromptTokens), Completion: u.CompletionTokens},
-			payments.Price{Prompt: m.Price.Prompt, Cached: m.Price.Cached, Completion: m.Price.Completion}, n.cfg.Proxy.FeePPM)
-		if err != nil {
-			n.log.Warn("cannot price an answer", "peer", p, "model", model, "err", err)
-			return inference.Cost{}, false
-		}
-		return inference.Cost{Worker: b.Worker, ProxyFee: b.Fee, Total: b.Total}, true
+	b, err := payments.Cost(payments.Tokens{Prompt: u.PromptTokens, Cached: min(u.CachedTokens, u.PromptTokens), Completion: u.CompletionTokens},
+		price, n.cfg.Proxy.FeePPM)
+	if err != nil {
+		n.log.Warn("cannot price an answer", "peer", p, "model", model, "err", err)
+		return inference.Cost{}, false
 	}
-	return inference.Cost{}, false
+	return inference.Cost{Worker: b.Worker, ProxyFee: b.Fee, Total: b.Total}, true
+}
+
+// offeredPrice is the price of model in p's live offer.
+func (n *Node) offeredPrice(p peer.ID, model string) (payments.Price, bool) {
+	if n.book == nil {
+		return payments.Price{}, false
+	}
+	o, ok := n.book.Get(p)
+	if !ok {
+		return payments.Price{}, false
+	}
+	for _, m := range o.Models {
+		if m.ID == model {
+			return payments.Price{Prompt: m.Price.Prompt, Cached: m.Price.Cached, Completion: m.Price.Completion}, true
+		}
+	}
+	return payments.Price{}, false
 }
 
 // Offers lists the live offers in the node's offer book (workers and
