@@ -5,7 +5,7 @@
 # verifier's verdict (cmd/gpucheck). Changes nothing on the GPU.
 # Usage: scripts/gpu-check.sh [-strict]
 # Needs Go and gcc (cgo) to build, or a prebuilt binary in $GPUCHECK.
-# On the H200 measured here (driver 580, CC off) expect "CC capable, CC off",
+# On the H200 it ran on (2026-11-26, driver 580.159.04, CC off) it printed "CC capable, CC off",
 # both calls failing, and "verdict: GPU evidence rejected: tier tee at most".
 set -uo pipefail
 cd "$(dirname "$0")/.."
