@@ -66,7 +66,13 @@ type Options struct {
 	LockTimeout time.Duration
 }
 
-var bucket = []byte("channels")
+var (
+	bucket     = []byte("channels")
+	infoBucket = []byte("info") // per channel, what its owner needs to use it again
+)
+
+// MaxInfo caps what SetInfo stores per channel.
+const MaxInfo = 4096
 
 // Ledger is an open ledger file.
 type Ledger struct {
@@ -84,9 +90,8 @@ type Ledger struct {
 }
 
 type put struct {
-	id  ID
-	st  State
-	err chan error // cap 1
+	chans []Channel  // stored together or not at all
+	err   chan error // cap 1
 }
 
 // Open opens or creates the ledger file at path, mode 0600 in a directory
@@ -104,7 +109,10 @@ func Open(path string, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("ledger file mode: %w", err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
+		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(infoBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -154,11 +162,28 @@ func (l *Ledger) Stats() Stats {
 // If ctx ends first Put returns ctx.Err(), and the state may or may not
 // have been stored: Get tells.
 func (l *Ledger) Put(ctx context.Context, id ID, st State) error {
-	if len(st.Signed) > MaxSigned {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(st.Signed), MaxSigned)
+	return l.PutAll(ctx, Channel{ID: id, State: st})
+}
+
+// PutAll stores the states of several channels in one transaction: all of
+// them or, when any is refused as Put would refuse it, none. A proxy uses
+// it to record a client's payment together with what it owes the workers
+// that answered, so that a crash never keeps one without the other. Each
+// channel may appear once.
+func (l *Ledger) PutAll(ctx context.Context, chans ...Channel) error {
+	p := &put{chans: make([]Channel, len(chans)), err: make(chan error, 1)}
+	for i, c := range chans {
+		if len(c.State.Signed) > MaxSigned {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(c.State.Signed), MaxSigned)
+		}
+		for _, d := range chans[:i] {
+			if d.ID == c.ID {
+				return fmt.Errorf("channel %x twice in one PutAll", c.ID[:8])
+			}
+		}
+		p.chans[i] = Channel{ID: c.ID, State: c.State}
+		p.chans[i].State.Signed = append([]byte(nil), c.State.Signed...)
 	}
-	p := &put{id: id, st: st, err: make(chan error, 1)}
-	p.st.Signed = append([]byte(nil), st.Signed...)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -176,6 +201,33 @@ func (l *Ledger) Put(ctx context.Context, id ID, st State) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// SetInfo stores what the ledger's owner needs to use channel id again
+// after a restart (its contract's parameters), synced before it returns.
+// It is opaque to the ledger and at most MaxInfo bytes.
+func (l *Ledger) SetInfo(id ID, info []byte) error {
+	if len(info) > MaxInfo {
+		return fmt.Errorf("%w: info of %d bytes, limit %d", ErrTooLarge, len(info), MaxInfo)
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(infoBucket).Put(id[:], info)
+	})
+}
+
+// Info returns every channel's info, by ID.
+func (l *Ledger) Info() (map[ID][]byte, error) {
+	out := make(map[ID][]byte)
+	err := l.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(infoBucket).ForEach(func(k, v []byte) error {
+			if len(k) != len(ID{}) {
+				return fmt.Errorf("info %x: %w", k, ErrCorrupt)
+			}
+			out[ID(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // commit is the committer: it writes every pending Put in one transaction
@@ -210,7 +262,7 @@ func (l *Ledger) write(batch []*put) {
 	errs := make([]error, len(batch))
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		for i, p := range batch {
-			errs[i] = apply(tx.Bucket(bucket), p.id, p.st)
+			errs[i] = applyAll(tx.Bucket(bucket), p.chans)
 			if errs[i] != nil && !refusal(errs[i]) {
 				return errs[i]
 			}
@@ -235,19 +287,27 @@ func refusal(err error) bool {
 	return errors.Is(err, ErrStale) || errors.Is(err, ErrAmountDown) || errors.Is(err, ErrCorrupt)
 }
 
-// apply checks st against the stored state, seen inside the transaction so
-// Puts to one channel in one batch compose, and stores it.
-func apply(b *bolt.Bucket, id ID, st State) error {
-	if v := b.Get(id[:]); v != nil {
-		old, err := decode(v)
-		if err != nil {
-			return fmt.Errorf("channel %x: %w", id[:8], err)
-		}
-		if err := Advance(old, st); err != nil {
-			return fmt.Errorf("channel %x: %w", id[:8], err)
+// applyAll checks each state against the stored one, seen inside the
+// transaction so Puts to one channel in one batch compose, and stores them
+// all once all pass.
+func applyAll(b *bolt.Bucket, chans []Channel) error {
+	for _, c := range chans {
+		if v := b.Get(c.ID[:]); v != nil {
+			old, err := decode(v)
+			if err != nil {
+				return fmt.Errorf("channel %x: %w", c.ID[:8], err)
+			}
+			if err := Advance(old, c.State); err != nil {
+				return fmt.Errorf("channel %x: %w", c.ID[:8], err)
+			}
 		}
 	}
-	return b.Put(id[:], encode(st))
+	for _, c := range chans {
+		if err := b.Put(c.ID[:], encode(c.State)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Advance reports whether next may replace old: its seqno must be higher

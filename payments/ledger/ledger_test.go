@@ -204,3 +204,60 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestPutAll: the states of several channels land together, or, when one
+// is refused, none does.
+func TestPutAll(t *testing.T) {
+	ctx := context.Background()
+	l := open(t, filepath.Join(t.TempDir(), "ledger.db"))
+	defer l.Close()
+	if err := l.PutAll(ctx,
+		ledger.Channel{ID: id(1), State: ledger.State{Seqno: 1, Received: 110}},
+		ledger.Channel{ID: id(2), State: ledger.State{Seqno: 1, Sent: 100}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The second is stale: the first must not move either.
+	err := l.PutAll(ctx,
+		ledger.Channel{ID: id(1), State: ledger.State{Seqno: 2, Received: 220}},
+		ledger.Channel{ID: id(2), State: ledger.State{Seqno: 1, Sent: 200}},
+	)
+	if !errors.Is(err, ledger.ErrStale) {
+		t.Fatalf("PutAll error = %v, want ErrStale", err)
+	}
+	for n, want := range map[int]uint64{1: 110, 2: 100} {
+		st, err := l.Get(id(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Received+st.Sent != want || st.Seqno != 1 {
+			t.Errorf("channel %d = %+v after a refused PutAll, want it unchanged", n, st)
+		}
+	}
+	if err := l.PutAll(ctx, ledger.Channel{ID: id(3)}, ledger.Channel{ID: id(3)}); err == nil {
+		t.Error("PutAll with one channel twice succeeded")
+	}
+}
+
+// TestInfo: what SetInfo stores comes back after reopening; oversized is
+// refused.
+func TestInfo(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	l := open(t, path)
+	if err := l.SetInfo(id(7), []byte("params")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetInfo(id(8), make([]byte, ledger.MaxInfo+1)); !errors.Is(err, ledger.ErrTooLarge) {
+		t.Errorf("oversized info: %v, want ErrTooLarge", err)
+	}
+	l.Close()
+	l = open(t, path)
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info) != 1 || string(info[id(7)]) != "params" {
+		t.Errorf("Info() = %q, want only channel 7's params", info)
+	}
+}
