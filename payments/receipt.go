@@ -257,6 +257,24 @@ func Verify(signed []byte, worker peer.ID) (*Receipt, error) {
 	return r, nil
 }
 
+// VerifyNamed is Verify for the worker the receipt names: for a party
+// handed a receipt by someone else (a proxy paid by a client) that must
+// know it is the named worker's.
+func VerifyNamed(signed []byte) (*Receipt, error) {
+	if len(signed) < 2 || len(signed) > MaxSignedSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrReceiptFormat, len(signed))
+	}
+	n := int(binary.BigEndian.Uint16(signed))
+	if len(signed)-2 < n {
+		return nil, fmt.Errorf("%w: truncated body", ErrReceiptFormat)
+	}
+	r, err := DecodeReceipt(signed[2 : 2+n])
+	if err != nil {
+		return nil, err
+	}
+	return Verify(signed, r.Worker)
+}
+
 // Open parses a signed receipt that names worker without checking its
 // signature: for a checker that compares every receipt with what it saw
 // but verifies signatures only on a sample, since a signature costs about

@@ -205,7 +205,39 @@ func FuzzVerify(f *testing.F) {
 		if err == nil && r.Worker != worker {
 			t.Fatalf("verified a receipt naming %s", r.Worker)
 		}
+		// VerifyNamed accepts exactly what Verify accepts for the worker
+		// named: only the one key signs here.
+		rn, errn := payments.VerifyNamed(b)
+		if (errn == nil) != (err == nil) || (errn == nil && rn.Worker != worker) {
+			t.Fatalf("VerifyNamed = %v, %v; Verify = %v", rn, errn, err)
+		}
 	})
+}
+
+// TestVerifyNamed: the receipt's own worker is the signer checked.
+func TestVerifyNamed(t *testing.T) {
+	key, worker := p2ptest.NewKey(t)
+	otherKey, _ := p2ptest.NewKey(t)
+	good, err := payments.Sign(sampleReceipt(worker, "proxy"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := payments.VerifyNamed(good); err != nil || r.Worker != worker {
+		t.Fatalf("VerifyNamed(good) = %v, %v", r, err)
+	}
+	// Signed by another key while naming worker: refused.
+	forged, err := payments.Sign(sampleReceipt(worker, "proxy"), otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payments.VerifyNamed(forged); !errors.Is(err, payments.ErrSignature) {
+		t.Errorf("forged receipt: %v, want ErrSignature", err)
+	}
+	for _, b := range [][]byte{nil, {0}, {0, 200, 1}} {
+		if _, err := payments.VerifyNamed(b); err == nil {
+			t.Errorf("VerifyNamed(%x) accepted", b)
+		}
+	}
 }
 
 func BenchmarkSign(b *testing.B) {

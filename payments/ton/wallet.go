@@ -100,6 +100,17 @@ type Wallet struct {
 // OpenWallet returns the wallet whose seed is kept in dataDir, creating the
 // seed on first use.
 func OpenWallet(dataDir string, c chain.Chain, cfg WalletConfig) (*Wallet, error) {
+	key, err := LoadKey(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return NewWallet(key, c, cfg)
+}
+
+// LoadKey returns the private key of the seed kept in dataDir, creating
+// the seed on first use. The wallet and the node's payment channels sign
+// with it.
+func LoadKey(dataDir string) (ed25519.PrivateKey, error) {
 	words, err := LoadOrCreateSeed(dataDir)
 	if err != nil {
 		return nil, err
@@ -108,7 +119,7 @@ func OpenWallet(dataDir string, c chain.Chain, cfg WalletConfig) (*Wallet, error
 	if err != nil {
 		return nil, fmt.Errorf("wallet seed: %w", err)
 	}
-	return NewWallet(key, c, cfg)
+	return key, nil
 }
 
 // NewWallet returns the basechain wallet v5r1 (subwallet 0) of key.
