@@ -268,6 +268,28 @@ func (s *Sandbox) SendInternal(ctx context.Context, from string, to *address.Add
 	return s.record(resp.Transactions, nil)
 }
 
+// Fund sends value from the treasury "faucet" to to as a non-bounceable
+// message, so that it reaches an account not deployed yet (a new wallet,
+// which deploys itself with its first send).
+func (s *Sandbox) Fund(ctx context.Context, to *address.Address, value *big.Int) error {
+	raw, err := rawAddr(to)
+	if err != nil {
+		return err
+	}
+	if value == nil || value.Sign() <= 0 {
+		return fmt.Errorf("sandbox: fund value %v: want more than zero", value)
+	}
+	req := map[string]any{"from": "faucet", "to": raw, "value": value.String(), "bounce": false}
+	var resp struct {
+		Transactions []txJSON `json:"transactions"`
+	}
+	if err := s.call(ctx, "/internal", req, &resp); err != nil {
+		return err
+	}
+	_, err = s.record(resp.Transactions, nil)
+	return err
+}
+
 // SetTime sets the emulator's clock, which then stands still until set or
 // advanced again.
 func (s *Sandbox) SetTime(ctx context.Context, now time.Time) error {

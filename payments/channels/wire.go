@@ -31,6 +31,7 @@ const (
 	typeOpen  = "open"  // announces a channel the payer deployed
 	typePay   = "pay"   // moves the channel's signed cumulative state forward
 	typeClose = "close" // asks the payee's signature on the cooperative close
+	typeSync  = "sync"  // asks what the payee holds, after the payer restarts
 )
 
 // request is what a payer sends.
@@ -162,7 +163,7 @@ func decodeRequest(b []byte) (*request, error) {
 		if len(q.Entries) > MaxEntries {
 			return bad(fmt.Sprintf("%d entries, limit %d", len(q.Entries), MaxEntries))
 		}
-	case typeClose:
+	case typeClose, typeSync:
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", errMessage, q.Type)
 	}

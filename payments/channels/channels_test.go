@@ -1,0 +1,336 @@
+package channels_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"math/big"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"github.com/cocoon-mesh/cocoon/chain/sandbox"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
+	"github.com/cocoon-mesh/cocoon/payments/channels"
+	"github.com/cocoon-mesh/cocoon/payments/ledger"
+	"github.com/cocoon-mesh/cocoon/payments/ton"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startSandbox(t *testing.T) *sandbox.Sandbox {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not on PATH: the sandbox chain runs @ton/sandbox in Node.js")
+	}
+	sb := sandbox.New(sandbox.Config{}, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // npm ci, the first time
+	defer cancel()
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return sb
+}
+
+// party is one node's payments: a host, a ledger, a wallet and a manager.
+type party struct {
+	t    *testing.T
+	h    host.Host
+	sv   *p2p.Service
+	dir  string
+	led  *ledger.Ledger
+	w    *ton.Wallet
+	key  ed25519.PrivateKey
+	m    *channels.Manager
+	cfg  channels.Config
+	sb   *sandbox.Sandbox
+	down bool
+}
+
+func newParty(t *testing.T, sb *sandbox.Sandbox, cfg channels.Config, fund int64) *party {
+	t.Helper()
+	p := &party{t: t, h: p2ptest.NewHost(t), dir: t.TempDir(), cfg: cfg, sb: sb}
+	key, err := ton.LoadKey(p.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.key = key
+	if p.w, err = ton.NewWallet(key, sb, ton.WalletConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if fund > 0 {
+		if err := sb.Fund(ctxFor(t), p.w.Address(), big.NewInt(fund)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *party) start() {
+	p.t.Helper()
+	var err error
+	if p.led, err = ledger.Open(filepath.Join(p.dir, "ledger.db"), ledger.Options{}); err != nil {
+		p.t.Fatal(err)
+	}
+	p.sv = p2p.NewService(p.h, slog.New(slog.NewTextHandler(testWriter{p.t}, nil)))
+	p.m = channels.New(p.cfg, p.h, p.sb, p.w, p.key, p.led, slog.New(slog.NewTextHandler(testWriter{p.t}, nil)).With("self", p.h.ID()))
+	if err := p.m.Start(p.sv); err != nil {
+		p.t.Fatal(err)
+	}
+	p.down = false
+}
+
+func (p *party) stop() {
+	if p.down {
+		return
+	}
+	p.down = true
+	p.m.Close()
+	if err := p.led.Close(); err != nil {
+		p.t.Error(err)
+	}
+}
+
+func (p *party) channel(peerID peer.ID) channels.ChannelStatus {
+	p.t.Helper()
+	var found channels.ChannelStatus
+	for _, c := range p.m.List() {
+		if c.Peer == peerID && c.State == "open" {
+			found = c
+		}
+	}
+	return found
+}
+
+const (
+	deposit = 2_000_000_000
+	feePPM  = 10_000
+)
+
+func config(forward bool) channels.Config {
+	cfg := channels.DefaultConfig("test")
+	cfg.Deposit = deposit
+	cfg.Forward = forward
+	cfg.FeePPM = feePPM
+	cfg.MaxCredit = 100_000
+	return cfg
+}
+
+// network is a client paying a proxy paying a worker, with channels open.
+type network struct {
+	sb                    *sandbox.Sandbox
+	client, proxy, worker *party
+}
+
+func newNetwork(t *testing.T) *network {
+	sb := startSandbox(t)
+	n := &network{sb: sb}
+	n.client = newParty(t, sb, config(false), 5_000_000_000)
+	n.proxy = newParty(t, sb, config(true), 5_000_000_000)
+	n.worker = newParty(t, sb, config(false), 0) // paid to, pays nothing
+	p2ptest.Connect(t, n.client.h, n.proxy.h)
+	p2ptest.Connect(t, n.proxy.h, n.worker.h)
+	if err := n.proxy.m.Open(ctxFor(t), n.worker.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.client.m.Open(ctxFor(t), n.proxy.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// answer makes the receipt of one answer the worker gave through the proxy,
+// and what the client pays for it.
+func (n *network) answer(t *testing.T, i int, completion int64) (receipt []byte, bill payments.Bill) {
+	t.Helper()
+	r := &payments.Receipt{
+		RequestID: "req-" + string(rune('a'+i%26)) + time.Now().Format("150405.000000000"),
+		Model:     "m", Tokens: payments.Tokens{Prompt: 20, Completion: completion},
+		Price:  payments.Price{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
+		Worker: n.worker.h.ID(), Proxy: n.proxy.h.ID(), Time: time.Now().UnixMilli(),
+	}
+	signed, err := payments.Sign(r, n.worker.h.Peerstore().PrivKey(n.worker.h.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bill, err = payments.Cost(r.Tokens, r.Price, feePPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed, bill
+}
+
+// settled waits until the proxy holds clientPaid from the client and the
+// worker holds workerPaid from the proxy.
+func (n *network) settled(t *testing.T, clientPaid, workerPaid uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		fromClient := n.proxy.channel(n.client.h.ID()).Received
+		toWorker := n.worker.channel(n.proxy.h.ID()).Received
+		if fromClient == clientPaid && toWorker == workerPaid {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy holds %d from the client (want %d), worker %d from the proxy (want %d)",
+				fromClient, clientPaid, toWorker, workerPaid)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition nothing signals
+	}
+}
+
+// TestPaymentsFlow: a client pays for answers with the workers' receipts;
+// the proxy passes each worker its part and keeps its fee; every side's
+// ledger agrees, and the client's channel closes cooperatively on chain.
+func TestPaymentsFlow(t *testing.T) {
+	n := newNetwork(t)
+	var total, worker uint64
+	for i := range 25 {
+		r, bill := n.answer(t, i, int64(10_000+1000*i))
+		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+			t.Fatal(err)
+		}
+		total += uint64(bill.Total)
+		worker += uint64(bill.Worker)
+	}
+	n.settled(t, total, worker)
+
+	// Every ledger says the same: client sent = proxy received; proxy sent
+	// = worker received; the difference is the proxy's fee.
+	if got := n.client.channel(n.proxy.h.ID()).Sent; got != total {
+		t.Errorf("client's ledger: sent %d, want %d", got, total)
+	}
+	if got := n.proxy.channel(n.worker.h.ID()).Sent; got != worker {
+		t.Errorf("proxy's ledger: sent %d to the worker, want %d", got, worker)
+	}
+	spent, earned := n.proxy.m.Totals()
+	if earned-spent != total-worker || total-worker == 0 {
+		t.Errorf("proxy earned %d, spent %d: fee %d, want %d", earned, spent, earned-spent, total-worker)
+	}
+
+	// Credit: the worker admits the proxy until what it served unpaid
+	// passes the limit.
+	if err := n.worker.m.Admit(n.proxy.h.ID()); err != nil {
+		t.Fatalf("worker refuses a proxy that paid everything: %v", err)
+	}
+	n.worker.m.Served(n.proxy.h.ID(), worker+100_001)
+	if err := n.worker.m.Admit(n.proxy.h.ID()); !errors.Is(err, channels.ErrCredit) {
+		t.Errorf("worker admits a proxy 100,001 nanoTON behind (limit 100,000): %v", err)
+	}
+	if err := n.worker.m.Admit(n.client.h.ID()); !errors.Is(err, channels.ErrNoChannel) {
+		t.Errorf("worker admits a peer with no channel: %v", err)
+	}
+
+	// The client closes its channel: the payee signs the split, the chain
+	// pays it out.
+	before := balance(t, n.sb, n.proxy.w)
+	if err := n.client.m.CloseChannel(ctxFor(t), n.proxy.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
+	// The payout message pays its own forward fee (0.0004 TON in the
+	// emulator), so the answers above are large enough to be worth it.
+	if low := new(big.Int).SetUint64(total - 1_000_000); gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(total)) > 0 {
+		t.Errorf("proxy's wallet gained %s at the close, want %d less the forward fee", gain, total)
+	}
+	if err := n.client.m.Payable(n.proxy.h.ID()); !errors.Is(err, channels.ErrNoChannel) {
+		t.Errorf("client can still pay on a closed channel: %v", err)
+	}
+}
+
+func balance(t *testing.T, sb *sandbox.Sandbox, w *ton.Wallet) *big.Int {
+	t.Helper()
+	b, err := w.Balance(ctxFor(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPaymentsRefused: a payment whose entry does not match its receipt's
+// price is refused, nothing of it is stored, and the client stops using
+// the channel.
+func TestPaymentsRefused(t *testing.T) {
+	n := newNetwork(t)
+	r, bill := n.answer(t, 0, 10)
+	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)-1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for n.client.m.Payable(n.proxy.h.ID()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("client still uses a channel whose payment was refused")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition nothing signals
+	}
+	if err := n.client.m.Payable(n.proxy.h.ID()); !errors.Is(err, channels.ErrBroken) {
+		t.Errorf("Payable = %v, want ErrBroken", err)
+	}
+	if got := n.proxy.channel(n.client.h.ID()).Received; got != 0 {
+		t.Errorf("proxy holds %d from a refused payment", got)
+	}
+	if got := n.worker.channel(n.proxy.h.ID()).Received; got != 0 {
+		t.Errorf("worker was paid %d from a refused payment", got)
+	}
+}
+
+// TestPaymentsSurviveRestart: the proxy stops between payments and starts
+// again from its ledger; the client's next payments land on top of what
+// it held, and the worker is paid for all.
+func TestPaymentsSurviveRestart(t *testing.T) {
+	n := newNetwork(t)
+	var total, worker uint64
+	pay := func(i int) {
+		r, bill := n.answer(t, i, 30)
+		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+			t.Fatal(err)
+		}
+		total += uint64(bill.Total)
+		worker += uint64(bill.Worker)
+	}
+	for i := range 5 {
+		pay(i)
+	}
+	n.settled(t, total, worker)
+	n.proxy.stop()
+	// Paid while the proxy is down: delivered once it is back.
+	for i := 5; i < 10; i++ {
+		pay(i)
+	}
+	n.proxy.start()
+	n.settled(t, total, worker)
+	// The client's sender and the proxy's restarted one deliver again.
+	for i := 10; i < 15; i++ {
+		pay(i)
+	}
+	n.settled(t, total, worker)
+}
