@@ -33,21 +33,26 @@ const (
 	// answer that arrived (forged, or for other content or tokens). The
 	// client withholds the answer. Never retried.
 	CodeBadReceipt Code = 12
+	// CodePaymentRequired: the requester has no open payment channel to
+	// this hop, or owes more than its credit allows. Never retried; opening
+	// or funding a channel, or paying, helps.
+	CodePaymentRequired Code = 13
 )
 
 var codeNames = map[Code]string{
-	CodeBadRequest:   "bad_request",
-	CodeUnknownModel: "model_not_found",
-	CodeNoWorker:     "no_worker_available",
-	CodeOverloaded:   "worker_overloaded",
-	CodeEngine:       "engine_error",
-	CodeTimeout:      "upstream_timeout",
-	CodeUnattested:   "peer_unattested",
-	CodeInternal:     "internal_error",
-	CodeCancelled:    "cancelled",
-	CodeTooExpensive: "price_too_high",
-	CodeUntrusted:    "trust_too_low",
-	CodeBadReceipt:   "receipt_invalid",
+	CodeBadRequest:      "bad_request",
+	CodeUnknownModel:    "model_not_found",
+	CodeNoWorker:        "no_worker_available",
+	CodeOverloaded:      "worker_overloaded",
+	CodeEngine:          "engine_error",
+	CodeTimeout:         "upstream_timeout",
+	CodeUnattested:      "peer_unattested",
+	CodeInternal:        "internal_error",
+	CodeCancelled:       "cancelled",
+	CodeTooExpensive:    "price_too_high",
+	CodeUntrusted:       "trust_too_low",
+	CodeBadReceipt:      "receipt_invalid",
+	CodePaymentRequired: "payment_required",
 }
 
 func (c Code) String() string {
@@ -74,6 +79,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadGateway
 	case CodeTimeout:
 		return http.StatusGatewayTimeout
+	case CodePaymentRequired:
+		return http.StatusPaymentRequired
 	case CodeCancelled:
 		return 499 // client closed request; nobody is left to read it
 	}

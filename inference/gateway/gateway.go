@@ -69,6 +69,18 @@ type Config struct {
 	MinTier attest.Tier
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
+	// Admit, if set, is asked before each request whether this client can
+	// pay for it; its error is the answer (payment_required, 402, when it
+	// has no funded channel).
+	Admit func() *inference.Error
+	// Paid, if set, is told of each answer the app got, with the proxy it
+	// came through (Responses that say, see ProxyResponse), to pay for it.
+	Paid func(proxy peer.ID, end *inference.End)
+}
+
+// ProxyResponse is a Response that names the proxy answering it.
+type ProxyResponse interface {
+	Proxy() peer.ID
 }
 
 // MaxPriceHeader sets one request's max price: decimal nanoTON per million
@@ -212,6 +224,12 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 	if bad != nil {
 		writeInferenceError(w, bad)
 		return
+	}
+	if s.cfg.Admit != nil {
+		if e := s.cfg.Admit(); e != nil {
+			writeInferenceError(w, e)
+			return
+		}
 	}
 	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, MinTier: minTier, Body: body}
 	// Built only when something is logged: With formats its attributes.
@@ -441,6 +459,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 				last()
 				return
 			}
+			s.paid(resp, ev.End)
 			if !out.finished {
 				buf = out.appendChunk(buf, nil, []byte(orDefault(ev.End.FinishReason, "stop")))
 			}
@@ -505,6 +524,7 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 				writeError(w, http.StatusBadGateway, "server_error", "", e.Code.String(), e.Message)
 				return
 			}
+			s.paid(resp, ev.End)
 			if finish == "" {
 				finish = orDefault(ev.End.FinishReason, "stop")
 			}
@@ -522,6 +542,16 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 			writeError(w, http.StatusBadGateway, "server_error", "", "upstream_error", "The proxy failed mid-response: "+err.Error())
 			return
 		}
+	}
+}
+
+// paid hands an answer the app is getting to Config.Paid.
+func (s *Server) paid(resp Response, end *inference.End) {
+	if s.cfg.Paid == nil {
+		return
+	}
+	if pr, ok := resp.(ProxyResponse); ok {
+		s.cfg.Paid(pr.Proxy(), end)
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +150,68 @@ func (f *fakeUpstream) Next() (inference.Event, error) {
 func (f *fakeUpstream) Buffered() bool { return len(f.events) > 0 }
 
 func (f *fakeUpstream) Close() { close(f.closed) }
+
+// fakeProxy is the proxy a fakeUpstream's responses name.
+const fakeProxy = peer.ID("fake-proxy")
+
+func (f *fakeUpstream) Proxy() peer.ID { return fakeProxy }
+
+// TestPaymentHooks: a client that cannot pay gets 402 and nothing goes
+// upstream; an answer the app gets is handed to Paid with its proxy, once,
+// streamed or whole.
+func TestPaymentHooks(t *testing.T) {
+	up := &fakeUpstream{events: make(chan inference.Event, 4), closed: make(chan struct{}), opened: make(chan *inference.Request, 4)}
+	var paid []string
+	funded := false
+	cfg := Config{
+		Admit: func() *inference.Error {
+			if !funded {
+				return inference.Errorf(inference.CodePaymentRequired, "no funded payment channel: wallet holds 0 nanoTON")
+			}
+			return nil
+		},
+		Paid: func(p peer.ID, end *inference.End) {
+			paid = append(paid, fmt.Sprintf("%s:%d", string(p), end.Cost.Total))
+		},
+	}
+	srv := httptest.NewServer(New(cfg, up, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	post := func(body string) (int, apiError) {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(body))
+		return do(t, req)
+	}
+	status, e := post(`{"model":"m","prompt":"x"}`)
+	if status != http.StatusPaymentRequired || e.Code == nil || *e.Code != "payment_required" {
+		t.Fatalf("unfunded client: %d %+v, want 402 payment_required", status, e)
+	}
+	if len(up.opened) != 0 {
+		t.Fatal("an unfunded client's request went upstream")
+	}
+	funded = true
+	for i, stream := range []bool{false, true} {
+		up.closed = make(chan struct{})
+		up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("hi")}
+		up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Cost: &inference.Cost{Worker: 10, ProxyFee: 1, Total: 11 + int64(i)}}}
+		body := `{"model":"m","prompt":"x"}`
+		if stream {
+			body = `{"model":"m","prompt":"x","stream":true}`
+		}
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		<-up.opened
+	}
+	if want := []string{"fake-proxy:11", "fake-proxy:12"}; !slices.Equal(paid, want) {
+		t.Errorf("paid %q, want %q", paid, want)
+	}
+}
 
 // TestStreamFlushesEachChunk: a chunk reaches the app while the next one
 // has not been produced yet; nothing is held back waiting for more.

@@ -97,15 +97,19 @@ func (p *Proxies) Open(ctx context.Context, req *inference.Request) (Response, e
 			last = fmt.Errorf("proxy %s: %w", id, err)
 			continue
 		}
-		return &callResponse{call: call}, nil
+		return &callResponse{call: call, proxy: id}, nil
 	}
 	return nil, last
 }
 
 // callResponse decodes a pooled call's frames into events.
 type callResponse struct {
-	call *inference.Call
+	call  *inference.Call
+	proxy peer.ID
 }
+
+// Proxy names the proxy answering.
+func (r *callResponse) Proxy() peer.ID { return r.proxy }
 
 func (r *callResponse) Next() (inference.Event, error) {
 	typ, p, err := r.call.Next()

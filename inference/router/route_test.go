@@ -49,6 +49,7 @@ type behaviour struct {
 	failBefore bool          // engine_error before any chunk
 	failAfter  bool          // engine_error after one chunk
 	receipts   receipts      // what the worker signs
+	owed       bool          // the worker refuses the proxy for payment
 }
 
 type receipts uint8
@@ -178,6 +179,11 @@ func (m *mesh) addTieredWorker(name string, price int64, tier string, b behaviou
 		other := p2ptest.NewHost(m.t)
 		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Price: func(string) payments.Price { return payments.Price{} }}
 	}
+	if b.owed {
+		cfg.Admit = func(peer.ID) *inference.Error {
+			return inference.Errorf(inference.CodePaymentRequired, "proxy owes 5 nanoTON beyond credit")
+		}
+	}
 	w := worker.New(cfg, h.ID(), be, func(peer.ID) bool { return true }, discard)
 	w.Register(sv)
 	p2ptest.Connect(m.t, m.proxy, h)
@@ -273,7 +279,7 @@ func (m *mesh) stats(name string) router.WorkerStats {
 func TestBilling(t *testing.T) {
 	m := newMesh(t)
 	m.addWorker("priced", 100, behaviour{})
-	m.router.SetBiller(func(p peer.ID, model string, u inference.Usage) (inference.Cost, bool) {
+	m.router.SetBiller(func(p peer.ID, model string, u inference.Usage, _ *payments.Price) (inference.Cost, bool) {
 		if m.names[p.String()] != "priced" || model != "m" {
 			return inference.Cost{}, false
 		}
@@ -289,7 +295,7 @@ func TestBilling(t *testing.T) {
 	if cost == nil || *cost != (inference.Cost{Worker: 2000, ProxyFee: 40, Total: 2040}) {
 		t.Fatalf("cost %+v, want 2000 + 40 for 1 prompt and 1 completion token", cost)
 	}
-	m.router.SetBiller(func(peer.ID, string, inference.Usage) (inference.Cost, bool) { return inference.Cost{}, false })
+	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) { return inference.Cost{}, false })
 	if _, e := m.send(0); e != nil {
 		t.Fatal(e)
 	}
@@ -297,6 +303,58 @@ func TestBilling(t *testing.T) {
 	defer m.mu.Unlock()
 	if m.lastEnd.Cost != nil {
 		t.Fatalf("cost %+v without a known price, want none", m.lastEnd.Cost)
+	}
+}
+
+// TestPayments: a client the payments refuse gets payment_required and
+// reaches no worker; workers the proxy cannot pay get no requests; a worker
+// that refuses the proxy for payment is passed over for the next; each
+// answer's cost is reported as served to its client.
+func TestPayments(t *testing.T) {
+	m := newMesh(t)
+	m.addWorker("owed", 100, behaviour{owed: true})
+	m.addWorker("paid", 200, behaviour{})
+	m.addWorker("unpayable", 50, behaviour{})
+	var mu sync.Mutex
+	admit := true
+	var served []inference.Cost
+	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) {
+		return inference.Cost{Worker: 10, ProxyFee: 1, Total: 11}, true
+	})
+	m.router.SetPayments(&router.Payments{
+		Admit: func(peer.ID) *inference.Error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !admit {
+				return inference.Errorf(inference.CodePaymentRequired, "no channel")
+			}
+			return nil
+		},
+		Payable: func(p peer.ID) bool { return m.names[p.String()] != "unpayable" },
+		Served: func(_ peer.ID, c inference.Cost) {
+			mu.Lock()
+			served = append(served, c)
+			mu.Unlock()
+		},
+	})
+	if got, e := m.send(0); e != nil || got != "paid" {
+		t.Fatalf("got %q, %v; want the answer from the worker that is paid up", got, e)
+	}
+	if st := m.stats("unpayable"); st.Served != 0 {
+		t.Errorf("a worker the proxy cannot pay was sent %d requests", st.Served)
+	}
+	mu.Lock()
+	if len(served) != 1 || served[0].Total != 11 {
+		t.Errorf("served = %+v, want one answer of 11", served)
+	}
+	admit = false
+	mu.Unlock()
+	before := m.stats("paid").Served
+	if _, e := m.send(0); e == nil || e.Code != inference.CodePaymentRequired {
+		t.Fatalf("client without a channel: %v, want payment_required", e)
+	}
+	if m.stats("paid").Served != before {
+		t.Error("a refused client's request reached a worker")
 	}
 }
 

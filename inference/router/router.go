@@ -63,6 +63,7 @@ type Router struct {
 	pool     *inference.Pool // streams to workers
 	price    Pricer          // set before serving; nil: prices unknown
 	bill     Biller          // set before serving; nil: answers carry no cost
+	pay      *Payments       // set before serving; nil: nobody pays
 	tiers    Tiers
 	now      func() time.Time
 	halfLife float64 // FadeHalfLife in seconds; 0: measurements never fade
@@ -179,13 +180,29 @@ type Pricer func(p peer.ID, model string) (price int64, ok bool)
 // before the router serves.
 func (r *Router) SetPricer(f Pricer) { r.price = f }
 
-// Biller prices one answer: what the worker's offered prices and the
-// proxy's fee make of the usage it reported. ok is false when the worker's
-// prices are unknown.
-type Biller func(p peer.ID, model string, u inference.Usage) (c inference.Cost, ok bool)
+// Biller prices one answer: what the worker's prices and the proxy's fee
+// make of the usage it reported. price is the one the worker's receipt
+// names, nil without a receipt (then the worker's offer says). ok is false
+// when the worker's prices are unknown.
+type Biller func(p peer.ID, model string, u inference.Usage, price *payments.Price) (c inference.Cost, ok bool)
 
 // SetBiller makes the router put each answer's cost in its End frame.
 func (r *Router) SetBiller(f Biller) { r.bill = f }
+
+// Payments is how a router settles with clients and workers.
+type Payments struct {
+	// Admit is asked before routing whether client may be served: it has
+	// a channel open to this proxy and owes no more than its credit.
+	Admit func(client peer.ID) *inference.Error
+	// Payable says whether the proxy can pay worker: only such workers
+	// are routed to.
+	Payable func(worker peer.ID) bool
+	// Served is told of each answer a client got, with its cost.
+	Served func(client peer.ID, c inference.Cost)
+}
+
+// SetPayments makes the router settle answers; call it before serving.
+func (r *Router) SetPayments(p *Payments) { r.pay = p }
 
 // checkReceipt checks a worker's signed receipt against what the router
 // relayed: request, streamed content, model, tokens, worker and proxy. The
@@ -290,6 +307,7 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 		return nil, inference.Errorf(inference.CodeUnknownModel, "the model %q does not exist in this network", model)
 	}
 	var best candidate
+	unpayable := false // a worker was passed over for want of a payment channel
 	for _, w := range r.order {
 		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) {
 			continue
@@ -298,6 +316,10 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 			continue
 		}
 		if minTier > 0 && r.tierLocked(w.id) < minTier {
+			continue
+		}
+		if r.pay != nil && !r.pay.Payable(w.id) {
+			unpayable = true
 			continue
 		}
 		price := r.priceLocked(w.id, model)
@@ -319,6 +341,9 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 			if e := r.tooExpensiveLocked(model, maxPrice, minTier); e != nil {
 				return nil, e
 			}
+		}
+		if unpayable {
+			return nil, inference.Errorf(inference.CodeNoWorker, "no worker this proxy has a payment channel to can take model %q now", model)
 		}
 		return nil, inference.Errorf(inference.CodeNoWorker, "no worker can take model %q now", model)
 	}
@@ -600,6 +625,14 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 	// The max price and the minimum tier are the proxy's to honour;
 	// workers get the request without them, as they did before requests
 	// carried them.
+	if r.pay != nil {
+		if e := r.pay.Admit(client); e != nil {
+			if err := inference.WriteError(out, e); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
+	}
 	fwd := req
 	if req.MaxPrice != 0 || req.MinTier != 0 {
 		c := *req
@@ -617,7 +650,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			break
 		}
 		tried = append(tried, w.id)
-		started, e := r.forward(ctx, w, fwd, req.MinTier, out, log)
+		started, e := r.forward(ctx, client, w, fwd, req.MinTier, out, log)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
@@ -632,6 +665,13 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			// Its verdict changed since pick: another worker may do, and
 			// this attempt does not count as one.
 			attempt--
+			continue
+		}
+		if e.Code == inference.CodePaymentRequired {
+			// The worker says this proxy owes it: not the client's
+			// doing, and another worker may do.
+			log().Warn("worker refuses this proxy for payment", "worker", w.id, "err", e.Message)
+			last = inference.Errorf(inference.CodeNoWorker, "a worker refused this proxy: %s", e.Message)
 			continue
 		}
 		log().Info("worker failed before first chunk", "worker", w.id, "attempt", attempt+1, "code", e.Code, "err", e.Message)
@@ -656,7 +696,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 // measures w: the time to its first frame, and whether it failed. It
 // checks w's verdict once more, just before sending: a worker whose tier
 // fell under minTier since pick gets nothing, and e is CodeUntrusted.
-func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request, minTier attest.Tier, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
+func (r *Router) forward(ctx context.Context, client peer.ID, w *worker, req *inference.Request, minTier attest.Tier, out *p2p.FrameWriter, log func() *slog.Logger) (started bool, e *inference.Error) {
 	o := outcomeFailure
 	defer func() { r.release(w, o) }()
 
@@ -726,7 +766,15 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			end.Worker = w.idStr
 			end.Cost = nil // the proxy prices answers, not the worker
 			if r.bill != nil {
-				if c, ok := r.bill(w.id, req.Model, end.Usage); ok {
+				// The receipt's price, which the client pays by; checked
+				// against the offer by the biller.
+				var price *payments.Price
+				if end.Receipt != nil {
+					if rc, err := payments.Open(end.Receipt, w.id); err == nil {
+						price = &rc.Price
+					}
+				}
+				if c, ok := r.bill(w.id, req.Model, end.Usage, price); ok {
 					end.Cost = &c
 				}
 			}
@@ -735,6 +783,9 @@ func (r *Router) forward(ctx context.Context, w *worker, req *inference.Request,
 			}
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
+			}
+			if r.pay != nil && end.Cost != nil {
+				r.pay.Served(client, *end.Cost)
 			}
 			// Checked after the client has its answer, off its latency: a
 			// worker whose receipt disagrees with what it streamed is

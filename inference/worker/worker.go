@@ -32,6 +32,11 @@ type Config struct {
 	Now           func() time.Time // the clock of the measurements; time.Now if nil
 	// Receipts, if set, makes the worker sign a receipt for every answer.
 	Receipts *Receipts
+	// Admit, if set, is asked before each request whether its proxy may be
+	// served (paid up, within credit); its error is the answer.
+	Admit func(proxy peer.ID) *inference.Error
+	// Served, if set, is told of each answer given, with its receipt.
+	Served func(proxy peer.ID, r *payments.Receipt)
 }
 
 // Receipts is what a worker signs its receipts with: its peer key, and the
@@ -175,6 +180,11 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return w.log.With("request", req.ID, "model", req.Model, "peer", remote) }
 
+	if w.cfg.Admit != nil {
+		if e := w.cfg.Admit(remote); e != nil {
+			return fail(e)
+		}
+	}
 	if n := w.active.Add(1); n > int64(w.cfg.MaxConcurrent) {
 		w.active.Add(-1)
 		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
@@ -221,11 +231,14 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	w.mu.Unlock()
 	end := &inference.End{Usage: res.Usage, FinishReason: res.FinishReason, Simulated: sim, Worker: w.selfStr}
 	if content != nil {
-		signed, err := w.receipt(req, remote, res.Usage, content)
+		r, signed, err := w.receipt(req, remote, res.Usage, content)
 		if err != nil {
 			log().Warn("signing the receipt", "err", err)
 		}
 		end.Receipt = signed
+		if err == nil && w.cfg.Served != nil {
+			w.cfg.Served(remote, r)
+		}
 	}
 	if err := inference.WriteEnd(fw, end); err != nil {
 		return err
@@ -245,7 +258,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 }
 
 // receipt signs the receipt of one answer.
-func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usage, content hash.Hash) ([]byte, error) {
+func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usage, content hash.Hash) (*payments.Receipt, []byte, error) {
 	r := &payments.Receipt{
 		RequestID:   req.ID,
 		RequestHash: payments.Hash(req.Body),
@@ -257,5 +270,6 @@ func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usag
 		Time:        w.cfg.Now().UnixMilli(),
 	}
 	content.Sum(r.ResponseHash[:0])
-	return payments.Sign(r, w.cfg.Receipts.Key)
+	signed, err := payments.Sign(r, w.cfg.Receipts.Key)
+	return r, signed, err
 }
