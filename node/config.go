@@ -36,6 +36,27 @@ type Config struct {
 	Discovery DiscoveryConfig `toml:"discovery"`
 	// Admin is the node's admin API on loopback.
 	Admin AdminConfig `toml:"admin"`
+	// Payments are the node's TON payment channels.
+	Payments PaymentsConfig `toml:"payments"`
+}
+
+// PaymentsConfig turns on payments through TON payment channels: clients
+// pay proxies and proxies pay workers, per answer, from the wallet whose
+// seed is in the data dir.
+type PaymentsConfig struct {
+	// Enabled makes the node pay and require payment. It needs the chain
+	// (discovery.root with discovery.global_config, or cocoon testnet's).
+	Enabled bool `toml:"enabled"`
+	// Deposit is what each channel this node opens holds, in nanoTON.
+	Deposit uint64 `toml:"deposit"`
+	// Reserve: a channel with less left is replaced by a new one.
+	Reserve uint64 `toml:"reserve"`
+	// MaxCredit is how much a payee serves beyond its payer's newest signed
+	// state, in nanoTON.
+	MaxCredit uint64 `toml:"max_credit"`
+	// Quarantine is how long an uncooperative close of this node's
+	// channels can be challenged.
+	Quarantine Duration `toml:"quarantine"`
 }
 
 // AdminConfig places the admin API: JSON status and Prometheus metrics.
@@ -209,6 +230,8 @@ func DefaultConfig(role Role) Config {
 		},
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
 		Admin:  AdminConfig{Addr: "127.0.0.1:0"},
+		Payments: PaymentsConfig{Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 50_000_000,
+			Quarantine: Duration(time.Hour)},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
 		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
@@ -279,6 +302,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Discovery.validate(); err != nil {
 		return err
+	}
+	if p := c.Payments; p.Enabled {
+		if p.Deposit == 0 || p.Reserve >= p.Deposit {
+			return fmt.Errorf("payments.deposit: %d must be above payments.reserve (%d)", p.Deposit, p.Reserve)
+		}
+		if p.Quarantine.D() < time.Minute || p.Quarantine.D() > 30*24*time.Hour {
+			return fmt.Errorf("payments.quarantine: %s must be from 1m to 720h", p.Quarantine)
+		}
 	}
 	switch c.Role {
 	case RoleWorker:

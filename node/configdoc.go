@@ -59,6 +59,12 @@ var settingDocs = map[string]string{
 	"client.min_trust":       "Weakest trust tier a serving worker may have: dev, tee or tee-gpu; empty is any. X-Cocoon-Min-Trust can raise it per request.",
 	"client.check_interval":  "How often the client checks its proxies.",
 
+	"payments.enabled":    "Pay and require payment through TON payment channels, from the wallet whose seed is in the data dir (cocoon wallet address). Needs the chain: discovery.root.",
+	"payments.deposit":    "nanoTON put into each channel this node opens (a client's to a proxy, a proxy's to a worker); the channel's capacity, since the contract takes no top-up.",
+	"payments.reserve":    "A channel with less than this many nanoTON left is replaced by a new one.",
+	"payments.max_credit": "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies).",
+	"payments.quarantine": "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
+
 	"gossip.announce_interval": "How often workers and proxies re-announce their offers; offers live three intervals (100ms to 40s).",
 
 	"discovery.root":             "The network's root contract on TON (raw 0:... or user-friendly EQ...). Nodes find each other through it.",

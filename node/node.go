@@ -67,6 +67,7 @@ type Node struct {
 	registry *registry.Reader   // nil without a root contract
 	dht      *dht.DHT           // nil for a client or worker with no bootstrap peer
 	slots    *p2p.Reservations  // a private worker's relay slots; nil otherwise
+	pay      *payState          // nil without payments
 	admin    *http.Server       // the admin API; nil when admin.addr is empty
 	adminURL string
 	ln       net.Listener
@@ -146,6 +147,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.Close()
 		return err
 	}
+	if err := n.startPayments(); err != nil {
+		n.Close()
+		return err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 
@@ -179,6 +184,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.keeper != nil {
 		n.wg.Go(func() { n.keeper.Run(runCtx) })
 	}
+	if n.pay != nil && n.cfg.Role != RoleWorker {
+		n.wg.Go(func() { n.keepChannels(runCtx) })
+	}
 	if n.dht != nil {
 		n.wg.Go(func() { n.lookup(runCtx) })
 	}
@@ -193,9 +201,14 @@ func (n *Node) Start(ctx context.Context) error {
 func (n *Node) attestedProxies() []peer.ID {
 	var out []peer.ID
 	for _, p := range n.keeper.Up() {
-		if _, ok := n.hs.Verified(p); ok {
-			out = append(out, p)
+		if _, ok := n.hs.Verified(p); !ok {
+			continue
 		}
+		// With payments, a proxy is used once a channel to it is open.
+		if n.pay != nil && n.pay.m.Payable(p) != nil {
+			continue
+		}
+		out = append(out, p)
 	}
 	return out
 }
@@ -239,8 +252,9 @@ func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 	verified := func(p peer.ID) bool { _, ok := n.hs.Verified(p); return ok }
 	price := payments.Price{Prompt: n.cfg.Worker.Price.Prompt, Cached: n.cfg.Worker.Price.Cached, Completion: n.cfg.Worker.Price.Completion}
 	receipts := &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Price: func(string) payments.Price { return price }}
-	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts},
-		h.ID(), n.backend, verified, n.log)
+	admit, served := n.workerPayments()
+	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts,
+		Admit: admit, Served: served}, h.ID(), n.backend, verified, n.log)
 	n.worker.Register(n.sv)
 	if _, err := n.worker.Catalog(ctx); err != nil {
 		n.log.Warn("engine not answering yet", "err", err)
@@ -268,6 +282,7 @@ func (n *Node) startProxy(h host.Host) error {
 	}, n.log)
 	n.router.SetPricer(n.offerPrice)
 	n.router.SetBiller(n.bill)
+	n.router.SetPayments(n.proxyPayments())
 	n.router.Register(n.sv)
 	workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
 	if err != nil {
@@ -298,8 +313,12 @@ func (n *Node) startClient(h host.Host) error {
 	}
 	n.keeper = discovery.NewKeeper(h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), n.attestOnly(), n.log)
 	n.up = gateway.NewProxies(h, n.cfg.Network, n.attestedProxies)
-	n.gw = gateway.New(gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
-		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}, n.up, n.log)
+	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
+		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
+	if n.pay != nil {
+		gc.Admit, gc.Paid = n.clientAdmit, n.clientPaid
+	}
+	n.gw = gateway.New(gc, n.up, n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 	if err != nil {
 		return fmt.Errorf("client.api_addr: %w", err)
@@ -533,8 +552,17 @@ func (n *Node) offerPrice(p peer.ID, model string) (int64, bool) {
 
 // bill prices one answer from the worker's live offer for model and the
 // proxy's fee.
-func (n *Node) bill(p peer.ID, model string, u inference.Usage) (inference.Cost, bool) {
+func (n *Node) bill(p peer.ID, model string, u inference.Usage, receipt *payments.Price) (inference.Cost, bool) {
 	price, ok := n.offeredPrice(p, model)
+	if receipt != nil {
+		// The client pays by the receipt, which the worker signed; a
+		// worker whose receipt asks more than its offer is named here.
+		if ok && *receipt != price {
+			n.log.Warn("worker's receipt names a price other than its offer's", "peer", p, "model", model,
+				"receipt", *receipt, "offer", price)
+		}
+		price, ok = *receipt, true
+	}
 	if !ok {
 		return inference.Cost{}, false
 	}
@@ -628,6 +656,9 @@ func (n *Node) Ready(ctx context.Context) bool {
 		c, err := n.up.Catalog(ctx)
 		return err == nil && len(c.Models) > 0
 	case RoleProxy:
+		if n.pay != nil && !slices.ContainsFunc(n.payees(), func(w peer.ID) bool { return n.pay.m.Payable(w) == nil }) {
+			return false
+		}
 		return n.keeper.Settled() && len(n.router.Catalog().Models) > 0
 	case RoleWorker:
 		return n.h != nil
@@ -686,6 +717,7 @@ func (n *Node) Close() error {
 			n.up.Close()
 		}
 		n.wg.Wait()
+		n.closePayments()
 		if n.registry != nil {
 			n.registry.Close()
 		}

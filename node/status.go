@@ -32,6 +32,8 @@ type Status struct {
 	Workers []WorkerStatus `json:"workers,omitempty"`
 	// Serving is a worker's own measurements.
 	Serving *ServingStatus `json:"serving,omitempty"`
+	// Payments is what the node earned and spent; nil without payments.
+	Payments *PaymentsStatus `json:"payments,omitempty"`
 }
 
 // RegistryStatus summarises the root contract.
@@ -147,5 +149,6 @@ func (n *Node) Status(ctx context.Context) Status {
 		s.Serving = &ServingStatus{Active: n.worker.Active(), Capacity: n.cfg.Worker.MaxConcurrent, Served: st.Served,
 			TTFTms: float64(st.TTFT.Microseconds()) / 1000, TokensPerSec: st.TokensPerSec}
 	}
+	s.Payments = n.paymentsStatus()
 	return s
 }

@@ -31,8 +31,15 @@ type Harness struct {
 type Option func(*options)
 
 type options struct {
-	chain  bool
-	models []string
+	chain    bool
+	models   []string
+	payments bool
+}
+
+// WithPayments turns payments on (it implies WithChain): every node gets a
+// funded wallet, clients and proxies open channels, and answers are paid.
+func WithPayments(models ...string) Option {
+	return func(o *options) { o.chain, o.payments = true, true; o.models = append(o.models, models...) }
 }
 
 // WithChain starts the sandbox chain and deploys a root contract allowing
@@ -62,6 +69,11 @@ func New(tb TB, opts ...Option) *Harness {
 			tb.Fatalf("%v", err)
 		}
 		n.UseChain(c)
+		if o.payments {
+			if err := n.EnablePayments(); err != nil {
+				tb.Fatalf("%v", err)
+			}
+		}
 	}
 	return &Harness{tb: tb, Net: n}
 }

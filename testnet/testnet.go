@@ -6,8 +6,10 @@ package testnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/payments/ton"
 )
 
 // Net is a local network being assembled. Add workers first, then proxies
@@ -29,6 +32,9 @@ type Net struct {
 	// chain, when set, is the sandbox chain with the root contract: nodes
 	// find each other only through it, never through flags.
 	chain *Chain
+	// payments, when set, turns payments on in every node added from now
+	// on, each with a wallet funded from the sandbox's faucet.
+	payments bool
 
 	mu       sync.Mutex          // guards the node lists
 	unlisted map[*node.Node]bool // proxies kept out of the root contract
@@ -60,6 +66,36 @@ func (n *Net) RefreshRegistry(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// EnablePayments turns payments on for every node added from now on: each
+// gets a wallet on the chain funded from the sandbox's faucet, clients and
+// proxies open channels on their own, and every answer moves their states.
+// It needs the chain (UseChain).
+func (n *Net) EnablePayments() error {
+	if n.chain == nil {
+		return errors.New("payments need the sandbox chain")
+	}
+	n.payments = true
+	return nil
+}
+
+// Funding is what each role's wallet gets from the faucet when payments
+// are on, in nanoTON: a client's covers its channel to a proxy, a proxy's
+// one channel per worker.
+var Funding = map[node.Role]int64{node.RoleClient: 10_000_000_000, node.RoleProxy: 20_000_000_000, node.RoleWorker: 1_000_000_000}
+
+// fund sends a node's wallet its Funding, before the node starts.
+func (n *Net) fund(ctx context.Context, cfg node.Config) error {
+	key, err := ton.LoadKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	w, err := ton.NewWallet(key, n.chain.Sandbox, ton.WalletConfig{NetworkID: node.WalletNetworkID(cfg.Network)})
+	if err != nil {
+		return err
+	}
+	return n.chain.Sandbox.Fund(ctx, w.Address(), big.NewInt(Funding[cfg.Role]))
 }
 
 // Chain is the network's chain, or nil.
@@ -108,8 +144,16 @@ func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods
 	}
 	n.mu.Unlock()
 	cfg.DataDir = filepath.Join(n.dir, fmt.Sprintf("%s-%d", role, idx))
+	if n.payments {
+		cfg.Payments.Enabled = true
+	}
 	for _, m := range mods {
 		m(&cfg)
+	}
+	if n.payments && cfg.Payments.Enabled {
+		if err := n.fund(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("funding the wallet: %w", err)
+		}
 	}
 	nd, err := node.New(cfg, n.log.With("node", fmt.Sprintf("%s-%d", role, idx)), opts...)
 	if err != nil {
@@ -211,8 +255,10 @@ type Options struct {
 	Progress   func(string) // called at each step, for people watching
 	// Static skips the chain: nodes are told each other's addresses
 	// instead of finding them through the root contract. For machines
-	// without Node.js.
+	// without Node.js. It implies NoPayments.
 	Static bool
+	// NoPayments leaves payments off on a network with a chain.
+	NoPayments bool
 }
 
 // Started is a network brought up by Start.
@@ -284,6 +330,13 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 		}
 		s.UseChain(c)
 		progress(fmt.Sprintf("root contract deployed at %s", c.Root.StringRaw()))
+		if !opts.NoPayments {
+			if err := s.EnablePayments(); err != nil {
+				return fail(err)
+			}
+			progress(fmt.Sprintf("payments on: wallets funded from the sandbox faucet (client %s, proxy %s, each worker %s); channels open on their own",
+				TON(Funding[node.RoleClient]), TON(Funding[node.RoleProxy]), TON(Funding[node.RoleWorker])))
+		}
 	}
 	p, err := s.AddProxy(ctx)
 	if err != nil {
@@ -307,13 +360,68 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 		return fail(fmt.Errorf("starting client: %w", err))
 	}
 	s.Client = c
-	progress(fmt.Sprintf("client up: %s, waiting for it to attest the proxy and see models", c.ID()))
+	if s.payments {
+		progress(fmt.Sprintf("client up: %s, waiting for it to attest the proxy, see models and open its payment channel", c.ID()))
+	} else {
+		progress(fmt.Sprintf("client up: %s, waiting for it to attest the proxy and see models", c.ID()))
+	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := WaitReady(wctx, c); err != nil {
 		return fail(err)
 	}
+	if s.payments {
+		for _, nd := range []*node.Node{c, p} {
+			for _, ch := range nd.Channels().List() {
+				if ch.Payer && ch.State == "open" {
+					progress(fmt.Sprintf("payment channel %s -> %s open at %s, deposit %s", nd.Role(), shortID(ch.Peer.String()),
+						ch.Address, TON(int64(ch.Deposit))))
+				}
+			}
+		}
+	}
 	return s, nil
+}
+
+// TON formats nanoTON as TON.
+func TON(nano int64) string {
+	return fmt.Sprintf("%d.%09d TON", nano/1_000_000_000, nano%1_000_000_000)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:4] + ".." + id[len(id)-6:]
+	}
+	return id
+}
+
+// Payments sums up what every node of the network spent and earned, as
+// their channels' signed states say; empty without payments.
+func (n *Net) Payments() string {
+	if !n.payments {
+		return ""
+	}
+	n.mu.Lock()
+	clients, proxies, workers := slices.Clone(n.clients), slices.Clone(n.proxies), slices.Clone(n.workers)
+	n.mu.Unlock()
+	var spent, proxyIn, proxyOut, earned int64
+	for _, c := range clients {
+		s, _ := c.Channels().Totals()
+		spent += int64(s)
+	}
+	for _, p := range proxies {
+		s, e := p.Channels().Totals()
+		proxyIn += int64(e)
+		proxyOut += int64(s)
+	}
+	for _, w := range workers {
+		if m := w.Channels(); m != nil {
+			_, e := m.Totals()
+			earned += int64(e)
+		}
+	}
+	return fmt.Sprintf("clients spent %d nanoTON; proxies received %d and paid workers %d (fees %d); workers earned %d",
+		spent, proxyIn, proxyOut, proxyIn-proxyOut, earned)
 }
 
 // Close stops the network and removes a temporary data dir.

@@ -295,7 +295,9 @@ func TestBilling(t *testing.T) {
 	if cost == nil || *cost != (inference.Cost{Worker: 2000, ProxyFee: 40, Total: 2040}) {
 		t.Fatalf("cost %+v, want 2000 + 40 for 1 prompt and 1 completion token", cost)
 	}
-	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) { return inference.Cost{}, false })
+	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) {
+		return inference.Cost{}, false
+	})
 	if _, e := m.send(0); e != nil {
 		t.Fatal(e)
 	}

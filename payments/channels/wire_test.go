@@ -11,7 +11,7 @@ import (
 func TestDecodeRequest(t *testing.T) {
 	const addr = "EQDu1L4EOleSk16IuiKz5hQWplIXj_gxeR-4FA0svf5pn2_s"
 	key := strings.Repeat("A", 43) + "=" // 32 bytes in base64
-	id := "AAAAAAAAAAAAAAAAAAAAAA=="          // 16 bytes
+	id := "AAAAAAAAAAAAAAAAAAAAAA=="     // 16 bytes
 	for _, tc := range []struct {
 		name string
 		json string

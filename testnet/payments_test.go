@@ -1,0 +1,112 @@
+package testnet_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+// costOf reads the cost the gateway reports beside usage.
+func costOf(t *testing.T, raw string) inference.Cost {
+	t.Helper()
+	var ext struct {
+		Cocoon struct {
+			Cost *inference.Cost `json:"cost_nanoton"`
+		} `json:"cocoon"`
+	}
+	if err := json.Unmarshal([]byte(raw), &ext); err != nil {
+		t.Fatal(err)
+	}
+	if ext.Cocoon.Cost == nil {
+		t.Fatalf("no cost in %s", raw)
+	}
+	return *ext.Cocoon.Cost
+}
+
+// channelOf is nd's open channel with peer, as nd's ledger holds it.
+func channelOf(nd, peer *node.Node) (sent, received uint64) {
+	for _, c := range nd.Channels().List() {
+		if c.Peer == peer.ID() && c.State == "open" {
+			return c.Sent, c.Received
+		}
+	}
+	return 0, 0
+}
+
+// TestPaymentsEndToEnd: on the sandbox chain with funded wallets, the
+// client and the proxy open channels on their own; every answer's cost is
+// paid by the client to the proxy and its worker part by the proxy to the
+// worker, and all three ledgers agree to the nanoTON. A client whose wallet
+// cannot fund a channel gets 402 saying so.
+func TestPaymentsEndToEnd(t *testing.T) {
+	h := testnet.New(t, testnet.WithPayments("sim-small"))
+	p := h.AddProxy()
+	w := h.AddWorker()
+	client := h.AddClient() // ready once its channel to the proxy is open
+
+	c := sdk(client)
+	var total, worker, fees int64
+	for i := range 5 {
+		resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "pay for this", int64(3+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cost := costOf(t, resp.RawJSON())
+		if cost.Total != cost.Worker+cost.ProxyFee || cost.Worker <= 0 || cost.ProxyFee <= 0 {
+			t.Fatalf("cost %+v", cost)
+		}
+		total += cost.Total
+		worker += cost.Worker
+		fees += cost.ProxyFee
+	}
+	p2ptest.Eventually(t, "the payments to settle", func() bool {
+		_, fromClient := channelOf(p, client)
+		_, toWorker := channelOf(w, p)
+		return fromClient == uint64(total) && toWorker == uint64(worker)
+	})
+	if sent, _ := channelOf(client, p); sent != uint64(total) {
+		t.Errorf("client's ledger: paid %d, the answers cost %d", sent, total)
+	}
+	if sent, _ := channelOf(p, w); sent != uint64(worker) {
+		t.Errorf("proxy's ledger: paid the worker %d, its part was %d", sent, worker)
+	}
+	spent, earned := p.Channels().Totals()
+	if int64(earned-spent) != fees {
+		t.Errorf("proxy kept %d, the fees were %d", earned-spent, fees)
+	}
+	st := client.Status(t.Context())
+	if st.Payments == nil || st.Payments.Spent != total {
+		t.Errorf("client status payments = %+v, want spent %d", st.Payments, total)
+	}
+	if got := h.Net.Payments(); !strings.Contains(got, "workers earned") {
+		t.Errorf("Payments() = %q", got)
+	}
+
+	// A client whose wallet cannot fund a channel: 402, saying why.
+	poor, err := h.Net.AddClient(t.Context(), func(c *node.Config) { c.Payments.Deposit = 1_000_000_000_000 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *openai.Error
+	pc := sdk(poor)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err = pc.Chat.Completions.New(t.Context(), chatParams("sim-small", "free?", 2))
+		if errors.As(err, &apiErr) && apiErr.StatusCode == 402 && strings.Contains(apiErr.Message, "insufficient funds") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unfunded client: %v, want 402 naming insufficient funds", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the failed open nothing signals
+	}
+}
