@@ -48,6 +48,8 @@ Usage:
   cocoon status  [flags]   what a running node sees: peers, offers, routing, serving
   cocoon wallet  address|balance [flags]
                            the node's TON wallet, from the seed in its data dir
+  cocoon channel list|open|close [--peer ID] [flags]
+                           a running node's payment channels: list, open one, close one
   cocoon config init --role R [--out FILE]
                            a configuration file with every setting, its default and meaning
   cocoon version           print the version
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runConfig(ctx, rest, stdout, stderr)
 	case "wallet":
 		return runWallet(ctx, rest, getenv, stdout, stderr)
+	case "channel":
+		return runChannel(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

@@ -131,6 +131,11 @@ func printStatus(w io.Writer, s *node.Status) {
 		fmt.Fprintf(tw, "\nserving: %d/%d active, %d answered, ttft %.1f ms, %.1f tokens/s\n", sv.Active, sv.Capacity, sv.Served,
 			sv.TTFTms, sv.TokensPerSec)
 	}
+	if ps := s.Payments; ps != nil {
+		tw.Flush()
+		fmt.Fprint(w, "\npayments: ")
+		printChannels(w, ps)
+	}
 }
 
 func orDash(s string) string {

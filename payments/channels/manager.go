@@ -972,15 +972,18 @@ func (m *Manager) CloseChannel(ctx context.Context, p peer.ID) error {
 	if _, err := o.ch.CooperativeClose(ctx, m.wallet, c, sigA, r.Signature); err != nil {
 		return fmt.Errorf("closing: %w", err)
 	}
-	o.info.Closed = true
-	b, _ := json.Marshal(o.info)
+	closed := o.info
+	closed.Closed = true
+	b, _ := json.Marshal(closed)
 	if err := m.led.SetInfo(o.id, b); err != nil {
 		return err
 	}
 	m.mu.Lock()
+	o.info.Closed = true
 	if m.out[p] == o {
 		delete(m.out, p)
 	}
+	delete(m.outs, o.id)
 	m.mu.Unlock()
 	m.log.Info("payment channel closed", "peer", p, "channel", o.ch.Address(), "paid_nanoton", sent,
 		"returned_nanoton", o.info.Deposit-sent)
@@ -1003,7 +1006,10 @@ type ChannelStatus struct {
 // List reports every channel this node has, oldest first.
 func (m *Manager) List() []ChannelStatus {
 	m.mu.Lock()
-	all := slices.Clone(m.all)
+	all := make([]channel, len(m.all)) // copies: info changes under m.mu
+	for i, c := range m.all {
+		all[i] = *c
+	}
 	outs, ins := maps.Clone(m.outs), make(map[ledger.ID]*incoming)
 	for _, in := range m.inAddr {
 		ins[in.id] = in

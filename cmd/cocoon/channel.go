@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// runChannel handles `cocoon channel list|open|close`: a running node's
+// payment channels, through its admin API.
+func runChannel(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	const use = "usage: cocoon channel list|open|close [--peer ID] [--data-dir DIR | --admin URL] [--json]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "open" && args[0] != "close") {
+		return usageError{use}
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("channel "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
+	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
+	peerID := fs.String("peer", "", "open, close: the peer paid on the channel (a proxy, or a proxy's worker)")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if sub != "list" && *peerID == "" {
+		return usageError{"channel " + sub + ": --peer is required"}
+	}
+	base := *adminURL
+	if base == "" {
+		var err error
+		if base, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
+			return err
+		}
+	}
+	method, path, wait := http.MethodGet, "/channels", 10*time.Second
+	if sub != "list" {
+		method, path, wait = http.MethodPost, "/channels/"+sub+"?peer="+url.QueryEscape(*peerID), 3*time.Minute
+		verb := map[string]string{"open": "opening a channel to", "close": "closing the channel to"}[sub]
+		fmt.Fprintf(stderr, "%s %s: waiting for the chain (up to 2 minutes)...\n", verb, *peerID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("channel %s: %s", sub, e.Error)
+		}
+		return fmt.Errorf("the node at %s answered %s", base, resp.Status)
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var ps node.PaymentsStatus
+	if err := json.Unmarshal(body, &ps); err != nil {
+		return fmt.Errorf("the node at %s sent channels this cocoon cannot read: %w", base, err)
+	}
+	printChannels(stdout, &ps)
+	return nil
+}
+
+// printChannels prints a node's channels as a table, amounts in nanoTON.
+func printChannels(w io.Writer, ps *node.PaymentsStatus) {
+	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON\n", ps.Spent, ps.Earned)
+	if len(ps.Channels) == 0 {
+		fmt.Fprintln(w, "no payment channels")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "side\tpeer\tchannel\tstate\tdeposit\tsent\treceived\tunsigned\tseqno")
+	for _, c := range ps.Channels {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.Role, c.Peer, c.Address, c.State, c.Deposit, c.Sent,
+			c.Received, c.Unsigned, c.Seqno)
+	}
+}
