@@ -24,9 +24,17 @@ echo
 echo "== one streaming chat request through client -> proxy -> worker =="
 ./bin/chat --base-url "http://$addr/v1" --model sim-small "Hello, Cocoon mesh"
 echo
+# The client pays the proxy, the proxy the worker; the testnet prints the
+# totals once the signed states land (within a couple of seconds).
+for _ in $(seq 1 50); do
+  if grep -q '^testnet: payments:' "$log"; then break; fi
+  sleep 0.1
+done
+grep '^testnet: payments:' "$log" | tail -n 1 || true
+echo
 echo "== the API stays up on http://$addr/v1 (Ctrl-C to stop). Try: =="
 echo "curl -N http://$addr/v1/chat/completions -H 'Content-Type: application/json' \\"
 echo "  -d '{\"model\":\"sim-small\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
 echo "curl http://$addr/v1/models"
-tail -n +1 -f "$log" --pid=$pid | grep -v -e '^testnet: ' || true
+tail -n +1 -f "$log" --pid=$pid | awk '!/^testnet: / || /^testnet: payments:/ { print; fflush() }' || true
 wait $pid

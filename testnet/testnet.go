@@ -371,6 +371,10 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 		return fail(err)
 	}
 	if s.payments {
+		// The proxy's channels to the workers open alongside.
+		if err := WaitReady(wctx, p); err != nil {
+			return fail(err)
+		}
 		for _, nd := range []*node.Node{c, p} {
 			for _, ch := range nd.Channels().List() {
 				if ch.Payer && ch.State == "open" {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -19,7 +20,8 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	logLevel := fs.String("log-level", "warn", "log level of the nodes: debug, info, warn or error")
 	simChunks := fs.Int("sim-chunks", 0, "sim workers answer with exactly this many chunks (benchmark shape)")
 	simChunkBytes := fs.Int("sim-chunk-bytes", 0, "bytes per sim chunk (benchmark shape)")
-	static := fs.Bool("static", false, "skip the sandbox chain and root contract: tell nodes each other's addresses (for machines without Node.js)")
+	static := fs.Bool("static", false, "skip the sandbox chain and root contract: tell nodes each other's addresses (for machines without Node.js); no payments")
+	noPayments := fs.Bool("no-payments", false, "leave payments off: no wallets, no channels")
 	var models stringList
 	fs.Var(&models, "model", "model to serve (repeatable; default sim-small, or the engine's own list)")
 	if err := fs.Parse(args); err != nil {
@@ -35,7 +37,7 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	opts := testnet.Options{
 		Workers: *workers, BackendURL: *backend, Models: models, APIAddr: *apiAddr,
 		Progress: func(s string) { fmt.Fprintln(stdout, "testnet:", s) },
-		Static:   *static,
+		Static:   *static, NoPayments: *noPayments,
 	}
 	if *simChunks > 0 {
 		opts.Worker = append(opts.Worker, func(c *node.Config) {
@@ -56,9 +58,25 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "testnet: root contract %s on the sandbox chain; every node found the others through it\n", c.Root.StringRaw())
 	}
 	fmt.Fprintln(stdout, "testnet: press Ctrl-C to stop")
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "testnet: shutting down")
-	return nil
+	// Spend and earnings, whenever they change.
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	last := s.Payments()
+	for {
+		select {
+		case <-ctx.Done():
+			if p := s.Payments(); p != "" {
+				fmt.Fprintln(stdout, "testnet: payments:", p)
+			}
+			fmt.Fprintln(stdout, "testnet: shutting down")
+			return nil
+		case <-t.C:
+			if p := s.Payments(); p != last {
+				fmt.Fprintln(stdout, "testnet: payments:", p)
+				last = p
+			}
+		}
+	}
 }
 
 func firstModel(models []string) string {
