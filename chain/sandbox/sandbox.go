@@ -141,6 +141,24 @@ func (s *Sandbox) Start(ctx context.Context) error {
 	return nil
 }
 
+// Attach returns a Sandbox that uses the sidecar another Sandbox started,
+// at url (its URL), for another process on the same machine: tests that
+// run a node in a child process. It starts and stops nothing; the one
+// that started the sidecar owns it.
+func Attach(url string, log *slog.Logger) *Sandbox {
+	s := New(Config{}, log)
+	s.base = url
+	s.proc = &process{done: make(chan struct{}), attached: true}
+	return s
+}
+
+// URL is the sidecar's URL, empty before Start.
+func (s *Sandbox) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.base
+}
+
 // Close stops the sidecar and waits for it to exit. Calls in flight fail. It
 // returns the sidecar's exit error, if it did not exit cleanly.
 func (s *Sandbox) Close() error {
@@ -156,7 +174,7 @@ func (s *Sandbox) Close() error {
 	close(s.closing)
 
 	var err error
-	if p != nil {
+	if p != nil && !p.attached {
 		err = p.stop()
 	}
 	s.transport.CloseIdleConnections()
@@ -234,10 +252,13 @@ func (s *Sandbox) call(ctx context.Context, path string, req, resp any) error {
 
 // process is a running sidecar.
 type process struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{} // closed once it exited and its output is drained
-	err   error         // how it exited; read after done
+	// attached: another process runs it (Attach); it has no cmd and is
+	// never stopped from here.
+	attached bool
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	done     chan struct{} // closed once it exited and its output is drained
+	err      error         // how it exited; read after done
 
 	mu     sync.Mutex // guards stderr
 	stderr []byte     // the tail of its stderr

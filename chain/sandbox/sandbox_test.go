@@ -562,3 +562,29 @@ func TestNotStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttach: a Sandbox attached to another's sidecar sees the same chain,
+// and closing it leaves the sidecar running. Fund reaches an account not
+// deployed yet.
+func TestAttach(t *testing.T) {
+	s := start(t)
+	ctx := ctxFor(t)
+	a := Attach(s.URL(), nil)
+	to := address.NewAddress(0, 0, make([]byte, 32))
+	if err := a.Fund(ctx, to, big.NewInt(5_000_000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := s.Account(ctx, to)
+	if err != nil {
+		t.Fatalf("the sidecar after the attached Sandbox closed: %v", err)
+	}
+	if acc.Balance.Cmp(big.NewInt(5_000_000)) != 0 {
+		t.Errorf("funded account holds %s, want 5000000", acc.Balance)
+	}
+	if _, err := a.Treasury(ctx, "x"); err == nil {
+		t.Error("a closed attached Sandbox still answers")
+	}
+}
