@@ -20,8 +20,9 @@ import (
 // its admin API's URL, so that `cocoon status` finds it.
 const AdminAddrFile = "admin.url"
 
-// startAdmin serves the admin API on loopback: GET /status (JSON Status)
-// and GET /metrics (Prometheus). Its URL goes into the data dir.
+// startAdmin serves the admin API on loopback: GET /status (JSON Status),
+// GET /metrics (Prometheus) and the web dashboard at GET / (see
+// handleDashboard). Its URL goes into the data dir.
 func (n *Node) startAdmin() error {
 	if n.cfg.Admin.Addr == "" {
 		return nil
@@ -40,7 +41,8 @@ func (n *Node) startAdmin() error {
 		enc.Encode(n.Status(r.Context()))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.handleDashboard(mux)
+	n.admin = &http.Server{Handler: guardAdmin(mux), ReadHeaderTimeout: 5 * time.Second}
 	url := "http://" + ln.Addr().String()
 	if err := p2p.WriteSecret(filepath.Join(n.cfg.DataDir, AdminAddrFile), []byte(url+"\n")); err != nil {
 		ln.Close()
