@@ -1,0 +1,154 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/gateway"
+	"github.com/cocoon-mesh/cocoon/internal/metrics"
+)
+
+// Request metrics are taken where a role's requests pass through an
+// interface the node assembles: a worker's Backend, a client's Upstream.
+// Wrapping them records every request without the worker or gateway
+// knowing.
+
+// observeBackend wraps a worker's backend so that every request it runs is
+// recorded in r. Requests the worker refuses before they reach the
+// backend (at capacity, unattested) are not.
+func observeBackend(b inference.Backend, r *metrics.Requests) inference.Backend {
+	return &observedBackend{Backend: b, r: r}
+}
+
+type observedBackend struct {
+	inference.Backend
+	r *metrics.Requests
+}
+
+func (b *observedBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+	start := time.Now()
+	var ttft time.Duration
+	var emitErr error
+	res, err := b.Backend.Generate(ctx, req, func(c inference.Chunk) error {
+		if ttft == 0 {
+			ttft = max(time.Since(start), 1)
+		}
+		if err := emit(c); err != nil {
+			emitErr = err
+			return err
+		}
+		return nil
+	})
+	code := metrics.CodeOK
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || (emitErr != nil && errors.Is(err, emitErr)):
+		code = inference.CodeCancelled.String() // the proxy went away
+	default:
+		code = codeLabel(inference.AsError(err, inference.CodeEngine).Code)
+	}
+	b.r.Observe(code, ttft, time.Since(start), int(res.Usage.CompletionTokens))
+	return res, err
+}
+
+// observeUpstream wraps a client's upstream so that every request sent
+// through it is recorded in r, from the moment it is sent to its End,
+// Error or abandonment.
+func observeUpstream(up gateway.Upstream, r *metrics.Requests) gateway.Upstream {
+	return observedUpstream{Upstream: up, r: r}
+}
+
+type observedUpstream struct {
+	gateway.Upstream
+	r *metrics.Requests
+}
+
+func (u observedUpstream) Open(ctx context.Context, req *inference.Request) (gateway.Response, error) {
+	start := time.Now()
+	resp, err := u.Upstream.Open(ctx, req)
+	if err != nil {
+		code := "upstream_error"
+		switch {
+		case ctx.Err() != nil:
+			code = inference.CodeCancelled.String()
+		case errors.Is(err, gateway.ErrNoProxy):
+			code = "no_proxy"
+		}
+		u.r.Observe(code, 0, time.Since(start), 0)
+		return nil, err
+	}
+	o := &observedResponse{Response: resp, r: u.r, start: start}
+	if pr, ok := resp.(gateway.ProxyResponse); ok {
+		return observedProxyResponse{o, pr}, nil // the gateway pays the proxy it names
+	}
+	return o, nil
+}
+
+// observedProxyResponse is an observedResponse that names its proxy, as
+// the response it wraps does.
+type observedProxyResponse struct {
+	*observedResponse
+	pr gateway.ProxyResponse
+}
+
+func (o observedProxyResponse) Proxy() peer.ID { return o.pr.Proxy() }
+
+// observedResponse records its request once: at its End or Error frame,
+// at a failed read, or when it is closed before either.
+type observedResponse struct {
+	gateway.Response
+	r     *metrics.Requests
+	start time.Time
+	ttft  time.Duration
+	done  bool
+}
+
+func (o *observedResponse) Next() (inference.Event, error) {
+	ev, err := o.Response.Next()
+	switch {
+	case o.done:
+	case err != nil:
+		code := "upstream_error"
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			code = inference.CodeCancelled.String()
+		}
+		o.finish(code, 0)
+	case ev.Type == inference.FrameChunk:
+		if o.ttft == 0 {
+			o.ttft = max(time.Since(o.start), 1)
+		}
+	case ev.Type == inference.FrameEnd:
+		o.finish(metrics.CodeOK, int(ev.End.Usage.CompletionTokens))
+	case ev.Type == inference.FrameError:
+		o.finish(codeLabel(ev.Err.Code), 0)
+	}
+	return ev, err
+}
+
+func (o *observedResponse) Close() {
+	if !o.done {
+		o.finish(inference.CodeCancelled.String(), 0) // the app went away
+	}
+	o.Response.Close()
+}
+
+func (o *observedResponse) finish(code string, tokens int) {
+	o.done = true
+	o.r.Observe(code, o.ttft, time.Since(o.start), tokens)
+}
+
+// codeLabel names c for a metric label; codes this build does not know
+// (a newer peer's, or garbage) share one label, so a peer cannot make the
+// label set grow.
+func codeLabel(c inference.Code) string {
+	s := c.String()
+	if strings.HasPrefix(s, "code(") {
+		return "unknown_error"
+	}
+	return s
+}
