@@ -32,7 +32,7 @@ func (n *Node) startAdmin() error {
 		return fmt.Errorf("admin.addr: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(statusCollector{n})
+	reg.MustRegister(statusCollector{n}, n.requests)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -41,6 +41,7 @@ func (n *Node) startAdmin() error {
 		enc.Encode(n.Status(r.Context()))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	n.paymentRoutes(mux)
 	n.handleDashboard(mux)
 	n.admin = &http.Server{Handler: guardAdmin(mux), ReadHeaderTimeout: 5 * time.Second}
 	url := "http://" + ln.Addr().String()

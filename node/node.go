@@ -35,6 +35,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -70,6 +71,7 @@ type Node struct {
 	pay      *payState          // nil without payments
 	admin    *http.Server       // the admin API; nil when admin.addr is empty
 	adminURL string
+	requests *metrics.Requests // what the node measured of the requests it sent or served, for /metrics
 	ln       net.Listener
 
 	cancel context.CancelFunc
@@ -89,7 +91,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String()), newOffer: make(chan struct{}, 1), joined: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String()), newOffer: make(chan struct{}, 1), joined: make(chan struct{}, 1),
+		requests: metrics.NewRequests(cfg.Role.String())}
 	for _, o := range opts {
 		o(n)
 	}
@@ -213,6 +216,13 @@ func (n *Node) attestedProxies() []peer.ID {
 	return out
 }
 
+// attest runs the attestation handshake with p, for a peer that reached
+// this node without a verdict here.
+func (n *Node) attest(ctx context.Context, p peer.ID) error {
+	_, err := n.hs.Attest(ctx, p)
+	return err
+}
+
 // attestOnly is a keeper hook for peers that need only be attested: a
 // worker's proxies, a client's proxies.
 func (n *Node) attestOnly() discovery.Hooks {
@@ -254,7 +264,7 @@ func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 	receipts := &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Price: func(string) payments.Price { return price }}
 	admit, served := n.workerPayments()
 	n.worker = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts,
-		Admit: admit, Served: served}, h.ID(), n.backend, verified, n.log)
+		Admit: admit, Served: served, Attest: n.attest}, h.ID(), observeBackend(n.backend, n.requests), verified, n.log)
 	n.worker.Register(n.sv)
 	if _, err := n.worker.Catalog(ctx); err != nil {
 		n.log.Warn("engine not answering yet", "err", err)
@@ -283,6 +293,7 @@ func (n *Node) startProxy(h host.Host) error {
 	n.router.SetPricer(n.offerPrice)
 	n.router.SetBiller(n.bill)
 	n.router.SetPayments(n.proxyPayments())
+	n.router.SetAttester(n.attest)
 	n.router.Register(n.sv)
 	workers, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
 	if err != nil {
@@ -318,7 +329,7 @@ func (n *Node) startClient(h host.Host) error {
 	if n.pay != nil {
 		gc.Admit, gc.Paid = n.clientAdmit, n.clientPaid
 	}
-	n.gw = gateway.New(gc, n.up, n.log)
+	n.gw = gateway.New(gc, observeUpstream(n.up, n.requests), n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 	if err != nil {
 		return fmt.Errorf("client.api_addr: %w", err)

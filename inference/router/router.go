@@ -64,6 +64,7 @@ type Router struct {
 	price    Pricer          // set before serving; nil: prices unknown
 	bill     Biller          // set before serving; nil: answers carry no cost
 	pay      *Payments       // set before serving; nil: nobody pays
+	attest   Attester        // set before serving; nil: peers must have attested first
 	tiers    Tiers
 	now      func() time.Time
 	halfLife float64 // FadeHalfLife in seconds; 0: measurements never fade
@@ -189,6 +190,35 @@ type Biller func(p peer.ID, model string, u inference.Usage, price *payments.Pri
 // SetBiller makes the router put each answer's cost in its End frame.
 func (r *Router) SetBiller(f Biller) { r.bill = f }
 
+// Attester runs the attestation handshake with p, giving both sides a
+// verdict.
+type Attester func(ctx context.Context, p peer.ID) error
+
+// SetAttester makes the router attest a client that opens a stream without
+// a verdict here, instead of refusing it: a client that attested this
+// proxy before it restarted keeps its own verdict and does not attest
+// again by itself. Call it before the router serves.
+func (r *Router) SetAttester(f Attester) { r.attest = f }
+
+// attested reports whether p has a verdict, attesting it first if it has
+// none and the router can.
+func (r *Router) attested(ctx context.Context, p peer.ID) bool {
+	if _, ok := r.tiers(p); ok {
+		return true
+	}
+	if r.attest == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := r.attest(ctx, p); err != nil {
+		r.log.Info("attesting a peer without a verdict", "peer", p, "err", err)
+		return false
+	}
+	_, ok := r.tiers(p)
+	return ok
+}
+
 // Payments is how a router settles with clients and workers.
 type Payments struct {
 	// Admit is asked before routing whether client may be served: it has
@@ -287,7 +317,7 @@ func (r *Router) Catalog() *inference.Catalog {
 }
 
 func (r *Router) serveCatalog(ctx context.Context, s network.Stream) error {
-	if _, ok := r.tiers(s.Conn().RemotePeer()); !ok {
+	if !r.attested(ctx, s.Conn().RemotePeer()) {
 		return inference.ErrUnattestedPeer
 	}
 	return inference.ServeCatalog(s, r.Catalog())
@@ -607,6 +637,7 @@ func (r *Router) Workers() []WorkerStats {
 
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	client := s.Conn().RemotePeer()
+	r.attested(ctx, client)
 	check := func() *inference.Error {
 		if _, ok := r.tiers(client); !ok {
 			return inference.Errorf(inference.CodeUnattested, "proxy has no attestation verdict for %s", client)

@@ -37,6 +37,10 @@ type Config struct {
 	Admit func(proxy peer.ID) *inference.Error
 	// Served, if set, is told of each answer given, with its receipt.
 	Served func(proxy peer.ID, r *payments.Receipt)
+	// Attest, if set, runs the attestation handshake with a proxy that
+	// opens a stream without a verdict here (one that attested this worker
+	// before it restarted), instead of refusing it.
+	Attest func(ctx context.Context, proxy peer.ID) error
 }
 
 // Receipts is what a worker signs its receipts with: its peer key, and the
@@ -145,7 +149,7 @@ func (w *Server) Catalog(ctx context.Context) (*inference.Catalog, error) {
 }
 
 func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
-	if !w.allow(s.Conn().RemotePeer()) {
+	if !w.attested(ctx, s.Conn().RemotePeer()) {
 		return inference.ErrUnattestedPeer
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -159,6 +163,7 @@ func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
 
 func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	remote := s.Conn().RemotePeer()
+	w.attested(ctx, remote)
 	check := func() *inference.Error {
 		if !w.allow(remote) {
 			return inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote)
@@ -168,6 +173,24 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	return inference.ServeRequests(ctx, s, w.serveCfg, check, func(ctx context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
 		return w.serveOne(ctx, remote, req, fw)
 	})
+}
+
+// attested reports whether p has a verdict, attesting it first if it has
+// none and the worker can.
+func (w *Server) attested(ctx context.Context, p peer.ID) bool {
+	if w.allow(p) {
+		return true
+	}
+	if w.cfg.Attest == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.cfg.Attest(ctx, p); err != nil {
+		w.log.Info("attesting a peer without a verdict", "peer", p, "err", err)
+		return false
+	}
+	return w.allow(p)
 }
 
 func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {
