@@ -57,6 +57,8 @@ type PaymentsConfig struct {
 	// Quarantine is how long an uncooperative close of this node's
 	// channels can be challenged.
 	Quarantine Duration `toml:"quarantine"`
+	// Batch is how long a payer gathers answers into one signed state.
+	Batch Duration `toml:"batch"`
 }
 
 // AdminConfig places the admin API: JSON status and Prometheus metrics.
@@ -231,7 +233,7 @@ func DefaultConfig(role Role) Config {
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
 		Admin:  AdminConfig{Addr: "127.0.0.1:0"},
 		Payments: PaymentsConfig{Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 50_000_000,
-			Quarantine: Duration(time.Hour)},
+			Quarantine: Duration(time.Hour), Batch: Duration(50 * time.Millisecond)},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
 		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
@@ -309,6 +311,9 @@ func (c *Config) Validate() error {
 		}
 		if p.Quarantine.D() < time.Minute || p.Quarantine.D() > 30*24*time.Hour {
 			return fmt.Errorf("payments.quarantine: %s must be from 1m to 720h", p.Quarantine)
+		}
+		if p.Batch.D() < 0 || p.Batch.D() > time.Second {
+			return fmt.Errorf("payments.batch: %s must be from 0 to 1s", p.Batch)
 		}
 	}
 	switch c.Role {

@@ -63,6 +63,7 @@ var settingDocs = map[string]string{
 	"payments.deposit":    "nanoTON put into each channel this node opens (a client's to a proxy, a proxy's to a worker); the channel's capacity, since the contract takes no top-up.",
 	"payments.reserve":    "A channel with less than this many nanoTON left is replaced by a new one.",
 	"payments.max_credit": "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies).",
+	"payments.batch":      "How long a payer gathers answers into one signed state (one signature and one disk write on each side for all of them); 0 signs each answer's payment at once.",
 	"payments.quarantine": "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
 
 	"gossip.announce_interval": "How often workers and proxies re-announce their offers; offers live three intervals (100ms to 40s).",

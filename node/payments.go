@@ -64,7 +64,8 @@ func (n *Node) startPayments() error {
 		return fmt.Errorf("%w (is another node running on this data dir?)", err)
 	}
 	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, MaxCredit: pc.MaxCredit,
-		Forward: n.cfg.Role == RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D()}
+		Forward: n.cfg.Role == RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
+		OpenTimeout: time.Minute}
 	m := channels.New(cc, n.h, n.chain, w, key, led, n.log)
 	if err := m.Start(n.sv); err != nil {
 		led.Close()
@@ -146,9 +147,12 @@ func (n *Node) proxyPayments() *router.Payments {
 			return nil
 		},
 		Payable: func(w peer.ID) bool { return m.Payable(w) == nil },
-		Served: func(p peer.ID, c inference.Cost) {
+		Served: func(p peer.ID, c inference.Cost, receipt []byte) {
 			if c.Total > 0 {
 				m.Served(p, uint64(c.Total))
+			}
+			if receipt != nil {
+				m.Relayed(receipt)
 			}
 		},
 	}

@@ -233,9 +233,16 @@ func TestVerifyNamed(t *testing.T) {
 	if _, err := payments.VerifyNamed(forged); !errors.Is(err, payments.ErrSignature) {
 		t.Errorf("forged receipt: %v, want ErrSignature", err)
 	}
+	// OpenNamed checks the form and the name, not the signature.
+	if r, err := payments.OpenNamed(forged); err != nil || r.Worker != worker {
+		t.Errorf("OpenNamed(forged) = %v, %v; want it opened, naming %s", r, err, worker)
+	}
 	for _, b := range [][]byte{nil, {0}, {0, 200, 1}} {
 		if _, err := payments.VerifyNamed(b); err == nil {
 			t.Errorf("VerifyNamed(%x) accepted", b)
+		}
+		if _, err := payments.OpenNamed(b); err == nil {
+			t.Errorf("OpenNamed(%x) accepted", b)
 		}
 	}
 }

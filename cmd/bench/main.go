@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg config
 	rows := fs.String("rows", "1,2,3,4,5", "rows to run, comma-separated")
-	targets := fs.String("targets", direct+","+mesh+","+meshEngine, "targets to load, comma-separated (row 5 loads mesh only)")
+	targets := fs.String("targets", direct+","+mesh+","+meshChain+","+meshPay+","+meshEngine, "targets to load, comma-separated (row 5 loads mesh only; row 4 skips mesh+chain and mesh+pay)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded in rows 1-4")
 	fs.IntVar(&cfg.warmup, "warmup", 20, "warm-up requests per target before it is measured")
 	fs.StringVar(&cfg.transport, "transport", "default", "libp2p transport between nodes: default (the nodes' own: TCP and QUIC, libp2p picks), tcp or quic")
@@ -145,8 +145,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	slices.Sort(cfg.rows)
 	for _, t := range strings.Split(*targets, ",") {
 		t = strings.TrimSpace(t)
-		if t != direct && t != mesh && t != meshEngine {
-			return fmt.Errorf("-targets: %q is not %s, %s or %s", t, direct, mesh, meshEngine)
+		if t != direct && t != mesh && t != meshEngine && t != meshPay && t != meshChain {
+			return fmt.Errorf("-targets: %q is not %s, %s, %s, %s or %s", t, direct, mesh, meshChain, meshPay, meshEngine)
 		}
 		cfg.targets = append(cfg.targets, t)
 	}

@@ -23,6 +23,7 @@ type meshNet struct {
 	net    *testnet.Net
 	dir    string
 	client *node.Node
+	proxy  *node.Node // with payments only
 }
 
 // Transports the nodes may listen on: the default is the nodes' own
@@ -36,7 +37,9 @@ var listenAddrs = map[string][]string{
 // startMesh starts a network whose worker is configured by mods and opts,
 // whose proxy and worker listen on transport, and waits until its client
 // serves.
-func startMesh(ctx context.Context, log *slog.Logger, transport string, mods []testnet.Modify, opts ...node.Option) (*meshNet, error) {
+// With chain, the nodes find each other through a root contract on the
+// sandbox chain, and with payments they also pay.
+func startMesh(ctx context.Context, log *slog.Logger, transport string, chain, payments bool, mods []testnet.Modify, opts ...node.Option) (*meshNet, error) {
 	dir, err := os.MkdirTemp("", "cocoon-bench-")
 	if err != nil {
 		return nil, err
@@ -51,11 +54,30 @@ func startMesh(ctx context.Context, log *slog.Logger, transport string, mods []t
 			c.P2P.Listen = addrs
 		}
 	}
+	if chain {
+		// Nodes find each other through the root contract, the proxy
+		// first.
+		c, err := testnet.StartChain(ctx, "local", []string{mockModel}, log)
+		if err != nil {
+			return fail("the sandbox chain", err)
+		}
+		m.net.UseChain(c)
+		if payments {
+			if err := m.net.EnablePayments(); err != nil {
+				return fail("payments", err)
+			}
+		}
+		if m.proxy, err = m.net.AddProxy(ctx, listen); err != nil {
+			return fail("proxy", err)
+		}
+	}
 	if _, err := m.net.AddWorker(ctx, append([]testnet.Modify{listen}, mods...), opts...); err != nil {
 		return fail("worker", err)
 	}
-	if _, err := m.net.AddProxy(ctx, listen); err != nil {
-		return fail("proxy", err)
+	if !chain {
+		if _, err := m.net.AddProxy(ctx, listen); err != nil {
+			return fail("proxy", err)
+		}
 	}
 	if m.client, err = m.net.AddClient(ctx); err != nil {
 		return fail("client", err)
@@ -64,6 +86,11 @@ func startMesh(ctx context.Context, log *slog.Logger, transport string, mods []t
 	defer cancel()
 	if err := testnet.WaitReady(wctx, m.client); err != nil {
 		return fail("network", err)
+	}
+	if m.proxy != nil { // with payments: its channel to the worker is open too
+		if err := testnet.WaitReady(wctx, m.proxy); err != nil {
+			return fail("network", err)
+		}
 	}
 	return m, nil
 }

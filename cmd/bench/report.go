@@ -19,6 +19,7 @@ const (
 	maxAddedP50C30 = 5 * time.Millisecond   // rows 2 and 3
 	minRatioC30    = 0.6                    // rows 2 and 3: mesh req/s over direct req/s
 	maxGapDev      = 5.0                    // row 4: percent off the engine's gap
+	maxPayAdded    = 200 * time.Microsecond // row 1: mesh+pay p50 over mesh+chain p50
 )
 
 // report is everything one run of the bench measured.
@@ -60,7 +61,10 @@ type row struct {
 type targetResult struct {
 	Target   string        `json:"target"`
 	Result   *loadResult   `json:"result"`
-	AddedP50 time.Duration `json:"added_p50_ns,omitempty"`     // p50 latency over direct's
+	AddedP50 time.Duration `json:"added_p50_ns,omitempty"` // p50 latency over direct's
+	// PayAdded is mesh+pay's p50 latency over mesh+chain's in the same
+	// row: what payments add to a request.
+	PayAdded time.Duration `json:"payment_added_p50_ns,omitempty"`
 	Ratio    float64       `json:"throughput_ratio,omitempty"` // req/s over direct's
 	// Row 4: the gaps between chunks as the engine made them (timed where
 	// it emits them), and how far the gaps the app saw are off them, in %.
@@ -114,10 +118,13 @@ func (rep *report) add(r *row) {
 
 // compare fills in each run's comparison with direct and its checks.
 func (r *row) compare() {
-	var base *loadResult
+	var base, plain *loadResult
 	for _, x := range r.Runs {
-		if x.Target == direct {
+		switch x.Target {
+		case direct:
 			base = x.Result
+		case meshChain:
+			plain = x.Result
 		}
 	}
 	for _, x := range r.Runs {
@@ -150,6 +157,11 @@ func (r *row) compare() {
 			// Nothing to compare with: run without -targets direct.
 		case r.N == 1:
 			x.Checks = []check{{"added p50 <= " + msShort(maxAddedP50C1), clean && x.AddedP50 <= maxAddedP50C1}}
+			if x.Target == meshPay && plain != nil {
+				x.PayAdded = res.Latency.P50 - plain.Latency.P50
+				x.Checks = append(x.Checks, check{fmt.Sprintf("payment adds p50 %s <= %s", signedMs(x.PayAdded), msShort(maxPayAdded)),
+					clean && x.PayAdded <= maxPayAdded})
+			}
 		case r.N == 2, r.N == 3:
 			x.Checks = []check{
 				{fmt.Sprintf("req/s >= %gx direct", minRatioC30), clean && x.Ratio >= minRatioC30},
@@ -157,6 +169,14 @@ func (r *row) compare() {
 			}
 		}
 	}
+}
+
+// signedMs is d in milliseconds with its sign.
+func signedMs(d time.Duration) string {
+	if d < 0 {
+		return "-" + ms(-d)
+	}
+	return "+" + ms(d)
 }
 
 func pctOff(got, want time.Duration) float64 {

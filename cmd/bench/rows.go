@@ -32,6 +32,13 @@ const (
 	direct     = "direct"
 	mesh       = "mesh"
 	meshEngine = "mesh+engine"
+	// meshPay is mesh with payments on: the sandbox chain, funded
+	// wallets, channels, and every answer paid client -> proxy -> worker.
+	meshPay = "mesh+pay"
+	// meshChain is mesh+pay's network with payments off: the same
+	// discovery through the root contract, so that the two differ only
+	// in payments.
+	meshChain = "mesh+chain"
 )
 
 var rowNames = []string{
@@ -54,6 +61,8 @@ type target struct {
 	name string
 	url  string
 	rec  *gapRecorder // the gaps its engine made, when paced
+	// done, if set, sums up the payments after a load (mesh+pay).
+	done func() string
 }
 
 // env is the engines and networks a group of rows loads.
@@ -106,7 +115,9 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	}
 
 	if want(4) {
-		e, err := b.setUp(ctx, pacedGap, 0, b.cfg.targets...)
+		// The paced row checks gaps; payments do not touch them.
+		paced := slices.DeleteFunc(slices.Clone(b.cfg.targets), func(t string) bool { return t == meshPay || t == meshChain })
+		e, err := b.setUp(ctx, pacedGap, 0, paced...)
 		if err != nil {
 			return nil, err
 		}
@@ -180,6 +191,8 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 		var (
 			mods []testnet.Modify
 			opts []node.Option
+			pay  bool
+			on   bool // with pay: payments on
 		)
 		switch name {
 		case direct:
@@ -203,6 +216,10 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 				t.rec = &gapRecorder{}
 				opts = append(opts, node.WithBackend(timedBackend{sb, t.rec}))
 			}
+		case meshPay:
+			mods, pay, on = []testnet.Modify{simShape, limit}, true, true
+		case meshChain:
+			mods, pay = []testnet.Modify{simShape, limit}, true
 		case meshEngine:
 			mods = []testnet.Modify{engine, limit}
 			if gap > 0 {
@@ -210,7 +227,7 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 			}
 		}
 		t0 := time.Now()
-		m, err := startMesh(ctx, b.log, b.cfg.transport, mods, opts...)
+		m, err := startMesh(ctx, b.log, b.cfg.transport, pay, on, mods, opts...)
 		if err != nil {
 			e.close()
 			return nil, fmt.Errorf("%s network: %w", name, err)
@@ -219,6 +236,9 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 		t.url = m.URL()
 		e.targets = append(e.targets, t)
 		b.logf("%s network up in %s: client, proxy, %d worker", name, time.Since(t0).Round(time.Millisecond), workers)
+		if on {
+			t.done = m.net.Payments
+		}
 	}
 	return e, nil
 }
@@ -265,6 +285,9 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 		}
 		r.Runs = append(r.Runs, tr)
 		b.logf("row %d (%s) %-11s %s", n, r.Name, t.name, brief(tr))
+		if t.done != nil {
+			b.logf("row %d %s payments so far: %s", n, t.name, t.done())
+		}
 	}
 	r.compare()
 	return r, nil

@@ -333,7 +333,7 @@ func TestPayments(t *testing.T) {
 			return nil
 		},
 		Payable: func(p peer.ID) bool { return m.names[p.String()] != "unpayable" },
-		Served: func(_ peer.ID, c inference.Cost) {
+		Served: func(_ peer.ID, c inference.Cost, _ []byte) {
 			mu.Lock()
 			served = append(served, c)
 			mu.Unlock()

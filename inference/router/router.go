@@ -227,8 +227,9 @@ type Payments struct {
 	// Payable says whether the proxy can pay worker: only such workers
 	// are routed to.
 	Payable func(worker peer.ID) bool
-	// Served is told of each answer a client got, with its cost.
-	Served func(client peer.ID, c inference.Cost)
+	// Served is told of each answer a client got whose receipt (nil for
+	// none) agreed with what was relayed, with its cost.
+	Served func(client peer.ID, c inference.Cost, receipt []byte)
 }
 
 // SetPayments makes the router settle answers; call it before serving.
@@ -815,9 +816,6 @@ func (r *Router) forward(ctx context.Context, client peer.ID, w *worker, req *in
 			if err := out.Flush(); err != nil {
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
-			if r.pay != nil && end.Cost != nil {
-				r.pay.Served(client, *end.Cost)
-			}
 			// Checked after the client has its answer, off its latency: a
 			// worker whose receipt disagrees with what it streamed is
 			// marked failed, and routed to less.
@@ -825,7 +823,11 @@ func (r *Router) forward(ctx context.Context, client peer.ID, w *worker, req *in
 				if err := r.checkReceipt(w, req, end, content); err != nil {
 					o = outcomeFailure
 					log().Warn("worker's receipt refused", "worker", w.id, "err", err)
+					return true, nil // the client refuses it too, and pays nothing
 				}
+			}
+			if r.pay != nil && end.Cost != nil {
+				r.pay.Served(client, *end.Cost, end.Receipt)
 			}
 			return true, nil
 		case inference.FrameError:

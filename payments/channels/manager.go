@@ -52,13 +52,18 @@ type Config struct {
 	// OpenTimeout bounds waiting for a deployed channel to show up open
 	// on chain.
 	OpenTimeout time.Duration
+	// Batch is how long a payer waits after an answer to be paid for
+	// before it signs, so that one state (one signature, one disk write
+	// on each side) pays for every answer in that time. 0 pays each at
+	// once.
+	Batch time.Duration
 }
 
 // DefaultConfig: 1 TON deposits, 0.01 TON reserve, 0.01 TON of credit, a
 // one-hour quarantine.
 func DefaultConfig(network string) Config {
 	return Config{Network: network, Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 10_000_000,
-		Quarantine: time.Hour, OpenTimeout: time.Minute}
+		Quarantine: time.Hour, OpenTimeout: time.Minute, Batch: 50 * time.Millisecond}
 }
 
 // Errors. ErrNoChannel and ErrCredit are what a payee refuses a request
@@ -89,6 +94,7 @@ type Manager struct {
 	in      map[peer.ID]*incoming     // the channel each payer pays on now
 	inAddr  map[string]*incoming      // every channel this node is paid on, by address
 	opening map[peer.ID]chan struct{} // closed when the open in flight ends
+	relayed map[[32]byte]struct{}     // receipts a proxy compared with what it relayed, bounded
 	all     []*channel                // every channel, for List
 
 	ctx    context.Context
@@ -108,7 +114,7 @@ func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.Priv
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{cfg: cfg, h: h, chain: c, wallet: w, key: key, led: led, log: log.With("component", "payments"),
 		proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
-		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}),
+		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}), relayed: make(map[[32]byte]struct{}),
 		ctx: ctx, cancel: cancel}
 }
 
@@ -176,7 +182,8 @@ type outgoing struct {
 // incoming is a channel this node is paid on.
 type incoming struct {
 	channel
-	mu       sync.Mutex // guards the fields below; held through a payment's ledger write
+	payMu    sync.Mutex // one payment (or close) at a time, through its ledger write
+	mu       sync.Mutex // guards the fields below; never held across I/O
 	seqno    uint64
 	received uint64
 	served   uint64 // answers served, priced; starts at received
@@ -488,12 +495,24 @@ func (m *Manager) send(o *outgoing) {
 	}()
 	backoff := 100 * time.Millisecond
 	log := m.log.With("peer", o.peer, "channel", o.ch.Address())
+	batch := time.NewTimer(0)
+	defer batch.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-o.wake:
 		}
+		if m.cfg.Batch > 0 {
+			// Gather the answers of the next moment into the same state.
+			batch.Reset(m.cfg.Batch)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-batch.C:
+			}
+		}
+	deliver:
 		for {
 			o.mu.Lock()
 			synced := o.synced
@@ -536,9 +555,12 @@ func (m *Manager) send(o *outgoing) {
 			var re *ReplyError
 			switch {
 			case err == nil:
+				// Delivered. What arrived meanwhile waits for the next
+				// batch (its Pay woke the sender), so that one state pays
+				// for all of it.
 				m.acked(o, q, r)
 				backoff = 100 * time.Millisecond
-				continue
+				break deliver
 			case errors.As(err, &re) && re.Code == codeRefused:
 				log.Error("payee refused payment; channel no longer used", "err", err)
 				o.mu.Lock()
@@ -643,6 +665,22 @@ func (m *Manager) Admit(p peer.ID) error {
 		return fmt.Errorf("%w: %d nanoTON served and not paid, limit %d", ErrCredit, in.served-in.received, m.cfg.MaxCredit)
 	}
 	return nil
+}
+
+// maxRelayed bounds the receipts Relayed remembers.
+const maxRelayed = 1 << 16
+
+// Relayed records that this proxy compared receipt with the answer it
+// relayed (the router's check), so that a client's payment for it needs
+// no second signature check.
+func (m *Manager) Relayed(receipt []byte) {
+	h := payments.Hash(receipt)
+	m.mu.Lock()
+	if len(m.relayed) >= maxRelayed {
+		clear(m.relayed) // the next payments verify signatures again
+	}
+	m.relayed[h] = struct{}{}
+	m.mu.Unlock()
 }
 
 // Served records that p was served an answer costing amount.
@@ -783,20 +821,25 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	}
 	sent := st.Sent.Uint64()
 
+	// One payment at a time per channel; Admit and Served take only
+	// in.mu, so they never wait for this payment's disk write.
+	in.payMu.Lock()
+	defer in.payMu.Unlock()
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.broken != nil {
-		return refuse("%v", in.broken)
+	broken, seqno, received := in.broken, in.seqno, in.received
+	in.mu.Unlock()
+	if broken != nil {
+		return refuse("%v", broken)
 	}
-	if st.Seqno <= in.seqno {
-		if sent <= in.received {
+	if st.Seqno <= seqno {
+		if sent <= received {
 			// A resend of a state already held: say what is held.
-			return &reply{Received: in.received, Seqno: in.seqno}
+			return &reply{Received: received, Seqno: seqno}
 		}
-		return refuse("seqno %d is not above %d", st.Seqno, in.seqno)
+		return refuse("seqno %d is not above %d", st.Seqno, seqno)
 	}
-	if sent < in.received {
-		return refuse("cumulative amount %d is below %d", sent, in.received)
+	if sent < received {
+		return refuse("cumulative amount %d is below %d", sent, received)
 	}
 	if sent > in.info.Deposit {
 		return refuse("cumulative amount %d is above the deposit %d", sent, in.info.Deposit)
@@ -807,7 +850,7 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	chans := []ledger.Channel{{ID: in.id, State: ledger.State{Seqno: st.Seqno, Received: sent, Signed: q.State}}}
 	var owed map[peer.ID]uint64
 	if m.cfg.Forward {
-		if owed, err = m.split(q, in.received, sent); err != nil {
+		if owed, err = m.split(q, received, sent); err != nil {
 			return refuse("%v", err)
 		}
 	}
@@ -845,19 +888,23 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	if err := m.led.PutAll(ctx, chans...); err != nil {
 		// Whether it landed is unknown: stop using the channel rather than
 		// answer a resend from memory that may not match the disk.
+		in.mu.Lock()
 		in.broken = fmt.Errorf("%w: storing a payment: %v", ErrBroken, err)
+		in.mu.Unlock()
 		m.log.Error("storing a payment failed; channel no longer used", "peer", from, "err", err)
 		return &reply{Code: codeBusy, Message: "storing the payment failed"}
 	}
+	in.mu.Lock()
 	in.seqno, in.received = st.Seqno, sent
 	in.served = max(in.served, sent)
+	in.mu.Unlock()
 	for i, o := range outs {
 		o.mu.Lock()
 		o.seqno, o.sent, o.enc = states[i].Seqno, states[i].Sent, states[i].Signed
 		o.mu.Unlock()
 		o.poke()
 	}
-	return &reply{Received: in.received, Seqno: in.seqno}
+	return &reply{Received: sent, Seqno: st.Seqno}
 }
 
 // split checks a client's payment entries and says what each worker is
@@ -881,7 +928,18 @@ func (m *Manager) split(q *request, received, sent uint64) (map[peer.ID]uint64, 
 	var sum uint64
 	self := m.h.ID()
 	for _, e := range q.Entries[i:] {
-		r, err := payments.VerifyNamed(e.Receipt)
+		// A receipt this proxy compared with the answer it relayed needs
+		// no second signature check; one from before a restart does.
+		h := payments.Hash(e.Receipt)
+		m.mu.Lock()
+		_, seen := m.relayed[h]
+		delete(m.relayed, h)
+		m.mu.Unlock()
+		open := payments.VerifyNamed
+		if seen {
+			open = payments.OpenNamed
+		}
+		r, err := open(e.Receipt)
 		if err != nil {
 			return nil, fmt.Errorf("receipt: %w", err)
 		}
@@ -920,6 +978,8 @@ func (m *Manager) closeSig(from peer.ID, q *request) *reply {
 	if r != nil {
 		return r
 	}
+	in.payMu.Lock()
+	defer in.payMu.Unlock()
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	c := ton.CloseFor(new(big.Int).SetUint64(in.info.Deposit), ton.State{Seqno: in.seqno, Sent: new(big.Int).SetUint64(in.received)})
