@@ -42,6 +42,7 @@ func (n *Node) startAdmin() error {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	n.paymentRoutes(mux)
+	n.doctorRoutes(mux)
 	n.handleDashboard(mux)
 	n.admin = &http.Server{Handler: guardAdmin(mux), ReadHeaderTimeout: 5 * time.Second}
 	url := "http://" + ln.Addr().String()

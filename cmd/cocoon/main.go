@@ -45,7 +45,8 @@ Usage:
   cocoon proxy   [flags]   route requests to workers
   cocoon client  [flags]   expose the OpenAI-compatible API on 127.0.0.1:10000
   cocoon testnet [flags]   run a proxy, workers and a client on 127.0.0.1
-  cocoon status  [flags]   what a running node sees: peers, offers, routing, serving
+  cocoon status  [flags]   what a running node sees: peers, offers, routing, serving, payments
+  cocoon doctor  [flags]   a running node checks itself: each check passes or fails, with its fix
   cocoon wallet  address|balance [flags]
                            the node's TON wallet, from the seed in its data dir
   cocoon channel list|open|close [--peer ID] [flags]
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runWallet(ctx, rest, getenv, stdout, stderr)
 	case "channel":
 		return runChannel(ctx, rest, getenv, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

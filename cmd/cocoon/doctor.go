@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/node"
+)
+
+// errDoctorFailed is returned when a check fails, so that scripts can tell.
+var errDoctorFailed = errors.New("doctor: some checks failed")
+
+// runDoctor asks a running node to check itself (attestation, root
+// contract, DHT, engine, proxies or workers, selection, price, payments)
+// and prints each check with its fix.
+func runDoctor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
+	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
+	asJSON := fs.Bool("json", false, "print the raw JSON checks")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	base := *adminURL
+	if base == "" {
+		var err error
+		if base, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
+			return fmt.Errorf("%w (doctor checks a running node: start it first)", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/doctor", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the node at %s answered %s", base, resp.Status)
+	}
+	var checks []node.Check
+	if err := json.Unmarshal(body, &checks); err != nil {
+		return fmt.Errorf("the node at %s sent checks this cocoon cannot read: %w", base, err)
+	}
+	if *asJSON {
+		stdout.Write(body)
+	} else {
+		printChecks(stdout, checks)
+	}
+	for _, c := range checks {
+		if c.Result == node.Fail {
+			return errDoctorFailed
+		}
+	}
+	return nil
+}
+
+func printChecks(w io.Writer, checks []node.Check) {
+	counts := map[string]int{}
+	for _, c := range checks {
+		counts[c.Result]++
+		fmt.Fprintf(w, "%-4s  %-26s %s\n", strings.ToUpper(c.Result), c.Name, c.Detail)
+		if c.Fix != "" {
+			fmt.Fprintf(w, "      %-26s fix: %s\n", "", c.Fix)
+		}
+	}
+	fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed\n", counts[node.Pass], counts[node.Warn], counts[node.Fail])
+}
