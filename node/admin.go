@@ -88,11 +88,18 @@ var (
 	mServingServed = prometheus.NewDesc("cocoon_worker_requests_total", "Requests the worker answered in full.", nil, nil)
 	mServingTTFT   = prometheus.NewDesc("cocoon_worker_ttft_seconds", "Moving average of the engine's time to first chunk.", nil, nil)
 	mServingTPS    = prometheus.NewDesc("cocoon_worker_tokens_per_second", "Moving average of the engine's generation speed.", nil, nil)
+
+	mEarned          = prometheus.NewDesc("cocoon_payments_earned_nanoton", "nanoTON received on this node's channels, as signed states.", nil, nil)
+	mSpent           = prometheus.NewDesc("cocoon_payments_spent_nanoton", "nanoTON paid on this node's channels, as signed states.", nil, nil)
+	mChannelDeposit  = prometheus.NewDesc("cocoon_channel_deposit_nanoton", "A payment channel's deposit.", []string{"peer", "side", "channel"}, nil)
+	mChannelSigned   = prometheus.NewDesc("cocoon_channel_signed_nanoton", "A payment channel's newest signed cumulative amount.", []string{"peer", "side", "channel"}, nil)
+	mChannelUnsigned = prometheus.NewDesc("cocoon_channel_unsigned_nanoton", "Owed on a payment channel beyond its newest signed (and, for a payer, acknowledged) state.", []string{"peer", "side", "channel"}, nil)
 )
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mReady, mConnected, mDHT, mKept, mOffers, mRegistry, mWorkerUp, mWorkerActive,
-		mWorkerServed, mWorkerFailures, mWorkerTTFT, mWorkerSuccess, mServingActive, mServingServed, mServingTTFT, mServingTPS} {
+		mWorkerServed, mWorkerFailures, mWorkerTTFT, mWorkerSuccess, mServingActive, mServingServed, mServingTTFT, mServingTPS,
+		mEarned, mSpent, mChannelDeposit, mChannelSigned, mChannelUnsigned} {
 		ch <- d
 	}
 }
@@ -145,6 +152,22 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mServingServed, float64(sv.Served))
 		gauge(mServingTTFT, sv.TTFTms/1000)
 		gauge(mServingTPS, sv.TokensPerSec)
+	}
+	if ps := s.Payments; ps != nil {
+		counter(mEarned, float64(ps.Earned))
+		counter(mSpent, float64(ps.Spent))
+		for _, ch := range ps.Channels {
+			if ch.State == "closed" || ch.State == "replaced" {
+				continue
+			}
+			signed := ch.Received
+			if ch.Role == "payer" {
+				signed = ch.Sent
+			}
+			gauge(mChannelDeposit, float64(ch.Deposit), ch.Peer, ch.Role, ch.Address)
+			gauge(mChannelSigned, float64(signed), ch.Peer, ch.Role, ch.Address)
+			gauge(mChannelUnsigned, float64(ch.Unsigned), ch.Peer, ch.Role, ch.Address)
+		}
 	}
 }
 

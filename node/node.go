@@ -69,10 +69,13 @@ type Node struct {
 	dht      *dht.DHT           // nil for a client or worker with no bootstrap peer
 	slots    *p2p.Reservations  // a private worker's relay slots; nil otherwise
 	pay      *payState          // nil without payments
-	admin    *http.Server       // the admin API; nil when admin.addr is empty
-	adminURL string
-	requests *metrics.Requests // what the node measured of the requests it sent or served, for /metrics
-	ln       net.Listener
+	// engineWait is set when a worker's engine did not answer at start;
+	// awaitEngine reports its warm-up.
+	engineWait bool
+	admin      *http.Server // the admin API; nil when admin.addr is empty
+	adminURL   string
+	requests   *metrics.Requests // what the node measured of the requests it sent or served, for /metrics
+	ln         net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -187,6 +190,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.keeper != nil {
 		n.wg.Go(func() { n.keeper.Run(runCtx) })
 	}
+	if n.engineWait {
+		n.wg.Go(func() { n.awaitEngine(runCtx) })
+	}
 	if n.pay != nil && n.cfg.Role != RoleWorker {
 		n.wg.Go(func() { n.keepChannels(runCtx) })
 	}
@@ -214,6 +220,39 @@ func (n *Node) attestedProxies() []peer.ID {
 		out = append(out, p)
 	}
 	return out
+}
+
+// awaitEngine reports a worker's engine warming up: every 10 s while it
+// does not answer, and once when it does, with how long it took. Offers
+// go out as soon as it answers (announce retries on its own).
+func (n *Node) awaitEngine(ctx context.Context) {
+	start := time.Now()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := start
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := n.worker.Catalog(cctx)
+		cancel()
+		if err == nil {
+			var ids []string
+			for _, m := range c.Models {
+				ids = append(ids, m.ID)
+			}
+			n.log.Info("engine ready", "models", strings.Join(ids, ","), "waited", time.Since(start).Round(time.Second))
+			n.peerJoined("") // announce the offer now
+			return
+		}
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			n.log.Info("still waiting for the engine", "waited", time.Since(start).Round(time.Second), "err", err)
+		}
+	}
 }
 
 // attest runs the attestation handshake with p, for a peer that reached
@@ -267,7 +306,8 @@ func (n *Node) startWorker(ctx context.Context, h host.Host) error {
 		Admit: admit, Served: served, Attest: n.attest}, h.ID(), observeBackend(n.backend, n.requests), verified, n.log)
 	n.worker.Register(n.sv)
 	if _, err := n.worker.Catalog(ctx); err != nil {
-		n.log.Warn("engine not answering yet", "err", err)
+		n.log.Warn("engine not answering yet; waiting for it (a model may still be loading)", "err", err)
+		n.engineWait = true
 	}
 	proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
 	if err != nil {

@@ -3,6 +3,9 @@ package testnet_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +89,18 @@ func TestPaymentsEndToEnd(t *testing.T) {
 	st := client.Status(t.Context())
 	if st.Payments == nil || st.Payments.Spent != total {
 		t.Errorf("client status payments = %+v, want spent %d", st.Payments, total)
+	}
+	resp, err := http.Get(client.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("cocoon_payments_spent_nanoton %d", total); !strings.Contains(string(metrics), want) {
+		t.Errorf("client metrics lack %q", want)
+	}
+	if !strings.Contains(string(metrics), `cocoon_channel_signed_nanoton{channel=`) {
+		t.Error("client metrics lack its channel")
 	}
 	if got := h.Net.Payments(); !strings.Contains(got, "workers earned") {
 		t.Errorf("Payments() = %q", got)

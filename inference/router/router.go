@@ -290,13 +290,14 @@ func (r *Router) WorkerDown(p peer.ID) {
 	}
 }
 
-// Catalog is the union of the models of reachable workers.
+// Catalog is the union of the models of reachable workers (with payments,
+// of those the proxy can pay: it routes to no other).
 func (r *Router) Catalog() *inference.Catalog {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byID := make(map[string]*inference.Model)
 	for _, w := range r.workers {
-		if !w.up {
+		if !w.up || (r.pay != nil && !r.pay.Payable(w.id)) {
 			continue
 		}
 		for _, m := range w.models {
