@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,29 +50,9 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 		verb := map[string]string{"open": "opening a channel to", "close": "closing the channel to"}[sub]
 		fmt.Fprintf(stderr, "%s %s: waiting for the chain (up to 2 minutes)...\n", verb, *peerID)
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+	body, err := askAdmin(ctx, base, method, path, wait)
 	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("channel %s: %s", sub, e.Error)
-		}
-		return fmt.Errorf("the node at %s answered %s", base, resp.Status)
+		return fmt.Errorf("channel %s: %w", sub, err)
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)

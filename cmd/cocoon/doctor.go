@@ -39,23 +39,9 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 			return fmt.Errorf("%w (doctor checks a running node: start it first)", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/doctor", nil)
+	body, err := askAdmin(ctx, base, http.MethodGet, "/doctor", time.Minute)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the node at %s answered %s", base, resp.Status)
 	}
 	var checks []node.Check
 	if err := json.Unmarshal(body, &checks); err != nil {

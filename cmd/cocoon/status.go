@@ -37,23 +37,9 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/status", nil)
+	body, err := askAdmin(ctx, url, http.MethodGet, "/status", 10*time.Second)
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking the node at %s (is it running?): %w", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the node at %s answered %s", url, resp.Status)
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)
@@ -65,6 +51,37 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	printStatus(stdout, &s)
 	return nil
+}
+
+// askAdmin sends method path to a node's admin API at base, waiting at
+// most wait, and returns the body of a 200 answer. Another answer is an
+// error with the node's own {"error": ...} message when it sent one.
+func askAdmin(ctx context.Context, base, method, path string, wait time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("the node at %s answered %s", base, resp.Status)
+	}
+	return body, nil
 }
 
 // findAdmin reads the admin URL a running node wrote into its data dir.
