@@ -205,11 +205,16 @@ func FuzzVerify(f *testing.F) {
 		if err == nil && r.Worker != worker {
 			t.Fatalf("verified a receipt naming %s", r.Worker)
 		}
-		// VerifyNamed accepts exactly what Verify accepts for the worker
-		// named: only the one key signs here.
+		// VerifyNamed accepts what Verify accepts for the worker the
+		// receipt names, and nothing else.
 		rn, errn := payments.VerifyNamed(b)
-		if (errn == nil) != (err == nil) || (errn == nil && rn.Worker != worker) {
-			t.Fatalf("VerifyNamed = %v, %v; Verify = %v", rn, errn, err)
+		if err == nil && (errn != nil || rn.Worker != worker) {
+			t.Fatalf("Verify accepted for %s, VerifyNamed = %v, %v", worker, rn, errn)
+		}
+		if errn == nil {
+			if _, err := payments.Verify(b, rn.Worker); err != nil {
+				t.Fatalf("VerifyNamed accepted a receipt Verify refuses for the worker it names: %v", err)
+			}
 		}
 	})
 }

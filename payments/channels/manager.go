@@ -408,12 +408,24 @@ func (o *outgoing) usable(reserve uint64) error {
 	return nil
 }
 
+// outTo is the channel p is paid on now, or nil.
+func (m *Manager) outTo(p peer.ID) *outgoing {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out[p]
+}
+
+// inFrom is the channel p pays on now, or nil.
+func (m *Manager) inFrom(p peer.ID) *incoming {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.in[p]
+}
+
 // Payable reports whether p can be paid now: a channel to it is open with
 // at least the reserve left.
 func (m *Manager) Payable(p peer.ID) error {
-	m.mu.Lock()
-	o := m.out[p]
-	m.mu.Unlock()
+	o := m.outTo(p)
 	if o == nil {
 		return ErrNoChannel
 	}
@@ -424,9 +436,7 @@ func (m *Manager) Payable(p peer.ID) error {
 // the entry joins what the next state pays for, which is signed, stored
 // and sent in the background, batched with any others waiting.
 func (m *Manager) Pay(p peer.ID, receipt []byte, amount uint64) error {
-	m.mu.Lock()
-	o := m.out[p]
-	m.mu.Unlock()
+	o := m.outTo(p)
 	if o == nil {
 		return ErrNoChannel
 	}
@@ -650,9 +660,7 @@ func roundTrip(s network.Stream, q *request) (*reply, error) {
 // channel to this node, and what it has been served beyond its newest
 // signed state is within the credit limit.
 func (m *Manager) Admit(p peer.ID) error {
-	m.mu.Lock()
-	in := m.in[p]
-	m.mu.Unlock()
+	in := m.inFrom(p)
 	if in == nil {
 		return ErrNoChannel
 	}
@@ -685,9 +693,7 @@ func (m *Manager) Relayed(receipt []byte) {
 
 // Served records that p was served an answer costing amount.
 func (m *Manager) Served(p peer.ID, amount uint64) {
-	m.mu.Lock()
-	in := m.in[p]
-	m.mu.Unlock()
+	in := m.inFrom(p)
 	if in == nil {
 		return
 	}
@@ -859,9 +865,7 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	var outs []*outgoing
 	var states []ledger.State
 	for _, w := range sortedPeers(owed) {
-		m.mu.Lock()
-		o := m.out[w]
-		m.mu.Unlock()
+		o := m.outTo(w)
 		if o == nil {
 			m.log.Warn("owing a worker with no channel to it; its part stays with the proxy", "worker", w, "nanoton", owed[w])
 			continue
@@ -995,9 +999,7 @@ func (m *Manager) closeSig(from peer.ID, q *request) *reply {
 // payee holds every state, gets its signature on the final split, checks
 // it and sends the close from the wallet.
 func (m *Manager) CloseChannel(ctx context.Context, p peer.ID) error {
-	m.mu.Lock()
-	o := m.out[p]
-	m.mu.Unlock()
+	o := m.outTo(p)
 	if o == nil {
 		return ErrNoChannel
 	}
