@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -214,6 +215,12 @@ func (k *Keeper) check(ctx context.Context, ai peer.AddrInfo) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if k.h.Network().Connectedness(ai.ID) != network.Connected {
+		// The keeper paces its own redials (one per check interval), and a
+		// peer that restarted must not wait out libp2p's dial backoff,
+		// which grows to minutes while it was down.
+		if sw, ok := k.h.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+			sw.Backoff().Clear(ai.ID)
+		}
 		if err := k.h.Connect(ctx, ai); err != nil {
 			return fmt.Errorf("connecting: %w", err)
 		}

@@ -33,9 +33,10 @@ import (
 
 var crashRuns = flag.Int("crash.runs", 20, "times TestProxyCrash kills the proxy")
 
-// crashChild is the proxy's configuration, for the child process that
-// runs it; set in the child's environment.
+// crashChild is the configuration of a node run in a child process (a
+// proxy, or a worker for the chaos test); set in the child's environment.
 type crashChild struct {
+	Role    string `json:"role"` // proxy (the default) or worker
 	Dir     string `json:"dir"`
 	Listen  string `json:"listen"`
 	Worker  string `json:"worker"`
@@ -44,18 +45,26 @@ type crashChild struct {
 
 const crashEnv = "COCOON_CRASH_PROXY"
 
-// runCrashChild runs a proxy until it is killed, printing "ready" once it
-// routes to the worker with a channel open.
+// runCrashChild runs a node until it is killed, printing "ready" once it
+// is (a proxy: routing to the worker with a channel open).
 func runCrashChild(t *testing.T, spec string) {
 	var c crashChild
 	if err := json.Unmarshal([]byte(spec), &c); err != nil {
 		t.Fatal(err)
 	}
-	cfg := node.DefaultConfig(node.RoleProxy)
+	var cfg node.Config
+	if c.Role == "worker" {
+		cfg = node.DefaultConfig(node.RoleWorker)
+		// Answers long enough to be cut mid-stream: 20 tokens at 100/s.
+		cfg.Worker.Sim.MaxTokens = 20
+		cfg.Worker.Sim.TokensPerSec = 100
+	} else {
+		cfg = node.DefaultConfig(node.RoleProxy)
+		cfg.Proxy.Workers = []string{c.Worker}
+		cfg.Proxy.CheckInterval = node.Duration(200 * time.Millisecond)
+	}
 	cfg.DataDir = c.Dir
 	cfg.P2P.Listen = []string{c.Listen}
-	cfg.Proxy.Workers = []string{c.Worker}
-	cfg.Proxy.CheckInterval = node.Duration(200 * time.Millisecond)
 	cfg.Payments.Enabled = true
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	nd, err := node.New(cfg, log, node.WithChain(sandbox.Attach(c.Sandbox, log)))
@@ -72,7 +81,7 @@ func runCrashChild(t *testing.T, spec string) {
 	select {} // until SIGKILL
 }
 
-// proxyProcess is the proxy's child process.
+// proxyProcess is a node's child process (a proxy's, or a worker's).
 type proxyProcess struct {
 	cmd   *exec.Cmd
 	ready chan error

@@ -67,6 +67,11 @@ type Config struct {
 	// MinTier is the weakest trust tier a request's worker may have; 0
 	// means any. A request's MinTrustHeader may raise it, never lower it.
 	MinTier attest.Tier
+	// BodyTimeout bounds the wait for a request's body once its headers
+	// are in (NewHTTPServer bounds the headers); past it the app gets 408
+	// and the connection is closed. One minute if zero: a 4 MiB body at
+	// 70 KB/s.
+	BodyTimeout time.Duration
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
 	// Admit, if set, is asked before each request whether this client can

@@ -1,0 +1,386 @@
+package testnet_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments/ton"
+	"github.com/cocoon-mesh/cocoon/testnet"
+)
+
+// outcome is how one streamed request ended, as the app saw it.
+type outcome int
+
+const (
+	streamed outcome = iota // every chunk, then the usage and [DONE]
+	cutShort                // chunks, then an error event: the worker died mid-stream
+	refused                 // an error before any chunk
+	hung                    // nothing conclusive within the request's deadline
+)
+
+// streamOnce sends one streamed chat request and classifies its ending;
+// for an answer it returns the cost the usage chunk reported.
+func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	body := `{"model":"sim-small","max_tokens":20,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"chaos"}]}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return hung, inference.Cost{}, err.Error()
+		}
+		return refused, inference.Cost{}, err.Error()
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var b strings.Builder
+		bufio.NewReader(resp.Body).WriteTo(&b)
+		return refused, inference.Cost{}, fmt.Sprintf("%d %s", resp.StatusCode, b.String())
+	}
+	sc := bufio.NewScanner(resp.Body)
+	chunks := 0
+	var cost *inference.Cost
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			if cost == nil {
+				return cutShort, inference.Cost{}, "no usage before [DONE]"
+			}
+			return streamed, *cost, ""
+		}
+		var ev struct {
+			Error  *struct{ Message string } `json:"error"`
+			Cocoon *struct {
+				Cost *inference.Cost `json:"cost_nanoton"`
+			} `json:"cocoon"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			return cutShort, inference.Cost{}, "unreadable event: " + line
+		}
+		switch {
+		case ev.Error != nil && chunks == 0:
+			return refused, inference.Cost{}, ev.Error.Message
+		case ev.Error != nil:
+			return cutShort, inference.Cost{}, ev.Error.Message
+		case ev.Cocoon != nil && ev.Cocoon.Cost != nil:
+			cost = ev.Cocoon.Cost
+		default:
+			chunks++
+		}
+	}
+	if ctx.Err() != nil {
+		return hung, inference.Cost{}, "deadline"
+	}
+	return cutShort, inference.Cost{}, "stream ended without [DONE] or an error"
+}
+
+// TestWorkersKilledUnderLoad: three workers run as child processes behind
+// one proxy, with payments on; while 8 requesters stream answers through
+// the client, a random worker is killed with SIGKILL every 700 ms and
+// restarted. No request hangs; a request whose worker dies before its
+// first chunk is served by another worker (none is refused); one cut
+// mid-stream ends with an error event; and once all workers are back, the
+// client paid exactly what its answers cost, the proxy holds exactly that,
+// and the workers together hold exactly their parts.
+func TestWorkersKilledUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the chaos test kills and restarts worker processes")
+	}
+	sb := startChain(t)
+	ctx := t.Context()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir := t.TempDir()
+	fund := func(d string, nano int64) {
+		key, err := ton.LoadKey(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := ton.NewWallet(key, sb, ton.WalletConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.Fund(ctx, w.Address(), big.NewInt(nano)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The workers, each a child process at a fixed address and identity.
+	type workerProc struct {
+		id   peer.ID
+		dir  string
+		spec []byte
+		proc *proxyProcess // nil while dead
+	}
+	var workers []*workerProc
+	var addrs []string
+	for i := range 3 {
+		wdir := filepath.Join(dir, fmt.Sprintf("worker-%d", i))
+		key, err := p2p.LoadOrCreateIdentity(wdir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := peer.IDFromPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fund(wdir, 1_000_000_000)
+		listen := "/ip4/127.0.0.1/tcp/" + freePort(t)
+		spec, _ := json.Marshal(crashChild{Role: "worker", Dir: wdir, Listen: listen, Sandbox: sb.URL()})
+		w := &workerProc{id: id, dir: wdir, spec: spec, proc: startProxyProcess(t, spec)}
+		workers = append(workers, w)
+		addrs = append(addrs, listen+"/p2p/"+id.String())
+	}
+	t.Cleanup(func() {
+		for _, w := range workers {
+			if w.proc != nil {
+				w.proc.kill()
+			}
+		}
+	})
+	for _, w := range workers {
+		w.proc.waitReady(t)
+	}
+
+	startNode := func(cfg node.Config) *node.Node {
+		nd, err := node.New(cfg, log.With("node", cfg.Role.String()), node.WithChain(sb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.Close() })
+		return nd
+	}
+	pcfg := node.DefaultConfig(node.RoleProxy)
+	pcfg.DataDir = filepath.Join(dir, "proxy")
+	pcfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	pcfg.Proxy.Workers = addrs
+	pcfg.Proxy.CheckInterval = node.Duration(200 * time.Millisecond)
+	pcfg.Payments.Enabled = true
+	fund(pcfg.DataDir, 10_000_000_000)
+	proxy := startNode(pcfg)
+
+	ccfg := node.DefaultConfig(node.RoleClient)
+	ccfg.DataDir = filepath.Join(dir, "client")
+	ccfg.Client.Proxies = proxy.Addrs()
+	ccfg.Client.APIAddr = "127.0.0.1:0"
+	ccfg.Client.CheckInterval = node.Duration(200 * time.Millisecond)
+	ccfg.Payments.Enabled = true
+	fund(ccfg.DataDir, 10_000_000_000)
+	client := startNode(ccfg)
+	if err := waitFor(ctx, 60*time.Second, func() bool {
+		if !client.Ready(ctx) {
+			return false
+		}
+		payable := 0
+		for _, c := range proxy.Channels().List() {
+			if c.Payer && c.State == "open" {
+				payable++
+			}
+		}
+		return payable == len(workers) // every worker can be paid
+	}); err != nil {
+		t.Fatalf("network: %v", err)
+	}
+
+	// Load and chaos.
+	url := testnet.BaseURL(client) + "/chat/completions"
+	var mu sync.Mutex
+	counts := map[outcome]int{}
+	var total, workerPart int64
+	var refusals []string
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for range 8 {
+		load.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				o, cost, why := streamOnce(ctx, url)
+				mu.Lock()
+				counts[o]++
+				if o == streamed {
+					total += cost.Total
+					workerPart += cost.Worker
+				}
+				if o == refused || o == hung {
+					refusals = append(refusals, why)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	kills := 0
+	tick := time.NewTicker(700 * time.Millisecond)
+	for range 12 {
+		<-tick.C
+		// Bring back the dead, then kill one at random.
+		for _, w := range workers {
+			if w.proc == nil {
+				w.proc = startProxyProcess(t, w.spec)
+				w.proc.waitReady(t)
+			}
+		}
+		victim := workers[rand.IntN(len(workers))]
+		victim.proc.kill()
+		victim.proc = nil
+		kills++
+	}
+	tick.Stop()
+	close(stop)
+	load.Wait()
+	for _, w := range workers {
+		if w.proc == nil {
+			w.proc = startProxyProcess(t, w.spec)
+			w.proc.waitReady(t)
+		}
+	}
+
+	mu.Lock()
+	t.Logf("%d workers killed; %d answered, %d cut mid-stream, %d refused, %d hung",
+		kills, counts[streamed], counts[cutShort], counts[refused], counts[hung])
+	if counts[hung] > 0 || counts[refused] > 0 {
+		t.Errorf("%d hung, %d refused: %q", counts[hung], counts[refused], refusals)
+	}
+	if counts[streamed] == 0 {
+		t.Fatal("nothing answered")
+	}
+	mu.Unlock()
+
+	// Payments: settled exactly, whatever was cut.
+	var got string
+	if err := waitFor(ctx, 60*time.Second, func() bool {
+		got = chaosBalances(t, client, proxy, workers[0].dir, workers[1].dir, workers[2].dir)
+		return got == fmt.Sprintf("client paid %d, proxy holds %d and paid workers %d, workers hold %d", total, total, workerPart, workerPart)
+	}); err != nil {
+		t.Fatalf("answers cost %d (worker parts %d); %s", total, workerPart, got)
+	}
+	t.Logf("settled: %s", got)
+}
+
+// chaosBalances sums the channels: the client's signed and acknowledged
+// payments, the proxy's, and what the workers (child processes: their
+// admin APIs) hold.
+func chaosBalances(t *testing.T, client, proxy *node.Node, workerDirs ...string) string {
+	var paid, unacked, held, paidOn, workersHold uint64
+	for _, c := range client.Channels().List() {
+		paid += c.Sent
+		unacked += c.Unsigned
+	}
+	for _, c := range proxy.Channels().List() {
+		if c.Payer {
+			paidOn += c.Sent
+		} else {
+			held += c.Received
+		}
+	}
+	for _, d := range workerDirs {
+		b, err := os.ReadFile(filepath.Join(d, node.AdminAddrFile))
+		if err != nil {
+			return err.Error()
+		}
+		resp, err := http.Get(strings.TrimSpace(string(b)) + "/channels")
+		if err != nil {
+			return err.Error()
+		}
+		var ps node.PaymentsStatus
+		err = json.NewDecoder(resp.Body).Decode(&ps)
+		resp.Body.Close()
+		if err != nil {
+			return err.Error()
+		}
+		for _, c := range ps.Channels {
+			workersHold += uint64(c.Received)
+		}
+	}
+	if unacked > 0 {
+		return fmt.Sprintf("client has %d nanoTON not acknowledged yet", unacked)
+	}
+	return fmt.Sprintf("client paid %d, proxy holds %d and paid workers %d, workers hold %d", paid, held, paidOn, workersHold)
+}
+
+// TestProxyCutOff: a client keeps two proxies; while 8 requesters stream
+// answers through it, one proxy is cut off (closed without notice to its
+// peers). Requests in flight through it end with an error event, none
+// hangs, and every request that had not started streaming is served
+// through the other proxy: none is refused.
+func TestProxyCutOff(t *testing.T) {
+	h := testnet.New(t)
+	h.AddWorker(func(c *node.Config) { c.Worker.Sim.TokensPerSec = 100 })
+	h.AddWorker(func(c *node.Config) { c.Worker.Sim.TokensPerSec = 100 })
+	a := h.AddProxy()
+	h.AddProxy()
+	client := h.AddClient()
+	p2ptest.Eventually(t, "the client to keep both proxies", func() bool { return len(client.PeersUp()) == 2 })
+
+	url := testnet.BaseURL(client) + "/chat/completions"
+	var mu sync.Mutex
+	counts := map[outcome]int{}
+	var why []string
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for range 8 {
+		load.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				o, _, w := streamOnce(t.Context(), url)
+				mu.Lock()
+				counts[o]++
+				if o == refused || o == hung {
+					why = append(why, w)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts[streamed] + counts[cutShort] + counts[refused] + counts[hung]
+	}
+	if err := waitFor(t.Context(), 30*time.Second, func() bool { return total() >= 20 }); err != nil {
+		t.Fatal("no load before the cut")
+	}
+	a.Close() // cut off
+	before := total()
+	if err := waitFor(t.Context(), 30*time.Second, func() bool { return total() >= before+40 }); err != nil {
+		t.Fatal("no answers after the cut")
+	}
+	close(stop)
+	load.Wait()
+	t.Logf("%d answered, %d cut mid-stream, %d refused, %d hung", counts[streamed], counts[cutShort], counts[refused], counts[hung])
+	if counts[refused] > 0 || counts[hung] > 0 {
+		t.Errorf("%d refused, %d hung: %q", counts[refused], counts[hung], why)
+	}
+}
