@@ -3,17 +3,23 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/payments/channels"
 )
 
 // paymentRoutes serves the payment channels on the admin API:
 //
 //	GET  /channels              the channels, as Status.Payments
 //	POST /channels/open?peer=ID open a channel to peer (a proxy, or a proxy's worker)
-//	POST /channels/close?peer=ID close the channel to peer cooperatively
+//	POST /channels/close?peer=ID  close the channel with peer: cooperatively when
+//	                              this node pays it; when peer pays this node,
+//	                              start an uncooperative close with its newest state
+//	POST /channels/finish?peer=ID finish an uncooperative close after its quarantine
 //
 // Opening and closing wait for the chain (up to two minutes).
 func (n *Node) paymentRoutes(mux *http.ServeMux) {
@@ -47,7 +53,14 @@ func (n *Node) paymentRoutes(mux *http.ServeMux) {
 		}
 	}
 	mux.HandleFunc("POST /channels/open", channelOp(func(ctx context.Context, p peer.ID) error { return n.pay.m.Open(ctx, p) }))
-	mux.HandleFunc("POST /channels/close", channelOp(func(ctx context.Context, p peer.ID) error { return n.pay.m.CloseChannel(ctx, p) }))
+	mux.HandleFunc("POST /channels/close", channelOp(func(ctx context.Context, p peer.ID) error {
+		err := n.pay.m.CloseChannel(ctx, p)
+		if errors.Is(err, channels.ErrNoChannel) {
+			err = n.pay.m.Dispute(ctx, p)
+		}
+		return err
+	}))
+	mux.HandleFunc("POST /channels/finish", channelOp(func(ctx context.Context, p peer.ID) error { return n.pay.m.FinishClose(ctx, p) }))
 }
 
 // adminError answers {"error": msg}.

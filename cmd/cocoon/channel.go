@@ -17,8 +17,8 @@ import (
 // runChannel handles `cocoon channel list|open|close`: a running node's
 // payment channels, through its admin API.
 func runChannel(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	const use = "usage: cocoon channel list|open|close [--peer ID] [--data-dir DIR | --admin URL] [--json]"
-	if len(args) == 0 || (args[0] != "list" && args[0] != "open" && args[0] != "close") {
+	const use = "usage: cocoon channel list|open|close|finish [--peer ID] [--data-dir DIR | --admin URL] [--json]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "open" && args[0] != "close" && args[0] != "finish") {
 		return usageError{use}
 	}
 	sub := args[0]
@@ -26,7 +26,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
 	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
-	peerID := fs.String("peer", "", "open, close: the peer paid on the channel (a proxy, or a proxy's worker)")
+	peerID := fs.String("peer", "", "open, close, finish: the other side of the channel (close: cooperative when this node pays it, an uncooperative close with its newest state when it pays this node)")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -47,7 +47,8 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	method, path, wait := http.MethodGet, "/channels", 10*time.Second
 	if sub != "list" {
 		method, path, wait = http.MethodPost, "/channels/"+sub+"?peer="+url.QueryEscape(*peerID), 3*time.Minute
-		verb := map[string]string{"open": "opening a channel to", "close": "closing the channel to"}[sub]
+		verb := map[string]string{"open": "opening a channel to", "close": "closing the channel with",
+			"finish": "finishing the close of the channel with"}[sub]
 		fmt.Fprintf(stderr, "%s %s: waiting for the chain (up to 2 minutes)...\n", verb, *peerID)
 	}
 	body, err := askAdmin(ctx, base, method, path, wait)

@@ -49,8 +49,8 @@ Usage:
   cocoon doctor  [flags]   a running node checks itself: each check passes or fails, with its fix
   cocoon wallet  address|balance [flags]
                            the node's TON wallet, from the seed in its data dir
-  cocoon channel list|open|close [--peer ID] [flags]
-                           a running node's payment channels: list, open one, close one
+  cocoon channel list|open|close|finish [--peer ID] [flags]
+                           a running node's payment channels: list, open, close (or dispute), finish
   cocoon config init --role R [--out FILE]
                            a configuration file with every setting, its default and meaning
   cocoon version           print the version

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,12 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// chainAhead is how far the tests moved the emulator's clock past the real
+// one; wallets sign messages valid by the emulator's time.
+var chainAhead atomic.Int64
+
+func chainNow() time.Time { return time.Now().Add(time.Duration(chainAhead.Load())) }
 
 type testWriter struct{ t *testing.T }
 
@@ -82,7 +89,7 @@ func newParty(t *testing.T, sb *sandbox.Sandbox, cfg channels.Config, fund int64
 		t.Fatal(err)
 	}
 	p.key = key
-	if p.w, err = ton.NewWallet(key, sb, ton.WalletConfig{}); err != nil {
+	if p.w, err = ton.NewWallet(key, sb, ton.WalletConfig{Now: chainNow}); err != nil {
 		t.Fatal(err)
 	}
 	if fund > 0 {
@@ -333,4 +340,50 @@ func TestPaymentsSurviveRestart(t *testing.T) {
 		pay(i)
 	}
 	n.settled(t, total, worker)
+}
+
+// TestPayeeDispute: the client pays and disappears; the proxy starts an
+// uncooperative close with the newest state the client signed, cannot
+// finish it during the quarantine, and after it is paid out on chain.
+func TestPayeeDispute(t *testing.T) {
+	n := newNetwork(t)
+	ctx := ctxFor(t)
+	var total, worker uint64
+	for i := range 3 {
+		r, bill := n.answer(t, i, 1_000_000) // 0.4 TON each: well above the fees
+		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+			t.Fatal(err)
+		}
+		total += uint64(bill.Total)
+		worker += uint64(bill.Worker)
+	}
+	n.settled(t, total, worker)
+	n.client.stop() // gone, with its channel open
+
+	before := balance(t, n.sb, n.proxy.w)
+	if err := n.proxy.m.Dispute(ctx, n.client.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.proxy.m.Admit(n.client.h.ID()); err == nil {
+		t.Error("the proxy still serves a client whose channel it is closing")
+	}
+	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err == nil {
+		t.Fatal("finished a close during its quarantine")
+	}
+	now, err := n.sb.AdvanceTime(ctx, config(true).Quarantine+time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainAhead.Store(int64(time.Until(now)))
+	t.Cleanup(func() { chainAhead.Store(0) })
+	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
+	// Paid out: the claimed total, less the payout's forward fee and the
+	// gas of the two messages the proxy sent (under 0.15 TON together).
+	low := new(big.Int).SetUint64(total - 150_000_000)
+	if gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(total)) > 0 {
+		t.Errorf("proxy's wallet gained %s after the close, want about %d", gain, total)
+	}
 }

@@ -1052,6 +1052,67 @@ func (m *Manager) CloseChannel(ctx context.Context, p peer.ID) error {
 	return nil
 }
 
+// Dispute starts the uncooperative close of the channel p pays this node
+// on, with the newest state p signed (from the ledger), for a payee whose
+// payer is gone: no more answers are served on it, and once the quarantine
+// (and the conditional window) is over, FinishClose pays out. p may
+// challenge meanwhile with a newer state, which only it could sign.
+func (m *Manager) Dispute(ctx context.Context, p peer.ID) error {
+	in := m.inFrom(p)
+	if in == nil {
+		return ErrNoChannel
+	}
+	in.payMu.Lock()
+	defer in.payMu.Unlock()
+	stored, err := m.led.Get(in.id)
+	if err != nil {
+		return fmt.Errorf("uncooperative close: nothing to claim on channel %s: %w", in.ch.Address(), err)
+	}
+	last, err := ton.DecodeSignedState(stored.Signed)
+	if err != nil {
+		return fmt.Errorf("uncooperative close: the stored state: %w", err)
+	}
+	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)}) // this node never commits
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.broken = fmt.Errorf("%w: closing", ErrBroken)
+	in.mu.Unlock()
+	if _, err := in.ch.StartClose(ctx, m.wallet, m.key, false, last, own); err != nil {
+		return fmt.Errorf("uncooperative close: %w", err)
+	}
+	m.log.Info("uncooperative close started", "peer", p, "channel", in.ch.Address(), "claimed_nanoton", stored.Received,
+		"quarantine", time.Duration(in.info.Quarantine)*time.Second)
+	return nil
+}
+
+// FinishClose finishes the uncooperative close of the channel with p (paid
+// to or paid by this node) once its quarantine is over: the contract pays
+// out both balances.
+func (m *Manager) FinishClose(ctx context.Context, p peer.ID) error {
+	var ch *ton.Channel
+	if in := m.inFrom(p); in != nil {
+		ch = in.ch
+	} else if o := m.outTo(p); o != nil {
+		ch = o.ch
+	} else {
+		return ErrNoChannel
+	}
+	st, err := ch.State(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Status != ton.StatusAwaitingFinalization {
+		return fmt.Errorf("finishing the close of %s: it is %s; the quarantine must be over first", ch.Address(), st.Status)
+	}
+	if _, err := ch.FinishClose(ctx, m.wallet); err != nil {
+		return fmt.Errorf("finishing the close of %s: %w", ch.Address(), err)
+	}
+	m.log.Info("channel closed on chain", "peer", p, "channel", ch.Address())
+	return nil
+}
+
 // ChannelStatus is one channel, for status and `cocoon channel list`.
 type ChannelStatus struct {
 	Peer     peer.ID
