@@ -65,7 +65,7 @@ func (n *Node) startPayments() error {
 	}
 	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, MaxCredit: pc.MaxCredit,
 		Forward: n.cfg.Role == RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
-		OpenTimeout: time.Minute}
+		OpenTimeout: time.Minute, Watch: min(pc.Quarantine.D()/4, time.Minute)}
 	m := channels.New(cc, n.h, n.chain, w, key, led, n.log)
 	if err := m.Start(n.sv); err != nil {
 		led.Close()

@@ -28,6 +28,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
 	peerID := fs.String("peer", "", "open, close, finish: the other side of the channel (close: cooperative when this node pays it, an uncooperative close with its newest state when it pays this node)")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
+	uncoop := fs.Bool("uncooperative", false, "close: start an uncooperative close even when this node pays the peer (it is gone); finish it after the quarantine with `channel finish`")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -47,6 +48,9 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	method, path, wait := http.MethodGet, "/channels", 10*time.Second
 	if sub != "list" {
 		method, path, wait = http.MethodPost, "/channels/"+sub+"?peer="+url.QueryEscape(*peerID), 3*time.Minute
+		if *uncoop {
+			path += "&uncooperative=1"
+		}
 		verb := map[string]string{"open": "opening a channel to", "close": "closing the channel with",
 			"finish": "finishing the close of the channel with"}[sub]
 		fmt.Fprintf(stderr, "%s %s: waiting for the chain (up to 2 minutes)...\n", verb, *peerID)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/big"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/xssnick/tonutils-go/address"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
@@ -149,6 +151,7 @@ func config(forward bool) channels.Config {
 	cfg.Forward = forward
 	cfg.FeePPM = feePPM
 	cfg.MaxCredit = 100_000
+	cfg.Watch = 100 * time.Millisecond
 	return cfg
 }
 
@@ -385,5 +388,148 @@ func TestPayeeDispute(t *testing.T) {
 	low := new(big.Int).SetUint64(total - 150_000_000)
 	if gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(total)) > 0 {
 		t.Errorf("proxy's wallet gained %s after the close, want about %d", gain, total)
+	}
+}
+
+// TestOldStateChallenged: the client tries to close its channel with the
+// first state it signed instead of the newest; the proxy's watcher sees
+// the close on chain and challenges with the newest, and the payout is the
+// newest amount.
+func TestOldStateChallenged(t *testing.T) {
+	n := newNetwork(t)
+	ctx := ctxFor(t)
+	r, bill := n.answer(t, 0, 1_000_000)
+	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+		t.Fatal(err)
+	}
+	n.settled(t, uint64(bill.Total), uint64(bill.Worker))
+	chAddr := n.proxy.channel(n.client.h.ID()).Address
+	addr, err := address.ParseAddr(chAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ledger.ID(addr.Data())
+	first, err := n.proxy.led.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, worker := uint64(bill.Total), uint64(bill.Worker)
+	for i := 1; i < 3; i++ {
+		r, bill := n.answer(t, i, 1_000_000)
+		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+			t.Fatal(err)
+		}
+		total += uint64(bill.Total)
+		worker += uint64(bill.Worker)
+	}
+	n.settled(t, total, worker)
+
+	// The client cheats, outside its manager: the channel from its ledger's
+	// parameters, its first state, and the proxy's own state from the open.
+	infos, err := n.client.led.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in struct {
+		ID         []byte `json:"id"`
+		KeyA       []byte `json:"key_a"`
+		KeyB       []byte `json:"key_b"`
+		DestA      string `json:"dest_a"`
+		DestB      string `json:"dest_b"`
+		Quarantine uint32 `json:"quarantine_s"`
+		OwnB       []byte `json:"own_b"`
+	}
+	raw := infos[id]
+	if err := json.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	destA, _ := address.ParseAddr(in.DestA)
+	destB, _ := address.ParseAddr(in.DestB)
+	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte(in.ID), KeyA: in.KeyA, KeyB: in.KeyB, DestA: destA, DestB: destB,
+		Quarantine: time.Duration(in.Quarantine) * time.Second}, n.sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Address().String() != chAddr {
+		t.Fatalf("rebuilt channel %s, want %s", ch.Address(), chAddr)
+	}
+	old, err := ton.DecodeSignedState(first.Signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownB, err := ton.DecodeSignedState(in.OwnB)
+	if err != nil {
+		t.Fatalf("the client holds no own state of the proxy: %v", err)
+	}
+	if _, err := ch.StartClose(ctx, n.client.w, n.client.key, true, old, ownB); err != nil {
+		t.Fatal(err)
+	}
+
+	// The proxy's watcher challenges.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := ch.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Quarantine != nil && st.Quarantine.StateChallenged {
+			if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(total)) != 0 {
+				t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, total)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not challenge the old state")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the chain, which signals nothing
+	}
+	before := balance(t, n.sb, n.proxy.w)
+	now, err := n.sb.AdvanceTime(ctx, config(false).Quarantine+time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainAhead.Store(int64(time.Until(now)))
+	t.Cleanup(func() { chainAhead.Store(0) })
+	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
+	if low := new(big.Int).SetUint64(total - 100_000_000); gain.Cmp(low) < 0 {
+		t.Errorf("proxy's wallet gained %s, want about the newest total %d (the old state paid %d)", gain, total, first.Received)
+	}
+}
+
+// TestPayerDispute: the proxy vanishes; the client closes its channel
+// uncooperatively with its newest state and the proxy's own state from the
+// open, and after the quarantine gets back its deposit less what it paid.
+func TestPayerDispute(t *testing.T) {
+	n := newNetwork(t)
+	ctx := ctxFor(t)
+	r, bill := n.answer(t, 0, 1_000_000)
+	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+		t.Fatal(err)
+	}
+	n.settled(t, uint64(bill.Total), uint64(bill.Worker))
+	n.proxy.stop()
+	before := balance(t, n.sb, n.client.w)
+	if err := n.client.m.Dispute(ctx, n.proxy.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.client.m.Payable(n.proxy.h.ID()); err == nil {
+		t.Error("the client still pays on a channel it is closing")
+	}
+	now, err := n.sb.AdvanceTime(ctx, config(false).Quarantine+time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainAhead.Store(int64(time.Until(now)))
+	t.Cleanup(func() { chainAhead.Store(0) })
+	if err := n.client.m.FinishClose(ctx, n.proxy.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	gain := new(big.Int).Sub(balance(t, n.sb, n.client.w), before)
+	back := int64(deposit) - bill.Total
+	if low := big.NewInt(back - 150_000_000); gain.Cmp(low) < 0 || gain.Cmp(big.NewInt(back+100_000_000)) > 0 {
+		t.Errorf("client's wallet gained %s at the close, want about its deposit less what it paid, %d", gain, back)
 	}
 }

@@ -57,13 +57,18 @@ type Config struct {
 	// on each side) pays for every answer in that time. 0 pays each at
 	// once.
 	Batch time.Duration
+	// Watch is how often a payee reads its channels on chain to challenge
+	// a close its payer started with an old state; it must be well under
+	// the payers' quarantine. 0 does not watch.
+	Watch time.Duration
 }
 
 // DefaultConfig: 1 TON deposits, 0.01 TON reserve, 0.01 TON of credit, a
 // one-hour quarantine.
 func DefaultConfig(network string) Config {
 	return Config{Network: network, Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 10_000_000,
-		Quarantine: time.Hour, OpenTimeout: time.Minute, Batch: 50 * time.Millisecond}
+		Quarantine: time.Hour, OpenTimeout: time.Minute, Batch: 50 * time.Millisecond,
+		Watch: time.Minute}
 }
 
 // Errors. ErrNoChannel and ErrCredit are what a payee refuses a request
@@ -139,6 +144,9 @@ type info struct {
 	Quarantine uint32 `json:"quarantine_s"`
 	Opened     int64  `json:"opened"` // unix milliseconds
 	Closed     bool   `json:"closed,omitempty"`
+	// OwnB is B's own semi-channel, signed by B, kept by the payer for an
+	// uncooperative close.
+	OwnB []byte `json:"own_b,omitempty"`
 }
 
 func (i info) channel(c chain.Chain) (*ton.Channel, error) {
@@ -247,6 +255,72 @@ func (m *Manager) Start(sv *p2p.Service) error {
 	for _, o := range m.out {
 		m.startSender(o)
 	}
+	if m.cfg.Watch > 0 {
+		m.wg.Go(m.watch)
+	}
+	return nil
+}
+
+// watch reads the channels this node is paid on every Watch, and
+// challenges a close that a payer started with less than the newest state
+// it signed here.
+func (m *Manager) watch() {
+	t := time.NewTicker(m.cfg.Watch)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		ins := slices.Collect(maps.Values(m.inAddr))
+		m.mu.Unlock()
+		for _, in := range ins {
+			if err := m.challenge(m.ctx, in); err != nil && m.ctx.Err() == nil {
+				m.log.Warn("watching a channel", "peer", in.peer, "channel", in.ch.Address(), "err", err)
+			}
+		}
+	}
+}
+
+// challenge answers a close of in that its payer started with an older
+// state than the newest this node holds, with that newest state.
+func (m *Manager) challenge(ctx context.Context, in *incoming) error {
+	st, err := in.ch.State(ctx)
+	if errors.Is(err, ton.ErrNotDeployed) {
+		return nil // closed and paid out
+	}
+	if err != nil {
+		return err
+	}
+	q := st.Quarantine
+	if st.Status != ton.StatusClosureStarted || q == nil || q.StateChallenged || !q.StateCommittedByA {
+		return nil // open, or this node's own close, or already answered
+	}
+	stored, err := m.led.Get(in.id)
+	if err != nil {
+		return nil // nothing was ever paid: nothing to defend
+	}
+	if q.StateA.Seqno >= stored.Seqno && q.StateA.Sent.Nano().Cmp(new(big.Int).SetUint64(stored.Received)) >= 0 {
+		return nil // the payer closed with the newest state
+	}
+	newest, err := ton.DecodeSignedState(stored.Signed)
+	if err != nil {
+		return err
+	}
+	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)})
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.broken = fmt.Errorf("%w: closing", ErrBroken)
+	in.mu.Unlock()
+	if _, err := in.ch.Challenge(ctx, m.wallet, m.key, false, newest, own); err != nil {
+		return fmt.Errorf("challenging: %w", err)
+	}
+	m.log.Warn("payer started a close with an old state; challenged with the newest", "peer", in.peer, "channel", in.ch.Address(),
+		"their_seqno", q.StateA.Seqno, "newest_seqno", stored.Seqno, "newest_nanoton", stored.Received)
 	return nil
 }
 
@@ -358,8 +432,20 @@ func (m *Manager) open(ctx context.Context, p peer.ID) error {
 	}
 	q := &request{Type: typeOpen, Channel: ch.Address().String(), ID: in.ID, KeyA: in.KeyA, DestA: in.DestA,
 		Deposit: in.Deposit, Quarantine: in.Quarantine}
-	if _, err := roundTrip(s, q); err != nil {
+	r, err := roundTrip(s, q)
+	if err != nil {
 		return fmt.Errorf("opening a channel to %s: announcing it: %w", p, err)
+	}
+	// The payee's own signed semi-channel, for an uncooperative close
+	// should it vanish; kept with the parameters.
+	if own, err := ton.DecodeSignedState(r.Own); err != nil || !ch.VerifyState(in.KeyB, own) {
+		log.Warn("the payee sent no valid own state: an uncooperative close will need it to answer", "err", err)
+	} else {
+		c.info.OwnB = r.Own
+		b, _ := json.Marshal(c.info)
+		if err := m.led.SetInfo(c.id, b); err != nil {
+			return err
+		}
 	}
 	// A channel this replaces keeps delivering what it still owes.
 	o := m.newOutgoing(c)
@@ -794,7 +880,7 @@ func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
 	_, known := m.inAddr[q.Channel]
 	m.mu.Unlock()
 	if known {
-		return &reply{} // announced again
+		return m.ownReply(ch) // announced again
 	}
 	b, _ := json.Marshal(in)
 	if err := m.led.SetInfo(c.id, b); err != nil {
@@ -807,7 +893,26 @@ func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
 	m.all = append(m.all, &c)
 	m.mu.Unlock()
 	m.log.Info("payment channel accepted", "peer", from, "channel", ch.Address(), "deposit_nanoton", q.Deposit)
-	return &reply{}
+	return m.ownReply(ch)
+}
+
+// ownReply answers an open with this node's own semi-channel, signed.
+func (m *Manager) ownReply(ch *ton.Channel) *reply {
+	own, err := m.ownState(ch)
+	if err != nil {
+		return &reply{Code: codeBusy, Message: err.Error()}
+	}
+	return &reply{Own: own}
+}
+
+// ownState is a payee's own semi-channel, signed: it never sends nor
+// commits, so seqno 0 and nothing sent, encoded.
+func (m *Manager) ownState(ch *ton.Channel) ([]byte, error) {
+	st, err := ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)})
+	if err != nil {
+		return nil, err
+	}
+	return st.Encode()
 }
 
 // paid takes a payment: a newer signed state, and for a proxy the receipts
@@ -1060,6 +1165,9 @@ func (m *Manager) CloseChannel(ctx context.Context, p peer.ID) error {
 func (m *Manager) Dispute(ctx context.Context, p peer.ID) error {
 	in := m.inFrom(p)
 	if in == nil {
+		if o := m.outTo(p); o != nil {
+			return m.disputeAsPayer(ctx, o)
+		}
 		return ErrNoChannel
 	}
 	in.payMu.Lock()
@@ -1072,7 +1180,7 @@ func (m *Manager) Dispute(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return fmt.Errorf("uncooperative close: the stored state: %w", err)
 	}
-	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)}) // this node never commits
+	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)}) // a payee never sends nor commits
 	if err != nil {
 		return err
 	}
@@ -1084,6 +1192,39 @@ func (m *Manager) Dispute(ctx context.Context, p peer.ID) error {
 	}
 	m.log.Info("uncooperative close started", "peer", p, "channel", in.ch.Address(), "claimed_nanoton", stored.Received,
 		"quarantine", time.Duration(in.info.Quarantine)*time.Second)
+	return nil
+}
+
+// disputeAsPayer starts the uncooperative close of a channel this node pays
+// on, for a payer whose payee is gone: with its own newest state and the
+// payee's own semi-channel it sent at the open. The payee may challenge
+// with the same newest state; nothing newer exists.
+func (m *Manager) disputeAsPayer(ctx context.Context, o *outgoing) error {
+	o.signMu.Lock()
+	defer o.signMu.Unlock()
+	o.mu.Lock()
+	enc, ownB := o.enc, o.info.OwnB
+	o.broken = fmt.Errorf("%w: closing", ErrBroken)
+	o.mu.Unlock()
+	if len(ownB) == 0 {
+		return fmt.Errorf("uncooperative close of %s: the payee never sent its own state; only it can start a close", o.ch.Address())
+	}
+	b, err := ton.DecodeSignedState(ownB)
+	if err != nil {
+		return err
+	}
+	a := ton.SignedState{State: ton.State{Seqno: 0, Sent: new(big.Int)}}
+	if len(enc) > 0 {
+		if a, err = ton.DecodeSignedState(enc); err != nil {
+			return err
+		}
+	} else if a, err = o.ch.SignState(m.key, a.State); err != nil {
+		return err
+	}
+	if _, err := o.ch.StartClose(ctx, m.wallet, m.key, true, a, b); err != nil {
+		return fmt.Errorf("uncooperative close: %w", err)
+	}
+	m.log.Info("uncooperative close started", "peer", o.peer, "channel", o.ch.Address(), "paid_nanoton", a.Sent)
 	return nil
 }
 

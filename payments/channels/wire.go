@@ -76,6 +76,10 @@ type reply struct {
 	Received  uint64 `json:"received"`
 	Seqno     uint64 `json:"seqno"`
 	Signature []byte `json:"signature,omitempty"`
+	// Own is the payee's own semi-channel, signed (open): seqno 0, nothing
+	// sent. The payer needs it to start an uncooperative close should the
+	// payee vanish.
+	Own []byte `json:"own,omitempty"`
 }
 
 // Reply codes.
