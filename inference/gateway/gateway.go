@@ -39,6 +39,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +123,9 @@ func New(cfg Config, up Upstream, log *slog.Logger) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = time.Minute
+	}
 	cfg.MaxPrice = max(cfg.MaxPrice, 0)
 	s := &Server{cfg: cfg, up: up, log: log.With("component", "gateway"), mux: http.NewServeMux(),
 		receipts: make(map[peer.ID]uint64)}
@@ -141,7 +145,7 @@ func New(cfg Config, up Upstream, log *slog.Logger) *Server {
 
 // NewHTTPServer wraps h with the timeouts an API on a shared machine
 // needs: headers must arrive within 10 s, idle connections close after 2
-// minutes.
+// minutes. (A Server bounds the body itself: Config.BodyTimeout.)
 func NewHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -214,6 +218,14 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, bad)
 		return
 	}
+	// An app that trickles its body would hold the connection for as long
+	// as it likes: the body gets BodyTimeout. The deadline is lifted once
+	// the body is in (left in place, it would cut the answer's stream), and
+	// kept after a failure, so that net/http's draining of what is left of
+	// the body ends at once too. A ResponseWriter that cannot set deadlines
+	// leaves the body unbounded.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -222,9 +234,16 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 				fmt.Sprintf("The request body is over the limit of %d bytes.", inference.MaxBodyBytes))
 			return
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, "invalid_request_error", "", "request_timeout",
+				fmt.Sprintf("The request body did not arrive within %s.", s.cfg.BodyTimeout))
+			return
+		}
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "Reading the request body: "+err.Error())
 		return
 	}
+	rc.SetReadDeadline(time.Time{})
 	p, bad := check(kind, body)
 	if bad != nil {
 		writeInferenceError(w, bad)
@@ -404,6 +423,19 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 	c.content.Sum(want.ResponseHash[:0])
 	if err := payments.Check(got, want); err != nil {
 		return refuse(err)
+	}
+	// The proxy names the cost, and the client pays it: its worker part
+	// must be what the receipt bills. The fee is the proxy's to set (its
+	// offer announces it); the client checks only that it adds up.
+	if cost := end.Cost; cost != nil {
+		b, err := got.Bill(0)
+		if err != nil {
+			return refuse(err)
+		}
+		if cost.Worker != b.Worker || cost.ProxyFee < 0 || cost.Total != cost.Worker+cost.ProxyFee {
+			return refuse(fmt.Errorf("the proxy's cost (worker %d + fee %d = %d nanoTON) is not the receipt's worker amount %d plus a fee",
+				cost.Worker, cost.ProxyFee, cost.Total, b.Worker))
+		}
 	}
 	return nil
 }
