@@ -1027,7 +1027,11 @@ func (m *Manager) split(q *request, received, sent uint64) (map[peer.ID]uint64, 
 	}
 	cum, i := q.Base, 0
 	for i < len(q.Entries) && cum < received {
-		cum += q.Entries[i].Amount
+		next := cum + q.Entries[i].Amount
+		if next < cum {
+			return nil, errors.New("entries overflow")
+		}
+		cum = next
 		i++
 	}
 	if cum != received {
@@ -1063,7 +1067,7 @@ func (m *Manager) split(q *request, received, sent uint64) (map[peer.ID]uint64, 
 			return nil, fmt.Errorf("receipt %s costs %d, paid %d", r.RequestID, bill.Total, e.Amount)
 		}
 		owed[r.Worker] += uint64(bill.Worker)
-		sum += e.Amount
+		sum += e.Amount // each is a bill in int64, at most 1,024 of them: no wrap
 	}
 	if sum != sent-received {
 		return nil, fmt.Errorf("entries add up to %d, the state pays %d more", sum, sent-received)
