@@ -172,7 +172,9 @@ type ProxyConfig struct {
 	FeePPM            int64    `toml:"fee_ppm"`
 	Attempts          int      `toml:"attempts"`
 	FirstChunkTimeout Duration `toml:"first_chunk_timeout"`
-	CheckInterval     Duration `toml:"check_interval"`
+	// ChunkTimeout cuts off a worker silent for this long mid-stream.
+	ChunkTimeout  Duration `toml:"chunk_timeout"`
+	CheckInterval Duration `toml:"check_interval"`
 }
 
 // ClientConfig configures the client role.
@@ -236,7 +238,8 @@ func DefaultConfig(role Role) Config {
 			Quarantine: Duration(time.Hour), Batch: Duration(50 * time.Millisecond)},
 		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
-		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), CheckInterval: Duration(5 * time.Second)},
+		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
+			CheckInterval: Duration(5 * time.Second)},
 		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
 	}
@@ -361,7 +364,7 @@ func (c *Config) Validate() error {
 		if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
 			return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)
 		}
-		if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 {
+		if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 || c.Proxy.ChunkTimeout.D() <= 0 {
 			return errors.New("proxy.first_chunk_timeout and proxy.check_interval must be positive")
 		}
 		if len(c.P2P.Listen) == 0 {

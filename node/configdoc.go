@@ -49,6 +49,7 @@ var settingDocs = map[string]string{
 	"proxy.workers":             "Workers to use, multiaddrs ending in /p2p/<id>, besides those found through offers and the DHT.",
 	"proxy.fee_ppm":             "Fee added to workers' prices, in millionths; the root contract caps it.",
 	"proxy.attempts":            "Workers a request may try before its first chunk (1 to 10).",
+	"proxy.chunk_timeout":       "How long a worker may go silent mid-stream before it is cut off and the answer ends with upstream_timeout.",
 	"proxy.first_chunk_timeout": "How long a worker may take to send its first chunk before the next is tried.",
 	"proxy.check_interval":      "How often the proxy checks the workers in proxy.workers.",
 

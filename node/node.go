@@ -326,6 +326,7 @@ func (n *Node) startProxy(h host.Host) error {
 	rc := router.DefaultConfig(n.cfg.Network)
 	rc.Attempts = n.cfg.Proxy.Attempts
 	rc.FirstChunkTimeout = n.cfg.Proxy.FirstChunkTimeout.D()
+	rc.ChunkTimeout = n.cfg.Proxy.ChunkTimeout.D()
 	n.router = router.New(rc, h, func(p peer.ID) (string, bool) {
 		v, ok := n.hs.Verified(p)
 		return v.Tier.String(), ok

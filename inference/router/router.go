@@ -34,6 +34,10 @@ type Config struct {
 	// worker that passes it is treated as failed and the next is tried.
 	FirstChunkTimeout time.Duration
 	MaxDuration       time.Duration // the longest one request may stream
+	// ChunkTimeout bounds the gap between a worker's frames once it has
+	// started: a worker silent for longer is cut off and the response ends
+	// with upstream_timeout. 0 means one minute.
+	ChunkTimeout time.Duration
 	// FadeHalfLife is how fast a worker's measurements fade back to the
 	// prior while it is not observed (see the package doc); 0 means one
 	// minute, a negative value that they never fade.
@@ -121,6 +125,9 @@ func New(cfg Config, h host.Host, tiers Tiers, log *slog.Logger) *Router {
 	}
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = 30 * time.Minute
+	}
+	if cfg.ChunkTimeout <= 0 {
+		cfg.ChunkTimeout = time.Minute
 	}
 	if cfg.FadeHalfLife == 0 {
 		cfg.FadeHalfLife = defaultFade
@@ -781,6 +788,10 @@ func (r *Router) forward(ctx context.Context, client peer.ID, w *worker, req *in
 		return false, ev.Err
 	}
 	r.firstChunk(w, r.now().Sub(sent))
+	// From now on each frame must follow the last within ChunkTimeout.
+	var stalled atomic.Bool
+	gap := time.AfterFunc(r.cfg.ChunkTimeout, func() { stalled.Store(true); cancel() })
+	defer gap.Stop()
 	frames := 0
 	content := sha256.New() // of the streamed text, to check the receipt
 	for {
@@ -853,11 +864,16 @@ func (r *Router) forward(ctx context.Context, client peer.ID, w *worker, req *in
 				return true, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 			}
 		}
+		gap.Reset(r.cfg.ChunkTimeout)
 		typ, p, err = call.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				o = outcomeNone
 				return true, inference.Errorf(inference.CodeCancelled, "client went away")
+			}
+			if stalled.Load() {
+				log().Info("worker stalled mid-stream", "worker", w.id, "chunks", frames, "gap", r.cfg.ChunkTimeout)
+				return true, r.abort(out, inference.Errorf(inference.CodeTimeout, "worker sent nothing for %s after %d chunks", r.cfg.ChunkTimeout, frames))
 			}
 			log().Info("worker failed mid-stream", "worker", w.id, "chunks", frames, "err", err)
 			return true, r.abort(out, inference.Errorf(inference.CodeEngine, "worker failed after %d chunks: %v", frames, err))
