@@ -194,8 +194,11 @@ type ClientConfig struct {
 	// client's requests only to workers they verified at that tier or
 	// above, and the client withholds answers whose tier is below it. An
 	// app may raise it per request with the X-Cocoon-Min-Trust header.
-	MinTrust      string   `toml:"min_trust"`
-	CheckInterval Duration `toml:"check_interval"`
+	MinTrust string `toml:"min_trust"`
+	// MaxConnections caps the API's open connections; more wait until one
+	// closes.
+	MaxConnections int      `toml:"max_connections"`
+	CheckInterval  Duration `toml:"check_interval"`
 }
 
 // MinTier is MinTrust as a tier; 0 for "" (any) or a name Validate
@@ -240,7 +243,7 @@ func DefaultConfig(role Role) Config {
 			LookupInterval: Duration(30 * time.Second)},
 		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
-		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute),
+		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute), MaxConnections: 4096,
 			CheckInterval: Duration(5 * time.Second)},
 	}
 }
@@ -379,6 +382,9 @@ func (c *Config) Validate() error {
 		}
 		if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
 			return err
+		}
+		if c.Client.MaxConnections < 1 {
+			return fmt.Errorf("client.max_connections: %d must be at least 1", c.Client.MaxConnections)
 		}
 		if c.Client.MaxPrice < 0 {
 			return fmt.Errorf("client.max_price: %d must be 0 (no limit) or more", c.Client.MaxPrice)

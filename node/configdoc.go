@@ -59,6 +59,7 @@ var settingDocs = map[string]string{
 	"client.max_price":       "Most to pay per million prompt+completion tokens, proxy fee included, in nanoTON; 0 is no limit. X-Cocoon-Max-Price overrides it per request.",
 	"client.min_trust":       "Weakest trust tier a serving worker may have: dev, tee or tee-gpu; empty is any. X-Cocoon-Min-Trust can raise it per request.",
 	"client.check_interval":  "How often the client checks its proxies.",
+	"client.max_connections": "Open connections the API takes at most; more wait in the kernel's backlog until one closes.",
 
 	"payments.enabled":    "Pay and require payment through TON payment channels, from the wallet whose seed is in the data dir (cocoon wallet address). Needs the chain: discovery.root.",
 	"payments.deposit":    "nanoTON put into each channel this node opens (a client's to a proxy, a proxy's to a worker); the channel's capacity, since the contract takes no top-up.",

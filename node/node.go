@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/net/netutil"
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/chain"
@@ -370,11 +371,22 @@ func (n *Node) startClient(h host.Host) error {
 	if n.pay != nil {
 		gc.Admit, gc.Paid = n.clientAdmit, n.clientPaid
 	}
+	if n.registry != nil {
+		gc.MaxFeePPM = func() int64 {
+			if reg := n.registryNow(); reg != nil {
+				return int64(reg.Fees.ProxyFeePPM)
+			}
+			return -1
+		}
+	}
 	n.gw = gateway.New(gc, observeUpstream(n.up, n.requests), n.log)
 	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
 	if err != nil {
 		return fmt.Errorf("client.api_addr: %w", err)
 	}
+	// Connections past the cap wait in the kernel's backlog until one
+	// closes; each is bounded in time by the server's timeouts.
+	ln = netutil.LimitListener(ln, n.cfg.Client.MaxConnections)
 	n.ln = ln
 	n.http = gateway.NewHTTPServer(n.gw)
 	n.wg.Go(func() {

@@ -41,23 +41,31 @@ func TestProxyLiesAboutCost(t *testing.T) {
 		cost   *inference.Cost
 		stream bool
 		ok     bool
+		cap    int64 // the network's fee cap in ppm; 0: none known
 	}{
-		{"honest", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, false, true},
-		{"honest, streamed", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, true, true},
-		{"no cost named", nil, false, true},
-		{"worker part inflated tenfold", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, false, false},
-		{"worker part one nanoTON over", &inference.Cost{Worker: w + 1, ProxyFee: 140, Total: w + 141}, false, false},
-		{"worker part under the receipt", &inference.Cost{Worker: w - 1, ProxyFee: 140, Total: w + 139}, false, false},
-		{"total above worker plus fee", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 1_000_000}, false, false},
-		{"negative fee", &inference.Cost{Worker: w, ProxyFee: -1, Total: w - 1}, false, false},
-		{"inflated, streamed", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, true, false},
+		{"honest", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, false, true, 0},
+		{"honest, streamed", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, true, true, 0},
+		{"no cost named", nil, false, true, 0},
+		{"worker part inflated tenfold", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, false, false, 0},
+		{"worker part one nanoTON over", &inference.Cost{Worker: w + 1, ProxyFee: 140, Total: w + 141}, false, false, 0},
+		{"worker part under the receipt", &inference.Cost{Worker: w - 1, ProxyFee: 140, Total: w + 139}, false, false, 0},
+		{"total above worker plus fee", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 1_000_000}, false, false, 0},
+		{"negative fee", &inference.Cost{Worker: w, ProxyFee: -1, Total: w - 1}, false, false, 0},
+		{"inflated, streamed", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, true, false, 0},
+		{"fee at the network's cap", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, false, true, 20_000},
+		{"fee a nanoTON over the network's cap", &inference.Cost{Worker: w, ProxyFee: 141, Total: w + 141}, false, false, 20_000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
 			var mu sync.Mutex
 			var paid []int64
-			cfg := Config{Paid: func(_ peer.ID, end *inference.End) {
+			cfg := Config{MaxFeePPM: func() int64 {
+				if tt.cap == 0 {
+					return -1
+				}
+				return tt.cap
+			}, Paid: func(_ peer.ID, end *inference.End) {
 				mu.Lock()
 				defer mu.Unlock()
 				if end.Cost != nil {

@@ -79,6 +79,11 @@ type Config struct {
 	// pay for it; its error is the answer (payment_required, 402, when it
 	// has no funded channel).
 	Admit func() *inference.Error
+	// MaxFeePPM, if set, is the largest fee a proxy may add, in parts per
+	// million of the worker's amount (the root contract's cap), or a
+	// negative number when unknown: an answer whose fee is above it is
+	// refused.
+	MaxFeePPM func() int64
 	// Paid, if set, is told of each answer the app got, with the proxy it
 	// came through (Responses that say, see ProxyResponse), to pay for it.
 	Paid func(proxy peer.ID, end *inference.End)
@@ -303,7 +308,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		return
 	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
-	chk := &receiptCheck{req: req, content: sha256.New(), verify: s.verifyReceipt}
+	chk := &receiptCheck{req: req, content: sha256.New(), verify: s.verifyReceipt, maxFeePPM: -1}
+	if s.cfg.MaxFeePPM != nil {
+		chk.maxFeePPM = s.cfg.MaxFeePPM()
+	}
 	if p.stream {
 		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, log)
 		return
@@ -368,6 +376,8 @@ type receiptCheck struct {
 	req     *inference.Request
 	content hash.Hash
 	verify  func(peer.ID) bool // whether to verify this receipt's signature
+	// maxFeePPM caps the proxy's fee; negative: no cap known.
+	maxFeePPM int64
 }
 
 // verifyEvery is how often the client verifies a worker's receipt
@@ -435,6 +445,16 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 		if cost.Worker != b.Worker || cost.ProxyFee < 0 || cost.Total != cost.Worker+cost.ProxyFee {
 			return refuse(fmt.Errorf("the proxy's cost (worker %d + fee %d = %d nanoTON) is not the receipt's worker amount %d plus a fee",
 				cost.Worker, cost.ProxyFee, cost.Total, b.Worker))
+		}
+		if c.maxFeePPM >= 0 {
+			most, err := got.Bill(c.maxFeePPM)
+			if err != nil {
+				return refuse(err)
+			}
+			if cost.ProxyFee > most.Fee {
+				return refuse(fmt.Errorf("the proxy's fee of %d nanoTON is over the network's cap of %d ppm (%d nanoTON)",
+					cost.ProxyFee, c.maxFeePPM, most.Fee))
+			}
 		}
 	}
 	return nil
