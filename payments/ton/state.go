@@ -90,7 +90,7 @@ func (ch *Channel) SignState(key ed25519.PrivateKey, s State) (SignedState, erro
 
 // VerifyState reports whether s carries a valid signature by pub.
 func (ch *Channel) VerifyState(pub ed25519.PublicKey, s SignedState) bool {
-	if checkSent(s.Sent) != nil || len(s.Signature) != ed25519.SignatureSize {
+	if checkSent(s.Sent) != nil || len(s.Signature) != ed25519.SignatureSize || len(pub) != ed25519.PublicKeySize {
 		return false
 	}
 	return ed25519.Verify(pub, ch.stateCell(s.State).Hash(), s.Signature)
