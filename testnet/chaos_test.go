@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -22,7 +21,6 @@ import (
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
-	"github.com/cocoon-mesh/cocoon/payments/ton"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -99,8 +97,8 @@ func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, strin
 
 // TestWorkersKilledUnderLoad: three workers run as child processes behind
 // one proxy, with payments on; while 8 requesters stream answers through
-// the client, a random worker is killed with SIGKILL every 700 ms and
-// restarted. No request hangs; a request whose worker dies before its
+// the client, a random worker is killed with SIGKILL every 700 ms (or as
+// soon as the proxy routes to all three again) and restarted. No request hangs; a request whose worker dies before its
 // first chunk is served by another worker (none is refused); one cut
 // mid-stream ends with an error event; and once all workers are back, the
 // client paid exactly what its answers cost, the proxy holds exactly that,
@@ -113,19 +111,7 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
-	fund := func(d string, nano int64) {
-		key, err := ton.LoadKey(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := ton.NewWallet(key, sb, ton.WalletConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sb.Fund(ctx, w.Address(), big.NewInt(nano)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fund := func(d string, nano int64) { fundWallet(t, sb, d, nano) }
 
 	// The workers, each a child process at a fixed address and identity.
 	type workerProc struct {
@@ -164,17 +150,7 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 		w.proc.waitReady(t)
 	}
 
-	startNode := func(cfg node.Config) *node.Node {
-		nd, err := node.New(cfg, log.With("node", cfg.Role.String()), node.WithChain(sb))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nd.Close() })
-		return nd
-	}
+	startNode := func(cfg node.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
 	pcfg := node.DefaultConfig(node.RoleProxy)
 	pcfg.DataDir = filepath.Join(dir, "proxy")
 	pcfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -209,44 +185,21 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 
 	// Load and chaos.
 	url := testnet.BaseURL(client) + "/chat/completions"
-	var mu sync.Mutex
-	counts := map[outcome]int{}
-	var total, workerPart int64
-	var refusals []string
-	stop := make(chan struct{})
-	var load sync.WaitGroup
-	for range 8 {
-		load.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o, cost, why := streamOnce(ctx, url)
-				mu.Lock()
-				counts[o]++
-				if o == streamed {
-					total += cost.Total
-					workerPart += cost.Worker
-				}
-				if o == refused || o == hung {
-					refusals = append(refusals, why)
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	load := startLoad(t.Context(), url, 8)
 	kills := 0
 	tick := time.NewTicker(700 * time.Millisecond)
 	for range 12 {
 		<-tick.C
-		// Bring back the dead, then kill one at random.
+		// Bring back the dead, and once the proxy routes to all three
+		// again, kill one at random: two are always there to fail over to.
 		for _, w := range workers {
 			if w.proc == nil {
 				w.proc = startProxyProcess(t, w.spec)
 				w.proc.waitReady(t)
 			}
+		}
+		if err := waitFor(ctx, 30*time.Second, func() bool { return len(proxy.PeersUp()) == len(workers) }); err != nil {
+			t.Fatalf("the proxy did not route to the restarted workers: %v", err)
 		}
 		victim := workers[rand.IntN(len(workers))]
 		victim.proc.kill()
@@ -254,8 +207,7 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 		kills++
 	}
 	tick.Stop()
-	close(stop)
-	load.Wait()
+	load.stop()
 	for _, w := range workers {
 		if w.proc == nil {
 			w.proc = startProxyProcess(t, w.spec)
@@ -263,16 +215,15 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 		}
 	}
 
-	mu.Lock()
+	counts, total, workerPart := load.counts, load.total, load.worker
 	t.Logf("%d workers killed; %d answered, %d cut mid-stream, %d refused, %d hung",
 		kills, counts[streamed], counts[cutShort], counts[refused], counts[hung])
 	if counts[hung] > 0 || counts[refused] > 0 {
-		t.Errorf("%d hung, %d refused: %q", counts[hung], counts[refused], refusals)
+		t.Errorf("%d hung, %d refused: %q", counts[hung], counts[refused], load.why)
 	}
 	if counts[streamed] == 0 {
 		t.Fatal("nothing answered")
 	}
-	mu.Unlock()
 
 	// Payments: settled exactly, whatever was cut.
 	var got string
@@ -341,34 +292,8 @@ func TestProxyCutOff(t *testing.T) {
 	p2ptest.Eventually(t, "the client to keep both proxies", func() bool { return len(client.PeersUp()) == 2 })
 
 	url := testnet.BaseURL(client) + "/chat/completions"
-	var mu sync.Mutex
-	counts := map[outcome]int{}
-	var why []string
-	stop := make(chan struct{})
-	var load sync.WaitGroup
-	for range 8 {
-		load.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o, _, w := streamOnce(t.Context(), url)
-				mu.Lock()
-				counts[o]++
-				if o == refused || o == hung {
-					why = append(why, w)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	total := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return counts[streamed] + counts[cutShort] + counts[refused] + counts[hung]
-	}
+	load := startLoad(t.Context(), url, 8)
+	total := load.done
 	if err := waitFor(t.Context(), 30*time.Second, func() bool { return total() >= 20 }); err != nil {
 		t.Fatal("no load before the cut")
 	}
@@ -377,10 +302,68 @@ func TestProxyCutOff(t *testing.T) {
 	if err := waitFor(t.Context(), 30*time.Second, func() bool { return total() >= before+40 }); err != nil {
 		t.Fatal("no answers after the cut")
 	}
-	close(stop)
-	load.Wait()
+	load.stop()
+	counts := load.counts
 	t.Logf("%d answered, %d cut mid-stream, %d refused, %d hung", counts[streamed], counts[cutShort], counts[refused], counts[hung])
 	if counts[refused] > 0 || counts[hung] > 0 {
-		t.Errorf("%d refused, %d hung: %q", counts[refused], counts[hung], why)
+		t.Errorf("%d refused, %d hung: %q", counts[refused], counts[hung], load.why)
 	}
+}
+
+// streamLoad is requesters streaming answers from a client's API over and
+// over, counting how each request ended.
+type streamLoad struct {
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex // guards the fields below until stop returns
+	counts map[outcome]int
+	total  int64    // the cost of the answers, as the usage reported it
+	worker int64    // their worker parts
+	why    []string // what refused or hung requests said
+}
+
+// startLoad starts n requesters on url; stop ends them.
+func startLoad(ctx context.Context, url string, n int) *streamLoad {
+	l := &streamLoad{quit: make(chan struct{}), counts: map[outcome]int{}}
+	for range n {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.quit:
+					return
+				default:
+				}
+				o, cost, why := streamOnce(ctx, url)
+				l.mu.Lock()
+				l.counts[o]++
+				if o == streamed {
+					l.total += cost.Total
+					l.worker += cost.Worker
+				}
+				if o == refused || o == hung {
+					l.why = append(l.why, why)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+// done is how many requests have ended so far.
+func (l *streamLoad) done() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.counts {
+		n += c
+	}
+	return n
+}
+
+// stop ends the requesters and waits for them.
+func (l *streamLoad) stop() {
+	close(l.quit)
+	l.wg.Wait()
 }

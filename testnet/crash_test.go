@@ -181,30 +181,8 @@ func TestProxyCrash(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
 
-	fund := func(d string, nano int64) {
-		key, err := ton.LoadKey(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := ton.NewWallet(key, sb, ton.WalletConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sb.Fund(ctx, w.Address(), big.NewInt(nano)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	startNode := func(cfg node.Config) *node.Node {
-		nd, err := node.New(cfg, log.With("node", cfg.Role.String()), node.WithChain(sb))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nd.Close() })
-		return nd
-	}
+	fund := func(d string, nano int64) { fundWallet(t, sb, d, nano) }
+	startNode := func(cfg node.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
 
 	// The worker, in this process.
 	wcfg := node.DefaultConfig(node.RoleWorker)
@@ -404,4 +382,36 @@ func startChain(t *testing.T) *sandbox.Sandbox {
 	}
 	t.Cleanup(func() { sb.Close() })
 	return sb
+}
+
+// fundWallet sends nano from the sandbox's faucet to the wallet whose seed
+// is (or is created) in dir.
+func fundWallet(t *testing.T, sb *sandbox.Sandbox, dir string, nano int64) {
+	t.Helper()
+	key, err := ton.LoadKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := ton.NewWallet(key, sb, ton.WalletConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Fund(t.Context(), w.Address(), big.NewInt(nano)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startChainNode starts a node on the sandbox chain in this process,
+// closed when the test ends.
+func startChainNode(t *testing.T, sb *sandbox.Sandbox, log *slog.Logger, cfg node.Config) *node.Node {
+	t.Helper()
+	nd, err := node.New(cfg, log.With("node", cfg.Role.String()), node.WithChain(sb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nd.Close() })
+	return nd
 }

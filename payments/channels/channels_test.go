@@ -373,15 +373,7 @@ func TestPayeeDispute(t *testing.T) {
 	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err == nil {
 		t.Fatal("finished a close during its quarantine")
 	}
-	now, err := n.sb.AdvanceTime(ctx, config(true).Quarantine+time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainAhead.Store(int64(time.Until(now)))
-	t.Cleanup(func() { chainAhead.Store(0) })
-	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err != nil {
-		t.Fatal(err)
-	}
+	n.finishAfterQuarantine(t, n.proxy, n.client)
 	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
 	// Paid out: the claimed total, less the payout's forward fee and the
 	// gas of the two messages the proxy sent (under 0.15 TON together).
@@ -484,15 +476,7 @@ func TestOldStateChallenged(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the chain, which signals nothing
 	}
 	before := balance(t, n.sb, n.proxy.w)
-	now, err := n.sb.AdvanceTime(ctx, config(false).Quarantine+time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainAhead.Store(int64(time.Until(now)))
-	t.Cleanup(func() { chainAhead.Store(0) })
-	if err := n.proxy.m.FinishClose(ctx, n.client.h.ID()); err != nil {
-		t.Fatal(err)
-	}
+	n.finishAfterQuarantine(t, n.proxy, n.client)
 	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
 	if low := new(big.Int).SetUint64(total - 100_000_000); gain.Cmp(low) < 0 {
 		t.Errorf("proxy's wallet gained %s, want about the newest total %d (the old state paid %d)", gain, total, first.Received)
@@ -518,18 +502,27 @@ func TestPayerDispute(t *testing.T) {
 	if err := n.client.m.Payable(n.proxy.h.ID()); err == nil {
 		t.Error("the client still pays on a channel it is closing")
 	}
+	n.finishAfterQuarantine(t, n.client, n.proxy)
+	gain := new(big.Int).Sub(balance(t, n.sb, n.client.w), before)
+	back := int64(deposit) - bill.Total
+	if low := big.NewInt(back - 150_000_000); gain.Cmp(low) < 0 || gain.Cmp(big.NewInt(back+100_000_000)) > 0 {
+		t.Errorf("client's wallet gained %s at the close, want about its deposit less what it paid, %d", gain, back)
+	}
+}
+
+// finishAfterQuarantine moves the emulator's clock (and the wallets') past
+// the quarantine of a close started on by's channel with other, and has by
+// finish it.
+func (n *network) finishAfterQuarantine(t *testing.T, by, other *party) {
+	t.Helper()
+	ctx := ctxFor(t)
 	now, err := n.sb.AdvanceTime(ctx, config(false).Quarantine+time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chainAhead.Store(int64(time.Until(now)))
 	t.Cleanup(func() { chainAhead.Store(0) })
-	if err := n.client.m.FinishClose(ctx, n.proxy.h.ID()); err != nil {
+	if err := by.m.FinishClose(ctx, other.h.ID()); err != nil {
 		t.Fatal(err)
-	}
-	gain := new(big.Int).Sub(balance(t, n.sb, n.client.w), before)
-	back := int64(deposit) - bill.Total
-	if low := big.NewInt(back - 150_000_000); gain.Cmp(low) < 0 || gain.Cmp(big.NewInt(back+100_000_000)) > 0 {
-		t.Errorf("client's wallet gained %s at the close, want about its deposit less what it paid, %d", gain, back)
 	}
 }
