@@ -24,27 +24,20 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	sub := args[0]
 	fs := flag.NewFlagSet("channel "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
-	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
+	target := addAdminFlags(fs, getenv, "print the raw JSON")
 	peerID := fs.String("peer", "", "open, close, finish: the other side of the channel (close: cooperative when this node pays it, an uncooperative close with its newest state when it pays this node)")
-	asJSON := fs.Bool("json", false, "print the raw JSON")
 	uncoop := fs.Bool("uncooperative", false, "close: start an uncooperative close even when this node pays the peer (it is gone); finish it after the quarantine with `channel finish`")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseNoArgs(fs, args[1:]); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	if sub != "list" && *peerID == "" {
 		return usageError{"channel " + sub + ": --peer is required"}
 	}
-	base := *adminURL
-	if base == "" {
-		var err error
-		if base, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
-			return err
-		}
+	base, err := target.url()
+	if err != nil {
+		return err
 	}
+	asJSON := target.json
 	method, path, wait := http.MethodGet, "/channels", 10*time.Second
 	if sub != "list" {
 		method, path, wait = http.MethodPost, "/channels/"+sub+"?peer="+url.QueryEscape(*peerID), 3*time.Minute

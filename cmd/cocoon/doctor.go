@@ -23,22 +23,15 @@ var errDoctorFailed = errors.New("doctor: some checks failed")
 func runDoctor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
-	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
-	asJSON := fs.Bool("json", false, "print the raw JSON checks")
-	if err := fs.Parse(args); err != nil {
+	target := addAdminFlags(fs, getenv, "print the raw JSON checks")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	base, err := target.url()
+	if err != nil {
+		return fmt.Errorf("%w (doctor checks a running node: start it first)", err)
 	}
-	base := *adminURL
-	if base == "" {
-		var err error
-		if base, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
-			return fmt.Errorf("%w (doctor checks a running node: start it first)", err)
-		}
-	}
+	asJSON := target.json
 	body, err := askAdmin(ctx, base, http.MethodGet, "/doctor", time.Minute)
 	if err != nil {
 		return err

@@ -21,22 +21,15 @@ import (
 func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)")
-	adminURL := fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir")
-	asJSON := fs.Bool("json", false, "print the raw JSON status")
-	if err := fs.Parse(args); err != nil {
+	target := addAdminFlags(fs, getenv, "print the raw JSON status")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	url, err := target.url()
+	if err != nil {
+		return err
 	}
-	url := *adminURL
-	if url == "" {
-		var err error
-		if url, err = findAdmin(*dataDir, getenv("HOME")); err != nil {
-			return err
-		}
-	}
+	asJSON := target.json
 	body, err := askAdmin(ctx, url, http.MethodGet, "/status", 10*time.Second)
 	if err != nil {
 		return err
@@ -50,6 +43,43 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		return fmt.Errorf("the node at %s sent a status this cocoon cannot read: %w", url, err)
 	}
 	printStatus(stdout, &s)
+	return nil
+}
+
+// adminTarget is the flags that find a running node's admin API.
+type adminTarget struct {
+	dataDir, admin *string
+	json           *bool
+	home           string
+}
+
+// addAdminFlags adds --data-dir, --admin and --json (described by
+// jsonHelp) to fs.
+func addAdminFlags(fs *flag.FlagSet, getenv func(string) string, jsonHelp string) *adminTarget {
+	return &adminTarget{
+		dataDir: fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)"),
+		admin:   fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir"),
+		json:    fs.Bool("json", false, jsonHelp),
+		home:    getenv("HOME"),
+	}
+}
+
+// url is --admin, or the URL the node wrote into its data dir.
+func (a *adminTarget) url() (string, error) {
+	if *a.admin != "" {
+		return *a.admin, nil
+	}
+	return findAdmin(*a.dataDir, a.home)
+}
+
+// parseNoArgs parses args into fs and refuses positional arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
 	return nil
 }
 
