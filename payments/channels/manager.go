@@ -86,6 +86,7 @@ var (
 type Manager struct {
 	cfg    Config
 	h      host.Host
+	self   peer.ID // h's ID: receipts paid to this proxy must name it
 	chain  chain.Chain
 	wallet *ton.Wallet
 	key    ed25519.PrivateKey
@@ -117,7 +118,11 @@ func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.Priv
 		cfg.OpenTimeout = time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, h: h, chain: c, wallet: w, key: key, led: led, log: log.With("component", "payments"),
+	var self peer.ID
+	if h != nil {
+		self = h.ID()
+	}
+	return &Manager{cfg: cfg, h: h, self: self, chain: c, wallet: w, key: key, led: led, log: log.With("component", "payments"),
 		proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
 		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}), relayed: make(map[[32]byte]struct{}),
 		ctx: ctx, cancel: cancel}
@@ -1039,7 +1044,7 @@ func (m *Manager) split(q *request, received, sent uint64) (map[peer.ID]uint64, 
 	}
 	owed := make(map[peer.ID]uint64)
 	var sum uint64
-	self := m.h.ID()
+	self := m.self
 	for _, e := range q.Entries[i:] {
 		// A receipt this proxy compared with the answer it relayed needs
 		// no second signature check; one from before a restart does.

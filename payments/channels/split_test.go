@@ -13,11 +13,12 @@ import (
 // entries, bases and amounts: it never panics, and what it accepts pays
 // exactly the new amount, of which the workers are owed no more.
 func FuzzSplit(f *testing.F) {
-	h := p2ptest.NewHost(f)
+	_, proxy := p2ptest.NewKey(f)
 	wkey, worker := p2ptest.NewKey(f)
-	m := New(Config{Network: "test", Forward: true, FeePPM: 20_000}, h, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
+	m := New(Config{Network: "test", Forward: true, FeePPM: 20_000}, nil, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
+	m.self = proxy
 	r := &payments.Receipt{RequestID: "r1", Model: "m", Tokens: payments.Tokens{Prompt: 10, Completion: 100},
-		Price: payments.Price{Prompt: 100_000_000, Completion: 400_000_000}, Worker: worker, Proxy: h.ID(), Time: time.Now().UnixMilli()}
+		Price: payments.Price{Prompt: 100_000_000, Completion: 400_000_000}, Worker: worker, Proxy: proxy, Time: time.Now().UnixMilli()}
 	signed, err := payments.Sign(r, wkey)
 	if err != nil {
 		f.Fatal(err)
