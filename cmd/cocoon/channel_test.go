@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -20,16 +19,7 @@ func TestChannelCommand(t *testing.T) {
 	p := h.AddProxy()
 	h.AddWorker()
 	client := h.AddClient()
-	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json",
-		strings.NewReader(`{"model":"sim-small","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("chat: %s", resp.Status)
-	}
+	chatOnce(t, client)
 	// Settled: the proxy holds a signed state for everything.
 	p2ptest.Eventually(t, "the client's payment to settle", func() bool {
 		for _, c := range client.Channels().List() {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -23,13 +22,7 @@ func TestDoctorCommand(t *testing.T) {
 	h.AddProxy()
 	w := h.AddWorker()
 	client := h.AddClient()
-	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json",
-		strings.NewReader(`{"model":"sim-small","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	chatOnce(t, client)
 
 	results := func(nd *node.Node) map[string]node.Check {
 		var out bytes.Buffer
@@ -69,7 +62,7 @@ func TestDoctorCommand(t *testing.T) {
 		c.Worker.OpenAI.URL = "http://127.0.0.1:9/v1" // discard port: nothing listens
 	})
 	var out bytes.Buffer
-	err = run(t.Context(), []string{"doctor", "--admin", broken.AdminURL()}, env(nil), &out, io.Discard)
+	err := run(t.Context(), []string{"doctor", "--admin", broken.AdminURL()}, env(nil), &out, io.Discard)
 	if !errors.Is(err, errDoctorFailed) {
 		t.Fatalf("doctor of a worker without an engine: %v, want errDoctorFailed\n%s", err, out.String())
 	}

@@ -19,16 +19,7 @@ func TestStatusCommand(t *testing.T) {
 	w := h.AddWorker()
 	p := h.AddProxy()
 	client := h.AddClient()
-	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json",
-		strings.NewReader(`{"model":"sim-small","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("chat: %s", resp.Status)
-	}
+	chatOnce(t, client)
 
 	// The proxy's status, found through its data dir, names the worker and
 	// the request it routed.
@@ -56,7 +47,7 @@ func TestStatusCommand(t *testing.T) {
 	}
 
 	// Prometheus metrics from the proxy.
-	resp, err = http.Get(p.AdminURL() + "/metrics")
+	resp, err := http.Get(p.AdminURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,5 +122,21 @@ func TestWalletCommand(t *testing.T) {
 	}
 	if got := formatTON(big.NewInt(1_500_000_001)); got != "1.500000001" {
 		t.Fatalf("formatTON = %s", got)
+	}
+}
+
+// chatOnce sends one short chat request through client and checks it was
+// answered.
+func chatOnce(t *testing.T, client *node.Node) {
+	t.Helper()
+	resp, err := http.Post(testnet.BaseURL(client)+"/chat/completions", "application/json",
+		strings.NewReader(`{"model":"sim-small","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %s", resp.Status)
 	}
 }
