@@ -59,7 +59,8 @@ func NewPool(h host.Host, network string, cfg PoolConfig) *Pool {
 		maxIdle: cfg.MaxIdlePerPeer, idleFor: cfg.IdleFor, now: cfg.Now, idle: make(map[peer.ID][]idleStream)}
 }
 
-// take returns the most recently used live idle stream to p, if any.
+// take returns the most recently used idle stream to id that is neither
+// too old nor on a closed connection, if any.
 func (p *Pool) take(id peer.ID) network.Stream {
 	now := p.now()
 	p.mu.Lock()
@@ -68,7 +69,7 @@ func (p *Pool) take(id peer.ID) network.Stream {
 	for len(list) > 0 {
 		last := list[len(list)-1]
 		list = list[:len(list)-1]
-		if now.Sub(last.since) < p.idleFor {
+		if now.Sub(last.since) < p.idleFor && !last.s.Conn().IsClosed() {
 			p.idle[id] = list
 			return last.s
 		}
@@ -120,26 +121,49 @@ type Call struct {
 // Send sends req to id and waits for the first frame of the response.
 // Cancelling ctx resets the stream, which cancels the request at the other
 // end. A reused stream that turns out dead before answering (the server
-// closed it while idle) is replaced by a new one once.
+// closed it while idle, or its connection died) is replaced by a new one
+// once, and the pool's other idle streams on that connection are dropped.
 func (p *Pool) Send(ctx context.Context, id peer.ID, req *Request) (*Call, error) {
 	payload, err := AppendRequest(nil, req)
 	if err != nil {
 		return nil, err
 	}
 	frame := p2p.AppendFrame(make([]byte, 0, len(payload)+12), FrameRequest, payload)
-	for attempt := 0; ; attempt++ {
-		s := p.take(id)
-		reused := s != nil
-		if !reused {
-			if s, err = p.h.NewStream(ctx, id, p.proto); err != nil {
-				return nil, fmt.Errorf("opening stream: %w", err)
-			}
-		}
+	s := p.take(id)
+	if s != nil {
+		conn := s.Conn()
 		c, err := p.start(ctx, id, s, frame)
-		if err == nil || !reused || ctx.Err() != nil || attempt > 0 {
+		if err == nil || ctx.Err() != nil {
 			return c, err
 		}
+		// The other idle streams on that connection are as old or older
+		// (take returns the newest): if the connection died, as when the
+		// peer restarted, so did they. The retry opens a new stream.
+		p.drop(id, conn)
 	}
+	if s, err = p.h.NewStream(ctx, id, p.proto); err != nil {
+		return nil, fmt.Errorf("opening stream: %w", err)
+	}
+	return p.start(ctx, id, s, frame)
+}
+
+// drop closes every idle stream to id on conn.
+func (p *Pool) drop(id peer.ID, conn network.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[id][:0]
+	for _, is := range p.idle[id] {
+		if is.s.Conn() == conn {
+			is.s.Close()
+			continue
+		}
+		list = append(list, is)
+	}
+	if len(list) == 0 {
+		delete(p.idle, id)
+		return
+	}
+	p.idle[id] = list
 }
 
 func (p *Pool) start(ctx context.Context, id peer.ID, s network.Stream, frame []byte) (*Call, error) {

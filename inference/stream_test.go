@@ -122,6 +122,53 @@ func TestPoolReplacesStaleStream(t *testing.T) {
 	}
 }
 
+// TestPoolDropsDeadConnection: when the pooled streams to a peer all died
+// with their connection (the peer restarted), the next request still
+// succeeds on its first Send, and the dead streams are not tried again.
+func TestPoolDropsDeadConnection(t *testing.T) {
+	server, client, sv := hostPair(t)
+	streams := echoServer(sv, inference.DefaultServeConfig(), okCheck, answer)
+	pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+	defer pool.Close()
+	// Three requests at once leave three idle streams on one connection.
+	var calls []*inference.Call
+	for _, m := range []string{"a", "b", "c"} {
+		c, err := pool.Send(t.Context(), server.ID(), request(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, c)
+	}
+	for _, c := range calls {
+		collect(t, c)
+		c.Done()
+	}
+	// The server drops every stream and the connection: the pool still
+	// holds three dead streams. A new connection is dialled afresh.
+	for _, c := range server.Network().ConnsToPeer(client.ID()) {
+		for _, s := range c.GetStreams() {
+			s.Reset()
+		}
+	}
+	if err := server.Network().ClosePeer(client.ID()); err != nil {
+		t.Fatal(err)
+	}
+	client.Peerstore().AddAddrs(server.ID(), server.Addrs(), time.Hour)
+	for i, m := range []string{"d", "e"} {
+		c, err := pool.Send(t.Context(), server.ID(), request(m))
+		if err != nil {
+			t.Fatalf("request %d after the connection died: %v", i+1, err)
+		}
+		if text, _ := collect(t, c); text != m {
+			t.Fatalf("got %q, want %q", text, m)
+		}
+		c.Done()
+	}
+	if n := streams.Load(); n != 4 {
+		t.Fatalf("%d streams, want 4 (three, then one new one reused)", n)
+	}
+}
+
 // TestServeCancel: a requester that abandons its call (reset) cancels the
 // request being served.
 func TestServeCancel(t *testing.T) {
