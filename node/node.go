@@ -413,8 +413,19 @@ func (n *Node) announce(ctx context.Context, key crypto.PrivKey) {
 	defer check.Stop()
 	publish := true
 	var last string
+	var sent time.Time
 	for {
 		if publish {
+			// Peers take at most offers.PublishRate offers a second from
+			// one publisher and score down one that sends more.
+			if wait := time.Until(sent.Add(offers.MinPublishGap)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			sent = time.Now()
 			last = n.offerState()
 			if err := n.publishOffer(ctx, key, 3*every); err != nil && ctx.Err() == nil {
 				n.log.Warn("announcing offer", "err", err)

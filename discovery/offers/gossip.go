@@ -11,6 +11,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 )
 
 // Topic is the offers topic of a network.
@@ -51,9 +52,10 @@ type Gossip struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex // guards rejected and scores
+	mu       sync.Mutex // guards rejected, scores and rates
 	rejected map[string]int
 	scores   map[peer.ID]float64
+	rates    publisherRates
 }
 
 // StartGossip joins the offers topic of cfg.Network on h with message
@@ -65,7 +67,8 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	topic := Topic(cfg.Network)
-	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), cancel: cancel, rejected: make(map[string]int)}
+	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), cancel: cancel, rejected: make(map[string]int),
+		rates: publisherRates{m: make(map[peer.ID]*rate.Limiter)}}
 	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		// Twice the offer cap, so that an oversized offer reaches the
@@ -152,14 +155,60 @@ const GraylistThreshold = -1000
 const scoreInspectPeriod = 200 * time.Millisecond
 
 // reasons are the rejections counted by name.
-var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd}
+var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd, ErrFlood}
 
-func (g *Gossip) reject(from peer.ID, err error) pubsub.ValidationResult {
+// The rate at which one publisher's offers are taken and forwarded: on
+// average PublishRate a second, in bursts of up to PublishBurst. A node
+// announces at most once every MinPublishGap (the shortest announce
+// interval), so an honest one never reaches it.
+const (
+	PublishRate   = 10
+	PublishBurst  = 20
+	MinPublishGap = time.Second / PublishRate
+)
+
+// publisherRates keeps a token bucket per publisher.
+type publisherRates struct {
+	m     map[peer.ID]*rate.Limiter
+	prune int // prune buckets back to full once m grows past this
+}
+
+// allow takes one token from id's bucket at now.
+func (r *publisherRates) allow(id peer.ID, now time.Time) bool {
+	l, ok := r.m[id]
+	if !ok {
+		if len(r.m) >= r.prune {
+			// A full bucket is the same as none: forget those. Every entry
+			// is a publisher whose signed offer passed the checks, so the
+			// map grows only as the book does.
+			for p, b := range r.m {
+				if b.TokensAt(now) >= PublishBurst {
+					delete(r.m, p)
+				}
+			}
+			r.prune = max(1024, 2*len(r.m))
+		}
+		l = rate.NewLimiter(PublishRate, PublishBurst)
+		r.m[id] = l
+	}
+	return l.AllowN(now, 1)
+}
+
+// reject refuses an offer from its publisher from, which gossipsub
+// received from via.
+func (g *Gossip) reject(from, via peer.ID, err error) pubsub.ValidationResult {
 	g.count(from, err)
-	// gossipsub does not keep order: an honest peer's older offer can
-	// arrive after its newer one. Stale offers are dropped and not
-	// forwarded, but cost their sender no score.
-	if errors.Is(err, ErrStale) {
+	switch {
+	case errors.Is(err, ErrStale):
+		// gossipsub does not keep order: an honest peer's older offer can
+		// arrive after its newer one. Stale offers are dropped and not
+		// forwarded, but cost their sender no score.
+		return pubsub.ValidationIgnore
+	case errors.Is(err, ErrFlood) && via != from:
+		// A relay forwarded offers its own bucket let through; with
+		// different timing here they may overflow this one. That is not
+		// the relay's fault: drop them, score nobody. The publisher's
+		// direct neighbours score it.
 		return pubsub.ValidationIgnore
 	}
 	return pubsub.ValidationReject
@@ -180,19 +229,28 @@ func (g *Gossip) count(from peer.ID, err error) {
 }
 
 // validate runs before gossipsub forwards a message: only a valid, fresh
-// offer signed by its publisher goes on, and a rejection counts against
-// the sender's score.
-func (g *Gossip) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+// offer signed by its publisher, within the publisher's rate, goes on, and
+// a rejection counts against the sender's score.
+func (g *Gossip) validate(_ context.Context, via peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	from := msg.GetFrom()
+	now := g.cfg.Now()
 	o, err := Open(msg.Data, from)
 	if err == nil {
-		err = o.Check(g.cfg.Network, g.cfg.Now())
+		err = o.Check(g.cfg.Network, now)
 	}
 	if err == nil && !g.book.Fresh(from, o.Seq) {
 		err = fmt.Errorf("%w: %d", ErrStale, o.Seq)
 	}
+	if err == nil {
+		g.mu.Lock()
+		ok := g.rates.allow(from, now)
+		g.mu.Unlock()
+		if !ok {
+			err = fmt.Errorf("%w: more than %d a second", ErrFlood, PublishRate)
+		}
+	}
 	if err != nil {
-		return g.reject(from, err)
+		return g.reject(from, via, err)
 	}
 	msg.ValidatorData = o
 	return pubsub.ValidationAccept

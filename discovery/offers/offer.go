@@ -96,6 +96,7 @@ var (
 	ErrExpired   = errors.New("offer expired")
 	ErrFarExpiry = errors.New("offer expiry too far ahead")
 	ErrAbsurd    = errors.New("offer value out of bounds")
+	ErrFlood     = errors.New("publisher over its offer rate")
 )
 
 // Sign encodes o and signs it with key, which must be o.Peer's.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,19 +167,34 @@ type gossipNode struct {
 	key  crypto.PrivKey
 	book *offers.Book
 	g    *offers.Gossip
+
+	mu       sync.Mutex
+	accepted map[peer.ID]int // offers that entered the book, by publisher
+}
+
+func (n *gossipNode) acceptedFrom(id peer.ID) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.accepted[id]
 }
 
 func startNode(t *testing.T) *gossipNode {
 	t.Helper()
 	h := p2ptest.NewHost(t)
 	key := h.Peerstore().PrivKey(h.ID())
-	book := offers.NewBook(nil)
-	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, book, slog.New(slog.DiscardHandler))
+	n := &gossipNode{h: h, key: key, book: offers.NewBook(nil), accepted: make(map[peer.ID]int)}
+	cfg := offers.GossipConfig{Network: "local", Accepted: func(from peer.ID, _ *offers.Offer) {
+		n.mu.Lock()
+		n.accepted[from]++
+		n.mu.Unlock()
+	}}
+	g, err := offers.StartGossip(h, cfg, n.book, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	return &gossipNode{h: h, key: key, book: book, g: g}
+	n.g = g
+	return n
 }
 
 // rogue joins the offers topic without any validation and publishes
@@ -315,6 +331,82 @@ func TestGossip(t *testing.T) {
 	delete(rej, offers.ErrStale.Error())
 	if len(rej) != 0 {
 		t.Errorf("b saw rejected offers %v: a forwarded what it refused", rej)
+	}
+}
+
+// TestGossipFlood: a peer publishing valid offers as fast as it can gets
+// no more than its rate into any book or past its neighbour, is scored
+// under the graylist threshold by the neighbour it floods, and an honest
+// worker's offers still go through.
+func TestGossipFlood(t *testing.T) {
+	w, a, b := startNode(t), startNode(t), startNode(t)
+	r := startRogue(t)
+	p2ptest.Connect(t, a.h, w.h)
+	p2ptest.Connect(t, b.h, a.h) // b hears the others only through a
+	p2ptest.Connect(t, r.h, a.h)
+	p2ptest.Eventually(t, "the topic mesh", func() bool {
+		return len(w.g.Peers()) >= 1 && len(a.g.Peers()) >= 2 && len(b.g.Peers()) >= 1 && len(r.topic.ListPeers()) >= 1
+	})
+	ctx := context.Background()
+	// Until the mesh is up a message can be lost: the rogue's first offer
+	// goes out until b has it, at a pace its bucket allows.
+	seq := uint64(time.Now().UnixNano())
+	p2ptest.Eventually(t, "the rogue's first offer at b", func() bool {
+		seq++
+		r.topic.Publish(ctx, signAs(workerOffer(r.h.ID(), seq, time.Now()), r.key))
+		time.Sleep(offers.MinPublishGap) // pacing the publisher, not synchronising
+		return b.acceptedFrom(r.h.ID()) > 0
+	})
+
+	pre := map[string]int{"a": a.acceptedFrom(r.h.ID()), "b": b.acceptedFrom(r.h.ID())}
+	start := time.Now()
+	const flood = 400
+	for range flood {
+		seq++
+		if err := r.topic.Publish(ctx, signAs(workerOffer(r.h.ID(), seq, time.Now()), r.key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p2ptest.Eventually(t, "a to score the flooder under the graylist threshold", func() bool {
+		s, ok := a.g.Score(r.h.ID())
+		return ok && s < offers.GraylistThreshold
+	})
+	if a.g.Rejected()[offers.ErrFlood.Error()] == 0 {
+		t.Fatal("a rejected none of the flood for its rate")
+	}
+	// Whatever a took of the flood it took within the rate: the rest was
+	// neither booked nor forwarded.
+	bound := offers.PublishBurst + int(offers.PublishRate*time.Since(start).Seconds()) + 1
+	for name, n := range map[string]*gossipNode{"a": a, "b": b} {
+		if got := n.acceptedFrom(r.h.ID()) - pre[name]; got > bound || got > flood/4 {
+			t.Errorf("%s took %d of the flooder's %d offers, want at most %d", name, got, flood, bound)
+		}
+	}
+	s, _ := a.g.Score(r.h.ID())
+	t.Logf("flood of %d offers: a took %d, b took %d (bound %d), a rejected %d for the rate; the flooder's score at a: %.0f",
+		flood, a.acceptedFrom(r.h.ID())-pre["a"], b.acceptedFrom(r.h.ID())-pre["b"], bound, a.g.Rejected()[offers.ErrFlood.Error()], s)
+	if got := b.g.Rejected()[offers.ErrFlood.Error()]; got > bound {
+		t.Errorf("b saw %d offers over the flooder's rate: a forwarded them", got)
+	}
+
+	// The honest worker is untouched: its score is not negative and its
+	// next offer reaches b.
+	before := b.acceptedFrom(w.h.ID())
+	wseq := uint64(time.Now().UnixNano())
+	p2ptest.Eventually(t, "the worker's offer at b", func() bool {
+		wseq++
+		signed, err := offers.Sign(workerOffer(w.h.ID(), wseq, time.Now()), w.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.g.Publish(ctx, signed); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(offers.MinPublishGap) // pacing the publisher, not synchronising
+		return b.acceptedFrom(w.h.ID()) > before
+	})
+	if s, ok := a.g.Score(w.h.ID()); !ok || s < 0 {
+		t.Errorf("the honest worker's score at a is %v", s)
 	}
 }
 
