@@ -231,18 +231,27 @@ func signAs(o *offers.Offer, key crypto.PrivKey) []byte {
 	return b
 }
 
-// TestGossip: a worker's offer reaches every book over real hosts, and a
-// forged, relayed, replayed or oversized offer from a rogue peer enters
-// none and is not forwarded.
-func TestGossip(t *testing.T) {
-	w, a, b := startNode(t), startNode(t), startNode(t)
-	r := startRogue(t)
+// startLine starts a worker w, a rogue r and two nodes a and b: w and r
+// connect to a, and b hears the others only through a. It returns once
+// every one shares the topic with its neighbours.
+func startLine(t *testing.T) (w, a, b *gossipNode, r *rogue) {
+	t.Helper()
+	w, a, b = startNode(t), startNode(t), startNode(t)
+	r = startRogue(t)
 	p2ptest.Connect(t, a.h, w.h)
-	p2ptest.Connect(t, b.h, a.h) // b hears the others only through a
+	p2ptest.Connect(t, b.h, a.h)
 	p2ptest.Connect(t, r.h, a.h)
 	p2ptest.Eventually(t, "the topic mesh", func() bool {
 		return len(w.g.Peers()) >= 1 && len(a.g.Peers()) >= 2 && len(b.g.Peers()) >= 1 && len(r.topic.ListPeers()) >= 1
 	})
+	return w, a, b, r
+}
+
+// TestGossip: a worker's offer reaches every book over real hosts, and a
+// forged, relayed, replayed or oversized offer from a rogue peer enters
+// none and is not forwarded.
+func TestGossip(t *testing.T) {
+	w, a, b, r := startLine(t)
 
 	ctx := context.Background()
 	seq := uint64(time.Now().UnixNano())
@@ -339,14 +348,7 @@ func TestGossip(t *testing.T) {
 // under the graylist threshold by the neighbour it floods, and an honest
 // worker's offers still go through.
 func TestGossipFlood(t *testing.T) {
-	w, a, b := startNode(t), startNode(t), startNode(t)
-	r := startRogue(t)
-	p2ptest.Connect(t, a.h, w.h)
-	p2ptest.Connect(t, b.h, a.h) // b hears the others only through a
-	p2ptest.Connect(t, r.h, a.h)
-	p2ptest.Eventually(t, "the topic mesh", func() bool {
-		return len(w.g.Peers()) >= 1 && len(a.g.Peers()) >= 2 && len(b.g.Peers()) >= 1 && len(r.topic.ListPeers()) >= 1
-	})
+	w, a, b, r := startLine(t)
 	ctx := context.Background()
 	// Until the mesh is up a message can be lost: the rogue's first offer
 	// goes out until b has it, at a pace its bucket allows.
