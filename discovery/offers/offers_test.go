@@ -247,6 +247,27 @@ func startLine(t *testing.T) (w, a, b *gossipNode, r *rogue) {
 	return w, a, b, r
 }
 
+// announceUntil calls publish once every offers.MinPublishGap, as often as
+// a node may announce, until done holds. A message sent before gossipsub's
+// first heartbeat can be lost; nodes re-announce, and so do the tests.
+func announceUntil(t *testing.T, what string, publish func(), done func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var next time.Time
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		if now := time.Now(); !now.Before(next) {
+			if now.After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			publish()
+			next = now.Add(offers.MinPublishGap)
+		}
+		<-tick.C
+	}
+}
+
 // TestGossip: a worker's offer reaches every book over real hosts, and a
 // forged, relayed, replayed or oversized offer from a rogue peer enters
 // none and is not forwarded.
@@ -255,10 +276,8 @@ func TestGossip(t *testing.T) {
 
 	ctx := context.Background()
 	seq := uint64(time.Now().UnixNano())
-	// A message sent before gossipsub's first heartbeat can be lost:
-	// announce until both books hold an offer, as workers re-announce.
 	var genuine []byte
-	p2ptest.Eventually(t, "the offer to reach both books", func() bool {
+	announceUntil(t, "the offer to reach both books", func() {
 		seq++
 		var err error
 		if genuine, err = offers.Sign(workerOffer(w.h.ID(), seq, time.Now()), w.key); err != nil {
@@ -267,6 +286,7 @@ func TestGossip(t *testing.T) {
 		if err := w.g.Publish(ctx, genuine); err != nil {
 			t.Fatal(err)
 		}
+	}, func() bool {
 		_, okA := a.book.Get(w.h.ID())
 		_, okB := b.book.Get(w.h.ID())
 		return okA && okB
@@ -275,9 +295,10 @@ func TestGossip(t *testing.T) {
 	// The rogue's own valid offer goes in, so its later stale one is a
 	// replay by sequence number.
 	rogueSeq := uint64(time.Now().UnixNano())
-	p2ptest.Eventually(t, "the rogue's first offer at a", func() bool {
+	announceUntil(t, "the rogue's first offer at a", func() {
 		rogueSeq++
 		r.topic.Publish(ctx, signAs(workerOffer(r.h.ID(), rogueSeq, time.Now()), r.key))
+	}, func() bool {
 		_, ok := a.book.Get(r.h.ID())
 		return ok
 	})
@@ -350,15 +371,11 @@ func TestGossip(t *testing.T) {
 func TestGossipFlood(t *testing.T) {
 	w, a, b, r := startLine(t)
 	ctx := context.Background()
-	// Until the mesh is up a message can be lost: the rogue's first offer
-	// goes out until b has it, at a pace its bucket allows.
 	seq := uint64(time.Now().UnixNano())
-	p2ptest.Eventually(t, "the rogue's first offer at b", func() bool {
+	announceUntil(t, "the rogue's first offer at b", func() {
 		seq++
 		r.topic.Publish(ctx, signAs(workerOffer(r.h.ID(), seq, time.Now()), r.key))
-		time.Sleep(offers.MinPublishGap) // pacing the publisher, not synchronising
-		return b.acceptedFrom(r.h.ID()) > 0
-	})
+	}, func() bool { return b.acceptedFrom(r.h.ID()) > 0 })
 
 	pre := map[string]int{"a": a.acceptedFrom(r.h.ID()), "b": b.acceptedFrom(r.h.ID())}
 	start := time.Now()
@@ -395,7 +412,7 @@ func TestGossipFlood(t *testing.T) {
 	// next offer reaches b.
 	before := b.acceptedFrom(w.h.ID())
 	wseq := uint64(time.Now().UnixNano())
-	p2ptest.Eventually(t, "the worker's offer at b", func() bool {
+	announceUntil(t, "the worker's offer at b", func() {
 		wseq++
 		signed, err := offers.Sign(workerOffer(w.h.ID(), wseq, time.Now()), w.key)
 		if err != nil {
@@ -404,9 +421,7 @@ func TestGossipFlood(t *testing.T) {
 		if err := w.g.Publish(ctx, signed); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(offers.MinPublishGap) // pacing the publisher, not synchronising
-		return b.acceptedFrom(w.h.ID()) > before
-	})
+	}, func() bool { return b.acceptedFrom(w.h.ID()) > before })
 	if s, ok := a.g.Score(w.h.ID()); !ok || s < 0 {
 		t.Errorf("the honest worker's score at a is %v", s)
 	}
