@@ -72,6 +72,18 @@ func newIntruder(t *testing.T) *intruder {
 	return &intruder{h: h, hs: hs, sv: sv}
 }
 
+// intrudedNet starts a worker, a proxy and a client, and an intruder
+// attested to the worker and the proxy.
+func intrudedNet(t *testing.T) (w, p, client *node.Node, in *intruder) {
+	t.Helper()
+	h := testnet.New(t)
+	w, p, client = h.AddWorker(), h.AddProxy(), h.AddClient()
+	in = newIntruder(t)
+	in.attest(t, w)
+	in.attest(t, p)
+	return w, p, client, in
+}
+
 // attest connects to nd and runs the attestation handshake with it.
 func (in *intruder) attest(t *testing.T, nd *node.Node) {
 	t.Helper()
@@ -372,13 +384,7 @@ func streamOutcome(s network.Stream) string {
 // TestFrameCapCheckedBeforeAllocation in p2p; a worker that sends
 // oversized frames is in TestRogueWorker.
 func TestOversizedFrames(t *testing.T) {
-	h := testnet.New(t)
-	w := h.AddWorker()
-	p := h.AddProxy()
-	client := h.AddClient()
-	in := newIntruder(t)
-	in.attest(t, w)
-	in.attest(t, p)
+	w, p, client, in := intrudedNet(t)
 
 	header := func(n uint64) []byte {
 		return append(binary.AppendUvarint(nil, n), p2p.FrameVersion, inference.FrameRequest)
@@ -438,13 +444,7 @@ func TestOversizedFrames(t *testing.T) {
 // included. The pay protocol is TestPayProtocolConfusion; fuzz targets
 // cover the decoders (make fuzz).
 func TestProtocolConfusion(t *testing.T) {
-	h := testnet.New(t)
-	w := h.AddWorker()
-	p := h.AddProxy()
-	client := h.AddClient()
-	in := newIntruder(t)
-	in.attest(t, w)
-	in.attest(t, p)
+	w, p, client, in := intrudedNet(t)
 
 	httpReq := "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:10000\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 	clientHello := append([]byte{0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03}, bytes.Repeat([]byte{0x42}, 64)...)

@@ -199,10 +199,27 @@ func (n *network) answer(t *testing.T, i int, completion int64) (receipt []byte,
 	return signed, bill
 }
 
-// settled waits until the proxy holds clientPaid from the client and the
-// worker holds workerPaid from the proxy.
-func (n *network) settled(t *testing.T, clientPaid, workerPaid uint64) {
+// paid tallies what the client paid: in all, and the worker's part.
+type paid struct{ total, worker uint64 }
+
+// pay has the client pay for answer i with completion tokens, adds it to
+// p, and returns its bill.
+func (n *network) pay(t *testing.T, p *paid, i int, completion int64) payments.Bill {
 	t.Helper()
+	r, bill := n.answer(t, i, completion)
+	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
+		t.Fatal(err)
+	}
+	p.total += uint64(bill.Total)
+	p.worker += uint64(bill.Worker)
+	return bill
+}
+
+// settled waits until the proxy holds p.total from the client and the
+// worker holds p.worker from the proxy.
+func (n *network) settled(t *testing.T, p paid) {
+	t.Helper()
+	clientPaid, workerPaid := p.total, p.worker
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		fromClient := n.proxy.channel(n.client.h.ID()).Received
@@ -223,28 +240,23 @@ func (n *network) settled(t *testing.T, clientPaid, workerPaid uint64) {
 // ledger agrees, and the client's channel closes cooperatively on chain.
 func TestPaymentsFlow(t *testing.T) {
 	n := newNetwork(t)
-	var total, worker uint64
+	var p paid
 	for i := range 25 {
-		r, bill := n.answer(t, i, int64(10_000+1000*i))
-		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-			t.Fatal(err)
-		}
-		total += uint64(bill.Total)
-		worker += uint64(bill.Worker)
+		n.pay(t, &p, i, int64(10_000+1000*i))
 	}
-	n.settled(t, total, worker)
+	n.settled(t, p)
 
 	// Every ledger says the same: client sent = proxy received; proxy sent
 	// = worker received; the difference is the proxy's fee.
-	if got := n.client.channel(n.proxy.h.ID()).Sent; got != total {
-		t.Errorf("client's ledger: sent %d, want %d", got, total)
+	if got := n.client.channel(n.proxy.h.ID()).Sent; got != p.total {
+		t.Errorf("client's ledger: sent %d, want %d", got, p.total)
 	}
-	if got := n.proxy.channel(n.worker.h.ID()).Sent; got != worker {
-		t.Errorf("proxy's ledger: sent %d to the worker, want %d", got, worker)
+	if got := n.proxy.channel(n.worker.h.ID()).Sent; got != p.worker {
+		t.Errorf("proxy's ledger: sent %d to the worker, want %d", got, p.worker)
 	}
 	spent, earned := n.proxy.m.Totals()
-	if earned-spent != total-worker || total-worker == 0 {
-		t.Errorf("proxy earned %d, spent %d: fee %d, want %d", earned, spent, earned-spent, total-worker)
+	if earned-spent != p.total-p.worker || p.total-p.worker == 0 {
+		t.Errorf("proxy earned %d, spent %d: fee %d, want %d", earned, spent, earned-spent, p.total-p.worker)
 	}
 
 	// Credit: the worker admits the proxy until what it served unpaid
@@ -252,7 +264,7 @@ func TestPaymentsFlow(t *testing.T) {
 	if err := n.worker.m.Admit(n.proxy.h.ID()); err != nil {
 		t.Fatalf("worker refuses a proxy that paid everything: %v", err)
 	}
-	n.worker.m.Served(n.proxy.h.ID(), worker+100_001)
+	n.worker.m.Served(n.proxy.h.ID(), p.worker+100_001)
 	if err := n.worker.m.Admit(n.proxy.h.ID()); !errors.Is(err, channels.ErrCredit) {
 		t.Errorf("worker admits a proxy 100,001 nanoTON behind (limit 100,000): %v", err)
 	}
@@ -269,8 +281,8 @@ func TestPaymentsFlow(t *testing.T) {
 	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
 	// The payout message pays its own forward fee (0.0004 TON in the
 	// emulator), so the answers above are large enough to be worth it.
-	if low := new(big.Int).SetUint64(total - 1_000_000); gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(total)) > 0 {
-		t.Errorf("proxy's wallet gained %s at the close, want %d less the forward fee", gain, total)
+	if low := new(big.Int).SetUint64(p.total - 1_000_000); gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(p.total)) > 0 {
+		t.Errorf("proxy's wallet gained %s at the close, want %d less the forward fee", gain, p.total)
 	}
 	if err := n.client.m.Payable(n.proxy.h.ID()); !errors.Is(err, channels.ErrNoChannel) {
 		t.Errorf("client can still pay on a closed channel: %v", err)
@@ -318,31 +330,24 @@ func TestPaymentsRefused(t *testing.T) {
 // it held, and the worker is paid for all.
 func TestPaymentsSurviveRestart(t *testing.T) {
 	n := newNetwork(t)
-	var total, worker uint64
-	pay := func(i int) {
-		r, bill := n.answer(t, i, 30)
-		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-			t.Fatal(err)
-		}
-		total += uint64(bill.Total)
-		worker += uint64(bill.Worker)
-	}
+	var p paid
+	pay := func(i int) { n.pay(t, &p, i, 30) }
 	for i := range 5 {
 		pay(i)
 	}
-	n.settled(t, total, worker)
+	n.settled(t, p)
 	n.proxy.stop()
 	// Paid while the proxy is down: delivered once it is back.
 	for i := 5; i < 10; i++ {
 		pay(i)
 	}
 	n.proxy.start()
-	n.settled(t, total, worker)
+	n.settled(t, p)
 	// The client's sender and the proxy's restarted one deliver again.
 	for i := 10; i < 15; i++ {
 		pay(i)
 	}
-	n.settled(t, total, worker)
+	n.settled(t, p)
 }
 
 // TestPayeeDispute: the client pays and disappears; the proxy starts an
@@ -351,16 +356,11 @@ func TestPaymentsSurviveRestart(t *testing.T) {
 func TestPayeeDispute(t *testing.T) {
 	n := newNetwork(t)
 	ctx := ctxFor(t)
-	var total, worker uint64
+	var p paid
 	for i := range 3 {
-		r, bill := n.answer(t, i, 1_000_000) // 0.4 TON each: well above the fees
-		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-			t.Fatal(err)
-		}
-		total += uint64(bill.Total)
-		worker += uint64(bill.Worker)
+		n.pay(t, &p, i, 1_000_000) // 0.4 TON each: well above the fees
 	}
-	n.settled(t, total, worker)
+	n.settled(t, p)
 	n.client.stop() // gone, with its channel open
 
 	before := balance(t, n.sb, n.proxy.w)
@@ -377,9 +377,9 @@ func TestPayeeDispute(t *testing.T) {
 	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
 	// Paid out: the claimed total, less the payout's forward fee and the
 	// gas of the two messages the proxy sent (under 0.15 TON together).
-	low := new(big.Int).SetUint64(total - 150_000_000)
-	if gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(total)) > 0 {
-		t.Errorf("proxy's wallet gained %s after the close, want about %d", gain, total)
+	low := new(big.Int).SetUint64(p.total - 150_000_000)
+	if gain.Cmp(low) < 0 || gain.Cmp(new(big.Int).SetUint64(p.total)) > 0 {
+		t.Errorf("proxy's wallet gained %s after the close, want about %d", gain, p.total)
 	}
 }
 
@@ -390,11 +390,9 @@ func TestPayeeDispute(t *testing.T) {
 func TestOldStateChallenged(t *testing.T) {
 	n := newNetwork(t)
 	ctx := ctxFor(t)
-	r, bill := n.answer(t, 0, 1_000_000)
-	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-		t.Fatal(err)
-	}
-	n.settled(t, uint64(bill.Total), uint64(bill.Worker))
+	var p paid
+	n.pay(t, &p, 0, 1_000_000)
+	n.settled(t, p)
 	chAddr := n.proxy.channel(n.client.h.ID()).Address
 	addr, err := address.ParseAddr(chAddr)
 	if err != nil {
@@ -405,16 +403,10 @@ func TestOldStateChallenged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total, worker := uint64(bill.Total), uint64(bill.Worker)
 	for i := 1; i < 3; i++ {
-		r, bill := n.answer(t, i, 1_000_000)
-		if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-			t.Fatal(err)
-		}
-		total += uint64(bill.Total)
-		worker += uint64(bill.Worker)
+		n.pay(t, &p, i, 1_000_000)
 	}
-	n.settled(t, total, worker)
+	n.settled(t, p)
 
 	// The client cheats, outside its manager: the channel from its ledger's
 	// parameters, its first state, and the proxy's own state from the open.
@@ -465,8 +457,8 @@ func TestOldStateChallenged(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.Quarantine != nil && st.Quarantine.StateChallenged {
-			if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(total)) != 0 {
-				t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, total)
+			if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(p.total)) != 0 {
+				t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, p.total)
 			}
 			break
 		}
@@ -478,8 +470,8 @@ func TestOldStateChallenged(t *testing.T) {
 	before := balance(t, n.sb, n.proxy.w)
 	n.finishAfterQuarantine(t, n.proxy, n.client)
 	gain := new(big.Int).Sub(balance(t, n.sb, n.proxy.w), before)
-	if low := new(big.Int).SetUint64(total - 100_000_000); gain.Cmp(low) < 0 {
-		t.Errorf("proxy's wallet gained %s, want about the newest total %d (the old state paid %d)", gain, total, first.Received)
+	if low := new(big.Int).SetUint64(p.total - 100_000_000); gain.Cmp(low) < 0 {
+		t.Errorf("proxy's wallet gained %s, want about the newest total %d (the old state paid %d)", gain, p.total, first.Received)
 	}
 }
 
@@ -489,11 +481,9 @@ func TestOldStateChallenged(t *testing.T) {
 func TestPayerDispute(t *testing.T) {
 	n := newNetwork(t)
 	ctx := ctxFor(t)
-	r, bill := n.answer(t, 0, 1_000_000)
-	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
-		t.Fatal(err)
-	}
-	n.settled(t, uint64(bill.Total), uint64(bill.Worker))
+	var p paid
+	bill := n.pay(t, &p, 0, 1_000_000)
+	n.settled(t, p)
 	n.proxy.stop()
 	before := balance(t, n.sb, n.client.w)
 	if err := n.client.m.Dispute(ctx, n.proxy.h.ID()); err != nil {
