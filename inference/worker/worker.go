@@ -212,7 +212,17 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		w.active.Add(-1)
 		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
 	}
-	defer w.active.Add(-1)
+	// The slot is freed as soon as the backend returns, before the final
+	// frame goes out: a requester that reads that frame and sends its next
+	// request must find the slot free.
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			w.active.Add(-1)
+		}
+	}
+	defer release()
 
 	start := w.cfg.Now()
 	var first time.Time
@@ -240,6 +250,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		return fw.Flush()
 	}
 	res, err := w.backend.Generate(ctx, req, emit)
+	release()
 	if err != nil {
 		if ctx.Err() != nil {
 			log().Debug("request cancelled by requester", "chunks", chunks)

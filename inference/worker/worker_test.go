@@ -271,3 +271,31 @@ func TestReceipt(t *testing.T) {
 		return
 	}
 }
+
+// A worker frees a request's slot before its final frame goes out, so a
+// requester that reads the answer and sends its next request straight away
+// is never refused as overloaded by a slot its last request still held.
+func TestSlotFreedBeforeEnd(t *testing.T) {
+	b := &fakeBackend{generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
+		return inference.Result{FinishReason: "stop"}, nil
+	}}
+	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
+	t.Cleanup(sv.Close)
+	var w *worker.Server
+	activeAtEnd := make(chan int, 1)
+	w = worker.New(worker.Config{Network: "local", MaxConcurrent: 1,
+		Receipts: &worker.Receipts{Key: server.Peerstore().PrivKey(server.ID()), Price: func(string) payments.Price { return payments.Price{} }},
+		// Served runs just before the End frame is written.
+		Served: func(peer.ID, *payments.Receipt) { activeAtEnd <- w.Active() },
+	}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+	w.Register(sv)
+	p2ptest.Connect(t, requester, server)
+	_, rr := send(t, requester, server.ID(), `{}`)
+	if ev, err := rr.Next(); err != nil || ev.Type != inference.FrameEnd {
+		t.Fatalf("got %+v, %v; want the end", ev, err)
+	}
+	if n := <-activeAtEnd; n != 0 {
+		t.Fatalf("%d slot(s) still held as the end was written", n)
+	}
+}
