@@ -214,14 +214,9 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	}
 	// The slot is freed as soon as the backend returns, before the final
 	// frame goes out: a requester that reads that frame and sends its next
-	// request must find the slot free.
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			w.active.Add(-1)
-		}
-	}
+	// request must find the slot free. The deferred call covers a backend
+	// that panics (the service recovers it).
+	release := sync.OnceFunc(func() { w.active.Add(-1) })
 	defer release()
 
 	start := w.cfg.Now()
