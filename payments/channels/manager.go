@@ -314,19 +314,30 @@ func (m *Manager) challenge(ctx context.Context, in *incoming) error {
 	if err != nil {
 		return err
 	}
-	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)})
+	own, err := m.stopForClose(in)
 	if err != nil {
 		return err
 	}
-	in.mu.Lock()
-	in.broken = fmt.Errorf("%w: closing", ErrBroken)
-	in.mu.Unlock()
 	if _, err := in.ch.Challenge(ctx, m.wallet, m.key, false, newest, own); err != nil {
 		return fmt.Errorf("challenging: %w", err)
 	}
 	m.log.Warn("payer started a close with an old state; challenged with the newest", "peer", in.peer, "channel", in.ch.Address(),
 		"their_seqno", q.StateA.Seqno, "newest_seqno", stored.Seqno, "newest_nanoton", stored.Received)
 	return nil
+}
+
+// stopForClose readies in for a close this node sends on chain (a
+// challenge or a dispute): it serves no more answers on it, and it signs
+// this node's own semi-channel, empty since a payee never sends nor commits.
+func (m *Manager) stopForClose(in *incoming) (ton.SignedState, error) {
+	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)})
+	if err != nil {
+		return own, err
+	}
+	in.mu.Lock()
+	in.broken = fmt.Errorf("%w: closing", ErrBroken)
+	in.mu.Unlock()
+	return own, nil
 }
 
 // Close stops serving the payment protocol and the senders, and waits for
@@ -1189,13 +1200,10 @@ func (m *Manager) Dispute(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return fmt.Errorf("uncooperative close: the stored state: %w", err)
 	}
-	own, err := in.ch.SignState(m.key, ton.State{Seqno: 0, Sent: new(big.Int)}) // a payee never sends nor commits
+	own, err := m.stopForClose(in)
 	if err != nil {
 		return err
 	}
-	in.mu.Lock()
-	in.broken = fmt.Errorf("%w: closing", ErrBroken)
-	in.mu.Unlock()
 	if _, err := in.ch.StartClose(ctx, m.wallet, m.key, false, last, own); err != nil {
 		return fmt.Errorf("uncooperative close: %w", err)
 	}
