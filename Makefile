@@ -57,10 +57,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s)
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
 .PHONY: lint
-lint: ## go vet, gofmt and go mod tidy checks
+lint: ## go vet, gofmt and go mod tidy checks, then the import rules (internal/deptest)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
+	$(GO) test -count=1 -run TestImportRules ./internal/deptest/
 
 .PHONY: ollama
 ollama: $(OLLAMA) ## build the real engine the tests use (ollama v0.6.5, cached in ~/.cache/cocoon)

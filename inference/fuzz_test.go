@@ -11,6 +11,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func FuzzDecodeRequest(f *testing.F) {
@@ -114,9 +115,9 @@ func FuzzRequestRoundTrip(f *testing.F) {
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "Hello", FinishReason: "stop"}))
 	f.Add(inference.FrameChunk, []byte{})
-	f.Add(inference.FrameEnd, inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{PromptTokens: 3, CompletionTokens: 5}, FinishReason: "length", Simulated: true, Worker: "w", Tier: "dev"}))
+	f.Add(inference.FrameEnd, inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3, Completion: 5}}, FinishReason: "length", Simulated: true, Worker: "w", Tier: "dev"}))
 	f.Add(inference.FrameEnd, []byte{0})
-	f.Add(inference.FrameEnd, inference.AppendEnd(nil, &inference.End{Cost: &inference.Cost{Worker: 1000, ProxyFee: 20, Total: 1020}, Receipt: []byte("r")}))
+	f.Add(inference.FrameEnd, inference.AppendEnd(nil, &inference.End{Cost: &payments.Bill{Worker: 1000, Fee: 20, Total: 1020}, Receipt: []byte("r")}))
 	f.Add(inference.FrameError, []byte(`{"code":4,"message":"busy","param":"x"}`))
 	f.Add(inference.FrameError, []byte(`{"code":70000}`))
 	f.Add(byte(0), []byte{})

@@ -2,9 +2,11 @@ package inference
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Kind says which OpenAI endpoint a request came through.
@@ -59,16 +61,49 @@ type Chunk struct {
 }
 
 // Usage counts tokens as the engine reported them, or as the worker counted
-// them when the engine sent no usage (then Counted is true).
+// them when the engine sent no usage (then Counted is true). Its JSON form
+// names the counts as OpenAI does: prompt_tokens, completion_tokens,
+// cached_tokens (omitted when 0) and counted (omitted when false).
 type Usage struct {
+	payments.Tokens
+	Counted bool
+}
+
+// Total is prompt plus completion tokens.
+func (u Usage) Total() int64 { return u.Prompt + u.Completion }
+
+// Billed is what an answer is billed for, as its receipt carries it: the
+// counts, with cached tokens capped at the prompt's (an engine may report
+// more).
+func (u Usage) Billed() payments.Tokens {
+	t := u.Tokens
+	t.Cached = min(t.Cached, t.Prompt)
+	return t
+}
+
+// usageJSON is Usage's JSON form.
+type usageJSON struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 	CachedTokens     int64 `json:"cached_tokens,omitempty"`
 	Counted          bool  `json:"counted,omitempty"`
 }
 
-// Total is prompt plus completion tokens.
-func (u Usage) Total() int64 { return u.PromptTokens + u.CompletionTokens }
+// MarshalJSON writes u with OpenAI's names for its counts.
+func (u Usage) MarshalJSON() ([]byte, error) {
+	return json.Marshal(usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, Counted: u.Counted})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; absent keys leave their
+// counts as they were.
+func (u *Usage) UnmarshalJSON(b []byte) error {
+	j := usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, Counted: u.Counted}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*u = Usage{Tokens: payments.Tokens{Prompt: j.PromptTokens, Cached: j.CachedTokens, Completion: j.CompletionTokens}, Counted: j.Counted}
+	return nil
+}
 
 // Result is what a backend reports once its output is complete.
 type Result struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // ProtocolName is the inference protocol's name in
@@ -202,18 +203,11 @@ type End struct {
 	Worker       string `json:"worker,omitempty"` // the worker's peer ID, filled in by the worker
 	Tier         string `json:"tier,omitempty"`   // the trust tier the proxy verified for that worker
 	// Cost is what the answer costs, filled in by the proxy from the
-	// worker's offered prices and its own fee; nil when it knows no price.
-	Cost *Cost `json:"cost,omitempty"`
+	// worker's prices and its own fee; nil when it knows no price.
+	Cost *payments.Bill `json:"cost,omitempty"`
 	// Receipt is the worker's signed receipt for the answer
 	// (payments.Receipt, signed); nil when the worker signs none.
 	Receipt []byte `json:"receipt,omitempty"`
-}
-
-// Cost is the price of one answer, in nanoTON.
-type Cost struct {
-	Worker   int64 `json:"worker"`    // the worker's part: its prices times the tokens
-	ProxyFee int64 `json:"proxy_fee"` // the proxy's fee on top
-	Total    int64 `json:"total"`     // what the client pays: worker + proxy_fee
 }
 
 // Event is one decoded message of a response. Text aliases the reader's
@@ -330,7 +324,7 @@ func AppendEnd(dst []byte, e *End) []byte {
 		flags |= endReceipt
 	}
 	dst = append(dst, flags)
-	for _, n := range []int64{e.Usage.PromptTokens, e.Usage.CompletionTokens, e.Usage.CachedTokens} {
+	for _, n := range []int64{e.Usage.Prompt, e.Usage.Completion, e.Usage.Cached} {
 		dst = binary.AppendUvarint(dst, uint64(max(n, 0)))
 	}
 	for _, f := range []struct {
@@ -346,7 +340,7 @@ func AppendEnd(dst []byte, e *End) []byte {
 	}
 	if e.Cost != nil {
 		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.Worker, 0), maxCost)))
-		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.ProxyFee, 0), maxCost)))
+		dst = binary.AppendUvarint(dst, uint64(min(max(e.Cost.Fee, 0), maxCost)))
 	}
 	if len(receipt) > 0 {
 		dst = binary.AppendUvarint(dst, uint64(len(receipt)))
@@ -366,7 +360,7 @@ func DecodeEnd(p []byte) (*End, error) {
 	e.Usage.Counted = p[0]&endCounted != 0
 	p = p[1:]
 	const maxTokens = 1 << 40
-	for _, dst := range []*int64{&e.Usage.PromptTokens, &e.Usage.CompletionTokens, &e.Usage.CachedTokens} {
+	for _, dst := range []*int64{&e.Usage.Prompt, &e.Usage.Completion, &e.Usage.Cached} {
 		n, k := binary.Uvarint(p)
 		if k <= 0 || n > maxTokens {
 			return bad("token count")
@@ -395,7 +389,7 @@ func DecodeEnd(p []byte) (*End, error) {
 			parts[i] = int64(n)
 			p = p[k:]
 		}
-		e.Cost = &Cost{Worker: parts[0], ProxyFee: parts[1], Total: parts[0] + parts[1]}
+		e.Cost = &payments.Bill{Worker: parts[0], Fee: parts[1], Total: parts[0] + parts[1]}
 	}
 	if hasReceipt {
 		n, k := binary.Uvarint(p)

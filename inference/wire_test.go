@@ -3,6 +3,7 @@ package inference_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
@@ -281,18 +283,18 @@ func TestDecodeEvent(t *testing.T) {
 			inference.Event{Type: inference.FrameChunk, Text: []byte("hi"), Finish: []byte("stop")}, false},
 		{"end", inference.FrameEnd,
 			inference.AppendEnd(nil, &inference.End{
-				Usage:        inference.Usage{PromptTokens: 3, CompletionTokens: 5, CachedTokens: 1, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 3, Cached: 1, Completion: 5}, Counted: true},
 				FinishReason: "length", Simulated: true, Worker: "12D3", Tier: "dev"}),
 			inference.Event{Type: inference.FrameEnd, End: &inference.End{
-				Usage:        inference.Usage{PromptTokens: 3, CompletionTokens: 5, CachedTokens: 1, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 3, Cached: 1, Completion: 5}, Counted: true},
 				FinishReason: "length", Simulated: true, Worker: "12D3", Tier: "dev"}}, false},
 		{"end with nothing", inference.FrameEnd, inference.AppendEnd(nil, &inference.End{}), inference.Event{Type: inference.FrameEnd, End: &inference.End{}}, false},
 		{"end with cost", inference.FrameEnd,
-			inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{PromptTokens: 3}, Cost: &inference.Cost{Worker: 300, ProxyFee: 6, Total: 306}}),
-			inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 3}, Cost: &inference.Cost{Worker: 300, ProxyFee: 6, Total: 306}}}, false},
+			inference.AppendEnd(nil, &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3}}, Cost: &payments.Bill{Worker: 300, Fee: 6, Total: 306}}),
+			inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3}}, Cost: &payments.Bill{Worker: 300, Fee: 6, Total: 306}}}, false},
 		{"end with cost and receipt", inference.FrameEnd,
-			inference.AppendEnd(nil, &inference.End{Cost: &inference.Cost{Worker: 3, ProxyFee: 1, Total: 4}, Receipt: []byte("signed")}),
-			inference.Event{Type: inference.FrameEnd, End: &inference.End{Cost: &inference.Cost{Worker: 3, ProxyFee: 1, Total: 4}, Receipt: []byte("signed")}}, false},
+			inference.AppendEnd(nil, &inference.End{Cost: &payments.Bill{Worker: 3, Fee: 1, Total: 4}, Receipt: []byte("signed")}),
+			inference.Event{Type: inference.FrameEnd, End: &inference.End{Cost: &payments.Bill{Worker: 3, Fee: 1, Total: 4}, Receipt: []byte("signed")}}, false},
 		{"end with receipt flag but none", inference.FrameEnd, []byte{8, 0, 0, 0, 0, 0, 0, 0}, inference.Event{}, true},
 		{"end with receipt longer than the frame", inference.FrameEnd, []byte{8, 0, 0, 0, 0, 0, 0, 5, 'a'}, inference.Event{}, true},
 		{"end with cost flag but no cost", inference.FrameEnd, []byte{4, 0, 0, 0, 0, 0, 0}, inference.Event{}, true},
@@ -356,7 +358,7 @@ func TestResponseReader(t *testing.T) {
 		return fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: " world", FinishReason: "stop"}))
 	})
 	endFrame := frameOf(t, func(fw *p2p.FrameWriter) error {
-		return inference.WriteEnd(fw, &inference.End{Usage: inference.Usage{PromptTokens: 2, CompletionTokens: 2}, FinishReason: "stop"})
+		return inference.WriteEnd(fw, &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 2, Completion: 2}}, FinishReason: "stop"})
 	})
 	full := append(append([]byte(nil), chunks...), endFrame...)
 	errFrame := frameOf(t, func(fw *p2p.FrameWriter) error {
@@ -365,7 +367,7 @@ func TestResponseReader(t *testing.T) {
 
 	hello := inference.Event{Type: inference.FrameChunk, Text: []byte("Hello"), Finish: []byte{}}
 	world := inference.Event{Type: inference.FrameChunk, Text: []byte(" world"), Finish: []byte("stop")}
-	end := inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 2, CompletionTokens: 2}, FinishReason: "stop"}}
+	end := inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 2, Completion: 2}}, FinishReason: "stop"}}
 	tests := []struct {
 		name    string
 		stream  []byte
@@ -442,7 +444,7 @@ func TestKind(t *testing.T) {
 			t.Errorf("Kind %d: %q %v, want %q %v", uint8(tt.k), tt.k.String(), tt.k.Valid(), tt.s, tt.valid)
 		}
 	}
-	if got := (inference.Usage{PromptTokens: 3, CompletionTokens: 4, CachedTokens: 2}).Total(); got != 7 {
+	if got := (inference.Usage{Tokens: payments.Tokens{Prompt: 3, Cached: 2, Completion: 4}}).Total(); got != 7 {
 		t.Errorf("Usage.Total = %d, want 7", got)
 	}
 }
@@ -481,5 +483,77 @@ func TestAppendRequestAgreesWithDecode(t *testing.T) {
 			}
 			assertRequest(t, got, &tt.req)
 		})
+	}
+}
+
+// TestEndBytes pins the End frame's encoding: flags, uvarint prompt,
+// completion and cached tokens, the finish reason, worker and tier, the
+// cost's worker amount and proxy fee, then the receipt.
+func TestEndBytes(t *testing.T) {
+	end := &inference.End{
+		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 300, Cached: 2, Completion: 5}, Counted: true},
+		FinishReason: "stop", Simulated: true, Worker: "w", Tier: "dev",
+		Cost:    &payments.Bill{Worker: 128, Fee: 6, Total: 134},
+		Receipt: []byte("rc"),
+	}
+	want := []byte{
+		1 | 2 | 4 | 8,    // counted, simulated, cost, receipt
+		0xac, 0x02, 5, 2, // 300, 5, 2
+		4, 's', 't', 'o', 'p', 1, 'w', 3, 'd', 'e', 'v',
+		0x80, 0x01, 6, // 128, 6
+		2, 'r', 'c',
+	}
+	if got := inference.AppendEnd(nil, end); !bytes.Equal(got, want) {
+		t.Fatalf("AppendEnd = %v, want %v", got, want)
+	}
+	got, err := inference.DecodeEnd(want)
+	if err != nil || !reflect.DeepEqual(got, end) {
+		t.Fatalf("DecodeEnd = %+v, %v; want %+v", got, err, end)
+	}
+}
+
+// TestEndJSON pins End's JSON: OpenAI's names for the token counts, and the
+// cost's worker, proxy_fee and total.
+func TestEndJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		end  inference.End
+		want string
+	}{
+		{"empty", inference.End{}, `{"usage":{"prompt_tokens":0,"completion_tokens":0}}`},
+		{"full", inference.End{
+			Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 3, Cached: 1, Completion: 5}, Counted: true},
+			FinishReason: "stop", Simulated: true, Worker: "w", Tier: "dev",
+			Cost: &payments.Bill{Worker: 300, Fee: 6, Total: 306}, Receipt: []byte("r")},
+			`{"usage":{"prompt_tokens":3,"completion_tokens":5,"cached_tokens":1,"counted":true},"finish_reason":"stop",` +
+				`"simulated":true,"worker":"w","tier":"dev","cost":{"worker":300,"proxy_fee":6,"total":306},"receipt":"cg=="}`},
+	}
+	for _, tt := range tests {
+		b, err := json.Marshal(&tt.end)
+		if err != nil || string(b) != tt.want {
+			t.Errorf("%s: %s, %v; want %s", tt.name, b, err, tt.want)
+			continue
+		}
+		var back inference.End
+		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, tt.end) {
+			t.Errorf("%s: decodes to %+v, %v; want %+v", tt.name, back, err, tt.end)
+		}
+	}
+}
+
+// TestUsageBilled: an answer is billed for its counts, with no more cached
+// tokens than prompt tokens.
+func TestUsageBilled(t *testing.T) {
+	tests := []struct {
+		u    inference.Usage
+		want payments.Tokens
+	}{
+		{inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 3}, Counted: true}, payments.Tokens{Prompt: 5, Cached: 2, Completion: 3}},
+		{inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 9, Completion: 3}}, payments.Tokens{Prompt: 5, Cached: 5, Completion: 3}},
+	}
+	for _, tt := range tests {
+		if got := tt.u.Billed(); got != tt.want {
+			t.Errorf("%+v.Billed() = %+v, want %+v", tt.u, got, tt.want)
+		}
 	}
 }

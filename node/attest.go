@@ -13,6 +13,24 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest/tdx"
 )
 
+// startAttestation sets up the handshake: the evidence this node presents
+// (issued once now, so that a node that cannot prove itself fails to
+// start) and the kinds it accepts from peers.
+func (n *Node) startAttestation(ctx context.Context) error {
+	issuer, err := n.newIssuer()
+	if err != nil {
+		return err
+	}
+	if n.kinds, err = n.newKinds(); err != nil {
+		return err
+	}
+	n.hs = attest.NewHandshaker(n.h, issuer, n.kinds,
+		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
+	n.hs.Register(n.sv)
+	_, err = n.hs.Evidence(ctx)
+	return err
+}
+
 // newIssuer makes the evidence this node presents, as attest.issuer says:
 // dev, or a TDX quote (which fails here, clearly, on a machine that is not
 // a TDX guest).
@@ -68,10 +86,10 @@ func (n *Node) newKinds() (*attest.Kinds, error) {
 // root contract allows.
 func (n *Node) tdxPolicy() tdx.Policy {
 	var p tdx.Policy
-	if n.registry == nil {
+	if n.disc.registry == nil {
 		return p
 	}
-	for _, m := range n.registry.Current().Measurements {
+	for _, m := range n.disc.registry.Current().Measurements {
 		p.Measurements = append(p.Measurements, tdx.Measurement{MRTD: m.MRTD, RTMR: m.RTMR})
 	}
 	return p

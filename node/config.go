@@ -16,6 +16,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Config is the whole configuration of one node. It is built from
@@ -116,19 +117,12 @@ type WorkerConfig struct {
 	OpenAI        OpenAIConf `toml:"openai"`
 	// Price is what the worker asks for every model it serves, in nanoTON
 	// per million tokens; it is announced in the worker's offers.
-	Price PriceConfig `toml:"price"`
+	Price payments.Price `toml:"price"`
 	// Proxies are multiaddrs (ending in /p2p/<id>) of proxies to join: the
 	// worker stays connected and attested to them, and they learn of it
 	// from its gossiped offers. The DHT replaces this list in [2/6].
 	Proxies       []string `toml:"proxies"`
 	CheckInterval Duration `toml:"check_interval"`
-}
-
-// PriceConfig is a price in nanoTON per million tokens.
-type PriceConfig struct {
-	Prompt     int64 `toml:"prompt"`
-	Cached     int64 `toml:"cached"`
-	Completion int64 `toml:"completion"`
 }
 
 // GossipConfig says how often a node announces its offer.
@@ -232,7 +226,7 @@ func DefaultConfig(role Role) Config {
 		Worker: WorkerConfig{
 			Backend: "sim", MaxConcurrent: 64,
 			Sim:           SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
-			Price:         PriceConfig{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
+			Price:         payments.Price{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
 			CheckInterval: Duration(5 * time.Second),
 		},
 		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
@@ -279,6 +273,38 @@ func (c *Config) Validate() error {
 	if err := c.P2P.Validate(); err != nil {
 		return fmt.Errorf("p2p.%w", err)
 	}
+	if err := c.validateAttest(); err != nil {
+		return err
+	}
+	if d := c.Gossip.AnnounceInterval.D(); d < 100*time.Millisecond || 3*d > 2*time.Minute {
+		return fmt.Errorf("gossip.announce_interval: %s must be from 100ms to 40s (offers live three intervals, at most 2m)", d)
+	}
+	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
+		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
+	}
+	if c.Admin.Addr != "" {
+		if err := checkLoopback(c.Admin.Addr); err != nil {
+			return fmt.Errorf("admin.addr: %w", err)
+		}
+	}
+	if err := c.Discovery.validate(); err != nil {
+		return err
+	}
+	if err := c.Payments.validate(); err != nil {
+		return err
+	}
+	switch c.Role {
+	case RoleWorker:
+		return c.validateWorker()
+	case RoleProxy:
+		return c.validateProxy()
+	case RoleClient:
+		return c.validateClient()
+	}
+	return fmt.Errorf("role: %v is not a role", c.Role)
+}
+
+func (c *Config) validateAttest() error {
 	switch c.Attest.Issuer {
 	case "dev":
 		if !c.Attest.AllowDev {
@@ -297,108 +323,104 @@ func (c *Config) Validate() error {
 	if c.Network == "mainnet" && c.Attest.AllowDev {
 		return errors.New("attest.allow_dev: mainnet never accepts dev attestation")
 	}
-	if d := c.Gossip.AnnounceInterval.D(); d < 100*time.Millisecond || 3*d > 2*time.Minute {
-		return fmt.Errorf("gossip.announce_interval: %s must be from 100ms to 40s (offers live three intervals, at most 2m)", d)
+	return nil
+}
+
+func (p PaymentsConfig) validate() error {
+	if !p.Enabled {
+		return nil
 	}
-	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
-		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
+	if p.Deposit == 0 || p.Reserve >= p.Deposit {
+		return fmt.Errorf("payments.deposit: %d must be above payments.reserve (%d)", p.Deposit, p.Reserve)
 	}
-	if c.Admin.Addr != "" {
-		if err := checkLoopback(c.Admin.Addr); err != nil {
-			return fmt.Errorf("admin.addr: %w", err)
+	if p.Quarantine.D() < time.Minute || p.Quarantine.D() > 30*24*time.Hour {
+		return fmt.Errorf("payments.quarantine: %s must be from 1m to 720h", p.Quarantine)
+	}
+	if p.Batch.D() < 0 || p.Batch.D() > time.Second {
+		return fmt.Errorf("payments.batch: %s must be from 0 to 1s", p.Batch)
+	}
+	return nil
+}
+
+func (c *Config) validateWorker() error {
+	w := c.Worker
+	if w.MaxConcurrent < 1 {
+		return fmt.Errorf("worker.max_concurrent: %d must be at least 1", w.MaxConcurrent)
+	}
+	for _, p := range []int64{w.Price.Prompt, w.Price.Cached, w.Price.Completion} {
+		if p < 0 || p > 1_000_000_000_000_000 {
+			return fmt.Errorf("worker.price: %d nanoTON per million tokens is out of bounds (0 to 10^15)", p)
 		}
 	}
-	if err := c.Discovery.validate(); err != nil {
-		return err
-	}
-	if p := c.Payments; p.Enabled {
-		if p.Deposit == 0 || p.Reserve >= p.Deposit {
-			return fmt.Errorf("payments.deposit: %d must be above payments.reserve (%d)", p.Deposit, p.Reserve)
+	switch w.Backend {
+	case "sim":
+		if err := w.Sim.Sim().Validate(); err != nil {
+			return fmt.Errorf("worker.%w", err)
 		}
-		if p.Quarantine.D() < time.Minute || p.Quarantine.D() > 30*24*time.Hour {
-			return fmt.Errorf("payments.quarantine: %s must be from 1m to 720h", p.Quarantine)
-		}
-		if p.Batch.D() < 0 || p.Batch.D() > time.Second {
-			return fmt.Errorf("payments.batch: %s must be from 0 to 1s", p.Batch)
-		}
-	}
-	switch c.Role {
-	case RoleWorker:
-		w := c.Worker
-		if w.MaxConcurrent < 1 {
-			return fmt.Errorf("worker.max_concurrent: %d must be at least 1", w.MaxConcurrent)
-		}
-		for _, p := range []int64{w.Price.Prompt, w.Price.Cached, w.Price.Completion} {
-			if p < 0 || p > 1_000_000_000_000_000 {
-				return fmt.Errorf("worker.price: %d nanoTON per million tokens is out of bounds (0 to 10^15)", p)
-			}
-		}
-		switch w.Backend {
-		case "sim":
-			if err := w.Sim.Sim().Validate(); err != nil {
-				return fmt.Errorf("worker.%w", err)
-			}
-		case "openai":
-			if w.OpenAI.URL == "" {
-				return errors.New("worker.openai.url: not set (e.g. http://127.0.0.1:8000/v1)")
-			}
-		default:
-			return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
-		}
-		if c.P2P.Private && len(w.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
-			return errors.New("p2p.private: a private worker is reached through its proxies; give it discovery.root, discovery.bootstrap or worker.proxies")
-		}
-		if len(c.P2P.Listen) == 0 && !c.P2P.Private {
-			return errors.New("p2p.listen: a worker must listen, or set p2p.private to be reached through its proxies")
-		}
-		if _, err := discovery.ParseAddrs(w.Proxies); err != nil {
-			return fmt.Errorf("worker.proxies: %w", err)
-		}
-		if w.CheckInterval.D() <= 0 {
-			return errors.New("worker.check_interval must be positive")
-		}
-	case RoleProxy:
-		if _, err := discovery.ParseAddrs(c.Proxy.Workers); err != nil {
-			return fmt.Errorf("proxy.workers: %w", err)
-		}
-		if c.Proxy.FeePPM < 0 || c.Proxy.FeePPM > offers.MaxFeePPM {
-			return fmt.Errorf("proxy.fee_ppm: %d must be from 0 to %d", c.Proxy.FeePPM, offers.MaxFeePPM)
-		}
-		if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
-			return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)
-		}
-		if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 || c.Proxy.ChunkTimeout.D() <= 0 {
-			return errors.New("proxy.first_chunk_timeout and proxy.check_interval must be positive")
-		}
-		if len(c.P2P.Listen) == 0 {
-			return errors.New("p2p.listen: a proxy must listen")
-		}
-	case RoleClient:
-		if len(c.Client.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
-			return errors.New("client.proxies: a client needs a way to find proxies: discovery.root (--root), discovery.bootstrap (--bootstrap) or a proxy address (--proxy)")
-		}
-		if _, err := discovery.ParseAddrs(c.Client.Proxies); err != nil {
-			return fmt.Errorf("client.proxies: %w", err)
-		}
-		if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
-			return err
-		}
-		if c.Client.MaxConnections < 1 {
-			return fmt.Errorf("client.max_connections: %d must be at least 1", c.Client.MaxConnections)
-		}
-		if c.Client.MaxPrice < 0 {
-			return fmt.Errorf("client.max_price: %d must be 0 (no limit) or more", c.Client.MaxPrice)
-		}
-		if c.Client.MinTrust != "" {
-			if _, err := attest.ParseTier(c.Client.MinTrust); err != nil {
-				return fmt.Errorf("client.min_trust: %w (or empty for any)", err)
-			}
-		}
-		if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {
-			return errors.New("client.request_timeout and client.check_interval must be positive")
+	case "openai":
+		if w.OpenAI.URL == "" {
+			return errors.New("worker.openai.url: not set (e.g. http://127.0.0.1:8000/v1)")
 		}
 	default:
-		return fmt.Errorf("role: %v is not a role", c.Role)
+		return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
+	}
+	if c.P2P.Private && len(w.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
+		return errors.New("p2p.private: a private worker is reached through its proxies; give it discovery.root, discovery.bootstrap or worker.proxies")
+	}
+	if len(c.P2P.Listen) == 0 && !c.P2P.Private {
+		return errors.New("p2p.listen: a worker must listen, or set p2p.private to be reached through its proxies")
+	}
+	if _, err := discovery.ParseAddrs(w.Proxies); err != nil {
+		return fmt.Errorf("worker.proxies: %w", err)
+	}
+	if w.CheckInterval.D() <= 0 {
+		return errors.New("worker.check_interval must be positive")
+	}
+	return nil
+}
+
+func (c *Config) validateProxy() error {
+	if _, err := discovery.ParseAddrs(c.Proxy.Workers); err != nil {
+		return fmt.Errorf("proxy.workers: %w", err)
+	}
+	if c.Proxy.FeePPM < 0 || c.Proxy.FeePPM > offers.MaxFeePPM {
+		return fmt.Errorf("proxy.fee_ppm: %d must be from 0 to %d", c.Proxy.FeePPM, offers.MaxFeePPM)
+	}
+	if c.Proxy.Attempts < 1 || c.Proxy.Attempts > 10 {
+		return fmt.Errorf("proxy.attempts: %d must be from 1 to 10", c.Proxy.Attempts)
+	}
+	if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 || c.Proxy.ChunkTimeout.D() <= 0 {
+		return errors.New("proxy.first_chunk_timeout and proxy.check_interval must be positive")
+	}
+	if len(c.P2P.Listen) == 0 {
+		return errors.New("p2p.listen: a proxy must listen")
+	}
+	return nil
+}
+
+func (c *Config) validateClient() error {
+	if len(c.Client.Proxies) == 0 && c.Discovery.Root == "" && len(c.Discovery.Bootstrap) == 0 {
+		return errors.New("client.proxies: a client needs a way to find proxies: discovery.root (--root), discovery.bootstrap (--bootstrap) or a proxy address (--proxy)")
+	}
+	if _, err := discovery.ParseAddrs(c.Client.Proxies); err != nil {
+		return fmt.Errorf("client.proxies: %w", err)
+	}
+	if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
+		return err
+	}
+	if c.Client.MaxConnections < 1 {
+		return fmt.Errorf("client.max_connections: %d must be at least 1", c.Client.MaxConnections)
+	}
+	if c.Client.MaxPrice < 0 {
+		return fmt.Errorf("client.max_price: %d must be 0 (no limit) or more", c.Client.MaxPrice)
+	}
+	if c.Client.MinTrust != "" {
+		if _, err := attest.ParseTier(c.Client.MinTrust); err != nil {
+			return fmt.Errorf("client.min_trust: %w (or empty for any)", err)
+		}
+	}
+	if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {
+		return errors.New("client.request_timeout and client.check_interval must be positive")
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestRole(t *testing.T) {
@@ -317,7 +318,7 @@ announce_interval = "10s"
 	if err := cfg.LoadFile(path); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Worker.Price != (node.PriceConfig{Prompt: 100000000, Cached: 10000000, Completion: 400000000}) || cfg.Gossip.AnnounceInterval.D() != 10*time.Second {
+	if cfg.Worker.Price != (payments.Price{Prompt: 100000000, Cached: 10000000, Completion: 400000000}) || cfg.Gossip.AnnounceInterval.D() != 10*time.Second {
 		t.Fatalf("loaded %+v, %s", cfg.Worker.Price, cfg.Gossip.AnnounceInterval)
 	}
 }

@@ -1,6 +1,15 @@
 package node
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/discovery"
+)
 
 // Role is what a node does in the network. The zero value is invalid.
 type Role uint8
@@ -32,4 +41,39 @@ func ParseRole(s string) (Role, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown role %q: want worker, proxy or client", s)
+}
+
+// role is the part of a node its role adds: a workerRole, proxyRole or
+// clientRole, each holding only what that role uses.
+type role interface {
+	// runs are what the role runs in the background until the node
+	// closes; the node starts and waits for them.
+	runs() []func(context.Context)
+	// addrs are the addresses the node announces, given the host's.
+	addrs(host []ma.Multiaddr) []ma.Multiaddr
+	// keeper keeps the peers the role works with up.
+	keeper() *discovery.Keeper
+	// ready reports whether the node can do its job.
+	ready(ctx context.Context) bool
+	// admin is what the admin API shows and checks of the role.
+	admin() admin.Role
+	// stopServing stops taking new work from outside the mesh (a client's
+	// HTTP API); it runs first when the node closes.
+	stopServing()
+	// close releases what the role holds once its runs have returned.
+	close()
+}
+
+// newRole assembles the node's role on its started host. It is the one
+// switch on Role.
+func (n *Node) newRole(ctx context.Context, key crypto.PrivKey) (role, error) {
+	switch n.cfg.Role {
+	case RoleWorker:
+		return n.newWorker(ctx, key)
+	case RoleProxy:
+		return n.newProxy(key)
+	case RoleClient:
+		return n.newClient()
+	}
+	return nil, fmt.Errorf("role: %v is not a role", n.cfg.Role)
 }

@@ -12,11 +12,12 @@ import (
 const Million = 1_000_000
 
 // Price is in nanoTON per million tokens, as a worker quotes it for one
-// model in its offer.
+// model in its offer. The same type is the worker's configured price, the
+// offer's and the receipt's.
 type Price struct {
-	Prompt     int64 `json:"prompt"`     // uncached prompt tokens
-	Cached     int64 `json:"cached"`     // prompt tokens served from the engine's cache
-	Completion int64 `json:"completion"` // generated tokens
+	Prompt     int64 `json:"prompt" toml:"prompt"`         // uncached prompt tokens
+	Cached     int64 `json:"cached" toml:"cached"`         // prompt tokens served from the engine's cache
+	Completion int64 `json:"completion" toml:"completion"` // generated tokens
 }
 
 // Tokens are the counts an answer is billed for. Cached tokens are part of
@@ -28,10 +29,11 @@ type Tokens struct {
 }
 
 // Bill is what one answer costs, in nanoTON: the worker's amount for its
-// tokens, the proxy's fee on top, and their sum, which the client pays.
+// tokens, the proxy's fee on top, and their sum, which the client pays. Its
+// JSON is the cost_nanoton object apps get from the gateway.
 type Bill struct {
 	Worker int64 `json:"worker"`
-	Fee    int64 `json:"fee"`
+	Fee    int64 `json:"proxy_fee"`
 	Total  int64 `json:"total"`
 }
 

@@ -651,7 +651,7 @@ const rogueText = "a fine answer"
 
 func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {
 	text, signed, key := rogueText, rogueText, r.key
-	usage := inference.Usage{PromptTokens: 4, CompletionTokens: 3}
+	usage := inference.Usage{Tokens: payments.Tokens{Prompt: 4, Completion: 3}}
 	receiptTokens := usage
 	switch req.Model {
 	case "forged":
@@ -659,12 +659,12 @@ func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req
 	case "content":
 		signed = "a different answer"
 	case "tokens":
-		receiptTokens.CompletionTokens = 300
+		receiptTokens.Completion = 300
 	case "utf8":
 		text = "bad \xff\xfe bytes \xc3"
 		signed = text
 	case "huge-tokens":
-		usage.PromptTokens = 1 << 41 // over the End decoder's 2^40
+		usage.Prompt = 1 << 41 // over the End decoder's 2^40
 		receiptTokens = usage
 	case "frame-type":
 		if err := fw.Write(9, []byte("surprise")); err != nil {
@@ -693,7 +693,7 @@ func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req
 	receipt, err := payments.Sign(&payments.Receipt{
 		RequestID: req.ID, RequestHash: payments.Hash(req.Body), ResponseHash: payments.Hash([]byte(signed)),
 		Model:  req.Model,
-		Tokens: payments.Tokens{Prompt: receiptTokens.PromptTokens, Completion: receiptTokens.CompletionTokens},
+		Tokens: payments.Tokens{Prompt: receiptTokens.Prompt, Completion: receiptTokens.Completion},
 		Price:  payments.Price{Prompt: 100_000_000, Completion: 400_000_000},
 		Worker: r.h.ID(), Proxy: proxy, Time: time.Now().UnixMilli(),
 	}, key)

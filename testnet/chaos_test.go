@@ -17,10 +17,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -36,7 +37,7 @@ const (
 
 // streamOnce sends one streamed chat request and classifies its ending;
 // for an answer it returns the cost the usage chunk reported.
-func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, string) {
+func streamOnce(ctx context.Context, url string) (outcome, payments.Bill, string) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	body := `{"model":"sim-small","max_tokens":20,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"chaos"}]}`
@@ -45,19 +46,19 @@ func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, strin
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return hung, inference.Cost{}, err.Error()
+			return hung, payments.Bill{}, err.Error()
 		}
-		return refused, inference.Cost{}, err.Error()
+		return refused, payments.Bill{}, err.Error()
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var b strings.Builder
 		bufio.NewReader(resp.Body).WriteTo(&b)
-		return refused, inference.Cost{}, fmt.Sprintf("%d %s", resp.StatusCode, b.String())
+		return refused, payments.Bill{}, fmt.Sprintf("%d %s", resp.StatusCode, b.String())
 	}
 	sc := bufio.NewScanner(resp.Body)
 	chunks := 0
-	var cost *inference.Cost
+	var cost *payments.Bill
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -65,24 +66,24 @@ func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, strin
 		}
 		if line == "[DONE]" {
 			if cost == nil {
-				return cutShort, inference.Cost{}, "no usage before [DONE]"
+				return cutShort, payments.Bill{}, "no usage before [DONE]"
 			}
 			return streamed, *cost, ""
 		}
 		var ev struct {
 			Error  *struct{ Message string } `json:"error"`
 			Cocoon *struct {
-				Cost *inference.Cost `json:"cost_nanoton"`
+				Cost *payments.Bill `json:"cost_nanoton"`
 			} `json:"cocoon"`
 		}
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			return cutShort, inference.Cost{}, "unreadable event: " + line
+			return cutShort, payments.Bill{}, "unreadable event: " + line
 		}
 		switch {
 		case ev.Error != nil && chunks == 0:
-			return refused, inference.Cost{}, ev.Error.Message
+			return refused, payments.Bill{}, ev.Error.Message
 		case ev.Error != nil:
-			return cutShort, inference.Cost{}, ev.Error.Message
+			return cutShort, payments.Bill{}, ev.Error.Message
 		case ev.Cocoon != nil && ev.Cocoon.Cost != nil:
 			cost = ev.Cocoon.Cost
 		default:
@@ -90,9 +91,9 @@ func streamOnce(ctx context.Context, url string) (outcome, inference.Cost, strin
 		}
 	}
 	if ctx.Err() != nil {
-		return hung, inference.Cost{}, "deadline"
+		return hung, payments.Bill{}, "deadline"
 	}
-	return cutShort, inference.Cost{}, "stream ended without [DONE] or an error"
+	return cutShort, payments.Bill{}, "stream ended without [DONE] or an error"
 }
 
 // TestWorkersKilledUnderLoad: three workers run as child processes behind
@@ -253,7 +254,7 @@ func chaosBalances(t *testing.T, client, proxy *node.Node, workerDirs ...string)
 		}
 	}
 	for _, d := range workerDirs {
-		b, err := os.ReadFile(filepath.Join(d, node.AdminAddrFile))
+		b, err := os.ReadFile(filepath.Join(d, admin.AddrFile))
 		if err != nil {
 			return err.Error()
 		}
@@ -261,7 +262,7 @@ func chaosBalances(t *testing.T, client, proxy *node.Node, workerDirs ...string)
 		if err != nil {
 			return err.Error()
 		}
-		var ps node.PaymentsStatus
+		var ps admin.PaymentsStatus
 		err = json.NewDecoder(resp.Body).Decode(&ps)
 		resp.Body.Close()
 		if err != nil {

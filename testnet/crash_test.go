@@ -23,10 +23,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
-	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -147,7 +148,7 @@ type answered struct {
 	n      int
 }
 
-func (a *answered) add(c inference.Cost) {
+func (a *answered) add(c payments.Bill) {
 	a.mu.Lock()
 	a.total += c.Total
 	a.worker += c.Worker
@@ -279,24 +280,24 @@ func TestProxyCrash(t *testing.T) {
 var lastErr atomic.Value
 
 // ask makes one chat request and returns its cost, if it was answered.
-func ask(url string) (inference.Cost, bool) {
+func ask(url string) (payments.Bill, bool) {
 	resp, err := http.Post(url, "application/json", strings.NewReader(`{"model":"sim-small","max_tokens":8,"messages":[{"role":"user","content":"crash?"}]}`))
 	if err != nil {
-		return inference.Cost{}, false
+		return payments.Bill{}, false
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		lastErr.Store(fmt.Sprintf("%d %s", resp.StatusCode, body))
-		return inference.Cost{}, false
+		return payments.Bill{}, false
 	}
 	var ext struct {
 		Cocoon struct {
-			Cost *inference.Cost `json:"cost_nanoton"`
+			Cost *payments.Bill `json:"cost_nanoton"`
 		} `json:"cocoon"`
 	}
 	if json.Unmarshal(body, &ext) != nil || ext.Cocoon.Cost == nil {
-		return inference.Cost{}, false
+		return payments.Bill{}, false
 	}
 	return *ext.Cocoon.Cost, true
 }
@@ -318,7 +319,7 @@ func balances(t *testing.T, client, worker *node.Node, proxy peer.ID, proxyDir s
 			workerHeld += c.Received
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(proxyDir, node.AdminAddrFile))
+	b, err := os.ReadFile(filepath.Join(proxyDir, admin.AddrFile))
 	if err != nil {
 		return "proxy admin URL: " + err.Error()
 	}
@@ -327,7 +328,7 @@ func balances(t *testing.T, client, worker *node.Node, proxy peer.ID, proxyDir s
 		return "proxy channels: " + err.Error()
 	}
 	defer resp.Body.Close()
-	var ps node.PaymentsStatus
+	var ps admin.PaymentsStatus
 	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
 		return "proxy channels: " + err.Error()
 	}

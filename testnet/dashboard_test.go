@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/internal/headless"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -24,7 +26,7 @@ func TestDashboard(t *testing.T) {
 	b, dir := browser(t)
 	h := testnet.New(t)
 	w := h.AddWorker(func(c *node.Config) {
-		c.Worker.Price = node.PriceConfig{Prompt: 123_000_000, Completion: 456_000_000}
+		c.Worker.Price = payments.Price{Prompt: 123_000_000, Completion: 456_000_000}
 	})
 	price := group(123_000_000 + 456_000_000) // prompt plus completion
 	p := h.AddProxy()
@@ -35,9 +37,9 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The proxy has the worker's offer from gossip, and counts the request.
-	waitStatus(t, p, func(s node.Status) bool {
-		offered := slices.ContainsFunc(s.Offers, func(o node.OfferStatus) bool { return o.Peer == w.ID().String() && o.Price == 579_000_000 })
-		served := slices.ContainsFunc(s.Workers, func(ws node.WorkerStatus) bool { return ws.Peer == w.ID().String() && ws.Served == 1 })
+	waitStatus(t, p, func(s admin.Status) bool {
+		offered := slices.ContainsFunc(s.Offers, func(o admin.OfferStatus) bool { return o.Peer == w.ID().String() && o.Price == 579_000_000 })
+		served := slices.ContainsFunc(s.Workers, func(ws admin.WorkerStatus) bool { return ws.Peer == w.ID().String() && ws.Served == 1 })
 		return offered && served
 	})
 
@@ -65,8 +67,8 @@ func TestDashboardPayments(t *testing.T) {
 		}
 		total += costOf(t, resp.RawJSON()).Total
 	}
-	waitStatus(t, c, func(s node.Status) bool { return s.Payments != nil && s.Payments.Spent == total })
-	waitStatus(t, p, func(s node.Status) bool { return s.Payments != nil && s.Payments.Earned >= total })
+	waitStatus(t, c, func(s admin.Status) bool { return s.Payments != nil && s.Payments.Spent == total })
+	waitStatus(t, p, func(s admin.Status) bool { return s.Payments != nil && s.Payments.Earned >= total })
 	earned := p.Status(t.Context()).Payments.Earned
 
 	checkDashboard(t, b, dir, "client-payments", c, p.ID().String(), "payer", "open", group(total)+" nanoTON", `class="series s1"`)
@@ -139,7 +141,7 @@ func group(n int64) string {
 }
 
 // waitStatus waits until nd's status satisfies ok.
-func waitStatus(t *testing.T, nd *node.Node, ok func(node.Status) bool) {
+func waitStatus(t *testing.T, nd *node.Node, ok func(admin.Status) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -359,7 +359,7 @@ func TestNonLoopbackNeedsKey(t *testing.T) {
 func TestOffersGossiped(t *testing.T) {
 	h := testnet.New(t)
 	w := h.AddWorker(func(c *node.Config) {
-		c.Worker.Price = node.PriceConfig{Prompt: 7, Cached: 1, Completion: 21}
+		c.Worker.Price = payments.Price{Prompt: 7, Cached: 1, Completion: 21}
 		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
 	})
 	p := h.AddProxy(func(c *node.Config) {
@@ -377,7 +377,7 @@ func TestOffersGossiped(t *testing.T) {
 	p2ptest.Eventually(t, "the worker's offer in the proxy's book", func() bool { return find(p, w.ID().String()) != nil })
 	o := find(p, w.ID().String())
 	if o.Role != offers.RoleWorker || len(o.Models) != 1 || o.Models[0].ID != "sim-small" ||
-		o.Models[0].Price != (offers.Price{Prompt: 7, Cached: 1, Completion: 21}) || o.Tier != "dev" || o.MaxConcurrent != 64 ||
+		o.Models[0].Price != (payments.Price{Prompt: 7, Cached: 1, Completion: 21}) || o.Tier != "dev" || o.MaxConcurrent != 64 ||
 		len(o.Attestation) != 32 {
 		t.Fatalf("worker offer as the proxy holds it: %+v", o)
 	}
@@ -403,8 +403,8 @@ func TestOffersGossiped(t *testing.T) {
 func TestCheapestWorkerServes(t *testing.T) {
 	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
-	dear := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 900, Completion: 900} })
-	cheap := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 100, Completion: 100} })
+	dear := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 900, Completion: 900} })
+	cheap := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
 	p := h.AddProxy(fast)
 	client := h.AddClient()
 	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
@@ -449,7 +449,7 @@ func servedBy(t *testing.T, raw string) string {
 func TestMaxPrice(t *testing.T) {
 	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
-	h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = node.PriceConfig{Prompt: 100, Completion: 100} })
+	h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
 	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 100_000 }) // 10%: the worker costs 220
 	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool { return len(p.Offers()) >= 2 })
 	client := h.AddClient(func(c *node.Config) { c.Client.MaxPrice = 220 })
@@ -521,7 +521,7 @@ func TestCostInUsage(t *testing.T) {
 	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
 	h.AddWorker(fast, func(c *node.Config) {
-		c.Worker.Price = node.PriceConfig{Prompt: 1_000_000_000, Cached: 1, Completion: 2_000_000_000} // 1000 and 2000 nanoTON a token
+		c.Worker.Price = payments.Price{Prompt: 1_000_000_000, Cached: 1, Completion: 2_000_000_000} // 1000 and 2000 nanoTON a token
 	})
 	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 50_000 }) // 5%
 	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool {
@@ -540,16 +540,16 @@ func TestCostInUsage(t *testing.T) {
 	}
 	var ext struct {
 		Cocoon struct {
-			Cost    *inference.Cost `json:"cost_nanoton"`
-			Worker  string          `json:"worker"`
-			Receipt []byte          `json:"receipt"`
+			Cost    *payments.Bill `json:"cost_nanoton"`
+			Worker  string         `json:"worker"`
+			Receipt []byte         `json:"receipt"`
 		} `json:"cocoon"`
 	}
 	if err := json.Unmarshal([]byte(resp.RawJSON()), &ext); err != nil {
 		t.Fatal(err)
 	}
 	worker := 1000*resp.Usage.PromptTokens + 2000*resp.Usage.CompletionTokens
-	want := inference.Cost{Worker: worker, ProxyFee: worker / 20, Total: worker + worker/20}
+	want := payments.Bill{Worker: worker, Fee: worker / 20, Total: worker + worker/20}
 	if ext.Cocoon.Cost == nil || *ext.Cocoon.Cost != want || worker == 0 {
 		t.Fatalf("cost %+v for %d prompt and %d completion tokens, want %+v", ext.Cocoon.Cost, resp.Usage.PromptTokens, resp.Usage.CompletionTokens, want)
 	}

@@ -12,18 +12,18 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
 // costOf reads the cost the gateway reports beside usage.
-func costOf(t *testing.T, raw string) inference.Cost {
+func costOf(t *testing.T, raw string) payments.Bill {
 	t.Helper()
 	var ext struct {
 		Cocoon struct {
-			Cost *inference.Cost `json:"cost_nanoton"`
+			Cost *payments.Bill `json:"cost_nanoton"`
 		} `json:"cocoon"`
 	}
 	if err := json.Unmarshal([]byte(raw), &ext); err != nil {
@@ -64,12 +64,12 @@ func TestPaymentsEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		cost := costOf(t, resp.RawJSON())
-		if cost.Total != cost.Worker+cost.ProxyFee || cost.Worker <= 0 || cost.ProxyFee <= 0 {
+		if cost.Total != cost.Worker+cost.Fee || cost.Worker <= 0 || cost.Fee <= 0 {
 			t.Fatalf("cost %+v", cost)
 		}
 		total += cost.Total
 		worker += cost.Worker
-		fees += cost.ProxyFee
+		fees += cost.Fee
 	}
 	p2ptest.Eventually(t, "the payments to settle", func() bool {
 		_, fromClient := channelOf(p, client)

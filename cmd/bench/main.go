@@ -44,7 +44,7 @@
 // With -scale 200,1000 (make bench-scale) it measures discovery instead:
 // gossiped offers, refused bad offers, DHT lookups and a new worker's first
 // routed request, on simulated networks of that many nodes in this process
-// (see discovery/scale and scale.go; -scale-* flags):
+// (see cmd/bench/internal/scale and scale.go; -scale-* flags):
 //
 //	go run ./cmd/bench -scale 200,1000 [-scale-publishers 20] [-scale-spread 1s]
 //	    [-scale-deadline 5s] [-scale-joins 5] [-scale-tune heartbeat=700ms,d=8] [-json] [-cpuprofile FILE]

@@ -16,8 +16,8 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
+	"github.com/cocoon-mesh/cocoon/cmd/bench/internal/scale"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
-	"github.com/cocoon-mesh/cocoon/discovery/scale"
 	"github.com/cocoon-mesh/cocoon/internal/procstat"
 )
 
@@ -41,7 +41,7 @@ type scaleFlags struct {
 
 func addScaleFlags(fs *flag.FlagSet) *scaleFlags {
 	return &scaleFlags{
-		nodes:      fs.String("scale", "", "instead of the rows, simulate discovery on mocknet with this many nodes per run, comma-separated (make bench-scale: 200,1000); see go doc ./discovery/scale"),
+		nodes:      fs.String("scale", "", "instead of the rows, simulate discovery on mocknet with this many nodes per run, comma-separated (make bench-scale: 200,1000); see go doc ./cmd/bench/internal/scale"),
 		publishers: fs.Int("scale-publishers", 20, "scale: workers that publish an offer at once"),
 		spread:     fs.Duration("scale-spread", time.Second, "scale: the publications are spread evenly over this window"),
 		deadline:   fs.Duration("scale-deadline", 5*time.Second, "scale: an offer counts as delivered if it enters a book within this of its Publish"),
@@ -192,7 +192,7 @@ func (rep *scaleReport) writeTable(w io.Writer) error {
 			cpuPer(g.CPU, g.Delivered), checks(r.Checks[:len(r.Checks)-2]))
 	}
 	t.Flush()
-	fmt.Fprintf(bw, "   latency: from Publish to the offer entering each other node's book (offers.GossipConfig.Accepted)\n")
+	fmt.Fprintf(bw, "   latency: from Publish to the offer entering each other node's book (offers.EvtOfferAccepted.At)\n")
 	fmt.Fprintf(bw, "   cpu ours/others: share of the %d CPUs this process / other processes used during the phase;\n", rep.CPUs)
 	fmt.Fprintf(bw, "   cpu/pair: this process's CPU time per delivered pair (all nodes and mocknet together)\n")
 
@@ -219,7 +219,7 @@ func (rep *scaleReport) writeTable(w io.Writer) error {
 	}
 	t.Flush()
 	fmt.Fprintf(bw, "   find: FindModel from a random client for the first worker serving a random model, 8 at once; found = a worker that does\n")
-	fmt.Fprintf(bw, "   gossip is stopped for this phase (every DHT connection would be a gossip peer too; see go doc ./discovery/scale)\n")
+	fmt.Fprintf(bw, "   gossip is stopped for this phase (every DHT connection would be a gossip peer too; see go doc ./cmd/bench/internal/scale)\n")
 
 	fmt.Fprintf(bw, "\n4. a new worker joins: connects to %d nodes, publishes its offer; a proxy dials it from the offer and routes a request to it\n", 4)
 	t = tw()

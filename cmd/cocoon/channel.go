@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/admin"
 )
 
 // runChannel handles `cocoon channel list|open|close`: a running node's
@@ -56,7 +56,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 		_, err := stdout.Write(body)
 		return err
 	}
-	var ps node.PaymentsStatus
+	var ps admin.PaymentsStatus
 	if err := json.Unmarshal(body, &ps); err != nil {
 		return fmt.Errorf("the node at %s sent channels this cocoon cannot read: %w", base, err)
 	}
@@ -65,7 +65,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 }
 
 // printChannels prints a node's channels as a table, amounts in nanoTON.
-func printChannels(w io.Writer, ps *node.PaymentsStatus) {
+func printChannels(w io.Writer, ps *admin.PaymentsStatus) {
 	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON\n", ps.Spent, ps.Earned)
 	if len(ps.Channels) == 0 {
 		fmt.Fprintln(w, "no payment channels")

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/admin"
 )
 
 // errDoctorFailed is returned when a check fails, so that scripts can tell.
@@ -36,7 +36,7 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	var checks []node.Check
+	var checks []admin.Check
 	if err := json.Unmarshal(body, &checks); err != nil {
 		return fmt.Errorf("the node at %s sent checks this cocoon cannot read: %w", base, err)
 	}
@@ -46,14 +46,14 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		printChecks(stdout, checks)
 	}
 	for _, c := range checks {
-		if c.Result == node.Fail {
+		if c.Result == admin.Fail {
 			return errDoctorFailed
 		}
 	}
 	return nil
 }
 
-func printChecks(w io.Writer, checks []node.Check) {
+func printChecks(w io.Writer, checks []admin.Check) {
 	counts := map[string]int{}
 	for _, c := range checks {
 		counts[c.Result]++
@@ -62,5 +62,5 @@ func printChecks(w io.Writer, checks []node.Check) {
 			fmt.Fprintf(w, "      %-26s fix: %s\n", "", c.Fix)
 		}
 	}
-	fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed\n", counts[node.Pass], counts[node.Warn], counts[node.Fail])
+	fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed\n", counts[admin.Pass], counts[admin.Warn], counts[admin.Fail])
 }

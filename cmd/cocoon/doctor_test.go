@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -24,17 +25,17 @@ func TestDoctorCommand(t *testing.T) {
 	client := h.AddClient()
 	chatOnce(t, client)
 
-	results := func(nd *node.Node) map[string]node.Check {
+	results := func(nd *node.Node) map[string]admin.Check {
 		var out bytes.Buffer
 		err := run(t.Context(), []string{"doctor", "--admin", nd.AdminURL(), "--json"}, env(nil), &out, io.Discard)
 		if err != nil && !errors.Is(err, errDoctorFailed) {
 			t.Fatal(err)
 		}
-		var checks []node.Check
+		var checks []admin.Check
 		if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]node.Check{}
+		m := map[string]admin.Check{}
 		for _, c := range checks {
 			m[c.Name] = c
 		}
@@ -43,15 +44,15 @@ func TestDoctorCommand(t *testing.T) {
 	p2ptest.Eventually(t, "the worker's doctor to pass", func() bool {
 		c := results(w)
 		for _, name := range []string{"engine", "root contract", "dht", "proxies", "selected", "payments", "price"} {
-			if c[name].Result != node.Pass {
+			if c[name].Result != admin.Pass {
 				return false
 			}
 		}
-		return c["attestation"].Result == node.Warn && strings.Contains(c["attestation"].Fix, "TDX")
+		return c["attestation"].Result == admin.Warn && strings.Contains(c["attestation"].Fix, "TDX")
 	})
 	c := results(client)
 	for _, name := range []string{"proxies", "models", "payments"} {
-		if c[name].Result != node.Pass {
+		if c[name].Result != admin.Pass {
 			t.Errorf("client check %s: %+v", name, c[name])
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/admin"
 )
 
 // runStatus asks a running node what it sees, through its admin API.
@@ -38,7 +38,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		_, err := stdout.Write(body)
 		return err
 	}
-	var s node.Status
+	var s admin.Status
 	if err := json.Unmarshal(body, &s); err != nil {
 		return fmt.Errorf("the node at %s sent a status this cocoon cannot read: %w", url, err)
 	}
@@ -127,15 +127,15 @@ func findAdmin(dataDir, home string) (string, error) {
 		dirs = dirs[1:]
 	}
 	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, node.AdminAddrFile))
+		b, err := os.ReadFile(filepath.Join(d, admin.AddrFile))
 		if err == nil {
 			return strings.TrimSpace(string(b)), nil
 		}
 	}
-	return "", fmt.Errorf("no running node found: no %s in %s (start one, or pass --data-dir or --admin)", node.AdminAddrFile, strings.Join(dirs, ", "))
+	return "", fmt.Errorf("no running node found: no %s in %s (start one, or pass --data-dir or --admin)", admin.AddrFile, strings.Join(dirs, ", "))
 }
 
-func printStatus(w io.Writer, s *node.Status) {
+func printStatus(w io.Writer, s *admin.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	fmt.Fprintf(tw, "%s %s on network %q\tready: %t\ttier: %s\n", s.Role, s.Peer, s.Network, s.Ready, orDash(s.Tier))

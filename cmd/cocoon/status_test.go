@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -38,7 +39,7 @@ func TestStatusCommand(t *testing.T) {
 	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--json"}, env(nil), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	var s node.Status
+	var s admin.Status
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Book holds the latest valid offer of each peer. Expired offers are
@@ -82,6 +84,20 @@ func (b *Book) Live(role Role) []*Offer {
 		return 0
 	})
 	return out
+}
+
+// Price is the price of model in id's live offer.
+func (b *Book) Price(id peer.ID, model string) (payments.Price, bool) {
+	o, ok := b.Get(id)
+	if !ok {
+		return payments.Price{}, false
+	}
+	for _, m := range o.Models {
+		if m.ID == model {
+			return m.Price, true
+		}
+	}
+	return payments.Price{}, false
 }
 
 // ForModel returns the live worker offers that sell model.

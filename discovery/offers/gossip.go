@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
@@ -22,23 +23,33 @@ type GossipConfig struct {
 	Network string
 	Now     func() time.Time // the clock; time.Now if nil
 
-	// Accepted, if set, is called with each offer as it enters the book,
-	// from the goroutine that puts it there (the scale bench times
-	// delivery with it). It must not block.
-	Accepted func(from peer.ID, o *Offer)
-	// PeerJoined, if set, is called when a peer starts sharing the topic,
-	// so that a node can re-announce to a new neighbour without waiting for
-	// its next interval. Gossipsub calls it before its own stream to the
-	// peer is open, so what is published at that instant may not reach the
-	// peer; a few tens of milliseconds later it does. It must not block.
-	PeerJoined func(peer.ID)
 	// Options are gossipsub options applied after this package's own:
-	// tracers, or tuning under measurement (discovery/scale).
+	// tracers, or tuning under measurement (the scale simulation of cmd/bench).
 	Options []pubsub.Option
 }
 
+// EvtOfferAccepted is emitted on the host's event bus for each offer as it
+// enters the book. A proxy follows workers by it; the scale bench times
+// delivery with it.
+type EvtOfferAccepted struct {
+	From  peer.ID // the offer's publisher
+	Offer *Offer
+	At    time.Time // when it entered the book, by the gossip's clock
+}
+
+// EvtPeerJoined is emitted on the host's event bus when a peer starts
+// sharing the offers topic, so that a node can re-announce to a new
+// neighbour without waiting for its next interval. Gossipsub reports the
+// join before its own stream to the peer is open, so what is published at
+// that instant may not reach the peer; a few tens of milliseconds later it
+// does.
+type EvtPeerJoined struct {
+	Peer peer.ID
+}
+
 // Gossip runs the offers topic on a host: every offer it receives is
-// validated before gossipsub forwards it, and valid ones go into the book.
+// validated before gossipsub forwards it, and valid ones go into the book
+// and onto the host's event bus (EvtOfferAccepted).
 type Gossip struct {
 	cfg   GossipConfig
 	book  *Book
@@ -46,8 +57,10 @@ type Gossip struct {
 	ps    *pubsub.PubSub
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
-	// events reports peers joining the topic; nil without PeerJoined.
-	events *pubsub.TopicEventHandler
+	// events reports peers joining the topic.
+	events   *pubsub.TopicEventHandler
+	accepted event.Emitter // EvtOfferAccepted
+	joined   event.Emitter // EvtPeerJoined
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -88,34 +101,45 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 			g.mu.Unlock()
 		}, scoreInspectPeriod),
 	}
+	var err error
+	if g.accepted, err = h.EventBus().Emitter(new(EvtOfferAccepted)); err != nil {
+		cancel()
+		return nil, fmt.Errorf("offers events: %w", err)
+	}
+	if g.joined, err = h.EventBus().Emitter(new(EvtPeerJoined)); err != nil {
+		g.accepted.Close()
+		cancel()
+		return nil, fmt.Errorf("offers events: %w", err)
+	}
 	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, cfg.Options...)...)
 	if err != nil {
+		g.closeEmitters()
 		cancel()
 		return nil, fmt.Errorf("starting gossipsub: %w", err)
 	}
 	g.ps = ps
 	if err := ps.RegisterTopicValidator(topic, g.validate); err != nil {
+		g.closeEmitters()
 		cancel()
 		return nil, fmt.Errorf("offers validator: %w", err)
 	}
 	if g.topic, err = ps.Join(topic); err != nil {
+		g.closeEmitters()
 		cancel()
 		return nil, fmt.Errorf("joining %s: %w", topic, err)
 	}
 	if g.sub, err = g.topic.Subscribe(); err != nil {
+		g.closeEmitters()
 		cancel()
 		return nil, fmt.Errorf("subscribing to %s: %w", topic, err)
 	}
-	if cfg.PeerJoined != nil {
-		events, err := g.topic.EventHandler()
-		if err != nil {
-			g.sub.Cancel()
-			cancel()
-			return nil, fmt.Errorf("watching %s: %w", topic, err)
-		}
-		g.events = events
-		g.wg.Go(func() { g.watch(ctx, events) })
+	if g.events, err = g.topic.EventHandler(); err != nil {
+		g.sub.Cancel()
+		g.closeEmitters()
+		cancel()
+		return nil, fmt.Errorf("watching %s: %w", topic, err)
 	}
+	g.wg.Go(func() { g.watch(ctx) })
 	g.wg.Go(func() { g.receive(ctx) })
 	return g, nil
 }
@@ -270,33 +294,39 @@ func (g *Gossip) receive(ctx context.Context) {
 			g.count(msg.GetFrom(), err) // a newer offer got in first
 			continue
 		}
-		if g.cfg.Accepted != nil {
-			g.cfg.Accepted(msg.GetFrom(), o)
-		}
+		g.accepted.Emit(EvtOfferAccepted{From: msg.GetFrom(), Offer: o, At: g.cfg.Now()})
 	}
 }
 
-func (g *Gossip) watch(ctx context.Context, events *pubsub.TopicEventHandler) {
+func (g *Gossip) watch(ctx context.Context) {
 	for {
-		ev, err := events.NextPeerEvent(ctx)
+		ev, err := g.events.NextPeerEvent(ctx)
 		if err != nil {
 			return
 		}
 		if ev.Type == pubsub.PeerJoin {
-			g.cfg.PeerJoined(ev.Peer)
+			g.joined.Emit(EvtPeerJoined{Peer: ev.Peer})
 		}
 	}
 }
 
 // Close leaves the topic and stops gossipsub.
 func (g *Gossip) Close() {
-	if g.events != nil {
-		g.events.Cancel()
-	}
+	g.events.Cancel()
 	g.sub.Cancel()
 	g.topic.Close()
 	g.cancel()
 	g.wg.Wait()
+	g.closeEmitters()
+}
+
+func (g *Gossip) closeEmitters() {
+	if g.accepted != nil {
+		g.accepted.Close()
+	}
+	if g.joined != nil {
+		g.joined.Close()
+	}
 }
 
 func scoreParams(topic string) *pubsub.PeerScoreParams {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Limits on an offer. Anything beyond them is absurd for a real node and
@@ -45,17 +47,10 @@ const (
 	RoleProxy  Role = "proxy"
 )
 
-// Price is in nanoTON per million tokens.
-type Price struct {
-	Prompt     int64 `json:"prompt"`
-	Cached     int64 `json:"cached"`
-	Completion int64 `json:"completion"`
-}
-
 // ModelOffer is one model a worker sells.
 type ModelOffer struct {
-	ID    string `json:"id"`
-	Price Price  `json:"price"`
+	ID    string         `json:"id"`
+	Price payments.Price `json:"price"`
 }
 
 // Offer is a peer's announcement.

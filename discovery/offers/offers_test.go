@@ -19,6 +19,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,7 +32,7 @@ func workerOffer(id peer.ID, seq uint64, at time.Time) *offers.Offer {
 	return &offers.Offer{
 		Network: "local", Peer: id.String(), Role: offers.RoleWorker, Seq: seq,
 		Expiry:        at.Add(time.Minute).UnixMilli(),
-		Models:        []offers.ModelOffer{{ID: "sim-small", Price: offers.Price{Prompt: 100, Cached: 10, Completion: 400}}},
+		Models:        []offers.ModelOffer{{ID: "sim-small", Price: payments.Price{Prompt: 100, Cached: 10, Completion: 400}}},
 		MaxConcurrent: 8, Load: 1, TTFTMillis: 120, TokensPerSec: 40, Tier: "dev",
 	}
 }
@@ -183,12 +184,21 @@ func startNode(t *testing.T) *gossipNode {
 	h := p2ptest.NewHost(t)
 	key := h.Peerstore().PrivKey(h.ID())
 	n := &gossipNode{h: h, key: key, book: offers.NewBook(nil), accepted: make(map[peer.ID]int)}
-	cfg := offers.GossipConfig{Network: "local", Accepted: func(from peer.ID, _ *offers.Offer) {
-		n.mu.Lock()
-		n.accepted[from]++
-		n.mu.Unlock()
-	}}
-	g, err := offers.StartGossip(h, cfg, n.book, slog.New(slog.DiscardHandler))
+	sub, err := h.EventBus().Subscribe(new(offers.EvtOfferAccepted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range sub.Out() {
+			n.mu.Lock()
+			n.accepted[e.(offers.EvtOfferAccepted).From]++
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { sub.Close(); <-done })
+	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, n.book, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,9 +439,12 @@ func TestGossipFlood(t *testing.T) {
 
 func TestPeerJoined(t *testing.T) {
 	h := p2ptest.NewHost(t)
-	joined := make(chan peer.ID, 4)
-	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local", PeerJoined: func(p peer.ID) { joined <- p }},
-		offers.NewBook(nil), slog.New(slog.DiscardHandler))
+	joined, err := h.EventBus().Subscribe(new(offers.EvtPeerJoined))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { joined.Close() })
+	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, offers.NewBook(nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,11 +452,11 @@ func TestPeerJoined(t *testing.T) {
 	b := startNode(t)
 	p2ptest.Connect(t, b.h, h)
 	select {
-	case p := <-joined:
-		if p != b.h.ID() {
+	case e := <-joined.Out():
+		if p := e.(offers.EvtPeerJoined).Peer; p != b.h.ID() {
 			t.Fatalf("joined %s, want %s", p, b.h.ID())
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("PeerJoined not called")
+		t.Fatal("no EvtPeerJoined")
 	}
 }

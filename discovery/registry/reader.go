@@ -125,6 +125,16 @@ func (r *Reader) Current() *Registry {
 	return r.current
 }
 
+// MaxFeePPM is the largest fee a proxy may add, in parts per million of
+// the worker's amount, as the root contract last read sets it; -1 before
+// the first read.
+func (r *Reader) MaxFeePPM() int64 {
+	if reg := r.Current(); reg != nil {
+		return int64(reg.Fees.ProxyFeePPM)
+	}
+	return -1
+}
+
 // Close stops refreshing and waits for the background goroutine.
 func (r *Reader) Close() {
 	if r.cancel != nil {

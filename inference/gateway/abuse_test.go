@@ -38,41 +38,32 @@ func TestProxyLiesAboutCost(t *testing.T) {
 	w := bill.Worker // 7,000 nanoTON
 	tests := []struct {
 		name   string
-		cost   *inference.Cost
+		cost   *payments.Bill
 		stream bool
 		ok     bool
 		cap    int64 // the network's fee cap in ppm; 0: none known
 	}{
-		{"honest", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, false, true, 0},
-		{"honest, streamed", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, true, true, 0},
+		{"honest", &payments.Bill{Worker: w, Fee: 140, Total: w + 140}, false, true, 0},
+		{"honest, streamed", &payments.Bill{Worker: w, Fee: 140, Total: w + 140}, true, true, 0},
 		{"no cost named", nil, false, true, 0},
-		{"worker part inflated tenfold", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, false, false, 0},
-		{"worker part one nanoTON over", &inference.Cost{Worker: w + 1, ProxyFee: 140, Total: w + 141}, false, false, 0},
-		{"worker part under the receipt", &inference.Cost{Worker: w - 1, ProxyFee: 140, Total: w + 139}, false, false, 0},
-		{"total above worker plus fee", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 1_000_000}, false, false, 0},
-		{"negative fee", &inference.Cost{Worker: w, ProxyFee: -1, Total: w - 1}, false, false, 0},
-		{"inflated, streamed", &inference.Cost{Worker: 10 * w, ProxyFee: 140, Total: 10*w + 140}, true, false, 0},
-		{"fee at the network's cap", &inference.Cost{Worker: w, ProxyFee: 140, Total: w + 140}, false, true, 20_000},
-		{"fee a nanoTON over the network's cap", &inference.Cost{Worker: w, ProxyFee: 141, Total: w + 141}, false, false, 20_000},
+		{"worker part inflated tenfold", &payments.Bill{Worker: 10 * w, Fee: 140, Total: 10*w + 140}, false, false, 0},
+		{"worker part one nanoTON over", &payments.Bill{Worker: w + 1, Fee: 140, Total: w + 141}, false, false, 0},
+		{"worker part under the receipt", &payments.Bill{Worker: w - 1, Fee: 140, Total: w + 139}, false, false, 0},
+		{"total above worker plus fee", &payments.Bill{Worker: w, Fee: 140, Total: w + 1_000_000}, false, false, 0},
+		{"negative fee", &payments.Bill{Worker: w, Fee: -1, Total: w - 1}, false, false, 0},
+		{"inflated, streamed", &payments.Bill{Worker: 10 * w, Fee: 140, Total: 10*w + 140}, true, false, 0},
+		{"fee at the network's cap", &payments.Bill{Worker: w, Fee: 140, Total: w + 140}, false, true, 20_000},
+		{"fee a nanoTON over the network's cap", &payments.Bill{Worker: w, Fee: 141, Total: w + 141}, false, false, 20_000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
-			var mu sync.Mutex
-			var paid []int64
-			cfg := Config{MaxFeePPM: func() int64 {
-				if tt.cap == 0 {
-					return -1
-				}
-				return tt.cap
-			}, Paid: func(_ peer.ID, end *inference.End) {
-				mu.Lock()
-				defer mu.Unlock()
-				if end.Cost != nil {
-					paid = append(paid, end.Cost.Total)
-				}
-			}}
-			srv := httptestServer(t, New(cfg, up, slog.New(slog.DiscardHandler)))
+			payer := &fakePayer{}
+			fees := feeCap(tt.cap)
+			if tt.cap == 0 {
+				fees = -1
+			}
+			srv := httptestServer(t, New(Config{}, up, payer, fees, slog.New(slog.DiscardHandler)))
 			body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
 			if tt.stream {
 				body = `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`
@@ -100,16 +91,15 @@ func TestProxyLiesAboutCost(t *testing.T) {
 				t.Fatal(err)
 			}
 			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("the answer")}
-			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2},
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}},
 				Worker: workerID.String(), Tier: "dev", Receipt: signed, Cost: tt.cost}}
 			res := <-done
-			mu.Lock()
-			defer mu.Unlock()
+			paid := payer.payments()
 			refused := strings.Contains(res.raw, "receipt_invalid")
 			switch {
 			case tt.ok && (res.status != 200 || refused):
 				t.Fatalf("got %d %s, want the answer", res.status, res.raw)
-			case tt.ok && tt.cost != nil && (len(paid) != 1 || paid[0] != tt.cost.Total):
+			case tt.ok && tt.cost != nil && (len(paid) != 1 || paid[0] != fmt.Sprintf("%s:%d", string(fakeProxy), tt.cost.Total)):
 				t.Fatalf("paid %v, want %d once", paid, tt.cost.Total)
 			case !tt.ok && !tt.stream && (res.status != 502 || !refused || strings.Contains(res.raw, "the answer\"")):
 				t.Fatalf("got %d %s, want 502 receipt_invalid without the answer", res.status, res.raw)
@@ -151,7 +141,7 @@ func httptestServer(t *testing.T, h http.Handler) string {
 func TestSlowBody(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	up := &slowUpstream{delay: 3 * timeout}
-	addr := strings.TrimPrefix(httptestServer(t, New(Config{BodyTimeout: timeout}, up, slog.New(slog.DiscardHandler))), "http://")
+	addr := strings.TrimPrefix(httptestServer(t, New(Config{BodyTimeout: timeout}, up, nil, nil, slog.New(slog.DiscardHandler))), "http://")
 
 	const conns = 20
 	type closed struct {

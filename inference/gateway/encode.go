@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // encoder writes OpenAI response objects for one request. Streamed chunks
@@ -85,17 +86,17 @@ type served struct {
 	Counted bool `json:"usage_counted_by_worker,omitempty"`
 	// Cost is what the answer costs in nanoTON, as the proxy priced it
 	// from the worker's offer and its own fee; absent when unknown.
-	Cost *inference.Cost `json:"cost_nanoton,omitempty"`
+	Cost *payments.Bill `json:"cost_nanoton,omitempty"`
 	// Receipt is the worker's signed receipt (payments.Receipt), base64.
 	Receipt []byte `json:"receipt,omitempty"`
 }
 
 func toUsage(end *inference.End) (usage, served) {
-	u := usage{PromptTokens: end.Usage.PromptTokens, CompletionTokens: end.Usage.CompletionTokens, TotalTokens: end.Usage.Total()}
-	if end.Usage.CachedTokens > 0 {
+	u := usage{PromptTokens: end.Usage.Prompt, CompletionTokens: end.Usage.Completion, TotalTokens: end.Usage.Total()}
+	if end.Usage.Cached > 0 {
 		u.PromptTokensDetails = &struct {
 			CachedTokens int64 `json:"cached_tokens"`
-		}{end.Usage.CachedTokens}
+		}{end.Usage.Cached}
 	}
 	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted, Cost: end.Cost, Receipt: end.Receipt}
 }

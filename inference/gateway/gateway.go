@@ -75,18 +75,25 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
-	// Admit, if set, is asked before each request whether this client can
-	// pay for it; its error is the answer (payment_required, 402, when it
-	// has no funded channel).
-	Admit func() *inference.Error
-	// MaxFeePPM, if set, is the largest fee a proxy may add, in parts per
-	// million of the worker's amount (the root contract's cap), or a
-	// negative number when unknown: an answer whose fee is above it is
-	// refused.
-	MaxFeePPM func() int64
-	// Paid, if set, is told of each answer the app got, with the proxy it
-	// came through (Responses that say, see ProxyResponse), to pay for it.
-	Paid func(proxy peer.ID, end *inference.End)
+}
+
+// Payer is the client's side of payments; nil when payments are off.
+type Payer interface {
+	// Admit is asked before each request whether this client can pay for
+	// it; its error is the answer (payment_required, 402, with a reason
+	// when it has no funded channel).
+	Admit() *inference.Error
+	// Pay pays for an answer the app got, through proxy (told by
+	// Responses that say, see ProxyResponse).
+	Pay(proxy peer.ID, end *inference.End)
+}
+
+// FeeCap is the root contract's largest proxy fee, in ppm, or negative
+// when unknown; nil when there is no root contract.
+type FeeCap interface {
+	// MaxFeePPM is the largest fee a proxy may add, in parts per million
+	// of the worker's amount: an answer whose fee is above it is refused.
+	MaxFeePPM() int64
 }
 
 // ProxyResponse is a Response that names the proxy answering it.
@@ -111,17 +118,22 @@ const TierHeader = "X-Cocoon-Tier"
 
 // Server is the HTTP API.
 type Server struct {
-	cfg Config
-	up  Upstream
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg   Config
+	up    Upstream
+	payer Payer  // nil: payments are off
+	fees  FeeCap // nil: no cap known
+	log   *slog.Logger
+	mux   *http.ServeMux
 
 	mu       sync.Mutex         // guards receipts
 	receipts map[peer.ID]uint64 // receipts checked per worker, to sample signatures
 }
 
-// New serves the OpenAI API in front of up.
-func New(cfg Config, up Upstream, log *slog.Logger) *Server {
+// New serves the OpenAI API in front of up. payer, when not nil, admits
+// and pays for requests; fees, when not nil, caps the fee a proxy may
+// name. Callers pass a nil interface for an absent one, not a nil pointer
+// in one.
+func New(cfg Config, up Upstream, payer Payer, fees FeeCap, log *slog.Logger) *Server {
 	if cfg.FirstByteTimeout <= 0 {
 		cfg.FirstByteTimeout = 2 * time.Minute
 	}
@@ -132,7 +144,7 @@ func New(cfg Config, up Upstream, log *slog.Logger) *Server {
 		cfg.BodyTimeout = time.Minute
 	}
 	cfg.MaxPrice = max(cfg.MaxPrice, 0)
-	s := &Server{cfg: cfg, up: up, log: log.With("component", "gateway"), mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, up: up, payer: payer, fees: fees, log: log.With("component", "gateway"), mux: http.NewServeMux(),
 		receipts: make(map[peer.ID]uint64)}
 	s.mux.HandleFunc("/v1/models", s.models)
 	s.mux.HandleFunc("/v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
@@ -223,39 +235,17 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, bad)
 		return
 	}
-	// An app that trickles its body would hold the connection for as long
-	// as it likes: the body gets BodyTimeout. The deadline is lifted once
-	// the body is in (left in place, it would cut the answer's stream), and
-	// kept after a failure, so that net/http's draining of what is left of
-	// the body ends at once too. A ResponseWriter that cannot set deadlines
-	// leaves the body unbounded.
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large",
-				fmt.Sprintf("The request body is over the limit of %d bytes.", inference.MaxBodyBytes))
-			return
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusRequestTimeout, "invalid_request_error", "", "request_timeout",
-				fmt.Sprintf("The request body did not arrive within %s.", s.cfg.BodyTimeout))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "Reading the request body: "+err.Error())
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
-	rc.SetReadDeadline(time.Time{})
 	p, bad := check(kind, body)
 	if bad != nil {
 		writeInferenceError(w, bad)
 		return
 	}
-	if s.cfg.Admit != nil {
-		if e := s.cfg.Admit(); e != nil {
+	if s.payer != nil {
+		if e := s.payer.Admit(); e != nil {
 			writeInferenceError(w, e)
 			return
 		}
@@ -309,14 +299,45 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
 	chk := &receiptCheck{req: req, content: sha256.New(), verify: s.verifyReceipt, maxFeePPM: -1}
-	if s.cfg.MaxFeePPM != nil {
-		chk.maxFeePPM = s.cfg.MaxFeePPM()
+	if s.fees != nil {
+		chk.maxFeePPM = s.fees.MaxFeePPM()
 	}
 	if p.stream {
 		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, log)
 		return
 	}
 	s.whole(w, resp, ev, out, minTier, chk, log)
+}
+
+// readBody reads a request's body, or answers the request with why it
+// could not: too large, too slow, or broken off.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	// An app that trickles its body would hold the connection for as long
+	// as it likes: the body gets BodyTimeout. The deadline is lifted once
+	// the body is in (left in place, it would cut the answer's stream), and
+	// kept after a failure, so that net/http's draining of what is left of
+	// the body ends at once too. A ResponseWriter that cannot set deadlines
+	// leaves the body unbounded.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, inference.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large",
+				fmt.Sprintf("The request body is over the limit of %d bytes.", inference.MaxBodyBytes))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, "invalid_request_error", "", "request_timeout",
+				fmt.Sprintf("The request body did not arrive within %s.", s.cfg.BodyTimeout))
+		default:
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "Reading the request body: "+err.Error())
+		}
+		return nil, false
+	}
+	rc.SetReadDeadline(time.Time{})
+	return body, true
 }
 
 // maxPrice is the request's max price: its MaxPriceHeader, or the
@@ -424,11 +445,10 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 		RequestID:   c.req.ID,
 		RequestHash: payments.Hash(c.req.Body),
 		Model:       c.req.Model,
-		Tokens: payments.Tokens{Prompt: end.Usage.PromptTokens, Cached: min(end.Usage.CachedTokens, end.Usage.PromptTokens),
-			Completion: end.Usage.CompletionTokens},
-		Price:  got.Price, // checked against the offer where the payment is settled
-		Worker: worker,
-		Proxy:  got.Proxy, // the client does not see which hop the proxy used
+		Tokens:      end.Usage.Billed(),
+		Price:       got.Price, // checked against the offer where the payment is settled
+		Worker:      worker,
+		Proxy:       got.Proxy, // the client does not see which hop the proxy used
 	}
 	c.content.Sum(want.ResponseHash[:0])
 	if err := payments.Check(got, want); err != nil {
@@ -442,18 +462,18 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 		if err != nil {
 			return refuse(err)
 		}
-		if cost.Worker != b.Worker || cost.ProxyFee < 0 || cost.Total != cost.Worker+cost.ProxyFee {
+		if cost.Worker != b.Worker || cost.Fee < 0 || cost.Total != cost.Worker+cost.Fee {
 			return refuse(fmt.Errorf("the proxy's cost (worker %d + fee %d = %d nanoTON) is not the receipt's worker amount %d plus a fee",
-				cost.Worker, cost.ProxyFee, cost.Total, b.Worker))
+				cost.Worker, cost.Fee, cost.Total, b.Worker))
 		}
 		if c.maxFeePPM >= 0 {
 			most, err := got.Bill(c.maxFeePPM)
 			if err != nil {
 				return refuse(err)
 			}
-			if cost.ProxyFee > most.Fee {
+			if cost.Fee > most.Fee {
 				return refuse(fmt.Errorf("the proxy's fee of %d nanoTON is over the network's cap of %d ppm (%d nanoTON)",
-					cost.ProxyFee, c.maxFeePPM, most.Fee))
+					cost.Fee, c.maxFeePPM, most.Fee))
 			}
 		}
 	}
@@ -602,13 +622,13 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 	}
 }
 
-// paid hands an answer the app is getting to Config.Paid.
+// paid hands an answer the app is getting to the Payer.
 func (s *Server) paid(resp Response, end *inference.End) {
-	if s.cfg.Paid == nil {
+	if s.payer == nil {
 		return
 	}
 	if pr, ok := resp.(ProxyResponse); ok {
-		s.cfg.Paid(pr.Proxy(), end)
+		s.payer.Pay(pr.Proxy(), end)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -156,25 +157,49 @@ const fakeProxy = peer.ID("fake-proxy")
 
 func (f *fakeUpstream) Proxy() peer.ID { return fakeProxy }
 
+// fakePayer is a fake Payer: it admits requests unless refuse is set, and
+// records each payment as "proxy:total" (total -1 for an answer without a
+// cost).
+type fakePayer struct {
+	mu     sync.Mutex
+	refuse *inference.Error
+	paid   []string
+}
+
+func (f *fakePayer) Admit() *inference.Error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refuse
+}
+
+func (f *fakePayer) Pay(proxy peer.ID, end *inference.End) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	total := int64(-1)
+	if end.Cost != nil {
+		total = end.Cost.Total
+	}
+	f.paid = append(f.paid, fmt.Sprintf("%s:%d", string(proxy), total))
+}
+
+func (f *fakePayer) payments() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.paid)
+}
+
+// feeCap is a fake FeeCap.
+type feeCap int64
+
+func (c feeCap) MaxFeePPM() int64 { return int64(c) }
+
 // TestPaymentHooks: a client that cannot pay gets 402 and nothing goes
-// upstream; an answer the app gets is handed to Paid with its proxy, once,
-// streamed or whole.
+// upstream; an answer the app gets is handed to the Payer with its proxy,
+// once, streamed or whole.
 func TestPaymentHooks(t *testing.T) {
 	up := &fakeUpstream{events: make(chan inference.Event, 4), closed: make(chan struct{}), opened: make(chan *inference.Request, 4)}
-	var paid []string
-	funded := false
-	cfg := Config{
-		Admit: func() *inference.Error {
-			if !funded {
-				return inference.Errorf(inference.CodePaymentRequired, "no funded payment channel: wallet holds 0 nanoTON")
-			}
-			return nil
-		},
-		Paid: func(p peer.ID, end *inference.End) {
-			paid = append(paid, fmt.Sprintf("%s:%d", string(p), end.Cost.Total))
-		},
-	}
-	srv := httptest.NewServer(New(cfg, up, slog.New(slog.DiscardHandler)))
+	payer := &fakePayer{refuse: inference.Errorf(inference.CodePaymentRequired, "no funded payment channel: wallet holds 0 nanoTON")}
+	srv := httptest.NewServer(New(Config{}, up, payer, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	post := func(body string) (int, apiError) {
 		req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(body))
@@ -187,11 +212,13 @@ func TestPaymentHooks(t *testing.T) {
 	if len(up.opened) != 0 {
 		t.Fatal("an unfunded client's request went upstream")
 	}
-	funded = true
+	payer.mu.Lock()
+	payer.refuse = nil
+	payer.mu.Unlock()
 	for i, stream := range []bool{false, true} {
 		up.closed = make(chan struct{})
 		up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("hi")}
-		up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Cost: &inference.Cost{Worker: 10, ProxyFee: 1, Total: 11 + int64(i)}}}
+		up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Cost: &payments.Bill{Worker: 10, Fee: 1, Total: 11 + int64(i)}}}
 		body := `{"model":"m","prompt":"x"}`
 		if stream {
 			body = `{"model":"m","prompt":"x","stream":true}`
@@ -208,7 +235,7 @@ func TestPaymentHooks(t *testing.T) {
 		}
 		<-up.opened
 	}
-	if want := []string{"fake-proxy:11", "fake-proxy:12"}; !slices.Equal(paid, want) {
+	if paid, want := payer.payments(), []string{"fake-proxy:11", "fake-proxy:12"}; !slices.Equal(paid, want) {
 		t.Errorf("paid %q, want %q", paid, want)
 	}
 }
@@ -217,7 +244,7 @@ func TestPaymentHooks(t *testing.T) {
 // has not been produced yet; nothing is held back waiting for more.
 func TestStreamFlushesEachChunk(t *testing.T) {
 	up := &fakeUpstream{events: make(chan inference.Event, 4), closed: make(chan struct{})}
-	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 
 	up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("first")}
@@ -237,7 +264,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 	if line := readEvent(t, r); !strings.Contains(line, `"content":"second"`) || !strings.Contains(line, `"finish_reason":"stop"`) {
 		t.Fatalf("second event %q", line)
 	}
-	up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 3, CompletionTokens: 2}, Worker: "w", Tier: "dev"}}
+	up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3, Completion: 2}}, Worker: "w", Tier: "dev"}}
 	line = readEvent(t, r)
 	var u struct {
 		Choices []any `json:"choices"`
@@ -273,7 +300,7 @@ func readEvent(t *testing.T, r *bufio.Reader) string {
 
 func TestMethodAndKey(t *testing.T) {
 	up := &fakeUpstream{events: make(chan inference.Event), closed: make(chan struct{})}
-	srv := httptest.NewServer(New(Config{APIKey: "k"}, up, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(New(Config{APIKey: "k"}, up, nil, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	for _, tt := range []struct {
 		method, path, key string
@@ -342,7 +369,7 @@ func sendWithHeader(t *testing.T, cfg Config, header string, values []string, re
 	t.Helper()
 	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
 	up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Tier: "tee-gpu"}}
-	srv := httptest.NewServer(New(cfg, up, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(New(cfg, up, nil, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	for _, v := range values {
@@ -372,7 +399,7 @@ func TestTooExpensive(t *testing.T) {
 	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{})}
 	msg := `no worker offers model "m" at or under 50 nanoTON per million tokens (cheapest: 100)`
 	up.events <- inference.Event{Type: inference.FrameError, Err: inference.Errorf(inference.CodeTooExpensive, "%s", msg)}
-	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"x"}`))
 	req.Header.Set("X-Cocoon-Max-Price", "50")
@@ -419,7 +446,7 @@ func TestUntrusted(t *testing.T) {
 	up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{})}
 	msg := `no worker serves model "m" at trust tier tee or above (best available: dev)`
 	up.events <- inference.Event{Type: inference.FrameError, Err: inference.Errorf(inference.CodeUntrusted, "%s", msg)}
-	srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"x"}`))
 	req.Header.Set("X-Cocoon-Min-Trust", "tee")
@@ -455,9 +482,9 @@ func TestTierRecheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{})}
 			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("secret answer")}
-			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2},
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}},
 				Worker: "w", Tier: tt.tier}}
-			srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+			srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
 			defer srv.Close()
 			body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
 			if tt.stream {
@@ -576,7 +603,7 @@ func TestReceiptCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
-			srv := httptest.NewServer(New(Config{}, up, slog.New(slog.DiscardHandler)))
+			srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
 			defer srv.Close()
 			body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
 			if tt.stream {
@@ -605,7 +632,7 @@ func TestReceiptCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("the answer")}
-			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2},
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}},
 				Worker: workerID.String(), Tier: "dev", Receipt: signed}}
 			res := <-done
 			refused := strings.Contains(string(res.raw), "receipt_invalid")

@@ -20,75 +20,104 @@ var chatRoles = map[string]bool{"system": true, "developer": true, "user": true,
 // check validates an OpenAI request body. Errors are *inference.Error with
 // CodeBadRequest and the param at fault.
 func check(kind inference.Kind, body []byte) (parsed, *inference.Error) {
-	bad := func(param, format string, args ...any) (parsed, *inference.Error) {
-		return parsed{}, &inference.Error{Code: inference.CodeBadRequest, Param: param, Message: fmt.Sprintf(format, args...)}
-	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
 		if err == nil || bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
-			return bad("", "the request body must be a JSON object")
+			return parsed{}, badRequest("", "the request body must be a JSON object")
 		}
-		return bad("", "the request body is not valid JSON: %v", err)
+		return parsed{}, badRequest("", "the request body is not valid JSON: %v", err)
 	}
 	var p parsed
 	raw, ok := fields["model"]
 	if !ok || isNull(raw) {
-		return bad("model", "you must provide a model parameter")
+		return parsed{}, badRequest("model", "you must provide a model parameter")
 	}
 	if err := json.Unmarshal(raw, &p.model); err != nil || p.model == "" || len(p.model) > 256 {
-		return bad("model", "model must be a non-empty string of at most 256 bytes")
+		return parsed{}, badRequest("model", "model must be a non-empty string of at most 256 bytes")
 	}
+	var e *inference.Error
 	switch kind {
 	case inference.KindChat:
-		raw, ok := fields["messages"]
-		if !ok || isNull(raw) {
-			return bad("messages", "missing required parameter: 'messages'")
-		}
-		var msgs []map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &msgs); err != nil {
-			return bad("messages", "messages must be an array of message objects")
-		}
-		if len(msgs) == 0 {
-			return bad("messages", "messages must not be empty")
-		}
-		for i, m := range msgs {
-			param := fmt.Sprintf("messages[%d]", i)
-			if m == nil {
-				return bad(param, "each message must be an object")
-			}
-			var role string
-			if err := json.Unmarshal(m["role"], &role); err != nil || !chatRoles[role] {
-				return bad(param+".role", "role must be one of system, developer, user, assistant, tool")
-			}
-			if c, ok := m["content"]; ok && !isNull(c) {
-				switch firstByte(c) {
-				case '"', '[':
-				default:
-					return bad(param+".content", "content must be a string or an array of content parts")
-				}
-			} else if role != "assistant" {
-				return bad(param+".content", "missing required parameter: 'content'")
-			}
-		}
+		e = checkMessages(fields)
 	case inference.KindCompletion:
-		raw, ok := fields["prompt"]
-		if !ok || isNull(raw) {
-			return bad("prompt", "missing required parameter: 'prompt'")
+		e = checkPrompt(fields)
+	}
+	if e != nil {
+		return parsed{}, e
+	}
+	if e := checkStream(fields, &p); e != nil {
+		return parsed{}, e
+	}
+	if e := checkSampling(fields); e != nil {
+		return parsed{}, e
+	}
+	return p, nil
+}
+
+// badRequest is a bad request naming param.
+func badRequest(param, format string, args ...any) *inference.Error {
+	return &inference.Error{Code: inference.CodeBadRequest, Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+// checkMessages checks a chat request's messages.
+func checkMessages(fields map[string]json.RawMessage) *inference.Error {
+	raw, ok := fields["messages"]
+	if !ok || isNull(raw) {
+		return badRequest("messages", "missing required parameter: 'messages'")
+	}
+	var msgs []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &msgs); err != nil {
+		return badRequest("messages", "messages must be an array of message objects")
+	}
+	if len(msgs) == 0 {
+		return badRequest("messages", "messages must not be empty")
+	}
+	for i, m := range msgs {
+		param := fmt.Sprintf("messages[%d]", i)
+		if m == nil {
+			return badRequest(param, "each message must be an object")
 		}
-		switch firstByte(raw) {
-		case '"':
-		case '[':
-			var arr []json.RawMessage
-			if err := json.Unmarshal(raw, &arr); err != nil || len(arr) == 0 {
-				return bad("prompt", "prompt must be a string or a non-empty array")
+		var role string
+		if err := json.Unmarshal(m["role"], &role); err != nil || !chatRoles[role] {
+			return badRequest(param+".role", "role must be one of system, developer, user, assistant, tool")
+		}
+		if c, ok := m["content"]; ok && !isNull(c) {
+			switch firstByte(c) {
+			case '"', '[':
+			default:
+				return badRequest(param+".content", "content must be a string or an array of content parts")
 			}
-		default:
-			return bad("prompt", "prompt must be a string or an array")
+		} else if role != "assistant" {
+			return badRequest(param+".content", "missing required parameter: 'content'")
 		}
 	}
+	return nil
+}
+
+// checkPrompt checks a completion request's prompt.
+func checkPrompt(fields map[string]json.RawMessage) *inference.Error {
+	raw, ok := fields["prompt"]
+	if !ok || isNull(raw) {
+		return badRequest("prompt", "missing required parameter: 'prompt'")
+	}
+	switch firstByte(raw) {
+	case '"':
+	case '[':
+		var arr []json.RawMessage
+		if err := json.Unmarshal(raw, &arr); err != nil || len(arr) == 0 {
+			return badRequest("prompt", "prompt must be a string or a non-empty array")
+		}
+	default:
+		return badRequest("prompt", "prompt must be a string or an array")
+	}
+	return nil
+}
+
+// checkStream checks stream and stream_options, and notes them in p.
+func checkStream(fields map[string]json.RawMessage, p *parsed) *inference.Error {
 	if raw, ok := fields["stream"]; ok && !isNull(raw) {
 		if err := json.Unmarshal(raw, &p.stream); err != nil {
-			return bad("stream", "stream must be a boolean")
+			return badRequest("stream", "stream must be a boolean")
 		}
 	}
 	if raw, ok := fields["stream_options"]; ok && !isNull(raw) {
@@ -96,18 +125,24 @@ func check(kind inference.Kind, body []byte) (parsed, *inference.Error) {
 			IncludeUsage *bool `json:"include_usage"`
 		}
 		if err := json.Unmarshal(raw, &so); err != nil {
-			return bad("stream_options", "stream_options must be an object with a boolean include_usage")
+			return badRequest("stream_options", "stream_options must be an object with a boolean include_usage")
 		}
 		if !p.stream {
-			return bad("stream_options", "stream_options is only allowed when stream is true")
+			return badRequest("stream_options", "stream_options is only allowed when stream is true")
 		}
 		p.includeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 	}
+	return nil
+}
+
+// checkSampling checks the limits and sampling parameters: token caps,
+// the ranges of temperature, top_p and the penalties, and n.
+func checkSampling(fields map[string]json.RawMessage) *inference.Error {
 	for _, f := range []string{"max_tokens", "max_completion_tokens"} {
 		if raw, ok := fields[f]; ok && !isNull(raw) {
 			var n int64
 			if err := json.Unmarshal(raw, &n); err != nil || n < 1 {
-				return bad(f, "%s must be an integer of at least 1", f)
+				return badRequest(f, "%s must be an integer of at least 1", f)
 			}
 		}
 	}
@@ -118,17 +153,17 @@ func check(kind inference.Kind, body []byte) (parsed, *inference.Error) {
 		if raw, ok := fields[r.name]; ok && !isNull(raw) {
 			var v float64
 			if err := json.Unmarshal(raw, &v); err != nil || v < r.min || v > r.max {
-				return bad(r.name, "%s must be a number from %g to %g", r.name, r.min, r.max)
+				return badRequest(r.name, "%s must be a number from %g to %g", r.name, r.min, r.max)
 			}
 		}
 	}
 	if raw, ok := fields["n"]; ok && !isNull(raw) {
 		var n int
 		if err := json.Unmarshal(raw, &n); err != nil || n != 1 {
-			return bad("n", "only n=1 is supported")
+			return badRequest("n", "only n=1 is supported")
 		}
 	}
-	return p, nil
+	return nil
 }
 
 func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }

@@ -32,25 +32,30 @@ type Response interface {
 	Close()
 }
 
+// ProxySet is the proxies a client node may send requests to: those with a
+// live attestation verdict.
+type ProxySet interface {
+	Proxies() []peer.ID
+}
+
 // Proxies is the Upstream of a client node: libp2p streams to proxies it
 // has attested, reused from request to request.
 type Proxies struct {
-	h        host.Host
-	pool     *inference.Pool
-	catalog  protocol.ID
-	attested func() []peer.ID
-	next     atomic.Uint64
+	h       host.Host
+	pool    *inference.Pool
+	catalog protocol.ID
+	set     ProxySet
+	next    atomic.Uint64
 }
 
-// NewProxies sends requests through h to the proxies attested returns
-// (peers with a live attestation verdict), rotating between them. Close
-// releases its idle streams.
-func NewProxies(h host.Host, network string, attested func() []peer.ID) *Proxies {
+// NewProxies sends requests through h to the proxies set names, rotating
+// between them. Close releases its idle streams.
+func NewProxies(h host.Host, network string, set ProxySet) *Proxies {
 	return &Proxies{
-		h:        h,
-		pool:     inference.NewPool(h, network, inference.DefaultPoolConfig()),
-		catalog:  p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
-		attested: attested,
+		h:       h,
+		pool:    inference.NewPool(h, network, inference.DefaultPoolConfig()),
+		catalog: p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
+		set:     set,
 	}
 }
 
@@ -62,7 +67,7 @@ func (p *Proxies) Close() { p.pool.Close() }
 var ErrNoProxy = errors.New("no attested proxy is reachable")
 
 func (p *Proxies) order() []peer.ID {
-	ids := p.attested()
+	ids := p.set.Proxies()
 	if len(ids) > 1 {
 		k := int(p.next.Add(1) % uint64(len(ids)))
 		ids = append(ids[k:len(ids):len(ids)], ids[:k]...)

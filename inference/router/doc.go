@@ -17,7 +17,7 @@
 // CodeTooExpensive, naming the cheapest price on offer.
 //
 // When the request carries a MinTier, a worker also needs a live
-// attestation verdict (from the Tiers the router was made with) of at
+// attestation verdict (from the Verdicts the router was made with) of at
 // least that tier; the tier a worker's offer claims is never used. If
 // workers serve the model but none is trusted enough, the request fails
 // with CodeUntrusted, naming the tier wanted and the best one available;
@@ -65,4 +65,20 @@
 //
 // Measurements are taken with Config.Now. Choosing is one pass over the
 // workers under the router's mutex, with one clock read and no allocation.
+//
+// # Pricing and settling
+//
+// With a Pricer, the router puts each answer's cost in its End frame: the
+// worker's tokens at the price its signed receipt names (at its offer's
+// without a receipt), plus this proxy's fee. Once the client has the
+// answer, the router checks the receipt against what it relayed,
+// verifying the signature on a worker's first receipt and every sixteenth
+// after it; a worker whose receipt disagrees is counted as failing. With a
+// Settler, a client is served only while it is paid up, only workers the
+// proxy can pay are routed to, and each answer with a cost and no refused
+// receipt is owed by its client, its receipt handed on for the proxy to be
+// paid by.
+//
+// Choosing and measuring live in pick.go and workers.go, relaying in
+// relay.go, pricing and settling in settle.go.
 package router

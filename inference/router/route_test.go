@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -18,30 +19,21 @@ import (
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
+	"github.com/cocoon-mesh/cocoon/payments/channels"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// The node's attestation and payment channels are what the router and
+// its workers are made with.
+var (
+	_ router.Verdicts = (*attest.Handshaker)(nil)
+	_ router.Settler  = (*channels.Manager)(nil)
+	_ worker.Verdicts = (*attest.Handshaker)(nil)
+	_ worker.Settler  = (*channels.Manager)(nil)
+)
+
 var discard = slog.New(slog.DiscardHandler)
-
-// clock is the router's clock in these tests: it moves only when a
-// backend moves it, so every measured latency is exact.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // behaviour is how a test worker answers each request.
 type behaviour struct {
@@ -63,7 +55,7 @@ const (
 // backend serves model "m" as its behaviour says, and records the max
 // price and the minimum tier of every request it gets.
 type backend struct {
-	clock *clock
+	clock *router.FakeClock
 	b     behaviour
 
 	mu        sync.Mutex // guards maxPrices and minTiers
@@ -90,7 +82,7 @@ func (b *backend) Generate(ctx context.Context, req *inference.Request, emit fun
 	if b.b.failAfter {
 		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine died")
 	}
-	return inference.Result{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 1}, FinishReason: "stop"}, nil
+	return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 1}}, FinishReason: "stop"}, nil
 }
 
 func (b *backend) seen() []int64 {
@@ -109,42 +101,39 @@ func (b *backend) seenTiers() []attest.Tier {
 // it, and workers added one by one, each on its own host.
 type mesh struct {
 	t      *testing.T
-	clock  *clock
+	clock  *router.FakeClock
 	proxy  host.Host
 	router *router.Router
-	pool   *inference.Pool
+	// verdicts are the proxy's: a worker's tier as addTieredWorker set
+	// it, dev for any other peer. prices are the workers' offers, for
+	// model "m" only.
+	verdicts *router.FakeVerdicts
+	prices   *router.FakePricer
+	pool     *inference.Pool
 
-	mu       sync.Mutex     // guards prices, tiers and lastEnd
-	lastEnd  *inference.End // of the last answer sendReq read
-	prices   map[peer.ID]int64
-	tiers    map[peer.ID]string // a worker's verdict tier; "dev" if not set
-	names    map[string]string  // worker peer ID -> test name
+	mu       sync.Mutex        // guards lastEnd; names and backends are written under it
+	lastEnd  *inference.End    // of the last answer sendReq read
+	names    map[string]string // worker peer ID -> test name
 	backends map[string]*backend
 }
 
+// newMesh is a mesh whose proxy takes no payments.
 func newMesh(t *testing.T) *mesh {
 	t.Helper()
-	m := &mesh{t: t, clock: &clock{t: time.Unix(1_700_000_000, 0)},
-		prices: make(map[peer.ID]int64), tiers: make(map[peer.ID]string), names: make(map[string]string),
-		backends: make(map[string]*backend)}
+	return newPaidMesh(t, nil)
+}
+
+// newPaidMesh is a mesh whose proxy settles with settler; nil: no payments.
+func newPaidMesh(t *testing.T, settler router.Settler) *mesh {
+	t.Helper()
+	m := &mesh{t: t, clock: router.NewFakeClock(time.Unix(1_700_000_000, 0)),
+		verdicts: &router.FakeVerdicts{Default: attest.TierDev}, prices: &router.FakePricer{Model: "m"},
+		names: make(map[string]string), backends: make(map[string]*backend)}
 	m.proxy = p2ptest.NewHost(t)
 	client := p2ptest.NewHost(t)
 	cfg := router.DefaultConfig("local")
 	cfg.Now = m.clock.Now
-	m.router = router.New(cfg, m.proxy, func(p peer.ID) (string, bool) {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if t, ok := m.tiers[p]; ok {
-			return t, t != ""
-		}
-		return "dev", true
-	}, discard)
-	m.router.SetPricer(func(p peer.ID, model string) (int64, bool) {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		v, ok := m.prices[p]
-		return v, ok && model == "m"
-	})
+	m.router = router.New(cfg, m.proxy, m.verdicts, m.prices, settler, discard)
 	sv := p2p.NewService(m.proxy, discard)
 	m.router.Register(sv)
 	m.pool = inference.NewPool(client, "local", inference.DefaultPoolConfig())
@@ -157,15 +146,20 @@ func newMesh(t *testing.T) *mesh {
 	return m
 }
 
+// flatPrice is a worker's price for every model.
+type flatPrice payments.Price
+
+func (p flatPrice) Price(string) payments.Price { return payments.Price(p) }
+
 // addWorker starts a worker named name; price < 0 means it has no offer.
-func (m *mesh) addWorker(name string, price int64, b behaviour) {
+func (m *mesh) addWorker(name string, price int64, b behaviour) peer.ID {
 	m.t.Helper()
-	m.addTieredWorker(name, price, "dev", b)
+	return m.addTieredWorker(name, price, attest.TierDev, b)
 }
 
-// addTieredWorker is addWorker for a worker whose verdict has tier; ""
+// addTieredWorker is addWorker for a worker whose verdict has tier; 0
 // means it has no live verdict.
-func (m *mesh) addTieredWorker(name string, price int64, tier string, b behaviour) {
+func (m *mesh) addTieredWorker(name string, price int64, tier attest.Tier, b behaviour) peer.ID {
 	m.t.Helper()
 	h := p2ptest.NewHost(m.t)
 	be := &backend{clock: m.clock, b: b}
@@ -174,32 +168,35 @@ func (m *mesh) addTieredWorker(name string, price int64, tier string, b behaviou
 	cfg := worker.Config{Network: "local", MaxConcurrent: 4}
 	switch b.receipts {
 	case ownKey:
-		cfg.Receipts = &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Price: func(string) payments.Price { return payments.Price{} }}
+		cfg.Receipts = &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Prices: flatPrice{}}
 	case someoneElseKey:
 		other := p2ptest.NewHost(m.t)
-		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Price: func(string) payments.Price { return payments.Price{} }}
+		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Prices: flatPrice{}}
 	}
+	var settler worker.Settler // the worker's: nil, no payments
 	if b.owed {
-		cfg.Admit = func(peer.ID) *inference.Error {
-			return inference.Errorf(inference.CodePaymentRequired, "proxy owes 5 nanoTON beyond credit")
-		}
+		s := &router.FakeSettler{}
+		s.Refuse(errors.New("proxy owes 5 nanoTON beyond credit"))
+		settler = s
 	}
-	w := worker.New(cfg, h.ID(), be, func(peer.ID) bool { return true }, discard)
+	// The worker trusts every peer: these tests are of the proxy's verdicts.
+	w := worker.New(cfg, h.ID(), be, &router.FakeVerdicts{Default: attest.TierDev}, settler, discard)
 	w.Register(sv)
 	p2ptest.Connect(m.t, m.proxy, h)
 	c, err := w.Catalog(m.t.Context())
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.mu.Lock()
 	if price >= 0 {
-		m.prices[h.ID()] = price
+		m.prices.Set(h.ID(), price)
 	}
-	m.tiers[h.ID()] = tier
+	m.verdicts.Set(h.ID(), tier)
+	m.mu.Lock()
 	m.names[h.ID().String()] = name
 	m.backends[name] = be
 	m.mu.Unlock()
 	m.router.SetWorker(h.ID(), c)
+	return h.ID()
 }
 
 // send makes one request through the proxy and returns the name of the
@@ -274,17 +271,17 @@ func (m *mesh) stats(name string) router.WorkerStats {
 }
 
 // TestBilling: the proxy puts each answer's cost in its End frame, priced
-// by the biller from the usage the worker reported; without a known price,
-// no cost.
+// by the Pricer from the tokens the worker reported; without a known
+// price, no cost.
 func TestBilling(t *testing.T) {
 	m := newMesh(t)
 	m.addWorker("priced", 100, behaviour{})
-	m.router.SetBiller(func(p peer.ID, model string, u inference.Usage, _ *payments.Price) (inference.Cost, bool) {
+	m.prices.SetBill(func(p peer.ID, model string, u payments.Tokens, _ *payments.Price) (payments.Bill, bool) {
 		if m.names[p.String()] != "priced" || model != "m" {
-			return inference.Cost{}, false
+			return payments.Bill{}, false
 		}
-		w := 1000 * (u.PromptTokens + u.CompletionTokens)
-		return inference.Cost{Worker: w, ProxyFee: w / 50, Total: w + w/50}, true
+		w := 1000 * (u.Prompt + u.Completion)
+		return payments.Bill{Worker: w, Fee: w / 50, Total: w + w/50}, true
 	})
 	if got, e := m.send(0); e != nil || got != "priced" {
 		t.Fatalf("got %q, %v", got, e)
@@ -292,11 +289,11 @@ func TestBilling(t *testing.T) {
 	m.mu.Lock()
 	cost := m.lastEnd.Cost
 	m.mu.Unlock()
-	if cost == nil || *cost != (inference.Cost{Worker: 2000, ProxyFee: 40, Total: 2040}) {
+	if cost == nil || *cost != (payments.Bill{Worker: 2000, Fee: 40, Total: 2040}) {
 		t.Fatalf("cost %+v, want 2000 + 40 for 1 prompt and 1 completion token", cost)
 	}
-	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) {
-		return inference.Cost{}, false
+	m.prices.SetBill(func(peer.ID, string, payments.Tokens, *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{}, false
 	})
 	if _, e := m.send(0); e != nil {
 		t.Fatal(e)
@@ -311,33 +308,16 @@ func TestBilling(t *testing.T) {
 // TestPayments: a client the payments refuse gets payment_required and
 // reaches no worker; workers the proxy cannot pay get no requests; a worker
 // that refuses the proxy for payment is passed over for the next; each
-// answer's cost is reported as served to its client.
+// answer's cost is reported as served to its client, and its receipt as
+// relayed.
 func TestPayments(t *testing.T) {
-	m := newMesh(t)
+	settler := &router.FakeSettler{}
+	m := newPaidMesh(t, settler)
 	m.addWorker("owed", 100, behaviour{owed: true})
-	m.addWorker("paid", 200, behaviour{})
-	m.addWorker("unpayable", 50, behaviour{})
-	var mu sync.Mutex
-	admit := true
-	var served []inference.Cost
-	m.router.SetBiller(func(peer.ID, string, inference.Usage, *payments.Price) (inference.Cost, bool) {
-		return inference.Cost{Worker: 10, ProxyFee: 1, Total: 11}, true
-	})
-	m.router.SetPayments(&router.Payments{
-		Admit: func(peer.ID) *inference.Error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !admit {
-				return inference.Errorf(inference.CodePaymentRequired, "no channel")
-			}
-			return nil
-		},
-		Payable: func(p peer.ID) bool { return m.names[p.String()] != "unpayable" },
-		Served: func(_ peer.ID, c inference.Cost, _ []byte) {
-			mu.Lock()
-			served = append(served, c)
-			mu.Unlock()
-		},
+	m.addWorker("paid", 200, behaviour{receipts: ownKey})
+	settler.Unpayable(m.addWorker("unpayable", 50, behaviour{}))
+	m.prices.SetBill(func(peer.ID, string, payments.Tokens, *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{Worker: 10, Fee: 1, Total: 11}, true
 	})
 	if got, e := m.send(0); e != nil || got != "paid" {
 		t.Fatalf("got %q, %v; want the answer from the worker that is paid up", got, e)
@@ -345,14 +325,15 @@ func TestPayments(t *testing.T) {
 	if st := m.stats("unpayable"); st.Served != 0 {
 		t.Errorf("a worker the proxy cannot pay was sent %d requests", st.Served)
 	}
-	mu.Lock()
-	if len(served) != 1 || served[0].Total != 11 {
-		t.Errorf("served = %+v, want one answer of 11", served)
+	if served := settler.ServedAmounts(); len(served) != 1 || served[0] != 11 {
+		t.Errorf("served = %v, want one answer of 11", served)
 	}
-	admit = false
-	mu.Unlock()
+	if relayed := settler.RelayedReceipts(); len(relayed) != 1 || len(relayed[0]) == 0 {
+		t.Errorf("relayed %d receipts, want the paid worker's one", len(relayed))
+	}
+	settler.Refuse(errors.New("no channel"))
 	before := m.stats("paid").Served
-	if _, e := m.send(0); e == nil || e.Code != inference.CodePaymentRequired {
+	if _, e := m.send(0); e == nil || e.Code != inference.CodePaymentRequired || e.Message != "payment required: no channel" {
 		t.Fatalf("client without a channel: %v, want payment_required", e)
 	}
 	if m.stats("paid").Served != before {
@@ -439,7 +420,7 @@ func TestMaxPrice(t *testing.T) {
 func TestMinTier(t *testing.T) {
 	type w struct {
 		name  string
-		tier  string // "": no live verdict
+		tier  attest.Tier // 0: no live verdict
 		price int64
 	}
 	tests := []struct {
@@ -451,16 +432,16 @@ func TestMinTier(t *testing.T) {
 		code     inference.Code // or the error the client gets
 		msg      string
 	}{
-		{"any tier", []w{{"dev", "dev", 100}}, 0, 0, "dev", 0, ""},
-		{"dev accepted for dev", []w{{"dev", "dev", 100}}, attest.TierDev, 0, "dev", 0, ""},
-		{"dev refused for tee", []w{{"dev", "dev", 100}}, attest.TierTEE, 0, "", inference.CodeUntrusted,
+		{"any tier", []w{{"dev", attest.TierDev, 100}}, 0, 0, "dev", 0, ""},
+		{"dev accepted for dev", []w{{"dev", attest.TierDev, 100}}, attest.TierDev, 0, "dev", 0, ""},
+		{"dev refused for tee", []w{{"dev", attest.TierDev, 100}}, attest.TierTEE, 0, "", inference.CodeUntrusted,
 			`no worker serves model "m" at trust tier tee or above (best available: dev)`},
-		{"tee refused for tee-gpu", []w{{"dev", "dev", 100}, {"tee", "tee", 100}}, attest.TierTEEGPU, 0, "", inference.CodeUntrusted,
+		{"tee refused for tee-gpu", []w{{"dev", attest.TierDev, 100}, {"tee", attest.TierTEE, 100}}, attest.TierTEEGPU, 0, "", inference.CodeUntrusted,
 			`no worker serves model "m" at trust tier tee-gpu or above (best available: tee)`},
-		{"the trusted one, though dearer", []w{{"dev", "dev", 100}, {"gpu", "tee-gpu", 900}}, attest.TierTEE, 0, "gpu", 0, ""},
-		{"trusted ones only count for the price", []w{{"dev", "dev", 100}, {"tee", "tee", 900}}, attest.TierTEE, 500, "", inference.CodeTooExpensive,
+		{"the trusted one, though dearer", []w{{"dev", attest.TierDev, 100}, {"gpu", attest.TierTEEGPU, 900}}, attest.TierTEE, 0, "gpu", 0, ""},
+		{"trusted ones only count for the price", []w{{"dev", attest.TierDev, 100}, {"tee", attest.TierTEE, 900}}, attest.TierTEE, 500, "", inference.CodeTooExpensive,
 			`no worker offers model "m" at or under 500 nanoTON per million tokens (cheapest: 900)`},
-		{"no verdict is no tier", []w{{"unattested", "", 100}, {"dev", "dev", 100}}, attest.TierDev, 0, "dev", 0, ""},
+		{"no verdict is no tier", []w{{"unattested", 0, 100}, {"dev", attest.TierDev, 100}}, attest.TierDev, 0, "dev", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

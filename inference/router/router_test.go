@@ -3,7 +3,6 @@ package router
 import (
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +22,7 @@ func catalog(maxConc int, models ...string) *inference.Catalog {
 
 func TestPick(t *testing.T) {
 	a, b, c := peer.ID("a"), peer.ID("b"), peer.ID("c")
-	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
+	r := New(DefaultConfig("local"), nil, nil, nil, nil, slog.New(slog.DiscardHandler))
 	r.SetWorker(a, catalog(2, "m"))
 	r.SetWorker(b, catalog(4, "m", "other"))
 	r.SetWorker(c, catalog(1, "solo"))
@@ -83,9 +82,10 @@ func TestPick(t *testing.T) {
 
 func TestPickPrefersCheaper(t *testing.T) {
 	cheap, dear, unknown := peer.ID("cheap"), peer.ID("dear"), peer.ID("unknown")
-	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
-	prices := map[peer.ID]int64{cheap: 100, dear: 500}
-	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	prices := &FakePricer{}
+	prices.Set(cheap, 100)
+	prices.Set(dear, 500)
+	r := New(DefaultConfig("local"), nil, nil, prices, nil, slog.New(slog.DiscardHandler))
 	r.SetWorker(dear, catalog(4, "m"))
 	r.SetWorker(cheap, catalog(1, "m"))
 
@@ -109,9 +109,10 @@ func TestPickPrefersCheaper(t *testing.T) {
 // expensive: a retry later can help, a higher price need not.
 func TestPickBusyWithinPrice(t *testing.T) {
 	cheap, dear := peer.ID("cheap"), peer.ID("dear")
-	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
-	prices := map[peer.ID]int64{cheap: 100, dear: 500}
-	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	prices := &FakePricer{}
+	prices.Set(cheap, 100)
+	prices.Set(dear, 500)
+	r := New(DefaultConfig("local"), nil, nil, prices, nil, slog.New(slog.DiscardHandler))
 	r.SetWorker(cheap, catalog(1, "m"))
 	r.SetWorker(dear, catalog(4, "m"))
 
@@ -146,8 +147,10 @@ func TestPickBusyWithinPrice(t *testing.T) {
 // that is busy or tried makes it no_worker_available.
 func TestPickMinTier(t *testing.T) {
 	dev, tee, none := peer.ID("dev"), peer.ID("tee"), peer.ID("none")
-	tiers := map[peer.ID]string{dev: "dev", tee: "tee"}
-	r := New(DefaultConfig("local"), nil, func(p peer.ID) (string, bool) { v, ok := tiers[p]; return v, ok }, slog.New(slog.DiscardHandler))
+	verdicts := &FakeVerdicts{}
+	verdicts.Set(dev, attest.TierDev)
+	verdicts.Set(tee, attest.TierTEE)
+	r := New(DefaultConfig("local"), nil, verdicts, nil, nil, slog.New(slog.DiscardHandler))
 	r.SetWorker(dev, catalog(4, "m", "devonly"))
 	r.SetWorker(tee, catalog(1, "m"))
 	r.SetWorker(none, catalog(4, "m", "devonly", "unattested"))
@@ -186,10 +189,10 @@ func TestPickMinTier(t *testing.T) {
 // little load, and wins again once its failure has faded for a half-life.
 func TestScoreFades(t *testing.T) {
 	flaky, busy := peer.ID("flaky"), peer.ID("busy")
-	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
 	cfg := DefaultConfig("local")
 	cfg.Now, cfg.FadeHalfLife = clk.Now, time.Minute
-	r := New(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	r := New(cfg, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
 	r.SetWorker(flaky, catalog(4, "m"))
 	r.SetWorker(busy, catalog(4, "m"))
 
@@ -218,33 +221,14 @@ func TestScoreFades(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock tests move by hand; safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // BenchmarkPick is the router's per-request choice among 64 workers with
 // prices and measurements, on the real clock.
 func BenchmarkPick(b *testing.B) {
-	r := New(DefaultConfig("local"), nil, nil, slog.New(slog.DiscardHandler))
-	prices := make(map[peer.ID]int64)
-	r.SetPricer(func(p peer.ID, _ string) (int64, bool) { v, ok := prices[p]; return v, ok })
+	prices := &FakePricer{}
+	r := New(DefaultConfig("local"), nil, nil, prices, nil, slog.New(slog.DiscardHandler))
 	for i := range 64 {
 		id := peer.ID(fmt.Sprintf("w%02d", i))
-		prices[id] = int64(100 + i%4)
+		prices.Set(id, int64(100+i%4))
 		r.SetWorker(id, catalog(64, "m"))
 		w, _ := r.pick("m", 0, 0, nil)
 		r.firstChunk(w, time.Duration(i)*time.Millisecond)

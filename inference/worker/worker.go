@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -32,22 +33,40 @@ type Config struct {
 	Now           func() time.Time // the clock of the measurements; time.Now if nil
 	// Receipts, if set, makes the worker sign a receipt for every answer.
 	Receipts *Receipts
-	// Admit, if set, is asked before each request whether its proxy may be
-	// served (paid up, within credit); its error is the answer.
-	Admit func(proxy peer.ID) *inference.Error
-	// Served, if set, is told of each answer given, with its receipt.
-	Served func(proxy peer.ID, r *payments.Receipt)
-	// Attest, if set, runs the attestation handshake with a proxy that
-	// opens a stream without a verdict here (one that attested this worker
-	// before it restarted), instead of refusing it.
-	Attest func(ctx context.Context, proxy peer.ID) error
 }
 
 // Receipts is what a worker signs its receipts with: its peer key, and the
 // price it asks for each model (from its offer).
 type Receipts struct {
-	Key   crypto.PrivKey
-	Price func(model string) payments.Price
+	Key    crypto.PrivKey
+	Prices Prices
+}
+
+// Prices is what the worker asks per model (from its config); used for
+// receipts.
+type Prices interface {
+	Price(model string) payments.Price
+}
+
+// Verdicts is the attestation state the worker needs: a proxy is served
+// only with a live verdict. *attest.Handshaker implements it.
+type Verdicts interface {
+	// Verified returns p's live verdict, if any.
+	Verified(p peer.ID) (attest.Verdict, bool)
+	// Attest runs the handshake with p when it has no live verdict.
+	Attest(ctx context.Context, p peer.ID) (attest.Verdict, error)
+}
+
+// Settler is a worker's payment channels; nil when payments are off.
+// *channels.Manager implements it.
+type Settler interface {
+	// Admit says whether proxy may be served (paid up, within credit); an
+	// error is answered as CodePaymentRequired.
+	Admit(proxy peer.ID) error
+	// Served records that proxy owes amount nanoTON for an answer the
+	// worker signed a receipt for: the worker's amount, its tokens at its
+	// price.
+	Served(proxy peer.ID, amount uint64)
 }
 
 // Server serves inference and catalog streams for one backend.
@@ -57,7 +76,8 @@ type Server struct {
 	self     peer.ID
 	selfStr  string // self.String(), which base58-encodes on every call
 	backend  inference.Backend
-	allow    func(peer.ID) bool
+	verdicts Verdicts
+	settler  Settler // nil: payments are off
 	log      *slog.Logger
 
 	active atomic.Int64
@@ -105,9 +125,12 @@ func (w *Server) measure(ttft, total time.Duration, completion int64) {
 	s.Served++
 }
 
-// New serves backend as peer self. allow says whether a peer has passed
-// attestation; nobody else gets an inference stream.
-func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID) bool, log *slog.Logger) *Server {
+// New serves backend as peer self. Only a peer with a live verdict from
+// verdicts gets an inference stream; one that opens a stream without one
+// (a proxy that attested this worker before it restarted) is attested
+// first. settler is nil when payments are off: callers pass a nil
+// interface, not a nil pointer in one.
+func New(cfg Config, self peer.ID, backend inference.Backend, verdicts Verdicts, settler Settler, log *slog.Logger) *Server {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 64
 	}
@@ -119,8 +142,8 @@ func New(cfg Config, self peer.ID, backend inference.Backend, allow func(peer.ID
 	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
-	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend, allow: allow,
-		log: log.With("component", "worker"), simulated: make(map[string]bool)}
+	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend, verdicts: verdicts,
+		settler: settler, log: log.With("component", "worker"), simulated: make(map[string]bool)}
 }
 
 // Register serves the inference and catalog protocols on sv.
@@ -165,7 +188,7 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	remote := s.Conn().RemotePeer()
 	w.attested(ctx, remote)
 	check := func() *inference.Error {
-		if !w.allow(remote) {
+		if _, ok := w.verdicts.Verified(remote); !ok {
 			return inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote)
 		}
 		return nil
@@ -175,22 +198,20 @@ func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	})
 }
 
-// attested reports whether p has a verdict, attesting it first if it has
-// none and the worker can.
+// attested reports whether p has a live verdict, attesting it first if it
+// has none.
 func (w *Server) attested(ctx context.Context, p peer.ID) bool {
-	if w.allow(p) {
+	if _, ok := w.verdicts.Verified(p); ok {
 		return true
-	}
-	if w.cfg.Attest == nil {
-		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := w.cfg.Attest(ctx, p); err != nil {
+	if _, err := w.verdicts.Attest(ctx, p); err != nil {
 		w.log.Info("attesting a peer without a verdict", "peer", p, "err", err)
 		return false
 	}
-	return w.allow(p)
+	_, ok := w.verdicts.Verified(p)
+	return ok
 }
 
 func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {
@@ -203,9 +224,9 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return w.log.With("request", req.ID, "model", req.Model, "peer", remote) }
 
-	if w.cfg.Admit != nil {
-		if e := w.cfg.Admit(remote); e != nil {
-			return fail(e)
+	if w.settler != nil {
+		if err := w.settler.Admit(remote); err != nil {
+			return fail(inference.Errorf(inference.CodePaymentRequired, "payment required: %v", err))
 		}
 	}
 	if n := w.active.Add(1); n > int64(w.cfg.MaxConcurrent) {
@@ -265,8 +286,8 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			log().Warn("signing the receipt", "err", err)
 		}
 		end.Receipt = signed
-		if err == nil && w.cfg.Served != nil {
-			w.cfg.Served(remote, r)
+		if err == nil {
+			w.served(remote, r)
 		}
 	}
 	if err := inference.WriteEnd(fw, end); err != nil {
@@ -277,11 +298,11 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	}
 	if chunks > 0 {
 		end := w.cfg.Now()
-		w.measure(first.Sub(start), end.Sub(start), res.Usage.CompletionTokens)
+		w.measure(first.Sub(start), end.Sub(start), res.Usage.Completion)
 	}
 	if w.log.Enabled(ctx, slog.LevelDebug) {
-		log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.PromptTokens,
-			"completion_tokens", res.Usage.CompletionTokens, "duration", w.cfg.Now().Sub(start))
+		log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.Prompt,
+			"completion_tokens", res.Usage.Completion, "duration", w.cfg.Now().Sub(start))
 	}
 	return nil
 }
@@ -292,8 +313,8 @@ func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usag
 		RequestID:   req.ID,
 		RequestHash: payments.Hash(req.Body),
 		Model:       req.Model,
-		Tokens:      payments.Tokens{Prompt: u.PromptTokens, Cached: min(u.CachedTokens, u.PromptTokens), Completion: u.CompletionTokens},
-		Price:       w.cfg.Receipts.Price(req.Model),
+		Tokens:      u.Billed(),
+		Price:       w.cfg.Receipts.Prices.Price(req.Model),
 		Worker:      w.self,
 		Proxy:       proxy,
 		Time:        w.cfg.Now().UnixMilli(),
@@ -301,4 +322,15 @@ func (w *Server) receipt(req *inference.Request, proxy peer.ID, u inference.Usag
 	content.Sum(r.ResponseHash[:0])
 	signed, err := payments.Sign(r, w.cfg.Receipts.Key)
 	return r, signed, err
+}
+
+// served tells the settler what proxy owes for the answer r signs: the
+// worker's amount, its tokens at its price.
+func (w *Server) served(proxy peer.ID, r *payments.Receipt) {
+	if w.settler == nil {
+		return
+	}
+	if b, err := payments.Cost(r.Tokens, r.Price, 0); err == nil && b.Worker > 0 {
+		w.settler.Served(proxy, uint64(b.Worker))
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -37,14 +38,62 @@ func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit
 
 var proto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
 
+// verdicts is a fake Verdicts: every peer has a dev verdict, or none has
+// one and none can get one.
+type verdicts bool
+
+const (
+	allowAll  verdicts = true
+	allowNone verdicts = false
+)
+
+func (v verdicts) Verified(peer.ID) (attest.Verdict, bool) {
+	if !v {
+		return attest.Verdict{}, false
+	}
+	return attest.Verdict{Tier: attest.TierDev, Kind: "fake"}, true
+}
+
+func (v verdicts) Attest(_ context.Context, p peer.ID) (attest.Verdict, error) {
+	if vd, ok := v.Verified(p); ok {
+		return vd, nil
+	}
+	return attest.Verdict{}, errors.New("fake verdicts: no verdict")
+}
+
+// settler is a fake Settler: it admits proxies unless refuse is set, and
+// calls served with each amount it is told of.
+type settler struct {
+	mu     sync.Mutex // guards refuse
+	refuse error
+	served func(proxy peer.ID, amount uint64)
+}
+
+func (s *settler) Admit(peer.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refuse
+}
+
+func (s *settler) Served(p peer.ID, amount uint64) {
+	if s.served != nil {
+		s.served(p, amount)
+	}
+}
+
+// flatPrice is a worker's price for every model.
+type flatPrice payments.Price
+
+func (p flatPrice) Price(string) payments.Price { return payments.Price(p) }
+
 // serve starts a worker for b on a fresh host and returns a connected
 // requester host.
-func serve(t *testing.T, b inference.Backend, maxConc int, allow func(peer.ID) bool) (server host.Host, requester host.Host) {
+func serve(t *testing.T, b inference.Backend, maxConc int, v worker.Verdicts) (server host.Host, requester host.Host) {
 	t.Helper()
 	server, requester = p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", MaxConcurrent: maxConc}, server.ID(), b, allow, slog.New(slog.DiscardHandler))
+	w := worker.New(worker.Config{Network: "local", MaxConcurrent: maxConc}, server.ID(), b, v, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	return server, requester
@@ -64,8 +113,6 @@ func send(t *testing.T, requester host.Host, to peer.ID, body string) (network.S
 	return s, inference.NewResponseReader(s)
 }
 
-func allowAll(peer.ID) bool { return true }
-
 func TestServe(t *testing.T) {
 	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
 		for _, w := range []string{"a", "b"} {
@@ -73,7 +120,7 @@ func TestServe(t *testing.T) {
 				return inference.Result{}, err
 			}
 		}
-		return inference.Result{Usage: inference.Usage{PromptTokens: 1, CompletionTokens: 2}, FinishReason: "stop"}, nil
+		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}}, FinishReason: "stop"}, nil
 	}}
 	w, r := serve(t, b, 4, allowAll)
 	_, rr := send(t, r, w.ID(), `{}`)
@@ -90,7 +137,7 @@ func TestServe(t *testing.T) {
 		if ev.Type != inference.FrameEnd {
 			t.Fatalf("event %+v", ev)
 		}
-		if text != "ab" || ev.End.Usage.CompletionTokens != 2 || ev.End.FinishReason != "stop" || ev.End.Worker != w.ID().String() {
+		if text != "ab" || ev.End.Usage.Completion != 2 || ev.End.FinishReason != "stop" || ev.End.Worker != w.ID().String() {
 			t.Fatalf("text %q, end %+v", text, ev.End)
 		}
 		return
@@ -117,7 +164,7 @@ func TestRefusals(t *testing.T) {
 	}}
 
 	t.Run("unattested", func(t *testing.T) {
-		w, r := serve(t, b, 1, func(peer.ID) bool { return false })
+		w, r := serve(t, b, 1, allowNone)
 		_, rr := send(t, r, w.ID(), "x")
 		expectError(t, rr, inference.CodeUnattested)
 	})
@@ -193,12 +240,12 @@ func TestStats(t *testing.T) {
 			return inference.Result{}, err
 		}
 		advance(time.Second) // 10 more tokens in a second
-		return inference.Result{Usage: inference.Usage{CompletionTokens: 11}, FinishReason: "stop"}, nil
+		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 11}}, FinishReason: "stop"}, nil
 	}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", Now: clock}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+	w := worker.New(worker.Config{Network: "local", Now: clock}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	if s := w.Stats(); s != (worker.Stats{}) {
@@ -235,16 +282,16 @@ func TestReceipt(t *testing.T) {
 				return inference.Result{}, err
 			}
 		}
-		return inference.Result{Usage: inference.Usage{PromptTokens: 5, CachedTokens: 2, CompletionTokens: 2}, FinishReason: "stop"}, nil
+		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}, nil
 	}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
 	price := payments.Price{Prompt: 100, Cached: 10, Completion: 400}
 	w := worker.New(worker.Config{Network: "local", Receipts: &worker.Receipts{
-		Key:   server.Peerstore().PrivKey(server.ID()),
-		Price: func(string) payments.Price { return price },
-	}}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+		Key:    server.Peerstore().PrivKey(server.ID()),
+		Prices: flatPrice(price),
+	}}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	_, rr := send(t, requester, server.ID(), `{"q":1}`)
@@ -277,18 +324,19 @@ func TestReceipt(t *testing.T) {
 // is never refused as overloaded by a slot its last request still held.
 func TestSlotFreedBeforeEnd(t *testing.T) {
 	b := &fakeBackend{generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
-		return inference.Result{FinishReason: "stop"}, nil
+		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 1}}, FinishReason: "stop"}, nil
 	}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
 	var w *worker.Server
 	activeAtEnd := make(chan int, 1)
+	// The settler is told of the answer just before the End frame is
+	// written: the answer is paid for, so that it is told.
+	s := &settler{served: func(peer.ID, uint64) { activeAtEnd <- w.Active() }}
 	w = worker.New(worker.Config{Network: "local", MaxConcurrent: 1,
-		Receipts: &worker.Receipts{Key: server.Peerstore().PrivKey(server.ID()), Price: func(string) payments.Price { return payments.Price{} }},
-		// Served runs just before the End frame is written.
-		Served: func(peer.ID, *payments.Receipt) { activeAtEnd <- w.Active() },
-	}, server.ID(), b, allowAll, slog.New(slog.DiscardHandler))
+		Receipts: &worker.Receipts{Key: server.Peerstore().PrivKey(server.ID()), Prices: flatPrice{Completion: 1}},
+	}, server.ID(), b, allowAll, s, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	_, rr := send(t, requester, server.ID(), `{}`)
@@ -297,5 +345,70 @@ func TestSlotFreedBeforeEnd(t *testing.T) {
 	}
 	if n := <-activeAtEnd; n != 0 {
 		t.Fatalf("%d slot(s) still held as the end was written", n)
+	}
+}
+
+// TestPayments: a proxy the settler refuses gets payment_required, saying
+// why, and its request never reaches the backend; a proxy served owes the
+// worker's amount of each answer: its receipt's tokens at its price.
+func TestPayments(t *testing.T) {
+	var mu sync.Mutex
+	var generated int
+	var owed []uint64
+	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		mu.Lock()
+		generated++
+		mu.Unlock()
+		if err := emit(inference.Chunk{Text: "a"}); err != nil {
+			return inference.Result{}, err
+		}
+		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}, nil
+	}}
+	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
+	t.Cleanup(sv.Close)
+	s := &settler{refuse: errors.New("proxy owes 5 nanoTON beyond credit"), served: func(p peer.ID, amount uint64) {
+		if p != requester.ID() {
+			t.Errorf("served %s, want the requester", p)
+		}
+		mu.Lock()
+		owed = append(owed, amount)
+		mu.Unlock()
+	}}
+	price := payments.Price{Prompt: 1_000_000, Cached: 500_000, Completion: 2_000_000} // 3 + 1 + 4 = 8 nanoTON
+	w := worker.New(worker.Config{Network: "local", Receipts: &worker.Receipts{
+		Key: server.Peerstore().PrivKey(server.ID()), Prices: flatPrice(price)},
+	}, server.ID(), b, allowAll, s, slog.New(slog.DiscardHandler))
+	w.Register(sv)
+	p2ptest.Connect(t, requester, server)
+
+	_, rr := send(t, requester, server.ID(), `{}`)
+	ev, err := rr.Next()
+	if err != nil || ev.Type != inference.FrameError || ev.Err.Code != inference.CodePaymentRequired ||
+		ev.Err.Message != "payment required: proxy owes 5 nanoTON beyond credit" {
+		t.Fatalf("got %+v (%+v), %v; want payment_required saying why", ev, ev.Err, err)
+	}
+	mu.Lock()
+	if generated != 0 || len(owed) != 0 {
+		t.Fatalf("a refused proxy's request was generated %d times, owed %v", generated, owed)
+	}
+	mu.Unlock()
+	s.mu.Lock()
+	s.refuse = nil
+	s.mu.Unlock()
+	_, rr = send(t, requester, server.ID(), `{}`)
+	for {
+		ev, err := rr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == inference.FrameEnd {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(owed) != 1 || owed[0] != 8 {
+		t.Fatalf("owed %v, want one answer of 8 nanoTON", owed)
 	}
 }

@@ -1,5 +1,8 @@
 // Package metrics records what a node measures of the requests it sends
-// or serves, as Prometheus collectors for its admin API.
+// or serves, as Prometheus collectors for its admin API. ObserveBackend
+// and ObserveUpstream wrap a worker's backend and a client's upstream so
+// that every request through them is recorded, without the worker or the
+// gateway knowing.
 package metrics
 
 import (

@@ -28,5 +28,12 @@
 // whose answers served beyond its newest signed state pass MaxCredit.
 // Payers stop using a channel with less than Reserve left (Payable), and
 // close channels cooperatively (close): the payee signs the split at the
-// newest state it holds, the payer checks it and sends the close.
+// newest state it holds, the payer checks it and sends the close. An
+// Opener keeps a payer's channels open: it opens one to each payee that
+// has none with the reserve left, backing off from a payee whose open
+// failed, and says why a client with no funded channel is refused.
+//
+// A side whose counterparty is gone closes uncooperatively (Dispute, then
+// FinishClose after the quarantine), and a payee's watcher (Config.Watch)
+// challenges a close its payer started with an old state.
 package channels

@@ -188,6 +188,25 @@ func decodeReply(b []byte) (*reply, error) {
 	return &r, nil
 }
 
+// roundTrip sends q on s and reads the reply; a refusal is a *ReplyError.
+func roundTrip(s io.ReadWriter, q *request) (*reply, error) {
+	if err := writeMessage(s, q); err != nil {
+		return nil, err
+	}
+	b, err := readFrame(s)
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeReply(b)
+	if err != nil {
+		return nil, err
+	}
+	if r.Code != "" {
+		return nil, &ReplyError{Code: r.Code, Message: r.Message}
+	}
+	return r, nil
+}
+
 // ReplyError is a payee's refusal, as the payer sees it.
 type ReplyError struct {
 	Code    string

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +18,7 @@ import (
 	"github.com/xssnick/tonutils-go/tvm/cell"
 
 	"github.com/cocoon-mesh/cocoon/chain"
-	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/internal/secret"
 )
 
 // SeedFile is the name of the wallet's seed file inside the data dir.
@@ -47,26 +46,19 @@ var ErrTransactionFailed = errors.New("transaction failed")
 // group or others is refused rather than silently trusted.
 func LoadOrCreateSeed(dataDir string) ([]string, error) {
 	path := filepath.Join(dataDir, SeedFile)
-	b, err := os.ReadFile(path)
+	b, err := secret.Read(path, "wallet seed")
 	switch {
 	case err == nil:
-		st, err := os.Stat(path)
-		if err != nil {
-			return nil, fmt.Errorf("checking wallet seed: %w", err)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("wallet seed %s has mode %v: run chmod 600 on it", path, st.Mode().Perm())
-		}
 		words := strings.Fields(string(b))
 		if _, err := wallet.SeedToPrivateKey(words, "", false); err != nil {
 			return nil, fmt.Errorf("wallet seed %s: %w", path, err)
 		}
 		return words, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("reading wallet seed: %w", err)
+		return nil, err
 	}
 	words := wallet.NewSeed()
-	if err := p2p.WriteSecret(path, []byte(strings.Join(words, " ")+"\n")); err != nil {
+	if err := secret.Write(path, []byte(strings.Join(words, " ")+"\n")); err != nil {
 		return nil, fmt.Errorf("writing wallet seed: %w", err)
 	}
 	return words, nil

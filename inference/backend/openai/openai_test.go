@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 func TestMain(m *testing.M) {
@@ -255,7 +256,7 @@ func TestGenerate(t *testing.T) {
 			wantCount: 3,
 			wantRes: inference.Result{
 				FinishReason: "stop",
-				Usage:        inference.Usage{PromptTokens: 12, CompletionTokens: 2, CachedTokens: 4},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 12, Cached: 4, Completion: 2}},
 			},
 		},
 		{
@@ -268,7 +269,7 @@ func TestGenerate(t *testing.T) {
 			wantCount: 2,
 			wantRes: inference.Result{
 				FinishReason: "stop",
-				Usage:        inference.Usage{PromptTokens: chatPromptEstimate, CompletionTokens: 2, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 2}, Counted: true},
 			},
 		},
 		{
@@ -281,7 +282,7 @@ func TestGenerate(t *testing.T) {
 			wantCount: 2,
 			wantRes: inference.Result{
 				FinishReason: "length",
-				Usage:        inference.Usage{PromptTokens: 2, CompletionTokens: 2, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 2, Completion: 2}, Counted: true},
 			},
 		},
 		{
@@ -294,7 +295,7 @@ func TestGenerate(t *testing.T) {
 			wantCount: 2,
 			wantRes: inference.Result{
 				FinishReason: "stop",
-				Usage:        inference.Usage{PromptTokens: chatPromptEstimate, CompletionTokens: 1, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 1}, Counted: true},
 			},
 		},
 		{
@@ -307,7 +308,7 @@ func TestGenerate(t *testing.T) {
 			wantCount: 2,
 			wantRes: inference.Result{
 				FinishReason: "stop",
-				Usage:        inference.Usage{PromptTokens: chatPromptEstimate, CompletionTokens: 2, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 2}, Counted: true},
 			},
 		},
 	}

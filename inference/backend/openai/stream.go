@@ -10,6 +10,7 @@ import (
 	"io"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Caps on the event stream. An engine sends one small JSON object per event;
@@ -241,12 +242,12 @@ func (s *stream) decode(data []byte) (inference.Chunk, error) {
 		return inference.Chunk{}, statusError(status, msg, param)
 	}
 	if u := ev.Usage; u != nil {
-		s.usage = &inference.Usage{
-			PromptTokens:     max(u.PromptTokens, 0),
-			CompletionTokens: max(u.CompletionTokens, 0),
-		}
+		s.usage = &inference.Usage{Tokens: payments.Tokens{
+			Prompt:     max(u.PromptTokens, 0),
+			Completion: max(u.CompletionTokens, 0),
+		}}
 		if d := u.PromptTokensDetails; d != nil {
-			s.usage.CachedTokens = max(d.CachedTokens, 0)
+			s.usage.Cached = max(d.CachedTokens, 0)
 		}
 	}
 	var c inference.Chunk
@@ -286,9 +287,8 @@ func (s *stream) result(body []byte) inference.Result {
 		return res
 	}
 	res.Usage = inference.Usage{
-		PromptTokens:     estimatePromptTokens(body),
-		CompletionTokens: s.deltas,
-		Counted:          true,
+		Tokens:  payments.Tokens{Prompt: estimatePromptTokens(body), Completion: s.deltas},
+		Counted: true,
 	}
 	return res
 }

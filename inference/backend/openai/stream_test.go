@@ -11,6 +11,7 @@ import (
 	"testing/iotest"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // readEvents reads every event of input and the error that ended it.
@@ -124,27 +125,27 @@ func TestStreamUsage(t *testing.T) {
 		{
 			name:  "reported",
 			input: chatEvent("a", "stop") + usageEvent(10, 1, 3) + doneEvent,
-			want:  inference.Usage{PromptTokens: 10, CompletionTokens: 1, CachedTokens: 3},
+			want:  inference.Usage{Tokens: payments.Tokens{Prompt: 10, Cached: 3, Completion: 1}},
 		},
 		{
 			name:  "last report counts",
 			input: chatEvent("a", "") + usageEvent(10, 1, 0) + chatEvent("b", "stop") + usageEvent(10, 2, 0) + doneEvent,
-			want:  inference.Usage{PromptTokens: 10, CompletionTokens: 2},
+			want:  inference.Usage{Tokens: payments.Tokens{Prompt: 10, Completion: 2}},
 		},
 		{
 			name:  "without details",
 			input: chatEvent("a", "stop") + `data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}}` + "\n\n",
-			want:  inference.Usage{PromptTokens: 7, CompletionTokens: 1},
+			want:  inference.Usage{Tokens: payments.Tokens{Prompt: 7, Completion: 1}},
 		},
 		{
 			name:  "null usage is none",
 			input: `data: {"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}],"usage":null}` + "\n\n" + doneEvent,
-			want:  inference.Usage{PromptTokens: chatPromptEstimate, CompletionTokens: 1, Counted: true},
+			want:  inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 1}, Counted: true},
 		},
 		{
 			name:  "counted",
 			input: chatEvent("a", "") + chatEvent("", "") + chatEvent("b", "") + chatEvent("c", "stop") + doneEvent,
-			want:  inference.Usage{PromptTokens: chatPromptEstimate, CompletionTokens: 3, Counted: true},
+			want:  inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 3}, Counted: true},
 		},
 	}
 	for _, tt := range tests {
@@ -231,8 +232,8 @@ func FuzzSSE(f *testing.F) {
 				continue
 			}
 			res := s.result(input)
-			if u := res.Usage; u.PromptTokens < 0 || u.CompletionTokens < 0 || u.CachedTokens < 0 ||
-				(u.Counted && (u.PromptTokens < 1 || u.CompletionTokens > int64(chunks))) {
+			if u := res.Usage; u.Prompt < 0 || u.Completion < 0 || u.Cached < 0 ||
+				(u.Counted && (u.Prompt < 1 || u.Completion > int64(chunks))) {
 				t.Fatalf("usage %+v after %d chunks", u, chunks)
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Config shapes the simulated engine.
@@ -177,7 +178,7 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 		}
 	}
 	return inference.Result{
-		Usage:        inference.Usage{PromptTokens: prompt, CompletionTokens: int64(n)},
+		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: prompt, Completion: int64(n)}},
 		FinishReason: "length",
 	}, nil
 }

@@ -115,7 +115,7 @@ func TestMaxTokens(t *testing.T) {
 			if len(chunks) != tt.wantChunk {
 				t.Fatalf("%d chunks, want %d", len(chunks), tt.wantChunk)
 			}
-			if res.Usage.CompletionTokens != int64(tt.wantChunk) || res.Usage.PromptTokens < 1 {
+			if res.Usage.Completion != int64(tt.wantChunk) || res.Usage.Prompt < 1 {
 				t.Fatalf("usage %+v", res.Usage)
 			}
 			if res.FinishReason != "length" {
@@ -156,7 +156,7 @@ func TestBenchmarkShape(t *testing.T) {
 					t.Fatalf("chunk %d of %d (last %v): Pending = false, want true", i, len(chunks), last)
 				}
 			}
-			if res.Usage.CompletionTokens != int64(tt.chunks) {
+			if res.Usage.Completion != int64(tt.chunks) {
 				t.Fatalf("usage %+v", res.Usage)
 			}
 		})

@@ -1,4 +1,4 @@
-package node
+package metrics_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // gathered reads r's metrics: counters by "name{code}" and histograms'
@@ -69,7 +70,7 @@ func (b scriptedBackend) Generate(ctx context.Context, req *inference.Request, e
 	if b.err != nil {
 		return inference.Result{}, b.err
 	}
-	return inference.Result{Usage: inference.Usage{PromptTokens: 3, CompletionTokens: int64(b.chunks)}}, nil
+	return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3, Completion: int64(b.chunks)}}}, nil
 }
 
 func TestObserveBackend(t *testing.T) {
@@ -86,7 +87,7 @@ func TestObserveBackend(t *testing.T) {
 		{scriptedBackend{err: inference.Errorf(inference.CodeBadRequest, "no")}, emit},
 		{scriptedBackend{chunks: 3}, func(inference.Chunk) error { return gone }}, // the proxy went away
 	} {
-		observeBackend(c.b, r).Generate(t.Context(), &inference.Request{}, c.emit)
+		metrics.ObserveBackend(c.b, r).Generate(t.Context(), &inference.Request{}, c.emit)
 	}
 	checkGathered(t, gathered(t, r), map[string]float64{
 		"cocoon_requests_total{ok}":             2,
@@ -148,7 +149,7 @@ func (r *scriptedResponse) Close()         {}
 func TestObserveUpstream(t *testing.T) {
 	r := metrics.NewRequests("client")
 	chunk := inference.Event{Type: inference.FrameChunk, Text: []byte("x")}
-	end := inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{CompletionTokens: 5}}}
+	end := inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 5}}}}
 	for _, c := range []struct {
 		up    scriptedUpstream
 		reads int // Next calls before Close; -1 reads until the response ends
@@ -160,7 +161,7 @@ func TestObserveUpstream(t *testing.T) {
 		{scriptedUpstream{events: []inference.Event{chunk, chunk, end}}, 1}, // the app hung up
 		{scriptedUpstream{openErr: gateway.ErrNoProxy}, 0},
 	} {
-		resp, err := observeUpstream(c.up, r).Open(t.Context(), &inference.Request{})
+		resp, err := metrics.ObserveUpstream(c.up, r).Open(t.Context(), &inference.Request{})
 		if err != nil {
 			continue
 		}

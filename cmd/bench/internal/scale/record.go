@@ -18,7 +18,7 @@ type entry struct {
 }
 
 // recorder keeps when each offer entered each node's book, from the
-// books' Accepted hooks.
+// books' EvtOfferAccepted events.
 type recorder struct {
 	mu      sync.Mutex // guards the fields below
 	first   map[entry]time.Time

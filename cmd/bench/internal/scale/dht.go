@@ -38,7 +38,38 @@ func (s *Sim) DHT(ctx context.Context) error {
 	catalogue := models[:min(cfg.Models, len(models))]
 	r := DHTResult{Servers: servers, Clients: cfg.Nodes - servers}
 
-	// Gossip stops: see the package doc.
+	s.stopGossip()
+	if err := s.linkServers(servers); err != nil {
+		return err
+	}
+	boots := s.bootstraps(servers)
+	t0 := time.Now()
+	if err := s.joinDHT(ctx, servers, boots); err != nil {
+		return err
+	}
+	r.Join = time.Since(t0)
+
+	clients := s.rng.Perm(cfg.Nodes - servers)
+	r.Providers = min(cfg.Providers, len(clients))
+	providers, askers := clients[:r.Providers], clients[r.Providers:]
+	serves, err := s.provideModels(ctx, &r, providers, catalogue)
+	if err != nil {
+		return err
+	}
+	if len(askers) == 0 || len(providers) == 0 {
+		s.result.DHT = r
+		return nil
+	}
+	if err := s.lookUpModels(ctx, &r, askers, len(providers), catalogue, serves); err != nil {
+		return err
+	}
+	s.result.DHT = r
+	return nil
+}
+
+// stopGossip closes every node's gossip (see the package doc: every DHT
+// connection would also be a gossip peer).
+func (s *Sim) stopGossip() {
 	var wg sync.WaitGroup
 	for _, n := range s.nodes {
 		if n.gossip != nil {
@@ -49,10 +80,13 @@ func (s *Sim) DHT(ctx context.Context) error {
 	for _, n := range s.nodes {
 		n.gossip = nil
 	}
+}
 
-	// Any node may dial any server, as any node can reach a proxy.
+// linkServers lets any honest node dial any of the first servers nodes,
+// as any node can reach a proxy.
+func (s *Sim) linkServers(servers int) error {
 	for i := range servers {
-		for j := range cfg.Nodes {
+		for j := range s.cfg.Nodes {
 			if i != j {
 				if err := s.link(s.nodes[i].h.ID(), s.nodes[j].h.ID()); err != nil {
 					return err
@@ -60,12 +94,16 @@ func (s *Sim) DHT(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// bootstraps is, for each honest node, the three proxies it joins the DHT
+// through: the first three for the first servers, then three random ones
+// of those already up, as if the root contract listed every proxy.
+func (s *Sim) bootstraps(servers int) [][]peer.AddrInfo {
 	info := func(i int) peer.AddrInfo { return peer.AddrInfo{ID: s.nodes[i].h.ID(), Addrs: s.nodes[i].h.Addrs()} }
-	// Each node joins through three proxies: the first three for the
-	// first servers, then three random ones of those already up, as if
-	// the root contract listed every proxy.
-	boots := make([][]peer.AddrInfo, cfg.Nodes)
-	for i := range cfg.Nodes {
+	boots := make([][]peer.AddrInfo, s.cfg.Nodes)
+	for i := range s.cfg.Nodes {
 		switch {
 		case i < min(3, servers):
 			for j := range i {
@@ -81,6 +119,15 @@ func (s *Sim) DHT(ctx context.Context) error {
 			}
 		}
 	}
+	return boots
+}
+
+// joinDHT starts the DHT on every honest node through its bootstrap
+// proxies: the first three servers one after the other, then the other
+// servers, and once the servers' routing tables are filled, the clients;
+// it returns when every client's routing table holds a peer.
+func (s *Sim) joinDHT(ctx context.Context, servers int, boots [][]peer.AddrInfo) error {
+	cfg := s.cfg
 	start := func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -91,7 +138,6 @@ func (s *Sim) DHT(ctx context.Context) error {
 		s.nodes[i].dht = d
 		return nil
 	}
-	t0 := time.Now()
 	first := min(3, servers)
 	for i := range first {
 		if err := start(ctx, i); err != nil {
@@ -101,38 +147,44 @@ func (s *Sim) DHT(ctx context.Context) error {
 	if err := parallel(ctx, servers-first, 8, func(ctx context.Context, k int) error { return start(ctx, first+k) }); err != nil {
 		return err
 	}
-	filled := func(from, to, want int) func() bool {
-		return func() bool {
-			for _, n := range s.nodes[from:to] {
-				if n.dht.RoutingTableSize() < want {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	if err := poll(ctx, time.Minute, "the servers' routing tables", filled(0, servers, min(servers-1, 10))); err != nil {
+	if err := poll(ctx, time.Minute, "the servers' routing tables", s.tablesFilled(0, servers, min(servers-1, 10))); err != nil {
 		return err
 	}
 	if err := parallel(ctx, cfg.Nodes-servers, 16, func(ctx context.Context, k int) error { return start(ctx, servers+k) }); err != nil {
 		return err
 	}
-	if err := poll(ctx, time.Minute, "the clients' routing tables", filled(servers, cfg.Nodes, 1)); err != nil {
-		return err
-	}
-	r.Join = time.Since(t0)
+	return poll(ctx, time.Minute, "the clients' routing tables", s.tablesFilled(servers, cfg.Nodes, 1))
+}
 
-	clients := s.rng.Perm(cfg.Nodes - servers)
-	r.Providers = min(cfg.Providers, len(clients))
-	providers, askers := clients[:r.Providers], clients[r.Providers:]
-	serves := make(map[string]map[peer.ID]bool)
+// tablesFilled reports whether the routing tables of nodes from to to
+// each hold at least want peers.
+func (s *Sim) tablesFilled(from, to, want int) func() bool {
+	return func() bool {
+		for _, n := range s.nodes[from:to] {
+			if n.dht.RoutingTableSize() < want {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// servedBy is the two models the k-th provider serves.
+func servedBy(catalogue []string, k int) []string {
+	return []string{catalogue[k%len(catalogue)], catalogue[(k+1)%len(catalogue)]}
+}
+
+// provideModels has each provider (a client, by its index among the
+// clients) provide its two models, recording the calls' times and failures
+// in r; it returns which workers serve each model.
+func (s *Sim) provideModels(ctx context.Context, r *DHTResult, providers []int, catalogue []string) (map[string]map[peer.ID]bool, error) {
 	var (
-		mu       sync.Mutex // guards times and the error count
+		mu       sync.Mutex // guards provides and r.ProvideErrors
 		provides []time.Duration
 	)
 	err := parallel(ctx, len(providers), 16, func(ctx context.Context, k int) error {
-		n := s.nodes[servers+providers[k]]
-		for _, m := range []string{catalogue[k%len(catalogue)], catalogue[(k+1)%len(catalogue)]} {
+		n := s.nodes[r.Servers+providers[k]]
+		for _, m := range servedBy(catalogue, k) {
 			t := time.Now()
 			err := n.dht.ProvideModel(ctx, m)
 			mu.Lock()
@@ -146,32 +198,39 @@ func (s *Sim) DHT(ctx context.Context) error {
 		return ctx.Err()
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.Provide = summarize(provides)
+	serves := make(map[string]map[peer.ID]bool)
 	for k, p := range providers {
-		for _, m := range []string{catalogue[k%len(catalogue)], catalogue[(k+1)%len(catalogue)]} {
+		for _, m := range servedBy(catalogue, k) {
 			if serves[m] == nil {
 				serves[m] = make(map[peer.ID]bool)
 			}
-			serves[m][s.nodes[servers+p].h.ID()] = true
+			serves[m][s.nodes[r.Servers+p].h.ID()] = true
 		}
 	}
+	return serves, nil
+}
 
-	if len(askers) == 0 || len(providers) == 0 {
-		s.result.DHT = r
-		return nil
-	}
+// lookUpModels has random askers (clients, by their index among the
+// clients) look for one worker serving a model that one of the providers
+// serves, cfg.Lookups times, and records in r how many found one and how
+// long the lookups took.
+func (s *Sim) lookUpModels(ctx context.Context, r *DHTResult, askers []int, providers int, catalogue []string, serves map[string]map[peer.ID]bool) error {
 	type lookup struct {
 		node  int
 		model string
 	}
-	plan := make([]lookup, cfg.Lookups) // models someone serves
+	plan := make([]lookup, s.cfg.Lookups) // models someone serves
 	for k := range plan {
-		plan[k] = lookup{servers + askers[s.rng.IntN(len(askers))], catalogue[s.rng.IntN(min(len(catalogue), len(providers)+1))]}
+		plan[k] = lookup{r.Servers + askers[s.rng.IntN(len(askers))], catalogue[s.rng.IntN(min(len(catalogue), providers+1))]}
 	}
-	var finds []time.Duration
-	err = parallel(ctx, len(plan), 8, func(ctx context.Context, k int) error {
+	var (
+		mu    sync.Mutex // guards finds and r.Found
+		finds []time.Duration
+	)
+	err := parallel(ctx, len(plan), 8, func(ctx context.Context, k int) error {
 		l := plan[k]
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		t := time.Now()
@@ -192,6 +251,5 @@ func (s *Sim) DHT(ctx context.Context) error {
 	r.Lookups = len(plan)
 	r.Ratio = float64(r.Found) / float64(r.Lookups)
 	r.Latency = summarize(finds)
-	s.result.DHT = r
 	return nil
 }

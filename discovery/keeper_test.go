@@ -83,7 +83,7 @@ func TestParseAddrs(t *testing.T) {
 	}
 }
 
-// recorder counts hook calls and lets tests wait for them.
+// recorder is a Checker that counts its calls and lets tests wait for them.
 type recorder struct {
 	upErr atomic.Pointer[error]
 	mu    sync.Mutex // guards ups and downs
@@ -95,23 +95,20 @@ func newRecorder() *recorder {
 	return &recorder{ups: map[peer.ID]int{}, downs: map[peer.ID]int{}}
 }
 
-func (r *recorder) hooks() discovery.Hooks {
-	return discovery.Hooks{
-		Up: func(ctx context.Context, p peer.ID) error {
-			r.mu.Lock()
-			r.ups[p]++
-			r.mu.Unlock()
-			if e := r.upErr.Load(); e != nil {
-				return *e
-			}
-			return nil
-		},
-		Down: func(p peer.ID) {
-			r.mu.Lock()
-			r.downs[p]++
-			r.mu.Unlock()
-		},
+func (r *recorder) Up(_ context.Context, p peer.ID) error {
+	r.mu.Lock()
+	r.ups[p]++
+	r.mu.Unlock()
+	if e := r.upErr.Load(); e != nil {
+		return *e
 	}
+	return nil
+}
+
+func (r *recorder) Down(p peer.ID) {
+	r.mu.Lock()
+	r.downs[p]++
+	r.mu.Unlock()
 }
 
 func (r *recorder) counts(p peer.ID) (ups, downs int) {
@@ -152,7 +149,7 @@ func info(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h
 func TestKeeperUpAndDown(t *testing.T) {
 	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, discard)
 	if k.Settled() {
 		t.Fatal("settled before Run")
 	}
@@ -176,7 +173,7 @@ func TestKeeperUpHookFails(t *testing.T) {
 	rec := newRecorder()
 	failure := errors.New("attestation failed")
 	rec.upErr.Store(&failure)
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, discard)
 	run(t, k)
 	p2ptest.Eventually(t, "Down for a failing peer", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
 	if listed(k, other.ID()) {
@@ -194,7 +191,7 @@ func TestKeeperUnreachable(t *testing.T) {
 	ai := info(gone)
 	gone.Close()
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec, discard)
 	run(t, k)
 	p2ptest.Eventually(t, "Down for an unreachable peer", func() bool { _, downs := rec.counts(ai.ID); return downs > 0 })
 	if ups, _ := rec.counts(ai.ID); ups != 0 {
@@ -208,7 +205,7 @@ func TestKeeperUnreachable(t *testing.T) {
 func TestKeeperPoke(t *testing.T) {
 	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec, discard)
 	run(t, k)
 	p2ptest.Eventually(t, "both peers up", func() bool { return len(k.Up()) == 2 })
 	if got := k.Up(); got[0] != a.ID() || got[1] != b.ID() {
@@ -227,7 +224,7 @@ func TestKeeperPoke(t *testing.T) {
 func TestKeeperInterval(t *testing.T) {
 	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec, discard)
 	run(t, k)
 	p2ptest.Eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
 }
@@ -266,7 +263,7 @@ func TestParseAddrsKeepsOrder(t *testing.T) {
 func TestKeeperAdd(t *testing.T) {
 	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a)}, time.Hour, rec.hooks(), discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a)}, time.Hour, rec, discard)
 	run(t, k)
 	p2ptest.Eventually(t, "the first peer up", func() bool { return listed(k, a.ID()) })
 

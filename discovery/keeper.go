@@ -40,16 +40,17 @@ func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
 	return out, nil
 }
 
-// Hooks are what a Keeper calls as peers come and go.
-type Hooks struct {
+// Checker is what a Keeper asks of each peer it keeps, as peers come and
+// go.
+type Checker interface {
 	// Up runs after every successful check of a connected peer: attest it,
 	// ask what it serves. An error counts as the peer being down.
-	Up func(ctx context.Context, p peer.ID) error
+	Up(ctx context.Context, p peer.ID) error
 	// Down runs when a peer is found unreachable or failing. It may run
 	// again for a peer already down, and concurrently with Up (from
 	// libp2p's disconnect notifications), so it must be idempotent and
 	// safe for concurrent use.
-	Down func(p peer.ID)
+	Down(p peer.ID)
 }
 
 // Keeper keeps a host connected to a set of peers and checks each one every
@@ -59,7 +60,7 @@ type Hooks struct {
 type Keeper struct {
 	h        host.Host
 	interval time.Duration
-	hooks    Hooks
+	checker  Checker
 	log      *slog.Logger
 	poke     chan struct{}
 	settled  chan struct{} // closed after the first pass over every peer
@@ -69,12 +70,13 @@ type Keeper struct {
 	up    map[peer.ID]bool
 }
 
-// NewKeeper keeps h connected to peers.
-func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, hooks Hooks, log *slog.Logger) *Keeper {
+// NewKeeper keeps h connected to peers, each checked by checker. It
+// starts nothing; Run keeps them.
+func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, checker Checker, log *slog.Logger) *Keeper {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	return &Keeper{h: h, peers: peers, interval: interval, hooks: hooks,
+	return &Keeper{h: h, peers: peers, interval: interval, checker: checker,
 		log: log.With("component", "discovery"), poke: make(chan struct{}, 1), settled: make(chan struct{}), up: make(map[peer.ID]bool)}
 }
 
@@ -190,14 +192,14 @@ func (k *Keeper) checkAll(ctx context.Context) {
 		switch {
 		case err != nil && was:
 			k.log.Warn("peer down", "peer", ai.ID, "err", err)
-			k.hooks.Down(ai.ID)
+			k.checker.Down(ai.ID)
 		case err != nil && !checked:
 			// The first failure says why; repeats would flood the log.
 			k.log.Warn("peer unreachable; retrying every check interval", "peer", ai.ID, "err", err)
-			k.hooks.Down(ai.ID)
+			k.checker.Down(ai.ID)
 		case err != nil:
 			k.log.Debug("peer still unreachable", "peer", ai.ID, "err", err)
-			k.hooks.Down(ai.ID)
+			k.checker.Down(ai.ID)
 		case !was:
 			k.log.Info("peer up", "peer", ai.ID)
 		}
@@ -208,7 +210,7 @@ func (k *Keeper) markDown(p peer.ID) {
 	k.mu.Lock()
 	k.up[p] = false
 	k.mu.Unlock()
-	k.hooks.Down(p)
+	k.checker.Down(p)
 }
 
 func (k *Keeper) check(ctx context.Context, ai peer.AddrInfo) error {
@@ -225,7 +227,7 @@ func (k *Keeper) check(ctx context.Context, ai peer.AddrInfo) error {
 			return fmt.Errorf("connecting: %w", err)
 		}
 	}
-	return k.hooks.Up(ctx, ai.ID)
+	return k.checker.Up(ctx, ai.ID)
 }
 
 // Poke makes Run check every peer now.

@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/cmd/bench/internal/scale"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
-	"github.com/cocoon-mesh/cocoon/discovery/scale"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

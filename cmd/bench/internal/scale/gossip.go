@@ -15,6 +15,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/internal/procstat"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // GossipResult is what the gossip phase measured.
@@ -131,7 +132,7 @@ func workerOffer(network string, h host.Host, seq uint64, now time.Time) *offers
 	}
 	for k := range 2 {
 		m := models[(int(digest[0])+k)%len(models)]
-		o.Models = append(o.Models, offers.ModelOffer{ID: m, Price: offers.Price{
+		o.Models = append(o.Models, offers.ModelOffer{ID: m, Price: payments.Price{
 			Prompt: 150_000_000 + int64(k)*10_000_000, Cached: 40_000_000, Completion: 600_000_000 + int64(digest[1])*1_000_000,
 		}})
 	}
@@ -195,34 +196,19 @@ type AttackResult struct {
 // has refused each bad offer, it counts the books the bad ones entered.
 func (s *Sim) Attack(ctx context.Context) error {
 	a, cfg := s.evil, s.cfg
-	id := a.h.ID()
-	sign := func(o *offers.Offer) ([]byte, error) { return offers.Sign(o, a.key) }
-	publishAll := func(what string, seq uint64, b []byte) error {
-		if err := a.topic.Publish(ctx, b); err != nil {
-			return fmt.Errorf("attacker publishing %s: %w", what, err)
-		}
-		if seq == 0 {
-			return nil
-		}
-		err := poll(ctx, cfg.Deadline, what+" in every book", func() bool { return s.rec.nodes(id, seq) >= cfg.Nodes })
-		if ctx.Err() != nil {
-			return err
-		}
-		return nil
-	}
 	now := time.Now()
-	first, err := sign(workerOffer(cfg.Network, a.h, 1, now))
+	first, err := offers.Sign(workerOffer(cfg.Network, a.h, 1, now), a.key)
 	if err != nil {
 		return err
 	}
-	second, err := sign(workerOffer(cfg.Network, a.h, 2, now))
+	second, err := offers.Sign(workerOffer(cfg.Network, a.h, 2, now), a.key)
 	if err != nil {
 		return err
 	}
-	if err := publishAll("the attacker's first offer", 1, first); err != nil {
+	if err := s.attackerPublish(ctx, "the attacker's first offer", 1, first); err != nil {
 		return err
 	}
-	if err := publishAll("the attacker's second offer", 2, second); err != nil {
+	if err := s.attackerPublish(ctx, "the attacker's second offer", 2, second); err != nil {
 		return err
 	}
 	replayAt := time.Now()
@@ -231,15 +217,7 @@ func (s *Sim) Attack(ctx context.Context) error {
 		before[k] = s.nodes[j].gossip.Rejected()
 	}
 
-	forged, err := forge(workerOffer(cfg.Network, a.h, 3, now))
-	if err != nil {
-		return err
-	}
-	big := workerOffer(cfg.Network, a.h, 4, now)
-	for k := range 40 {
-		big.Models = append(big.Models, offers.ModelOffer{ID: fmt.Sprintf("padding-%02d-%s", k, strings.Repeat("x", 300))})
-	}
-	oversized, err := signUnchecked(big, a.key)
+	forged, oversized, err := badOffers(cfg.Network, a, now)
 	if err != nil {
 		return err
 	}
@@ -247,15 +225,14 @@ func (s *Sim) Attack(ctx context.Context) error {
 		what string
 		b    []byte
 	}{{"a replay", first}, {"a forged offer", forged}, {"an oversized offer", oversized}} {
-		if err := publishAll(bad.what, 0, bad.b); err != nil {
+		if err := s.attackerPublish(ctx, bad.what, 0, bad.b); err != nil {
 			return err
 		}
 	}
-	reasons := []string{offers.ErrStale.Error(), offers.ErrSignature.Error(), offers.ErrTooLarge.Error()}
 	err = poll(ctx, cfg.Deadline, "the attacker's neighbours to refuse each bad offer", func() bool {
 		for k, j := range a.neighbours {
 			now := s.nodes[j].gossip.Rejected()
-			for _, r := range reasons {
+			for _, r := range badReasons {
 				if now[r] <= before[k][r] {
 					return false
 				}
@@ -266,17 +243,17 @@ func (s *Sim) Attack(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return err
 	}
-	fifth, err := sign(workerOffer(cfg.Network, a.h, 5, now))
+	fifth, err := offers.Sign(workerOffer(cfg.Network, a.h, 5, now), a.key)
 	if err != nil {
 		return err
 	}
-	if err := publishAll("the attacker's barrier offer", 5, fifth); err != nil {
+	if err := s.attackerPublish(ctx, "the attacker's barrier offer", 5, fifth); err != nil {
 		return err
 	}
 	// Scores are inspected every 200 ms: wait for the neighbours' view.
 	err = poll(ctx, 2*time.Second, "the attacker's score to fall", func() bool {
 		for _, j := range a.neighbours {
-			if sc, ok := s.nodes[j].gossip.Score(id); !ok || sc >= 0 {
+			if sc, ok := s.nodes[j].gossip.Score(a.h.ID()); !ok || sc >= 0 {
 				return false
 			}
 		}
@@ -285,7 +262,56 @@ func (s *Sim) Attack(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return err
 	}
+	s.result.Attack = s.attackResult(replayAt, before)
+	return nil
+}
 
+// badReasons are the errors the attacker's neighbours refuse its replay,
+// its forged offer and its oversized offer with.
+var badReasons = []string{offers.ErrStale.Error(), offers.ErrSignature.Error(), offers.ErrTooLarge.Error()}
+
+// attackerPublish has the attacker publish b, its offer seq, and, unless
+// seq is 0 (an offer no book may take), waits until every book holds it
+// or cfg.Deadline passes; only the context's end is an error.
+func (s *Sim) attackerPublish(ctx context.Context, what string, seq uint64, b []byte) error {
+	if err := s.evil.topic.Publish(ctx, b); err != nil {
+		return fmt.Errorf("attacker publishing %s: %w", what, err)
+	}
+	if seq == 0 {
+		return nil
+	}
+	id := s.evil.h.ID()
+	err := poll(ctx, s.cfg.Deadline, what+" in every book", func() bool { return s.rec.nodes(id, seq) >= s.cfg.Nodes })
+	if ctx.Err() != nil {
+		return err
+	}
+	return nil
+}
+
+// badOffers are the attacker's offer seq 3 signed with another key and
+// its offer seq 4 padded over MaxOfferBytes.
+func badOffers(network string, a *attacker, now time.Time) (forged, oversized []byte, err error) {
+	forged, err = forge(workerOffer(network, a.h, 3, now))
+	if err != nil {
+		return nil, nil, err
+	}
+	big := workerOffer(network, a.h, 4, now)
+	for k := range 40 {
+		big.Models = append(big.Models, offers.ModelOffer{ID: fmt.Sprintf("padding-%02d-%s", k, strings.Repeat("x", 300))})
+	}
+	oversized, err = signUnchecked(big, a.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return forged, oversized, nil
+}
+
+// attackResult counts the books the attacker's offers entered, the
+// refusals at its neighbours since before (their counts when the replay
+// was published, at replayAt) and its best score there.
+func (s *Sim) attackResult(replayAt time.Time, before []map[string]int) AttackResult {
+	a := s.evil
+	id := a.h.ID()
 	r := AttackResult{
 		Forged:     s.rec.nodes(id, 3),
 		Oversized:  s.rec.nodes(id, 4),
@@ -296,7 +322,7 @@ func (s *Sim) Attack(ctx context.Context) error {
 	}
 	// A replay enters wrongly where the book already held the newer offer.
 	// (A node that missed both may take it: it cannot know better.)
-	for j := range cfg.Nodes {
+	for j := range s.cfg.Nodes {
 		if t2, ok := s.rec.at(j, id, 2); !ok || !t2.Before(replayAt) {
 			continue
 		}
@@ -307,15 +333,14 @@ func (s *Sim) Attack(ctx context.Context) error {
 	}
 	for k, j := range a.neighbours {
 		now := s.nodes[j].gossip.Rejected()
-		for _, reason := range reasons {
+		for _, reason := range badReasons {
 			r.Rejected[reason] += now[reason] - before[k][reason]
 		}
 		if sc, ok := s.nodes[j].gossip.Score(id); ok {
 			r.Score = max(r.Score, sc)
 		}
 	}
-	s.result.Attack = r
-	return nil
+	return r
 }
 
 // forge signs o, which names the attacker, with another key.

@@ -39,8 +39,10 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -155,10 +157,11 @@ type node struct {
 	h      host.Host
 	key    crypto.PrivKey
 	book   *offers.Book
-	gossip *offers.Gossip // nil once stopped for the DHT phase
-	mesh   atomic.Int32   // peers in its offers mesh, counted by its tracer
-	dht    *dht.DHT       // nil until the DHT phase, and for nodes that never join it
-	svc    *p2p.Service   // joined workers: the ping protocol
+	gossip *offers.Gossip     // nil once stopped for the DHT phase
+	mesh   atomic.Int32       // peers in its offers mesh, counted by its tracer
+	dht    *dht.DHT           // nil until the DHT phase, and for nodes that never join it
+	svc    *p2p.Service       // joined workers: the ping protocol
+	sub    event.Subscription // the offers it accepted, for the recorder
 }
 
 // Sim is a running simulation.
@@ -173,7 +176,8 @@ type Sim struct {
 	evil  *attacker
 	hosts atomic.Int32 // hosts made, for their addresses
 
-	linkMu sync.Mutex // guards linked
+	subs   sync.WaitGroup // the goroutines reading nodes' accepted offers
+	linkMu sync.Mutex     // guards linked
 	linked map[[2]peer.ID]bool
 
 	result Result
@@ -246,11 +250,20 @@ func (s *Sim) addNode() (*node, error) {
 	n := &node{h: h, key: key, book: offers.NewBook(nil)}
 	i := len(s.nodes)
 	opts := append([]pubsub.Option{pubsub.WithRawTracer(meshTracer{&n.mesh})}, s.cfg.Tuning...)
-	n.gossip, err = offers.StartGossip(h, offers.GossipConfig{
-		Network:  s.cfg.Network,
-		Accepted: func(from peer.ID, o *offers.Offer) { s.rec.accepted(i, from, o.Seq, time.Now()) },
-		Options:  opts,
-	}, n.book, s.log)
+	// Delivery is timed by when each offer entered the book, which the
+	// event carries; reading it later does not change the figure.
+	sub, err := h.EventBus().Subscribe(new(offers.EvtOfferAccepted), eventbus.BufSize(1024))
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", i, err)
+	}
+	n.sub = sub
+	s.subs.Go(func() {
+		for e := range sub.Out() {
+			ev := e.(offers.EvtOfferAccepted)
+			s.rec.accepted(i, ev.From, ev.Offer.Seq, ev.At)
+		}
+	})
+	n.gossip, err = offers.StartGossip(h, offers.GossipConfig{Network: s.cfg.Network, Options: opts}, n.book, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", i, err)
 	}
@@ -375,6 +388,12 @@ func (s *Sim) Close() {
 		})
 	}
 	wg.Wait()
+	for _, n := range s.nodes {
+		if n.sub != nil {
+			n.sub.Close()
+		}
+	}
+	s.subs.Wait()
 	if s.evil != nil {
 		s.evil.close()
 	}

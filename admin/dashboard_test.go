@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"encoding/json"
@@ -15,15 +15,18 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/internal/headless"
 )
 
 // dashboardServer serves the dashboard in front of a /status that
-// answers what status returns, as the admin API does.
+// answers what status returns, as the admin API does. Its node knows no
+// model.
 func dashboardServer(t *testing.T, status func() Status) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
-	(&Node{}).handleDashboard(mux)
+	(&Server{role: Proxy{Router: noModels{}}}).dashboardRoutes(mux)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(status())
@@ -32,6 +35,12 @@ func dashboardServer(t *testing.T, status func() Status) *httptest.Server {
 	t.Cleanup(srv.Close)
 	return srv
 }
+
+// noModels is a proxy's router that knows no worker.
+type noModels struct{}
+
+func (noModels) Workers() []router.WorkerStats { return nil }
+func (noModels) Catalog() *inference.Catalog   { return nil }
 
 func TestDashboardFiles(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the server's cleanup closes it

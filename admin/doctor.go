@@ -1,10 +1,8 @@
-package node
+package admin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -37,40 +35,35 @@ const (
 // earns (a worker), routes (a proxy) or gets answers it can pay for (a
 // client), and says how to fix what fails. It asks only this node and the
 // chain; nothing it does changes anything.
-func (n *Node) Doctor(ctx context.Context) []Check {
-	var out []Check
-	add := func(c Check) { out = append(out, c) }
-	add(n.checkAttestation(ctx))
-	add(n.checkRegistry())
-	add(n.checkDHT())
-	switch n.cfg.Role {
-	case RoleWorker:
-		add(n.checkGPU(ctx))
-		add(n.checkEngine(ctx))
-		add(n.checkProxies())
-		add(n.checkSelected())
-		add(n.checkPrice())
-	case RoleProxy:
-		add(n.checkWorkers())
-	case RoleClient:
-		add(n.checkProxies())
-		add(n.checkModels(ctx))
-	}
-	add(n.checkPayments(ctx))
-	return out
+func (s *Server) Doctor(ctx context.Context) []Check {
+	out := []Check{s.checkAttestation(ctx), s.checkRegistry(), s.checkDHT()}
+	out = append(out, s.role.checks(ctx, s)...)
+	return append(out, s.checkPayments(ctx))
+}
+
+func (w Worker) checks(ctx context.Context, s *Server) []Check {
+	return []Check{w.checkGPU(ctx, s), w.checkEngine(ctx, s), w.checkProxies(s), w.checkSelected(), w.checkPrice(s)}
+}
+
+func (p Proxy) checks(_ context.Context, _ *Server) []Check {
+	return []Check{p.checkWorkers()}
+}
+
+func (c Client) checks(ctx context.Context, s *Server) []Check {
+	return []Check{s.checkProxies(c.Proxies), c.checkModels(ctx)}
 }
 
 // checkAttestation validates the node's own evidence as a peer would, with
 // the network's rules from the root contract.
-func (n *Node) checkAttestation(ctx context.Context) Check {
+func (s *Server) checkAttestation(ctx context.Context) Check {
 	c := Check{Name: "attestation"}
-	ev, err := n.hs.Evidence(ctx)
+	ev, err := s.att.Handshaker.Evidence(ctx)
 	if err != nil {
 		c.Result, c.Detail = Fail, "cannot issue evidence: "+err.Error()
 		c.Fix = "with attest.issuer tdx, run inside an Intel TDX guest whose kernel exposes configfs-tsm or /dev/tdx_guest"
 		return c
 	}
-	v, err := n.kinds.Validate(ctx, ev, n.h.Peerstore().PubKey(n.h.ID()), time.Now())
+	v, err := s.att.Validator.Validate(ctx, ev, s.att.Key, time.Now())
 	if err != nil {
 		c.Result, c.Detail = Fail, fmt.Sprintf("peers would refuse this node's %s evidence: %v", ev.Kind, err)
 		c.Fix = "run the image whose measurements the root contract allows, or (on a local network) allow dev attestation"
@@ -84,15 +77,15 @@ func (n *Node) checkAttestation(ctx context.Context) Check {
 	return c
 }
 
-// checkGPU says whether the node's evidence reaches tee-gpu.
-func (n *Node) checkGPU(ctx context.Context) Check {
+// checkGPU says whether the worker's evidence reaches tee-gpu.
+func (w Worker) checkGPU(ctx context.Context, s *Server) Check {
 	c := Check{Name: "gpu confidential computing"}
-	if !n.cfg.Attest.GPU {
+	if !w.GPU {
 		c.Result, c.Detail = Warn, "not requested (attest.gpu is off): tier tee at most"
 		c.Fix = "on a host with NVIDIA H100/H200 GPUs in CC mode passed to the TD, set attest.gpu (scripts/gpu-check.sh shows the GPU's state)"
 		return c
 	}
-	t, err := n.ownTier(ctx)
+	t, err := s.node.Tier(ctx)
 	if err == nil && t == attest.TierTEEGPU {
 		c.Result, c.Detail = Pass, "GPU evidence attached: tier tee-gpu"
 		return c
@@ -103,11 +96,11 @@ func (n *Node) checkGPU(ctx context.Context) Check {
 }
 
 // checkEngine asks the engine for its models, as a proxy would.
-func (n *Node) checkEngine(ctx context.Context) Check {
+func (w Worker) checkEngine(ctx context.Context, s *Server) Check {
 	c := Check{Name: "engine"}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cat, err := n.worker.Catalog(ctx)
+	cat, err := w.Engine.Catalog(ctx)
 	if err != nil {
 		c.Result, c.Detail = Fail, "the engine does not answer: "+err.Error()
 		c.Fix = "start the engine, or point worker.openai.url at it (e.g. http://127.0.0.1:8000/v1)"
@@ -123,7 +116,7 @@ func (n *Node) checkEngine(ctx context.Context) Check {
 		ids = append(ids, m.ID)
 	}
 	c.Result, c.Detail = Pass, fmt.Sprintf("serving %s (%d/%d requests active)", strings.Join(ids, ", "), cat.Active, cat.MaxConcurrent)
-	if reg := n.registryNow(); reg != nil && len(reg.Models) > 0 {
+	if reg := s.registryNow(); reg != nil && len(reg.Models) > 0 {
 		var unknown []string
 		for _, id := range ids {
 			if !slices.ContainsFunc(reg.Models, func(m registry.Model) bool { return m.Name == id }) {
@@ -140,14 +133,14 @@ func (n *Node) checkEngine(ctx context.Context) Check {
 }
 
 // checkRegistry reads the root contract as last read.
-func (n *Node) checkRegistry() Check {
+func (s *Server) checkRegistry() Check {
 	c := Check{Name: "root contract"}
-	if n.registry == nil {
+	if s.registry == nil {
 		c.Result, c.Detail = Warn, "none configured: this node knows only the peers it is given"
 		c.Fix = "set discovery.root (and discovery.global_config) to join a public network"
 		return c
 	}
-	reg := n.registry.Current()
+	reg := s.registry.Current()
 	if reg == nil {
 		c.Result, c.Detail = Fail, "not read yet"
 		c.Fix = "check discovery.global_config and that the lite servers are reachable"
@@ -155,36 +148,40 @@ func (n *Node) checkRegistry() Check {
 	}
 	c.Result = Pass
 	c.Detail = fmt.Sprintf("%s, seqno %d: %d bootstrap proxies, %d allowed measurements, %d models, dev attestation %t",
-		n.cfg.Discovery.Root, reg.Seqno, len(reg.Bootstrap), len(reg.Measurements), len(reg.Models), reg.DevAttestation)
+		s.root, reg.Seqno, len(reg.Bootstrap), len(reg.Measurements), len(reg.Models), reg.DevAttestation)
 	return c
 }
 
 // checkDHT says whether the node sees other DHT servers.
-func (n *Node) checkDHT() Check {
+func (s *Server) checkDHT() Check {
 	c := Check{Name: "dht"}
 	switch {
-	case n.dht == nil:
+	case s.dht == nil:
 		c.Result, c.Detail = Warn, "off: no bootstrap peer"
 		c.Fix = "set discovery.root or discovery.bootstrap"
-	case n.dht.RoutingTableSize() == 0 && n.cfg.Role == RoleProxy && n.aloneProxy():
+	case s.dht.RoutingTableSize() == 0 && s.role.aloneInDHT(s):
 		c.Result, c.Detail = Warn, "no other DHT server: this is the network's only bootstrap proxy"
 		c.Fix = "nothing to do while it is the only one; more proxies in the root contract make the DHT resilient"
-	case n.dht.RoutingTableSize() == 0:
+	case s.dht.RoutingTableSize() == 0:
 		c.Result, c.Detail = Fail, "no DHT server in the routing table"
 		c.Fix = "check that the bootstrap proxies are reachable (p2p.listen, firewalls)"
 	default:
-		c.Result, c.Detail = Pass, fmt.Sprintf("%d servers in the routing table", n.dht.RoutingTableSize())
+		c.Result, c.Detail = Pass, fmt.Sprintf("%d servers in the routing table", s.dht.RoutingTableSize())
 	}
 	return c
 }
 
-// aloneProxy reports whether this proxy is the only one the root contract
+func (Worker) aloneInDHT(*Server) bool { return false }
+func (Client) aloneInDHT(*Server) bool { return false }
+
+// aloneInDHT reports whether this proxy is the only one the root contract
 // and the configuration name.
-func (n *Node) aloneProxy() bool {
-	others := len(n.cfg.Discovery.Bootstrap)
-	if reg := n.registryNow(); reg != nil {
+func (p Proxy) aloneInDHT(s *Server) bool {
+	others := p.Bootstrap
+	if reg := s.registryNow(); reg != nil {
+		self := s.node.ID()
 		for _, ai := range reg.Bootstrap {
-			if ai.ID != n.h.ID() {
+			if ai.ID != self {
 				others++
 			}
 		}
@@ -192,17 +189,17 @@ func (n *Node) aloneProxy() bool {
 	return others == 0
 }
 
-// checkProxies says whether the node reaches attested proxies (a worker
-// or a client).
-func (n *Node) checkProxies() Check {
+// checkProxies says whether the node reaches attested proxies among
+// those k keeps up (a worker or a client).
+func (s *Server) checkProxies(k Keeper) Check {
 	c := Check{Name: "proxies"}
 	up := 0
-	for _, p := range n.keeper.Up() {
-		if _, ok := n.hs.Verified(p); ok {
+	for _, p := range k.Up() {
+		if _, ok := s.att.Handshaker.Verified(p); ok {
 			up++
 		}
 	}
-	known := len(n.keeper.Peers())
+	known := len(k.Peers())
 	switch {
 	case up > 0:
 		c.Result, c.Detail = Pass, fmt.Sprintf("%d of %d known proxies reachable and attested", up, known)
@@ -213,24 +210,28 @@ func (n *Node) checkProxies() Check {
 		c.Result, c.Detail = Fail, fmt.Sprintf("none of %d known proxies is reachable and attested", known)
 		c.Fix = "check the node's log for the handshake or dial errors; the proxies may refuse this node's evidence"
 	}
-	if n.cfg.Role == RoleWorker && c.Result == Pass && n.book != nil {
-		// Proxies route by offers: the worker's own offer must be in the
-		// mesh, which it is when it hears proxies' offers.
-		if len(n.book.Live(offers.RoleProxy)) == 0 {
-			c.Result = Warn
-			c.Detail += "; no proxy's offer heard, so proxies may not hear this worker's"
-			c.Fix = "wait a gossip interval; if it persists, check the offers topic (cocoon status)"
-		}
+	return c
+}
+
+// checkProxies is a worker's proxies check: proxies route by offers, so
+// the worker's own offer must be in the mesh, which it is when it hears
+// proxies' offers.
+func (w Worker) checkProxies(s *Server) Check {
+	c := s.checkProxies(w.Proxies)
+	if c.Result == Pass && len(w.Offers.Live(offers.RoleProxy)) == 0 {
+		c.Result = Warn
+		c.Detail += "; no proxy's offer heard, so proxies may not hear this worker's"
+		c.Fix = "wait a gossip interval; if it persists, check the offers topic (cocoon status)"
 	}
 	return c
 }
 
 // checkSelected says whether proxies send the worker requests.
-func (n *Node) checkSelected() Check {
+func (w Worker) checkSelected() Check {
 	c := Check{Name: "selected"}
-	st := n.worker.Stats()
+	st := w.Engine.Stats()
 	if st.Served > 0 {
-		c.Result, c.Detail = Pass, fmt.Sprintf("%d requests answered since start, %d active", st.Served, n.worker.Active())
+		c.Result, c.Detail = Pass, fmt.Sprintf("%d requests answered since start, %d active", st.Served, w.Engine.Active())
 		return c
 	}
 	c.Result, c.Detail = Warn, "no request answered since start"
@@ -240,13 +241,12 @@ func (n *Node) checkSelected() Check {
 
 // checkPrice compares the worker's price with the other workers' offers
 // for its models.
-func (n *Node) checkPrice() Check {
+func (w Worker) checkPrice(s *Server) Check {
 	c := Check{Name: "price"}
-	p := n.cfg.Worker.Price
-	own := p.Prompt + p.Completion
-	self := n.h.ID().String()
+	own := w.Price.Prompt + w.Price.Completion
+	self := s.node.ID().String()
 	var others []int64
-	for _, o := range n.book.Live(offers.RoleWorker) {
+	for _, o := range w.Offers.Live(offers.RoleWorker) {
 		if o.Peer == self {
 			continue
 		}
@@ -272,10 +272,10 @@ func (n *Node) checkPrice() Check {
 }
 
 // checkWorkers says whether a proxy has workers to route to.
-func (n *Node) checkWorkers() Check {
+func (p Proxy) checkWorkers() Check {
 	c := Check{Name: "workers"}
 	up, models := 0, map[string]bool{}
-	for _, w := range n.router.Workers() {
+	for _, w := range p.Router.Workers() {
 		if w.Up {
 			up++
 			for _, m := range w.Models {
@@ -293,37 +293,37 @@ func (n *Node) checkWorkers() Check {
 }
 
 // checkModels says whether a client sees models to ask for.
-func (n *Node) checkModels(ctx context.Context) Check {
-	c := Check{Name: "models"}
+func (c Client) checkModels(ctx context.Context) Check {
+	ch := Check{Name: "models"}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cat, err := n.up.Catalog(ctx)
+	cat, err := c.Upstream.Catalog(ctx)
 	if err != nil || len(cat.Models) == 0 {
-		c.Result, c.Detail = Fail, "no model reachable"
+		ch.Result, ch.Detail = Fail, "no model reachable"
 		if err != nil {
-			c.Detail += ": " + err.Error()
+			ch.Detail += ": " + err.Error()
 		}
-		c.Fix = "the proxies have no worker up, or this node reaches no proxy (see proxies above)"
-		return c
+		ch.Fix = "the proxies have no worker up, or this node reaches no proxy (see proxies above)"
+		return ch
 	}
 	var ids []string
 	for _, m := range cat.Models {
 		ids = append(ids, m.ID)
 	}
-	c.Result, c.Detail = Pass, strings.Join(ids, ", ")
-	return c
+	ch.Result, ch.Detail = Pass, strings.Join(ids, ", ")
+	return ch
 }
 
 // checkPayments checks the wallet and the channels.
-func (n *Node) checkPayments(ctx context.Context) Check {
+func (s *Server) checkPayments(ctx context.Context) Check {
 	c := Check{Name: "payments"}
-	if n.pay == nil {
+	if s.pay == nil {
 		c.Result, c.Detail = Warn, "off (payments.enabled): nothing is paid or earned"
 		c.Fix = "set payments.enabled on a network with a chain"
 		return c
 	}
-	bal, err := n.pay.wallet.Balance(ctx)
-	wallet := fmt.Sprintf("wallet %s", n.pay.wallet.Address())
+	bal, err := s.pay.Wallet.Balance(ctx)
+	wallet := fmt.Sprintf("wallet %s", s.pay.Wallet.Address())
 	if err != nil {
 		c.Result, c.Detail = Fail, wallet+": cannot read the balance: "+err.Error()
 		c.Fix = "check the chain connection (discovery.global_config)"
@@ -332,7 +332,7 @@ func (n *Node) checkPayments(ctx context.Context) Check {
 	wallet += fmt.Sprintf(" holds %s nanoTON", bal)
 	var open []string
 	var unsigned uint64
-	for _, ch := range n.pay.m.List() {
+	for _, ch := range s.pay.Channels.List() {
 		if ch.State != "open" {
 			continue
 		}
@@ -344,48 +344,57 @@ func (n *Node) checkPayments(ctx context.Context) Check {
 		unsigned += ch.Unsigned
 	}
 	c.Detail = fmt.Sprintf("%s; %d open channels (%s), %d nanoTON not yet signed for", wallet, len(open), strings.Join(open, ", "), unsigned)
-	switch n.cfg.Role {
-	case RoleWorker:
-		if len(open) == 0 {
-			c.Result = Fail
-			c.Fix = "no proxy has opened a channel to this worker: proxies open one when they route to it (see proxies and selected)"
-			return c
-		}
-	case RoleClient, RoleProxy:
-		need := n.cfg.Payments.Deposit
-		payable := slices.ContainsFunc(n.payees(), func(p peer.ID) bool { return n.pay.m.Payable(p) == nil })
-		if !payable {
-			c.Result = Fail
-			c.Fix = fmt.Sprintf("no funded channel: send at least %d nanoTON plus fees to the wallet (cocoon wallet address), or lower payments.deposit", need)
-			return c
-		}
+	if fix := s.role.unpaid(s, s.pay, len(open)); fix != "" {
+		c.Result, c.Fix = Fail, fix
+		return c
 	}
 	c.Result = Pass
 	return c
 }
 
-// registryNow is the root contract as last read; nil without one.
-func (n *Node) registryNow() *registry.Registry {
-	if n.registry == nil {
-		return nil
+// unpaid: a worker is paid on the channels proxies open to it.
+func (Worker) unpaid(_ *Server, _ *Payments, open int) string {
+	if open == 0 {
+		return "no proxy has opened a channel to this worker: proxies open one when they route to it (see proxies and selected)"
 	}
-	return n.registry.Current()
+	return ""
+}
+
+// unpaid: a proxy pays the workers that are up.
+func (p Proxy) unpaid(_ *Server, pay *Payments, _ int) string {
+	var payees []peer.ID
+	for _, w := range p.Router.Workers() {
+		if w.Up {
+			payees = append(payees, w.Peer)
+		}
+	}
+	return unfunded(pay, payees)
+}
+
+// unpaid: a client pays the attested proxies that are up.
+func (c Client) unpaid(s *Server, pay *Payments, _ int) string {
+	var payees []peer.ID
+	for _, p := range c.Proxies.Up() {
+		if _, ok := s.att.Handshaker.Verified(p); ok {
+			payees = append(payees, p)
+		}
+	}
+	return unfunded(pay, payees)
+}
+
+// unfunded says how to fund a channel when the node can pay none of
+// payees; "" when it can pay one.
+func unfunded(pay *Payments, payees []peer.ID) string {
+	if slices.ContainsFunc(payees, func(p peer.ID) bool { return pay.Channels.Payable(p) == nil }) {
+		return ""
+	}
+	return fmt.Sprintf("no funded channel: send at least %d nanoTON plus fees to the wallet (cocoon wallet address), or lower payments.deposit", pay.Deposit)
 }
 
 func shortPeer(p peer.ID) string {
-	s := p.String()
-	if len(s) > 12 {
-		return s[:4] + ".." + s[len(s)-6:]
+	str := p.String()
+	if len(str) > 12 {
+		return str[:4] + ".." + str[len(str)-6:]
 	}
-	return s
-}
-
-// doctorRoutes serves GET /doctor on the admin API: the checks, as JSON.
-func (n *Node) doctorRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /doctor", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(n.Doctor(r.Context()))
-	})
+	return str
 }

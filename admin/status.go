@@ -1,10 +1,12 @@
-package node
+package admin
 
 import (
 	"context"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/discovery/registry"
 )
 
 // Status is what a node sees, for `cocoon status` and the admin API.
@@ -90,43 +92,54 @@ type ServingStatus struct {
 }
 
 // Status reports what the node sees now.
-func (n *Node) Status(ctx context.Context) Status {
-	s := Status{Role: n.cfg.Role.String(), Network: n.cfg.Network, DHT: -1}
-	if n.h == nil {
-		return s
+func (s *Server) Status(ctx context.Context) Status {
+	st := Status{Role: s.role.name(), Network: s.cfg.Network, DHT: -1}
+	id := s.node.ID()
+	if id == "" {
+		return st
 	}
-	s.Peer = n.h.ID().String()
-	s.Addrs = n.Addrs()
-	s.Ready = n.Ready(ctx)
-	s.APIAddr = n.APIAddr()
-	if t, err := n.ownTier(ctx); err == nil {
-		s.Tier = t.String()
+	st.Peer = id.String()
+	st.Addrs = s.node.Addrs()
+	st.Ready = s.node.Ready(ctx)
+	if t, err := s.node.Tier(ctx); err == nil {
+		st.Tier = t.String()
 	}
-	if n.registry != nil {
-		if reg := n.registry.Current(); reg != nil {
-			s.Registry = &RegistryStatus{Address: n.cfg.Discovery.Root, Seqno: reg.Seqno, Bootstrap: len(reg.Bootstrap),
-				Measurements: len(reg.Measurements), Models: len(reg.Models), DevAttestation: reg.DevAttestation,
-				ProxyFeePPM: reg.Fees.ProxyFeePPM}
+	if reg := s.registryNow(); reg != nil {
+		st.Registry = &RegistryStatus{Address: s.root, Seqno: reg.Seqno, Bootstrap: len(reg.Bootstrap),
+			Measurements: len(reg.Measurements), Models: len(reg.Models), DevAttestation: reg.DevAttestation,
+			ProxyFeePPM: reg.Fees.ProxyFeePPM}
+	}
+	if s.dht != nil {
+		st.DHT = s.dht.RoutingTableSize()
+	}
+	st.Connected = s.node.Connected()
+	st.Kept = s.keptStatus(s.role.kept())
+	s.role.status(&st)
+	st.Payments = s.paymentsStatus()
+	return st
+}
+
+// keptStatus is k's peers, with whether each is up and its verdict.
+func (s *Server) keptStatus(k Keeper) []KeptPeer {
+	up := make(map[peer.ID]bool)
+	for _, p := range k.Up() {
+		up[p] = true
+	}
+	var out []KeptPeer
+	for _, p := range k.Peers() {
+		kp := KeptPeer{Peer: p.String(), Up: up[p]}
+		if v, ok := s.att.Handshaker.Verified(p); ok {
+			kp.Attested = v.Tier.String()
 		}
+		out = append(out, kp)
 	}
-	if n.dht != nil {
-		s.DHT = n.dht.RoutingTableSize()
-	}
-	s.Connected = len(n.h.Network().Peers())
-	if n.keeper != nil {
-		up := make(map[peer.ID]bool)
-		for _, p := range n.keeper.Up() {
-			up[p] = true
-		}
-		for _, p := range n.keeper.Peers() {
-			kp := KeptPeer{Peer: p.String(), Up: up[p]}
-			if v, ok := n.hs.Verified(p); ok {
-				kp.Attested = v.Tier.String()
-			}
-			s.Kept = append(s.Kept, kp)
-		}
-	}
-	for _, o := range n.Offers() {
+	return out
+}
+
+// offerStatuses are the live offers in b.
+func offerStatuses(b Book) []OfferStatus {
+	var out []OfferStatus
+	for _, o := range b.Live("") {
 		os := OfferStatus{Peer: o.Peer, Role: string(o.Role), Load: o.Load, Capacity: o.MaxConcurrent, Tier: o.Tier,
 			FeePPM: o.FeePPM, Expires: time.UnixMilli(o.Expiry).UTC().Format(time.RFC3339)}
 		for i, m := range o.Models {
@@ -135,20 +148,41 @@ func (n *Node) Status(ctx context.Context) Status {
 				os.Price = m.Price.Prompt + m.Price.Completion
 			}
 		}
-		s.Offers = append(s.Offers, os)
+		out = append(out, os)
 	}
-	if n.router != nil {
-		for _, w := range n.router.Workers() {
-			s.Workers = append(s.Workers, WorkerStatus{Peer: w.Peer.String(), Up: w.Up, Models: w.Models, Active: w.Active,
-				Capacity: w.MaxConcurrent, Served: w.Served, Failures: w.Failures,
-				TTFTms: float64(w.TTFT.Microseconds()) / 1000, Success: w.Success})
-		}
+	return out
+}
+
+func (w Worker) status(st *Status) {
+	st.Offers = offerStatuses(w.Offers)
+	stats := w.Engine.Stats()
+	st.Serving = &ServingStatus{Active: w.Engine.Active(), Capacity: w.MaxConcurrent, Served: stats.Served,
+		TTFTms: float64(stats.TTFT.Microseconds()) / 1000, TokensPerSec: stats.TokensPerSec}
+}
+
+func (p Proxy) status(st *Status) {
+	st.Offers = offerStatuses(p.Offers)
+	for _, w := range p.Router.Workers() {
+		st.Workers = append(st.Workers, WorkerStatus{Peer: w.Peer.String(), Up: w.Up, Models: w.Models, Active: w.Active,
+			Capacity: w.MaxConcurrent, Served: w.Served, Failures: w.Failures,
+			TTFTms: float64(w.TTFT.Microseconds()) / 1000, Success: w.Success})
 	}
-	if n.worker != nil {
-		st := n.worker.Stats()
-		s.Serving = &ServingStatus{Active: n.worker.Active(), Capacity: n.cfg.Worker.MaxConcurrent, Served: st.Served,
-			TTFTms: float64(st.TTFT.Microseconds()) / 1000, TokensPerSec: st.TokensPerSec}
+}
+
+func (c Client) status(st *Status) { st.APIAddr = c.APIAddr }
+
+func (Worker) name() string { return "worker" }
+func (Proxy) name() string  { return "proxy" }
+func (Client) name() string { return "client" }
+
+func (w Worker) kept() Keeper { return w.Proxies }
+func (p Proxy) kept() Keeper  { return p.Workers }
+func (c Client) kept() Keeper { return c.Proxies }
+
+// registryNow is the root contract as last read; nil without one.
+func (s *Server) registryNow() *registry.Registry {
+	if s.registry == nil {
+		return nil
 	}
-	s.Payments = n.paymentsStatus()
-	return s
+	return s.registry.Current()
 }

@@ -1,4 +1,4 @@
-package node
+package metrics
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
-	"github.com/cocoon-mesh/cocoon/internal/metrics"
 )
 
 // Request metrics are taken where a role's requests pass through an
@@ -18,16 +17,16 @@ import (
 // Wrapping them records every request without the worker or gateway
 // knowing.
 
-// observeBackend wraps a worker's backend so that every request it runs is
+// ObserveBackend wraps a worker's backend so that every request it runs is
 // recorded in r. Requests the worker refuses before they reach the
 // backend (at capacity, unattested) are not.
-func observeBackend(b inference.Backend, r *metrics.Requests) inference.Backend {
+func ObserveBackend(b inference.Backend, r *Requests) inference.Backend {
 	return &observedBackend{Backend: b, r: r}
 }
 
 type observedBackend struct {
 	inference.Backend
-	r *metrics.Requests
+	r *Requests
 }
 
 func (b *observedBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
@@ -44,7 +43,7 @@ func (b *observedBackend) Generate(ctx context.Context, req *inference.Request, 
 		}
 		return nil
 	})
-	code := metrics.CodeOK
+	code := CodeOK
 	switch {
 	case err == nil:
 	case ctx.Err() != nil || (emitErr != nil && errors.Is(err, emitErr)):
@@ -52,20 +51,20 @@ func (b *observedBackend) Generate(ctx context.Context, req *inference.Request, 
 	default:
 		code = codeLabel(inference.AsError(err, inference.CodeEngine).Code)
 	}
-	b.r.Observe(code, ttft, time.Since(start), int(res.Usage.CompletionTokens))
+	b.r.Observe(code, ttft, time.Since(start), int(res.Usage.Completion))
 	return res, err
 }
 
-// observeUpstream wraps a client's upstream so that every request sent
+// ObserveUpstream wraps a client's upstream so that every request sent
 // through it is recorded in r, from the moment it is sent to its End,
 // Error or abandonment.
-func observeUpstream(up gateway.Upstream, r *metrics.Requests) gateway.Upstream {
+func ObserveUpstream(up gateway.Upstream, r *Requests) gateway.Upstream {
 	return observedUpstream{Upstream: up, r: r}
 }
 
 type observedUpstream struct {
 	gateway.Upstream
-	r *metrics.Requests
+	r *Requests
 }
 
 func (u observedUpstream) Open(ctx context.Context, req *inference.Request) (gateway.Response, error) {
@@ -102,7 +101,7 @@ func (o observedProxyResponse) Proxy() peer.ID { return o.pr.Proxy() }
 // at a failed read, or when it is closed before either.
 type observedResponse struct {
 	gateway.Response
-	r     *metrics.Requests
+	r     *Requests
 	start time.Time
 	ttft  time.Duration
 	done  bool
@@ -123,7 +122,7 @@ func (o *observedResponse) Next() (inference.Event, error) {
 			o.ttft = max(time.Since(o.start), 1)
 		}
 	case ev.Type == inference.FrameEnd:
-		o.finish(metrics.CodeOK, int(ev.End.Usage.CompletionTokens))
+		o.finish(CodeOK, int(ev.End.Usage.Completion))
 	case ev.Type == inference.FrameError:
 		o.finish(codeLabel(ev.Err.Code), 0)
 	}

@@ -1,0 +1,122 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/payments/channels"
+)
+
+// PaymentsStatus is what a node has earned and spent through its payment
+// channels, in nanoTON.
+type PaymentsStatus struct {
+	Earned   int64           `json:"earned_nanoton"`
+	Spent    int64           `json:"spent_nanoton"`
+	Channels []ChannelStatus `json:"channels,omitempty"`
+}
+
+// ChannelStatus is one payment channel as this node holds it.
+type ChannelStatus struct {
+	Peer     string `json:"peer"`
+	Address  string `json:"address"`
+	Role     string `json:"role"` // "payer" or "payee": this node's side of the channel
+	Deposit  int64  `json:"deposit_nanoton"`
+	Sent     int64  `json:"sent_nanoton"`
+	Received int64  `json:"received_nanoton"`
+	Unsigned int64  `json:"unsigned_nanoton"` // credit beyond the last signed state
+	Seqno    uint64 `json:"seqno"`
+	State    string `json:"state"`
+}
+
+// paymentsStatus is the node's channels, for Status; nil without
+// payments.
+func (s *Server) paymentsStatus() *PaymentsStatus {
+	if s.pay == nil {
+		return nil
+	}
+	ps := &PaymentsStatus{}
+	for _, c := range s.pay.Channels.List() {
+		role := "payee"
+		if c.Payer {
+			role = "payer"
+		}
+		ps.Channels = append(ps.Channels, ChannelStatus{Peer: c.Peer.String(), Address: c.Address, Role: role,
+			Deposit: int64(c.Deposit), Sent: int64(c.Sent), Received: int64(c.Received), Unsigned: int64(c.Unsigned),
+			Seqno: c.Seqno, State: c.State})
+		ps.Spent += int64(c.Sent)
+		ps.Earned += int64(c.Received)
+	}
+	return ps
+}
+
+// paymentRoutes serves the payment channels on the admin API:
+//
+//	GET  /channels              the channels, as Status.Payments
+//	POST /channels/open?peer=ID open a channel to peer (a proxy, or a proxy's worker)
+//	POST /channels/close?peer=ID  close the channel with peer: cooperatively when
+//	                              this node pays it; when peer pays this node,
+//	                              start an uncooperative close with its newest state
+//	                              (&uncooperative=1: uncooperatively in both cases,
+//	                              for a payee that is gone)
+//	POST /channels/finish?peer=ID finish an uncooperative close after its quarantine
+//
+// Opening and closing wait for the chain (up to two minutes).
+func (s *Server) paymentRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /channels", func(w http.ResponseWriter, r *http.Request) {
+		if s.pay == nil {
+			adminError(w, http.StatusNotFound, "payments are off on this node (payments.enabled)")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.paymentsStatus())
+	})
+	channelOp := func(op func(ctx context.Context, r *http.Request, ch Channels, p peer.ID) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if s.pay == nil {
+				adminError(w, http.StatusNotFound, "payments are off on this node (payments.enabled)")
+				return
+			}
+			p, err := peer.Decode(r.URL.Query().Get("peer"))
+			if err != nil {
+				adminError(w, http.StatusBadRequest, "peer: "+err.Error())
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+			defer cancel()
+			if err := op(ctx, r, s.pay.Channels, p); err != nil {
+				adminError(w, http.StatusConflict, err.Error())
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(s.paymentsStatus())
+		}
+	}
+	mux.HandleFunc("POST /channels/open", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
+		return ch.Open(ctx, p)
+	}))
+	mux.HandleFunc("POST /channels/close", channelOp(func(ctx context.Context, r *http.Request, ch Channels, p peer.ID) error {
+		if r.URL.Query().Get("uncooperative") == "1" {
+			return ch.Dispute(ctx, p)
+		}
+		err := ch.CloseChannel(ctx, p)
+		if errors.Is(err, channels.ErrNoChannel) {
+			err = ch.Dispute(ctx, p)
+		}
+		return err
+	}))
+	mux.HandleFunc("POST /channels/finish", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
+		return ch.FinishClose(ctx, p)
+	}))
+}
+
+// adminError answers {"error": msg}.
+func adminError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

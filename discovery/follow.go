@@ -1,0 +1,175 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/p2p"
+)
+
+// Attester runs the attestation handshake with a peer, or returns its live
+// verdict (*attest.Handshaker).
+type Attester interface {
+	Attest(ctx context.Context, p peer.ID) (attest.Verdict, error)
+}
+
+// Routes is where a proxy's usable workers go: its router.
+type Routes interface {
+	// SetWorker routes to p, which serves c.
+	SetWorker(p peer.ID, c *inference.Catalog)
+	// WorkerDown stops routing to p.
+	WorkerDown(p peer.ID)
+	// Serving reports whether p is routed to.
+	Serving(p peer.ID) bool
+}
+
+// Workers brings a proxy's workers into its router: a worker is routed to
+// once it is connected, attested and has said what it serves. It follows
+// two kinds of worker:
+//   - flagged ones (proxy.workers), which a Keeper checks with Workers as
+//     its Checker;
+//   - those whose offers the proxy holds (Run): a worker that joins late
+//     gets traffic as soon as its offer arrives and it is attested, and one
+//     whose offer expires gets none.
+type Workers struct {
+	h        host.Host
+	catalog  protocol.ID
+	book     *offers.Book
+	attester Attester
+	routes   Routes
+	flagged  map[peer.ID]bool // the keeper looks after these
+	interval time.Duration
+	log      *slog.Logger
+}
+
+// NewWorkers follows workers for a proxy on network: flagged are the
+// workers of its configuration; book is its offer book; interval is how
+// often Run goes over the book when no offer arrives. It starts nothing.
+func NewWorkers(h host.Host, network string, flagged []peer.AddrInfo, book *offers.Book, attester Attester, routes Routes,
+	interval time.Duration, log *slog.Logger) *Workers {
+	w := &Workers{h: h, catalog: p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
+		book: book, attester: attester, routes: routes, flagged: make(map[peer.ID]bool), interval: interval,
+		log: log.With("component", "discovery")}
+	for _, ai := range flagged {
+		w.flagged[ai.ID] = true
+	}
+	return w
+}
+
+// Up attests p, asks what it serves and routes to it; a Keeper calls it
+// for each flagged worker.
+func (w *Workers) Up(ctx context.Context, p peer.ID) error {
+	if _, err := w.attester.Attest(ctx, p); err != nil {
+		return err
+	}
+	c, err := inference.FetchCatalog(ctx, w.h, p, w.catalog)
+	if err != nil {
+		return err
+	}
+	w.routes.SetWorker(p, c)
+	return nil
+}
+
+// Down stops routing to p.
+func (w *Workers) Down(p peer.ID) { w.routes.WorkerDown(p) }
+
+// Run follows the workers whose offers are in the book until ctx ends:
+// at once, every interval, and as soon as a worker's offer arrives.
+func (w *Workers) Run(ctx context.Context) {
+	sub, err := w.h.EventBus().Subscribe(new(offers.EvtOfferAccepted), eventbus.Name("discovery-workers"))
+	if err != nil {
+		w.log.Error("cannot watch offers; following them every interval only", "err", err)
+	} else {
+		defer sub.Close()
+	}
+	followed := make(map[peer.ID]bool)
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		w.follow(ctx, followed)
+		if !w.wait(ctx, t, sub) {
+			return
+		}
+	}
+}
+
+// wait returns when the next pass is due: at the tick, or when a worker's
+// offer arrives. It reports false once ctx has ended.
+func (w *Workers) wait(ctx context.Context, t *time.Ticker, sub event.Subscription) bool {
+	var events <-chan any
+	if sub != nil {
+		events = sub.Out()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case e := <-events:
+			if e.(offers.EvtOfferAccepted).Offer.Role == offers.RoleWorker {
+				return true
+			}
+		}
+	}
+}
+
+// follow routes to every worker with a live offer that is not routed to
+// yet, and stops routing to those followed before whose offer expired.
+func (w *Workers) follow(ctx context.Context, followed map[peer.ID]bool) {
+	live := make(map[peer.ID]bool)
+	for _, o := range w.book.Live(offers.RoleWorker) {
+		id, err := peer.Decode(o.Peer)
+		if err != nil || w.flagged[id] {
+			continue
+		}
+		live[id] = true
+		if w.routes.Serving(id) {
+			continue
+		}
+		if err := w.use(ctx, id, o); err != nil {
+			w.log.Info("worker from offer not usable yet", "peer", id, "err", err)
+			continue
+		}
+		followed[id] = true
+		w.log.Info("worker joined from its offer", "peer", id)
+	}
+	for id := range followed {
+		if !live[id] {
+			w.routes.WorkerDown(id)
+			delete(followed, id)
+			w.log.Info("worker's offer expired", "peer", id)
+		}
+	}
+}
+
+// errNoAddress means a worker's offer names no address of its own.
+var errNoAddress = errors.New("offer carries no usable address")
+
+// use connects to the worker of offer o, then routes to it as Up does.
+func (w *Workers) use(ctx context.Context, id peer.ID, o *offers.Offer) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if w.h.Network().Connectedness(id) != network.Connected {
+		infos, err := ParseAddrs(o.Addrs)
+		if err != nil || len(infos) != 1 || infos[0].ID != id {
+			return errNoAddress
+		}
+		if err := w.h.Connect(ctx, infos[0]); err != nil {
+			return err
+		}
+	}
+	return w.Up(ctx, id)
+}

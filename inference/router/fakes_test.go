@@ -1,0 +1,200 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/payments"
+)
+
+// The fakes of this package's tests, exported for its external tests too.
+// All are safe for concurrent use.
+
+// FakeVerdicts holds a verdict tier per peer: one Set, else Default; 0
+// is no verdict. Attest verifies nobody new.
+type FakeVerdicts struct {
+	mu      sync.Mutex
+	tiers   map[peer.ID]attest.Tier
+	Default attest.Tier // the tier of a peer never Set
+}
+
+// Set gives p a verdict of tier t; 0 takes it away.
+func (f *FakeVerdicts) Set(p peer.ID, t attest.Tier) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tiers == nil {
+		f.tiers = make(map[peer.ID]attest.Tier)
+	}
+	f.tiers[p] = t
+}
+
+func (f *FakeVerdicts) Verified(p peer.ID) (attest.Verdict, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tiers[p]
+	if !ok {
+		t = f.Default
+	}
+	return attest.Verdict{Tier: t, Kind: "fake"}, t != 0
+}
+
+func (f *FakeVerdicts) Attest(_ context.Context, p peer.ID) (attest.Verdict, error) {
+	if v, ok := f.Verified(p); ok {
+		return v, nil
+	}
+	return attest.Verdict{}, errors.New("fake verdicts: no verdict")
+}
+
+// FakePricer knows a PerMillion price per worker, for any model or only
+// for Model when that is set, and bills answers with the function SetBill
+// gave it (none: no answer is priced). PerMillion takes no lock, so that
+// BenchmarkPick measures the router.
+type FakePricer struct {
+	Model string // the one model workers' prices are known for; "": any
+
+	prices atomic.Pointer[map[peer.ID]int64] // replaced, never changed, by Set
+
+	mu   sync.Mutex // guards bill, and serializes Set
+	bill func(p peer.ID, model string, t payments.Tokens, receipt *payments.Price) (payments.Bill, bool)
+}
+
+// Set makes v what a client pays through worker p per million tokens.
+func (f *FakePricer) Set(p peer.ID, v int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := make(map[peer.ID]int64)
+	if old := f.prices.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	m[p] = v
+	f.prices.Store(&m)
+}
+
+// SetBill makes bill price every answer from now on.
+func (f *FakePricer) SetBill(bill func(p peer.ID, model string, t payments.Tokens, receipt *payments.Price) (payments.Bill, bool)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bill = bill
+}
+
+func (f *FakePricer) PerMillion(p peer.ID, model string) (int64, bool) {
+	m := f.prices.Load()
+	if m == nil {
+		return 0, false
+	}
+	v, ok := (*m)[p]
+	return v, ok && (f.Model == "" || model == f.Model)
+}
+
+func (f *FakePricer) Bill(p peer.ID, model string, t payments.Tokens, receipt *payments.Price) (payments.Bill, bool) {
+	f.mu.Lock()
+	bill := f.bill
+	f.mu.Unlock()
+	if bill == nil {
+		return payments.Bill{}, false
+	}
+	return bill(p, model, t, receipt)
+}
+
+// FakeSettler admits peers unless Refuse gave a reason not to, can pay every peer
+// but those marked unpayable, and records what it is told of answers. It
+// is a worker.Settler too.
+type FakeSettler struct {
+	mu        sync.Mutex
+	refuse    error
+	unpayable map[peer.ID]bool
+	served    []uint64
+	relayed   [][]byte
+}
+
+// Refuse makes Admit answer err (nil: admit).
+func (f *FakeSettler) Refuse(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refuse = err
+}
+
+// Unpayable makes Payable refuse p.
+func (f *FakeSettler) Unpayable(p peer.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unpayable == nil {
+		f.unpayable = make(map[peer.ID]bool)
+	}
+	f.unpayable[p] = true
+}
+
+// ServedAmounts returns the amounts Served was told of, in order.
+func (f *FakeSettler) ServedAmounts() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.served...)
+}
+
+// RelayedReceipts returns the receipts Relayed was given, in order.
+func (f *FakeSettler) RelayedReceipts() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.relayed...)
+}
+
+func (f *FakeSettler) Admit(peer.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refuse
+}
+
+func (f *FakeSettler) Payable(p peer.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unpayable[p] {
+		return errors.New("fake settler: no channel")
+	}
+	return nil
+}
+
+func (f *FakeSettler) Served(_ peer.ID, amount uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.served = append(f.served, amount)
+}
+
+func (f *FakeSettler) Relayed(receipt []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.relayed = append(f.relayed, receipt)
+}
+
+// FakeClock is a clock tests move by hand.
+type FakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewFakeClock starts a clock at t.
+func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{t: t} }
+
+func (c *FakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *FakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+var (
+	_ Verdicts = (*FakeVerdicts)(nil)
+	_ Pricer   = (*FakePricer)(nil)
+	_ Settler  = (*FakeSettler)(nil)
+)

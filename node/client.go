@@ -1,0 +1,144 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/net/netutil"
+
+	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/inference/gateway"
+	"github.com/cocoon-mesh/cocoon/internal/metrics"
+	"github.com/cocoon-mesh/cocoon/payments/channels"
+)
+
+// clientRole serves the OpenAI API on loopback and sends its requests
+// through the proxies it keeps, paying for the answers.
+type clientRole struct {
+	n       *Node
+	proxies *discovery.Keeper
+	up      *gateway.Proxies
+	http    *http.Server
+	ln      net.Listener
+	lookup  *discovery.Lookup // nil without a DHT
+	opener  *channels.Opener  // nil without payments
+}
+
+func (n *Node) newClient() (*clientRole, error) {
+	c := &clientRole{n: n}
+	proxies, err := discovery.ParseAddrs(n.cfg.Client.Proxies)
+	if err != nil {
+		return nil, fmt.Errorf("client.proxies: %w", err)
+	}
+	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), attestOnly{n.hs}, n.log)
+	c.lookup = n.newLookup(discovery.NewProxies(n.h, c.proxies, n.log))
+	c.up = gateway.NewProxies(n.h, n.cfg.Network, usableProxies{c})
+	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
+		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
+	var payer gateway.Payer // nil interfaces without payments, without a root contract
+	if c.opener = n.opener(c); c.opener != nil {
+		payer = clientPayer{m: n.pay.m, opener: c.opener, log: n.log}
+	}
+	var fees gateway.FeeCap
+	if n.disc.registry != nil {
+		fees = n.disc.registry
+	}
+	gw := gateway.New(gc, metrics.ObserveUpstream(c.up, n.requests), payer, fees, n.log)
+	ln, err := net.Listen("tcp", n.cfg.Client.APIAddr)
+	if err != nil {
+		c.up.Close()
+		return nil, fmt.Errorf("client.api_addr: %w", err)
+	}
+	// Connections past the cap wait in the kernel's backlog until one
+	// closes; each is bounded in time by the server's timeouts.
+	c.ln = netutil.LimitListener(ln, n.cfg.Client.MaxConnections)
+	c.http = gateway.NewHTTPServer(gw)
+	return c, nil
+}
+
+func (c *clientRole) runs() []func(context.Context) {
+	out := []func(context.Context){func(ctx context.Context) { c.proxies.Run(ctx) }, c.serve}
+	if c.opener != nil {
+		out = append(out, c.opener.Run)
+	}
+	if c.lookup != nil {
+		out = append(out, c.lookup.Run)
+	}
+	return out
+}
+
+// serve serves the API until stopServing.
+func (c *clientRole) serve(context.Context) {
+	if err := c.http.Serve(c.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		c.n.log.Error("API server stopped", "err", err)
+	}
+}
+
+func (c *clientRole) addrs(host []ma.Multiaddr) []ma.Multiaddr { return host }
+
+func (c *clientRole) keeper() *discovery.Keeper { return c.proxies }
+
+func (c *clientRole) apiAddr() string { return c.ln.Addr().String() }
+
+// ready: an attested proxy, which the client can pay, knows a model.
+func (c *clientRole) ready(ctx context.Context) bool {
+	if !c.proxies.Settled() || len(c.usable()) == 0 {
+		return false
+	}
+	cat, err := c.up.Catalog(ctx)
+	return err == nil && len(cat.Models) > 0
+}
+
+// Payees are the client's attested proxies: it pays them.
+func (c *clientRole) Payees() []peer.ID {
+	var out []peer.ID
+	for _, p := range c.proxies.Up() {
+		if _, ok := c.n.hs.Verified(p); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// usable are the proxies requests may go to: attested, and with payments,
+// with a channel open to them.
+func (c *clientRole) usable() []peer.ID {
+	var out []peer.ID
+	for _, p := range c.Payees() {
+		if c.n.pay != nil && c.n.pay.m.Payable(p) != nil {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// usableProxies is the gateway's view of the client's usable proxies.
+type usableProxies struct{ c *clientRole }
+
+func (u usableProxies) Proxies() []peer.ID { return u.c.usable() }
+
+func (c *clientRole) admin() admin.Role {
+	return &admin.Client{Proxies: c.proxies, Upstream: c.up, APIAddr: c.apiAddr()}
+}
+
+// stopServing shuts the API down, giving requests in flight 5 s.
+func (c *clientRole) stopServing() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.http.Shutdown(ctx); err != nil {
+		c.http.Close()
+	}
+}
+
+func (c *clientRole) close() {
+	c.ln.Close() // in case serve never ran
+	c.up.Close()
+}

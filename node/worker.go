@@ -1,0 +1,259 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/backend/openai"
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
+	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/metrics"
+	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
+)
+
+// workerRole serves models from an engine, keeps its proxies, and
+// announces its offer.
+type workerRole struct {
+	n       *Node
+	server  *worker.Server
+	proxies *discovery.Keeper
+	offers  *offerSide
+	slots   *p2p.Reservations // a private worker's relay slots: its addresses
+	lookup  *discovery.Lookup // nil without a DHT
+	// engineWait is set when the engine did not answer at start;
+	// awaitEngine reports its warm-up.
+	engineWait bool
+}
+
+func newBackend(cfg WorkerConfig, log *slog.Logger) (inference.Backend, error) {
+	switch cfg.Backend {
+	case "sim":
+		return sim.New(cfg.Sim.Sim())
+	case "openai":
+		return openai.New(openai.Config{BaseURL: cfg.OpenAI.URL, APIKey: cfg.OpenAI.APIKey, Models: cfg.OpenAI.Models}, log)
+	}
+	return nil, fmt.Errorf("worker.backend: %q: want sim or openai", cfg.Backend)
+}
+
+// fixedPrice is a worker's price for every model it serves (worker.price).
+type fixedPrice payments.Price
+
+func (p fixedPrice) Price(string) payments.Price { return payments.Price(p) }
+
+func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, error) {
+	w := &workerRole{n: n}
+	receipts := &worker.Receipts{Key: key, Prices: fixedPrice(n.cfg.Worker.Price)}
+	var settler worker.Settler // a nil interface without payments
+	if n.pay != nil {
+		settler = n.pay.m
+	}
+	w.server = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts},
+		n.h.ID(), metrics.ObserveBackend(n.opts.backend, n.requests), n.hs, settler, n.log)
+	w.server.Register(n.sv)
+	if _, err := w.server.Catalog(ctx); err != nil {
+		n.log.Warn("engine not answering yet; waiting for it (a model may still be loading)", "err", err)
+		w.engineWait = true
+	}
+	proxies, err := discovery.ParseAddrs(n.cfg.Worker.Proxies)
+	if err != nil {
+		return nil, fmt.Errorf("worker.proxies: %w", err)
+	}
+	var checker discovery.Checker = attestOnly{n.hs}
+	relayed := &relayedThrough{hs: n.hs, soon: w.announceSoon}
+	if n.cfg.P2P.Private {
+		w.slots = p2p.NewReservations(n.h, nil)
+		relayed.slots = w.slots
+		checker = relayed
+	}
+	// The root contract's proxies and those found in the DHT join these.
+	w.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Worker.CheckInterval.D(), checker, n.log)
+	if w.offers, err = n.newOfferSide(key, w); err != nil {
+		return nil, err
+	}
+	w.lookup = n.newLookup(discovery.NewProxies(n.h, w.proxies, n.log), discovery.ProvidingModels(servedModels{w.server}))
+	return w, nil
+}
+
+// announceSoon announces the worker's offer shortly, once it has an
+// announcer.
+func (w *workerRole) announceSoon() {
+	if w.offers != nil {
+		w.offers.announcer.Soon()
+	}
+}
+
+func (w *workerRole) runs() []func(context.Context) {
+	out := []func(context.Context){func(ctx context.Context) { w.proxies.Run(ctx) }, w.offers.announcer.Run}
+	if w.engineWait {
+		out = append(out, w.awaitEngine)
+	}
+	if w.lookup != nil {
+		out = append(out, w.lookup.Run)
+	}
+	return out
+}
+
+// addrs are a private worker's relay addresses instead of its host's
+// relayed ones.
+func (w *workerRole) addrs(host []ma.Multiaddr) []ma.Multiaddr {
+	if w.slots == nil {
+		return host
+	}
+	return append(slices.DeleteFunc(host, isCircuit), w.slots.Addrs()...)
+}
+
+// isCircuit reports whether a is a relayed address.
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+func (w *workerRole) keeper() *discovery.Keeper { return w.proxies }
+
+func (w *workerRole) ready(context.Context) bool { return true }
+
+func (w *workerRole) offerBook() *offers.Book { return w.offers.book }
+
+func (w *workerRole) admin() admin.Role {
+	return &admin.Worker{Engine: w.server, Proxies: w.proxies, Offers: w.offers.book,
+		MaxConcurrent: w.n.cfg.Worker.MaxConcurrent, Price: w.n.cfg.Worker.Price, GPU: w.n.cfg.Attest.GPU}
+}
+
+func (w *workerRole) stopServing() {}
+
+func (w *workerRole) close() { w.offers.gossip.Close() }
+
+// Fill makes the worker's offer: its engine's models at its price, its
+// capacity, load and speed, its trust tier and evidence, and its
+// addresses.
+func (w *workerRole) Fill(ctx context.Context, o *offers.Offer) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c, err := w.server.Catalog(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	o.Role = offers.RoleWorker
+	for _, m := range c.Models {
+		o.Models = append(o.Models, offers.ModelOffer{ID: m.ID, Price: w.n.cfg.Worker.Price})
+	}
+	o.MaxConcurrent = c.MaxConcurrent
+	o.Load = min(c.Active, c.MaxConcurrent)
+	st := w.server.Stats()
+	o.TTFTMillis = min(st.TTFT.Milliseconds(), offers.MaxTTFT.Milliseconds())
+	o.TokensPerSec = min(st.TokensPerSec, offers.MaxTokensPerSec)
+	tier, err := w.n.ownTier(ctx)
+	if err != nil {
+		return err
+	}
+	o.Tier = tier.String()
+	if o.Attestation, err = w.n.evidenceDigest(ctx); err != nil {
+		return err
+	}
+	o.Addrs = w.n.Addrs()
+	return nil
+}
+
+// State is the worker's addresses and its load in quarters of its
+// capacity: a change of either is announced before the next interval.
+func (w *workerRole) State() string {
+	most := w.n.cfg.Worker.MaxConcurrent
+	return strings.Join(w.n.Addrs(), " ") + fmt.Sprintf(" load=%d", 4*min(w.server.Active(), most)/most)
+}
+
+// awaitEngine reports the engine warming up: every 10 s while it does not
+// answer, and once when it does, with how long it took. The offer goes
+// out as soon as it answers.
+func (w *workerRole) awaitEngine(ctx context.Context) {
+	start := time.Now()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := start
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := w.server.Catalog(cctx)
+		cancel()
+		if err == nil {
+			var ids []string
+			for _, m := range c.Models {
+				ids = append(ids, m.ID)
+			}
+			w.n.log.Info("engine ready", "models", strings.Join(ids, ","), "waited", time.Since(start).Round(time.Second))
+			w.announceSoon()
+			return
+		}
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			w.n.log.Info("still waiting for the engine", "waited", time.Since(start).Round(time.Second), "err", err)
+		}
+	}
+}
+
+// servedModels lists the models a worker's engine serves, for the DHT.
+type servedModels struct{ s *worker.Server }
+
+func (m servedModels) Models(ctx context.Context) ([]string, error) {
+	c, err := m.s.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(c.Models))
+	for i, mod := range c.Models {
+		ids[i] = mod.ID
+	}
+	return ids, nil
+}
+
+// attestOnly checks peers that need only be attested: a worker's proxies,
+// a client's proxies.
+type attestOnly struct{ a discovery.Attester }
+
+func (c attestOnly) Up(ctx context.Context, p peer.ID) error {
+	_, err := c.a.Attest(ctx, p)
+	return err
+}
+
+func (attestOnly) Down(peer.ID) {}
+
+// relayedThrough checks the proxies of a private worker: it attests each
+// and holds a slot on it, so that others reach the worker through it. A
+// new slot is announced soon.
+type relayedThrough struct {
+	hs    discovery.Attester
+	slots *p2p.Reservations
+	soon  func()
+}
+
+func (r *relayedThrough) Up(ctx context.Context, p peer.ID) error {
+	if _, err := r.hs.Attest(ctx, p); err != nil {
+		return err
+	}
+	before := len(r.slots.Addrs())
+	if err := r.slots.Reserve(ctx, peer.AddrInfo{ID: p}); err != nil {
+		return err
+	}
+	if len(r.slots.Addrs()) != before {
+		r.soon() // announce the new addresses
+	}
+	return nil
+}
+
+func (r *relayedThrough) Down(p peer.ID) { r.slots.Drop(p) }
