@@ -17,6 +17,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
@@ -55,7 +56,7 @@ func runDoctor(t *testing.T, ids doctorIDs, c doctorCase) []admin.Check {
 		verdicts: map[peer.ID]attest.Verdict{ids.p1: {Tier: attest.TierTEE}, ids.p2: {Tier: attest.TierTEE}}}
 	v := fakeValidator{t: t, key: pub, v: attest.Verdict{Tier: tier, Kind: "tdx"}, err: c.valErr}
 	srv := admin.New(admin.Config{Network: "testnet"}, node, admin.Attestation{Handshaker: hs, Validator: v, Key: pub},
-		c.role, metrics.NewRequests("test"), discard, c.opts...)
+		c.role, metrics.NewRequests("test"), logtest.Discard, c.opts...)
 	return srv.Doctor(t.Context())
 }
 

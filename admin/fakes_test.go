@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"io"
-	"log/slog"
 	"math/big"
 	"sync"
 	"testing"
@@ -24,6 +22,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
 )
@@ -208,14 +207,11 @@ var testAddress = address.NewAddress(0, 0, bytes.Repeat([]byte{7}, 32))
 // modelHash is a root contract model's hash, which the admin API ignores.
 var modelHash = sha256.Sum256([]byte("model"))
 
-// discard is a logger that writes nothing.
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // newServer is the admin API of a node with role, whose own evidence
 // validates with the node's tier.
 func newServer(t *testing.T, cfg admin.Config, node *fakeNode, hs *fakeHandshaker, key crypto.PubKey, role admin.Role, opts ...admin.Option) *admin.Server {
 	t.Helper()
 	v := fakeValidator{t: t, key: key, v: attest.Verdict{Tier: node.tier, Kind: "dev"}}
 	att := admin.Attestation{Handshaker: hs, Validator: v, Key: key}
-	return admin.New(cfg, node, att, role, metrics.NewRequests("test"), discard, opts...)
+	return admin.New(cfg, node, att, role, metrics.NewRequests("test"), logtest.Discard, opts...)
 }

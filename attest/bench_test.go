@@ -9,6 +9,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
@@ -18,8 +19,8 @@ import (
 func benchNode(b *testing.B) (host.Host, *attest.Handshaker) {
 	b.Helper()
 	h := p2ptest.NewHost(b)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{}, attest.Config{Network: "local"}, discard)
-	sv := p2p.NewService(h, discard)
+	hs := attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{}, attest.Config{Network: "local"}, logtest.Discard)
+	sv := p2p.NewService(h, logtest.Discard)
 	hs.Register(sv)
 	b.Cleanup(sv.Close)
 	if _, err := hs.Evidence(context.Background()); err != nil {

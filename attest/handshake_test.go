@@ -3,7 +3,6 @@ package attest_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,31 +15,11 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
-
-var discard = slog.New(slog.DiscardHandler)
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex // guards now
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // fakeIssuer issues dev evidence and counts the calls, or fails with err.
 type fakeIssuer struct {
@@ -99,7 +78,7 @@ func withValidity(d time.Duration) nodeOpt {
 }
 
 // newNode starts a loopback host serving the handshake, closed at cleanup.
-func newNode(t testing.TB, clock *fakeClock, opts ...nodeOpt) *node {
+func newNode(t testing.TB, clock *clocktest.Clock, opts ...nodeOpt) *node {
 	t.Helper()
 	h := p2ptest.NewHost(t)
 	n := &node{h: h, issuer: &fakeIssuer{}, validator: &fakeValidator{}}
@@ -107,8 +86,8 @@ func newNode(t testing.TB, clock *fakeClock, opts ...nodeOpt) *node {
 	for _, o := range opts {
 		o(n, &cfg)
 	}
-	n.hs = attest.NewHandshaker(h, n.issuer, n.validator, cfg, discard)
-	sv := p2p.NewService(h, discard)
+	n.hs = attest.NewHandshaker(h, n.issuer, n.validator, cfg, logtest.Discard)
+	sv := p2p.NewService(h, logtest.Discard)
 	n.hs.Register(sv)
 	t.Cleanup(sv.Close) // runs before the host closes: cleanups run last first
 	return n
@@ -121,7 +100,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestHandshakeMutual(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
 	p2ptest.Connect(t, a.h, b.h)
 
@@ -180,8 +159,8 @@ func TestHandshakeRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := newNode(t, newClock(t0), tt.initiator...)
-			b := newNode(t, newClock(t0.Add(tt.responderNow)), tt.responder...)
+			a := newNode(t, clocktest.New(t0), tt.initiator...)
+			b := newNode(t, clocktest.New(t0.Add(tt.responderNow)), tt.responder...)
 			p2ptest.Connect(t, a.h, b.h)
 			v, err := a.hs.Attest(ctxT(t), b.h.ID())
 			if err == nil {
@@ -212,7 +191,7 @@ func TestHandshakeRejected(t *testing.T) {
 }
 
 func TestHandshakeVerdictExpiry(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
 	p2ptest.Connect(t, a.h, b.h)
 	if _, err := a.hs.Attest(ctxT(t), b.h.ID()); err != nil {
@@ -246,7 +225,7 @@ func TestHandshakeVerdictExpiry(t *testing.T) {
 }
 
 func TestHandshakeForget(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
 	p2ptest.Connect(t, a.h, b.h)
 	for range 2 {
@@ -267,7 +246,7 @@ func TestHandshakeForget(t *testing.T) {
 }
 
 func TestHandshakeForgetKind(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	a, b := newNode(t, clock), newNode(t, clock)
 	p2ptest.Connect(t, a.h, b.h)
 	if _, err := a.hs.Attest(ctxT(t), b.h.ID()); err != nil {
@@ -285,7 +264,7 @@ func TestHandshakeForgetKind(t *testing.T) {
 
 func TestEvidenceRenewal(t *testing.T) {
 	const validity = 3 * time.Hour // renewed once an hour or less is left
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	a := newNode(t, clock, withValidity(validity))
 	steps := []struct {
 		advance   time.Duration
@@ -316,7 +295,7 @@ func TestEvidenceRenewal(t *testing.T) {
 }
 
 func TestEvidenceIssuedOncePerWindow(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	hub := newNode(t, clock)
 
 	// Concurrent first calls share one Issue.

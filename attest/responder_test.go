@@ -19,6 +19,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
@@ -77,7 +78,7 @@ func devEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time) []byte {
 }
 
 func TestResponderAnswers(t *testing.T) {
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	b := newNode(t, clock)
 	client := rawPeer(t)
 	ctx := ctxT(t)
@@ -217,7 +218,7 @@ func FuzzHandshakeResponder(f *testing.F) {
 	h := p2ptest.NewHost(f)
 	panics := &panicCounter{}
 	log := slog.New(panics)
-	clock := newClock(t0)
+	clock := clocktest.New(t0)
 	hs := attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now}, log)
 	sv := p2p.NewService(h, log)
 	hs.Register(sv)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,14 +15,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-var discard = slog.New(slog.DiscardHandler)
 
 const (
 	idA = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
@@ -149,7 +147,7 @@ func info(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h
 func TestKeeperUpAndDown(t *testing.T) {
 	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, logtest.Discard)
 	if k.Settled() {
 		t.Fatal("settled before Run")
 	}
@@ -173,7 +171,7 @@ func TestKeeperUpHookFails(t *testing.T) {
 	rec := newRecorder()
 	failure := errors.New("attestation failed")
 	rec.upErr.Store(&failure)
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, time.Hour, rec, logtest.Discard)
 	run(t, k)
 	p2ptest.Eventually(t, "Down for a failing peer", func() bool { _, downs := rec.counts(other.ID()); return downs > 0 })
 	if listed(k, other.ID()) {
@@ -191,7 +189,7 @@ func TestKeeperUnreachable(t *testing.T) {
 	ai := info(gone)
 	gone.Close()
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{ai}, time.Hour, rec, logtest.Discard)
 	run(t, k)
 	p2ptest.Eventually(t, "Down for an unreachable peer", func() bool { _, downs := rec.counts(ai.ID); return downs > 0 })
 	if ups, _ := rec.counts(ai.ID); ups != 0 {
@@ -205,7 +203,7 @@ func TestKeeperUnreachable(t *testing.T) {
 func TestKeeperPoke(t *testing.T) {
 	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a), info(b)}, time.Hour, rec, logtest.Discard)
 	run(t, k)
 	p2ptest.Eventually(t, "both peers up", func() bool { return len(k.Up()) == 2 })
 	if got := k.Up(); got[0] != a.ID() || got[1] != b.ID() {
@@ -224,7 +222,7 @@ func TestKeeperPoke(t *testing.T) {
 func TestKeeperInterval(t *testing.T) {
 	self, other := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(other)}, 10*time.Millisecond, rec, logtest.Discard)
 	run(t, k)
 	p2ptest.Eventually(t, "periodic checks", func() bool { ups, _ := rec.counts(other.ID()); return ups >= 3 })
 }
@@ -263,7 +261,7 @@ func TestParseAddrsKeepsOrder(t *testing.T) {
 func TestKeeperAdd(t *testing.T) {
 	self, a, b := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
 	rec := newRecorder()
-	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a)}, time.Hour, rec, discard)
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(a)}, time.Hour, rec, logtest.Discard)
 	run(t, k)
 	p2ptest.Eventually(t, "the first peer up", func() bool { return listed(k, a.ID()) })
 

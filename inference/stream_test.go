@@ -101,14 +101,9 @@ func TestPoolReplacesStaleStream(t *testing.T) {
 	}
 	collect(t, c)
 	c.Done()
-	// Wait until the server has given up on the idle stream.
-	deadline := time.Now().Add(10 * time.Second)
-	for sv := streams.Load(); sv == 1 && len(server.Network().ConnsToPeer(client.ID())[0].GetStreams()) > 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the server never closed the idle stream")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p2ptest.Eventually(t, "the server to close the idle stream", func() bool {
+		return len(server.Network().ConnsToPeer(client.ID())[0].GetStreams()) == 0
+	})
 	c, err = pool.Send(t.Context(), server.ID(), request("b"))
 	if err != nil {
 		t.Fatalf("a stale pooled stream surfaced as an error: %v", err)

@@ -8,13 +8,15 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // TestAPIConnectionCap: with client.max_connections 2, two idle
 // connections hold the API; a third request waits until one closes, then
 // is answered.
 func TestAPIConnectionCap(t *testing.T) {
-	cfg := DefaultConfig(RoleClient)
+	cfg := config.Default(config.RoleClient)
 	cfg.DataDir = t.TempDir()
 	cfg.Client.APIAddr = "127.0.0.1:0"
 	cfg.Client.MaxConnections = 2

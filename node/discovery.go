@@ -13,6 +13,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/discovery/dht"
 	"github.com/cocoon-mesh/cocoon/discovery/registry"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // discoveryParts are how a node finds the network: the chain and root
@@ -36,13 +37,13 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 		}
 	}
 	boot := n.bootstrapPeers()
-	if n.cfg.Role != RoleProxy && len(boot) == 0 {
+	if n.cfg.Role != config.RoleProxy && len(boot) == 0 {
 		return nil // static peers only, from flags
 	}
 	d, err := dht.Start(ctx, n.h, dht.Config{
 		Network:   n.cfg.Network,
-		Server:    n.cfg.Role == RoleProxy,
-		Auto:      n.cfg.Role == RoleWorker,
+		Server:    n.cfg.Role == config.RoleProxy,
+		Auto:      n.cfg.Role == config.RoleWorker,
 		Bootstrap: boot,
 	})
 	if err != nil {
@@ -56,7 +57,7 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 // readRoot starts reading the root contract and applies its policy.
 func (n *Node) readRoot(ctx context.Context) error {
 	dc := n.cfg.Discovery
-	root, err := ParseRoot(dc.Root)
+	root, err := config.ParseRoot(dc.Root)
 	if err != nil {
 		return fmt.Errorf("discovery.root: %w", err)
 	}
@@ -75,7 +76,7 @@ func (n *Node) readRoot(ctx context.Context) error {
 	if !reg.DevAttestation && n.cfg.Attest.Issuer == dev.Kind {
 		return fmt.Errorf("the root contract of %s does not accept dev attestation, and this node presents dev evidence (attest.issuer)", n.cfg.Network)
 	}
-	if n.cfg.Role == RoleProxy && n.cfg.Proxy.FeePPM > int64(reg.Fees.ProxyFeePPM) {
+	if n.cfg.Role == config.RoleProxy && n.cfg.Proxy.FeePPM > int64(reg.Fees.ProxyFeePPM) {
 		return fmt.Errorf("proxy.fee_ppm: %d is over the network's maximum of %d set in its root contract", n.cfg.Proxy.FeePPM, reg.Fees.ProxyFeePPM)
 	}
 	n.applyPolicy(reg)

@@ -1,34 +1,17 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the logger and the test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestEngineWarmUp: a worker whose engine is not up yet starts anyway,
 // says it waits, and says when the engine answers, with its models.
@@ -40,13 +23,13 @@ func TestEngineWarmUp(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there until the engine "finishes loading"
 
-	cfg := DefaultConfig(RoleWorker)
+	cfg := config.Default(config.RoleWorker)
 	cfg.DataDir = t.TempDir()
 	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Admin.Addr = ""
 	cfg.Worker.Backend = "openai"
 	cfg.Worker.OpenAI.URL = "http://" + addr + "/v1"
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	n, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -72,12 +55,11 @@ func TestEngineWarmUp(t *testing.T) {
 	go srv.Serve(eln)
 	defer srv.Close()
 
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(logs.String(), "engine ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"engine ready\" within 15 s:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond) // polling the log, which nothing signals
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	text, err := logs.WaitFor(ctx, func(text string) bool { return strings.Contains(text, "engine ready") })
+	if err != nil {
+		t.Fatalf("no \"engine ready\" within 15 s:\n%s", text)
 	}
 	if !strings.Contains(logs.String(), "models=warm-model") {
 		t.Errorf("the ready line does not name the model:\n%s", logs.String())

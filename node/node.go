@@ -21,6 +21,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
@@ -28,7 +29,7 @@ import (
 
 // Node is one running Cocoon node.
 type Node struct {
-	cfg      Config
+	cfg      config.Config
 	log      *slog.Logger
 	opts     options
 	requests *metrics.Requests // what the node measured of the requests it sent or served, for /metrics
@@ -67,7 +68,7 @@ func WithBackend(b inference.Backend) Option { return func(o *options) { o.backe
 func WithChain(c chain.Chain) Option { return func(o *options) { o.chain = c } }
 
 // New checks cfg and prepares a node; it starts nothing.
-func New(cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
+func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -76,7 +77,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
 		o(&n.opts)
 	}
 	n.disc = &discoveryParts{chain: n.opts.chain}
-	if cfg.Role == RoleWorker && n.opts.backend == nil {
+	if cfg.Role == config.RoleWorker && n.opts.backend == nil {
 		b, err := newBackend(cfg.Worker, n.log)
 		if err != nil {
 			return nil, err
@@ -198,7 +199,7 @@ func (n *Node) Offers() []*offers.Offer {
 }
 
 // Role is the node's role.
-func (n *Node) Role() Role { return n.cfg.Role }
+func (n *Node) Role() config.Role { return n.cfg.Role }
 
 // DataDir is the node's data directory.
 func (n *Node) DataDir() string { return n.cfg.DataDir }

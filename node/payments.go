@@ -11,6 +11,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
 	"github.com/cocoon-mesh/cocoon/payments/ledger"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
@@ -59,7 +60,7 @@ func (n *Node) startPayments() error {
 		return fmt.Errorf("%w (is another node running on this data dir?)", err)
 	}
 	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, MaxCredit: pc.MaxCredit,
-		Forward: n.cfg.Role == RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
+		Forward: n.cfg.Role == config.RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
 		OpenTimeout: time.Minute, Watch: min(pc.Quarantine.D()/4, time.Minute)}
 	m := channels.New(cc, n.h, n.disc.chain, w, key, led, n.log)
 	if err := m.Start(n.sv); err != nil {

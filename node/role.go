@@ -9,39 +9,8 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
-
-// Role is what a node does in the network. The zero value is invalid.
-type Role uint8
-
-// The roles.
-const (
-	RoleWorker Role = iota + 1 // serves models, earns
-	RoleProxy                  // routes requests, relays payments
-	RoleClient                 // exposes the OpenAI API locally, pays
-)
-
-func (r Role) String() string {
-	switch r {
-	case RoleWorker:
-		return "worker"
-	case RoleProxy:
-		return "proxy"
-	case RoleClient:
-		return "client"
-	}
-	return fmt.Sprintf("role(%d)", uint8(r))
-}
-
-// ParseRole parses "worker", "proxy" or "client".
-func ParseRole(s string) (Role, error) {
-	for _, r := range []Role{RoleWorker, RoleProxy, RoleClient} {
-		if r.String() == s {
-			return r, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown role %q: want worker, proxy or client", s)
-}
 
 // role is the part of a node its role adds: a workerRole, proxyRole or
 // clientRole, each holding only what that role uses.
@@ -68,11 +37,11 @@ type role interface {
 // switch on Role.
 func (n *Node) newRole(ctx context.Context, key crypto.PrivKey) (role, error) {
 	switch n.cfg.Role {
-	case RoleWorker:
+	case config.RoleWorker:
 		return n.newWorker(ctx, key)
-	case RoleProxy:
+	case config.RoleProxy:
 		return n.newProxy(key)
-	case RoleClient:
+	case config.RoleClient:
 		return n.newClient()
 	}
 	return nil, fmt.Errorf("role: %v is not a role", n.cfg.Role)

@@ -20,6 +20,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -38,7 +39,7 @@ type workerRole struct {
 	engineWait bool
 }
 
-func newBackend(cfg WorkerConfig, log *slog.Logger) (inference.Backend, error) {
+func newBackend(cfg config.Worker, log *slog.Logger) (inference.Backend, error) {
 	switch cfg.Backend {
 	case "sim":
 		return sim.New(cfg.Sim.Sim())

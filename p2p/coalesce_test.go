@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -58,43 +59,38 @@ func (f *fakeConn) count() int {
 // TestCoalescingBatches: frames written while a write is in flight leave
 // together, in order, in the next write.
 func TestCoalescingBatches(t *testing.T) {
-	f := &fakeConn{gate: make(chan struct{})}
-	c := newCoalescingConn(f)
-	c.Write([]byte("a")) // taken by the writer, which now waits on the gate
-	// Wait until the writer holds "a" (pending is empty again).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeConn{gate: make(chan struct{})}
+		c := newCoalescingConn(f)
+		c.Write([]byte("a")) // taken by the writer, which now waits on the gate
+		synctest.Wait()
 		c.mu.Lock()
 		n := len(c.pending)
 		c.mu.Unlock()
-		if n == 0 {
-			break
+		if n != 0 {
+			t.Fatalf("the writer never took the first frame: %d bytes pending", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never took the first frame")
+		for _, s := range []string{"b", "c", "d"} {
+			if _, err := c.Write([]byte(s)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		time.Sleep(time.Millisecond)
-	}
-	for _, s := range []string{"b", "c", "d"} {
-		if _, err := c.Write([]byte(s)); err != nil {
+		f.gate <- struct{}{} // "a" goes out
+		f.gate <- struct{}{} // "bcd" goes out, in one write
+		close(f.gate)
+		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	f.gate <- struct{}{} // "a" goes out
-	f.gate <- struct{}{} // "bcd" goes out, in one write
-	close(f.gate)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(f.all()); got != "abcd" {
-		t.Fatalf("wrote %q, want abcd", got)
-	}
-	if n := f.count(); n != 2 {
-		t.Fatalf("%d writes, want 2 (the three queued frames batched)", n)
-	}
-	if !f.closed {
-		t.Fatal("Close did not close the connection")
-	}
+		if got := string(f.all()); got != "abcd" {
+			t.Fatalf("wrote %q, want abcd", got)
+		}
+		if n := f.count(); n != 2 {
+			t.Fatalf("%d writes, want 2 (the three queued frames batched)", n)
+		}
+		if !f.closed {
+			t.Fatal("Close did not close the connection")
+		}
+	})
 }
 
 // TestCoalescingConcurrentOrder: many writers, every byte arrives, each
@@ -128,54 +124,53 @@ func TestCoalescingConcurrentOrder(t *testing.T) {
 
 // TestCoalescingError: once a write fails, later writes return the error.
 func TestCoalescingError(t *testing.T) {
-	boom := errors.New("boom")
-	f := &fakeConn{err: boom}
-	c := newCoalescingConn(f)
-	c.Write([]byte("x"))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := c.Write([]byte("y")); errors.Is(err, boom) {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		f := &fakeConn{err: boom}
+		c := newCoalescingConn(f)
+		c.Write([]byte("x"))
+		synctest.Wait() // the writer has tried "x", and failed
+		if _, err := c.Write([]byte("y")); !errors.Is(err, boom) {
+			t.Fatalf("a failed connection kept taking writes: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("a failed connection kept taking writes")
+		c.Close()
+		if _, err := c.Write([]byte("z")); err == nil {
+			t.Fatal("write after close succeeded")
 		}
-		time.Sleep(time.Millisecond)
-	}
-	c.Close()
-	if _, err := c.Write([]byte("z")); err == nil {
-		t.Fatal("write after close succeeded")
-	}
+	})
 }
 
 // TestCoalescingBackpressure: a writer past maxPending waits for the
 // connection instead of queueing without bound.
 func TestCoalescingBackpressure(t *testing.T) {
-	f := &fakeConn{gate: make(chan struct{})}
-	c := newCoalescingConn(f)
-	big := bytes.Repeat([]byte("x"), maxPending)
-	c.Write(big[:1]) // in flight, held at the gate
-	c.Write(big)     // fills the queue
-	blocked := make(chan struct{})
-	go func() {
-		c.Write([]byte("more")) // must wait
-		close(blocked)
-	}()
-	select {
-	case <-blocked:
-		t.Fatal("a write past maxPending did not wait")
-	case <-time.After(50 * time.Millisecond):
-	}
-	close(f.gate) // let everything through
-	select {
-	case <-blocked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting writer was never released")
-	}
-	c.Close()
-	if n := len(f.all()); n != 1+maxPending+4 {
-		t.Fatalf("%d bytes arrived, want %d", n, 1+maxPending+4)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeConn{gate: make(chan struct{})}
+		c := newCoalescingConn(f)
+		big := bytes.Repeat([]byte("x"), maxPending)
+		c.Write(big[:1]) // in flight, held at the gate
+		c.Write(big)     // fills the queue
+		blocked := make(chan struct{})
+		go func() {
+			c.Write([]byte("more")) // must wait
+			close(blocked)
+		}()
+		synctest.Wait() // the writer, held at the gate, and the third Write are blocked, or it did not wait
+		select {
+		case <-blocked:
+			t.Fatal("a write past maxPending did not wait")
+		default:
+		}
+		close(f.gate) // let everything through
+		select {
+		case <-blocked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the waiting writer was never released")
+		}
+		c.Close()
+		if n := len(f.all()); n != 1+maxPending+4 {
+			t.Fatalf("%d bytes arrived, want %d", n, 1+maxPending+4)
+		}
+	})
 }
 
 var _ io.Writer = (*coalescingConn)(nil)

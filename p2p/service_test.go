@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,13 +12,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
 
 const testProto = protocol.ID("/cocoon/local/test/1")
-
-var discard = slog.New(slog.DiscardHandler)
 
 // open opens a stream to proto on server and writes msg on it.
 func open(t *testing.T, client, server host.Host, proto protocol.ID, msg string) network.Stream {
@@ -42,7 +40,7 @@ func open(t *testing.T, client, server host.Host, proto protocol.ID, msg string)
 func TestServiceHandlerOutcomes(t *testing.T) {
 	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	p2ptest.Connect(t, client, server)
-	sv := p2p.NewService(server, discard)
+	sv := p2p.NewService(server, logtest.Discard)
 	defer sv.Close()
 	// The client's first byte says what the handler does.
 	sv.Handle(testProto, 0, func(ctx context.Context, s network.Stream) error {
@@ -91,7 +89,7 @@ func TestServiceHandlerOutcomes(t *testing.T) {
 func TestServiceDeadline(t *testing.T) {
 	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	p2ptest.Connect(t, client, server)
-	sv := p2p.NewService(server, discard)
+	sv := p2p.NewService(server, logtest.Discard)
 	defer sv.Close()
 	readErr := make(chan error, 1)
 	sv.Handle(testProto, 50*time.Millisecond, func(ctx context.Context, s network.Stream) error {
@@ -114,7 +112,7 @@ func TestServiceDeadline(t *testing.T) {
 func TestServiceCloseWaitsForHandlers(t *testing.T) {
 	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	p2ptest.Connect(t, client, server)
-	sv := p2p.NewService(server, discard)
+	sv := p2p.NewService(server, logtest.Discard)
 
 	started := make(chan struct{})
 	cancelled := make(chan struct{})
@@ -155,7 +153,7 @@ func TestServiceCloseWaitsForHandlers(t *testing.T) {
 func TestServiceCloseUnblocksReads(t *testing.T) {
 	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	p2ptest.Connect(t, client, server)
-	sv := p2p.NewService(server, discard)
+	sv := p2p.NewService(server, logtest.Discard)
 
 	started := make(chan struct{})
 	readErr := make(chan error, 1)
@@ -190,7 +188,7 @@ func TestServiceCloseUnblocksReads(t *testing.T) {
 func TestServiceNoHandlerAfterClose(t *testing.T) {
 	server, client := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	p2ptest.Connect(t, client, server)
-	sv := p2p.NewService(server, discard)
+	sv := p2p.NewService(server, logtest.Discard)
 
 	var calls atomic.Int32
 	handler := func(ctx context.Context, s network.Stream) error {

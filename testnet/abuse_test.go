@@ -35,6 +35,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -569,7 +570,7 @@ func TestStreamExhaustion(t *testing.T) {
 	const limit, opened = 32, 256
 	h := testnet.New(t)
 	h.AddWorker()
-	p := h.AddProxy(func(c *node.Config) { c.P2P.MaxStreamsPerPeer = limit })
+	p := h.AddProxy(func(c *config.Config) { c.P2P.MaxStreamsPerPeer = limit })
 	client := h.AddClient()
 	in := newIntruder(t)
 	in.attest(t, p)
@@ -726,10 +727,10 @@ func rogueNet(t *testing.T) (*rogue, *node.Node, *node.Node) {
 	t.Helper()
 	r := newRogue(t)
 	h := testnet.New(t)
-	p := h.AddProxy(func(c *node.Config) {
+	p := h.AddProxy(func(c *config.Config) {
 		c.Proxy.Workers = r.addrs()
-		c.Proxy.FirstChunkTimeout = node.Duration(time.Second)
-		c.Proxy.ChunkTimeout = node.Duration(time.Second)
+		c.Proxy.FirstChunkTimeout = config.Duration(time.Second)
+		c.Proxy.ChunkTimeout = config.Duration(time.Second)
 	})
 	return r, p, h.AddClient()
 }

@@ -18,7 +18,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -110,7 +112,7 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 	}
 	sb := startChain(t)
 	ctx := t.Context()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := logtest.NewAt(t, slog.LevelWarn)
 	dir := t.TempDir()
 	fund := func(d string, nano int64) { fundWallet(t, sb, d, nano) }
 
@@ -151,21 +153,21 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 		w.proc.waitReady(t)
 	}
 
-	startNode := func(cfg node.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
-	pcfg := node.DefaultConfig(node.RoleProxy)
+	startNode := func(cfg config.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
+	pcfg := config.Default(config.RoleProxy)
 	pcfg.DataDir = filepath.Join(dir, "proxy")
 	pcfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	pcfg.Proxy.Workers = addrs
-	pcfg.Proxy.CheckInterval = node.Duration(200 * time.Millisecond)
+	pcfg.Proxy.CheckInterval = config.Duration(200 * time.Millisecond)
 	pcfg.Payments.Enabled = true
 	fund(pcfg.DataDir, 10_000_000_000)
 	proxy := startNode(pcfg)
 
-	ccfg := node.DefaultConfig(node.RoleClient)
+	ccfg := config.Default(config.RoleClient)
 	ccfg.DataDir = filepath.Join(dir, "client")
 	ccfg.Client.Proxies = proxy.Addrs()
 	ccfg.Client.APIAddr = "127.0.0.1:0"
-	ccfg.Client.CheckInterval = node.Duration(200 * time.Millisecond)
+	ccfg.Client.CheckInterval = config.Duration(200 * time.Millisecond)
 	ccfg.Payments.Enabled = true
 	fund(ccfg.DataDir, 10_000_000_000)
 	client := startNode(ccfg)
@@ -285,8 +287,8 @@ func chaosBalances(t *testing.T, client, proxy *node.Node, workerDirs ...string)
 // through the other proxy: none is refused.
 func TestProxyCutOff(t *testing.T) {
 	h := testnet.New(t)
-	h.AddWorker(func(c *node.Config) { c.Worker.Sim.TokensPerSec = 100 })
-	h.AddWorker(func(c *node.Config) { c.Worker.Sim.TokensPerSec = 100 })
+	h.AddWorker(func(c *config.Config) { c.Worker.Sim.TokensPerSec = 100 })
+	h.AddWorker(func(c *config.Config) { c.Worker.Sim.TokensPerSec = 100 })
 	a := h.AddProxy()
 	h.AddProxy()
 	client := h.AddClient()

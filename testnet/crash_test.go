@@ -25,7 +25,9 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
@@ -53,16 +55,16 @@ func runCrashChild(t *testing.T, spec string) {
 	if err := json.Unmarshal([]byte(spec), &c); err != nil {
 		t.Fatal(err)
 	}
-	var cfg node.Config
+	var cfg config.Config
 	if c.Role == "worker" {
-		cfg = node.DefaultConfig(node.RoleWorker)
+		cfg = config.Default(config.RoleWorker)
 		// Answers long enough to be cut mid-stream: 20 tokens at 100/s.
 		cfg.Worker.Sim.MaxTokens = 20
 		cfg.Worker.Sim.TokensPerSec = 100
 	} else {
-		cfg = node.DefaultConfig(node.RoleProxy)
+		cfg = config.Default(config.RoleProxy)
 		cfg.Proxy.Workers = []string{c.Worker}
-		cfg.Proxy.CheckInterval = node.Duration(200 * time.Millisecond)
+		cfg.Proxy.CheckInterval = config.Duration(200 * time.Millisecond)
 	}
 	cfg.DataDir = c.Dir
 	cfg.P2P.Listen = []string{c.Listen}
@@ -96,7 +98,7 @@ func startProxyProcess(t *testing.T, spec []byte) *proxyProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = testWriter{t}
+	cmd.Stderr = t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,13 +132,6 @@ func (p *proxyProcess) waitReady(t *testing.T) {
 func (p *proxyProcess) kill() {
 	p.cmd.Process.Kill() // SIGKILL
 	p.cmd.Wait()
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // answered is what the client got: every answer's cost, as the gateway
@@ -179,14 +174,14 @@ func TestProxyCrash(t *testing.T) {
 	}
 	sb := startChain(t)
 	ctx := t.Context()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := logtest.NewAt(t, slog.LevelWarn)
 	dir := t.TempDir()
 
 	fund := func(d string, nano int64) { fundWallet(t, sb, d, nano) }
-	startNode := func(cfg node.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
+	startNode := func(cfg config.Config) *node.Node { return startChainNode(t, sb, log, cfg) }
 
 	// The worker, in this process.
-	wcfg := node.DefaultConfig(node.RoleWorker)
+	wcfg := config.Default(config.RoleWorker)
 	wcfg.DataDir = filepath.Join(dir, "worker")
 	wcfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	wcfg.Payments.Enabled = true
@@ -212,11 +207,11 @@ func TestProxyCrash(t *testing.T) {
 	proxy.waitReady(t)
 
 	// The client, in this process.
-	ccfg := node.DefaultConfig(node.RoleClient)
+	ccfg := config.Default(config.RoleClient)
 	ccfg.DataDir = filepath.Join(dir, "client")
 	ccfg.Client.Proxies = []string{listen + "/p2p/" + pid.String()}
 	ccfg.Client.APIAddr = "127.0.0.1:0"
-	ccfg.Client.CheckInterval = node.Duration(200 * time.Millisecond)
+	ccfg.Client.CheckInterval = config.Duration(200 * time.Millisecond)
 	ccfg.Payments.Enabled = true
 	fund(ccfg.DataDir, 10_000_000_000)
 	client := startNode(ccfg)
@@ -404,7 +399,7 @@ func fundWallet(t *testing.T, sb *sandbox.Sandbox, dir string, nano int64) {
 
 // startChainNode starts a node on the sandbox chain in this process,
 // closed when the test ends.
-func startChainNode(t *testing.T, sb *sandbox.Sandbox, log *slog.Logger, cfg node.Config) *node.Node {
+func startChainNode(t *testing.T, sb *sandbox.Sandbox, log *slog.Logger, cfg config.Config) *node.Node {
 	t.Helper()
 	nd, err := node.New(cfg, log.With("node", cfg.Role.String()), node.WithChain(sb))
 	if err != nil {

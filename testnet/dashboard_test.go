@@ -14,6 +14,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/internal/headless"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -25,7 +26,7 @@ import (
 func TestDashboard(t *testing.T) {
 	b, dir := browser(t)
 	h := testnet.New(t)
-	w := h.AddWorker(func(c *node.Config) {
+	w := h.AddWorker(func(c *config.Config) {
 		c.Worker.Price = payments.Price{Prompt: 123_000_000, Completion: 456_000_000}
 	})
 	price := group(123_000_000 + 456_000_000) // prompt plus completion

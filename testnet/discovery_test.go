@@ -1,7 +1,6 @@
 package testnet_test
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -11,7 +10,8 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/cocoon-mesh/cocoon/inference"
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -22,15 +22,15 @@ import (
 func TestPrivateWorkerReachedThroughRelay(t *testing.T) {
 	h := testnet.New(t)
 	a := h.AddProxyAlone()
-	b := h.AddProxyAlone(func(c *node.Config) { c.Discovery.Bootstrap = a.Addrs() })
-	w := h.AddWorker(testnet.Joining(a), func(c *node.Config) { c.P2P.Private, c.P2P.Listen = true, nil })
+	b := h.AddProxyAlone(func(c *config.Config) { c.Discovery.Bootstrap = a.Addrs() })
+	w := h.AddWorker(testnet.Joining(a), func(c *config.Config) { c.P2P.Private, c.P2P.Listen = true, nil })
 	p2ptest.Eventually(t, "the worker's relay slot", func() bool { return len(w.Addrs()) > 0 })
 	for _, addr := range w.Addrs() {
 		if !strings.Contains(addr, "/p2p-circuit") {
 			t.Fatalf("the private worker has a direct address %s", addr)
 		}
 	}
-	client := h.AddClient(func(c *node.Config) { c.Client.Proxies = b.Addrs() }) // ready once b serves the model
+	client := h.AddClient(func(c *config.Config) { c.Client.Proxies = b.Addrs() }) // ready once b serves the model
 
 	c := sdk(client)
 	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "through the relay", 2))
@@ -84,7 +84,7 @@ func TestDiscoveryThroughRootContract(t *testing.T) {
 func TestProxyFoundInDHT(t *testing.T) {
 	h := testnet.New(t, testnet.WithChain("sim-small"))
 	listed := h.AddProxy()
-	unlisted := h.AddProxyUnlisted(func(c *node.Config) { c.Discovery.Bootstrap = listed.Addrs() })
+	unlisted := h.AddProxyUnlisted(func(c *config.Config) { c.Discovery.Bootstrap = listed.Addrs() })
 	h.AddWorker()
 	client := h.AddClient()
 	p2ptest.Eventually(t, "the client to find the unlisted proxy", func() bool {
@@ -97,18 +97,11 @@ func TestProxyFoundInDHT(t *testing.T) {
 func TestLoadChangeAnnounced(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 4)
-	b := &fakeBackend{models: []string{"m"}, generate: func(ctx context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return inference.Result{}, ctx.Err()
-		}
-		return inference.Result{FinishReason: "stop"}, emit(inference.Chunk{Text: "done"})
-	}}
-	slow := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(30 * time.Second) }
+	b := &inferencetest.Backend{Served: inferencetest.Models("m"), Started: started, Gate: release,
+		Chunks: []string{"done"}, Result: inference.Result{FinishReason: "stop"}}
+	slow := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(30 * time.Second) }
 	h := testnet.New(t)
-	w := h.AddWorkerWith(b, slow, func(c *node.Config) { c.Worker.MaxConcurrent = 4 })
+	w := h.AddWorkerWith(b, slow, func(c *config.Config) { c.Worker.MaxConcurrent = 4 })
 	p := h.AddProxy(slow)
 	client := h.AddClient()
 	load := func() int {

@@ -2,14 +2,12 @@ package testnet_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +17,9 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -195,49 +195,28 @@ func TestStreamEndsWithDone(t *testing.T) {
 	}
 }
 
-// fakeBackend is a Backend whose Generate the test scripts.
-type fakeBackend struct {
-	models   []string
-	generate func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error)
-	calls    atomic.Int64
-}
-
-func (f *fakeBackend) Models(context.Context) ([]inference.Model, error) {
-	var out []inference.Model
-	for _, m := range f.models {
-		out = append(out, inference.Model{ID: m})
-	}
-	return out, nil
-}
-
-func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-	f.calls.Add(1)
-	return f.generate(ctx, req, emit)
-}
-
 func TestErrors(t *testing.T) {
 	h := testnet.New(t)
 	h.AddWorker()
-	h.AddWorker(func(c *node.Config) {
+	h.AddWorker(func(c *config.Config) {
 		c.Worker.Sim.Models = []string{"slow"}
-		c.Worker.Sim.TTFT = node.Duration(time.Minute)
+		c.Worker.Sim.TTFT = config.Duration(time.Minute)
 	})
-	doomed := h.AddWorker(func(c *node.Config) { c.Worker.Sim.Models = []string{"doomed"} })
-	h.AddWorkerWith(&fakeBackend{models: []string{"broken"}, generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
-		return inference.Result{}, errors.New("engine on fire")
-	}})
+	doomed := h.AddWorker(func(c *config.Config) { c.Worker.Sim.Models = []string{"doomed"} })
+	h.AddWorkerWith(&inferencetest.Backend{Served: inferencetest.Models("broken"), Err: errors.New("engine on fire")})
 	proxy := h.AddProxy()
-	client := h.AddClient(func(c *node.Config) { c.Client.RequestTimeout = node.Duration(300 * time.Millisecond) })
+	client := h.AddClient(func(c *config.Config) { c.Client.RequestTimeout = config.Duration(300 * time.Millisecond) })
 
 	// "doomed" becomes a model the network knows but no worker serves.
 	doomed.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for hasModel(t, client, "doomed") {
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy never noticed the worker left")
+	if err := waitFor(t.Context(), 20*time.Second, func() bool {
+		if !hasModel(t, client, "doomed") {
+			return true
 		}
 		proxy.Poke()
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}); err != nil {
+		t.Fatal("the proxy never noticed the worker left")
 	}
 
 	big := `{"model":"sim-small","messages":[{"role":"user","content":"` + strings.Repeat("a", inference.MaxBodyBytes) + `"}]}`
@@ -328,7 +307,7 @@ func TestAPIKey(t *testing.T) {
 	h := testnet.New(t)
 	h.AddWorker()
 	h.AddProxy()
-	client := h.AddClient(func(c *node.Config) { c.Client.APIKey = "s3cret" })
+	client := h.AddClient(func(c *config.Config) { c.Client.APIKey = "s3cret" })
 
 	wrong := sdk(client, option.WithAPIKey("wrong"))
 	_, err := wrong.Chat.Completions.New(t.Context(), chatParams("sim-small", "hi", 2))
@@ -345,7 +324,7 @@ func TestAPIKey(t *testing.T) {
 // TestNonLoopbackNeedsKey: the client refuses to expose its API beyond
 // loopback without a key.
 func TestNonLoopbackNeedsKey(t *testing.T) {
-	cfg := node.DefaultConfig(node.RoleClient)
+	cfg := config.Default(config.RoleClient)
 	cfg.DataDir = t.TempDir()
 	cfg.Client.Proxies = []string{"/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf"}
 	cfg.Client.APIAddr = "0.0.0.0:10000"
@@ -358,12 +337,12 @@ func TestNonLoopbackNeedsKey(t *testing.T) {
 // gossipsub, and each keeps the other's in its offer book.
 func TestOffersGossiped(t *testing.T) {
 	h := testnet.New(t)
-	w := h.AddWorker(func(c *node.Config) {
+	w := h.AddWorker(func(c *config.Config) {
 		c.Worker.Price = payments.Price{Prompt: 7, Cached: 1, Completion: 21}
-		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
+		c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond)
 	})
-	p := h.AddProxy(func(c *node.Config) {
-		c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond)
+	p := h.AddProxy(func(c *config.Config) {
+		c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond)
 		c.Proxy.FeePPM = 30_000
 	})
 	find := func(in *node.Node, id string) *offers.Offer {
@@ -401,10 +380,10 @@ func TestOffersGossiped(t *testing.T) {
 // TestCheapestWorkerServes: of two idle workers, the proxy routes to the
 // one whose offer asks less.
 func TestCheapestWorkerServes(t *testing.T) {
-	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
-	dear := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 900, Completion: 900} })
-	cheap := h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
+	dear := h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 900, Completion: 900} })
+	cheap := h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
 	p := h.AddProxy(fast)
 	client := h.AddClient()
 	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
@@ -447,12 +426,12 @@ func servedBy(t *testing.T, raw string) string {
 // A client's maximum price, its proxy's fee included, keeps dearer
 // workers out; under every offer the client gets 503 price_too_high.
 func TestMaxPrice(t *testing.T) {
-	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
-	h.AddWorker(fast, func(c *node.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
-	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 100_000 }) // 10%: the worker costs 220
+	h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
+	p := h.AddProxy(fast, func(c *config.Config) { c.Proxy.FeePPM = 100_000 }) // 10%: the worker costs 220
 	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool { return len(p.Offers()) >= 2 })
-	client := h.AddClient(func(c *node.Config) { c.Client.MaxPrice = 220 })
+	client := h.AddClient(func(c *config.Config) { c.Client.MaxPrice = 220 })
 	c := sdk(client)
 	if _, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "within", 2)); err != nil {
 		t.Fatalf("at the maximum: %v", err)
@@ -469,7 +448,7 @@ func TestMaxPrice(t *testing.T) {
 // with only dev workers, a client that wants tee gets 503 trust_too_low;
 // one that accepts dev gets an answer naming the tier that served it.
 func TestMinTrust(t *testing.T) {
-	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
 	h.AddWorker(fast)
 	p := h.AddProxy(fast)
@@ -482,7 +461,7 @@ func TestMinTrust(t *testing.T) {
 		return false
 	})
 
-	strict := sdk(h.AddClient(func(c *node.Config) { c.Client.MinTrust = "tee" }))
+	strict := sdk(h.AddClient(func(c *config.Config) { c.Client.MinTrust = "tee" }))
 	_, err := strict.Chat.Completions.New(t.Context(), chatParams("sim-small", "only tee", 2))
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Code != "trust_too_low" ||
@@ -490,7 +469,7 @@ func TestMinTrust(t *testing.T) {
 		t.Fatalf("client with min_trust tee: %v, want 503 trust_too_low naming tee and dev", err)
 	}
 
-	lax := sdk(h.AddClient(func(c *node.Config) { c.Client.MinTrust = "dev" }))
+	lax := sdk(h.AddClient(func(c *config.Config) { c.Client.MinTrust = "dev" }))
 	var httpResp *http.Response
 	resp, err := lax.Chat.Completions.New(t.Context(), chatParams("sim-small", "dev is fine", 2), option.WithResponseInto(&httpResp))
 	if err != nil {
@@ -518,12 +497,12 @@ func TestMinTrust(t *testing.T) {
 // The response's usage says what the answer cost: the worker's offered
 // prices times the tokens, plus the proxy's fee.
 func TestCostInUsage(t *testing.T) {
-	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
-	h.AddWorker(fast, func(c *node.Config) {
+	h.AddWorker(fast, func(c *config.Config) {
 		c.Worker.Price = payments.Price{Prompt: 1_000_000_000, Cached: 1, Completion: 2_000_000_000} // 1000 and 2000 nanoTON a token
 	})
-	p := h.AddProxy(fast, func(c *node.Config) { c.Proxy.FeePPM = 50_000 }) // 5%
+	p := h.AddProxy(fast, func(c *config.Config) { c.Proxy.FeePPM = 50_000 }) // 5%
 	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool {
 		for _, o := range p.Offers() {
 			if o.Role == offers.RoleWorker {

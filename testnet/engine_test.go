@@ -12,7 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 	"github.com/cocoon-mesh/cocoon/testnet/gguf"
 	"github.com/cocoon-mesh/cocoon/testnet/ollama"
@@ -50,7 +50,7 @@ func TestRealEngine(t *testing.T) {
 	}
 
 	h := testnet.New(t)
-	h.AddWorker(func(c *node.Config) {
+	h.AddWorker(func(c *config.Config) {
 		c.Worker.Backend = "openai"
 		c.Worker.OpenAI.URL = srv.OpenAIBase()
 		// ollama lists it as "tiny:latest" and answers to "tiny" too;

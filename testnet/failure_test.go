@@ -17,7 +17,9 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -49,7 +51,7 @@ func TestCancellation(t *testing.T) {
 	defer engine.Close()
 
 	h := testnet.New(t)
-	h.AddWorker(func(c *node.Config) {
+	h.AddWorker(func(c *config.Config) {
 		c.Worker.Backend = "openai"
 		c.Worker.OpenAI.URL = engine.URL + "/v1"
 	})
@@ -84,7 +86,7 @@ func TestFailover(t *testing.T) {
 	h := testnet.New(t)
 	var dying *node.Node
 	died := make(chan struct{})
-	fake := &fakeBackend{models: []string{"sim-small"}, generate: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+	fake := &inferencetest.Backend{Served: inferencetest.Models("sim-small"), Func: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
 		close(died)
 		go dying.Close() // the whole node goes away mid-request
 		<-ctx.Done()
@@ -118,14 +120,8 @@ func TestFailover(t *testing.T) {
 // response with an error event, not a silent truncation or a [DONE].
 func TestMidStreamFailure(t *testing.T) {
 	h := testnet.New(t)
-	h.AddWorkerWith(&fakeBackend{models: []string{"flaky"}, generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		for _, w := range []string{"one ", "two "} {
-			if err := emit(inference.Chunk{Text: w}); err != nil {
-				return inference.Result{}, err
-			}
-		}
-		return inference.Result{}, errors.New("GPU fell off the bus")
-	}})
+	h.AddWorkerWith(&inferencetest.Backend{Served: inferencetest.Models("flaky"), Chunks: []string{"one ", "two "},
+		Err: errors.New("GPU fell off the bus")})
 	h.AddProxy()
 	client := h.AddClient()
 
@@ -235,7 +231,7 @@ func TestProxyFailover(t *testing.T) {
 // its offer arrives, and one that leaves stops getting it when its offer
 // expires.
 func TestLateWorker(t *testing.T) {
-	fast := func(c *node.Config) { c.Gossip.AnnounceInterval = node.Duration(100 * time.Millisecond) }
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 	h := testnet.New(t)
 	p := h.AddProxyAlone(fast)
 	w := h.AddWorker(fast, testnet.Joining(p))

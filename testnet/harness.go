@@ -9,6 +9,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // TB is the part of testing.TB the harness needs.
@@ -133,7 +134,7 @@ func (h *Harness) AddProxy(mods ...Modify) *node.Node {
 // (see Joining) and it finds them from their offers.
 func (h *Harness) AddProxyAlone(mods ...Modify) *node.Node {
 	h.tb.Helper()
-	nd, err := h.Net.AddProxy(h.tb.Context(), append([]Modify{func(c *node.Config) { c.Proxy.Workers = nil }}, mods...)...)
+	nd, err := h.Net.AddProxy(h.tb.Context(), append([]Modify{func(c *config.Config) { c.Proxy.Workers = nil }}, mods...)...)
 	if err != nil {
 		h.tb.Fatalf("starting proxy: %v", err)
 	}
@@ -154,7 +155,7 @@ func (h *Harness) AddProxyUnlisted(mods ...Modify) *node.Node {
 // Joining makes a worker join proxies, as a worker that starts after them
 // does.
 func Joining(proxies ...*node.Node) Modify {
-	return func(c *node.Config) {
+	return func(c *config.Config) {
 		for _, p := range proxies {
 			c.Worker.Proxies = append(c.Worker.Proxies, p.Addrs()...)
 		}

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -26,9 +26,9 @@ func TestThousandStreams(t *testing.T) {
 	h := testnet.New(t, testnet.WithPayments("sim-small"))
 	p := h.AddProxy()
 	for range 2 {
-		h.AddWorker(func(c *node.Config) { c.Worker.MaxConcurrent = 1000; c.Worker.Sim.TokensPerSec = 200 })
+		h.AddWorker(func(c *config.Config) { c.Worker.MaxConcurrent = 1000; c.Worker.Sim.TokensPerSec = 200 })
 	}
-	client := h.AddClient(func(c *node.Config) { c.P2P.MaxStreamsPerPeer = 2048 })
+	client := h.AddClient(func(c *config.Config) { c.P2P.MaxStreamsPerPeer = 2048 })
 	p2ptest.Eventually(t, "both workers payable", func() bool {
 		n := 0
 		for _, c := range p.Channels().List() {

@@ -13,6 +13,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -107,21 +108,16 @@ func TestPaymentsEndToEnd(t *testing.T) {
 	}
 
 	// A client whose wallet cannot fund a channel: 402, saying why.
-	poor, err := h.Net.AddClient(t.Context(), func(c *node.Config) { c.Payments.Deposit = 1_000_000_000_000 })
+	poor, err := h.Net.AddClient(t.Context(), func(c *config.Config) { c.Payments.Deposit = 1_000_000_000_000 })
 	if err != nil {
 		t.Fatal(err)
 	}
 	var apiErr *openai.Error
 	pc := sdk(poor)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if waitFor(t.Context(), 20*time.Second, func() bool { // the failed open signals nothing
 		_, err = pc.Chat.Completions.New(t.Context(), chatParams("sim-small", "free?", 2))
-		if errors.As(err, &apiErr) && apiErr.StatusCode == 402 && strings.Contains(apiErr.Message, "insufficient funds") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("unfunded client: %v, want 402 naming insufficient funds", err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the failed open nothing signals
+		return errors.As(err, &apiErr) && apiErr.StatusCode == 402 && strings.Contains(apiErr.Message, "insufficient funds")
+	}) != nil {
+		t.Fatalf("unfunded client: %v, want 402 naming insufficient funds", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
 )
 
@@ -83,10 +84,10 @@ func (n *Net) EnablePayments() error {
 // Funding is what each role's wallet gets from the faucet when payments
 // are on, in nanoTON: a client's covers its channel to a proxy, a proxy's
 // one channel per worker.
-var Funding = map[node.Role]int64{node.RoleClient: 10_000_000_000, node.RoleProxy: 20_000_000_000, node.RoleWorker: 1_000_000_000}
+var Funding = map[config.Role]int64{config.RoleClient: 10_000_000_000, config.RoleProxy: 20_000_000_000, config.RoleWorker: 1_000_000_000}
 
 // fund sends a node's wallet its Funding, before the node starts.
-func (n *Net) fund(ctx context.Context, cfg node.Config) error {
+func (n *Net) fund(ctx context.Context, cfg config.Config) error {
 	key, err := ton.LoadKey(cfg.DataDir)
 	if err != nil {
 		return err
@@ -102,43 +103,43 @@ func (n *Net) fund(ctx context.Context, cfg node.Config) error {
 func (n *Net) Chain() *Chain { return n.chain }
 
 // Modify changes a node's configuration before it starts.
-type Modify func(*node.Config)
+type Modify func(*config.Config)
 
-func (n *Net) start(ctx context.Context, role node.Role, mods []Modify, opts []node.Option) (*node.Node, error) {
+func (n *Net) start(ctx context.Context, role config.Role, mods []Modify, opts []node.Option) (*node.Node, error) {
 	return n.startListed(ctx, role, true, mods, opts)
 }
 
 // startListed starts a node; a proxy on a network with a chain is listed
 // in the root contract only if listed is true.
-func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods []Modify, opts []node.Option) (*node.Node, error) {
-	cfg := node.DefaultConfig(role)
+func (n *Net) startListed(ctx context.Context, role config.Role, listed bool, mods []Modify, opts []node.Option) (*node.Node, error) {
+	cfg := config.Default(role)
 	cfg.Network = n.network
-	cfg.Gossip.AnnounceInterval = node.Duration(time.Second)
+	cfg.Gossip.AnnounceInterval = config.Duration(time.Second)
 	n.mu.Lock()
 	idx := len(n.workers) + len(n.proxies) + len(n.clients)
 	static := n.chain == nil
 	if !static {
 		cfg.Discovery.Root = n.chain.Root.StringRaw()
-		cfg.Discovery.LookupInterval = node.Duration(time.Second)
+		cfg.Discovery.LookupInterval = config.Duration(time.Second)
 		opts = append(opts, node.WithChain(n.chain.Sandbox))
 	}
 	switch role {
-	case node.RoleWorker:
-		cfg.Worker.CheckInterval = node.Duration(time.Second)
-	case node.RoleProxy:
+	case config.RoleWorker:
+		cfg.Worker.CheckInterval = config.Duration(time.Second)
+	case config.RoleProxy:
 		for _, w := range n.workers {
 			if static {
 				cfg.Proxy.Workers = append(cfg.Proxy.Workers, w.Addrs()...)
 			}
 		}
-		cfg.Proxy.CheckInterval = node.Duration(time.Second)
-	case node.RoleClient:
+		cfg.Proxy.CheckInterval = config.Duration(time.Second)
+	case config.RoleClient:
 		for _, p := range n.proxies {
 			if static {
 				cfg.Client.Proxies = append(cfg.Client.Proxies, p.Addrs()...)
 			}
 		}
-		cfg.Client.CheckInterval = node.Duration(time.Second)
+		cfg.Client.CheckInterval = config.Duration(time.Second)
 		cfg.Client.APIAddr = "127.0.0.1:0"
 		cfg.P2P.Listen = nil
 	}
@@ -164,11 +165,11 @@ func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods
 	}
 	n.mu.Lock()
 	switch role {
-	case node.RoleWorker:
+	case config.RoleWorker:
 		n.workers = append(n.workers, nd)
-	case node.RoleProxy:
+	case config.RoleProxy:
 		n.proxies = append(n.proxies, nd)
-	case node.RoleClient:
+	case config.RoleClient:
 		n.clients = append(n.clients, nd)
 	}
 	proxies := slices.DeleteFunc(slices.Clone(n.proxies), func(p *node.Node) bool { return n.unlisted[p] })
@@ -177,7 +178,7 @@ func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods
 	}
 	all := append(append(slices.Clone(n.workers), proxies...), n.clients...)
 	n.mu.Unlock()
-	if role == node.RoleProxy && !static && listed {
+	if role == config.RoleProxy && !static && listed {
 		// The operator lists the new proxy in the root contract; running
 		// nodes would read it at their next refresh, and are told now.
 		if err := n.chain.SetBootstrap(ctx, proxies); err != nil {
@@ -194,25 +195,25 @@ func (n *Net) startListed(ctx context.Context, role node.Role, listed bool, mods
 
 // AddWorker starts a worker (sim backend unless mods or opts say otherwise).
 func (n *Net) AddWorker(ctx context.Context, mods []Modify, opts ...node.Option) (*node.Node, error) {
-	return n.start(ctx, node.RoleWorker, mods, opts)
+	return n.start(ctx, config.RoleWorker, mods, opts)
 }
 
 // AddProxy starts a proxy that knows every worker added so far.
 func (n *Net) AddProxy(ctx context.Context, mods ...Modify) (*node.Node, error) {
-	return n.start(ctx, node.RoleProxy, mods, nil)
+	return n.start(ctx, config.RoleProxy, mods, nil)
 }
 
 // AddProxyUnlisted starts a proxy that the root contract does not list:
 // others can find it only through the DHT (mods may give it bootstrap
 // peers). Without a chain it is AddProxy.
 func (n *Net) AddProxyUnlisted(ctx context.Context, mods ...Modify) (*node.Node, error) {
-	return n.startListed(ctx, node.RoleProxy, false, mods, nil)
+	return n.startListed(ctx, config.RoleProxy, false, mods, nil)
 }
 
 // AddClient starts a client that knows every proxy added so far, its API
 // on a free loopback port unless mods say otherwise.
 func (n *Net) AddClient(ctx context.Context, mods ...Modify) (*node.Node, error) {
-	return n.start(ctx, node.RoleClient, mods, nil)
+	return n.start(ctx, config.RoleClient, mods, nil)
 }
 
 // WaitReady waits until nd is ready (see node.Node.Ready) or ctx ends.
@@ -275,9 +276,8 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 	if opts.Workers < 1 {
 		return nil, fmt.Errorf("workers: %d must be at least 1", opts.Workers)
 	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = func(string) {}
+	if opts.Progress == nil {
+		opts.Progress = func(string) {}
 	}
 	s := &Started{}
 	dir := opts.Dir
@@ -289,75 +289,46 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 		dir, s.tmp = tmp, tmp
 	}
 	s.Net = NewNet(dir, log)
-	fail := func(err error) (*Started, error) {
+	if err := s.start(ctx, opts, log); err != nil {
 		s.Close()
 		return nil, err
 	}
-	wmods := append([]Modify{}, opts.Worker...)
-	if opts.BackendURL != "" {
-		wmods = append(wmods, func(c *node.Config) {
-			c.Worker.Backend = "openai"
-			c.Worker.OpenAI.URL = opts.BackendURL
-			c.Worker.OpenAI.Models = opts.Models
-		})
-	} else if len(opts.Models) > 0 {
-		wmods = append(wmods, func(c *node.Config) { c.Worker.Sim.Models = opts.Models })
-	}
-	addWorkers := func() error {
-		for i := range opts.Workers {
-			w, err := s.AddWorker(ctx, wmods)
-			if err != nil {
-				return fmt.Errorf("starting worker %d: %w", i, err)
-			}
-			progress(fmt.Sprintf("worker %d/%d up: %s", i+1, opts.Workers, w.ID()))
-		}
-		return nil
-	}
+	return s, nil
+}
+
+// start brings up the chain (unless static), the proxy, the workers and
+// the client, in the order each needs the others, and waits until the
+// client can answer.
+func (s *Started) start(ctx context.Context, opts Options, log *slog.Logger) error {
+	progress := opts.Progress
 	if opts.Static {
 		// Workers first: the proxy is told their addresses.
-		if err := addWorkers(); err != nil {
-			return fail(err)
+		if err := s.addWorkers(ctx, opts); err != nil {
+			return err
 		}
-	} else {
-		progress("starting the sandbox chain (the first run installs its npm packages)")
-		models := opts.Models
-		if len(models) == 0 && opts.BackendURL == "" {
-			models = sim.DefaultConfig().Models
-		}
-		c, err := StartChain(ctx, s.network, models, log)
-		if err != nil {
-			return fail(err)
-		}
-		s.UseChain(c)
-		progress(fmt.Sprintf("root contract deployed at %s", c.Root.StringRaw()))
-		if !opts.NoPayments {
-			if err := s.EnablePayments(); err != nil {
-				return fail(err)
-			}
-			progress(fmt.Sprintf("payments on: wallets funded from the sandbox faucet (client %s, proxy %s, each worker %s); channels open on their own",
-				TON(Funding[node.RoleClient]), TON(Funding[node.RoleProxy]), TON(Funding[node.RoleWorker])))
-		}
+	} else if err := s.startChain(ctx, opts, log); err != nil {
+		return err
 	}
 	p, err := s.AddProxy(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("starting proxy: %w", err))
+		return fmt.Errorf("starting proxy: %w", err)
 	}
 	s.Proxy = p
 	if opts.Static {
 		progress(fmt.Sprintf("proxy up: %s", p.ID()))
 	} else {
 		progress(fmt.Sprintf("proxy up and listed in the root contract: %s", p.ID()))
-		if err := addWorkers(); err != nil {
-			return fail(err)
+		if err := s.addWorkers(ctx, opts); err != nil {
+			return err
 		}
 	}
-	c, err := s.AddClient(ctx, func(c *node.Config) {
+	c, err := s.AddClient(ctx, func(c *config.Config) {
 		if opts.APIAddr != "" {
 			c.Client.APIAddr = opts.APIAddr
 		}
 	})
 	if err != nil {
-		return fail(fmt.Errorf("starting client: %w", err))
+		return fmt.Errorf("starting client: %w", err)
 	}
 	s.Client = c
 	if s.payments {
@@ -365,26 +336,81 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Started, error
 	} else {
 		progress(fmt.Sprintf("client up: %s, waiting for it to attest the proxy and see models", c.ID()))
 	}
+	return s.waitUp(ctx, progress)
+}
+
+// addWorkers starts opts.Workers workers, in front of opts.BackendURL's
+// engine or the simulator.
+func (s *Started) addWorkers(ctx context.Context, opts Options) error {
+	wmods := append([]Modify{}, opts.Worker...)
+	if opts.BackendURL != "" {
+		wmods = append(wmods, func(c *config.Config) {
+			c.Worker.Backend = "openai"
+			c.Worker.OpenAI.URL = opts.BackendURL
+			c.Worker.OpenAI.Models = opts.Models
+		})
+	} else if len(opts.Models) > 0 {
+		wmods = append(wmods, func(c *config.Config) { c.Worker.Sim.Models = opts.Models })
+	}
+	for i := range opts.Workers {
+		w, err := s.AddWorker(ctx, wmods)
+		if err != nil {
+			return fmt.Errorf("starting worker %d: %w", i, err)
+		}
+		opts.Progress(fmt.Sprintf("worker %d/%d up: %s", i+1, opts.Workers, w.ID()))
+	}
+	return nil
+}
+
+// startChain starts the sandbox chain with the root contract, and funds
+// the nodes' wallets unless payments are off.
+func (s *Started) startChain(ctx context.Context, opts Options, log *slog.Logger) error {
+	opts.Progress("starting the sandbox chain (the first run installs its npm packages)")
+	models := opts.Models
+	if len(models) == 0 && opts.BackendURL == "" {
+		models = sim.DefaultConfig().Models
+	}
+	c, err := StartChain(ctx, s.network, models, log)
+	if err != nil {
+		return err
+	}
+	s.UseChain(c)
+	opts.Progress(fmt.Sprintf("root contract deployed at %s", c.Root.StringRaw()))
+	if opts.NoPayments {
+		return nil
+	}
+	if err := s.EnablePayments(); err != nil {
+		return err
+	}
+	opts.Progress(fmt.Sprintf("payments on: wallets funded from the sandbox faucet (client %s, proxy %s, each worker %s); channels open on their own",
+		TON(Funding[config.RoleClient]), TON(Funding[config.RoleProxy]), TON(Funding[config.RoleWorker])))
+	return nil
+}
+
+// waitUp waits, for at most 30 s, until the client is ready and, with
+// payments, the proxy too, then shows the channels opened.
+func (s *Started) waitUp(ctx context.Context, progress func(string)) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := WaitReady(wctx, c); err != nil {
-		return fail(err)
+	if err := WaitReady(wctx, s.Client); err != nil {
+		return err
 	}
-	if s.payments {
-		// The proxy's channels to the workers open alongside.
-		if err := WaitReady(wctx, p); err != nil {
-			return fail(err)
-		}
-		for _, nd := range []*node.Node{c, p} {
-			for _, ch := range nd.Channels().List() {
-				if ch.Payer && ch.State == "open" {
-					progress(fmt.Sprintf("payment channel %s -> %s open at %s, deposit %s", nd.Role(), shortID(ch.Peer.String()),
-						ch.Address, TON(int64(ch.Deposit))))
-				}
+	if !s.payments {
+		return nil
+	}
+	// The proxy's channels to the workers open alongside.
+	if err := WaitReady(wctx, s.Proxy); err != nil {
+		return err
+	}
+	for _, nd := range []*node.Node{s.Client, s.Proxy} {
+		for _, ch := range nd.Channels().List() {
+			if ch.Payer && ch.State == "open" {
+				progress(fmt.Sprintf("payment channel %s -> %s open at %s, deposit %s", nd.Role(), shortID(ch.Peer.String()),
+					ch.Address, TON(int64(ch.Deposit))))
 			}
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // TON formats nanoTON as TON.

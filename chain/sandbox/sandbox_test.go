@@ -19,6 +19,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/contracts"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 )
 
 func TestMain(m *testing.M) {
@@ -32,7 +33,7 @@ func start(t *testing.T) *Sandbox {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("node is not on PATH: the sandbox chain runs @ton/sandbox in Node.js")
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := logtest.NewAt(t, slog.LevelInfo)
 	s := New(Config{}, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // npm ci, the first time
 	defer cancel()
@@ -45,13 +46,6 @@ func start(t *testing.T) *Sandbox {
 		}
 	})
 	return s
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
 
 func ctxFor(t *testing.T) context.Context {

@@ -34,7 +34,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Skip("starts five networks")
 	}
 	b := &bench{
-		cfg: config{duration: 50 * time.Millisecond, warmup: 2, rows: []int{1, 2, 3, 4, 5},
+		cfg: flags{duration: 50 * time.Millisecond, warmup: 2, rows: []int{1, 2, 3, 4, 5},
 			targets: []string{direct, mesh, meshEngine}, transport: "default", bigConc: 20, bigN: 40},
 		log:      slog.New(slog.DiscardHandler),
 		progress: io.Discard,

@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 )
 
 // mockEngine is a stand-in for an OpenAI-compatible inference engine (vLLM,

@@ -12,7 +12,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -47,14 +47,14 @@ func runJoin(ctx context.Context, runs int, asJSON bool, stdout, stderr io.Write
 		return err
 	}
 	nw.UseChain(c)
-	production := func(cfg *node.Config) {
-		def := node.DefaultConfig(cfg.Role)
+	production := func(cfg *config.Config) {
+		def := config.Default(cfg.Role)
 		cfg.Gossip, cfg.Discovery.LookupInterval = def.Gossip, def.Discovery.LookupInterval
 	}
 	if _, err := nw.AddProxy(ctx, production); err != nil {
 		return err
 	}
-	first := func(cfg *node.Config) { cfg.Worker.Sim.Models = []string{"join-0"} }
+	first := func(cfg *config.Config) { cfg.Worker.Sim.Models = []string{"join-0"} }
 	if _, err := nw.AddWorker(ctx, []testnet.Modify{production, first}); err != nil {
 		return err
 	}
@@ -73,7 +73,7 @@ func runJoin(ctx context.Context, runs int, asJSON bool, stdout, stderr io.Write
 	var results []joinResult
 	for i := 1; i <= runs; i++ {
 		model := fmt.Sprintf("join-%d", i)
-		only := func(cfg *node.Config) { cfg.Worker.Sim.Models = []string{model} }
+		only := func(cfg *config.Config) { cfg.Worker.Sim.Models = []string{model} }
 		start := time.Now()
 		if _, err := nw.AddWorker(ctx, []testnet.Modify{production, only}); err != nil {
 			return err

@@ -90,8 +90,8 @@ func main() {
 	}
 }
 
-// config is the command line.
-type config struct {
+// flags are the command line.
+type flags struct {
 	duration   time.Duration // per target, per row
 	warmup     int           // warm-up requests per target
 	rows       []int         // which rows to run
@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg config
+	var cfg flags
 	rows := fs.String("rows", "1,2,3,4,5", "rows to run, comma-separated")
 	targets := fs.String("targets", direct+","+mesh+","+meshChain+","+meshPay+","+meshEngine, "targets to load, comma-separated (row 5 loads mesh only; row 4 skips mesh+chain and mesh+pay)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded in rows 1-4")

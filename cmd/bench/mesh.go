@@ -10,6 +10,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -49,7 +50,7 @@ func startMesh(ctx context.Context, log *slog.Logger, transport string, chain, p
 		m.Close()
 		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
-	listen := func(c *node.Config) {
+	listen := func(c *config.Config) {
 		if addrs := listenAddrs[transport]; addrs != nil {
 			c.P2P.Listen = addrs
 		}

@@ -87,7 +87,7 @@ func (c check) String() string {
 	return c.Name + ": FAIL"
 }
 
-func newReport(cfg config) *report {
+func newReport(cfg flags) *report {
 	return &report{
 		Date:       time.Now().UTC().Truncate(time.Second),
 		GoVersion:  runtime.Version(),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -51,7 +52,7 @@ var rowNames = []string{
 
 // bench runs the rows.
 type bench struct {
-	cfg      config
+	cfg      flags
 	log      *slog.Logger // the nodes' log
 	progress io.Writer
 }
@@ -170,18 +171,18 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 	if gap > 0 {
 		tokensPerSec = float64(time.Second) / float64(gap)
 	}
-	limit := func(c *node.Config) {
+	limit := func(c *config.Config) {
 		if maxConcurrent > 0 {
 			c.Worker.MaxConcurrent = maxConcurrent
 		}
 	}
-	simShape := func(c *node.Config) {
+	simShape := func(c *config.Config) {
 		c.Worker.Sim.Models = []string{mockModel}
 		c.Worker.Sim.Chunks = chunks
 		c.Worker.Sim.ChunkBytes = chunkBytes
 		c.Worker.Sim.TokensPerSec = tokensPerSec
 	}
-	engine := func(c *node.Config) {
+	engine := func(c *config.Config) {
 		c.Worker.Backend = "openai"
 		c.Worker.OpenAI.URL = eng.URL() + "/v1"
 		c.Worker.OpenAI.Models = []string{mockModel}
@@ -206,7 +207,7 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 			mods = []testnet.Modify{simShape, limit}
 			if gap > 0 {
 				// The same backend the config names, timed.
-				var c node.Config
+				var c config.Config
 				simShape(&c)
 				sb, err := sim.New(c.Worker.Sim.Sim())
 				if err != nil {

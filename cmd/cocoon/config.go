@@ -9,7 +9,7 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // runConfig handles `cocoon config init`: a documented configuration file
@@ -28,11 +28,11 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if fset.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fset.Arg(0))}
 	}
-	role, err := node.ParseRole(*roleName)
+	role, err := config.ParseRole(*roleName)
 	if err != nil {
 		return usageError{fmt.Sprintf("--role: %v", err)}
 	}
-	text, err := node.ExampleConfig(role)
+	text, err := config.Example(role)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -58,7 +59,7 @@ func TestDoctorCommand(t *testing.T) {
 	}
 
 	// A worker whose engine does not answer.
-	broken := h.AddWorker(func(c *node.Config) {
+	broken := h.AddWorker(func(c *config.Config) {
 		c.Worker.Backend = "openai"
 		c.Worker.OpenAI.URL = "http://127.0.0.1:9/v1" // discard port: nothing listens
 	})

@@ -16,7 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
@@ -110,7 +110,7 @@ request_timeout = "7s"
 min_trust = "tee"
 max_price = 900
 `), 0o600)
-	cfg, _, err := loadConfig(node.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222", "--min-trust", "tee-gpu"},
+	cfg, _, err := loadConfig(config.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222", "--min-trust", "tee-gpu"},
 		env(map[string]string{"COCOON_API_KEY": "from-env", "COCOON_DATA_DIR": "/data/env", "HOME": "/home/x"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -130,14 +130,14 @@ max_price = 900
 	if cfg.Client.APIKey != "from-env" || cfg.DataDir != "/data/env" {
 		t.Errorf("api key %q, data dir %q: want the environment's", cfg.Client.APIKey, cfg.DataDir)
 	}
-	cfg, _, err = loadConfig(node.RoleWorker, nil, env(map[string]string{"HOME": "/home/x"}), io.Discard)
+	cfg, _, err = loadConfig(config.RoleWorker, nil, env(map[string]string{"HOME": "/home/x"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.DataDir != "/home/x/.cocoon/worker" {
 		t.Errorf("default data dir = %s", cfg.DataDir)
 	}
-	if _, _, err := loadConfig(node.RoleWorker, []string{"--config", filepath.Join(dir, "missing.toml")}, env(nil), io.Discard); err == nil {
+	if _, _, err := loadConfig(config.RoleWorker, []string{"--config", filepath.Join(dir, "missing.toml")}, env(nil), io.Discard); err == nil {
 		t.Error("a missing config file must be an error")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // stringList is a repeatable flag.
@@ -40,8 +41,8 @@ func findConfig(args []string) string {
 
 // loadConfig builds a role's configuration: defaults, then the TOML file,
 // then flags, then the environment (secrets and paths).
-func loadConfig(role node.Role, args []string, getenv func(string) string, stderr io.Writer) (node.Config, string, error) {
-	cfg := node.DefaultConfig(role)
+func loadConfig(role config.Role, args []string, getenv func(string) string, stderr io.Writer) (config.Config, string, error) {
+	cfg := config.Default(role)
 	path := findConfig(args)
 	if path == "" {
 		path = getenv("COCOON_CONFIG")
@@ -66,7 +67,7 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 	var workers, proxies, models, bootstrap stringList
 	fs.Var(&bootstrap, "bootstrap", "more peers to join the DHT through, multiaddrs ending in /p2p/<id> (repeatable)")
 	switch role {
-	case node.RoleWorker:
+	case config.RoleWorker:
 		fs.StringVar(&cfg.Worker.Backend, "backend", cfg.Worker.Backend, "engine backend: sim or openai")
 		fs.StringVar(&cfg.Worker.OpenAI.URL, "engine-url", cfg.Worker.OpenAI.URL, "OpenAI-compatible engine base URL (backend openai), e.g. http://127.0.0.1:8000/v1")
 		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
@@ -77,19 +78,19 @@ func loadConfig(role node.Role, args []string, getenv func(string) string, stder
 		fs.Float64Var(&cfg.Worker.Sim.TokensPerSec, "sim-tps", cfg.Worker.Sim.TokensPerSec, "sim backend: tokens per second (0: as fast as possible)")
 		fs.IntVar(&cfg.Worker.Sim.Chunks, "sim-chunks", cfg.Worker.Sim.Chunks, "sim backend: answer with exactly this many chunks (benchmark shape)")
 		fs.IntVar(&cfg.Worker.Sim.ChunkBytes, "sim-chunk-bytes", cfg.Worker.Sim.ChunkBytes, "sim backend: bytes per chunk (benchmark shape)")
-		defer func() { cfg.Worker.Sim.TTFT = node.Duration(*ttft) }()
-	case node.RoleProxy:
+		defer func() { cfg.Worker.Sim.TTFT = config.Duration(*ttft) }()
+	case config.RoleProxy:
 		fs.Var(&workers, "worker", "worker multiaddr ending in /p2p/<id> (repeatable)")
 		fs.IntVar(&cfg.Proxy.Attempts, "attempts", cfg.Proxy.Attempts, "workers a request may try before its first chunk")
 		fs.Int64Var(&cfg.Proxy.FeePPM, "fee-ppm", cfg.Proxy.FeePPM, "fee added to workers' prices, in millionths (the root contract caps it)")
-	case node.RoleClient:
+	case config.RoleClient:
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> (repeatable)")
 		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs --api-key")
 		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
 		fs.Int64Var(&cfg.Client.MaxPrice, "max-price", cfg.Client.MaxPrice, "most to pay in nanoTON per million prompt+completion tokens, proxy fee included (0: no limit)")
 		fs.StringVar(&cfg.Client.MinTrust, "min-trust", cfg.Client.MinTrust, "weakest trust tier a serving worker may have: tee-gpu, tee or dev (default: any)")
 		timeout := fs.Duration("request-timeout", cfg.Client.RequestTimeout.D(), "how long to wait for the first chunk before answering 504")
-		defer func() { cfg.Client.RequestTimeout = node.Duration(*timeout) }()
+		defer func() { cfg.Client.RequestTimeout = config.Duration(*timeout) }()
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", err
@@ -142,7 +143,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 func runNode(ctx context.Context, name string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	role, err := node.ParseRole(name)
+	role, err := config.ParseRole(name)
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func runNode(ctx context.Context, name string, args []string, getenv func(string
 	for _, a := range n.Addrs() {
 		fmt.Fprintf(stdout, "  listening on %s\n", a)
 	}
-	if role == node.RoleClient {
+	if role == config.RoleClient {
 		fmt.Fprintf(stdout, "  OpenAI API on http://%s/v1\n", n.APIAddr())
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if waitReady(rctx, n) {

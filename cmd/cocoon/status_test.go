@@ -12,6 +12,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -74,7 +75,7 @@ func TestConfigInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The file it wrote is a valid worker configuration...
-	cfg, _, err := loadConfig(node.RoleWorker, []string{"--config", path, "--data-dir", dir}, env(nil), io.Discard)
+	cfg, _, err := loadConfig(config.RoleWorker, []string{"--config", path, "--data-dir", dir}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -40,7 +40,7 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 		Static:   *static, NoPayments: *noPayments,
 	}
 	if *simChunks > 0 {
-		opts.Worker = append(opts.Worker, func(c *node.Config) {
+		opts.Worker = append(opts.Worker, func(c *config.Config) {
 			c.Worker.Sim.Chunks, c.Worker.Sim.ChunkBytes = *simChunks, *simChunkBytes
 		})
 	}

@@ -3,7 +3,6 @@ package offers_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,11 +11,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
-
-var discard = slog.New(slog.DiscardHandler)
 
 // fakeSelf is a node's own offer whose load the test sets.
 type fakeSelf struct {
@@ -45,7 +43,7 @@ func (s *fakeSelf) State() string { return fmt.Sprint("load=", s.load.Load()) }
 // runAnnouncer announces self from n every interval until the test ends.
 func runAnnouncer(t *testing.T, n *gossipNode, self offers.Self, interval time.Duration) *offers.Announcer {
 	t.Helper()
-	a := offers.NewAnnouncer(n.h, n.g, n.key, self, "local", interval, discard)
+	a := offers.NewAnnouncer(n.h, n.g, n.key, self, "local", interval, logtest.Discard)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Run(ctx) })

@@ -26,8 +26,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func clock() time.Time { return now }
-
 func workerOffer(id peer.ID, seq uint64, at time.Time) *offers.Offer {
 	return &offers.Offer{
 		Network: "local", Peer: id.String(), Role: offers.RoleWorker, Seq: seq,

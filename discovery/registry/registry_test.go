@@ -20,6 +20,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/discovery/registry"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -387,7 +388,7 @@ func TestMessages(t *testing.T) {
 
 func TestReader(t *testing.T) {
 	f := newFake(t, sample(t))
-	rd := registry.NewReader(registry.ReaderConfig{Address: contractAddr, Network: "local", Interval: time.Hour}, f, discard())
+	rd := registry.NewReader(registry.ReaderConfig{Address: contractAddr, Network: "local", Interval: time.Hour}, f, logtest.Discard)
 	changes := make(chan uint32, 4)
 	rd.OnChange(func(r *registry.Registry) { changes <- r.Seqno })
 	if err := rd.Start(context.Background()); err != nil {
@@ -428,7 +429,7 @@ func TestReader(t *testing.T) {
 func TestReaderRefusesOtherNetwork(t *testing.T) {
 	r := sample(t)
 	r.Network, r.DevAttestation = "testnet", false
-	rd := registry.NewReader(registry.ReaderConfig{Address: contractAddr, Network: "local"}, newFake(t, r), discard())
+	rd := registry.NewReader(registry.ReaderConfig{Address: contractAddr, Network: "local"}, newFake(t, r), logtest.Discard)
 	err := rd.Start(context.Background())
 	var ne *registry.NetworkError
 	if !errors.As(err, &ne) || ne.Got != "testnet" {

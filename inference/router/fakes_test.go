@@ -6,7 +6,6 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -170,27 +169,6 @@ func (f *FakeSettler) Relayed(receipt []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.relayed = append(f.relayed, receipt)
-}
-
-// FakeClock is a clock tests move by hand.
-type FakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewFakeClock starts a clock at t.
-func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{t: t} }
-
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 var (

@@ -3,7 +3,6 @@ package router_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +13,11 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -32,8 +34,6 @@ var (
 	_ worker.Verdicts = (*attest.Handshaker)(nil)
 	_ worker.Settler  = (*channels.Manager)(nil)
 )
-
-var discard = slog.New(slog.DiscardHandler)
 
 // behaviour is how a test worker answers each request.
 type behaviour struct {
@@ -52,56 +52,47 @@ const (
 	someoneElseKey          // receipts signed with another peer's key
 )
 
-// backend serves model "m" as its behaviour says, and records the max
-// price and the minimum tier of every request it gets.
-type backend struct {
-	clock *router.FakeClock
-	b     behaviour
-
-	mu        sync.Mutex // guards maxPrices and minTiers
-	maxPrices []int64
-	minTiers  []attest.Tier
+// backend serves model "m" as b says, moving clock before the first chunk.
+func (b behaviour) backend(clock *clocktest.Clock) *inferencetest.Backend {
+	return &inferencetest.Backend{Served: []inference.Model{{ID: "m", Simulated: true}},
+		Func: func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+			if b.failBefore {
+				return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
+			}
+			clock.Advance(b.firstChunk)
+			if err := emit(inference.Chunk{Text: "hi"}); err != nil {
+				return inference.Result{}, err
+			}
+			if b.failAfter {
+				return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine died")
+			}
+			return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 1}}, FinishReason: "stop"}, nil
+		}}
 }
 
-func (b *backend) Models(context.Context) ([]inference.Model, error) {
-	return []inference.Model{{ID: "m", Simulated: true}}, nil
-}
-
-func (b *backend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-	b.mu.Lock()
-	b.maxPrices = append(b.maxPrices, req.MaxPrice)
-	b.minTiers = append(b.minTiers, req.MinTier)
-	b.mu.Unlock()
-	if b.b.failBefore {
-		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
+// maxPrices are the max prices of the requests b got.
+func maxPrices(b *inferencetest.Backend) []int64 {
+	var out []int64
+	for _, r := range b.Requests() {
+		out = append(out, r.MaxPrice)
 	}
-	b.clock.Advance(b.b.firstChunk)
-	if err := emit(inference.Chunk{Text: "hi"}); err != nil {
-		return inference.Result{}, err
-	}
-	if b.b.failAfter {
-		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine died")
-	}
-	return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 1}}, FinishReason: "stop"}, nil
+	return out
 }
 
-func (b *backend) seen() []int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]int64(nil), b.maxPrices...)
-}
-
-func (b *backend) seenTiers() []attest.Tier {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]attest.Tier(nil), b.minTiers...)
+// minTiers are the minimum tiers of the requests b got.
+func minTiers(b *inferencetest.Backend) []attest.Tier {
+	var out []attest.Tier
+	for _, r := range b.Requests() {
+		out = append(out, r.MinTier)
+	}
+	return out
 }
 
 // mesh is a proxy's router on a loopback host, a client host connected to
 // it, and workers added one by one, each on its own host.
 type mesh struct {
 	t      *testing.T
-	clock  *router.FakeClock
+	clock  *clocktest.Clock
 	proxy  host.Host
 	router *router.Router
 	// verdicts are the proxy's: a worker's tier as addTieredWorker set
@@ -114,7 +105,7 @@ type mesh struct {
 	mu       sync.Mutex        // guards lastEnd; names and backends are written under it
 	lastEnd  *inference.End    // of the last answer sendReq read
 	names    map[string]string // worker peer ID -> test name
-	backends map[string]*backend
+	backends map[string]*inferencetest.Backend
 }
 
 // newMesh is a mesh whose proxy takes no payments.
@@ -126,15 +117,15 @@ func newMesh(t *testing.T) *mesh {
 // newPaidMesh is a mesh whose proxy settles with settler; nil: no payments.
 func newPaidMesh(t *testing.T, settler router.Settler) *mesh {
 	t.Helper()
-	m := &mesh{t: t, clock: router.NewFakeClock(time.Unix(1_700_000_000, 0)),
+	m := &mesh{t: t, clock: clocktest.New(time.Unix(1_700_000_000, 0)),
 		verdicts: &router.FakeVerdicts{Default: attest.TierDev}, prices: &router.FakePricer{Model: "m"},
-		names: make(map[string]string), backends: make(map[string]*backend)}
+		names: make(map[string]string), backends: make(map[string]*inferencetest.Backend)}
 	m.proxy = p2ptest.NewHost(t)
 	client := p2ptest.NewHost(t)
 	cfg := router.DefaultConfig("local")
 	cfg.Now = m.clock.Now
-	m.router = router.New(cfg, m.proxy, m.verdicts, m.prices, settler, discard)
-	sv := p2p.NewService(m.proxy, discard)
+	m.router = router.New(cfg, m.proxy, m.verdicts, m.prices, settler, logtest.Discard)
+	sv := p2p.NewService(m.proxy, logtest.Discard)
 	m.router.Register(sv)
 	m.pool = inference.NewPool(client, "local", inference.DefaultPoolConfig())
 	t.Cleanup(func() {
@@ -162,8 +153,8 @@ func (m *mesh) addWorker(name string, price int64, b behaviour) peer.ID {
 func (m *mesh) addTieredWorker(name string, price int64, tier attest.Tier, b behaviour) peer.ID {
 	m.t.Helper()
 	h := p2ptest.NewHost(m.t)
-	be := &backend{clock: m.clock, b: b}
-	sv := p2p.NewService(h, discard)
+	be := b.backend(m.clock)
+	sv := p2p.NewService(h, logtest.Discard)
 	m.t.Cleanup(sv.Close)
 	cfg := worker.Config{Network: "local", MaxConcurrent: 4}
 	switch b.receipts {
@@ -180,7 +171,7 @@ func (m *mesh) addTieredWorker(name string, price int64, tier attest.Tier, b beh
 		settler = s
 	}
 	// The worker trusts every peer: these tests are of the proxy's verdicts.
-	w := worker.New(cfg, h.ID(), be, &router.FakeVerdicts{Default: attest.TierDev}, settler, discard)
+	w := worker.New(cfg, h.ID(), be, &router.FakeVerdicts{Default: attest.TierDev}, settler, logtest.Discard)
 	w.Register(sv)
 	p2ptest.Connect(m.t, m.proxy, h)
 	c, err := w.Catalog(m.t.Context())
@@ -407,7 +398,7 @@ func TestMaxPrice(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", got, e, tt.want)
 			}
 			// The ceiling is the proxy's business: the worker never sees it.
-			if mp := m.backends[got].seen(); len(mp) != 1 || mp[0] != 0 {
+			if mp := maxPrices(m.backends[got]); len(mp) != 1 || mp[0] != 0 {
 				t.Fatalf("the worker got max prices %v, want [0]", mp)
 			}
 		})
@@ -456,7 +447,7 @@ func TestMinTier(t *testing.T) {
 					t.Fatalf("got %q, %v; want %v %q", got, e, tt.code, tt.msg)
 				}
 				for name, b := range m.backends {
-					if n := len(b.seen()); n != 0 {
+					if n := b.Calls(); n != 0 {
 						t.Fatalf("worker %s got %d requests, want none", name, n)
 					}
 				}
@@ -466,7 +457,7 @@ func TestMinTier(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", got, e, tt.want)
 			}
 			// The minimum is the proxy's business: the worker never sees it.
-			if mt := m.backends[got].seenTiers(); len(mt) != 1 || mt[0] != 0 {
+			if mt := minTiers(m.backends[got]); len(mt) != 1 || mt[0] != 0 {
 				t.Fatalf("the worker got minimum tiers %v, want [0]", mt)
 			}
 		})

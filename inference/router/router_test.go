@@ -10,6 +10,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
 )
 
 func catalog(maxConc int, models ...string) *inference.Catalog {
@@ -189,7 +190,7 @@ func TestPickMinTier(t *testing.T) {
 // little load, and wins again once its failure has faded for a half-life.
 func TestScoreFades(t *testing.T) {
 	flaky, busy := peer.ID("flaky"), peer.ID("busy")
-	clk := NewFakeClock(time.Unix(1_700_000_000, 0))
+	clk := clocktest.New(time.Unix(1_700_000_000, 0))
 	cfg := DefaultConfig("local")
 	cfg.Now, cfg.FadeHalfLife = clk.Now, time.Minute
 	r := New(cfg, nil, nil, nil, nil, slog.New(slog.DiscardHandler))

@@ -15,7 +15,9 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -23,18 +25,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeBackend runs the test's generate function.
-type fakeBackend struct {
-	generate func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error)
-}
-
-func (f *fakeBackend) Models(context.Context) ([]inference.Model, error) {
-	return []inference.Model{{ID: "m", Simulated: true}}, nil
-}
-
-func (f *fakeBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-	return f.generate(ctx, req, emit)
-}
+// served is what the tests' backends serve.
+var served = []inference.Model{{ID: "m", Simulated: true}}
 
 var proto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
 
@@ -114,14 +106,8 @@ func send(t *testing.T, requester host.Host, to peer.ID, body string) (network.S
 }
 
 func TestServe(t *testing.T) {
-	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		for _, w := range []string{"a", "b"} {
-			if err := emit(inference.Chunk{Text: w}); err != nil {
-				return inference.Result{}, err
-			}
-		}
-		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}}, FinishReason: "stop"}, nil
-	}}
+	b := &inferencetest.Backend{Served: served, Chunks: []string{"a", "b"},
+		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}}, FinishReason: "stop"}}
 	w, r := serve(t, b, 4, allowAll)
 	_, rr := send(t, r, w.ID(), `{}`)
 	var text string
@@ -148,7 +134,7 @@ func TestRefusals(t *testing.T) {
 	blocked := make(chan struct{})
 	t.Cleanup(func() { close(blocked) })
 	started := make(chan struct{}, 1)
-	b := &fakeBackend{generate: func(ctx context.Context, req *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+	b := &inferencetest.Backend{Served: served, Func: func(ctx context.Context, req *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
 		switch string(req.Body) {
 		case "block":
 			started <- struct{}{}
@@ -200,7 +186,7 @@ func TestRefusals(t *testing.T) {
 func TestCancel(t *testing.T) {
 	cancelled := make(chan struct{})
 	started := make(chan struct{})
-	b := &fakeBackend{generate: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
+	b := &inferencetest.Backend{Served: served, Func: func(ctx context.Context, _ *inference.Request, _ func(inference.Chunk) error) (inference.Result, error) {
 		close(started)
 		<-ctx.Done()
 		close(cancelled)
@@ -227,25 +213,22 @@ func expectError(t *testing.T, rr *inference.ResponseReader, code inference.Code
 // The worker measures time to first chunk and generation speed on its own
 // clock, as moving averages over successful requests.
 func TestStats(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock := clocktest.New(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	ttfts := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
 	call := 0
-	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		advance(ttfts[call])
+	b := &inferencetest.Backend{Served: served, Func: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
+		clock.Advance(ttfts[call])
 		call++
 		if err := emit(inference.Chunk{Text: "a"}); err != nil {
 			return inference.Result{}, err
 		}
-		advance(time.Second) // 10 more tokens in a second
+		clock.Advance(time.Second) // 10 more tokens in a second
 		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 11}}, FinishReason: "stop"}, nil
 	}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", Now: clock}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
+	w := worker.New(worker.Config{Network: "local", Now: clock.Now}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	if s := w.Stats(); s != (worker.Stats{}) {
@@ -276,14 +259,8 @@ func TestStats(t *testing.T) {
 // A worker with receipts signs one for each answer: what it was asked,
 // what it streamed, the tokens and its price, for the proxy it answered.
 func TestReceipt(t *testing.T) {
-	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		for _, w := range []string{"a", "b"} {
-			if err := emit(inference.Chunk{Text: w}); err != nil {
-				return inference.Result{}, err
-			}
-		}
-		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}, nil
-	}}
+	b := &inferencetest.Backend{Served: served, Chunks: []string{"a", "b"},
+		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
@@ -323,9 +300,8 @@ func TestReceipt(t *testing.T) {
 // requester that reads the answer and sends its next request straight away
 // is never refused as overloaded by a slot its last request still held.
 func TestSlotFreedBeforeEnd(t *testing.T) {
-	b := &fakeBackend{generate: func(context.Context, *inference.Request, func(inference.Chunk) error) (inference.Result, error) {
-		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 1}}, FinishReason: "stop"}, nil
-	}}
+	b := &inferencetest.Backend{Served: served,
+		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Completion: 1}}, FinishReason: "stop"}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
@@ -352,18 +328,10 @@ func TestSlotFreedBeforeEnd(t *testing.T) {
 // why, and its request never reaches the backend; a proxy served owes the
 // worker's amount of each answer: its receipt's tokens at its price.
 func TestPayments(t *testing.T) {
-	var mu sync.Mutex
-	var generated int
+	var mu sync.Mutex // guards owed
 	var owed []uint64
-	b := &fakeBackend{generate: func(_ context.Context, _ *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-		mu.Lock()
-		generated++
-		mu.Unlock()
-		if err := emit(inference.Chunk{Text: "a"}); err != nil {
-			return inference.Result{}, err
-		}
-		return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}, nil
-	}}
+	b := &inferencetest.Backend{Served: served, Chunks: []string{"a"},
+		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 5, Cached: 2, Completion: 2}}, FinishReason: "stop"}}
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
@@ -389,7 +357,7 @@ func TestPayments(t *testing.T) {
 		t.Fatalf("got %+v (%+v), %v; want payment_required saying why", ev, ev.Err, err)
 	}
 	mu.Lock()
-	if generated != 0 || len(owed) != 0 {
+	if generated := b.Calls(); generated != 0 || len(owed) != 0 {
 		t.Fatalf("a refused proxy's request was generated %d times, owed %v", generated, owed)
 	}
 	mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
+	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -53,24 +55,10 @@ func checkGathered(t *testing.T, got, want map[string]float64) {
 	}
 }
 
-// scriptedBackend emits chunks, then ends with err or usage.
-type scriptedBackend struct {
-	chunks int
-	err    error
-}
-
-func (b scriptedBackend) Models(context.Context) ([]inference.Model, error) { return nil, nil }
-
-func (b scriptedBackend) Generate(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
-	for range b.chunks {
-		if err := emit(inference.Chunk{Text: "x"}); err != nil {
-			return inference.Result{}, err
-		}
-	}
-	if b.err != nil {
-		return inference.Result{}, b.err
-	}
-	return inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3, Completion: int64(b.chunks)}}}, nil
+// scripted is a backend that emits chunks, then ends with err or usage.
+func scripted(chunks int, err error) *inferencetest.Backend {
+	return &inferencetest.Backend{Chunks: slices.Repeat([]string{"x"}, chunks), Err: err,
+		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 3, Completion: int64(chunks)}}}}
 }
 
 func TestObserveBackend(t *testing.T) {
@@ -78,14 +66,14 @@ func TestObserveBackend(t *testing.T) {
 	gone := errors.New("stream reset")
 	emit := func(inference.Chunk) error { return nil }
 	for _, c := range []struct {
-		b    scriptedBackend
+		b    *inferencetest.Backend
 		emit func(inference.Chunk) error
 	}{
-		{scriptedBackend{chunks: 4}, emit},
-		{scriptedBackend{chunks: 2}, emit},
-		{scriptedBackend{chunks: 1, err: errors.New("engine died")}, emit},
-		{scriptedBackend{err: inference.Errorf(inference.CodeBadRequest, "no")}, emit},
-		{scriptedBackend{chunks: 3}, func(inference.Chunk) error { return gone }}, // the proxy went away
+		{scripted(4, nil), emit},
+		{scripted(2, nil), emit},
+		{scripted(1, errors.New("engine died")), emit},
+		{scripted(0, inference.Errorf(inference.CodeBadRequest, "no")), emit},
+		{scripted(3, nil), func(inference.Chunk) error { return gone }}, // the proxy went away
 	} {
 		metrics.ObserveBackend(c.b, r).Generate(t.Context(), &inference.Request{}, c.emit)
 	}

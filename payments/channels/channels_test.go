@@ -1,7 +1,6 @@
 package channels_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -36,13 +36,6 @@ var chainAhead atomic.Int64
 
 func chainNow() time.Time { return time.Now().Add(time.Duration(chainAhead.Load())) }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
 func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -54,7 +47,7 @@ func startSandbox(t *testing.T) *sandbox.Sandbox {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("node is not on PATH: the sandbox chain runs @ton/sandbox in Node.js")
 	}
-	sb := sandbox.New(sandbox.Config{}, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	sb := sandbox.New(sandbox.Config{}, logtest.NewAt(t, slog.LevelWarn))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // npm ci, the first time
 	defer cancel()
 	if err := sb.Start(ctx); err != nil {
@@ -110,8 +103,8 @@ func (p *party) start() {
 	if p.led, err = ledger.Open(filepath.Join(p.dir, "ledger.db"), ledger.Options{}); err != nil {
 		p.t.Fatal(err)
 	}
-	p.sv = p2p.NewService(p.h, slog.New(slog.NewTextHandler(testWriter{p.t}, nil)))
-	p.m = channels.New(p.cfg, p.h, p.sb, p.w, p.key, p.led, slog.New(slog.NewTextHandler(testWriter{p.t}, nil)).With("self", p.h.ID()))
+	p.sv = p2p.NewService(p.h, logtest.NewAt(p.t, slog.LevelInfo))
+	p.m = channels.New(p.cfg, p.h, p.sb, p.w, p.key, p.led, logtest.NewAt(p.t, slog.LevelInfo).With("self", p.h.ID()))
 	if err := p.m.Start(p.sv); err != nil {
 		p.t.Fatal(err)
 	}
@@ -220,19 +213,18 @@ func (n *network) pay(t *testing.T, p *paid, i int, completion int64) payments.B
 func (n *network) settled(t *testing.T, p paid) {
 	t.Helper()
 	clientPaid, workerPaid := p.total, p.worker
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		fromClient := n.proxy.channel(n.client.h.ID()).Received
-		toWorker := n.worker.channel(n.proxy.h.ID()).Received
-		if fromClient == clientPaid && toWorker == workerPaid {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy holds %d from the client (want %d), worker %d from the proxy (want %d)",
+	var fromClient, toWorker uint64
+	defer func() {
+		if t.Failed() {
+			t.Logf("proxy holds %d from the client (want %d), worker %d from the proxy (want %d)",
 				fromClient, clientPaid, toWorker, workerPaid)
 		}
-		time.Sleep(5 * time.Millisecond) // polling a condition nothing signals
-	}
+	}()
+	p2ptest.Eventually(t, "the payments to settle", func() bool { // nothing signals it
+		fromClient = n.proxy.channel(n.client.h.ID()).Received
+		toWorker = n.worker.channel(n.proxy.h.ID()).Received
+		return fromClient == clientPaid && toWorker == workerPaid
+	})
 }
 
 // TestPaymentsFlow: a client pays for answers with the workers' receipts;
@@ -307,13 +299,9 @@ func TestPaymentsRefused(t *testing.T) {
 	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)-1); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for n.client.m.Payable(n.proxy.h.ID()) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("client still uses a channel whose payment was refused")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition nothing signals
-	}
+	p2ptest.Eventually(t, "the client to stop using a channel whose payment was refused", func() bool {
+		return n.client.m.Payable(n.proxy.h.ID()) != nil // nothing signals it
+	})
 	if err := n.client.m.Payable(n.proxy.h.ID()); !errors.Is(err, channels.ErrBroken) {
 		t.Errorf("Payable = %v, want ErrBroken", err)
 	}
@@ -450,22 +438,15 @@ func TestOldStateChallenged(t *testing.T) {
 	}
 
 	// The proxy's watcher challenges.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := ch.State(ctx)
-		if err != nil {
+	var st *ton.OnChain
+	p2ptest.Eventually(t, "the proxy to challenge the old state", func() bool { // the chain signals nothing
+		if st, err = ch.State(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st.Quarantine != nil && st.Quarantine.StateChallenged {
-			if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(p.total)) != 0 {
-				t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, p.total)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy did not challenge the old state")
-		}
-		time.Sleep(20 * time.Millisecond) // polling the chain, which signals nothing
+		return st.Quarantine != nil && st.Quarantine.StateChallenged
+	})
+	if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(p.total)) != 0 {
+		t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, p.total)
 	}
 	before := balance(t, n.sb, n.proxy.w)
 	n.finishAfterQuarantine(t, n.proxy, n.client)

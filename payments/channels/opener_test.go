@@ -19,6 +19,7 @@ import (
 	"github.com/xssnick/tonutils-go/tvm/cell"
 
 	"github.com/cocoon-mesh/cocoon/chain"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
@@ -134,7 +135,7 @@ func walletManager(t *testing.T, serve bool) (*channels.Manager, *ton.Wallet, ho
 		t.Fatal(err)
 	}
 	h := p2ptest.NewHost(t)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("self", h.ID())
+	log := logtest.NewAt(t, slog.LevelInfo).With("self", h.ID())
 	if !serve {
 		return channels.New(config(false), h, emptyChain{}, w, key, nil, log), w, h
 	}
@@ -164,7 +165,7 @@ func TestOpenerRefusal(t *testing.T) {
 	p2ptest.Connect(t, ph, eh)
 	payee := eh.ID()
 	_, gone := p2ptest.NewKey(t) // unreachable: its open fails otherwise
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	log := logtest.NewAt(t, slog.LevelInfo)
 
 	if err := channels.NewOpener(payer, payees{}, log).Refusal(); err != nil {
 		t.Errorf("refused with no payee at all: %v", err)

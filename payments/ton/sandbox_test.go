@@ -1,13 +1,11 @@
 package ton
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"log/slog"
 	"math/big"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/chain/sandbox"
+	"github.com/cocoon-mesh/cocoon/internal/clocktest"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 )
 
 func TestMain(m *testing.M) {
@@ -25,11 +25,9 @@ func TestMain(m *testing.M) {
 // env is a sandbox chain with its clock pinned, so that wallets sign with
 // the emulator's time.
 type env struct {
-	t  *testing.T
-	sb *sandbox.Sandbox
-
-	mu  sync.Mutex // guards now
-	now time.Time
+	t     *testing.T
+	sb    *sandbox.Sandbox
+	clock *clocktest.Clock // the emulator's time
 }
 
 func startSandbox(t *testing.T) *env {
@@ -37,7 +35,7 @@ func startSandbox(t *testing.T) *env {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("node is not on PATH: the sandbox chain runs @ton/sandbox in Node.js")
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := logtest.NewAt(t, slog.LevelWarn)
 	sb := sandbox.New(sandbox.Config{}, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // npm ci, the first time
 	defer cancel()
@@ -49,17 +47,11 @@ func startSandbox(t *testing.T) *env {
 			t.Error(err)
 		}
 	})
-	e := &env{t: t, sb: sb, now: time.Unix(1_900_000_000, 0)}
-	if err := sb.SetTime(ctx, e.now); err != nil {
+	e := &env{t: t, sb: sb, clock: clocktest.New(time.Unix(1_900_000_000, 0))}
+	if err := sb.SetTime(ctx, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	return e
-}
-
-func (e *env) clock() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
 }
 
 func (e *env) advance(d time.Duration) {
@@ -68,9 +60,7 @@ func (e *env) advance(d time.Duration) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.mu.Lock()
-	e.now = now
-	e.mu.Unlock()
+	e.clock.Set(now)
 }
 
 // wallet returns a new wallet with a fresh key, deployed and funded with
@@ -91,7 +81,7 @@ func (e *env) newWallet() *Wallet {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	w, err := NewWallet(key, e.sb, WalletConfig{Now: e.clock})
+	w, err := NewWallet(key, e.sb, WalletConfig{Now: e.clock.Now})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -105,13 +95,6 @@ func (e *env) balance(a *address.Address) *big.Int {
 		e.t.Fatal(err)
 	}
 	return acc.Balance
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
 
 func ctxFor(t *testing.T) context.Context {

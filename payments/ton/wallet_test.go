@@ -48,11 +48,11 @@ func TestWallet(t *testing.T) {
 	e := startSandbox(t)
 	ctx := ctxFor(t)
 	dir := t.TempDir()
-	w, err := OpenWallet(dir, e.sb, WalletConfig{Now: e.clock})
+	w, err := OpenWallet(dir, e.sb, WalletConfig{Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := OpenWallet(dir, e.sb, WalletConfig{Now: e.clock})
+	same, err := OpenWallet(dir, e.sb, WalletConfig{Now: e.clock.Now})
 	if err != nil || !same.Address().Equals(w.Address()) {
 		t.Fatalf("reopened wallet at %v, %v", same.Address(), err)
 	}
@@ -92,7 +92,7 @@ func TestWallet(t *testing.T) {
 	}
 
 	// A message that expired by the chain's clock is refused.
-	stale, err := NewWallet(w.key, e.sb, WalletConfig{Now: func() time.Time { return e.clock().Add(-time.Hour) }})
+	stale, err := NewWallet(w.key, e.sb, WalletConfig{Now: func() time.Time { return e.clock.Now().Add(-time.Hour) }})
 	if err != nil {
 		t.Fatal(err)
 	}

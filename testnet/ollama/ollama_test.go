@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/testnet/gguf"
 	"go.uber.org/goleak"
 )
@@ -97,7 +97,7 @@ func TestStartFails(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := Start(t.Context(), tt.cfg, testLogger(t))
+			s, err := Start(t.Context(), tt.cfg, logtest.New(t))
 			if err == nil {
 				s.Close()
 				t.Fatal("Start succeeded")
@@ -125,7 +125,7 @@ func TestServer(t *testing.T) {
 	}
 
 	begin := time.Now()
-	s, err := Start(t.Context(), Config{Bin: bin, Dir: dir}, testLogger(t))
+	s, err := Start(t.Context(), Config{Bin: bin, Dir: dir}, logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestServerStopsWithContext(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	s, err := Start(ctx, Config{Bin: bin, Dir: t.TempDir()}, testLogger(t))
+	s, err := Start(ctx, Config{Bin: bin, Dir: t.TempDir()}, logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,17 +203,14 @@ func TestServerStopsWithContext(t *testing.T) {
 	resp.Body.Close()
 
 	cancel()
-	deadline := time.Now().Add(2 * stopGrace)
-	for {
-		resp, err := client.Get(s.URL())
-		if err != nil {
-			break
-		}
+	select {
+	case <-s.done:
+	case <-time.After(2 * stopGrace):
+		t.Fatal("the server still runs after its context ended")
+	}
+	if resp, err := client.Get(s.URL()); err == nil {
 		resp.Body.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("the server still answers after its context ended")
-		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatal("the server still answers after its context ended")
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
@@ -338,8 +335,4 @@ func chat(t *testing.T, client *http.Client, base string, stream bool) chatResul
 	}
 	t.Fatal("the stream ended without [DONE]")
 	return r
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"errors"
@@ -20,31 +20,31 @@ import (
 )
 
 // Config is the whole configuration of one node. It is built from
-// DefaultConfig, then a TOML file (LoadFile), then flags, then the
+// Default, then a TOML file (LoadFile), then flags, then the
 // environment for secrets and paths (cmd/cocoon does those two).
 type Config struct {
 	Role    Role           `toml:"-"`
 	Network string         `toml:"network"`  // mainnet, testnet or local
 	DataDir string         `toml:"data_dir"` // identity key and state, 0700
 	P2P     p2p.HostConfig `toml:"p2p"`
-	Attest  AttestConfig   `toml:"attest"`
-	Worker  WorkerConfig   `toml:"worker"`
-	Proxy   ProxyConfig    `toml:"proxy"`
-	Client  ClientConfig   `toml:"client"`
-	Gossip  GossipConfig   `toml:"gossip"`
+	Attest  Attest         `toml:"attest"`
+	Worker  Worker         `toml:"worker"`
+	Proxy   Proxy          `toml:"proxy"`
+	Client  Client         `toml:"client"`
+	Gossip  Gossip         `toml:"gossip"`
 	// Discovery says how the node finds the others: the root contract and
 	// the DHT.
-	Discovery DiscoveryConfig `toml:"discovery"`
+	Discovery Discovery `toml:"discovery"`
 	// Admin is the node's admin API on loopback.
-	Admin AdminConfig `toml:"admin"`
+	Admin Admin `toml:"admin"`
 	// Payments are the node's TON payment channels.
-	Payments PaymentsConfig `toml:"payments"`
+	Payments Payments `toml:"payments"`
 }
 
-// PaymentsConfig turns on payments through TON payment channels: clients
+// Payments turns on payments through TON payment channels: clients
 // pay proxies and proxies pay workers, per answer, from the wallet whose
 // seed is in the data dir.
-type PaymentsConfig struct {
+type Payments struct {
 	// Enabled makes the node pay and require payment. It needs the chain
 	// (discovery.root with discovery.global_config, or cocoon testnet's).
 	Enabled bool `toml:"enabled"`
@@ -62,15 +62,15 @@ type PaymentsConfig struct {
 	Batch Duration `toml:"batch"`
 }
 
-// AdminConfig places the admin API: JSON status and Prometheus metrics.
-type AdminConfig struct {
+// Admin places the admin API: JSON status and Prometheus metrics.
+type Admin struct {
 	// Addr is a loopback host:port; port 0 picks a free one. The URL is
 	// written to admin.url in the data dir. Empty turns the API off.
 	Addr string `toml:"addr"`
 }
 
-// DiscoveryConfig points a node at its network's root contract and DHT.
-type DiscoveryConfig struct {
+// Discovery points a node at its network's root contract and DHT.
+type Discovery struct {
 	// Root is the address of the network's root contract on TON. The node
 	// reads the proxies to bootstrap from, and the network's rules, from it.
 	Root string `toml:"root"`
@@ -89,8 +89,8 @@ type DiscoveryConfig struct {
 	LookupInterval Duration `toml:"lookup_interval"`
 }
 
-// AttestConfig says how the node proves itself and what it accepts.
-type AttestConfig struct {
+// Attest says how the node proves itself and what it accepts.
+type Attest struct {
 	// Issuer is the evidence this node presents: "dev" (no hardware; local
 	// networks) or "tdx" (a TDX quote; the node must run in a TDX guest).
 	Issuer string `toml:"issuer"`
@@ -109,12 +109,12 @@ type AttestConfig struct {
 	Validity Duration `toml:"validity"`
 }
 
-// WorkerConfig configures the worker role.
-type WorkerConfig struct {
-	Backend       string     `toml:"backend"` // "sim" or "openai"
-	MaxConcurrent int        `toml:"max_concurrent"`
-	Sim           SimConfig  `toml:"sim"`
-	OpenAI        OpenAIConf `toml:"openai"`
+// Worker configures the worker role.
+type Worker struct {
+	Backend       string `toml:"backend"` // "sim" or "openai"
+	MaxConcurrent int    `toml:"max_concurrent"`
+	Sim           Sim    `toml:"sim"`
+	OpenAI        OpenAI `toml:"openai"`
 	// Price is what the worker asks for every model it serves, in nanoTON
 	// per million tokens; it is announced in the worker's offers.
 	Price payments.Price `toml:"price"`
@@ -125,15 +125,15 @@ type WorkerConfig struct {
 	CheckInterval Duration `toml:"check_interval"`
 }
 
-// GossipConfig says how often a node announces its offer.
-type GossipConfig struct {
+// Gossip says how often a node announces its offer.
+type Gossip struct {
 	// AnnounceInterval is how often workers and proxies re-announce their
 	// offer; offers expire after three intervals.
 	AnnounceInterval Duration `toml:"announce_interval"`
 }
 
-// SimConfig is sim.Config with TOML-friendly durations.
-type SimConfig struct {
+// Sim is sim.Config with TOML-friendly durations.
+type Sim struct {
 	Models       []string `toml:"models"`
 	TTFT         Duration `toml:"ttft"`
 	TokensPerSec float64  `toml:"tokens_per_sec"`
@@ -143,20 +143,20 @@ type SimConfig struct {
 }
 
 // Sim converts to the backend's config.
-func (s SimConfig) Sim() sim.Config {
+func (s Sim) Sim() sim.Config {
 	return sim.Config{Models: s.Models, TTFT: s.TTFT.D(), TokensPerSec: s.TokensPerSec,
 		MaxTokens: s.MaxTokens, Chunks: s.Chunks, ChunkBytes: s.ChunkBytes}
 }
 
-// OpenAIConf points a worker at an OpenAI-compatible engine.
-type OpenAIConf struct {
+// OpenAI points a worker at an OpenAI-compatible engine.
+type OpenAI struct {
 	URL    string   `toml:"url"`    // e.g. http://127.0.0.1:8000/v1
 	APIKey string   `toml:"-"`      // from COCOON_ENGINE_API_KEY only
 	Models []string `toml:"models"` // announce these instead of asking the engine
 }
 
-// ProxyConfig configures the proxy role.
-type ProxyConfig struct {
+// Proxy configures the proxy role.
+type Proxy struct {
 	// Workers are multiaddrs ending in /p2p/<id> of workers to use.
 	// Workers that join the proxy themselves (worker.proxies) are found
 	// from their offers; discovery replaces both in [2/6].
@@ -171,8 +171,8 @@ type ProxyConfig struct {
 	CheckInterval Duration `toml:"check_interval"`
 }
 
-// ClientConfig configures the client role.
-type ClientConfig struct {
+// Client configures the client role.
+type Client struct {
 	APIAddr string `toml:"api_addr"`
 	// APIKey is required when APIAddr is not loopback; from COCOON_API_KEY
 	// or --api-key.
@@ -197,7 +197,7 @@ type ClientConfig struct {
 
 // MinTier is MinTrust as a tier; 0 for "" (any) or a name Validate
 // refuses.
-func (c ClientConfig) MinTier() attest.Tier {
+func (c Client) MinTier() attest.Tier {
 	if c.MinTrust == "" {
 		return 0
 	}
@@ -208,8 +208,8 @@ func (c ClientConfig) MinTier() attest.Tier {
 	return t
 }
 
-// DefaultConfig is the configuration of a role before any file or flag.
-func DefaultConfig(role Role) Config {
+// Default is the configuration of a role before any file or flag.
+func Default(role Role) Config {
 	sc := sim.DefaultConfig()
 	hc := p2p.DefaultHostConfig()
 	switch role {
@@ -222,22 +222,22 @@ func DefaultConfig(role Role) Config {
 		Role:    role,
 		Network: "local",
 		P2P:     hc,
-		Attest:  AttestConfig{Issuer: "dev", AllowDev: true, Collateral: "on", Validity: Duration(time.Hour)},
-		Worker: WorkerConfig{
+		Attest:  Attest{Issuer: "dev", AllowDev: true, Collateral: "on", Validity: Duration(time.Hour)},
+		Worker: Worker{
 			Backend: "sim", MaxConcurrent: 64,
-			Sim:           SimConfig{Models: sc.Models, MaxTokens: sc.MaxTokens},
+			Sim:           Sim{Models: sc.Models, MaxTokens: sc.MaxTokens},
 			Price:         payments.Price{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
 			CheckInterval: Duration(5 * time.Second),
 		},
-		Gossip: GossipConfig{AnnounceInterval: Duration(10 * time.Second)},
-		Admin:  AdminConfig{Addr: "127.0.0.1:0"},
-		Payments: PaymentsConfig{Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 50_000_000,
+		Gossip: Gossip{AnnounceInterval: Duration(10 * time.Second)},
+		Admin:  Admin{Addr: "127.0.0.1:0"},
+		Payments: Payments{Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 50_000_000,
 			Quarantine: Duration(time.Hour), Batch: Duration(50 * time.Millisecond)},
-		Discovery: DiscoveryConfig{RefreshInterval: Duration(5 * time.Minute),
+		Discovery: Discovery{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
-		Proxy: ProxyConfig{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
+		Proxy: Proxy{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
 			CheckInterval: Duration(5 * time.Second)},
-		Client: ClientConfig{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute), MaxConnections: 4096,
+		Client: Client{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute), MaxConnections: 4096,
 			CheckInterval: Duration(5 * time.Second)},
 	}
 }
@@ -326,7 +326,7 @@ func (c *Config) validateAttest() error {
 	return nil
 }
 
-func (p PaymentsConfig) validate() error {
+func (p Payments) validate() error {
 	if !p.Enabled {
 		return nil
 	}
@@ -425,7 +425,7 @@ func (c *Config) validateClient() error {
 	return nil
 }
 
-func (d DiscoveryConfig) validate() error {
+func (d Discovery) validate() error {
 	if d.Root != "" {
 		if _, err := ParseRoot(d.Root); err != nil {
 			return fmt.Errorf("discovery.root: %w", err)

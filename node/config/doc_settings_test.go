@@ -1,4 +1,4 @@
-package node_test
+package config_test
 
 import (
 	"os"
@@ -10,14 +10,14 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // The example file of each role loads back into exactly the defaults.
 func TestExampleConfigIsTheDefaults(t *testing.T) {
-	for _, role := range []node.Role{node.RoleWorker, node.RoleProxy, node.RoleClient} {
+	for _, role := range []config.Role{config.RoleWorker, config.RoleProxy, config.RoleClient} {
 		t.Run(role.String(), func(t *testing.T) {
-			text, err := node.ExampleConfig(role)
+			text, err := config.Example(role)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -25,16 +25,16 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got := node.DefaultConfig(role)
+			got := config.Default(role)
 			got.Gossip.AnnounceInterval = 0 // the file must set it back
 			if err := got.LoadFile(path); err != nil {
 				t.Fatal(err)
 			}
-			want := node.DefaultConfig(role)
+			want := config.Default(role)
 			if a, b := encode(t, got), encode(t, want); a != b {
 				t.Fatalf("the example loads as\n%s\nwant the defaults\n%s", a, b)
 			}
-			for other, section := range map[node.Role]string{node.RoleWorker: "[worker]", node.RoleProxy: "[proxy]", node.RoleClient: "[client]"} {
+			for other, section := range map[config.Role]string{config.RoleWorker: "[worker]", config.RoleProxy: "[proxy]", config.RoleClient: "[client]"} {
 				if has := strings.Contains(text, section); has != (other == role) {
 					t.Errorf("%s example: section %s present %t", role, section, has)
 				}
@@ -44,7 +44,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 }
 
 // encode writes c as TOML with empty lists dropped, for comparison.
-func encode(t *testing.T, c node.Config) string {
+func encode(t *testing.T, c config.Config) string {
 	t.Helper()
 	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
 		if len(*l) == 0 {
@@ -76,8 +76,8 @@ func TestEverySettingDocumented(t *testing.T) {
 			keys = append(keys, key)
 		}
 	}
-	walk("", reflect.TypeFor[node.Config]())
-	docs := node.SettingDocs()
+	walk("", reflect.TypeFor[config.Config]())
+	docs := config.SettingDocs()
 	for _, k := range keys {
 		if docs[k] == "" {
 			t.Errorf("setting %s has no documentation", k)
@@ -92,8 +92,8 @@ func TestEverySettingDocumented(t *testing.T) {
 
 // docs/config holds each role's example, as `cocoon config init` writes it.
 func TestDocsConfigUpToDate(t *testing.T) {
-	for _, role := range []node.Role{node.RoleWorker, node.RoleProxy, node.RoleClient} {
-		want, err := node.ExampleConfig(role)
+	for _, role := range []config.Role{config.RoleWorker, config.RoleProxy, config.RoleClient} {
+		want, err := config.Example(role)
 		if err != nil {
 			t.Fatal(err)
 		}

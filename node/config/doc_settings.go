@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 )
 
 // settingDocs explains every setting of the TOML file, by its dotted key.
-// ExampleConfig refuses to write a setting without one, and a test checks
+// Example refuses to write a setting without one, and a test checks
 // every setting has one.
 var settingDocs = map[string]string{
 	"network":  "The network: mainnet, testnet or local. Protocol IDs and the DHT carry it, so nodes of different networks never talk.",
@@ -82,10 +82,10 @@ var settingDocs = map[string]string{
 // roleSections are the tables that belong to one role only.
 var roleSections = map[string]Role{"worker": RoleWorker, "proxy": RoleProxy, "client": RoleClient}
 
-// ExampleConfig is a TOML file holding every setting of role with its
+// Example is a TOML file holding every setting of role with its
 // default value and what it means: what `cocoon config init` writes.
-func ExampleConfig(role Role) (string, error) {
-	c := DefaultConfig(role)
+func Example(role Role) (string, error) {
+	c := Default(role)
 	// Empty lists are written too, so that they are documented.
 	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
 		if *l == nil {
