@@ -6,12 +6,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
@@ -86,42 +84,27 @@ func (w *Workers) Up(ctx context.Context, p peer.ID) error {
 func (w *Workers) Down(p peer.ID) { w.routes.WorkerDown(p) }
 
 // Run follows the workers whose offers are in the book until ctx ends:
-// at once, every interval, and as soon as a worker's offer arrives.
+// at once, every interval, and as soon as a worker's offer arrives (offers
+// arriving during a pass bring one more pass).
 func (w *Workers) Run(ctx context.Context) {
-	sub, err := w.h.EventBus().Subscribe(new(offers.EvtOfferAccepted), eventbus.Name("discovery-workers"))
+	arrived, stop, err := p2p.Wake(w.h, new(offers.EvtOfferAccepted), "discovery-workers", func(e any) bool {
+		return e.(offers.EvtOfferAccepted).Offer.Role == offers.RoleWorker
+	})
 	if err != nil {
 		w.log.Error("cannot watch offers; following them every interval only", "err", err)
 	} else {
-		defer sub.Close()
+		defer stop()
 	}
 	followed := make(map[peer.ID]bool)
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	for {
 		w.follow(ctx, followed)
-		if !w.wait(ctx, t, sub) {
-			return
-		}
-	}
-}
-
-// wait returns when the next pass is due: at the tick, or when a worker's
-// offer arrives. It reports false once ctx has ended.
-func (w *Workers) wait(ctx context.Context, t *time.Ticker, sub event.Subscription) bool {
-	var events <-chan any
-	if sub != nil {
-		events = sub.Out()
-	}
-	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return
 		case <-t.C:
-			return true
-		case e := <-events:
-			if e.(offers.EvtOfferAccepted).Offer.Role == offers.RoleWorker {
-				return true
-			}
+		case <-arrived:
 		}
 	}
 }

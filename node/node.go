@@ -250,11 +250,11 @@ func (n *Node) Channels() *channels.Manager {
 func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
-		if n.admin != nil {
-			n.admin.Close()
-		}
 		if n.role != nil {
 			n.role.stopServing()
+		}
+		if n.admin != nil {
+			n.admin.Close()
 		}
 		if n.cancel != nil {
 			n.cancel()

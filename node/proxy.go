@@ -32,7 +32,10 @@ type proxyRole struct {
 
 func (n *Node) newProxy(key crypto.PrivKey) (*proxyRole, error) {
 	p := &proxyRole{n: n}
-	var err error
+	flagged, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
+	if err != nil {
+		return nil, fmt.Errorf("proxy.workers: %w", err)
+	}
 	if p.offers, err = n.newOfferSide(key, p); err != nil {
 		return nil, err
 	}
@@ -47,10 +50,6 @@ func (n *Node) newProxy(key crypto.PrivKey) (*proxyRole, error) {
 	tariff := payments.NewTariff(p.offers.book, n.cfg.Proxy.FeePPM, n.log)
 	p.router = router.New(rc, n.h, n.hs, tariff, settler, n.log)
 	p.router.Register(n.sv)
-	flagged, err := discovery.ParseAddrs(n.cfg.Proxy.Workers)
-	if err != nil {
-		return nil, fmt.Errorf("proxy.workers: %w", err)
-	}
 	p.workers = discovery.NewWorkers(n.h, n.cfg.Network, flagged, p.offers.book, n.hs, p.router,
 		n.cfg.Gossip.AnnounceInterval.D()/2, n.log)
 	p.flagged = discovery.NewKeeper(n.h, flagged, n.cfg.Proxy.CheckInterval.D(), p.workers, n.log)

@@ -73,11 +73,9 @@ func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, 
 		return nil, fmt.Errorf("worker.proxies: %w", err)
 	}
 	var checker discovery.Checker = attestOnly{n.hs}
-	relayed := &relayedThrough{hs: n.hs, soon: w.announceSoon}
 	if n.cfg.P2P.Private {
 		w.slots = p2p.NewReservations(n.h, nil)
-		relayed.slots = w.slots
-		checker = relayed
+		checker = &relayedThrough{hs: n.hs, slots: w.slots, soon: w.announceSoon}
 	}
 	// The root contract's proxies and those found in the DHT join these.
 	w.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Worker.CheckInterval.D(), checker, n.log)

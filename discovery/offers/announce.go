@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+
+	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
 // Self is what a node announces about itself. Each role implements it.
@@ -68,11 +68,11 @@ func (a *Announcer) Soon() {
 
 // Run announces until ctx ends.
 func (a *Announcer) Run(ctx context.Context) {
-	joins, err := a.h.EventBus().Subscribe(new(EvtPeerJoined), eventbus.Name("offers-announcer"))
+	joined, stop, err := p2p.Wake(a.h, new(EvtPeerJoined), "offers-announcer", nil)
 	if err != nil {
 		a.log.Error("cannot watch the offers topic; announcing on the interval only", "err", err)
 	} else {
-		defer joins.Close()
+		defer stop()
 	}
 	every := a.interval
 	// The first announcement usually goes out before gossipsub's first
@@ -104,20 +104,12 @@ func (a *Announcer) Run(ctx context.Context) {
 			t.Reset(every)
 		case <-check.C:
 			publish = a.self.State() != last
-		case <-out(joins):
+		case <-joined:
 			publish = a.settle(t)
 		case <-a.soon:
 			publish = a.settle(t)
 		}
 	}
-}
-
-// out is s's channel, or nil (never ready) without a subscription.
-func out(s event.Subscription) <-chan any {
-	if s == nil {
-		return nil
-	}
-	return s.Out()
 }
 
 // pace waits until MinPublishGap has passed since the last announcement:

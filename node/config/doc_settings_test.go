@@ -97,7 +97,7 @@ func TestDocsConfigUpToDate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join("..", "docs", "config", role.String()+".toml")
+		path := filepath.Join("..", "..", "docs", "config", role.String()+".toml")
 		got, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
