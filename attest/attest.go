@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -53,6 +54,11 @@ type Evidence struct {
 	// its report made over a nonce derived from the same binding; absent
 	// for dev evidence and for TDX without a GPU.
 	GPU []byte `json:"gpu,omitempty"`
+	// SealKey is the public half of the sealing key pair the node holds in
+	// memory until Expiry (opaque here: inference/seal's encoding), bound
+	// by the v2 binding; at most MaxSealKey bytes. Absent for a node that
+	// seals nothing (a proxy), whose evidence keeps the v1 binding.
+	SealKey []byte `json:"seal_key,omitempty"`
 }
 
 // Verdict is the outcome of checking a peer's evidence.
@@ -60,14 +66,29 @@ type Verdict struct {
 	Tier   Tier
 	Kind   string
 	Expiry time.Time
+	// SealKey is the sealing key the verified evidence binds: the one key
+	// to seal to for this peer, until Expiry. Empty when the peer seals
+	// nothing. Shared by every copy of the verdict: read-only.
+	SealKey []byte
 }
 
 // Live reports whether the verdict still holds at now.
 func (v Verdict) Live(now time.Time) bool { return v.Tier != 0 && now.Before(v.Expiry) }
 
-// Issuer makes evidence binding pub until expiry.
+// Issuer makes evidence binding pub, and sealKey when it is not empty,
+// until expiry (see Binding). The evidence carries sealKey.
 type Issuer interface {
-	Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time) (*Evidence, error)
+	Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*Evidence, error)
+}
+
+// SealKeys makes the sealing keys a node's evidence binds (inference/seal's
+// Keyring on a worker; attesttest.SealKeys in tests). Next makes a new key
+// pair that lives, in this process's memory only, until expiry, and
+// returns its public half (1 to MaxSealKey bytes). The Handshaker calls it
+// each time it issues evidence, so the sealing key rotates with the
+// evidence: at least once per validity window.
+type SealKeys interface {
+	Next(expiry time.Time) (pub []byte, err error)
 }
 
 // Validator checks evidence presented by the holder of pub.
@@ -78,7 +99,13 @@ type Validator interface {
 // Rejection reasons. A rejected peer is not retried until it presents new
 // evidence; retrying the same evidence cannot help.
 var (
-	ErrBinding     = errors.New("evidence is not bound to this peer's key and expiry")
+	// ErrFormat: evidence that does not decode, or a field over its limit
+	// (MaxEvidenceSize, MaxSealKey, the 64-byte report data).
+	ErrFormat = errors.New("malformed evidence")
+	// ErrBinding: the report data is not the binding of the presenting
+	// peer's key, the evidence's sealing key (if any) and its expiry, or
+	// the hardware report does not carry that report data.
+	ErrBinding     = errors.New("evidence is not bound to this peer's keys and expiry")
 	ErrExpired     = errors.New("evidence expired")
 	ErrTooLong     = errors.New("evidence validity too long")
 	ErrKind        = errors.New("evidence kind not accepted")
@@ -86,42 +113,79 @@ var (
 	ErrEmptyReport = errors.New("evidence carries no report data")
 )
 
-// BindingTag prefixes the binding hash so it can't collide with other uses
-// of SHA-512 over a key.
-const BindingTag = "cocoon-attest-v1"
+// Binding tags prefix the binding hash so it can't collide with other uses
+// of SHA-512 over a key, nor one version with the other.
+const (
+	BindingTagV1 = "cocoon-attest-v1" // evidence without a sealing key
+	BindingTagV2 = "cocoon-attest-v2" // evidence with a sealing key
+)
 
-// Binding is SHA-512("cocoon-attest-v1" || public key || expiry), with the
-// key in libp2p's protobuf encoding and the expiry as big-endian unix
-// seconds.
-func Binding(pub crypto.PubKey, expiry time.Time) ([64]byte, error) {
+// Limits on evidence, checked by DecodeEvidence and again by CheckBinding.
+const (
+	// MaxEvidenceSize bounds encoded evidence: a TDX quote (about 5 KiB),
+	// the evidence of 8 GPUs (about 63 KiB as JSON) and a sealing key fit
+	// with room to spare.
+	MaxEvidenceSize = 256 << 10
+	// MaxSealKey bounds a sealing key. ML-KEM-768 + X25519 takes 1216
+	// bytes, ML-KEM-1024 + P-384 1665.
+	MaxSealKey = 4096
+	// ReportDataSize is the size of a binding, and of TDX's REPORTDATA.
+	ReportDataSize = sha512.Size
+)
+
+// Binding is the report data that binds pub and expiry, and sealKey when
+// it is not empty:
+//
+//	v1, no sealing key: SHA-512("cocoon-attest-v1" || pub || expiry)
+//	v2:                 SHA-512("cocoon-attest-v2" || pub || expiry || len(sealKey) || sealKey)
+//
+// with pub in libp2p's protobuf encoding (which carries its own length),
+// expiry as big-endian u64 unix seconds and len(sealKey) as big-endian u32,
+// so no two inputs share an encoding. A sealing key over MaxSealKey is an
+// error.
+func Binding(pub crypto.PubKey, expiry time.Time, sealKey []byte) ([ReportDataSize]byte, error) {
+	if len(sealKey) > MaxSealKey {
+		return [ReportDataSize]byte{}, fmt.Errorf("%w: sealing key of %d bytes, at most %d", ErrFormat, len(sealKey), MaxSealKey)
+	}
 	kb, err := crypto.MarshalPublicKey(pub)
 	if err != nil {
-		return [64]byte{}, fmt.Errorf("encoding public key: %w", err)
+		return [ReportDataSize]byte{}, fmt.Errorf("encoding public key: %w", err)
 	}
 	h := sha512.New()
-	h.Write([]byte(BindingTag))
+	if len(sealKey) == 0 {
+		h.Write([]byte(BindingTagV1))
+	} else {
+		h.Write([]byte(BindingTagV2))
+	}
 	h.Write(kb)
-	var e [8]byte
-	binary.BigEndian.PutUint64(e[:], uint64(expiry.Unix()))
-	h.Write(e[:])
-	var out [64]byte
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(expiry.Unix())))
+	if len(sealKey) != 0 {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(sealKey))))
+		h.Write(sealKey)
+	}
+	var out [ReportDataSize]byte
 	h.Sum(out[:0])
 	return out, nil
 }
 
-// CheckBinding verifies that ev's report data binds pub and ev's expiry,
-// that the expiry is after now and at most maxValidity away.
+// CheckBinding verifies that ev's report data binds pub, ev's sealing key
+// (v2; v1 when it has none) and ev's expiry, that the expiry is after now
+// and at most maxValidity away. It costs one hash: validators run it
+// before they verify anything expensive.
 func CheckBinding(ev *Evidence, pub crypto.PubKey, now time.Time, maxValidity time.Duration) error {
 	if len(ev.ReportData) == 0 {
 		return ErrEmptyReport
 	}
 	expiry := time.Unix(ev.Expiry, 0)
-	want, err := Binding(pub, expiry)
+	want, err := Binding(pub, expiry, ev.SealKey)
 	if err != nil {
 		return err
 	}
-	if len(ev.ReportData) != len(want) || [64]byte(ev.ReportData) != want {
-		return ErrBinding
+	if len(ev.ReportData) != len(want) || [ReportDataSize]byte(ev.ReportData) != want {
+		if len(ev.SealKey) != 0 {
+			return fmt.Errorf("%w: report data is not the v2 binding of the presenting peer's key, the evidence's sealing key and expiry", ErrBinding)
+		}
+		return fmt.Errorf("%w: report data is not the v1 binding of the presenting peer's key and the evidence's expiry (no sealing key)", ErrBinding)
 	}
 	if !now.Before(expiry) {
 		return fmt.Errorf("%w at %s", ErrExpired, expiry.UTC().Format(time.RFC3339))
@@ -130,4 +194,24 @@ func CheckBinding(ev *Evidence, pub crypto.PubKey, now time.Time, maxValidity ti
 		return fmt.Errorf("%w: %s > %s", ErrTooLong, expiry.Sub(now).Round(time.Second), maxValidity)
 	}
 	return nil
+}
+
+// DecodeEvidence decodes evidence as the handshake carries it (JSON),
+// refusing more than MaxEvidenceSize bytes before decoding and a sealing
+// key or report data over its limit after. Errors wrap ErrFormat.
+func DecodeEvidence(b []byte) (*Evidence, error) {
+	if len(b) > MaxEvidenceSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrFormat, len(b), MaxEvidenceSize)
+	}
+	var ev Evidence
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+	}
+	if len(ev.SealKey) > MaxSealKey {
+		return nil, fmt.Errorf("%w: sealing key of %d bytes, at most %d", ErrFormat, len(ev.SealKey), MaxSealKey)
+	}
+	if len(ev.ReportData) > ReportDataSize {
+		return nil, fmt.Errorf("%w: report data of %d bytes, at most %d", ErrFormat, len(ev.ReportData), ReportDataSize)
+	}
+	return &ev, nil
 }

@@ -5,8 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha512"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,73 +93,166 @@ func TestVerdictLive(t *testing.T) {
 func TestBinding(t *testing.T) {
 	_, pubA := fixedKey(t, 1)
 	_, pubB := fixedKey(t, 2)
-	bind := func(pub crypto.PubKey, exp time.Time) [64]byte {
-		b, err := attest.Binding(pub, exp)
+	sealA, sealB := []byte("sealing key A"), []byte("sealing key B")
+	bind := func(pub crypto.PubKey, exp time.Time, seal []byte) [64]byte {
+		b, err := attest.Binding(pub, exp, seal)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
 
-	// The documented layout: SHA-512(tag || protobuf public key || BE unix seconds).
+	// The documented layouts: v1 = SHA-512(tag || protobuf public key || BE
+	// unix seconds); v2 adds a BE u32 length and the sealing key.
 	kb, err := crypto.MarshalPublicKey(pubA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := append([]byte(attest.BindingTag), kb...)
-	msg = binary.BigEndian.AppendUint64(msg, uint64(t0.Unix()))
-	if got, want := bind(pubA, t0), sha512.Sum512(msg); got != want {
-		t.Fatalf("Binding = %x, want %x", got, want)
+	v1 := append([]byte(attest.BindingTagV1), kb...)
+	v1 = binary.BigEndian.AppendUint64(v1, uint64(t0.Unix()))
+	if got, want := bind(pubA, t0, nil), sha512.Sum512(v1); got != want {
+		t.Fatalf("v1 Binding = %x, want %x", got, want)
+	}
+	v2 := append([]byte(attest.BindingTagV2), kb...)
+	v2 = binary.BigEndian.AppendUint64(v2, uint64(t0.Unix()))
+	v2 = binary.BigEndian.AppendUint32(v2, uint32(len(sealA)))
+	v2 = append(v2, sealA...)
+	if got, want := bind(pubA, t0, sealA), sha512.Sum512(v2); got != want {
+		t.Fatalf("v2 Binding = %x, want %x", got, want)
 	}
 
-	if bind(pubA, t0) != bind(pubA, t0) {
-		t.Error("Binding is not deterministic")
+	for _, seal := range [][]byte{nil, sealA} {
+		if bind(pubA, t0, seal) != bind(pubA, t0, seal) {
+			t.Error("Binding is not deterministic")
+		}
+		if bind(pubA, t0, seal) == bind(pubB, t0, seal) {
+			t.Error("two keys share a binding")
+		}
+		if bind(pubA, t0, seal) == bind(pubA, t0.Add(time.Second), seal) {
+			t.Error("two expiries a second apart share a binding")
+		}
+		if bind(pubA, t0, seal) != bind(pubA, t0.Add(999*time.Millisecond), seal) {
+			t.Error("the binding depends on more than whole seconds")
+		}
+		if bind(pubA, t0, seal) != bind(pubA, t0.In(time.FixedZone("x", 3600)), seal) {
+			t.Error("the binding depends on the time zone")
+		}
 	}
-	if bind(pubA, t0) == bind(pubB, t0) {
-		t.Error("two keys share a binding")
+	if bind(pubA, t0, sealA) == bind(pubA, t0, sealB) {
+		t.Error("two sealing keys share a binding")
 	}
-	if bind(pubA, t0) == bind(pubA, t0.Add(time.Second)) {
-		t.Error("two expiries a second apart share a binding")
+	if bind(pubA, t0, sealA) == bind(pubA, t0, nil) {
+		t.Error("a sealing key does not change the binding")
 	}
-	if bind(pubA, t0) != bind(pubA, t0.Add(999*time.Millisecond)) {
-		t.Error("the binding depends on more than whole seconds")
+	if bind(pubA, t0, []byte{}) != bind(pubA, t0, nil) {
+		t.Error("an empty sealing key is not the v1 binding")
 	}
-	if bind(pubA, t0) != bind(pubA, t0.In(time.FixedZone("x", 3600))) {
-		t.Error("the binding depends on the time zone")
+	if bind(pubA, t0, []byte{0}) == bind(pubA, t0, []byte{0, 0}) {
+		t.Error("sealing keys differing in length share a binding")
+	}
+	if _, err := attest.Binding(pubA, t0, make([]byte, attest.MaxSealKey)); err != nil {
+		t.Errorf("sealing key of MaxSealKey bytes: %v", err)
+	}
+	if _, err := attest.Binding(pubA, t0, make([]byte, attest.MaxSealKey+1)); !errors.Is(err, attest.ErrFormat) {
+		t.Errorf("oversized sealing key: %v, want ErrFormat", err)
 	}
 }
 
 func TestCheckBinding(t *testing.T) {
 	_, pubA := fixedKey(t, 1)
 	_, pubB := fixedKey(t, 2)
-	ev := func(pub crypto.PubKey, exp time.Time) *attest.Evidence {
-		b, err := attest.Binding(pub, exp)
+	seal, other := []byte("sealing key"), []byte("another sealing key")
+	ev := func(pub crypto.PubKey, exp time.Time, seal []byte) *attest.Evidence {
+		b, err := attest.Binding(pub, exp, seal)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &attest.Evidence{Kind: "any", Expiry: exp.Unix(), ReportData: b[:]}
+		return &attest.Evidence{Kind: "any", Expiry: exp.Unix(), ReportData: b[:], SealKey: seal}
 	}
+	with := func(ev *attest.Evidence, f func(*attest.Evidence)) *attest.Evidence { f(ev); return ev }
+	min := t0.Add(time.Minute)
 	const maxValidity = time.Hour
 	tests := []struct {
 		name string
 		ev   *attest.Evidence
 		pub  crypto.PubKey
 		want error
+		msg  string // in the error, when it is a rejection
 	}{
-		{"good", ev(pubA, t0.Add(time.Minute)), pubA, nil},
-		{"validity exactly the maximum", ev(pubA, t0.Add(maxValidity)), pubA, nil},
-		{"validity over the maximum", ev(pubA, t0.Add(maxValidity+time.Second)), pubA, attest.ErrTooLong},
-		{"another key", ev(pubA, t0.Add(time.Minute)), pubB, attest.ErrBinding},
-		{"expired", ev(pubA, t0), pubA, attest.ErrExpired},
-		{"far future expiry", ev(pubA, time.Unix(1<<62, 0)), pubA, attest.ErrTooLong},
-		{"negative expiry", ev(pubA, time.Unix(-1, 0)), pubA, attest.ErrExpired},
-		{"no report data", &attest.Evidence{Expiry: t0.Add(time.Minute).Unix()}, pubA, attest.ErrEmptyReport},
+		{"good", ev(pubA, min, nil), pubA, nil, ""},
+		{"good with a sealing key", ev(pubA, min, seal), pubA, nil, ""},
+		{"validity exactly the maximum", ev(pubA, t0.Add(maxValidity), nil), pubA, nil, ""},
+		{"validity over the maximum", ev(pubA, t0.Add(maxValidity+time.Second), nil), pubA, attest.ErrTooLong, ""},
+		{"another key", ev(pubA, min, nil), pubB, attest.ErrBinding, "v1 binding"},
+		{"another key with a sealing key", ev(pubA, min, seal), pubB, attest.ErrBinding, "sealing key"},
+		{"sealing key swapped", with(ev(pubA, min, seal), func(e *attest.Evidence) { e.SealKey = other }), pubA, attest.ErrBinding, "v2 binding of the presenting peer's key, the evidence's sealing key"},
+		{"sealing key stripped", with(ev(pubA, min, seal), func(e *attest.Evidence) { e.SealKey = nil }), pubA, attest.ErrBinding, "no sealing key"},
+		{"sealing key added", with(ev(pubA, min, nil), func(e *attest.Evidence) { e.SealKey = seal }), pubA, attest.ErrBinding, "sealing key"},
+		{"sealing key too long", with(ev(pubA, min, nil), func(e *attest.Evidence) { e.SealKey = make([]byte, attest.MaxSealKey+1) }), pubA, attest.ErrFormat, ""},
+		{"expired", ev(pubA, t0, nil), pubA, attest.ErrExpired, ""},
+		{"far future expiry", ev(pubA, time.Unix(1<<62, 0), nil), pubA, attest.ErrTooLong, ""},
+		{"negative expiry", ev(pubA, time.Unix(-1, 0), nil), pubA, attest.ErrExpired, ""},
+		{"no report data", &attest.Evidence{Expiry: min.Unix()}, pubA, attest.ErrEmptyReport, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := attest.CheckBinding(tt.ev, tt.pub, t0, maxValidity)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("error %q does not say %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+func TestDecodeEvidence(t *testing.T) {
+	_, pub := fixedKey(t, 1)
+	issue := func(seal []byte) []byte {
+		ev, err := dev.Issuer{}.Issue(context.Background(), pub, t0.Add(time.Hour), seal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(make([]byte, n)) }
+	tests := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"v1 evidence", issue(nil), nil},
+		{"v2 evidence", issue([]byte("sealing key")), nil},
+		{"sealing key of the maximum size", []byte(`{"kind":"dev","seal_key":"` + b64(attest.MaxSealKey) + `"}`), nil},
+		{"sealing key too long", []byte(`{"kind":"dev","seal_key":"` + b64(attest.MaxSealKey+1) + `"}`), attest.ErrFormat},
+		{"report data too long", []byte(`{"kind":"dev","report_data":"` + b64(65) + `"}`), attest.ErrFormat},
+		{"sealing key not base64", []byte(`{"kind":"dev","seal_key":"!"}`), attest.ErrFormat},
+		{"over the size limit", append(issue(nil), make([]byte, attest.MaxEvidenceSize)...), attest.ErrFormat},
+		{"not JSON", []byte("{"), attest.ErrFormat},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := attest.DecodeEvidence(tt.in)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if err != nil {
+				if ev != nil {
+					t.Fatalf("error and evidence %+v", ev)
+				}
+				return
+			}
+			var want attest.Evidence
+			if err := json.Unmarshal(tt.in, &want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*ev, want) {
+				t.Fatalf("decoded %+v, want %+v", ev, want)
 			}
 		})
 	}
@@ -167,7 +264,7 @@ func TestKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	ev, err := dev.Issuer{}.Issue(context.Background(), priv.GetPublic(), now.Add(time.Hour))
+	ev, err := dev.Issuer{}.Issue(context.Background(), priv.GetPublic(), now.Add(time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

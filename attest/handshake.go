@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,9 +27,6 @@ const (
 	frameEvidence byte = 1
 	frameReject   byte = 2
 
-	// A TDX quote (about 5 KiB) and the evidence of 8 GPUs (about 63 KiB
-	// as JSON) fit with room to spare.
-	maxEvidenceBytes = 256 << 10
 	handshakeTimeout = 10 * time.Second
 )
 
@@ -44,6 +42,7 @@ type Handshaker struct {
 	h         host.Host
 	proto     protocol.ID
 	issuer    Issuer
+	sealKeys  SealKeys // nil: own evidence binds no sealing key
 	validator Validator
 	cfg       Config
 	log       *slog.Logger
@@ -56,8 +55,10 @@ type Handshaker struct {
 }
 
 // NewHandshaker attests h's key with issuer and checks peers with
-// validator. Register it on a p2p.Service to answer peers.
-func NewHandshaker(h host.Host, issuer Issuer, validator Validator, cfg Config, log *slog.Logger) *Handshaker {
+// validator. With sealKeys, each evidence it issues also binds a new
+// sealing key from sealKeys (v2); nil for a node that seals nothing (v1).
+// Register it on a p2p.Service to answer peers.
+func NewHandshaker(h host.Host, issuer Issuer, sealKeys SealKeys, validator Validator, cfg Config, log *slog.Logger) *Handshaker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -66,7 +67,7 @@ func NewHandshaker(h host.Host, issuer Issuer, validator Validator, cfg Config, 
 	}
 	return &Handshaker{
 		h: h, proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
-		issuer: issuer, validator: validator, cfg: cfg,
+		issuer: issuer, sealKeys: sealKeys, validator: validator, cfg: cfg,
 		log:      log.With("component", "attest"),
 		verdicts: make(map[peer.ID]Verdict),
 	}
@@ -108,7 +109,8 @@ func (a *Handshaker) ForgetKind(kind string) {
 }
 
 // Evidence returns this node's current evidence, issuing it when there is
-// none or less than a third of its validity is left.
+// none or less than a third of its validity is left. Each issue binds a
+// new sealing key from the node's SealKeys, if it has them.
 func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 	now := a.cfg.Now()
 	a.mu.Lock()
@@ -125,9 +127,26 @@ func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 	if own != nil && time.Unix(own.Expiry, 0).Sub(now) > a.cfg.Validity/3 {
 		return own, nil
 	}
-	ev, err := a.issuer.Issue(ctx, a.h.Peerstore().PubKey(a.h.ID()), now.Add(a.cfg.Validity))
+	expiry := now.Add(a.cfg.Validity)
+	var sealKey []byte
+	if a.sealKeys != nil {
+		k, err := a.sealKeys.Next(expiry)
+		if err != nil {
+			return nil, fmt.Errorf("making a sealing key: %w", err)
+		}
+		if len(k) == 0 || len(k) > MaxSealKey {
+			return nil, fmt.Errorf("making a sealing key: %w: public key of %d bytes, want 1 to %d", ErrFormat, len(k), MaxSealKey)
+		}
+		sealKey = k
+	}
+	ev, err := a.issuer.Issue(ctx, a.h.Peerstore().PubKey(a.h.ID()), expiry, sealKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuing evidence: %w", err)
+	}
+	if !bytes.Equal(ev.SealKey, sealKey) {
+		// An issuer that drops the key would present evidence binding
+		// none: peers could never seal to this node.
+		return nil, errors.New("issuing evidence: the issuer did not bind the sealing key")
 	}
 	a.mu.Lock()
 	a.own = ev
@@ -183,7 +202,7 @@ var errRejectSent = errors.New("rejection sent")
 // first; the responder checks before it answers, so an unacceptable peer
 // learns nothing but the rejection.
 func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Evidence, initiator bool) (Verdict, error) {
-	fr := p2p.NewFrameReader(s, maxEvidenceBytes, 0)
+	fr := p2p.NewFrameReader(s, MaxEvidenceSize, 0)
 	fw := p2p.NewFrameWriter(s, 0)
 	send := func() error {
 		b, err := json.Marshal(own)
@@ -237,9 +256,9 @@ func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKe
 	if pub == nil {
 		return Verdict{}, errors.New("connection carries no public key")
 	}
-	var ev Evidence
-	if err := json.Unmarshal(payload, &ev); err != nil {
+	ev, err := DecodeEvidence(payload)
+	if err != nil {
 		return Verdict{}, fmt.Errorf("decoding evidence: %w", err)
 	}
-	return a.validator.Validate(ctx, &ev, pub, a.cfg.Now())
+	return a.validator.Validate(ctx, ev, pub, a.cfg.Now())
 }

@@ -1,8 +1,10 @@
 package attest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/attesttest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/internal/clocktest"
 	"github.com/cocoon-mesh/cocoon/internal/logtest"
@@ -22,17 +25,22 @@ import (
 )
 
 // fakeIssuer issues dev evidence and counts the calls, or fails with err.
+// With dropSealKey it issues v1 evidence whatever the sealing key.
 type fakeIssuer struct {
-	calls atomic.Int32
-	err   error
+	calls       atomic.Int32
+	err         error
+	dropSealKey bool
 }
 
-func (f *fakeIssuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time) (*attest.Evidence, error) {
+func (f *fakeIssuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
 	f.calls.Add(1)
 	if f.err != nil {
 		return nil, f.err
 	}
-	return dev.Issuer{}.Issue(ctx, pub, expiry)
+	if f.dropSealKey {
+		sealKey = nil
+	}
+	return dev.Issuer{}.Issue(ctx, pub, expiry, sealKey)
 }
 
 // fakeValidator validates dev evidence and counts the calls, or rejects
@@ -57,9 +65,15 @@ type node struct {
 	hs        *attest.Handshaker
 	issuer    *fakeIssuer
 	validator *fakeValidator
+	sealKeys  *attesttest.SealKeys // nil: the node seals nothing
 }
 
 type nodeOpt func(*node, *attest.Config)
+
+// withSealKeys gives the node a fake source of sealing keys.
+func withSealKeys() nodeOpt {
+	return func(n *node, _ *attest.Config) { n.sealKeys = attesttest.NewSealKeys() }
+}
 
 func withValidatorErr(err error) nodeOpt {
 	return func(n *node, _ *attest.Config) { n.validator.err = err }
@@ -86,7 +100,11 @@ func newNode(t testing.TB, clock *clocktest.Clock, opts ...nodeOpt) *node {
 	for _, o := range opts {
 		o(n, &cfg)
 	}
-	n.hs = attest.NewHandshaker(h, n.issuer, n.validator, cfg, logtest.Discard)
+	var sealKeys attest.SealKeys // a nil interface when the node seals nothing
+	if n.sealKeys != nil {
+		sealKeys = n.sealKeys
+	}
+	n.hs = attest.NewHandshaker(h, n.issuer, sealKeys, n.validator, cfg, logtest.Discard)
 	sv := p2p.NewService(h, logtest.Discard)
 	n.hs.Register(sv)
 	t.Cleanup(sv.Close) // runs before the host closes: cleanups run last first
@@ -112,7 +130,7 @@ func TestHandshakeMutual(t *testing.T) {
 	if v.Tier != attest.TierDev || v.Kind != dev.Kind || !v.Expiry.Equal(wantExp) {
 		t.Fatalf("verdict %+v, want dev until %v", v, wantExp)
 	}
-	if got, ok := a.hs.Verified(b.h.ID()); !ok || got != v {
+	if got, ok := a.hs.Verified(b.h.ID()); !ok || !reflect.DeepEqual(got, v) {
 		t.Fatalf("initiator's Verified = %+v, %v", got, ok)
 	}
 	// The responder checked the initiator too; it stores its verdict as its
@@ -172,7 +190,7 @@ func TestHandshakeRejected(t *testing.T) {
 			if tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
 			}
-			if v != (attest.Verdict{}) {
+			if !reflect.DeepEqual(v, attest.Verdict{}) {
 				t.Fatalf("failed Attest returned verdict %+v", v)
 			}
 			if _, ok := a.hs.Verified(b.h.ID()); ok {
@@ -334,5 +352,135 @@ func TestEvidenceIssuedOncePerWindow(t *testing.T) {
 		if n := p.issuer.calls.Load(); n != 1 {
 			t.Errorf("peer %d issued %d times, want 1", i, n)
 		}
+	}
+}
+
+// TestHandshakeSealKey: a worker's evidence binds a sealing key from its
+// source, and the peer's verdict carries exactly that key; a proxy's
+// evidence binds none (v1) and still verifies.
+func TestHandshakeSealKey(t *testing.T) {
+	clock := clocktest.New(t0)
+	worker, proxy := newNode(t, clock, withSealKeys()), newNode(t, clock)
+	p2ptest.Connect(t, proxy.h, worker.h)
+
+	v, err := proxy.hs.Attest(ctxT(t), worker.h.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := worker.sealKeys.Made()
+	if len(made) != 1 {
+		t.Fatalf("%d sealing keys made, want 1", len(made))
+	}
+	if !bytes.Equal(v.SealKey, made[0].Pub) || len(v.SealKey) == 0 {
+		t.Fatalf("verdict's sealing key %x, want the source's %x", v.SealKey, made[0].Pub)
+	}
+	if !made[0].Expiry.Equal(v.Expiry) {
+		t.Fatalf("sealing key lives until %v, the evidence until %v", made[0].Expiry, v.Expiry)
+	}
+	ev, err := worker.hs.Evidence(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ev.SealKey, made[0].Pub) {
+		t.Fatalf("own evidence carries sealing key %x, want %x", ev.SealKey, made[0].Pub)
+	}
+
+	p2ptest.Eventually(t, "the worker's verdict", func() bool {
+		_, ok := worker.hs.Verified(proxy.h.ID())
+		return ok
+	})
+	if pv, _ := worker.hs.Verified(proxy.h.ID()); pv.Tier != attest.TierDev || len(pv.SealKey) != 0 {
+		t.Fatalf("the proxy's verdict %+v, want dev with no sealing key", pv)
+	}
+}
+
+// TestSealKeyRotation: each evidence the handshaker issues binds a new key
+// from its source, made to live exactly as long as the evidence.
+func TestSealKeyRotation(t *testing.T) {
+	const validity = 3 * time.Hour // renewed once an hour or less is left
+	clock := clocktest.New(t0)
+	a := newNode(t, clock, withSealKeys(), withValidity(validity))
+	var seen [][]byte
+	for i, advance := range []time.Duration{0, time.Hour, time.Hour, time.Hour, 10 * time.Hour, 2 * time.Hour} {
+		clock.Advance(advance)
+		ev, err := a.hs.Evidence(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := (dev.Validator{}).Validate(ctxT(t), ev, a.h.Peerstore().PubKey(a.h.ID()), clock.Now()); err != nil {
+			t.Fatalf("step %d: own evidence: %v", i, err)
+		}
+		made := a.sealKeys.Made()
+		if len(made) != int(a.issuer.calls.Load()) {
+			t.Fatalf("step %d: %d sealing keys for %d issues, want one each", i, len(made), a.issuer.calls.Load())
+		}
+		last := made[len(made)-1]
+		if !bytes.Equal(ev.SealKey, last.Pub) || last.Expiry.Unix() != ev.Expiry {
+			t.Fatalf("step %d: evidence binds %x until %d, the newest key is %x until %v", i, ev.SealKey, ev.Expiry, last.Pub, last.Expiry)
+		}
+		if len(seen) == 0 || !bytes.Equal(seen[len(seen)-1], ev.SealKey) {
+			for _, k := range seen {
+				if bytes.Equal(k, ev.SealKey) {
+					t.Fatalf("step %d: sealing key %x came back", i, k)
+				}
+			}
+			seen = append(seen, ev.SealKey)
+		}
+	}
+	// Issued at 0h, 2h (a third left), 13h (expired) and 15h (a third left).
+	if len(seen) != 4 || a.issuer.calls.Load() != 4 {
+		t.Fatalf("%d distinct sealing keys over %d issues, want 4 and 4", len(seen), a.issuer.calls.Load())
+	}
+}
+
+func TestSealKeyFailures(t *testing.T) {
+	errKeys := errors.New("no entropy")
+	tests := []struct {
+		name  string
+		setup func(n *node)
+		want  string
+	}{
+		{"source fails", func(n *node) { n.sealKeys.Fail(errKeys) }, "making a sealing key: no entropy"},
+		{"issuer drops the key", func(n *node) { n.issuer.dropSealKey = true }, "did not bind the sealing key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newNode(t, clocktest.New(t0), withSealKeys())
+			tt.setup(n)
+			ev, err := n.hs.Evidence(ctxT(t))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Evidence = %+v, %v; want an error saying %q", ev, err, tt.want)
+			}
+		})
+	}
+}
+
+// badSealKeys returns the same public key, whatever it is, every time.
+type badSealKeys []byte
+
+func (k badSealKeys) Next(time.Time) ([]byte, error) { return k, nil }
+
+func TestSealKeySize(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		key  []byte
+		ok   bool
+	}{
+		{"empty", []byte{}, false},
+		{"one byte", []byte{1}, true},
+		{"the maximum", make([]byte, attest.MaxSealKey), true},
+		{"too long", make([]byte, attest.MaxSealKey+1), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := p2ptest.NewHost(t)
+			hs := attest.NewHandshaker(h, dev.Issuer{}, badSealKeys(tt.key), dev.Validator{}, attest.Config{Network: "local", Now: clocktest.New(t0).Now}, logtest.Discard)
+			ev, err := hs.Evidence(ctxT(t))
+			if tt.ok != (err == nil) {
+				t.Fatalf("Evidence = %+v, %v; want ok %v", ev, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, attest.ErrFormat) {
+				t.Fatalf("error %v, want ErrFormat", err)
+			}
+		})
 	}
 }

@@ -66,9 +66,19 @@ func exchangeRaw(ctx context.Context, h host.Host, to peer.ID, typ byte, payload
 
 func devEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time) []byte {
 	t.Helper()
-	ev, err := dev.Issuer{}.Issue(context.Background(), pub, expiry)
+	return sealedDevEvidence(t, pub, expiry, nil, nil)
+}
+
+// sealedDevEvidence is dev evidence binding sealKey, presented with
+// shownKey in its place when shownKey is not nil.
+func sealedDevEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time, sealKey, shownKey []byte) []byte {
+	t.Helper()
+	ev, err := dev.Issuer{}.Issue(context.Background(), pub, expiry, sealKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if shownKey != nil {
+		ev.SealKey = shownKey
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {
@@ -84,7 +94,8 @@ func TestResponderAnswers(t *testing.T) {
 	ctx := ctxT(t)
 	p2ptest.Connect(t, client, b.h)
 	_, otherPub := fixedKey(t, 9)
-	own := devEvidence(t, client.Peerstore().PubKey(client.ID()), t0.Add(time.Hour))
+	clientPub := client.Peerstore().PubKey(client.ID())
+	own := devEvidence(t, clientPub, t0.Add(time.Hour))
 
 	tests := []struct {
 		name       string
@@ -94,6 +105,9 @@ func TestResponderAnswers(t *testing.T) {
 		wantReason string // in a reject frame
 	}{
 		{"valid evidence", frameEvidence, own, frameEvidence, ""},
+		{"valid evidence with a sealing key", frameEvidence, sealedDevEvidence(t, clientPub, t0.Add(time.Hour), []byte("sealing key"), nil), frameEvidence, ""},
+		{"sealing key swapped", frameEvidence, sealedDevEvidence(t, clientPub, t0.Add(time.Hour), []byte("sealing key"), []byte("proxy's key")), frameReject, "not the v2 binding"},
+		{"sealing key too long", frameEvidence, sealedDevEvidence(t, clientPub, t0.Add(time.Hour), nil, make([]byte, attest.MaxSealKey+1)), frameReject, "malformed evidence"},
 		{"not JSON", frameEvidence, []byte("{"), frameReject, "decoding evidence"},
 		{"JSON of the wrong shape", frameEvidence, []byte(`{"expiry":"soon"}`), frameReject, "decoding evidence"},
 		{"another peer's evidence", frameEvidence, devEvidence(t, otherPub, t0.Add(time.Hour)), frameReject, "not bound"},
@@ -155,8 +169,10 @@ func (p *panicCounter) WithAttrs([]slog.Attr) slog.Handler { return p }
 func (p *panicCounter) WithGroup(string) slog.Handler      { return p }
 
 // FuzzEvidence feeds arbitrary bytes as the evidence payload through the
-// validation path the handshaker uses: JSON decoding, then the dev
-// validator. Accepted evidence must really be bound, live and not too long.
+// validation path the handshaker uses: DecodeEvidence, then the dev
+// validator. Decoded evidence is within its limits; accepted evidence must
+// really be bound (sealing key included), live and not too long, and its
+// verdict carries the bound sealing key.
 func FuzzEvidence(f *testing.F) {
 	_, pub := fixedKey(f, 1)
 	_, other := fixedKey(f, 2)
@@ -165,14 +181,25 @@ func FuzzEvidence(f *testing.F) {
 	f.Add(devEvidence(f, pub, now.Add(dev.MaxValidity)))
 	f.Add(devEvidence(f, other, now.Add(time.Hour)))
 	f.Add(devEvidence(f, pub, now))
+	f.Add(sealedDevEvidence(f, pub, now.Add(time.Hour), []byte("sealing key"), nil))
+	f.Add(sealedDevEvidence(f, pub, now.Add(time.Hour), []byte("sealing key"), []byte("other key")))
+	f.Add(sealedDevEvidence(f, pub, now.Add(time.Hour), []byte("sealing key"), []byte{}))
+	f.Add([]byte(`{"kind":"dev","expiry":1,"report_data":"AA==","seal_key":"AAAA"}`))
 	f.Add([]byte(`{"kind":"dev","expiry":-9223372036854775808,"report_data":"AA=="}`))
 	f.Add([]byte(`{"kind":"tdx","expiry":1,"report_data":"","quote":"AAAA"}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var ev attest.Evidence
-		if err := json.Unmarshal(data, &ev); err != nil {
+		dec, err := attest.DecodeEvidence(data)
+		if err != nil {
+			if !errors.Is(err, attest.ErrFormat) {
+				t.Fatalf("decoding error without ErrFormat: %v", err)
+			}
 			return
+		}
+		ev := *dec
+		if len(data) > attest.MaxEvidenceSize || len(ev.SealKey) > attest.MaxSealKey || len(ev.ReportData) > attest.ReportDataSize {
+			t.Fatalf("decoded evidence over its limits: %d bytes, sealing key %d, report data %d", len(data), len(ev.SealKey), len(ev.ReportData))
 		}
 		// JSON round trip of what decoded.
 		b, err := json.Marshal(&ev)
@@ -183,25 +210,28 @@ func FuzzEvidence(f *testing.F) {
 		if err := json.Unmarshal(b, &again); err != nil {
 			t.Fatal(err)
 		}
-		if again.Kind != ev.Kind || again.Expiry != ev.Expiry || !bytes.Equal(again.ReportData, ev.ReportData) || !bytes.Equal(again.Quote, ev.Quote) {
+		if again.Kind != ev.Kind || again.Expiry != ev.Expiry || !bytes.Equal(again.ReportData, ev.ReportData) || !bytes.Equal(again.Quote, ev.Quote) || !bytes.Equal(again.SealKey, ev.SealKey) {
 			t.Fatalf("JSON round trip changed %+v into %+v", ev, again)
 		}
 
 		v, err := dev.Validator{}.Validate(context.Background(), &ev, pub, now)
 		if err != nil {
-			for _, sentinel := range []error{attest.ErrKind, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport} {
+			for _, sentinel := range []error{attest.ErrKind, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrFormat} {
 				if errors.Is(err, sentinel) {
 					return
 				}
 			}
 			t.Fatalf("rejection without a documented reason: %v", err)
 		}
-		want, err := attest.Binding(pub, time.Unix(ev.Expiry, 0))
+		want, err := attest.Binding(pub, time.Unix(ev.Expiry, 0), ev.SealKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(ev.ReportData, want[:]) || ev.Kind != dev.Kind {
 			t.Fatalf("accepted unbound evidence %+v", ev)
+		}
+		if !bytes.Equal(v.SealKey, ev.SealKey) {
+			t.Fatalf("verdict carries sealing key %x, the evidence %x", v.SealKey, ev.SealKey)
 		}
 		if v.Tier != attest.TierDev || !v.Live(now) || v.Expiry.Sub(now) > dev.MaxValidity {
 			t.Fatalf("accepted evidence gave verdict %+v", v)
@@ -219,7 +249,7 @@ func FuzzHandshakeResponder(f *testing.F) {
 	panics := &panicCounter{}
 	log := slog.New(panics)
 	clock := clocktest.New(t0)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now}, log)
+	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now}, log)
 	sv := p2p.NewService(h, log)
 	hs.Register(sv)
 	f.Cleanup(sv.Close)
@@ -239,10 +269,15 @@ func FuzzHandshakeResponder(f *testing.F) {
 		if n := panics.n.Load(); n > 0 {
 			t.Fatalf("the responder panicked on frame %d %q", typ, payload)
 		}
-		var ev attest.Evidence
-		valid := typ == frameEvidence && json.Unmarshal(payload, &ev) == nil
+		var ev *attest.Evidence
+		valid := typ == frameEvidence
 		if valid {
-			_, verr := dev.Validator{}.Validate(ctx, &ev, clientPub, t0)
+			var derr error
+			ev, derr = attest.DecodeEvidence(payload)
+			valid = derr == nil
+		}
+		if valid {
+			_, verr := dev.Validator{}.Validate(ctx, ev, clientPub, t0)
 			valid = verr == nil
 		}
 		switch {

@@ -24,7 +24,10 @@ func (n *Node) startAttestation(ctx context.Context) error {
 	if n.kinds, err = n.newKinds(); err != nil {
 		return err
 	}
-	n.hs = attest.NewHandshaker(n.h, issuer, n.kinds,
+	// No sealing keys yet: a worker will pass inference/seal's Keyring
+	// here (and the same Keyring to its worker.Server, to open what is
+	// sealed to it).
+	n.hs = attest.NewHandshaker(n.h, issuer, nil, n.kinds,
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
 	n.hs.Register(n.sv)
 	_, err = n.hs.Evidence(ctx)

@@ -63,7 +63,7 @@ func newIntruder(t *testing.T) *intruder {
 	}
 	log := slog.New(slog.DiscardHandler)
 	sv := p2p.NewService(h, log)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, attest.NewKinds(map[string]attest.Validator{dev.Kind: dev.Validator{}}),
+	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, attest.NewKinds(map[string]attest.Validator{dev.Kind: dev.Validator{}}),
 		attest.Config{Network: "local"}, log)
 	hs.Register(sv)
 	t.Cleanup(func() {

@@ -5,6 +5,7 @@
 package dev
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -22,19 +23,24 @@ const MaxValidity = 24 * time.Hour
 // Issuer makes dev evidence.
 type Issuer struct{}
 
-// Issue binds pub until expiry.
-func (Issuer) Issue(_ context.Context, pub crypto.PubKey, expiry time.Time) (*attest.Evidence, error) {
-	b, err := attest.Binding(pub, expiry)
+// Issue binds pub, and sealKey if not empty, until expiry.
+func (Issuer) Issue(_ context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
+	b, err := attest.Binding(pub, expiry, sealKey)
 	if err != nil {
 		return nil, err
 	}
-	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:]}, nil
+	ev := &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:]}
+	if len(sealKey) != 0 {
+		ev.SealKey = bytes.Clone(sealKey)
+	}
+	return ev, nil
 }
 
 // Validator accepts dev evidence bound to the presenting peer.
 type Validator struct{}
 
-// Validate checks kind, binding and expiry; the verdict is TierDev.
+// Validate checks kind, binding (sealing key included) and expiry; the
+// verdict is TierDev and carries the bound sealing key.
 func (Validator) Validate(_ context.Context, ev *attest.Evidence, pub crypto.PubKey, now time.Time) (attest.Verdict, error) {
 	if ev.Kind != Kind {
 		return attest.Verdict{}, attest.ErrKind
@@ -45,5 +51,5 @@ func (Validator) Validate(_ context.Context, ev *attest.Evidence, pub crypto.Pub
 	if err := attest.CheckBinding(ev, pub, now, MaxValidity); err != nil {
 		return attest.Verdict{}, err
 	}
-	return attest.Verdict{Tier: attest.TierDev, Kind: Kind, Expiry: time.Unix(ev.Expiry, 0)}, nil
+	return attest.Verdict{Tier: attest.TierDev, Kind: Kind, Expiry: time.Unix(ev.Expiry, 0), SealKey: bytes.Clone(ev.SealKey)}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -29,16 +30,21 @@ func key(t *testing.T, seed byte) crypto.PubKey {
 func TestIssue(t *testing.T) {
 	pub := key(t, 1)
 	expiry := now.Add(time.Hour)
-	ev, err := dev.Issuer{}.Issue(context.Background(), pub, expiry)
-	if err != nil {
-		t.Fatal(err)
+	for _, seal := range [][]byte{nil, []byte("sealing key")} {
+		ev, err := dev.Issuer{}.Issue(context.Background(), pub, expiry, seal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := attest.Binding(pub, expiry, seal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind != dev.Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, want[:]) || len(ev.Quote) != 0 || !bytes.Equal(ev.SealKey, seal) {
+			t.Fatalf("evidence %+v", ev)
+		}
 	}
-	want, err := attest.Binding(pub, expiry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev.Kind != dev.Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, want[:]) || len(ev.Quote) != 0 {
-		t.Fatalf("evidence %+v", ev)
+	if _, err := (dev.Issuer{}).Issue(context.Background(), pub, expiry, make([]byte, attest.MaxSealKey+1)); !errors.Is(err, attest.ErrFormat) {
+		t.Fatalf("oversized sealing key: %v, want ErrFormat", err)
 	}
 }
 
@@ -46,7 +52,15 @@ func TestValidate(t *testing.T) {
 	ctx := context.Background()
 	pubA, pubB := key(t, 1), key(t, 2)
 	issue := func(pub crypto.PubKey, expiry time.Time) *attest.Evidence {
-		ev, err := dev.Issuer{}.Issue(ctx, pub, expiry)
+		ev, err := dev.Issuer{}.Issue(ctx, pub, expiry, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	seal := []byte("sealing key")
+	sealed := func(pub crypto.PubKey, expiry time.Time) *attest.Evidence {
+		ev, err := dev.Issuer{}.Issue(ctx, pub, expiry, seal)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,6 +77,11 @@ func TestValidate(t *testing.T) {
 		wantExp time.Time // the verdict's expiry when accepted
 	}{
 		{"good", issue(pubA, hour), pubA, now, nil, hour},
+		{"good with a sealing key", sealed(pubA, hour), pubA, now, nil, hour},
+		{"sealing key swapped", func() *attest.Evidence { ev := sealed(pubA, hour); ev.SealKey = []byte("another key"); return ev }(), pubA, now, attest.ErrBinding, time.Time{}},
+		{"sealing key stripped", func() *attest.Evidence { ev := sealed(pubA, hour); ev.SealKey = nil; return ev }(), pubA, now, attest.ErrBinding, time.Time{}},
+		{"sealing key added", func() *attest.Evidence { ev := issue(pubA, hour); ev.SealKey = seal; return ev }(), pubA, now, attest.ErrBinding, time.Time{}},
+		{"sealed evidence replayed by another peer", sealed(pubA, hour), pubB, now, attest.ErrBinding, time.Time{}},
 		{"one second before expiry", issue(pubA, hour), pubA, hour.Add(-time.Second), nil, hour},
 		{"validity exactly the maximum", issue(pubA, now.Add(dev.MaxValidity)), pubA, now, nil, now.Add(dev.MaxValidity)},
 		{"sub-second expiry is truncated", issue(pubA, hour.Add(500*time.Millisecond)), pubA, now, nil, hour},
@@ -89,7 +108,7 @@ func TestValidate(t *testing.T) {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("got %v, want %v", err, tt.want)
 				}
-				if v != (attest.Verdict{}) {
+				if !reflect.DeepEqual(v, attest.Verdict{}) {
 					t.Fatalf("rejected evidence gave verdict %+v", v)
 				}
 				return
@@ -97,8 +116,8 @@ func TestValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := attest.Verdict{Tier: attest.TierDev, Kind: dev.Kind, Expiry: tt.wantExp}
-			if v.Tier != want.Tier || v.Kind != want.Kind || !v.Expiry.Equal(want.Expiry) {
+			want := attest.Verdict{Tier: attest.TierDev, Kind: dev.Kind, Expiry: tt.wantExp, SealKey: tt.ev.SealKey}
+			if v.Tier != want.Tier || v.Kind != want.Kind || !v.Expiry.Equal(want.Expiry) || !bytes.Equal(v.SealKey, want.SealKey) {
 				t.Fatalf("verdict %+v, want %+v", v, want)
 			}
 			if !v.Live(tt.at) {

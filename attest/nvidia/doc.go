@@ -1,11 +1,13 @@
 // Package nvidia collects and verifies NVIDIA GPU confidential-computing
 // (CC) evidence, the GPU half of the tee-gpu trust tier. The evidence
 // rides in attest.Evidence.GPU beside a TDX quote and is bound to the same
-// peer key and expiry: the GPU's attestation report is made over
+// peer key, sealing key and expiry: the GPU's attestation report is made
+// over
 //
-//	Nonce(binding) = SHA-256(binding),  binding = attest.Binding(pub, expiry)
+//	Nonce(binding) = SHA-256(binding),  binding = attest.Binding(pub, expiry, sealKey)
 //
-// so a report replayed by another peer, or for another expiry, fails.
+// so a report replayed by another peer, for another sealing key or for
+// another expiry, fails.
 //
 // # Collecting
 //

@@ -32,7 +32,7 @@ func nonceFor(t *testing.T, seed byte) [32]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := attest.Binding(pub, now.Add(time.Hour))
+	b, err := attest.Binding(pub, now.Add(time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,9 +20,10 @@ type Collecting struct {
 	Collector *Collector
 }
 
-// Issue issues the inner evidence, then adds the GPU evidence.
-func (c Collecting) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time) (*attest.Evidence, error) {
-	ev, err := c.Inner.Issue(ctx, pub, expiry)
+// Issue issues the inner evidence, then adds the GPU evidence, made over
+// the nonce of the inner evidence's binding (which covers sealKey too).
+func (c Collecting) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
+	ev, err := c.Inner.Issue(ctx, pub, expiry, sealKey)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +57,9 @@ func (u Upgrading) Validate(ctx context.Context, ev *attest.Evidence, pub crypto
 	if err != nil || len(ev.GPU) == 0 || v.Tier != attest.TierTEE {
 		return v, err
 	}
-	// The inner validator checked that ReportData is this peer's binding.
+	// The inner validator checked that ReportData is this peer's binding,
+	// sealing key included, so GPU reports made for another peer or
+	// another sealing key fail the nonce.
 	if len(ev.ReportData) != 64 {
 		return v, nil
 	}

@@ -21,12 +21,12 @@ import (
 // binding alone) relabelled, accepted at TierTEE.
 type fakeTEE struct{}
 
-func (fakeTEE) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time) (*attest.Evidence, error) {
-	return dev.Issuer{}.Issue(ctx, pub, expiry)
+func (fakeTEE) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
+	return dev.Issuer{}.Issue(ctx, pub, expiry, sealKey)
 }
 
 func (fakeTEE) Validate(ctx context.Context, ev *attest.Evidence, pub crypto.PubKey, now time.Time) (attest.Verdict, error) {
-	v, err := dev.Validator{}.Validate(ctx, &attest.Evidence{Kind: dev.Kind, Expiry: ev.Expiry, ReportData: ev.ReportData}, pub, now)
+	v, err := dev.Validator{}.Validate(ctx, &attest.Evidence{Kind: dev.Kind, Expiry: ev.Expiry, ReportData: ev.ReportData, SealKey: ev.SealKey}, pub, now)
 	if err != nil {
 		return attest.Verdict{}, err
 	}
@@ -45,14 +45,19 @@ func TestTierUpgrade(t *testing.T) {
 	p := newPKI(t, "test")
 	up := nvidia.Upgrading{Inner: fakeTEE{}, Verifier: p.verifier(t)}
 	expiry := now.Add(time.Hour)
-	issue := func(sys nvidia.System, k crypto.PrivKey) *attest.Evidence {
+	sealKey, otherSealKey := []byte("sealing key"), []byte("another sealing key")
+	issueSealed := func(sys nvidia.System, k crypto.PrivKey, seal []byte) *attest.Evidence {
 		s, _ := dgx(t, p, sys)
-		ev, err := nvidia.Collecting{Inner: fakeTEE{}, Collector: nvidia.NewCollectorWithLibrary(s)}.Issue(context.Background(), k.GetPublic(), expiry)
+		ev, err := nvidia.Collecting{Inner: fakeTEE{}, Collector: nvidia.NewCollectorWithLibrary(s)}.Issue(context.Background(), k.GetPublic(), expiry, seal)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !bytes.Equal(ev.SealKey, seal) {
+			t.Fatalf("evidence carries sealing key %x, want %x", ev.SealKey, seal)
+		}
 		return ev
 	}
+	issue := func(sys nvidia.System, k crypto.PrivKey) *attest.Evidence { return issueSealed(sys, k, nil) }
 	a, b := key(1), key(2)
 	ccOff := ccOn
 	ccOff.Feature = nvml.CC_SYSTEM_FEATURE_DISABLED
@@ -72,11 +77,30 @@ func TestTierUpgrade(t *testing.T) {
 			return ev
 		}(), a.GetPublic(), attest.TierTEE, nil},
 		{"replayed by another peer", issue(ccOn, a), b.GetPublic(), 0, attest.ErrBinding},
+		{"gpus in cc mode with a sealing key", issueSealed(ccOn, a, sealKey), a.GetPublic(), attest.TierTEEGPU, nil},
+		{"gpu evidence of another sealing key", func() *attest.Evidence {
+			ev := issueSealed(ccOn, a, sealKey)
+			ev.GPU = issueSealed(ccOn, a, otherSealKey).GPU
+			return ev
+		}(), a.GetPublic(), attest.TierTEE, nil},
+		{"gpu evidence without the sealing key", func() *attest.Evidence {
+			ev := issueSealed(ccOn, a, sealKey)
+			ev.GPU = issue(ccOn, a).GPU
+			return ev
+		}(), a.GetPublic(), attest.TierTEE, nil},
+		{"sealing key swapped", func() *attest.Evidence {
+			ev := issueSealed(ccOn, a, sealKey)
+			ev.SealKey = otherSealKey
+			return ev
+		}(), a.GetPublic(), 0, attest.ErrBinding},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v, err := up.Validate(context.Background(), tc.ev, tc.pub, now)
 			if !errors.Is(err, tc.err) || v.Tier != tc.tier {
 				t.Fatalf("verdict %v, err %v; want tier %v, err %v", v.Tier, err, tc.tier, tc.err)
+			}
+			if err == nil && !bytes.Equal(v.SealKey, tc.ev.SealKey) {
+				t.Fatalf("verdict carries sealing key %x, the evidence %x", v.SealKey, tc.ev.SealKey)
 			}
 		})
 	}

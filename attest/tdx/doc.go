@@ -1,7 +1,8 @@
 // Package tdx issues and checks Intel TDX evidence: a TDX quote whose
-// REPORTDATA is the binding of the node's libp2p key and the evidence's
-// expiry (see package attest), so the quote says "a TD with these
-// measurements holds this peer key until then".
+// REPORTDATA is the binding of the node's libp2p key, its sealing key (if
+// any) and the evidence's expiry (see package attest), so the quote says
+// "a TD with these measurements holds this peer key and this sealing key
+// until then".
 //
 // # Issuing
 //
@@ -13,19 +14,29 @@
 //
 // # Validating
 //
-// Validate checks, in this order:
+// Validate checks, in this order, the cheap checks first (the binding is a
+// hash; the quote's verification costs about a millisecond):
 //
 //  1. Kind is "tdx" (attest.ErrKind).
-//  2. Genuine (VerifyQuote). The quote is at most MaxQuoteSize and parses
-//     as a TDX v4 quote with ECDSA P-256 attestation (ErrMalformed). Then
-//     (ErrNotGenuine): the PCK chain in the quote is three certificates and
-//     its root is byte for byte the trusted root; the attestation key
-//     signed the header and TD report; the PCK certificate signed the QE
-//     report; the QE report's data is the hash of the attestation key and
-//     QE authentication data; root, intermediate and PCK certificates chain
-//     by signature and name, and are valid at the given time; the PCK
+//  2. Bound (attest.CheckBinding): the evidence's report data is the
+//     binding of the presenting peer's key, the evidence's sealing key (v2;
+//     v1 when it has none) and its expiry (attest.ErrBinding), the expiry
+//     is after the given time (attest.ErrExpired) and at most MaxValidity
+//     ahead (attest.ErrTooLong). Then the quote is at most MaxQuoteSize and
+//     parses as a TDX v4 quote (ErrMalformed), and its REPORTDATA, not yet
+//     verified, is that same binding (attest.ErrBinding). Another peer's
+//     quote, or a swapped sealing key, is refused here without verifying
+//     anything.
+//  3. Genuine (VerifyQuote), ECDSA P-256 attestation (ErrNotGenuine): the
+//     PCK chain in the quote is three certificates and its root is byte for
+//     byte the trusted root; the attestation key signed the header and TD
+//     report (REPORTDATA included, so a quote rewritten to bind another
+//     sealing key fails here); the PCK certificate signed the QE report;
+//     the QE report's data is the hash of the attestation key and QE
+//     authentication data; root, intermediate and PCK certificates chain by
+//     signature and name, and are valid at the given time; the PCK
 //     certificate carries Intel's SGX extensions.
-//  3. Collateral, only with CollateralOn (ErrCollateral, or
+//  4. Collateral, only with CollateralOn (ErrCollateral, or
 //     ErrCollateralUnavailable when neither Intel PCS nor the cache had
 //     it): Intel's TDX TCB info and QE identity for the platform, signed
 //     under the same root and not past their nextUpdate; the platform's TCB
@@ -33,17 +44,13 @@
 //     neither the PCK nor the intermediate certificate is on Intel's CRLs.
 //     go-tdx-guest accepts only UpToDate; SWHardeningNeeded and
 //     ConfigurationNeeded platforms are rejected too.
-//  4. Bound (attest.CheckBinding): the evidence's report data is the
-//     binding of the presenting peer's key and the evidence's expiry
-//     (attest.ErrBinding), the expiry is after the given time
-//     (attest.ErrExpired) and at most MaxValidity ahead (attest.ErrTooLong);
-//     the quote's REPORTDATA is that same binding (attest.ErrBinding).
 //  5. Acceptable to the Policy in force, read on every call: not a debug TD
 //     (ErrDebug), MRTD and RTMR0-3 equal to one allow-list entry
 //     (ErrMeasurement), and TEE_TCB_SVN, the PCK certificate's CPUSVN
 //     components and PCESVN each at least the minimum (ErrTCB).
 //
-// The verdict is attest.TierTEE until the evidence's expiry.
+// The verdict is attest.TierTEE until the evidence's expiry, and carries
+// the sealing key the quote binds.
 //
 // Not verified: MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM, MRSEAM and the
 // TD attributes other than DEBUG; the QE's vendor ID and MRSIGNER unless

@@ -49,10 +49,42 @@ func FuzzValidate(f *testing.F) {
 
 // isRejection reports whether err is one of the documented reasons.
 func isRejection(err error) bool {
-	for _, e := range []error{ErrMalformed, ErrNotGenuine, ErrMeasurement, ErrDebug, ErrTCB, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrKind} {
+	for _, e := range []error{ErrMalformed, ErrNotGenuine, ErrMeasurement, ErrDebug, ErrTCB, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrKind, attest.ErrFormat} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
 	return false
+}
+
+// FuzzValidateSealKey presents one genuine v2 quote with arbitrary sealing
+// keys in the evidence: only the key the quote binds is accepted, and the
+// verdict carries exactly it.
+func FuzzValidateSealKey(f *testing.F) {
+	s := newSynthetic(f)
+	pub := key(f, 1)
+	good := s.sealedEvidence(f, pub, now.Add(time.Hour), measure(1), sealKey)
+	f.Add(sealKey)
+	f.Add(otherSealKey)
+	f.Add([]byte{})
+	f.Add(sealKey[:len(sealKey)-1])
+	f.Add(append(bytes.Clone(sealKey), 0))
+	f.Add(make([]byte, attest.MaxSealKey+1))
+	f.Fuzz(func(t *testing.T, seal []byte) {
+		ev := *good
+		ev.SealKey = seal
+		v, err := s.v.Validate(context.Background(), &ev, pub, now)
+		if bytes.Equal(seal, sealKey) {
+			if err != nil || !bytes.Equal(v.SealKey, sealKey) {
+				t.Fatalf("the bound key: verdict %+v, %v", v, err)
+			}
+			return
+		}
+		if err == nil {
+			t.Fatalf("accepted sealing key %x for a quote binding %x", seal, sealKey)
+		}
+		if !errors.Is(err, attest.ErrBinding) && !errors.Is(err, attest.ErrFormat) {
+			t.Fatalf("sealing key %x refused with %v, want ErrBinding or ErrFormat", seal, err)
+		}
+	})
 }

@@ -33,8 +33,8 @@ type QuoteProvider interface {
 	Quote(reportData [64]byte) ([]byte, error)
 }
 
-// Issuer makes TDX evidence: a quote over the binding of the node's key
-// and expiry.
+// Issuer makes TDX evidence: a quote over the binding of the node's key,
+// its sealing key (if any) and expiry.
 type Issuer struct {
 	p QuoteProvider
 }
@@ -42,11 +42,11 @@ type Issuer struct {
 // NewIssuer returns an Issuer getting quotes from p.
 func NewIssuer(p QuoteProvider) *Issuer { return &Issuer{p: p} }
 
-// Issue gets a quote whose REPORTDATA binds pub until expiry. The provider
-// call blocks in the kernel (3 ms to 1 s) and cannot be cancelled; ctx is
-// checked before it.
-func (i *Issuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time) (*attest.Evidence, error) {
-	b, err := attest.Binding(pub, expiry)
+// Issue gets a quote whose REPORTDATA binds pub, and sealKey if not
+// empty, until expiry. The provider call blocks in the kernel (3 ms to
+// 1 s) and cannot be cancelled; ctx is checked before it.
+func (i *Issuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
+	b, err := attest.Binding(pub, expiry, sealKey)
 	if err != nil {
 		return nil, err
 	}
@@ -69,5 +69,9 @@ func (i *Issuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time)
 	if !bytes.Equal(q.GetTdQuoteBody().GetReportData(), b[:]) {
 		return nil, fmt.Errorf("quote from provider: REPORTDATA is not the requested binding")
 	}
-	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: raw}, nil
+	ev := &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: raw}
+	if len(sealKey) != 0 {
+		ev.SealKey = bytes.Clone(sealKey)
+	}
+	return ev, nil
 }

@@ -41,28 +41,32 @@ func TestIssue(t *testing.T) {
 	tests := []struct {
 		name string
 		p    *fakeProvider
-		want error // nil: issued and accepted
+		seal []byte // the sealing key to bind
+		want error  // nil: issued and accepted
 		msg  string
 	}{
-		{"quote over the binding", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, nil, ""},
-		{"provider error", &fakeProvider{err: errDevice}, errDevice, "getting TDX quote"},
-		{"empty quote", &fakeProvider{quote: func([64]byte) []byte { return nil }}, ErrEmptyQuote, ""},
-		{"garbage", &fakeProvider{quote: func([64]byte) []byte { return []byte("not a quote") }}, ErrMalformed, ""},
-		{"quote over other data", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec([64]byte{1})) }}, nil, "REPORTDATA is not the requested binding"},
+		{"quote over the binding", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, nil, nil, ""},
+		{"quote over the binding with a sealing key", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, sealKey, nil, ""},
+		{"quote over the binding without the sealing key", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec(binding(t, pub, expiry))) }}, sealKey, nil, "REPORTDATA is not the requested binding"},
+		{"sealing key too long", &fakeProvider{err: errors.New("unreachable")}, make([]byte, attest.MaxSealKey+1), attest.ErrFormat, ""},
+		{"provider error", &fakeProvider{err: errDevice}, nil, errDevice, "getting TDX quote"},
+		{"empty quote", &fakeProvider{quote: func([64]byte) []byte { return nil }}, nil, ErrEmptyQuote, ""},
+		{"garbage", &fakeProvider{quote: func([64]byte) []byte { return []byte("not a quote") }}, nil, ErrMalformed, ""},
+		{"quote over other data", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec([64]byte{1})) }}, nil, nil, "REPORTDATA is not the requested binding"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, err := NewIssuer(tt.p).Issue(ctx, pub, expiry)
+			ev, err := NewIssuer(tt.p).Issue(ctx, pub, expiry, tt.seal)
 			if tt.want == nil && tt.msg == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				b := binding(t, pub, expiry)
-				if ev.Kind != Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, b[:]) || len(ev.Quote) == 0 {
+				b := sealBinding(t, pub, expiry, tt.seal)
+				if ev.Kind != Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, b[:]) || len(ev.Quote) == 0 || !bytes.Equal(ev.SealKey, tt.seal) {
 					t.Fatalf("evidence %+v", ev)
 				}
 				v, err := s.v.Validate(ctx, ev, pub, now)
-				if err != nil || v.Tier != attest.TierTEE {
+				if err != nil || v.Tier != attest.TierTEE || !bytes.Equal(v.SealKey, tt.seal) {
 					t.Fatalf("validating issued evidence: %+v, %v", v, err)
 				}
 				return
@@ -84,7 +88,7 @@ func TestIssueCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p := &fakeProvider{err: errors.New("unreachable")}
-	if _, err := NewIssuer(p).Issue(ctx, key(t, 1), now.Add(time.Hour)); !errors.Is(err, context.Canceled) || p.calls != 0 {
+	if _, err := NewIssuer(p).Issue(ctx, key(t, 1), now.Add(time.Hour), sealKey); !errors.Is(err, context.Canceled) || p.calls != 0 {
 		t.Fatalf("error %v after %d calls, want context.Canceled before any", err, p.calls)
 	}
 }

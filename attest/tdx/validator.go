@@ -222,26 +222,34 @@ type Report struct {
 	Debug      bool
 }
 
-// Validate checks ev from the holder of pub at now. The verdict is
-// attest.TierTEE until ev's expiry.
+// Validate checks ev from the holder of pub at now: kind, then the binding
+// (a hash, and the quote's REPORTDATA read without verifying anything),
+// and only then whether the quote is genuine (signatures, chain,
+// collateral: about a millisecond, more when collateral is fetched) and
+// acceptable. The verdict is attest.TierTEE until ev's expiry, carrying
+// the sealing key the quote binds.
 func (v *Validator) Validate(ctx context.Context, ev *attest.Evidence, pub crypto.PubKey, now time.Time) (attest.Verdict, error) {
 	if ev.Kind != Kind {
 		return attest.Verdict{}, attest.ErrKind
 	}
-	r, err := v.VerifyQuote(ctx, ev.Quote, now)
-	if err != nil {
-		return attest.Verdict{}, err
-	}
 	if err := attest.CheckBinding(ev, pub, now, v.cfg.MaxValidity); err != nil {
 		return attest.Verdict{}, err
 	}
-	if !bytes.Equal(r.ReportData[:], ev.ReportData) {
+	q, err := parseBounded(ev.Quote)
+	if err != nil {
+		return attest.Verdict{}, err
+	}
+	if !bytes.Equal(q.GetTdQuoteBody().GetReportData(), ev.ReportData) {
 		return attest.Verdict{}, fmt.Errorf("%w: quote REPORTDATA differs from the evidence", attest.ErrBinding)
+	}
+	r, err := v.verify(ctx, q, now)
+	if err != nil {
+		return attest.Verdict{}, err
 	}
 	if err := v.acceptable(r); err != nil {
 		return attest.Verdict{}, err
 	}
-	return attest.Verdict{Tier: attest.TierTEE, Kind: Kind, Expiry: time.Unix(ev.Expiry, 0)}, nil
+	return attest.Verdict{Tier: attest.TierTEE, Kind: Kind, Expiry: time.Unix(ev.Expiry, 0), SealKey: bytes.Clone(ev.SealKey)}, nil
 }
 
 // acceptable checks r against the policy in force.
@@ -288,16 +296,27 @@ func atLeast(got, min []byte) bool {
 // CollateralOn accepted by Intel's collateral. It says nothing about
 // whether the TD is acceptable.
 func (v *Validator) VerifyQuote(ctx context.Context, raw []byte, now time.Time) (*Report, error) {
+	q, err := parseBounded(raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.verify(ctx, q, now)
+}
+
+// parseBounded parses raw as a quote of at most MaxQuoteSize bytes.
+func parseBounded(raw []byte) (*pb.QuoteV4, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: no quote", ErrMalformed)
 	}
 	if len(raw) > MaxQuoteSize {
 		return nil, fmt.Errorf("%w: %d bytes, over %d", ErrMalformed, len(raw), MaxQuoteSize)
 	}
-	q, err := parseQuote(raw)
-	if err != nil {
-		return nil, err
-	}
+	return parseQuote(raw)
+}
+
+// verify checks that the parsed quote q is genuine at now: VerifyQuote
+// after parsing.
+func (v *Validator) verify(ctx context.Context, q *pb.QuoteV4, now time.Time) (*Report, error) {
 	leaf, chainRoot, err := pckChain(q)
 	if err != nil {
 		return nil, err

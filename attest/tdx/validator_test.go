@@ -41,14 +41,28 @@ func key(t testing.TB, seed byte) crypto.PubKey {
 	return pub
 }
 
+// binding is the v1 binding of pub until expiry.
 func binding(t testing.TB, pub crypto.PubKey, expiry time.Time) [64]byte {
 	t.Helper()
-	b, err := attest.Binding(pub, expiry)
+	return sealBinding(t, pub, expiry, nil)
+}
+
+// sealBinding is the binding of pub and sealKey until expiry.
+func sealBinding(t testing.TB, pub crypto.PubKey, expiry time.Time, sealKey []byte) [64]byte {
+	t.Helper()
+	b, err := attest.Binding(pub, expiry, sealKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
+
+// sealKey is the sealing key of these tests' v2 evidence; otherSealKey is
+// the one an attacker would rather clients sealed to.
+var (
+	sealKey      = []byte("the worker's sealing key")
+	otherSealKey = []byte("a proxy's sealing key")
+)
 
 // measure makes a measurement from seed.
 func measure(seed byte) Measurement {
@@ -217,9 +231,26 @@ func newSynthetic(t testing.TB) *synthetic {
 // its TEE_TCB_SVN at the policy's minimum.
 func (s *synthetic) evidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m Measurement) *attest.Evidence {
 	t.Helper()
-	b := binding(t, pub, expiry)
+	return s.sealedEvidence(t, pub, expiry, m, nil)
+}
+
+// sealedEvidence is evidence binding pub and seal (v2; v1 when seal is
+// empty) until expiry for a TD measured m.
+func (s *synthetic) sealedEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m Measurement, seal []byte) *attest.Evidence {
+	t.Helper()
+	b := sealBinding(t, pub, expiry, seal)
 	q := s.intel.quote(t, quoteSpec{ReportData: b, Measurement: m, TEETCBSVN: [16]byte{3, 0, 4}})
-	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: q}
+	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: q, SealKey: bytes.Clone(seal)}
+}
+
+// rebind returns a copy of ev whose quote's REPORTDATA and evidence say
+// rd, the quote's signatures untouched.
+func rebind(ev *attest.Evidence, rd [64]byte) *attest.Evidence {
+	out := *ev
+	out.Quote = bytes.Clone(ev.Quote)
+	copy(out.Quote[headerLen+offReportData:], rd[:])
+	out.ReportData = rd[:]
+	return &out
 }
 
 func TestValidate(t *testing.T) {
@@ -228,12 +259,22 @@ func TestValidate(t *testing.T) {
 	pubA, pubB := key(t, 1), key(t, 2)
 	hour := now.Add(time.Hour)
 	good := s.evidence(t, pubA, hour, measure(1))
+	sealed := s.sealedEvidence(t, pubA, hour, measure(1), sealKey)
 
 	// with returns a copy of good changed by f.
 	with := func(f func(ev *attest.Evidence)) *attest.Evidence {
 		ev := *good
 		ev.ReportData = bytes.Clone(good.ReportData)
 		ev.Quote = bytes.Clone(good.Quote)
+		f(&ev)
+		return &ev
+	}
+	// sealedWith returns a copy of sealed changed by f.
+	sealedWith := func(f func(ev *attest.Evidence)) *attest.Evidence {
+		ev := *sealed
+		ev.ReportData = bytes.Clone(sealed.ReportData)
+		ev.Quote = bytes.Clone(sealed.Quote)
+		ev.SealKey = bytes.Clone(sealed.SealKey)
 		f(&ev)
 		return &ev
 	}
@@ -250,12 +291,33 @@ func TestValidate(t *testing.T) {
 		want error // nil: accepted as TierTEE
 	}{
 		{"valid", good, pubA, nil, nil},
+		{"valid with a sealing key", sealed, pubA, nil, nil},
+		{"sealing key swapped", sealedWith(func(ev *attest.Evidence) { ev.SealKey = otherSealKey }), pubA, nil, attest.ErrBinding},
+		{"sealing key stripped", sealedWith(func(ev *attest.Evidence) { ev.SealKey = nil }), pubA, nil, attest.ErrBinding},
+		{"sealing key added to v1 evidence", with(func(ev *attest.Evidence) { ev.SealKey = otherSealKey }), pubA, nil, attest.ErrBinding},
+		{"sealing key swapped with report data rebound", func() *attest.Evidence {
+			ev := sealedWith(func(ev *attest.Evidence) { ev.SealKey = otherSealKey })
+			b := sealBinding(t, pubA, hour, otherSealKey)
+			ev.ReportData = b[:]
+			return ev
+		}(), pubA, nil, attest.ErrBinding},
+		{"sealing key swapped in the quote too", func() *attest.Evidence {
+			ev := rebind(sealed, sealBinding(t, pubA, hour, otherSealKey))
+			ev.SealKey = otherSealKey
+			return ev
+		}(), pubA, nil, ErrNotGenuine},
+		{"sealed evidence replayed by another peer", sealed, pubB, nil, attest.ErrBinding},
 		{"wrong kind", with(func(ev *attest.Evidence) { ev.Kind = "dev" }), pubA, nil, attest.ErrKind},
 		{"empty quote", with(func(ev *attest.Evidence) { ev.Quote = nil }), pubA, nil, ErrMalformed},
 		{"oversize quote", with(func(ev *attest.Evidence) { ev.Quote = append(ev.Quote, make([]byte, MaxQuoteSize)...) }), pubA, nil, ErrMalformed},
 		{"truncated quote", with(func(ev *attest.Evidence) { ev.Quote = ev.Quote[:len(ev.Quote)/2] }), pubA, nil, ErrMalformed},
 		{"tampered TD report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offMRTD] ^= 1 }), pubA, nil, ErrNotGenuine},
-		{"tampered report data", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offReportData] ^= 1 }), pubA, nil, ErrNotGenuine},
+		{"tampered report data", func() *attest.Evidence { // rebound to a later expiry
+			ev := rebind(good, binding(t, pubA, hour.Add(time.Hour)))
+			ev.Expiry = hour.Add(time.Hour).Unix()
+			return ev
+		}(), pubA, nil, ErrNotGenuine},
+		{"report data flipped in the quote", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offReportData] ^= 1 }), pubA, nil, attest.ErrBinding},
 		{"tampered QE report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+bodyLen+4+128+6+0x100] ^= 1 }), pubA, nil, ErrNotGenuine},
 		{"wrong root", good, pubA, productionValidator(t), ErrNotGenuine},
 		{"replayed by another peer", good, pubB, nil, attest.ErrBinding},
@@ -283,7 +345,7 @@ func TestValidate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got.Tier != attest.TierTEE || got.Kind != Kind || !got.Expiry.Equal(time.Unix(tt.ev.Expiry, 0)) {
+				if got.Tier != attest.TierTEE || got.Kind != Kind || !got.Expiry.Equal(time.Unix(tt.ev.Expiry, 0)) || !bytes.Equal(got.SealKey, tt.ev.SealKey) {
 					t.Fatalf("verdict %+v", got)
 				}
 				return
@@ -292,8 +354,51 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v, want %v", err, tt.want)
 			}
 			t.Log(err)
-			if got != (attest.Verdict{}) {
+			if !reflect.DeepEqual(got, attest.Verdict{}) {
 				t.Fatalf("rejected with verdict %+v", got)
+			}
+		})
+	}
+}
+
+// TestBindingCheckedFirst: the binding (a hash, and the quote's
+// REPORTDATA read unverified) is checked before the quote's signatures and
+// chain. The production validator trusts only Intel's root, so it finds
+// every synthetic quote not genuine once it verifies one: these rejections
+// for the binding show it never got that far.
+func TestBindingCheckedFirst(t *testing.T) {
+	ctx := context.Background()
+	s := newSynthetic(t)
+	prod := productionValidator(t)
+	pubA, pubB := key(t, 1), key(t, 2)
+	hour := now.Add(time.Hour)
+	sealed := s.sealedEvidence(t, pubA, hour, measure(1), sealKey)
+	if _, err := prod.Validate(ctx, sealed, pubA, now); !errors.Is(err, ErrNotGenuine) {
+		t.Fatalf("bound evidence under a test root: %v, want ErrNotGenuine", err)
+	}
+	tests := []struct {
+		name string
+		ev   *attest.Evidence
+		pub  crypto.PubKey
+		want error
+	}{
+		{"replayed by another peer", sealed, pubB, attest.ErrBinding},
+		{"sealing key swapped", func() *attest.Evidence { ev := *sealed; ev.SealKey = otherSealKey; return &ev }(), pubA, attest.ErrBinding},
+		{"rebound to another sealing key, quote untouched", func() *attest.Evidence {
+			ev := *sealed
+			ev.SealKey = otherSealKey
+			b := sealBinding(t, pubA, hour, otherSealKey)
+			ev.ReportData = b[:]
+			return &ev
+		}(), pubA, attest.ErrBinding},
+		{"expired", s.sealedEvidence(t, pubA, now, measure(1), sealKey), pubA, attest.ErrExpired},
+		{"validity too long", s.sealedEvidence(t, pubA, now.Add(DefaultMaxValidity+time.Hour), measure(1), sealKey), pubA, attest.ErrTooLong},
+		{"garbage quote, unbound", func() *attest.Evidence { ev := *sealed; ev.Quote = []byte("garbage"); return &ev }(), pubB, attest.ErrBinding},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := prod.Validate(ctx, tt.ev, tt.pub, now); !errors.Is(err, tt.want) {
+				t.Fatalf("error %v, want %v", err, tt.want)
 			}
 		})
 	}

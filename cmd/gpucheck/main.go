@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	now := time.Now()
-	binding, err := attest.Binding(pub, now.Add(time.Hour))
+	binding, err := attest.Binding(pub, now.Add(time.Hour), nil)
 	if err != nil {
 		return err
 	}

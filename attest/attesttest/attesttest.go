@@ -1,0 +1,70 @@
+// Package attesttest provides the fakes of package attest's interfaces for
+// other packages' tests. Only tests import it.
+package attesttest
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+)
+
+// SealKey is one key a fake SealKeys made.
+type SealKey struct {
+	Pub    []byte
+	Expiry time.Time
+}
+
+// SealKeys is a fake attest.SealKeys that keeps nothing secret: Next
+// returns a new 32-byte public key each call (distinct, deterministic in
+// the order of calls) and remembers it with its expiry, or fails with the
+// error given to Fail. It is safe for concurrent use.
+type SealKeys struct {
+	mu   sync.Mutex // guards made and err
+	made []SealKey
+	err  error
+}
+
+var _ attest.SealKeys = (*SealKeys)(nil)
+
+// NewSealKeys returns a fake with no keys made.
+func NewSealKeys() *SealKeys { return &SealKeys{} }
+
+// Next makes the next key, valid until expiry.
+func (k *SealKeys) Next(expiry time.Time) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err != nil {
+		return nil, k.err
+	}
+	seed := binary.BigEndian.AppendUint64([]byte("attesttest seal key "), uint64(len(k.made)))
+	pub := sha256.Sum256(seed)
+	k.made = append(k.made, SealKey{Pub: pub[:], Expiry: expiry})
+	return pub[:], nil
+}
+
+// Fail makes every later Next fail with err (nil: succeed again).
+func (k *SealKeys) Fail(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.err = err
+}
+
+// Made returns the keys made so far, oldest first.
+func (k *SealKeys) Made() []SealKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]SealKey(nil), k.made...)
+}
+
+// Last returns the public half of the newest key, nil before the first.
+func (k *SealKeys) Last() []byte {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.made) == 0 {
+		return nil
+	}
+	return k.made[len(k.made)-1].Pub
+}
