@@ -96,6 +96,19 @@ func TestTDXIssuerWithoutTDX(t *testing.T) {
 	}
 }
 
+// A worker with TDX evidence refuses an engine on another machine before
+// it starts anything, and says how to fix it: the tee tier promises that
+// a prompt stays inside the TD.
+func TestTDXWorkerRemoteEngine(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"worker", "--issuer", "tdx", "--data-dir", t.TempDir(),
+		"--backend", "openai", "--engine-url", "http://10.0.0.7:8000/v1"}, env(nil), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "worker.openai.url") || !strings.Contains(err.Error(), "outside this machine") ||
+		!strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("err = %v, want one naming worker.openai.url as outside this machine, with the fix", err)
+	}
+}
+
 // TestConfigPrecedence: defaults, then the file, then flags, then the
 // environment.
 func TestConfigPrecedence(t *testing.T) {

@@ -70,6 +70,7 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	case config.RoleWorker:
 		fs.StringVar(&cfg.Worker.Backend, "backend", cfg.Worker.Backend, "engine backend: sim or openai")
 		fs.StringVar(&cfg.Worker.OpenAI.URL, "engine-url", cfg.Worker.OpenAI.URL, "OpenAI-compatible engine base URL (backend openai), e.g. http://127.0.0.1:8000/v1")
+		fs.StringVar(&cfg.Worker.OpenAI.Socket, "engine-socket", cfg.Worker.OpenAI.Socket, "unix socket the engine listens on (backend openai); --engine-url then gives only the path")
 		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
 		fs.IntVar(&cfg.Worker.MaxConcurrent, "max-concurrent", cfg.Worker.MaxConcurrent, "requests served at once")
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> to join (repeatable); it finds this worker from its offers")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -150,7 +151,10 @@ func (s Sim) Sim() sim.Config {
 
 // OpenAI points a worker at an OpenAI-compatible engine.
 type OpenAI struct {
-	URL    string   `toml:"url"`    // e.g. http://127.0.0.1:8000/v1
+	URL string `toml:"url"` // e.g. http://127.0.0.1:8000/v1
+	// Socket, when set, is the path of a unix socket the engine listens
+	// on; requests go there, and URL only gives the path prefix.
+	Socket string   `toml:"socket"`
 	APIKey string   `toml:"-"`      // from COCOON_ENGINE_API_KEY only
 	Models []string `toml:"models"` // announce these instead of asking the engine
 }
@@ -361,6 +365,9 @@ func (c *Config) validateWorker() error {
 		if w.OpenAI.URL == "" {
 			return errors.New("worker.openai.url: not set (e.g. http://127.0.0.1:8000/v1)")
 		}
+		if err := c.checkEngineInside(); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("worker.backend: %q: want sim or openai", w.Backend)
 	}
@@ -377,6 +384,27 @@ func (c *Config) validateWorker() error {
 		return errors.New("worker.check_interval must be positive")
 	}
 	return nil
+}
+
+// checkEngineInside refuses, for a worker whose evidence is a TDX quote, an
+// engine outside its own machine: the tee tier promises that a prompt
+// stays inside the TD, and an engine elsewhere would get it in the clear.
+// The engine must listen on loopback or on a unix socket.
+func (c *Config) checkEngineInside() error {
+	if c.Attest.Issuer != "tdx" || c.Worker.OpenAI.Socket != "" {
+		return nil
+	}
+	u, err := url.Parse(c.Worker.OpenAI.URL)
+	if err != nil {
+		return fmt.Errorf("worker.openai.url: %w", err)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	return fmt.Errorf("worker.openai.url: %q is outside this machine; a worker with TDX evidence (attest.issuer tdx) "+
+		"serves only an engine inside its own TD, on loopback (http://127.0.0.1:PORT/v1) or a unix socket (worker.openai.socket), "+
+		"so that no prompt leaves the TD", u.Redacted())
 }
 
 func (c *Config) validateProxy() error {

@@ -45,6 +45,15 @@ func validConfig(role config.Role) config.Config {
 	return c
 }
 
+// tdxEngine makes a worker present TDX evidence and serve the engine at
+// url (through socket, if not empty).
+func tdxEngine(url, socket string) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Attest.Issuer = "tdx"
+		c.Worker.Backend, c.Worker.OpenAI.URL, c.Worker.OpenAI.Socket = "openai", url, socket
+	}
+}
+
 func TestValidate(t *testing.T) {
 	type change = func(*config.Config)
 	tests := []struct {
@@ -85,6 +94,16 @@ func TestValidate(t *testing.T) {
 		{"worker openai without url", config.RoleWorker, func(c *config.Config) { c.Worker.Backend = "openai" }, "worker.openai.url"},
 		{"worker openai", config.RoleWorker, func(c *config.Config) {
 			c.Worker.Backend, c.Worker.OpenAI.URL = "openai", "http://127.0.0.1:8000/v1"
+		}, ""},
+		{"tdx worker, engine on loopback", config.RoleWorker, tdxEngine("http://127.0.0.1:8000/v1", ""), ""},
+		{"tdx worker, engine on IPv6 loopback", config.RoleWorker, tdxEngine("http://[::1]:8000/v1", ""), ""},
+		{"tdx worker, engine on localhost", config.RoleWorker, tdxEngine("http://localhost:8000/v1", ""), ""},
+		{"tdx worker, engine on a unix socket", config.RoleWorker, tdxEngine("http://engine/v1", "/run/vllm.sock"), ""},
+		{"tdx worker, engine on another machine", config.RoleWorker, tdxEngine("http://10.0.0.7:8000/v1", ""), "worker.openai.url"},
+		{"tdx worker, engine by a remote name", config.RoleWorker, tdxEngine("https://engine.example.com/v1", ""), "worker.openai.url"},
+		{"tdx worker, engine on all interfaces", config.RoleWorker, tdxEngine("http://0.0.0.0:8000/v1", ""), "worker.openai.url"},
+		{"dev worker, engine on another machine", config.RoleWorker, func(c *config.Config) {
+			c.Worker.Backend, c.Worker.OpenAI.URL = "openai", "http://10.0.0.7:8000/v1"
 		}, ""},
 		{"worker unknown backend", config.RoleWorker, func(c *config.Config) { c.Worker.Backend = "vllm" }, "worker.backend"},
 		{"worker not listening", config.RoleWorker, func(c *config.Config) { c.P2P.Listen = nil }, "p2p.listen"},

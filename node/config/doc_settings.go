@@ -42,6 +42,7 @@ var settingDocs = map[string]string{
 	"worker.sim.chunk_bytes":    "Bytes per chunk in the benchmark shape.",
 	"worker.openai.url":         "The engine's OpenAI base URL, e.g. http://127.0.0.1:8000/v1. Its key comes from COCOON_ENGINE_API_KEY.",
 	"worker.openai.models":      "Models to announce instead of asking the engine's /v1/models.",
+	"worker.openai.socket":      "A unix socket the engine listens on; when set, requests go there and url gives only the path. With attest.issuer tdx the engine must be on loopback or a unix socket.",
 	"worker.price.prompt":       "Price of a million prompt tokens, in nanoTON (1 TON = 10^9), for every model served.",
 	"worker.price.cached":       "Price of a million cached prompt tokens, in nanoTON.",
 	"worker.price.completion":   "Price of a million completion tokens, in nanoTON.",

@@ -57,6 +57,10 @@ type Config struct {
 	// BaseURL is the engine's OpenAI API root, version path included, for
 	// example http://127.0.0.1:11434/v1. Required.
 	BaseURL string
+	// Socket, when set, is the path of a unix socket the engine listens on:
+	// every connection goes there, and BaseURL gives only the path (its
+	// host names the engine in the Host header).
+	Socket string
 	// APIKey, when set, is sent to the engine as a bearer token.
 	APIKey string
 	// Models are the models to announce. When empty, Models asks the engine
@@ -110,7 +114,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 		b.models = append(b.models, inference.Model{ID: id})
 	}
 	if b.client == nil {
-		b.client = newClient()
+		b.client = newClient(cfg.Socket)
 		b.owned = true
 	}
 	return b, nil
@@ -137,11 +141,18 @@ func parseBaseURL(s string) (string, error) {
 
 // newClient returns the default engine client: keep-alive connections, many
 // of them idle per host, and no compression, which would hold stream bytes
-// back until a compressed block fills.
-func newClient() *http.Client {
+// back until a compressed block fills. With socket set, it dials that unix
+// socket whatever the URL's host.
+func newClient(socket string) *http.Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	dial := dialer.DialContext
+	if socket != "" {
+		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", socket)
+		}
+	}
 	return &http.Client{Transport: &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext:         dial,
 		ForceAttemptHTTP2:   true,
 		MaxIdleConns:        maxIdleConns,
 		MaxIdleConnsPerHost: maxIdleConns,

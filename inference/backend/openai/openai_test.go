@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -898,4 +899,35 @@ func ExampleNew() {
 	models, _ := b.Models(context.Background())
 	fmt.Println(models[0].ID)
 	// Output: llama3.2
+}
+
+// TestUnixSocket: with Socket set, the backend reaches an engine that
+// listens only on a unix socket, whatever host the base URL names.
+func TestUnixSocket(t *testing.T) {
+	fe := &fakeEngine{models: `{"object":"list","data":[{"id":"on-a-socket"}]}`, requests: make(chan engineRequest, 16), quit: make(chan struct{})}
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Skipf("no unix sockets here: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(fe.serve)}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { close(fe.quit); srv.Close(); <-done })
+
+	b, err := New(Config{BaseURL: "http://engine.invalid/v1", Socket: sock}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	models, err := b.Models(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(models) != 1 || models[0].ID != "on-a-socket" {
+		t.Fatalf("models %+v, want on-a-socket", models)
+	}
+	if r := <-fe.requests; r.path != "/v1/models" {
+		t.Errorf("engine asked for %s", r.path)
+	}
 }
