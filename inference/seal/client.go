@@ -62,7 +62,8 @@ type Client struct {
 }
 
 // NewClient returns a client that draws request keys from rnd (crypto/rand
-// if nil) and dates requests by now (time.Now if nil).
+// if nil; another reader must be safe for concurrent use if SealRequest
+// is) and dates requests by now (time.Now if nil).
 func NewClient(rnd io.Reader, now func() time.Time) *Client {
 	if rnd == nil {
 		rnd = rand.Reader

@@ -93,7 +93,9 @@ func WithSessionCache(n int) Option {
 }
 
 // NewKeyring returns a keyring with no keys: call Next before serving.
-// Keys are derived from rand (crypto/rand if nil); now is the clock that
+// Keys are derived from rnd (crypto/rand if nil; read only by Next, under
+// no lock, so another reader must be safe for concurrent Next calls, if
+// any); now is the clock that
 // expires keys and checks requests' times (time.Now if nil).
 func NewKeyring(rnd io.Reader, now func() time.Time, opts ...Option) (*Keyring, error) {
 	if rnd == nil {
