@@ -177,134 +177,135 @@ func (e *reqEnv) seal(t *testing.T, reqID string) *seal.SealedRequest {
 	return sr
 }
 
-// TestRequestTampering is every way a proxy may misuse a sealed request;
-// each returns the error of the worker's last OpenRequest.
+// requestTampering is every way a proxy may misuse a sealed request; each
+// returns the error of the worker's last OpenRequest.
+var requestTampering = []struct {
+	name string
+	run  func(t *testing.T, e *reqEnv) error
+	want error
+}{
+	{"genuine", func(t *testing.T, e *reqEnv) error {
+		_, _, err := e.a.open(t, e.seal(t, "r"))
+		return err
+	}, nil},
+	{"wrong worker", func(t *testing.T, e *reqEnv) error {
+		_, _, err := e.c.open(t, e.seal(t, "r"))
+		return err
+	}, seal.ErrNoRecipient},
+	{"replay to the same worker", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		if _, _, err := e.a.open(t, sr); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrReplay},
+	{"replay to another worker", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		if _, _, err := e.a.open(t, sr); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := e.c.open(t, sr)
+		return err
+	}, seal.ErrNoRecipient},
+	{"replay after the lifetime", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		if _, _, err := e.a.open(t, sr); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(seal.RequestLifetime + time.Millisecond)
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrStale},
+	{"held back too long", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		e.clock.Advance(seal.RequestLifetime + time.Millisecond)
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrStale},
+	{"sealed in the future", func(t *testing.T, e *reqEnv) error {
+		ahead := clocktest.New(t0.Add(seal.RequestLifetime + time.Second))
+		sr, _ := mustSeal(t, seal.NewClient(nil, ahead.Now), "r", nil, e.sa)
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrStale},
+	{"sealing time changed", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.SealedAt = sr.SealedAt.Add(-time.Second)
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"moved to another request ID", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.RequestID = "r2"
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"body of another request", func(t *testing.T, e *reqEnv) error {
+		sr, other := e.seal(t, "r"), e.seal(t, "r")
+		sr.Body = other.Body
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"wrap of another request", func(t *testing.T, e *reqEnv) error {
+		sr, other := e.seal(t, "r"), e.seal(t, "r")
+		sr.Wraps[0] = other.Wraps[0]
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"counter changed", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.Wraps[0].Counter += 10
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"enc of another session", func(t *testing.T, e *reqEnv) error {
+		sr, other := e.seal(t, "r"), mustSealed(t, e, e.a.session(t))
+		sr.Wraps[0].Enc = other.Wraps[0].Enc
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"other network", func(t *testing.T, e *reqEnv) error {
+		_, _, err := e.a.ring.OpenRequest(e.seal(t, "r"), seal.Binding{Network: "mainnet", Peer: "a"})
+		return err
+	}, seal.ErrAuth},
+	{"worker's key under another peer's name", func(t *testing.T, e *reqEnv) error {
+		s, err := seal.NewSession(e.a.pub, seal.Binding{Network: testNetwork, Peer: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = e.a.open(t, mustSealed(t, e, s))
+		return err
+	}, seal.ErrAuth},
+	{"wrong key ID", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		e.a.rotate(t, t0.Add(2*time.Hour))
+		sr.Wraps[0].KeyID = e.a.sessionKey(t) // a's other live key
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"unknown key ID", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.Wraps[0].KeyID[0] ^= 1
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrNoRecipient},
+	{"KEM changed", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.Wraps[0].KEM, sr.Wraps[0].Enc = seal.X25519, sr.Wraps[0].Enc[:32]
+		_, _, err := e.a.open(t, sr)
+		return err
+	}, seal.ErrAuth},
+	{"wraps stripped but one", func(t *testing.T, e *reqEnv) error {
+		sr := e.seal(t, "r")
+		sr.Wraps = sr.Wraps[1:]
+		_, _, err := e.b.open(t, sr)
+		return err
+	}, nil},
+}
+
 func TestRequestTampering(t *testing.T) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, e *reqEnv) error
-		want error
-	}{
-		{"genuine", func(t *testing.T, e *reqEnv) error {
-			_, _, err := e.a.open(t, e.seal(t, "r"))
-			return err
-		}, nil},
-		{"wrong worker", func(t *testing.T, e *reqEnv) error {
-			_, _, err := e.c.open(t, e.seal(t, "r"))
-			return err
-		}, seal.ErrNoRecipient},
-		{"replay to the same worker", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			if _, _, err := e.a.open(t, sr); err != nil {
-				t.Fatal(err)
-			}
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrReplay},
-		{"replay to another worker", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			if _, _, err := e.a.open(t, sr); err != nil {
-				t.Fatal(err)
-			}
-			_, _, err := e.c.open(t, sr)
-			return err
-		}, seal.ErrNoRecipient},
-		{"replay after the lifetime", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			if _, _, err := e.a.open(t, sr); err != nil {
-				t.Fatal(err)
-			}
-			e.clock.Advance(seal.RequestLifetime + time.Millisecond)
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrStale},
-		{"held back too long", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			e.clock.Advance(seal.RequestLifetime + time.Millisecond)
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrStale},
-		{"sealed in the future", func(t *testing.T, e *reqEnv) error {
-			ahead := clocktest.New(t0.Add(seal.RequestLifetime + time.Second))
-			sr, _ := mustSeal(t, seal.NewClient(nil, ahead.Now), "r", nil, e.sa)
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrStale},
-		{"sealing time changed", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.SealedAt = sr.SealedAt.Add(-time.Second)
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"moved to another request ID", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.RequestID = "r2"
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"body of another request", func(t *testing.T, e *reqEnv) error {
-			sr, other := e.seal(t, "r"), e.seal(t, "r")
-			sr.Body = other.Body
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"wrap of another request", func(t *testing.T, e *reqEnv) error {
-			sr, other := e.seal(t, "r"), e.seal(t, "r")
-			sr.Wraps[0] = other.Wraps[0]
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"counter changed", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.Wraps[0].Counter += 10
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"enc of another session", func(t *testing.T, e *reqEnv) error {
-			sr, other := e.seal(t, "r"), mustSealed(t, e, e.a.session(t))
-			sr.Wraps[0].Enc = other.Wraps[0].Enc
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"other network", func(t *testing.T, e *reqEnv) error {
-			_, _, err := e.a.ring.OpenRequest(e.seal(t, "r"), seal.Binding{Network: "mainnet", Peer: "a"})
-			return err
-		}, seal.ErrAuth},
-		{"worker's key under another peer's name", func(t *testing.T, e *reqEnv) error {
-			s, err := seal.NewSession(e.a.pub, seal.Binding{Network: testNetwork, Peer: "c"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = e.a.open(t, mustSealed(t, e, s))
-			return err
-		}, seal.ErrAuth},
-		{"wrong key ID", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			e.a.rotate(t, t0.Add(2*time.Hour))
-			sr.Wraps[0].KeyID = e.a.sessionKey(t) // a's other live key
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"unknown key ID", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.Wraps[0].KeyID[0] ^= 1
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrNoRecipient},
-		{"KEM changed", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.Wraps[0].KEM, sr.Wraps[0].Enc = seal.X25519, sr.Wraps[0].Enc[:32]
-			_, _, err := e.a.open(t, sr)
-			return err
-		}, seal.ErrAuth},
-		{"wraps stripped but one", func(t *testing.T, e *reqEnv) error {
-			sr := e.seal(t, "r")
-			sr.Wraps = sr.Wraps[1:]
-			_, _, err := e.b.open(t, sr)
-			return err
-		}, nil},
-	}
-	for _, tt := range tests {
+	for _, tt := range requestTampering {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.run(t, newReqEnv(t))
 			if tt.want == nil && err != nil || !errors.Is(err, tt.want) {
