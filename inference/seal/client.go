@@ -1,0 +1,153 @@
+package seal
+
+import (
+	"crypto/hpke"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// A Session is a client's HPKE session with one worker's sealing key: the
+// one public-key operation (an encapsulation) it costs is paid once, and
+// every request sealed through it costs symmetric crypto only. Create one
+// per worker key, and drop it when the evidence that binds the key
+// expires. It is safe for concurrent use.
+type Session struct {
+	worker Binding
+	kem    KEM
+	id     KeyID
+	enc    []byte
+	secret []byte
+	ctr    atomic.Uint64 // the last request counter used
+}
+
+// NewSession sets up a session with the worker named by worker, whose
+// sealing public key (wire form, as bound into its verified evidence) is
+// workerPub. The encapsulation's randomness comes from crypto/rand, as
+// crypto/hpke takes no reader (tests fix it with
+// testing/cryptotest.SetGlobalRandom).
+func NewSession(workerPub []byte, worker Binding) (*Session, error) {
+	if err := worker.check(); err != nil {
+		return nil, fmt.Errorf("making sealing session: %w", err)
+	}
+	pub, err := ParsePublicKey(workerPub)
+	if err != nil {
+		return nil, fmt.Errorf("making sealing session with %s: %w", worker.Peer, err)
+	}
+	enc, snd, err := hpke.NewSender(pub.key, hpkeKDF(), hpkeAEAD(), sessionInfo(worker, pub.id))
+	if err != nil {
+		return nil, fmt.Errorf("making sealing session with %s: %w", worker.Peer, err)
+	}
+	secret, err := snd.Export(labelExport, keyLen)
+	if err != nil {
+		return nil, fmt.Errorf("making sealing session with %s: exporting: %w", worker.Peer, err)
+	}
+	return &Session{worker: worker, kem: pub.kem, id: pub.id, enc: enc, secret: secret}, nil
+}
+
+// Worker is the binding the session was made for.
+func (s *Session) Worker() Binding { return s.worker }
+
+// KeyID is the ID of the worker key the session seals to.
+func (s *Session) KeyID() KeyID { return s.id }
+
+// A Client seals requests. It holds the randomness that request keys come
+// from and the clock that dates requests; it is safe for concurrent use.
+type Client struct {
+	rand io.Reader
+	now  func() time.Time
+}
+
+// NewClient returns a client that draws request keys from rnd (crypto/rand
+// if nil; another reader must be safe for concurrent use if SealRequest
+// is) and dates requests by now (time.Now if nil).
+func NewClient(rnd io.Reader, now func() time.Time) *Client {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Client{rand: rnd, now: now}
+}
+
+// SealRequest seals body so that the workers of sessions, and no one else,
+// can open it: body is encrypted once under a fresh request key, and that
+// key is wrapped for each session. All sessions must be of one network,
+// with distinct keys. The opener reads the answer of whichever candidate
+// serves the request.
+func (c *Client) SealRequest(sessions []*Session, reqID string, body []byte) (*SealedRequest, *ResponseOpener, error) {
+	if err := checkSeal(sessions, reqID, body); err != nil {
+		return nil, nil, fmt.Errorf("sealing request %q: %w", reqID, err)
+	}
+	reqKey := make([]byte, keyLen)
+	defer clear(reqKey)
+	if _, err := io.ReadFull(c.rand, reqKey); err != nil {
+		return nil, nil, fmt.Errorf("sealing request %q: reading randomness: %w", reqID, err)
+	}
+	sr := &SealedRequest{RequestID: reqID, SealedAt: time.UnixMilli(c.now().UnixMilli())}
+	at := sr.SealedAt.UnixMilli()
+	bk, err := bodyKey(reqKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	network := sessions[0].worker.Network
+	if sr.Body, err = sealOnce(nil, bk, body, requestAAD(network, reqID, at)); err != nil {
+		return nil, nil, err
+	}
+	sr.Wraps = make([]Wrap, len(sessions))
+	o := &ResponseOpener{candidates: make([]candidate, len(sessions)), chosen: -1}
+	for i, s := range sessions {
+		ctr := s.ctr.Add(1)
+		if ctr == 0 {
+			return nil, nil, fmt.Errorf("sealing request %q: session with %s has used all its counters", reqID, s.worker.Peer)
+		}
+		wk, err := wrapKey(s.secret, ctr)
+		if err != nil {
+			return nil, nil, err
+		}
+		wrapped, err := sealOnce(nil, wk, reqKey, wrapAAD(s.worker, reqID, at, s.id, ctr))
+		if err != nil {
+			return nil, nil, err
+		}
+		sr.Wraps[i] = Wrap{KEM: s.kem, KeyID: s.id, Counter: ctr, Enc: clone(s.enc), Key: wrapped}
+		rk, err := responseKey(reqKey, wk, s.worker, s.id)
+		if err != nil {
+			return nil, nil, err
+		}
+		aead, err := newAEAD(rk)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.candidates[i] = candidate{worker: s.worker, id: s.id, aead: aead}
+	}
+	return sr, o, nil
+}
+
+// checkSeal checks SealRequest's arguments.
+func checkSeal(sessions []*Session, reqID string, body []byte) error {
+	switch {
+	case len(sessions) == 0 || len(sessions) > MaxCandidates:
+		return fmt.Errorf("%w: %d candidates, want 1 to %d", ErrMalformed, len(sessions), MaxCandidates)
+	case reqID == "" || len(reqID) > MaxRequestID || !utf8.ValidString(reqID):
+		return fmt.Errorf("%w: request ID must be valid UTF-8 of 1 to %d bytes", ErrMalformed, MaxRequestID)
+	case len(body) > MaxBody:
+		return fmt.Errorf("%w: body of %d bytes, at most %d", ErrMalformed, len(body), MaxBody)
+	}
+	seen := make(map[KeyID]bool, len(sessions))
+	for _, s := range sessions {
+		switch {
+		case s == nil:
+			return fmt.Errorf("%w: nil session", ErrMalformed)
+		case s.worker.Network != sessions[0].worker.Network:
+			return fmt.Errorf("%w: sessions of networks %q and %q", ErrMalformed, sessions[0].worker.Network, s.worker.Network)
+		case seen[s.id]:
+			return fmt.Errorf("%w: two sessions with key %v", ErrMalformed, s.id)
+		}
+		seen[s.id] = true
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hpke"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+)
+
+// Labels separate every derivation of the protocol, version included, so
+// a key or tag of one use is never valid in another.
+const (
+	labelKeyID    = "cocoon-seal/1 key id"
+	labelInfo     = "cocoon-seal/1 session"
+	labelExport   = "cocoon-seal/1 session secret"
+	labelWrap     = "cocoon-seal/1 wrap"
+	labelRequest  = "cocoon-seal/1 request"
+	labelResponse = "cocoon-seal/1 response"
+	labelCache    = "cocoon-seal/1 cache"
+)
+
+// keyLen is the length of every symmetric key: AES-256.
+const keyLen = 32
+
+// tagLen is AES-GCM's tag; wrappedLen a wrapped request key.
+const (
+	tagLen     = 16
+	wrappedLen = keyLen + tagLen
+)
+
+// HPKE's KDF; the AEAD is export-only: the session's secret is exported
+// and every message is sealed under keys derived from it.
+var (
+	hpkeKDF  = hpke.HKDFSHA256
+	hpkeAEAD = hpke.ExportOnly
+)
+
+// appendLP appends s with a one-byte length; every string bound here is
+// capped below 256 bytes before it gets this far.
+func appendLP(dst []byte, s string) []byte {
+	return append(append(dst, byte(len(s))), s...)
+}
+
+// sessionInfo is HPKE's info for a session with worker b's key id.
+func sessionInfo(b Binding, id KeyID) []byte {
+	info := appendLP(appendLP([]byte(labelInfo), b.Network), b.Peer)
+	return append(info, id[:]...)
+}
+
+// wrapKey derives the key that wraps one request's key: from the session's
+// secret and the request's counter, so each is used once.
+func wrapKey(secret []byte, ctr uint64) ([]byte, error) {
+	info := binary.BigEndian.AppendUint64([]byte(labelWrap), ctr)
+	k, err := hkdf.Expand(sha256.New, secret, string(info), keyLen)
+	if err != nil {
+		return nil, fmt.Errorf("deriving wrap key: %w", err)
+	}
+	return k, nil
+}
+
+// requestAAD is what a request's body is bound to.
+func requestAAD(network, reqID string, sealedAt int64) []byte {
+	aad := appendLP(appendLP([]byte{Version, typeRequest}, network), reqID)
+	return binary.BigEndian.AppendUint64(aad, uint64(sealedAt))
+}
+
+// wrapAAD is what a wrap is bound to: the request, then the worker, its
+// key and the counter.
+func wrapAAD(b Binding, reqID string, sealedAt int64, id KeyID, ctr uint64) []byte {
+	aad := appendLP(requestAAD(b.Network, reqID, sealedAt), b.Peer)
+	aad = append(aad, id[:]...)
+	return binary.BigEndian.AppendUint64(aad, ctr)
+}
+
+// bodyKey derives the body's key from the request key.
+func bodyKey(reqKey []byte) ([]byte, error) {
+	k, err := hkdf.Expand(sha256.New, reqKey, labelRequest, keyLen)
+	if err != nil {
+		return nil, fmt.Errorf("deriving body key: %w", err)
+	}
+	return k, nil
+}
+
+// responseKey derives the key of one worker's answer: from the request key
+// (fresh per request) and that worker's wrap key (known to the client and
+// that worker only, so another candidate cannot answer in its name).
+func responseKey(reqKey, wk []byte, b Binding, id KeyID) ([]byte, error) {
+	info := appendLP(appendLP([]byte(labelResponse), b.Network), b.Peer)
+	info = append(info, id[:]...)
+	k, err := hkdf.Key(sha256.New, wk, reqKey, string(info), keyLen)
+	if err != nil {
+		return nil, fmt.Errorf("deriving response key: %w", err)
+	}
+	return k, nil
+}
+
+// newAEAD returns AES-256-GCM under key.
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("making AES cipher: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("making GCM: %w", err)
+	}
+	return aead, nil
+}
+
+// zeroNonce is the nonce of keys used exactly once (wrap and body keys).
+var zeroNonce [12]byte
+
+// sealOnce seals plaintext under a single-use key.
+func sealOnce(dst, key, plaintext, aad []byte) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	return aead.Seal(dst, zeroNonce[:], plaintext, aad), nil
+}
+
+// openOnce opens ciphertext sealed by sealOnce; failure is ErrAuth.
+func openOnce(key, ciphertext, aad []byte) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	p, err := aead.Open(nil, zeroNonce[:], ciphertext, aad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return p, nil
+}

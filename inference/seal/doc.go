@@ -1,0 +1,151 @@
+// Package seal is the cryptography of sealed inference: a client encrypts
+// a request so that only the workers it verified can read it, the proxies
+// in between relay ciphertext they cannot read or alter undetected, and
+// the worker that serves the request seals its answer back to the client.
+// It covers a worker's sealing keys (Keyring), a client's sessions with
+// them (Session, Client), sealed requests to several candidate workers
+// (SealedRequest) and sealed answers (ResponseSealer, ResponseOpener),
+// with their wire formats. It does no I/O, starts no goroutines and
+// imports only the standard library; the attestation layer, the directory
+// of workers, the routing header and the streams are elsewhere.
+//
+// # Keys
+//
+// A worker's Keyring makes a key pair with Next(expiry), in memory only:
+// no method exports a private key. The attestation layer calls Next when
+// it issues new evidence, at least once per validity window, and binds the
+// returned public key into the evidence's report data next to the libp2p
+// key, so a client that verifies the evidence knows the key lives in the
+// attested machine until then. Earlier keys stay usable until their own
+// expiry, so requests sealed to them while the new evidence spreads still
+// open; expired keys, and every session with them, are forgotten whenever
+// the keyring is used (at most MaxLiveKeys are kept). Go cannot promise to
+// wipe a forgotten key from memory; it becomes garbage.
+//
+// A public key's wire form is the HPKE KEM ID (2 bytes, big endian) then
+// the KEM's serialized key (1216 bytes for MLKEM768X25519, 32 for X25519),
+// so the suite can change without a new format. ParsePublicKey checks the
+// length against the KEM before parsing. A key's KeyID is the first 16
+// bytes of SHA-256 over a label and that wire form.
+//
+// # Suite
+//
+// HPKE (RFC 9180, Go's crypto/hpke) in base mode with the hybrid KEM
+// ML-KEM-768 + X25519 (X-Wing) by default, HKDF-SHA256, and HPKE's
+// export-only AEAD: the session's secret is exported once and every
+// message is sealed under keys derived from it with HKDF-SHA256. The
+// hybrid KEM keeps prompts confidential against a recorder who gets a
+// quantum computer later, and stays as strong as X25519 if ML-KEM falls;
+// its cost is paid once per session (see docs/sealing.md for the
+// measurements), so it is the default. X25519 (DHKEM) is kept for
+// comparison and for peers that cannot do ML-KEM; the KEM is bound into
+// the attested public key, so a proxy cannot downgrade it.
+//
+// The symmetric cipher is AES-256-GCM: workers are TDX machines with AES
+// instructions, clients are x86 (AES-NI) or ARMv8 (crypto extensions)
+// machines, and Go's AES-GCM is constant-time assembly on both; 256-bit
+// keys keep a margin against quantum search to match the KEM. Every key
+// seals one message (wrap and body keys, with a zero nonce) or one answer
+// (records, with the record's type and number as nonce), so GCM's limits
+// on random nonces never apply. ChaCha20-Poly1305 would be the choice for
+// machines without AES instructions; a new Version could switch.
+//
+// # Sessions: public-key work once per worker key
+//
+// A client makes one Session per worker key (NewSession: parse the key,
+// one HPKE encapsulation) and keeps it until the evidence binding the key
+// expires. HPKE's info binds the protocol version, the network, the
+// worker's peer ID and the key ID. Each request then costs symmetric
+// crypto only: the session's counter is incremented, and
+//
+//	wrapKey  = HKDF-Expand(sessionSecret, "cocoon-seal/1 wrap" || counter)
+//	requestKey: 32 fresh random bytes per request
+//	bodyKey  = HKDF-Expand(requestKey, "cocoon-seal/1 request")
+//	body     = AES-256-GCM(bodyKey, body, AAD: version, type, network, request ID, time)
+//	wrap     = AES-256-GCM(wrapKey, requestKey, AAD: the same, then peer ID, key ID, counter)
+//	answerKey = HKDF(salt requestKey, secret wrapKey, "cocoon-seal/1 response" || network, peer ID, key ID)
+//
+// The body is encrypted once and its key wrapped for each candidate, as
+// Apple's Private Cloud Compute does, so the proxy can pick any of them
+// (and retry on another before the first chunk) without the client
+// sealing again. The answer key mixes in the worker's wrap key, which only
+// the client and that worker know: another candidate, though it holds the
+// request key, cannot answer in its name.
+//
+// Every wrap carries its session's encapsulated key (enc), on every
+// request, so the worker needs no state to open a request: a worker that
+// has not seen the session (it evicted it, or the proxy chose it for the
+// first time) decapsulates once and caches the exported secret, keyed by a
+// hash of the binding, key ID and enc. The cost is enc's size on the wire
+// (1120 bytes per candidate with the hybrid KEM; the proxy may drop the
+// wraps of candidates it does not use); the alternative, enc only on a
+// session's first request, would need an "unknown session" answer and a
+// resend whenever a worker's cache and a client's session disagree.
+//
+// # Replay
+//
+// A worker opens each request at most once. A request carries the client's
+// time, bound into every AAD; the worker refuses one more than
+// RequestLifetime away from its clock (ErrStale). Within a session, the
+// worker keeps a sliding window of the counters it has opened (the IPsec
+// and WireGuard scheme, ReplayWindow wide, so concurrent requests may
+// arrive out of order) and refuses a counter it has seen or one too far
+// behind (ErrReplay). The session cache is bounded (WithSessionCache); a
+// session is evicted only after 2*RequestLifetime unused, when every
+// request it opened is stale anyway, so eviction never reopens a replay; a
+// full cache refuses new sessions (ErrBusy). A session enters the cache
+// only once a request authenticated under it. Anyone may seal to a
+// worker's public key (clients are anonymous), so none of this
+// authenticates the client: the proxy admits clients by payment.
+//
+// # Answers
+//
+// The worker's ResponseSealer seals each chunk as a record numbered from 0,
+// with type and number in the nonce and the header as AAD, and ends with
+// an end record that seals the chunk count. The client's ResponseOpener
+// accepts records only in order and only from one candidate (the first
+// record's decides, and Worker reports which), so a dropped, reordered,
+// duplicated or replayed record is ErrOrder, a record changed or moved
+// from another request or worker is ErrAuth, a record after the end is
+// ErrAfterEnd, and an answer without its end record is ErrTruncated (from
+// Done). The first failure is final. Chunks returned before a failure are
+// genuine; the rest of the answer is lost, and only a new request helps.
+//
+// # What a proxy sees
+//
+// The request ID, the client's time, the candidates' key IDs, counters and
+// encapsulated keys (which link a session's requests; the proxy knows the
+// client anyway), the sizes of the body and of each chunk, and the number
+// of chunks. It cannot read or change the body or the answer, route a
+// request to a worker the client did not choose, replay a request, or mix
+// answers, without the open failing.
+//
+// # Wire formats
+//
+// Every message starts with the version (Version) and a type byte; every
+// length is capped (MaxRequestID, MaxCandidates, MaxBody, MaxRecord) and
+// checked against the bytes left before anything is allocated; decoders
+// refuse trailing bytes, and encoders refuse what decoders refuse.
+// Integers are big endian.
+//
+//	public key:      kem u16 | key (the KEM's length)
+//	sealed request:  version u8 = 1 | type u8 = 1 | sealedAt u64 (Unix ms)
+//	                 | idLen u8 (1..128) | id | nWraps u8 (1..16)
+//	                 | nWraps × (kem u16 | keyID [16] | counter u64 (≠ 0)
+//	                             | encLen u16 (the KEM's) | enc | key [48])
+//	                 | bodyLen u32 (16..MaxBody+16) | body
+//	answer record:   version u8 = 1 | type u8 (2 chunk, 3 end) | seq u64
+//	                 | AES-256-GCM ciphertext and tag (the end record's
+//	                   plaintext is the chunk count, u64)
+//
+// A record's length is what the stream frame carrying it says (at most
+// MaxRecord); a record's header is its AAD, and its nonce is the type
+// byte, three zero bytes and seq.
+//
+// # Errors
+//
+// Every error wraps a sentinel (ErrMalformed, ErrUnsupportedKEM,
+// ErrExpiry, ErrNoRecipient, ErrStale, ErrReplay, ErrBusy, ErrAuth,
+// ErrOrder, ErrTruncated, ErrAfterEnd, ErrEnded), each documented with
+// whether a retry can help.
+package seal

@@ -1,0 +1,175 @@
+package seal
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// A ResponseSealer seals one answer, chunk by chunk, back to the client
+// that sealed the request. Its key is derived from the request key and
+// this worker's wrap key, so only that client opens the records, and it
+// knows they came from this worker. It is safe for concurrent use, though
+// chunks are numbered in the order Seal is called.
+type ResponseSealer struct {
+	aead cipher.AEAD
+
+	mu    sync.Mutex // guards seq, ended and nonce
+	seq   uint64     // the next chunk's number
+	ended bool
+	nonce [12]byte // scratch
+}
+
+func newResponseSealer(reqKey, wk []byte, self Binding, id KeyID) (*ResponseSealer, error) {
+	key, err := responseKey(reqKey, wk, self, id)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	return &ResponseSealer{aead: aead}, nil
+}
+
+// Seal returns chunk sealed as the answer's next record. chunk may be
+// empty; it must be at most MaxChunk bytes.
+func (s *ResponseSealer) Seal(chunk []byte) ([]byte, error) {
+	if len(chunk) > MaxChunk {
+		return nil, fmt.Errorf("sealing answer chunk: %w: %d bytes, at most %d", ErrMalformed, len(chunk), MaxChunk)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, fmt.Errorf("sealing answer chunk: %w", ErrEnded)
+	}
+	rec := s.sealLocked(typeChunk, chunk)
+	s.seq++
+	return rec, nil
+}
+
+// End returns the answer's end record, which seals the number of chunks
+// sent; after it, the sealer refuses to seal more.
+func (s *ResponseSealer) End() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, fmt.Errorf("ending answer: %w", ErrEnded)
+	}
+	s.ended = true
+	return s.sealLocked(typeEnd, binary.BigEndian.AppendUint64(nil, s.seq)), nil
+}
+
+func (s *ResponseSealer) sealLocked(typ byte, plaintext []byte) []byte {
+	rec := recordHeader(make([]byte, 0, RecordOverhead+len(plaintext)), typ, s.seq)
+	return s.aead.Seal(rec, recordNonce(&s.nonce, typ, s.seq), plaintext, rec[:recordHeaderLen])
+}
+
+// A ResponseOpener opens the records of one answer on the client. The
+// first record tells which candidate answered; from then on only that
+// worker's records open. The first failure is final: every later call
+// returns it. It is safe for concurrent use, though records must be
+// passed in the order they arrived.
+type ResponseOpener struct {
+	candidates []candidate
+
+	mu     sync.Mutex // guards chosen, next, ended, err and nonce
+	chosen int        // index in candidates; -1 until a record opened
+	next   uint64     // the next chunk's number
+	ended  bool
+	err    error    // the first failure
+	nonce  [12]byte // scratch
+}
+
+// candidate is one worker the request was sealed to and the key its
+// answer would be sealed with.
+type candidate struct {
+	worker Binding
+	id     KeyID
+	aead   cipher.AEAD
+}
+
+// Open opens the answer's next record and returns its chunk, or, for the
+// end record, nil and io.EOF. A record that fails authentication (changed,
+// or from another request or worker) is ErrAuth; one out of sequence
+// (dropped, reordered, duplicated) is ErrOrder; one after the end record
+// is ErrAfterEnd.
+func (o *ResponseOpener) Open(record []byte) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return nil, o.err
+	}
+	chunk, err := o.openLocked(record)
+	if err != nil && err != io.EOF {
+		o.err = fmt.Errorf("opening answer record %d: %w", o.next, err)
+		return nil, o.err
+	}
+	return chunk, err
+}
+
+func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
+	if o.ended {
+		return nil, ErrAfterEnd
+	}
+	typ, seq, sealed, err := parseRecord(record)
+	if err != nil {
+		return nil, err
+	}
+	nonce, aad := recordNonce(&o.nonce, typ, seq), record[:recordHeaderLen]
+	var plain []byte
+	if o.chosen >= 0 {
+		plain, err = o.candidates[o.chosen].aead.Open(nil, nonce, sealed, aad)
+	} else {
+		err = ErrAuth
+		for i, c := range o.candidates {
+			if p, e := c.aead.Open(nil, nonce, sealed, aad); e == nil {
+				plain, err, o.chosen = p, nil, i
+				break
+			}
+		}
+	}
+	if err != nil {
+		return nil, ErrAuth
+	}
+	if seq != o.next {
+		return nil, fmt.Errorf("%w: record %d, want %d", ErrOrder, seq, o.next)
+	}
+	if typ == typeChunk {
+		o.next++
+		return plain, nil
+	}
+	if len(plain) != 8 || binary.BigEndian.Uint64(plain) != seq {
+		return nil, fmt.Errorf("%w: end record's count does not match its number", ErrMalformed)
+	}
+	o.ended = true
+	return nil, io.EOF
+}
+
+// Done returns nil if the end record was opened and no record failed;
+// ErrTruncated if the answer has not ended; else the first failure.
+func (o *ResponseOpener) Done() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.err != nil:
+		return o.err
+	case !o.ended:
+		return fmt.Errorf("answer after %d chunks: %w", o.next, ErrTruncated)
+	}
+	return nil
+}
+
+// Worker returns the binding and key of the candidate whose record opened,
+// which proves that worker sealed the answer; ok is false before any did.
+func (o *ResponseOpener) Worker() (worker Binding, id KeyID, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.chosen < 0 {
+		return Binding{}, KeyID{}, false
+	}
+	c := o.candidates[o.chosen]
+	return c.worker, c.id, true
+}
