@@ -11,11 +11,16 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/attest/nvidia"
 	"github.com/cocoon-mesh/cocoon/attest/tdx"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
+	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
 // startAttestation sets up the handshake: the evidence this node presents
 // (issued once now, so that a node that cannot prove itself fails to
-// start) and the kinds it accepts from peers.
+// start) and the kinds it accepts from peers. A worker's evidence also
+// binds a sealing key from a keyring in memory, renewed with each evidence
+// (once per validity window). Requests are not sealed to it yet (issue
+// 14): the worker will open them with the same keyring.
 func (n *Node) startAttestation(ctx context.Context) error {
 	issuer, err := n.newIssuer()
 	if err != nil {
@@ -24,10 +29,15 @@ func (n *Node) startAttestation(ctx context.Context) error {
 	if n.kinds, err = n.newKinds(); err != nil {
 		return err
 	}
-	// No sealing keys yet: a worker will pass inference/seal's Keyring
-	// here (and the same Keyring to its worker.Server, to open what is
-	// sealed to it).
-	n.hs = attest.NewHandshaker(n.h, issuer, nil, n.kinds,
+	var sealKeys attest.SealKeys // a nil interface: a proxy or client seals nothing
+	if n.cfg.Role == config.RoleWorker {
+		keyring, err := seal.NewKeyring(nil, nil)
+		if err != nil {
+			return fmt.Errorf("sealing keys: %w", err)
+		}
+		sealKeys = keyring
+	}
+	n.hs = attest.NewHandshaker(n.h, issuer, sealKeys, n.kinds,
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
 	n.hs.Register(n.sv)
 	_, err = n.hs.Evidence(ctx)

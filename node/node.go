@@ -173,6 +173,15 @@ func (n *Node) Ready(ctx context.Context) bool { return n.role != nil && n.role.
 // Tier is the trust tier the node's own evidence earns.
 func (n *Node) Tier(ctx context.Context) (attest.Tier, error) { return n.ownTier(ctx) }
 
+// Verified returns the node's live verdict on p: the trust tier p's
+// evidence earned here, and for a worker the sealing key it binds.
+func (n *Node) Verified(p peer.ID) (attest.Verdict, bool) {
+	if n.hs == nil {
+		return attest.Verdict{}, false
+	}
+	return n.hs.Verified(p)
+}
+
 // PeersUp lists the configured peers (a proxy's workers, a client's
 // proxies) whose last check passed.
 func (n *Node) PeersUp() []peer.ID {
