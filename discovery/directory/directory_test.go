@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/attest"
@@ -264,6 +265,14 @@ func TestLyingProxy(t *testing.T) {
 	strippedEv.SealKey = nil // v2 evidence shown without its key
 	src.add(stripped, strippedEv, attest.TierDev, "m")
 
+	// A peer ID that only hashes its key: nothing to verify against.
+	hashed, err := mh.Sum([]byte("some RSA key"), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyless := peer.ID(hashed)
+	src.add(keyless, gpuEv, attest.TierDev, "m")
+
 	proxy, _ := newProxy(t, src, directory.AnyPeer{})
 	var logs logtest.Buffer
 	client := newClient(t, proxy, devKinds(), clock, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -291,12 +300,12 @@ func TestLyingProxy(t *testing.T) {
 		}
 	}
 	text := logs.String()
-	for _, p := range []peer.ID{swapped, replayer, expired, stripped} {
+	for _, p := range []peer.ID{swapped, replayer, expired, stripped, keyless} {
 		if !strings.Contains(text, "peer="+p.String()) {
 			t.Errorf("no logged reason for dropping %s:\n%s", p, text)
 		}
 	}
-	for _, reason := range []string{attest.ErrBinding.Error(), attest.ErrExpired.Error(), "claimed=tee-gpu"} {
+	for _, reason := range []string{attest.ErrBinding.Error(), attest.ErrExpired.Error(), "claimed=tee-gpu", "peer ID carries no public key"} {
 		if !strings.Contains(text, reason) {
 			t.Errorf("log lacks %q:\n%s", reason, text)
 		}
