@@ -47,8 +47,9 @@ type Handshaker struct {
 	cfg       Config
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts and own
+	mu       sync.Mutex // guards verdicts, pruneAt and own
 	verdicts map[peer.ID]checked
+	pruneAt  int // prune expired verdicts when this many are held
 	own      *Evidence
 
 	issueMu sync.Mutex // serialises Issue calls so a window is issued once
@@ -267,10 +268,27 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 		}
 	}
 	a.mu.Lock()
-	a.verdicts[remote] = checked{verdict: v, evidence: ev}
+	a.storeLocked(remote, checked{verdict: v, evidence: ev})
 	a.mu.Unlock()
 	a.log.Debug("peer attested", "peer", remote, "tier", v.Tier, "expiry", v.Expiry)
 	return v, nil
+}
+
+// storeLocked keeps c for p. Verdicts of peers never seen again would
+// otherwise stay, with their evidence, forever: once the map has doubled
+// since the last pruning, expired ones are dropped (amortised O(1)).
+func (a *Handshaker) storeLocked(p peer.ID, c checked) {
+	a.verdicts[p] = c
+	if len(a.verdicts) < a.pruneAt {
+		return
+	}
+	now := a.cfg.Now()
+	for id, old := range a.verdicts {
+		if !old.verdict.Live(now) {
+			delete(a.verdicts, id)
+		}
+	}
+	a.pruneAt = max(64, 2*len(a.verdicts))
 }
 
 func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKey) (Verdict, *Evidence, error) {
