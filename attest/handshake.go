@@ -47,11 +47,20 @@ type Handshaker struct {
 	cfg       Config
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts and own
-	verdicts map[peer.ID]Verdict
+	mu       sync.Mutex // guards verdicts, pruneAt and own
+	verdicts map[peer.ID]checked
+	pruneAt  int // prune expired verdicts when this many are held
 	own      *Evidence
 
 	issueMu sync.Mutex // serialises Issue calls so a window is issued once
+}
+
+// checked is a peer's verdict and the evidence it was reached on, kept so
+// a proxy can relay the evidence to clients (PeerEvidence). One per peer:
+// a newer exchange replaces both, Forget drops both.
+type checked struct {
+	verdict  Verdict
+	evidence *Evidence
 }
 
 // NewHandshaker attests h's key with issuer and checks peers with
@@ -69,7 +78,7 @@ func NewHandshaker(h host.Host, issuer Issuer, sealKeys SealKeys, validator Vali
 		h: h, proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
 		issuer: issuer, sealKeys: sealKeys, validator: validator, cfg: cfg,
 		log:      log.With("component", "attest"),
-		verdicts: make(map[peer.ID]Verdict),
+		verdicts: make(map[peer.ID]checked),
 	}
 }
 
@@ -81,12 +90,25 @@ func (a *Handshaker) Register(sv *p2p.Service) {
 // Verified returns the live verdict for p, if any.
 func (a *Handshaker) Verified(p peer.ID) (Verdict, bool) {
 	a.mu.Lock()
-	v, ok := a.verdicts[p]
+	c, ok := a.verdicts[p]
 	a.mu.Unlock()
-	if !ok || !v.Live(a.cfg.Now()) {
+	if !ok || !c.verdict.Live(a.cfg.Now()) {
 		return Verdict{}, false
 	}
-	return v, true
+	return c.verdict, true
+}
+
+// PeerEvidence returns the evidence p presented when it was last verified,
+// while that verdict is live: what a proxy relays to clients, who check it
+// themselves. The evidence is shared: read-only.
+func (a *Handshaker) PeerEvidence(p peer.ID) (*Evidence, bool) {
+	a.mu.Lock()
+	c, ok := a.verdicts[p]
+	a.mu.Unlock()
+	if !ok || !c.verdict.Live(a.cfg.Now()) {
+		return nil, false
+	}
+	return c.evidence, true
 }
 
 // Forget drops the verdict for p, so the next Attest runs the handshake.
@@ -100,8 +122,8 @@ func (a *Handshaker) Forget(p peer.ID) {
 // stopped accepting it. Those peers must attest again.
 func (a *Handshaker) ForgetKind(kind string) {
 	a.mu.Lock()
-	for p, v := range a.verdicts {
-		if v.Kind == kind {
+	for p, c := range a.verdicts {
+		if c.verdict.Kind == kind {
 			delete(a.verdicts, p)
 		}
 	}
@@ -230,7 +252,7 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	if typ != frameEvidence {
 		return Verdict{}, fmt.Errorf("unexpected attestation frame type %d", typ)
 	}
-	v, err := a.check(ctx, payload, s.Conn().RemotePublicKey())
+	v, ev, err := a.check(ctx, payload, s.Conn().RemotePublicKey())
 	if err != nil {
 		a.log.Info("peer failed attestation", "peer", remote, "err", err)
 		if !initiator {
@@ -246,19 +268,40 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 		}
 	}
 	a.mu.Lock()
-	a.verdicts[remote] = v
+	a.storeLocked(remote, checked{verdict: v, evidence: ev})
 	a.mu.Unlock()
 	a.log.Debug("peer attested", "peer", remote, "tier", v.Tier, "expiry", v.Expiry)
 	return v, nil
 }
 
-func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKey) (Verdict, error) {
+// storeLocked keeps c for p. Verdicts of peers never seen again would
+// otherwise stay, with their evidence, forever: once the map has doubled
+// since the last pruning, expired ones are dropped (amortised O(1)).
+func (a *Handshaker) storeLocked(p peer.ID, c checked) {
+	a.verdicts[p] = c
+	if len(a.verdicts) < a.pruneAt {
+		return
+	}
+	now := a.cfg.Now()
+	for id, old := range a.verdicts {
+		if !old.verdict.Live(now) {
+			delete(a.verdicts, id)
+		}
+	}
+	a.pruneAt = max(64, 2*len(a.verdicts))
+}
+
+func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKey) (Verdict, *Evidence, error) {
 	if pub == nil {
-		return Verdict{}, errors.New("connection carries no public key")
+		return Verdict{}, nil, errors.New("connection carries no public key")
 	}
 	ev, err := DecodeEvidence(payload)
 	if err != nil {
-		return Verdict{}, fmt.Errorf("decoding evidence: %w", err)
+		return Verdict{}, nil, fmt.Errorf("decoding evidence: %w", err)
 	}
-	return a.validator.Validate(ctx, ev, pub, a.cfg.Now())
+	v, err := a.validator.Validate(ctx, ev, pub, a.cfg.Now())
+	if err != nil {
+		return Verdict{}, nil, err
+	}
+	return v, ev, nil
 }

@@ -484,3 +484,67 @@ func TestSealKeySize(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerEvidence: the handshaker keeps the evidence each verified peer
+// presented, exactly as presented, for as long as its verdict: what a proxy
+// relays to clients.
+func TestPeerEvidence(t *testing.T) {
+	clock := clocktest.New(t0)
+	worker, proxy := newNode(t, clock, withSealKeys()), newNode(t, clock)
+	p2ptest.Connect(t, proxy.h, worker.h)
+	if _, ok := proxy.hs.PeerEvidence(worker.h.ID()); ok {
+		t.Fatal("evidence of a peer never verified")
+	}
+	if _, err := proxy.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	own, err := worker.hs.Evidence(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := proxy.hs.PeerEvidence(worker.h.ID())
+	if !ok || !reflect.DeepEqual(got, own) {
+		t.Fatalf("PeerEvidence = %+v, %v; want the worker's own %+v", got, ok, own)
+	}
+	pub, err := worker.h.ID().ExtractPublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := (dev.Validator{}).Validate(ctxT(t), got, pub, clock.Now()); err != nil || !bytes.Equal(v.SealKey, worker.sealKeys.Last()) {
+		t.Fatalf("the relayed evidence does not verify for the worker: %+v, %v", v, err)
+	}
+
+	t.Run("dropped with the verdict", func(t *testing.T) {
+		proxy.hs.Forget(worker.h.ID())
+		if _, ok := proxy.hs.PeerEvidence(worker.h.ID()); ok {
+			t.Fatal("evidence survived Forget")
+		}
+		if _, err := proxy.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+		proxy.hs.ForgetKind(dev.Kind)
+		if _, ok := proxy.hs.PeerEvidence(worker.h.ID()); ok {
+			t.Fatal("evidence survived ForgetKind")
+		}
+	})
+	t.Run("not after the verdict's expiry", func(t *testing.T) {
+		if _, err := proxy.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Hour)
+		if _, ok := proxy.hs.PeerEvidence(worker.h.ID()); ok {
+			t.Fatal("evidence relayed after its verdict expired")
+		}
+	})
+	t.Run("replaced by the next exchange", func(t *testing.T) {
+		// The worker's evidence was renewed with a new sealing key; the
+		// proxy keeps only the newest.
+		if _, err := proxy.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := proxy.hs.PeerEvidence(worker.h.ID())
+		if !ok || !bytes.Equal(got.SealKey, worker.sealKeys.Last()) || len(worker.sealKeys.Made()) < 2 {
+			t.Fatalf("PeerEvidence after renewal carries %x, want the newest key %x", got.SealKey, worker.sealKeys.Last())
+		}
+	})
+}
