@@ -12,6 +12,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/directory"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference/router"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -50,6 +51,9 @@ func (n *Node) newProxy(key crypto.PrivKey) (*proxyRole, error) {
 	tariff := payments.NewTariff(p.offers.book, n.cfg.Proxy.FeePPM, n.log)
 	p.router = router.New(rc, n.h, n.hs, tariff, settler, n.log)
 	p.router.Register(n.sv)
+	// Clients read the workers it routes to, with their evidence and
+	// sealing keys, and check each themselves.
+	directory.NewServer(n.cfg.Network, directory.Join(routable{p.router}, n.hs, p.offers.book), directory.AnyPeer{}, n.log).Register(n.sv)
 	p.workers = discovery.NewWorkers(n.h, n.cfg.Network, flagged, p.offers.book, n.hs, p.router,
 		n.cfg.Gossip.AnnounceInterval.D()/2, n.log)
 	p.flagged = discovery.NewKeeper(n.h, flagged, n.cfg.Proxy.CheckInterval.D(), p.workers, n.log)
@@ -115,3 +119,17 @@ func (p *proxyRole) Fill(_ context.Context, o *offers.Offer) error {
 
 // State is the proxy's addresses.
 func (p *proxyRole) State() string { return strings.Join(p.n.Addrs(), " ") }
+
+// routable is the proxy's router as its directory reads it: the workers it
+// routes to now.
+type routable struct{ r *router.Router }
+
+func (r routable) Routable() []directory.Route {
+	var out []directory.Route
+	for _, w := range r.r.Workers() {
+		if w.Up {
+			out = append(out, directory.Route{Peer: w.Peer, Models: w.Models})
+		}
+	}
+	return out
+}

@@ -1,9 +1,17 @@
 package testnet_test
 
 import (
+	"bytes"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/discovery/directory"
 	"github.com/cocoon-mesh/cocoon/inference/seal"
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -33,5 +41,41 @@ func TestWorkerBindsSealingKey(t *testing.T) {
 	}
 	if v, ok := p.Verified(c.ID()); ok && len(v.SealKey) != 0 {
 		t.Errorf("the proxy's verdict on its client carries a sealing key of %d bytes", len(v.SealKey))
+	}
+}
+
+// TestProxyDirectory: a bare host with no evidence at all (a developer's
+// laptop) reads a proxy's directory and, checking each entry itself,
+// finds the proxy's worker at the tier its own check gives, with the
+// sealing key the worker's evidence binds, the same key the proxy
+// verified.
+func TestProxyDirectory(t *testing.T) {
+	h := testnet.New(t)
+	w := h.AddWorker()
+	p := h.AddProxy()
+
+	laptop := p2ptest.NewHost(t)
+	ai, err := peer.AddrInfoFromString(p.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := laptop.Connect(t.Context(), *ai); err != nil {
+		t.Fatal(err)
+	}
+	dc := directory.NewClient(directory.ClientConfig{Network: "local"}, laptop, dev.Validator{}, logtest.New(t))
+	workers, err := dc.Fetch(t.Context(), p.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(workers) != 1 || workers[0].Peer != w.ID() {
+		t.Fatalf("directory lists %+v, want the one worker %s", workers, w.ID())
+	}
+	got := workers[0]
+	if got.Verdict.Tier != attest.TierDev || len(got.Models) == 0 {
+		t.Errorf("worker at tier %v with models %v; want dev, with its models", got.Verdict.Tier, got.Models)
+	}
+	proxys, _ := p.Verified(w.ID())
+	if len(got.Verdict.SealKey) == 0 || !bytes.Equal(got.Verdict.SealKey, proxys.SealKey) {
+		t.Errorf("the laptop verified sealing key %x, the proxy %x; want the same, not empty", got.Verdict.SealKey, proxys.SealKey)
 	}
 }
