@@ -96,7 +96,7 @@ func newBenchWorker(b *testing.B, clock *clocktest.Clock, peer string, kem seal.
 // exchange runs one request through the wire format and w, and returns
 // the sealed request's size on the wire.
 func exchange(b *testing.B, c *seal.Client, sessions []*seal.Session, w *worker) int {
-	sr, o, err := c.SealRequest(sessions, "bench-request", benchBody)
+	sr, o, err := c.SealRequest(sessions, "bench-request", routing, benchBody)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func exchange(b *testing.B, c *seal.Client, sessions []*seal.Session, w *worker)
 	if err != nil {
 		b.Fatal(err)
 	}
-	body, rs, err := w.ring.OpenRequest(got, w.self)
+	body, rs, err := w.ring.OpenRequest(got, w.self, routing)
 	if err != nil || len(body) != len(benchBody) {
 		b.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func BenchmarkChunk(b *testing.B) {
 	clock := clocktest.New(t0)
 	w := newBenchWorker(b, clock, "worker-0", seal.X25519)
 	sr, o := mustSeal(b, seal.NewClient(nil, clock.Now), "r", nil, w.session(b))
-	_, rs, err := w.ring.OpenRequest(sr, w.self)
+	_, rs, err := w.ring.OpenRequest(sr, w.self, routing)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func BenchmarkOpenFirst(b *testing.B) {
 				}
 				b.StartTimer()
 				for _, sr := range batch {
-					if _, _, err := w.ring.OpenRequest(sr, w.self); err != nil {
+					if _, _, err := w.ring.OpenRequest(sr, w.self, routing); err != nil {
 						b.Fatal(err)
 					}
 				}

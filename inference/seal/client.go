@@ -3,6 +3,7 @@ package seal
 import (
 	"crypto/hpke"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -77,9 +78,13 @@ func NewClient(rnd io.Reader, now func() time.Time) *Client {
 // SealRequest seals body so that the workers of sessions, and no one else,
 // can open it: body is encrypted once under a fresh request key, and that
 // key is wrapped for each session. All sessions must be of one network,
-// with distinct keys. The opener reads the answer of whichever candidate
-// serves the request.
-func (c *Client) SealRequest(sessions []*Session, reqID string, body []byte) (*SealedRequest, *ResponseOpener, error) {
+// each of another worker (so a proxy cannot run one request twice on a
+// worker through two of its keys). header is what travels in the clear
+// beside the sealed request for the proxy to route and bill by (its
+// canonical encoding; nil if none): the wraps bind it, so the worker
+// opens the request only under the same header. The opener reads the
+// answer of whichever candidate serves the request.
+func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []byte) (*SealedRequest, *ResponseOpener, error) {
 	if err := checkSeal(sessions, reqID, body); err != nil {
 		return nil, nil, fmt.Errorf("sealing request %q: %w", reqID, err)
 	}
@@ -98,6 +103,7 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, body []byte) (*S
 	if sr.Body, err = sealOnce(nil, bk, body, requestAAD(network, reqID, at)); err != nil {
 		return nil, nil, err
 	}
+	bodyHash, headerHash := sha256.Sum256(sr.Body), sha256.Sum256(header)
 	sr.Wraps = make([]Wrap, len(sessions))
 	o := &ResponseOpener{candidates: make([]candidate, len(sessions)), chosen: -1}
 	for i, s := range sessions {
@@ -109,7 +115,7 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, body []byte) (*S
 		if err != nil {
 			return nil, nil, err
 		}
-		wrapped, err := sealOnce(nil, wk, reqKey, wrapAAD(s.worker, reqID, at, s.id, ctr))
+		wrapped, err := sealOnce(nil, wk, reqKey, wrapAAD(s.worker, reqID, at, bodyHash, headerHash, s.id, ctr))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -138,6 +144,7 @@ func checkSeal(sessions []*Session, reqID string, body []byte) error {
 		return fmt.Errorf("%w: body of %d bytes, at most %d", ErrMalformed, len(body), MaxBody)
 	}
 	seen := make(map[KeyID]bool, len(sessions))
+	peers := make(map[string]bool, len(sessions))
 	for _, s := range sessions {
 		switch {
 		case s == nil:
@@ -146,8 +153,10 @@ func checkSeal(sessions []*Session, reqID string, body []byte) error {
 			return fmt.Errorf("%w: sessions of networks %q and %q", ErrMalformed, sessions[0].worker.Network, s.worker.Network)
 		case seen[s.id]:
 			return fmt.Errorf("%w: two sessions with key %v", ErrMalformed, s.id)
+		case peers[s.worker.Peer]:
+			return fmt.Errorf("%w: two sessions with worker %s (one key each would let it serve the request twice)", ErrMalformed, s.worker.Peer)
 		}
-		seen[s.id] = true
+		seen[s.id], peers[s.worker.Peer] = true, true
 	}
 	return nil
 }

@@ -67,10 +67,18 @@ func requestAAD(network, reqID string, sealedAt int64) []byte {
 	return binary.BigEndian.AppendUint64(aad, uint64(sealedAt))
 }
 
-// wrapAAD is what a wrap is bound to: the request, then the worker, its
-// key and the counter.
-func wrapAAD(b Binding, reqID string, sealedAt int64, id KeyID, ctr uint64) []byte {
-	aad := appendLP(requestAAD(b.Network, reqID, sealedAt), b.Peer)
+// wrapAAD is what a wrap is bound to: the request, the SHA-256 of the
+// sealed body and of the routing header, then the worker, its key and the
+// counter. The body's hash matters because every candidate can recover
+// the request key: without it, a candidate could seal another body under
+// that key and the others' wraps would still open. The header's is what
+// the proxy reads to route and bill (model, sizes, prices, tier), so it
+// cannot be changed on the way.
+func wrapAAD(b Binding, reqID string, sealedAt int64, bodyHash, headerHash [sha256.Size]byte, id KeyID, ctr uint64) []byte {
+	aad := requestAAD(b.Network, reqID, sealedAt)
+	aad = append(aad, bodyHash[:]...)
+	aad = append(aad, headerHash[:]...)
+	aad = appendLP(aad, b.Peer)
 	aad = append(aad, id[:]...)
 	return binary.BigEndian.AppendUint64(aad, ctr)
 }

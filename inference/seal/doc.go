@@ -62,7 +62,8 @@
 //	requestKey: 32 fresh random bytes per request
 //	bodyKey  = HKDF-Expand(requestKey, "cocoon-seal/1 request")
 //	body     = AES-256-GCM(bodyKey, body, AAD: version, type, network, request ID, time)
-//	wrap     = AES-256-GCM(wrapKey, requestKey, AAD: the same, then peer ID, key ID, counter)
+//	wrap     = AES-256-GCM(wrapKey, requestKey, AAD: the same, then SHA-256(sealed body),
+//	           SHA-256(routing header), peer ID, key ID, counter)
 //	answerKey = HKDF(salt requestKey, secret wrapKey, "cocoon-seal/1 response" || network, peer ID, key ID)
 //
 // The body is encrypted once and its key wrapped for each candidate, as
@@ -70,7 +71,15 @@
 // (and retry on another before the first chunk) without the client
 // sealing again. The answer key mixes in the worker's wrap key, which only
 // the client and that worker know: another candidate, though it holds the
-// request key, cannot answer in its name.
+// request key, cannot answer in its name; nor can it seal another body
+// under the request key for the proxy to pass on, since every wrap binds
+// the hash of the sealed body (AES-GCM does not commit to its key, so the
+// body's own tag would not catch it). The wraps also bind the routing
+// header the proxy reads (model, sizes, prices, tier): a proxy that
+// changes it gets a request no worker opens. A request is sealed to each
+// worker once (one session per peer), so a proxy cannot run it twice on
+// one worker through two of its keys; it can still run it on several
+// candidates, so receipts are settled once per request ID.
 //
 // Every wrap carries its session's encapsulated key (enc), on every
 // request, so the worker needs no state to open a request: a worker that

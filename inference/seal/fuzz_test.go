@@ -40,7 +40,7 @@ func FuzzDecodeSealedRequest(f *testing.F) {
 			t.Fatalf("re-encoding: %v, equal %v", err, bytes.Equal(again, data))
 		}
 		for _, w := range ws {
-			w.ring.OpenRequest(sr, w.self)
+			w.ring.OpenRequest(sr, w.self, routing)
 		}
 	})
 }
@@ -76,7 +76,7 @@ func FuzzOpenRecord(f *testing.F) {
 	c := seal.NewClient(nil, clock.Now)
 	seed := func(t testing.TB) (*seal.ResponseOpener, [][]byte) {
 		sr, o := mustSeal(t, c, "r", nil, s)
-		_, rs, err := w.ring.OpenRequest(sr, w.self)
+		_, rs, err := w.ring.OpenRequest(sr, w.self, routing)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -235,11 +235,11 @@ func TestConcurrent(t *testing.T) {
 }
 
 func roundTripOnce(w *worker, c *seal.Client, s *seal.Session, id string) error {
-	sr, o, err := c.SealRequest([]*seal.Session{s}, id, []byte(id))
+	sr, o, err := c.SealRequest([]*seal.Session{s}, id, routing, []byte(id))
 	if err != nil {
 		return err
 	}
-	body, rs, err := w.ring.OpenRequest(sr, w.self)
+	body, rs, err := w.ring.OpenRequest(sr, w.self, routing)
 	if err != nil {
 		return err
 	}
@@ -279,7 +279,7 @@ func TestConcurrentReplays(t *testing.T) {
 		results := make(chan error, 8)
 		for range 8 {
 			wg.Go(func() {
-				_, _, err := w.ring.OpenRequest(sr, w.self)
+				_, _, err := w.ring.OpenRequest(sr, w.self, routing)
 				results <- err
 			})
 		}

@@ -19,6 +19,9 @@ var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 const testNetwork = "local"
 
+// routing is the routing header the tests' requests travel with.
+var routing = []byte(`{"model":"m","max_tokens":16,"min_tier":"tee"}`)
+
 // worker is a worker's side of the tests: its keyring and binding.
 type worker struct {
 	ring *seal.Keyring
@@ -61,7 +64,7 @@ func (w *worker) session(t testing.TB) *seal.Session {
 // open opens sr at w, after a round trip through the wire format.
 func (w *worker) open(t testing.TB, sr *seal.SealedRequest) ([]byte, *seal.ResponseSealer, error) {
 	t.Helper()
-	return w.ring.OpenRequest(roundTrip(t, sr), w.self)
+	return w.ring.OpenRequest(roundTrip(t, sr), w.self, routing)
 }
 
 func roundTrip(t testing.TB, sr *seal.SealedRequest) *seal.SealedRequest {
@@ -79,7 +82,7 @@ func roundTrip(t testing.TB, sr *seal.SealedRequest) *seal.SealedRequest {
 
 func mustSeal(t testing.TB, c *seal.Client, reqID string, body []byte, sessions ...*seal.Session) (*seal.SealedRequest, *seal.ResponseOpener) {
 	t.Helper()
-	sr, o, err := c.SealRequest(sessions, reqID, body)
+	sr, o, err := c.SealRequest(sessions, reqID, routing, body)
 	if err != nil {
 		t.Fatal(err)
 	}

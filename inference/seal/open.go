@@ -9,13 +9,15 @@ import (
 )
 
 // OpenRequest opens a request sealed to one of the keyring's live keys:
-// self is this worker's own binding (its network and peer ID). It returns
+// self is this worker's own binding (its network and peer ID), header the
+// routing header the request came with (as SealRequest took it; nil if
+// none): a request whose header was changed does not open. It returns
 // the body and the sealer of the answer. It checks, in order: the
 // request's time against RequestLifetime (ErrStale), a wrap for a live
 // key (ErrNoRecipient), the wrap and the body (ErrAuth), and that the
 // session's counter is new (ErrReplay). The caller must treat
 // sr.RequestID as the request's ID: it is what the seal binds.
-func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding) ([]byte, *ResponseSealer, error) {
+func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding, header []byte) ([]byte, *ResponseSealer, error) {
 	if err := self.check(); err != nil {
 		return nil, nil, fmt.Errorf("opening request: %w", err)
 	}
@@ -26,6 +28,7 @@ func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding) ([]byte, *Respons
 	if age := now.Sub(sr.SealedAt); age > RequestLifetime || age < -RequestLifetime {
 		return nil, nil, fmt.Errorf("opening request %q: %w: sealed %v from now", sr.RequestID, ErrStale, age.Round(time.Millisecond))
 	}
+	hashes := [2][sha256.Size]byte{sha256.Sum256(sr.Body), sha256.Sum256(header)}
 	var lastErr error
 	for i := range sr.Wraps {
 		w := &sr.Wraps[i]
@@ -36,7 +39,7 @@ func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding) ([]byte, *Respons
 		if rk == nil {
 			continue
 		}
-		body, rs, err := k.openWrap(sr, w, rk, self, now)
+		body, rs, err := k.openWrap(sr, w, rk, self, hashes, now)
 		if err == nil {
 			return body, rs, nil
 		}
@@ -52,7 +55,7 @@ func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding) ([]byte, *Respons
 }
 
 // openWrap opens sr through the wrap w for the live key rk.
-func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding, now time.Time) ([]byte, *ResponseSealer, error) {
+func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding, hashes [2][sha256.Size]byte, now time.Time) ([]byte, *ResponseSealer, error) {
 	if w.KEM != rk.kem {
 		return nil, nil, fmt.Errorf("%w: wrap for a %v key names %v", ErrAuth, rk.kem, w.KEM)
 	}
@@ -65,7 +68,7 @@ func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding
 		return nil, nil, err
 	}
 	at := sr.SealedAt.UnixMilli()
-	reqKey, err := openOnce(wk, w.Key, wrapAAD(self, sr.RequestID, at, rk.id, w.Counter))
+	reqKey, err := openOnce(wk, w.Key, wrapAAD(self, sr.RequestID, at, hashes[0], hashes[1], rk.id, w.Counter))
 	if err != nil {
 		return nil, nil, fmt.Errorf("unwrapping request key: %w", err)
 	}

@@ -117,12 +117,12 @@ func TestSealRequestRefuses(t *testing.T) {
 	c := seal.NewClient(nil, clock.Now)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := c.SealRequest(tt.sessions, tt.reqID, tt.body); !errors.Is(err, seal.ErrMalformed) {
+			if _, _, err := c.SealRequest(tt.sessions, tt.reqID, nil, tt.body); !errors.Is(err, seal.ErrMalformed) {
 				t.Fatalf("SealRequest = %v, want ErrMalformed", err)
 			}
 		})
 	}
-	if _, _, err := seal.NewClient(failingReader{}, clock.Now).SealRequest([]*seal.Session{sa}, "r", nil); err == nil {
+	if _, _, err := seal.NewClient(failingReader{}, clock.Now).SealRequest([]*seal.Session{sa}, "r", nil, nil); err == nil {
 		t.Fatal("SealRequest with failing randomness succeeded")
 	}
 }
@@ -266,7 +266,7 @@ var requestTampering = []struct {
 		return err
 	}, seal.ErrAuth},
 	{"other network", func(t *testing.T, e *reqEnv) error {
-		_, _, err := e.a.ring.OpenRequest(e.seal(t, "r"), seal.Binding{Network: "mainnet", Peer: "a"})
+		_, _, err := e.a.ring.OpenRequest(e.seal(t, "r"), seal.Binding{Network: "mainnet", Peer: "a"}, nil)
 		return err
 	}, seal.ErrAuth},
 	{"worker's key under another peer's name", func(t *testing.T, e *reqEnv) error {
@@ -335,7 +335,7 @@ func TestRequestBitFlips(t *testing.T) {
 			for i := range wire {
 				got, err := seal.DecodeSealedRequest(flip(wire, i))
 				if err == nil {
-					_, _, err = w.ring.OpenRequest(got, w.self)
+					_, _, err = w.ring.OpenRequest(got, w.self, routing)
 				}
 				if !isAny(err, seal.ErrMalformed, seal.ErrUnsupportedKEM, seal.ErrAuth, seal.ErrStale, seal.ErrNoRecipient) {
 					t.Fatalf("byte %d flipped: %v", i, err)

@@ -227,7 +227,7 @@ func checkVector(t *testing.T, v vector) {
 	if again, _ := seal.AppendSealedRequest(nil, sr); !bytes.Equal(again, wire) {
 		t.Fatal("re-encoding changed the request")
 	}
-	body, rs, err := ring.OpenRequest(sr, seal.Binding{Network: v.Network, Peer: v.Peer})
+	body, rs, err := ring.OpenRequest(sr, seal.Binding{Network: v.Network, Peer: v.Peer}, routing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func writeVectors(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 		v.Request = hex.EncodeToString(wire)
-		_, rs, err := ring.OpenRequest(sr, self)
+		_, rs, err := ring.OpenRequest(sr, self, routing)
 		if err != nil {
 			t.Fatal(err)
 		}
