@@ -86,9 +86,12 @@ type Issuer interface {
 // pair that lives, in this process's memory only, until expiry, and
 // returns its public half (1 to MaxSealKey bytes). The Handshaker calls it
 // each time it issues evidence, so the sealing key rotates with the
-// evidence: at least once per validity window.
+// evidence: at least once per validity window. Discard forgets a key Next
+// made for evidence that then could not be issued, so that failed
+// renewals never push out the key the live evidence binds.
 type SealKeys interface {
 	Next(expiry time.Time) (pub []byte, err error)
+	Discard(pub []byte)
 }
 
 // Validator checks evidence presented by the holder of pub.

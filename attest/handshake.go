@@ -162,13 +162,16 @@ func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 		sealKey = k
 	}
 	ev, err := a.issuer.Issue(ctx, a.h.Peerstore().PubKey(a.h.ID()), expiry, sealKey)
-	if err != nil {
-		return nil, fmt.Errorf("issuing evidence: %w", err)
-	}
-	if !bytes.Equal(ev.SealKey, sealKey) {
+	if err == nil && !bytes.Equal(ev.SealKey, sealKey) {
 		// An issuer that drops the key would present evidence binding
 		// none: peers could never seal to this node.
-		return nil, errors.New("issuing evidence: the issuer did not bind the sealing key")
+		err = errors.New("the issuer did not bind the sealing key")
+	}
+	if err != nil {
+		if sealKey != nil {
+			a.sealKeys.Discard(sealKey) // no evidence binds it
+		}
+		return nil, fmt.Errorf("issuing evidence: %w", err)
 	}
 	a.mu.Lock()
 	a.own = ev

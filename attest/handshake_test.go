@@ -442,6 +442,7 @@ func TestSealKeyFailures(t *testing.T) {
 	}{
 		{"source fails", func(n *node) { n.sealKeys.Fail(errKeys) }, "making a sealing key: no entropy"},
 		{"issuer drops the key", func(n *node) { n.issuer.dropSealKey = true }, "did not bind the sealing key"},
+		{"issuer fails", func(n *node) { n.issuer.err = errors.New("quote provider busy") }, "quote provider busy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -451,6 +452,13 @@ func TestSealKeyFailures(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Evidence = %+v, %v; want an error saying %q", ev, err, tt.want)
 			}
+			// A key made for evidence that was not issued is given back,
+			// so failed renewals cannot push the live key out.
+			for i, k := range n.sealKeys.Made() {
+				if !k.Discarded {
+					t.Errorf("key %d, made for evidence that failed, was not discarded", i)
+				}
+			}
 		})
 	}
 }
@@ -459,6 +467,8 @@ func TestSealKeyFailures(t *testing.T) {
 type badSealKeys []byte
 
 func (k badSealKeys) Next(time.Time) ([]byte, error) { return k, nil }
+
+func (badSealKeys) Discard([]byte) {}
 
 func TestSealKeySize(t *testing.T) {
 	for _, tt := range []struct {

@@ -3,6 +3,7 @@
 package attesttest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"sync"
@@ -15,6 +16,8 @@ import (
 type SealKey struct {
 	Pub    []byte
 	Expiry time.Time
+	// Discarded: the Handshaker gave it back, its evidence not issued.
+	Discarded bool
 }
 
 // SealKeys is a fake attest.SealKeys that keeps nothing secret: Next
@@ -43,6 +46,17 @@ func (k *SealKeys) Next(expiry time.Time) ([]byte, error) {
 	pub := sha256.Sum256(seed)
 	k.made = append(k.made, SealKey{Pub: pub[:], Expiry: expiry})
 	return pub[:], nil
+}
+
+// Discard marks the key pub as discarded (see Discarded).
+func (k *SealKeys) Discard(pub []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range k.made {
+		if bytes.Equal(k.made[i].Pub, pub) {
+			k.made[i].Discarded = true
+		}
+	}
 }
 
 // Fail makes every later Next fail with err (nil: succeed again).

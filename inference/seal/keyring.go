@@ -145,6 +145,23 @@ func (k *Keyring) Next(expiry time.Time) ([]byte, error) {
 	return clone(pub), nil
 }
 
+// Discard forgets the key whose public half is pub, and its sessions: the
+// attestation layer calls it when the evidence meant to bind the key could
+// not be issued, so that failed renewals never push the key of the live
+// evidence out of the keyring (it holds at most MaxLiveKeys). An unknown
+// key is ignored.
+func (k *Keyring) Discard(pub []byte) {
+	id := keyIDOf(pub)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i, rk := range k.keys {
+		if rk.id == id {
+			k.dropKeyLocked(i)
+			return
+		}
+	}
+}
+
 // Current returns the newest key's public key and expiry; ok is false if
 // there is no live key.
 func (k *Keyring) Current() (pub []byte, expiry time.Time, ok bool) {

@@ -299,3 +299,30 @@ func TestConcurrentReplays(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscard: a key discarded (its evidence was never issued) opens
+// nothing and leaves the key before it current, and the keyring's room.
+func TestDiscard(t *testing.T) {
+	clock := clocktest.New(t0)
+	w := newWorker(t, clock, "a")
+	kept := w.pub
+	dropped := w.rotate(t, t0.Add(2*time.Hour))
+	s := w.session(t) // with the key about to be discarded
+	w.ring.Discard(dropped)
+	if cur, _, ok := w.ring.Current(); !ok || !bytes.Equal(cur, kept) {
+		t.Fatalf("current key after Discard is not the one before it")
+	}
+	sr, _ := mustSeal(t, seal.NewClient(nil, clock.Now), "r", []byte("x"), s)
+	if _, _, err := w.open(t, sr); !errors.Is(err, seal.ErrNoRecipient) {
+		t.Fatalf("a request to the discarded key: err = %v, want ErrNoRecipient", err)
+	}
+	w.ring.Discard([]byte("not a key of ours")) // ignored
+	for range seal.MaxLiveKeys + 2 {            // failed renewals, each given back
+		w.ring.Discard(w.rotate(t, t0.Add(3*time.Hour)))
+	}
+	w.pub = kept
+	sr, _ = mustSeal(t, seal.NewClient(nil, clock.Now), "r2", []byte("x"), w.session(t))
+	if _, _, err := w.open(t, sr); err != nil {
+		t.Fatalf("the live key after failed renewals: %v", err)
+	}
+}
