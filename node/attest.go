@@ -108,10 +108,10 @@ func (n *Node) tdxPolicy() tdx.Policy {
 	return p
 }
 
-// ownTier is the trust tier the node's own evidence earns, announced in
+// Tier is the trust tier the node's own evidence earns, announced in
 // its offers: dev for dev evidence, tee for a TDX quote, tee-gpu for a TDX
 // quote with NVIDIA confidential-computing evidence.
-func (n *Node) ownTier(ctx context.Context) (attest.Tier, error) {
+func (n *Node) Tier(ctx context.Context) (attest.Tier, error) {
 	ev, err := n.hs.Evidence(ctx)
 	if err != nil {
 		return 0, err

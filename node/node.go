@@ -170,9 +170,6 @@ func (n *Node) APIAddr() string {
 // always ready once started.
 func (n *Node) Ready(ctx context.Context) bool { return n.role != nil && n.role.ready(ctx) }
 
-// Tier is the trust tier the node's own evidence earns.
-func (n *Node) Tier(ctx context.Context) (attest.Tier, error) { return n.ownTier(ctx) }
-
 // Verified returns the node's live verdict on p: the trust tier p's
 // evidence earned here, and for a worker the sealing key it binds.
 func (n *Node) Verified(p peer.ID) (attest.Verdict, bool) {

@@ -154,7 +154,7 @@ func (w *workerRole) Fill(ctx context.Context, o *offers.Offer) error {
 	st := w.server.Stats()
 	o.TTFTMillis = min(st.TTFT.Milliseconds(), offers.MaxTTFT.Milliseconds())
 	o.TokensPerSec = min(st.TokensPerSec, offers.MaxTokensPerSec)
-	tier, err := w.n.ownTier(ctx)
+	tier, err := w.n.Tier(ctx)
 	if err != nil {
 		return err
 	}
