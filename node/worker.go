@@ -188,13 +188,9 @@ func (w *workerRole) awaitEngine(ctx context.Context) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		c, err := w.server.Catalog(cctx)
+		ids, err := servedModels{w.server}.Models(cctx)
 		cancel()
 		if err == nil {
-			var ids []string
-			for _, m := range c.Models {
-				ids = append(ids, m.ID)
-			}
 			w.n.log.Info("engine ready", "models", strings.Join(ids, ","), "waited", time.Since(start).Round(time.Second))
 			w.announceSoon()
 			return
@@ -206,7 +202,8 @@ func (w *workerRole) awaitEngine(ctx context.Context) {
 	}
 }
 
-// servedModels lists the models a worker's engine serves, for the DHT.
+// servedModels lists the models a worker's engine serves, for the DHT and
+// the log.
 type servedModels struct{ s *worker.Server }
 
 func (m servedModels) Models(ctx context.Context) ([]string, error) {
