@@ -39,7 +39,7 @@ func (n *Node) newClient() (*clientRole, error) {
 	}
 	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), attestOnly{n.hs}, n.log)
 	c.lookup = n.newLookup(discovery.NewProxies(n.h, c.proxies, n.log))
-	c.up = gateway.NewProxies(n.h, n.cfg.Network, usableProxies{c})
+	c.up = gateway.NewProxies(n.h, n.cfg.Network, c)
 	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
 		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
 	var payer gateway.Payer // nil interfaces without payments, without a root contract
@@ -89,7 +89,7 @@ func (c *clientRole) apiAddr() string { return c.ln.Addr().String() }
 
 // ready: an attested proxy, which the client can pay, knows a model.
 func (c *clientRole) ready(ctx context.Context) bool {
-	if !c.proxies.Settled() || len(c.usable()) == 0 {
+	if !c.proxies.Settled() || len(c.Proxies()) == 0 {
 		return false
 	}
 	cat, err := c.up.Catalog(ctx)
@@ -107,9 +107,9 @@ func (c *clientRole) Payees() []peer.ID {
 	return out
 }
 
-// usable are the proxies requests may go to: attested, and with payments,
-// with a channel open to them.
-func (c *clientRole) usable() []peer.ID {
+// Proxies are the proxies requests may go to (the gateway asks): attested,
+// and with payments, with a channel open to them.
+func (c *clientRole) Proxies() []peer.ID {
 	var out []peer.ID
 	for _, p := range c.Payees() {
 		if c.n.pay != nil && c.n.pay.m.Payable(p) != nil {
@@ -119,11 +119,6 @@ func (c *clientRole) usable() []peer.ID {
 	}
 	return out
 }
-
-// usableProxies is the gateway's view of the client's usable proxies.
-type usableProxies struct{ c *clientRole }
-
-func (u usableProxies) Proxies() []peer.ID { return u.c.usable() }
 
 func (c *clientRole) admin() admin.Role {
 	return &admin.Client{Proxies: c.proxies, Upstream: c.up, APIAddr: c.apiAddr()}
