@@ -37,6 +37,16 @@ const (
 	// this hop, or owes more than its credit allows. Never retried; opening
 	// or funding a channel, or paying, helps.
 	CodePaymentRequired Code = 13
+	// CodeNotCandidate: a sealed request reached a worker it is not
+	// sealed to (the client chose other candidates, or sealed to a key
+	// the worker has rotated out). Retryable: another candidate may open
+	// it.
+	CodeNotCandidate Code = 14
+	// CodeSealFailed: a sealed request or answer failed its checks:
+	// changed on the way, replayed, held back past its lifetime, or
+	// sealed for another worker or request. Never retried; the client
+	// seals the next request afresh.
+	CodeSealFailed Code = 15
 )
 
 var codeNames = map[Code]string{
@@ -53,6 +63,8 @@ var codeNames = map[Code]string{
 	CodeUntrusted:       "trust_too_low",
 	CodeBadReceipt:      "receipt_invalid",
 	CodePaymentRequired: "payment_required",
+	CodeNotCandidate:    "not_a_candidate",
+	CodeSealFailed:      "seal_failed",
 }
 
 func (c Code) String() string {
@@ -69,13 +81,13 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadRequest
 	case CodeUnknownModel:
 		return http.StatusNotFound
-	case CodeNoWorker, CodeOverloaded, CodeUnattested, CodeUntrusted:
+	case CodeNoWorker, CodeOverloaded, CodeUnattested, CodeUntrusted, CodeNotCandidate:
 		return http.StatusServiceUnavailable
 	case CodeTooExpensive:
 		// Not 402, which says the client's funds ran out: the network
 		// has workers, only none at the client's price.
 		return http.StatusServiceUnavailable
-	case CodeEngine, CodeBadReceipt:
+	case CodeEngine, CodeBadReceipt, CodeSealFailed:
 		return http.StatusBadGateway
 	case CodeTimeout:
 		return http.StatusGatewayTimeout
@@ -90,7 +102,7 @@ func (c Code) HTTPStatus() int {
 // Retryable reports whether another worker may succeed where this failed,
 // provided nothing was streamed yet.
 func (c Code) Retryable() bool {
-	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout
+	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout || c == CodeNotCandidate
 }
 
 // Error is an error with a wire code. Message is safe to show to the app:

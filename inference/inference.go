@@ -40,13 +40,19 @@ type Request struct {
 	Model string
 	// MaxPrice is the most the client pays, in nanoTON per million
 	// tokens, compared with a worker's prompt plus completion price for
-	// Model; 0 means no limit. Proxies route by it and do not forward it.
+	// Model; 0 means no limit. Proxies route by it and forward it only in a
+	// sealed request's header, where the seal binds it.
 	MaxPrice int64
 	// MinTier is the weakest trust tier the client accepts for the worker
 	// that serves the request (attest.TierDev, TierTEE or TierTEEGPU); 0
-	// means any. Proxies route by it and do not forward it.
+	// means any. Proxies route by it, and forward it as MaxPrice.
 	MinTier attest.Tier
-	Body    []byte
+	// Sealed says Body is a sealed request (seal.AppendSealedRequest)
+	// that only the candidate workers the client verified can open; the
+	// fields above are then its routing header, bound by the seal, and
+	// proxies forward them unchanged.
+	Sealed bool
+	Body   []byte
 }
 
 // Chunk is one piece of streamed output.

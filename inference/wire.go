@@ -29,13 +29,18 @@ const (
 	FrameChunk   byte = 2
 	FrameEnd     byte = 3
 	FrameError   byte = 4
+	// FrameRecord carries one sealed answer record (seal.ResponseSealer),
+	// the answer to a sealed request: its chunks and its end, which only
+	// the client can open. Hops relay it as it is.
+	FrameRecord byte = 5
 )
 
 // Size caps. A request body is capped where the client accepts it (4 MiB);
-// the frame adds its header.
+// the frame adds its header, and sealing adds its wraps (about 1.2 KiB per
+// candidate, 16 at most) and a tag.
 const (
 	MaxBodyBytes    = 4 << 20
-	MaxRequestFrame = MaxBodyBytes + 4096
+	MaxRequestFrame = MaxBodyBytes + 64<<10
 	MaxChunkFrame   = 1 << 20
 	maxHeaderBytes  = 4096
 )
@@ -57,6 +62,13 @@ var ErrMalformed = errors.New("malformed message")
 // before flags existed. A decoder refuses flags it does not know: an
 // optional field changes what the request asks for, and a hop that cannot
 // honour it must not serve the request as if it were absent.
+//
+// A third flag, reqSealed, carries no field: it says the body is a sealed
+// request (seal.AppendSealedRequest) rather than the app's JSON. The
+// header before it is then the routing header the seal binds
+// (AppendHeader's bytes): hops read it and forward it unchanged, and a
+// worker that gets a header other than the one the client sealed with
+// cannot open the body.
 const (
 	maxIDBytes    = 128
 	maxModelBytes = 256
@@ -64,16 +76,32 @@ const (
 	reqKindMask  = 0x0f
 	reqMaxPrice  = 0x10
 	reqMinTier   = 0x20
-	reqFlagsMask = reqMaxPrice | reqMinTier
+	reqSealed    = 0x40
+	reqFlagsMask = reqMaxPrice | reqMinTier | reqSealed
 )
 
 // AppendRequest encodes req as a Request frame payload. It refuses what
 // DecodeRequest would refuse, so a bad request fails at its source.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
+	dst, err := AppendHeader(dst, req)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, req.Body...), nil
+}
+
+// AppendHeader encodes req's routing header, a Request frame payload
+// without the body: what a proxy reads to route a sealed request, and what
+// its seal binds. Each header has one encoding, so a worker re-encodes the
+// header it decoded to check the seal.
+func AppendHeader(dst []byte, req *Request) ([]byte, error) {
 	if err := checkHeader(req); err != nil {
 		return nil, err
 	}
 	head := byte(req.Kind)
+	if req.Sealed {
+		head |= reqSealed
+	}
 	if req.MaxPrice != 0 {
 		head |= reqMaxPrice
 	}
@@ -91,7 +119,7 @@ func AppendRequest(dst []byte, req *Request) ([]byte, error) {
 	if req.MinTier != 0 {
 		dst = append(dst, byte(req.MinTier))
 	}
-	return append(dst, req.Body...), nil
+	return dst, nil
 }
 
 // checkHeader checks the fields a request's header carries.
@@ -162,7 +190,7 @@ func DecodeRequest(p []byte) (*Request, error) {
 		minTier = attest.Tier(p[0])
 		p = p[1:]
 	}
-	req := &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, MinTier: minTier}
+	req := &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, MinTier: minTier, Sealed: head&reqSealed != 0}
 	if err := checkHeader(req); err != nil {
 		return nil, err
 	}
@@ -211,9 +239,10 @@ type End struct {
 }
 
 // Event is one decoded message of a response. Text aliases the reader's
-// buffer and is valid until the next call to Next.
+// buffer and is valid until the next call to Next; for a FrameRecord it is
+// the sealed record.
 type Event struct {
-	Type   byte // FrameChunk, FrameEnd or FrameError
+	Type   byte // FrameChunk, FrameRecord, FrameEnd or FrameError
 	Text   []byte
 	Finish []byte
 	End    *End
@@ -259,6 +288,8 @@ func DecodeEvent(typ byte, p []byte) (Event, error) {
 			return Event{}, err
 		}
 		return Event{Type: FrameEnd, End: e}, nil
+	case FrameRecord:
+		return Event{Type: FrameRecord, Text: p}, nil
 	case FrameError:
 		var e Error
 		if err := json.Unmarshal(p, &e); err != nil {

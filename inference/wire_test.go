@@ -37,6 +37,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		{"max price and min tier", inference.Request{ID: "b", Kind: inference.KindChat, Model: "m", MaxPrice: 42, MinTier: attest.TierTEE, Body: []byte{2, 0x20}}},
 		{"max price and large body", inference.Request{ID: strings.Repeat("i", 128), Kind: inference.KindChat, Model: strings.Repeat("m", 256),
 			MaxPrice: math.MaxInt64, Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
+		{"sealed", inference.Request{ID: "s", Kind: inference.KindChat, Model: "m", Sealed: true, Body: []byte{1, 1, 0}}},
+		{"sealed with max price and min tier", inference.Request{ID: "s", Kind: inference.KindCompletion, Model: "m", MaxPrice: 9,
+			MinTier: attest.TierTEEGPU, Sealed: true, Body: []byte{1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +194,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"min tier unknown", tieredRequest(1, "x", "m", 0, 4, "body"), true},
 		{"min tier far out", tieredRequest(1, "x", "m", 5, 0xff, "body"), true},
 		{"min tier missing", rawRequest(1|0x20, "x", "m", ""), true},
-		{"unknown flag", rawRequest(1|0x40, "x", "m", "body"), true},
+		{"sealed flag", rawRequest(1|0x40, "x", "m", "body"), false},
 		{"high flag", rawRequest(1|0x80, "x", "m", "body"), true},
 		{"flag without kind", pricedRequest(0, "x", "m", 5, "body"), true},
 	}
@@ -317,7 +320,8 @@ func TestDecodeEvent(t *testing.T) {
 		{"error not JSON", inference.FrameError, nil, inference.Event{}, true},
 		{"request frame in a response", inference.FrameRequest, rawRequest(1, "", "m", ""), inference.Event{}, true},
 		{"type zero", 0, nil, inference.Event{}, true},
-		{"unknown type", 5, []byte(`{}`), inference.Event{}, true},
+		{"unknown type", 6, []byte(`{}`), inference.Event{}, true},
+		{"sealed record", inference.FrameRecord, []byte{1, 2}, inference.Event{Type: inference.FrameRecord, Text: []byte{1, 2}}, false},
 		{"type 255", 255, nil, inference.Event{}, true},
 	}
 	for _, tt := range tests {

@@ -18,9 +18,9 @@ import (
 // startAttestation sets up the handshake: the evidence this node presents
 // (issued once now, so that a node that cannot prove itself fails to
 // start) and the kinds it accepts from peers. A worker's evidence also
-// binds a sealing key from a keyring in memory, renewed with each evidence
-// (once per validity window). Requests are not sealed to it yet (issue
-// 14): the worker will open them with the same keyring.
+// binds a sealing key from a keyring in memory (n.keys), renewed with each
+// evidence (once per validity window): clients seal requests to it, and
+// the worker opens them with the same keyring.
 func (n *Node) startAttestation(ctx context.Context) error {
 	issuer, err := n.newIssuer()
 	if err != nil {
@@ -35,7 +35,7 @@ func (n *Node) startAttestation(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sealing keys: %w", err)
 		}
-		sealKeys = keyring
+		sealKeys, n.keys = keyring, keyring
 	}
 	n.hs = attest.NewHandshaker(n.h, issuer, sealKeys, n.kinds,
 		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)

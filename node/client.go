@@ -14,6 +14,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/directory"
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
@@ -25,6 +26,7 @@ type clientRole struct {
 	n       *Node
 	proxies *discovery.Keeper
 	up      *gateway.Proxies
+	dir     *directory.Client // the workers behind each proxy, as the client verified them
 	http    *http.Server
 	ln      net.Listener
 	lookup  *discovery.Lookup // nil without a DHT
@@ -39,7 +41,8 @@ func (n *Node) newClient() (*clientRole, error) {
 	}
 	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), attestOnly{n.hs}, n.log)
 	c.lookup = n.newLookup(discovery.NewProxies(n.h, c.proxies, n.log))
-	c.up = gateway.NewProxies(n.h, n.cfg.Network, c)
+	c.dir = directory.NewClient(directory.ClientConfig{Network: n.cfg.Network}, n.h, n.kinds, n.log)
+	c.up = gateway.NewProxies(n.h, n.cfg.Network, c, c.dir)
 	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
 		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
 	var payer gateway.Payer // nil interfaces without payments, without a root contract

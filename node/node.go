@@ -20,6 +20,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -39,6 +40,7 @@ type Node struct {
 	sv    *p2p.Service
 	hs    *attest.Handshaker
 	kinds *attest.Kinds // the evidence kinds this node accepts from peers
+	keys  *seal.Keyring // a worker's sealing keys, in memory only; nil in other roles
 	disc  *discoveryParts
 	pay   *payState // nil without payments
 	role  role

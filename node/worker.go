@@ -61,7 +61,7 @@ func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, 
 	if n.pay != nil {
 		settler = n.pay.m
 	}
-	w.server = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts},
+	w.server = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts, Keys: n.keys},
 		n.h.ID(), metrics.ObserveBackend(n.opts.backend, n.requests), n.hs, settler, n.log)
 	w.server.Register(n.sv)
 	if _, err := w.server.Catalog(ctx); err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -54,6 +55,13 @@ type intruder struct {
 
 func newIntruder(t *testing.T) *intruder {
 	t.Helper()
+	return newIntruderKeys(t, nil)
+}
+
+// newIntruderKeys is an intruder whose evidence binds the sealing keys of
+// keys (nil: none), as a worker's does.
+func newIntruderKeys(t *testing.T, keys attest.SealKeys) *intruder {
+	t.Helper()
 	key, _ := p2ptest.NewKey(t)
 	cfg := p2p.DefaultHostConfig()
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -63,7 +71,7 @@ func newIntruder(t *testing.T) *intruder {
 	}
 	log := slog.New(slog.DiscardHandler)
 	sv := p2p.NewService(h, log)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, attest.NewKinds(map[string]attest.Validator{dev.Kind: dev.Validator{}}),
+	hs := attest.NewHandshaker(h, dev.Issuer{}, keys, attest.NewKinds(map[string]attest.Validator{dev.Kind: dev.Validator{}}),
 		attest.Config{Network: "local"}, log)
 	hs.Register(sv)
 	t.Cleanup(func() {
@@ -619,6 +627,7 @@ type rogue struct {
 	*intruder
 	key   crypto.PrivKey
 	other crypto.PrivKey // not the rogue's: for forged signatures
+	keys  *seal.Keyring  // its sealing keys: clients seal requests to it
 }
 
 // rogueModels are the rogue worker's models, one behaviour each.
@@ -626,9 +635,13 @@ var rogueModels = []string{"forged", "honest", "content", "tokens", "utf8", "hug
 
 func newRogue(t *testing.T) *rogue {
 	t.Helper()
-	in := newIntruder(t)
+	keys, err := seal.NewKeyring(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newIntruderKeys(t, keys)
 	other, _ := p2ptest.NewKey(t)
-	r := &rogue{intruder: in, key: in.h.Peerstore().PrivKey(in.h.ID()), other: other}
+	r := &rogue{intruder: in, key: in.h.Peerstore().PrivKey(in.h.ID()), other: other, keys: keys}
 	var models []inference.Model
 	for _, m := range rogueModels {
 		models = append(models, inference.Model{ID: m})
@@ -650,7 +663,30 @@ func newRogue(t *testing.T) *rogue {
 // behaviour says otherwise.
 const rogueText = "a fine answer"
 
+// answer answers req as the rogue's behaviour for its model says. It
+// opens sealed requests and seals what it streams, as a worker must for
+// a client to read it: its misbehaviour is in what it seals and signs.
 func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {
+	var sealer *seal.ResponseSealer
+	if req.Sealed {
+		sr, err := seal.DecodeSealedRequest(req.Body)
+		if err != nil {
+			return err
+		}
+		head := *req
+		head.Body = nil
+		header, err := inference.AppendHeader(nil, &head)
+		if err != nil {
+			return err
+		}
+		body, rs, err := r.keys.OpenRequest(sr, seal.Binding{Network: "local", Peer: r.h.ID().String()}, header)
+		if err != nil {
+			return err
+		}
+		opened := *req
+		opened.Body, opened.Sealed = body, false
+		req, sealer = &opened, rs
+	}
 	text, signed, key := rogueText, rogueText, r.key
 	usage := inference.Usage{Tokens: payments.Tokens{Prompt: 4, Completion: 3}}
 	receiptTokens := usage
@@ -701,8 +737,24 @@ func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req
 	if err != nil {
 		return err
 	}
-	if err := fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: text})); err != nil {
+	typ, chunk := inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: text})
+	if sealer != nil {
+		typ = inference.FrameRecord
+		if chunk, err = sealer.Seal(chunk); err != nil {
+			return err
+		}
+	}
+	if err := fw.Write(typ, chunk); err != nil {
 		return err
+	}
+	if sealer != nil {
+		end, err := sealer.End()
+		if err != nil {
+			return err
+		}
+		if err := fw.Write(inference.FrameRecord, end); err != nil {
+			return err
+		}
 	}
 	if err := inference.WriteEnd(fw, &inference.End{Usage: usage, FinishReason: "stop", Worker: r.h.ID().String(), Receipt: receipt}); err != nil {
 		return err
@@ -751,11 +803,13 @@ func TestRogueWorker(t *testing.T) {
 		code   string
 		failed bool // the proxy counts the worker failed
 	}{
-		// First: the proxy and the client verify the signature of a
-		// worker's first receipt and every 16th after it.
+		// First: the client verifies the signature of a worker's first
+		// receipt and every 16th after it (the proxy, every receipt).
 		{"forged", 502, "receipt_invalid", true},
 		{"honest", 200, "", false},
-		{"content", 502, "receipt_invalid", true},
+		// A receipt for other content than the sealed answer: only the
+		// client, which opens the answer, can tell.
+		{"content", 502, "receipt_invalid", false},
 		{"tokens", 502, "receipt_invalid", true},
 		{"utf8", 200, "", false},
 		{"huge-tokens", 502, "engine_error", true},

@@ -28,6 +28,9 @@ type ClientConfig struct {
 	Now     func() time.Time // the clock verdicts are reached and expire at; time.Now if nil
 	// MaxVerdicts bounds the verdict cache; 4096 if zero.
 	MaxVerdicts int
+	// MaxAge is how long Workers keeps a proxy's directory before
+	// fetching it again; 5 s if zero.
+	MaxAge time.Duration
 }
 
 // Worker is a directory entry the client verified itself.
@@ -51,8 +54,16 @@ type Client struct {
 	validator attest.Validator
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts
+	mu       sync.Mutex // guards verdicts, fetched and fetching
 	verdicts map[verdictKey]attest.Verdict
+	fetched  map[peer.ID]fetched       // each proxy's directory, as Workers last verified it
+	fetching map[peer.ID]chan struct{} // closed when the fetch in flight for a proxy ends
+}
+
+// fetched is a proxy's directory as the client verified it at a time.
+type fetched struct {
+	at      time.Time
+	workers []Worker
 }
 
 // verdictKey is a worker and the evidence it was verified on.
@@ -70,10 +81,94 @@ func NewClient(cfg ClientConfig, h host.Host, validator attest.Validator, log *s
 	if cfg.MaxVerdicts <= 0 {
 		cfg.MaxVerdicts = 4096
 	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 5 * time.Second
+	}
 	return &Client{
 		h: h, proto: ProtocolID(cfg.Network), cfg: cfg, validator: validator,
 		log: log.With("component", "directory"), verdicts: make(map[verdictKey]attest.Verdict),
+		fetched: make(map[peer.ID]fetched), fetching: make(map[peer.ID]chan struct{}),
 	}
+}
+
+// maxProxies bounds how many proxies' directories Workers keeps.
+const maxProxies = 64
+
+// Workers is Fetch with a memory: the workers of proxy's directory as the
+// client last verified them, fetched again when older than MaxAge, when
+// refresh is set (the caller found the copy wanting), or when a verdict
+// in it has expired. Callers that come while a fetch for proxy is in
+// flight wait for it and share its result.
+func (c *Client) Workers(ctx context.Context, proxy peer.ID, refresh bool) ([]Worker, error) {
+	start := c.cfg.Now()
+	for {
+		c.mu.Lock()
+		f, ok := c.fetched[proxy]
+		now := c.cfg.Now()
+		if ok && (!refresh || !f.at.Before(start)) && now.Sub(f.at) < c.cfg.MaxAge && allLive(f.workers, now) {
+			c.mu.Unlock()
+			return f.workers, nil
+		}
+		wait, busy := c.fetching[proxy]
+		if !busy {
+			done := make(chan struct{})
+			c.fetching[proxy] = done
+			c.mu.Unlock()
+			ws, err := c.Fetch(ctx, proxy)
+			c.mu.Lock()
+			delete(c.fetching, proxy)
+			close(done)
+			if err == nil {
+				c.storeFetchedLocked(proxy, fetched{at: c.cfg.Now(), workers: ws})
+			}
+			c.mu.Unlock()
+			return ws, err
+		}
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if _, ok := c.peek(proxy); !ok {
+			return nil, fmt.Errorf("fetching proxy %s's directory failed", proxy)
+		}
+	}
+}
+
+// peek returns what Workers keeps of proxy's directory, if anything.
+func (c *Client) peek(proxy peer.ID) (fetched, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.fetched[proxy]
+	return f, ok
+}
+
+// storeFetchedLocked keeps f as proxy's directory, making room first.
+func (c *Client) storeFetchedLocked(proxy peer.ID, f fetched) {
+	if _, ok := c.fetched[proxy]; !ok && len(c.fetched) >= maxProxies {
+		for p := range c.fetched {
+			delete(c.fetched, p) // an arbitrary one: it is fetched again if used
+			break
+		}
+	}
+	c.fetched[proxy] = f
+}
+
+// Forget drops proxy's directory from Workers' memory.
+func (c *Client) Forget(proxy peer.ID) {
+	c.mu.Lock()
+	delete(c.fetched, proxy)
+	c.mu.Unlock()
+}
+
+func allLive(ws []Worker, now time.Time) bool {
+	for _, w := range ws {
+		if !w.Verdict.Live(now) {
+			return false
+		}
+	}
+	return true
 }
 
 // Fetch reads proxy's directory and returns the workers in it whose

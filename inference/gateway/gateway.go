@@ -270,6 +270,11 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 			writeError(w, http.StatusServiceUnavailable, "server_error", "", "no_proxy", "No attested proxy is reachable.")
 			return
 		}
+		var e *inference.Error
+		if errors.As(err, &e) {
+			writeInferenceError(w, e) // no worker the client verified can take it
+			return
+		}
 		if r.Context().Err() != nil {
 			log().Debug("app went away before the first chunk")
 			return

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -38,25 +39,35 @@ type ProxySet interface {
 	Proxies() []peer.ID
 }
 
-// Proxies is the Upstream of a client node: libp2p streams to proxies it
-// has attested, reused from request to request.
+// Proxies is the Upstream of a client node: libp2p streams to proxies,
+// reused from request to request. Each request is sealed to workers the
+// client verified itself, from the proxy's directory: the proxy relays
+// what it cannot read.
 type Proxies struct {
 	h       host.Host
 	pool    *inference.Pool
 	catalog protocol.ID
 	set     ProxySet
+	sealer  *sealer // nil: requests go in the clear
 	next    atomic.Uint64
 }
 
 // NewProxies sends requests through h to the proxies set names, rotating
-// between them. Close releases its idle streams.
-func NewProxies(h host.Host, network string, set ProxySet) *Proxies {
-	return &Proxies{
+// between them, sealed to the workers that workers verified behind each.
+// A nil workers sends requests in the clear, for tests of the proxy path
+// only: the proxy then reads every prompt. Close releases its idle
+// streams.
+func NewProxies(h host.Host, network string, set ProxySet, workers Workers) *Proxies {
+	p := &Proxies{
 		h:       h,
 		pool:    inference.NewPool(h, network, inference.DefaultPoolConfig()),
 		catalog: p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
 		set:     set,
 	}
+	if workers != nil {
+		p.sealer = newSealer(network, workers)
+	}
+	return p
 }
 
 // Close closes the idle streams to proxies.
@@ -81,6 +92,9 @@ func (p *Proxies) Catalog(ctx context.Context) (*inference.Catalog, error) {
 	for _, id := range p.order() {
 		c, err := inference.FetchCatalog(ctx, p.h, id, p.catalog)
 		if err == nil {
+			if p.sealer != nil {
+				p.sealer.learnCatalog(c)
+			}
 			return c, nil
 		}
 		last = err
@@ -90,10 +104,19 @@ func (p *Proxies) Catalog(ctx context.Context) (*inference.Catalog, error) {
 
 // Open sends req to the first proxy that answers it. A proxy that fails
 // before its first frame is replaced by the next; nothing reached the app
-// yet.
+// yet. A sealed request that no worker behind any proxy can take fails
+// with an *inference.Error saying why.
 func (p *Proxies) Open(ctx context.Context, req *inference.Request) (Response, error) {
 	var last error = ErrNoProxy
 	for _, id := range p.order() {
+		if p.sealer != nil {
+			resp, err := p.openSealed(ctx, id, req)
+			if err == nil || ctx.Err() != nil {
+				return resp, err
+			}
+			last = err
+			continue
+		}
 		call, err := p.pool.Send(ctx, id, req)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -105,6 +128,52 @@ func (p *Proxies) Open(ctx context.Context, req *inference.Request) (Response, e
 		return &callResponse{call: call, proxy: id}, nil
 	}
 	return nil, last
+}
+
+// openSealed seals req to candidates behind proxy and sends it there. When
+// the proxy can route to none of them (its workers changed since the
+// client read its directory), the directory is read again and the
+// request sealed afresh, once.
+func (p *Proxies) openSealed(ctx context.Context, proxy peer.ID, req *inference.Request) (Response, error) {
+	refresh := false
+	for {
+		resp, err := p.sendSealed(ctx, proxy, req, refresh)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := resp.callResponse.Next()
+		if err != nil {
+			resp.Close()
+			return nil, fmt.Errorf("proxy %s: %w", proxy, err)
+		}
+		if !refresh && ev.Type == inference.FrameError && ev.Err.Code == inference.CodeNotCandidate {
+			resp.Close()
+			refresh = true
+			continue
+		}
+		resp.pending = &ev
+		return resp, nil
+	}
+}
+
+func (p *Proxies) sendSealed(ctx context.Context, proxy peer.ID, req *inference.Request, refresh bool) (*sealedResponse, error) {
+	cs, err := p.sealer.candidates(ctx, proxy, req, refresh)
+	if err != nil {
+		return nil, err
+	}
+	sealed, opener, err := p.sealer.seal(req, cs)
+	if err != nil {
+		return nil, fmt.Errorf("sealing the request: %w", err)
+	}
+	call, err := p.pool.Send(ctx, proxy, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", proxy, err)
+	}
+	tiers := make(map[string]attest.Tier, len(cs))
+	for _, c := range cs {
+		tiers[c.w.Peer.String()] = c.w.Verdict.Tier
+	}
+	return &sealedResponse{callResponse: &callResponse{call: call, proxy: proxy}, opener: opener, tiers: tiers}, nil
 }
 
 // callResponse decodes a pooled call's frames into events.

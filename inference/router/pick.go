@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 )
 
 // The measurement model; the package doc gives the formula.
@@ -25,10 +27,11 @@ const (
 // pick chooses the worker for a request for model that was not tried yet,
 // and counts the request against it: among reachable workers with free
 // capacity, whose verified tier is at least minTier (0: any tier) and
-// whose price is at most maxPrice (0: any price), the one first in the
-// order the package doc gives. It runs on every request: one pass over the
-// workers, one clock read, no allocation.
-func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried []peer.ID) (*worker, *inference.Error) {
+// whose price is at most maxPrice (0: any price), and, for a sealed
+// request (keys not nil), whose sealing key is one of keys, the one first
+// in the order the package doc gives. It runs on every request: one pass
+// over the workers, one clock read, no allocation.
+func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -36,12 +39,17 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 		return nil, inference.Errorf(inference.CodeUnknownModel, "the model %q does not exist in this network", model)
 	}
 	var best candidate
-	unpayable := false // a worker was passed over for want of a payment channel
+	unpayable := false   // a worker was passed over for want of a payment channel
+	uncandidate := false // a worker was passed over for not being sealed to
 	for _, w := range r.order {
 		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) {
 			continue
 		}
 		if _, ok := w.models[model]; !ok {
+			continue
+		}
+		if keys != nil && !r.sealedToLocked(w, keys) {
+			uncandidate = true
 			continue
 		}
 		if minTier > 0 && r.tierOf(w.id) < minTier {
@@ -74,11 +82,35 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 		if unpayable {
 			return nil, inference.Errorf(inference.CodeNoWorker, "no worker this proxy has a payment channel to can take model %q now", model)
 		}
+		if uncandidate {
+			return nil, inference.Errorf(inference.CodeNotCandidate,
+				"none of the %d workers the request is sealed to can take model %q through this proxy now", len(keys), model)
+		}
 		return nil, inference.Errorf(inference.CodeNoWorker, "no worker can take model %q now", model)
 	}
 	best.w.active++
 	best.w.served++
 	return best.w, nil
+}
+
+// sealedToLocked reports whether w's sealing key, as its live verdict
+// binds it, is one of keys. The key's ID is computed once per key.
+func (r *Router) sealedToLocked(w *worker, keys []seal.KeyID) bool {
+	if r.verdicts == nil {
+		return false
+	}
+	v, ok := r.verdicts.Verified(w.id)
+	if !ok || len(v.SealKey) == 0 {
+		return false
+	}
+	if !bytes.Equal(v.SealKey, w.sealKey) {
+		pub, err := seal.ParsePublicKey(v.SealKey)
+		if err != nil {
+			return false
+		}
+		w.sealKey, w.sealID = v.SealKey, pub.ID()
+	}
+	return slices.Contains(keys, w.sealID)
 }
 
 // priceLocked is what a client pays for model through p per million

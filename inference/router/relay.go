@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"hash"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
@@ -45,8 +47,24 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			return out.Flush()
 		}
 	}
+	// A sealed request goes to its worker as the client sent it: the seal
+	// binds its header, max price and minimum tier included. Only the
+	// workers it is sealed to can open it, so only they are picked.
 	fwd := req
-	if req.MaxPrice != 0 || req.MinTier != 0 {
+	var keys []seal.KeyID
+	if req.Sealed {
+		id, ks, err := seal.Recipients(req.Body)
+		if err == nil && id != req.ID {
+			err = fmt.Errorf("sealed request %q sent as request %q", id, req.ID)
+		}
+		if err != nil {
+			if err := inference.WriteError(out, inference.Errorf(inference.CodeBadRequest, "%v", err)); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
+		keys = ks
+	} else if req.MaxPrice != 0 || req.MinTier != 0 {
 		c := *req
 		c.MaxPrice, c.MinTier = 0, 0
 		fwd = &c
@@ -54,9 +72,9 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 	var tried []peer.ID
 	var last *inference.Error
 	for n := 0; n < r.cfg.Attempts; n++ {
-		w, perr := r.pick(req.Model, req.MaxPrice, req.MinTier, tried)
+		w, perr := r.pick(req.Model, req.MaxPrice, req.MinTier, tried, keys)
 		if perr != nil {
-			if last == nil || perr.Code == inference.CodeUnknownModel {
+			if last == nil || perr.Code == inference.CodeUnknownModel || perr.Code == inference.CodeNotCandidate {
 				last = perr
 			}
 			break
@@ -107,7 +125,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 type attempt struct {
 	client peer.ID
 	w      *worker
-	req    *inference.Request // as the worker gets it: without MaxPrice and MinTier
+	req    *inference.Request // as the worker gets it: in the clear without MaxPrice and MinTier, or sealed
 	out    *p2p.FrameWriter   // to the client
 	log    func() *slog.Logger
 	tier   attest.Tier // w's verified tier, set just before the request is sent
@@ -198,13 +216,26 @@ func (r *Router) relay(ctx context.Context, cancel context.CancelFunc, a *attemp
 	gap := time.AfterFunc(r.cfg.ChunkTimeout, func() { stalled.Store(true); cancel() })
 	defer gap.Stop()
 	frames := 0
-	content := sha256.New() // of the streamed text, to check the receipt
+	var content hash.Hash // of the streamed text, to check the receipt; nil when sealed
+	if !a.req.Sealed {
+		content = sha256.New()
+	}
 	for {
 		switch typ {
 		case inference.FrameChunk:
+			if a.req.Sealed {
+				// A worker answers a sealed request only in records: a
+				// chunk in the clear would reach the app unchecked.
+				return outcomeFailure, r.abort(a.out, inference.Errorf(inference.CodeSealFailed, "worker answered a sealed request in the clear"))
+			}
 			if text, _, err := inference.DecodeChunk(p); err == nil {
 				content.Write(text)
 			}
+		case inference.FrameRecord:
+			if !a.req.Sealed {
+				return outcomeFailure, r.abort(a.out, inference.Errorf(inference.CodeEngine, "worker sealed an answer to a request in the clear"))
+			}
+			// Relayed as it is: only the client can open it.
 		case inference.FrameEnd:
 			return r.finish(a, p, content)
 		case inference.FrameError:

@@ -75,38 +75,30 @@ func (r *Router) settle(client peer.ID, end *inference.End) {
 }
 
 // checkReceipt checks a worker's signed receipt against what the router
-// relayed: request, streamed content, model, tokens, worker and proxy. The
-// price it names is checked by whoever settles the payment, against the
-// worker's offer. The signature, which costs some fifty times the rest, is
-// verified on a worker's first receipt and every verifyEvery-th after it:
-// a worker that signs badly is caught within verifyEvery answers, and the
-// client verifies every one.
+// relayed: its signature (on every receipt: it is what the proxy is paid
+// by), request, model, tokens, worker and proxy, and, for an answer in the
+// clear, the request and the streamed content (content not nil). A sealed
+// answer's hashes are of what only the client can read: the client checks
+// them. The price it names is checked by whoever settles the payment,
+// against the worker's offer.
 func (r *Router) checkReceipt(w *worker, req *inference.Request, end *inference.End, content hash.Hash) error {
-	r.mu.Lock()
-	verify := w.receipts%verifyEvery == 0
-	w.receipts++
-	r.mu.Unlock()
-	open := payments.Open
-	if verify {
-		open = payments.Verify
-	}
-	got, err := open(end.Receipt, w.id)
+	got, err := payments.Verify(end.Receipt, w.id)
 	if err != nil {
 		return err
 	}
 	want := &payments.Receipt{
-		RequestID:   req.ID,
-		RequestHash: payments.Hash(req.Body),
-		Model:       req.Model,
-		Tokens:      end.Usage.Billed(),
-		Price:       got.Price,
-		Worker:      w.id,
-		Proxy:       r.h.ID(),
+		RequestID:    req.ID,
+		RequestHash:  got.RequestHash,
+		ResponseHash: got.ResponseHash,
+		Model:        req.Model,
+		Tokens:       end.Usage.Billed(),
+		Price:        got.Price,
+		Worker:       w.id,
+		Proxy:        r.h.ID(),
 	}
-	content.Sum(want.ResponseHash[:0])
+	if content != nil {
+		want.RequestHash = payments.Hash(req.Body)
+		content.Sum(want.ResponseHash[:0])
+	}
 	return payments.Check(got, want)
 }
-
-// verifyEvery is how often the router verifies a worker's receipt
-// signature.
-const verifyEvery = 16

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 )
 
 // worker is what the router knows of one worker.
@@ -23,7 +24,9 @@ type worker struct {
 	active   int
 	served   int
 	failures int
-	receipts int // receipts checked, to sample signatures
+	// sealKey is the sealing key of w's verdict when sealID was computed.
+	sealKey []byte
+	sealID  seal.KeyID
 	// Measurements, as of observed (zero before the first): EWMAs of the
 	// time to first chunk, in seconds, and of outcomes (1 success, 0
 	// failure; a worker starts at 1).

@@ -7,6 +7,7 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -33,6 +35,15 @@ type Config struct {
 	Now           func() time.Time // the clock of the measurements; time.Now if nil
 	// Receipts, if set, makes the worker sign a receipt for every answer.
 	Receipts *Receipts
+	// Keys opens sealed requests: the keyring whose public keys the
+	// worker's evidence binds. Nil: sealed requests are refused.
+	Keys Keys
+}
+
+// Keys opens requests sealed to the worker's attested sealing keys.
+// *seal.Keyring implements it.
+type Keys interface {
+	OpenRequest(sr *seal.SealedRequest, self seal.Binding, header []byte) ([]byte, *seal.ResponseSealer, error)
 }
 
 // Receipts is what a worker signs its receipts with: its peer key, and the
@@ -233,6 +244,18 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		w.active.Add(-1)
 		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
 	}
+	var sealer *seal.ResponseSealer // nil: the request came in the clear
+	if req.Sealed {
+		body, rs, e := w.open(req)
+		if e != nil {
+			w.active.Add(-1)
+			log().Info("sealed request refused", "code", e.Code, "err", e.Message)
+			return fail(e)
+		}
+		sealed := *req
+		sealed.Body, sealed.Sealed = body, false
+		req, sealer = &sealed, rs
+	}
 	// The slot is freed as soon as the backend returns, before the final
 	// frame goes out: a requester that reads that frame and sends its next
 	// request must find the slot free. The deferred call covers a backend
@@ -256,7 +279,15 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			io.WriteString(content, c.Text)
 		}
 		scratch = inference.AppendChunk(scratch[:0], c)
-		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
+		typ := inference.FrameChunk
+		if sealer != nil {
+			rec, err := sealer.Seal(scratch)
+			if err != nil {
+				return err
+			}
+			typ, scratch = inference.FrameRecord, rec
+		}
+		if err := fw.Write(typ, scratch); err != nil {
 			return err
 		}
 		chunks++
@@ -290,6 +321,18 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			w.served(remote, r)
 		}
 	}
+	if sealer != nil {
+		// The sealed end record comes before the End frame in the clear:
+		// a proxy that cuts the answer short and sends an End of its own
+		// is caught by the client, which has not seen the end record.
+		rec, err := sealer.End()
+		if err != nil {
+			return err
+		}
+		if err := fw.Write(inference.FrameRecord, rec); err != nil {
+			return err
+		}
+	}
 	if err := inference.WriteEnd(fw, end); err != nil {
 		return err
 	}
@@ -305,6 +348,40 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			"completion_tokens", res.Usage.Completion, "duration", w.cfg.Now().Sub(start))
 	}
 	return nil
+}
+
+// open opens a sealed request: its body, and the sealer of its answer.
+// The request ID the header names must be the one the seal binds. A
+// request the worker is not a candidate for (ErrNoRecipient) or cannot
+// take now (ErrBusy) is answered with a code the proxy retries on another
+// candidate; the rest cannot succeed anywhere as sent.
+func (w *Server) open(req *inference.Request) ([]byte, *seal.ResponseSealer, *inference.Error) {
+	if w.cfg.Keys == nil {
+		return nil, nil, inference.Errorf(inference.CodeBadRequest, "worker %s takes no sealed requests", w.self)
+	}
+	sr, err := seal.DecodeSealedRequest(req.Body)
+	if err != nil {
+		return nil, nil, inference.Errorf(inference.CodeBadRequest, "sealed request: %v", err)
+	}
+	if sr.RequestID != req.ID {
+		return nil, nil, inference.Errorf(inference.CodeBadRequest, "sealed request %q arrived as request %q", sr.RequestID, req.ID)
+	}
+	head := *req
+	head.Body = nil
+	header, err := inference.AppendHeader(nil, &head)
+	if err != nil {
+		return nil, nil, inference.Errorf(inference.CodeBadRequest, "sealed request header: %v", err)
+	}
+	body, rs, err := w.cfg.Keys.OpenRequest(sr, seal.Binding{Network: w.cfg.Network, Peer: w.selfStr}, header)
+	switch {
+	case err == nil:
+		return body, rs, nil
+	case errors.Is(err, seal.ErrNoRecipient):
+		return nil, nil, inference.Errorf(inference.CodeNotCandidate, "%v", err)
+	case errors.Is(err, seal.ErrBusy):
+		return nil, nil, inference.Errorf(inference.CodeOverloaded, "%v", err)
+	}
+	return nil, nil, inference.Errorf(inference.CodeSealFailed, "%v", err)
 }
 
 // receipt signs the receipt of one answer.

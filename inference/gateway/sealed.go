@@ -1,0 +1,323 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/discovery/directory"
+	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/seal"
+)
+
+// Workers is what the client knows of the workers behind its proxies:
+// those whose evidence it verified itself, from each proxy's directory.
+// *directory.Client implements it.
+type Workers interface {
+	// Workers returns the workers behind proxy the client verified, with
+	// its own verdicts; refresh asks for the proxy's directory afresh.
+	Workers(ctx context.Context, proxy peer.ID, refresh bool) ([]directory.Worker, error)
+}
+
+// MaxCandidates is how many workers a request is sealed to at most: the
+// proxy chooses among them by load, and retries on another before the
+// first chunk.
+const MaxCandidates = 4
+
+// sealer seals requests to the workers the client verified and opens
+// their answers.
+type sealer struct {
+	network string
+	workers Workers
+	client  *seal.Client
+
+	mu       sync.Mutex // guards sessions and known
+	sessions map[sessionKey]*sealSession
+	known    map[string]bool // models seen in a directory: asked for with no worker, they are busy, not unknown
+}
+
+// sessionKey is a worker's sealing key, as its evidence binds it.
+type sessionKey struct {
+	peer peer.ID
+	key  seal.KeyID
+}
+
+// sealSession is a session with a worker's key, kept while the verdict
+// that named the key is live.
+type sealSession struct {
+	s      *seal.Session
+	expiry time.Time
+}
+
+// maxSessions bounds the session cache: one per verified worker key.
+const maxSessions = 4096
+
+func newSealer(network string, workers Workers) *sealer {
+	return &sealer{network: network, workers: workers, client: seal.NewClient(nil, nil),
+		sessions: make(map[sessionKey]*sealSession), known: make(map[string]bool)}
+}
+
+// candidate is a worker a request may be sealed to.
+type candidate struct {
+	w   directory.Worker
+	key *seal.PublicKey
+}
+
+// candidates picks the workers behind proxy that req may be sealed to:
+// verified by the client itself, serving req.Model, at or above its
+// minimum tier, at or under its max price (the worker's own; the proxy
+// adds its fee and checks again), up to MaxCandidates of them at random.
+// With none in the directory as kept, it is read afresh; with none there
+// either, the error is an *inference.Error saying why.
+func (s *sealer) candidates(ctx context.Context, proxy peer.ID, req *inference.Request, refresh bool) ([]candidate, error) {
+	var why *inference.Error
+	tries := []bool{false, true}
+	if refresh {
+		tries = tries[1:]
+	}
+	for _, refresh := range tries {
+		ws, err := s.workers.Workers(ctx, proxy, refresh)
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s's directory: %w", proxy, err)
+		}
+		s.learn(ws)
+		var out []candidate
+		out, why = choose(ws, req)
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	if why.Code == inference.CodeUnknownModel && s.knows(req.Model) {
+		why = inference.Errorf(inference.CodeNoWorker, "no worker this client verified serves model %q now", req.Model)
+	}
+	return nil, why
+}
+
+// maxKnown bounds the models the sealer remembers.
+const maxKnown = 4096
+
+// learn remembers the models ws serve.
+func (s *sealer) learn(ws []directory.Worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range ws {
+		for _, m := range w.Models {
+			s.knowLocked(m.ID)
+		}
+	}
+}
+
+// learnCatalog remembers the models of a proxy's catalog.
+func (s *sealer) learnCatalog(c *inference.Catalog) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range c.Models {
+		s.knowLocked(m.ID)
+	}
+}
+
+func (s *sealer) knowLocked(model string) {
+	if len(s.known) < maxKnown {
+		s.known[model] = true
+	}
+}
+
+func (s *sealer) knows(model string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.known[model]
+}
+
+// choose filters ws for req; with none left, the error says which
+// condition left none.
+func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *inference.Error) {
+	var serving, trusted, sealing int
+	var best attest.Tier // the best tier among the workers serving the model
+	var out []candidate
+	for _, w := range ws {
+		m, ok := modelOf(w, req.Model)
+		if !ok {
+			continue
+		}
+		serving++
+		if w.Verdict.Tier <= attest.TierTEEGPU {
+			best = max(best, w.Verdict.Tier)
+		}
+		if req.MinTier > 0 && (w.Verdict.Tier > attest.TierTEEGPU || w.Verdict.Tier < req.MinTier) {
+			continue
+		}
+		trusted++
+		if len(w.Verdict.SealKey) == 0 {
+			continue
+		}
+		sealing++
+		if req.MaxPrice > 0 && (m.Price == nil || m.Price.Prompt+m.Price.Completion > req.MaxPrice) {
+			continue
+		}
+		key, err := seal.ParsePublicKey(w.Verdict.SealKey)
+		if err != nil {
+			continue
+		}
+		out = append(out, candidate{w: w, key: key})
+	}
+	switch {
+	case len(out) > 0:
+		rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		return out[:min(len(out), MaxCandidates)], nil
+	case serving == 0:
+		return nil, inference.Errorf(inference.CodeUnknownModel,
+			"the model %q does not exist in this network: no worker this client verified serves it", req.Model)
+	case trusted == 0:
+		return nil, inference.Errorf(inference.CodeUntrusted,
+			"no worker this client verified serves model %q at trust tier %s or above (best available: %s)", req.Model, req.MinTier, best)
+	case sealing == 0:
+		return nil, inference.Errorf(inference.CodeNoWorker,
+			"no worker serving model %q binds a sealing key to its evidence, and requests are sent sealed only", req.Model)
+	}
+	return nil, inference.Errorf(inference.CodeTooExpensive,
+		"no worker this client verified serves model %q at or under the max price of %d nanoTON per million tokens", req.Model, req.MaxPrice)
+}
+
+func modelOf(w directory.Worker, id string) (directory.Model, bool) {
+	for _, m := range w.Models {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return directory.Model{}, false
+}
+
+// session returns the session with c's key, made on first use.
+func (s *sealer) session(c candidate) (*seal.Session, error) {
+	k := sessionKey{c.w.Peer, c.key.ID()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss, ok := s.sessions[k]; ok {
+		return ss.s, nil
+	}
+	ss, err := seal.NewSession(c.w.Verdict.SealKey, seal.Binding{Network: s.network, Peer: c.w.Peer.String()})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", c.w.Peer, err)
+	}
+	if len(s.sessions) >= maxSessions {
+		s.pruneLocked(time.Now())
+	}
+	s.sessions[k] = &sealSession{s: ss, expiry: c.w.Verdict.Expiry}
+	return ss, nil
+}
+
+// pruneLocked drops sessions whose verdicts have expired, then, if the
+// cache is still full, arbitrary ones: they are made again when used.
+func (s *sealer) pruneLocked(now time.Time) {
+	for k, ss := range s.sessions {
+		if !now.Before(ss.expiry) {
+			delete(s.sessions, k)
+		}
+	}
+	for k := range s.sessions {
+		if len(s.sessions) < maxSessions {
+			break
+		}
+		delete(s.sessions, k)
+	}
+}
+
+// seal returns req sealed to cs, and the opener of its answer. The sealed
+// request carries req's header; its body is the sealed request.
+func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Request, *seal.ResponseOpener, error) {
+	sessions := make([]*seal.Session, 0, len(cs))
+	for _, c := range cs {
+		ss, err := s.session(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		sessions = append(sessions, ss)
+	}
+	out := *req
+	out.Sealed, out.Body = true, nil
+	header, err := inference.AppendHeader(nil, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	sr, opener, err := s.client.SealRequest(sessions, req.ID, header, req.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out.Body, err = seal.AppendSealedRequest(nil, sr); err != nil {
+		return nil, nil, err
+	}
+	return &out, opener, nil
+}
+
+// sealedResponse opens a sealed answer as it arrives. Every chunk the app
+// gets comes from a record the worker sealed, in order; the answer's End
+// is accepted only after the worker's end record, from the worker that
+// sealed the records, and carries the tier the client verified for it.
+type sealedResponse struct {
+	*callResponse
+	pending *inference.Event // the first event, read by Open, to return first
+	opener  *seal.ResponseOpener
+	tiers   map[string]attest.Tier // the candidates' tiers, by peer ID string
+	ended   bool                   // the end record was opened
+	failed  bool                   // an error event was returned: nothing follows
+}
+
+func (r *sealedResponse) Next() (inference.Event, error) {
+	if r.failed {
+		return inference.Event{}, io.ErrUnexpectedEOF
+	}
+	var ev inference.Event
+	if r.pending != nil {
+		ev, r.pending = *r.pending, nil
+	} else {
+		var err error
+		if ev, err = r.callResponse.Next(); err != nil {
+			return ev, err
+		}
+	}
+	switch ev.Type {
+	case inference.FrameRecord:
+		plain, err := r.opener.Open(ev.Text)
+		if errors.Is(err, io.EOF) {
+			r.ended = true
+			return r.Next()
+		}
+		if err != nil {
+			return r.fail("the answer failed its seal: %v", err)
+		}
+		text, finish, err := inference.DecodeChunk(plain)
+		if err != nil {
+			return r.fail("a sealed chunk does not decode: %v", err)
+		}
+		return inference.Event{Type: inference.FrameChunk, Text: text, Finish: finish}, nil
+	case inference.FrameChunk:
+		return r.fail("the proxy sent a chunk in the clear for a sealed request")
+	case inference.FrameEnd:
+		if err := r.opener.Done(); err != nil || !r.ended {
+			return r.fail("the answer ended without the worker's end record: %v", err)
+		}
+		b, _, _ := r.opener.Worker()
+		if ev.End.Worker != b.Peer {
+			return r.fail("the proxy names worker %q for an answer sealed by %s", ev.End.Worker, b.Peer)
+		}
+		// The tier is the client's own verdict on the worker that sealed
+		// the answer, not the proxy's word.
+		ev.End.Tier = r.tiers[b.Peer].String()
+		return ev, nil
+	}
+	return ev, nil
+}
+
+// fail ends the answer with a seal error: nothing after a broken record
+// reaches the app.
+func (r *sealedResponse) fail(format string, args ...any) (inference.Event, error) {
+	r.failed = true
+	return inference.Event{Type: inference.FrameError, Err: inference.Errorf(inference.CodeSealFailed, format, args...)}, nil
+}
