@@ -22,10 +22,28 @@ type Getter interface {
 	Get(url string) (header map[string][]string, body []byte, err error)
 }
 
-const (
-	defaultRefresh = time.Hour
-	maxCollateral  = 1 << 20 // bytes in one Intel PCS answer
-)
+// ContextGetter is a Getter that can also fetch within a context: the
+// cache calls GetContext with the validation's context, so a fetch ends
+// when the validation is abandoned.
+type ContextGetter interface {
+	Getter
+	GetContext(ctx context.Context, url string) (header map[string][]string, body []byte, err error)
+}
+
+// GetContext fetches url through g within ctx when g is a ContextGetter,
+// and with g.Get otherwise.
+func GetContext(ctx context.Context, g Getter, url string) (header map[string][]string, body []byte, err error) {
+	if cg, ok := g.(ContextGetter); ok {
+		return cg.GetContext(ctx, url)
+	}
+	return g.Get(url)
+}
+
+// MaxCollateral bounds the body of one Intel PCS answer, in bytes. Intel's
+// are a few KiB; the largest, the PCK CRL, grows with revocations.
+const MaxCollateral = 1 << 20
+
+const defaultRefresh = time.Hour
 
 // cache serves Intel PCS answers from files in dir, fetching through net
 // when a file is missing or older than refresh, and falling back to the
@@ -45,7 +63,7 @@ func newCache(cfg Config) (*cache, error) {
 	}
 	c := &cache{dir: cfg.CacheDir, net: cfg.Getter, now: cfg.Now, refresh: cfg.Refresh, log: cfg.Log}
 	if c.net == nil {
-		c.net = httpsGetter{client: &http.Client{Timeout: 10 * time.Second}}
+		c.net = NewHTTPSGetter()
 	}
 	if c.refresh == 0 {
 		c.refresh = defaultRefresh
@@ -67,12 +85,12 @@ func (c *cache) path(url string) string {
 }
 
 // get returns the answer for url, fresh from net if the cached one is old.
-func (c *cache) get(url string) (map[string][]string, []byte, error) {
+func (c *cache) get(ctx context.Context, url string) (map[string][]string, []byte, error) {
 	cached, cerr := c.read(url)
 	if cerr == nil && c.now().Sub(cached.Fetched) < c.refresh {
 		return cached.Header, cached.Body, nil
 	}
-	h, b, err := c.net.Get(url)
+	h, b, err := GetContext(ctx, c.net, url)
 	if err == nil {
 		if werr := c.write(&entry{URL: url, Fetched: c.now(), Header: h, Body: b}); werr != nil {
 			c.log.Warn("caching Intel collateral", "url", url, "err", werr)
@@ -84,6 +102,22 @@ func (c *cache) get(url string) (map[string][]string, []byte, error) {
 		return cached.Header, cached.Body, nil
 	}
 	return nil, nil, fmt.Errorf("fetching %s: %w (and no cached copy)", url, err)
+}
+
+// Cached returns the answer to url that the collateral cache holds, as
+// Intel PCS gave it, however old: ok is false when there is none, when
+// collateral is off, or when url is not one this package fetches
+// (IsCollateralURL). It never fetches. Package attest/collateral serves
+// peers from it.
+func (v *Validator) Cached(url string) (header map[string][]string, body []byte, ok bool) {
+	if v.cache == nil || !IsCollateralURL(url) {
+		return nil, nil, false
+	}
+	e, err := v.cache.read(url)
+	if err != nil {
+		return nil, nil, false
+	}
+	return e.Header, e.Body, true
 }
 
 func (c *cache) read(url string) (*entry, error) {
@@ -139,24 +173,45 @@ type callGetter struct {
 }
 
 func (g *callGetter) Get(url string) (map[string][]string, []byte, error) {
+	// go-tdx-guest takes the root CRL's URL from a certificate in an
+	// answer it has not verified yet: fetch nothing but Intel's URLs.
+	// Refusing is not unavailability; the collateral is bad.
+	if !IsCollateralURL(url) {
+		return nil, nil, fmt.Errorf("%q is not an Intel PCS collateral URL", url)
+	}
 	if err := g.ctx.Err(); err != nil {
 		if g.failed == nil {
 			g.failed = err
 		}
 		return nil, nil, err
 	}
-	h, b, err := g.c.get(url)
+	h, b, err := g.c.get(g.ctx, url)
 	if err != nil && g.failed == nil {
 		g.failed = err
 	}
 	return h, b, err
 }
 
-// httpsGetter fetches with a plain GET, capping the body.
+// NewHTTPSGetter returns the Getter a Config without one uses: a plain
+// HTTPS GET to Intel PCS with a 10 s timeout, an answer other than 200 OK
+// being an error and a body over MaxCollateral refused. It is a
+// ContextGetter.
+func NewHTTPSGetter() ContextGetter {
+	return httpsGetter{client: &http.Client{Timeout: 10 * time.Second}}
+}
+
 type httpsGetter struct{ client *http.Client }
 
 func (g httpsGetter) Get(url string) (map[string][]string, []byte, error) {
-	resp, err := g.client.Get(url)
+	return g.GetContext(context.Background(), url)
+}
+
+func (g httpsGetter) GetContext(ctx context.Context, url string) (map[string][]string, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := g.client.Do(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -164,12 +219,12 @@ func (g httpsGetter) Get(url string) (map[string][]string, []byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCollateral+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxCollateral+1))
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(body) > maxCollateral {
-		return nil, nil, fmt.Errorf("%s: answer over %d bytes", url, maxCollateral)
+	if len(body) > MaxCollateral {
+		return nil, nil, fmt.Errorf("%s: answer over %d bytes", url, MaxCollateral)
 	}
 	return resp.Header, body, nil
 }

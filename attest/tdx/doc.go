@@ -63,10 +63,27 @@
 //
 // NewValidator trusts only Intel's SGX Root CA: a copy kept in this
 // package, refused unless its SHA-256 is IntelRootFingerprint. Config has
-// no field that can carry a root. Tests build quotes under a throwaway
-// root imitating Intel's chain through an unexported constructor, which no
-// code outside this package can reach; TestConfigCannotChangeRoot keeps
-// Config that way.
+// no field that can carry a root; TestConfigCannotChangeRoot keeps it that
+// way.
+//
+// Tests need quotes that no Intel machine made. Package tdxtest is a fake
+// Intel: a throwaway chain imitating Intel's, synthetic quotes under it
+// (tdxtest.Intel.Issuer, an attest.Issuer) and the collateral Intel PCS
+// would serve for them (tdxtest.Intel.PCS, a Getter). This package's own
+// tests trust the fake root through an unexported constructor. Tests that
+// build validators with NewValidator, as a node does, call
+// tdxtest.Intel.Trust, which calls TrustTestRoot: every Validator that
+// NewValidator makes while it is in force trusts the test root beside
+// Intel's, and logs a warning saying so. TrustTestRoot exists only in
+// binaries built with -tags cocoon_testroot (testroot.go): a production
+// build has no function, variable or setting that adds a root, so no
+// configuration, flag or code path reaches one, and a program that calls
+// it does not compile (TestTrustTestRootOnlyWithTag). TestRootBuild says
+// which build a binary is; without the tag tdxtest.Intel.Trust fails the
+// test, naming the tag. Whole-network tests that use synthetic TDX quotes
+// run with
+//
+//	go test -tags cocoon_testroot ./testnet/...
 //
 // # Collateral cache
 //
@@ -77,6 +94,16 @@
 // cached one is served. Cached answers are verified like fresh ones, so a
 // tampered cache can deny service but not vouch for a quote, and Intel's
 // nextUpdate bounds how long an offline node accepts them.
+//
+// Only the URLs IsCollateralURL names are fetched: go-tdx-guest takes the
+// root CRL's URL from a certificate in an answer it has not verified yet,
+// and any other URL there is refused (ErrCollateral) without a request.
+// Validator.Cached reads the cache without fetching; package
+// attest/collateral serves peers from it, and its Getter, given as
+// Config.Getter, asks peers when Intel cannot be reached, so collateral
+// travels between nodes (see that package for what a relay can and cannot
+// do). A Getter that is also a ContextGetter fetches within the
+// validation's context.
 //
 // go-tdx-guest logs to stdout through github.com/google/logger; it prints
 // only when no trusted roots are passed, and this package always passes
@@ -104,6 +131,10 @@
 //	TCB below the minimum                  ErrTCB                    TestValidate/TEE_TCB_below_minimum, TestPolicyFollowsItsSource
 //	TCB out of date per Intel              ErrCollateral             TestCollateralCachedForOffline
 //	stale collateral                       ErrCollateral             TestCollateralExpires
-//	Intel unreachable, nothing cached      ErrCollateralUnavailable  TestCollateralCachedForOffline
+//	Intel unreachable, nothing cached      ErrCollateralUnavailable  TestCollateralCachedForOffline, TestSyntheticCollateral
+//	collateral signed under another root   ErrCollateral             TestSyntheticCollateral
+//	answer naming a root CRL elsewhere     ErrCollateral, no fetch   TestCallFetchesOnlyCollateralURLs
+//	quote under an untrusted test root     ErrNotGenuine             TestNewValidatorRefusesTestRoot
+//	test root trusted in production        does not compile          TestTrustTestRootOnlyWithTag
 //	pinned root copy altered               NewValidator fails        TestRootIsPinned
 package tdx

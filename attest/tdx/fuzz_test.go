@@ -1,4 +1,4 @@
-package tdx
+package tdx_test
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
+	"github.com/cocoon-mesh/cocoon/attest/tdx/tdxtest"
 )
 
 // FuzzValidate feeds arbitrary quotes to Validate: nothing may panic, and
@@ -21,16 +23,16 @@ func FuzzValidate(f *testing.F) {
 	pub := key(f, 1)
 	expiry := now.Add(time.Hour)
 	good := s.evidence(f, pub, expiry, measure(1))
-	signed := good.Quote[:headerLen+bodyLen]
+	signed := good.Quote[:tdxtest.SignedLen]
 
 	f.Add(good.Quote)
 	f.Add(realQuote)
-	f.Add(good.Quote[:headerLen+bodyLen+4])
+	f.Add(good.Quote[:tdxtest.SignedLen+4])
 	f.Add(realQuote[:len(realQuote)-100])
 	f.Add([]byte{4, 0, 2, 0, 0x81, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, quote []byte) {
 		ctx := context.Background()
-		ev := &attest.Evidence{Kind: Kind, Expiry: good.Expiry, ReportData: good.ReportData, Quote: quote}
+		ev := &attest.Evidence{Kind: tdx.Kind, Expiry: good.Expiry, ReportData: good.ReportData, Quote: quote}
 		_, err := s.v.Validate(ctx, ev, pub, now)
 		if err == nil && !bytes.HasPrefix(quote, signed) {
 			t.Fatalf("accepted a quote whose signed part differs from the seed's")
@@ -41,7 +43,7 @@ func FuzzValidate(f *testing.F) {
 		if _, err := prod.Validate(ctx, ev, pub, now); err == nil {
 			t.Fatalf("production validator accepted a fuzzed quote")
 		}
-		if _, err := prod.VerifyQuote(ctx, quote, realNow); err == nil && !bytes.Equal(quote, realQuote) && !bytes.HasPrefix(quote, realQuote[:headerLen+bodyLen]) {
+		if _, err := prod.VerifyQuote(ctx, quote, realNow); err == nil && !bytes.Equal(quote, realQuote) && !bytes.HasPrefix(quote, realQuote[:tdxtest.SignedLen]) {
 			t.Fatalf("production validator found a fuzzed quote genuine")
 		}
 	})
@@ -49,7 +51,7 @@ func FuzzValidate(f *testing.F) {
 
 // isRejection reports whether err is one of the documented reasons.
 func isRejection(err error) bool {
-	for _, e := range []error{ErrMalformed, ErrNotGenuine, ErrMeasurement, ErrDebug, ErrTCB, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrKind, attest.ErrFormat} {
+	for _, e := range []error{tdx.ErrMalformed, tdx.ErrNotGenuine, tdx.ErrMeasurement, tdx.ErrDebug, tdx.ErrTCB, attest.ErrBinding, attest.ErrExpired, attest.ErrTooLong, attest.ErrEmptyReport, attest.ErrKind, attest.ErrFormat} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -1,4 +1,4 @@
-package tdx
+package tdx_test
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
+	"github.com/cocoon-mesh/cocoon/attest/tdx/tdxtest"
 )
 
 // fakeProvider stands in for the TDX module: it answers with a quote from
@@ -33,9 +35,7 @@ func TestIssue(t *testing.T) {
 	s := newSynthetic(t)
 	pub := key(t, 1)
 	expiry := now.Add(time.Hour)
-	spec := func(rd [64]byte) quoteSpec {
-		return quoteSpec{ReportData: rd, Measurement: measure(1), TEETCBSVN: [16]byte{3}}
-	}
+	spec := tdxtest.Spec{Measurement: measure(1), TEETCBSVN: [16]byte{3}}
 	errDevice := errors.New("device busy")
 
 	tests := []struct {
@@ -45,24 +45,24 @@ func TestIssue(t *testing.T) {
 		want error  // nil: issued and accepted
 		msg  string
 	}{
-		{"quote over the binding", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, nil, nil, ""},
-		{"quote over the binding with a sealing key", &fakeProvider{quote: func(rd [64]byte) []byte { return s.intel.quote(t, spec(rd)) }}, sealKey, nil, ""},
-		{"quote over the binding without the sealing key", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec(binding(t, pub, expiry))) }}, sealKey, nil, "REPORTDATA is not the requested binding"},
+		{"quote over the binding", &fakeProvider{quote: func(rd [64]byte) []byte { return s.quote(t, rd, spec) }}, nil, nil, ""},
+		{"quote over the binding with a sealing key", &fakeProvider{quote: func(rd [64]byte) []byte { return s.quote(t, rd, spec) }}, sealKey, nil, ""},
+		{"quote over the binding without the sealing key", &fakeProvider{quote: func([64]byte) []byte { return s.quote(t, binding(t, pub, expiry), spec) }}, sealKey, nil, "REPORTDATA is not the requested binding"},
 		{"sealing key too long", &fakeProvider{err: errors.New("unreachable")}, make([]byte, attest.MaxSealKey+1), attest.ErrFormat, ""},
 		{"provider error", &fakeProvider{err: errDevice}, nil, errDevice, "getting TDX quote"},
-		{"empty quote", &fakeProvider{quote: func([64]byte) []byte { return nil }}, nil, ErrEmptyQuote, ""},
-		{"garbage", &fakeProvider{quote: func([64]byte) []byte { return []byte("not a quote") }}, nil, ErrMalformed, ""},
-		{"quote over other data", &fakeProvider{quote: func([64]byte) []byte { return s.intel.quote(t, spec([64]byte{1})) }}, nil, nil, "REPORTDATA is not the requested binding"},
+		{"empty quote", &fakeProvider{quote: func([64]byte) []byte { return nil }}, nil, tdx.ErrEmptyQuote, ""},
+		{"garbage", &fakeProvider{quote: func([64]byte) []byte { return []byte("not a quote") }}, nil, tdx.ErrMalformed, ""},
+		{"quote over other data", &fakeProvider{quote: func([64]byte) []byte { return s.quote(t, [64]byte{1}, spec) }}, nil, nil, "REPORTDATA is not the requested binding"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, err := NewIssuer(tt.p).Issue(ctx, pub, expiry, tt.seal)
+			ev, err := tdx.NewIssuer(tt.p).Issue(ctx, pub, expiry, tt.seal)
 			if tt.want == nil && tt.msg == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
 				b := sealBinding(t, pub, expiry, tt.seal)
-				if ev.Kind != Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, b[:]) || len(ev.Quote) == 0 || !bytes.Equal(ev.SealKey, tt.seal) {
+				if ev.Kind != tdx.Kind || ev.Expiry != expiry.Unix() || !bytes.Equal(ev.ReportData, b[:]) || len(ev.Quote) == 0 || !bytes.Equal(ev.SealKey, tt.seal) {
 					t.Fatalf("evidence %+v", ev)
 				}
 				v, err := s.v.Validate(ctx, ev, pub, now)
@@ -88,7 +88,7 @@ func TestIssueCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p := &fakeProvider{err: errors.New("unreachable")}
-	if _, err := NewIssuer(p).Issue(ctx, key(t, 1), now.Add(time.Hour), sealKey); !errors.Is(err, context.Canceled) || p.calls != 0 {
+	if _, err := tdx.NewIssuer(p).Issue(ctx, key(t, 1), now.Add(time.Hour), sealKey); !errors.Is(err, context.Canceled) || p.calls != 0 {
 		t.Fatalf("error %v after %d calls, want context.Canceled before any", err, p.calls)
 	}
 }
@@ -99,8 +99,8 @@ func TestOpenHardwareWithoutTDX(t *testing.T) {
 			t.Skipf("%s exists: this machine may have TDX", path)
 		}
 	}
-	p, err := OpenHardware()
-	if !errors.Is(err, ErrNoTDX) || p != nil {
+	p, err := tdx.OpenHardware()
+	if !errors.Is(err, tdx.ErrNoTDX) || p != nil {
 		t.Fatalf("OpenHardware() = %v, %v; want ErrNoTDX", p, err)
 	}
 	for _, tried := range []string{"configfs-tsm", "/dev/tdx_guest"} {

@@ -1,4 +1,4 @@
-package tdx
+package tdx_test
 
 import (
 	"context"

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/go-tdx-guest/abi"
@@ -140,7 +141,10 @@ type Config struct {
 	// zero means an hour. An answer past Intel's nextUpdate fails the check
 	// whatever its age here.
 	Refresh time.Duration
-	// Getter fetches from Intel PCS; nil means HTTPS with a 10 s timeout.
+	// Getter fetches from Intel PCS; nil means NewHTTPSGetter. One that is
+	// also a ContextGetter is called with the validation's context.
+	// Package attest/collateral's Getter falls back to peers' caches when
+	// Intel cannot be reached.
 	Getter Getter
 	// Now is the cache's clock; nil means time.Now. Verification itself
 	// uses the time given to Validate.
@@ -169,27 +173,40 @@ func (c *Config) Validate() error {
 // Validator checks TDX evidence: first that the quote is genuine, then that
 // it is acceptable. It is safe for concurrent use.
 type Validator struct {
-	cfg   Config
-	roots *x509.CertPool
-	root  []byte // DER of the one trusted root
-	cache *cache // nil with CollateralOff
+	cfg      Config
+	roots    *x509.CertPool
+	rootDERs [][]byte // DER of each trusted root
+	cache    *cache   // nil with CollateralOff
 }
 
 // NewValidator returns a Validator trusting only Intel's SGX Root CA,
-// pinned by IntelRootFingerprint. No Config field can change the root.
+// pinned by IntelRootFingerprint. No Config field can change the root. (A
+// binary built with -tags cocoon_testroot also trusts the roots given to
+// TrustTestRoot; see "Trust root" in the package doc.)
 func NewValidator(cfg Config) (*Validator, error) {
 	root, err := pinnedRoot(intelRootPEM, IntelRootFingerprint)
 	if err != nil {
 		return nil, err
 	}
-	return newValidator(cfg, root)
+	test := trustedTestRoots()
+	v, err := newValidator(cfg, append([]*x509.Certificate{root}, test...)...)
+	if err != nil {
+		return nil, err
+	}
+	if len(test) > 0 {
+		v.cfg.Log.Warn("trusting test roots beside Intel's: this binary was built with -tags cocoon_testroot", "roots", len(test))
+	}
+	return v, nil
 }
 
-// newValidator trusts root. Only NewValidator and this package's tests
+// newValidator trusts roots. Only NewValidator and this package's tests
 // call it.
-func newValidator(cfg Config, root *x509.Certificate) (*Validator, error) {
+func newValidator(cfg Config, roots ...*x509.Certificate) (*Validator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if len(roots) == 0 {
+		return nil, errors.New("tdx: no trusted root")
 	}
 	if cfg.MaxValidity == 0 {
 		cfg.MaxValidity = DefaultMaxValidity
@@ -201,8 +218,11 @@ func newValidator(cfg Config, root *x509.Certificate) (*Validator, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Log = cfg.Log.With("component", "attest/tdx")
-	v := &Validator{cfg: cfg, roots: x509.NewCertPool(), root: root.Raw}
-	v.roots.AddCert(root)
+	v := &Validator{cfg: cfg, roots: x509.NewCertPool()}
+	for _, r := range roots {
+		v.roots.AddCert(r)
+		v.rootDERs = append(v.rootDERs, r.Raw)
+	}
 	if cfg.Collateral == CollateralOn {
 		var err error
 		if v.cache, err = newCache(cfg); err != nil {
@@ -321,7 +341,7 @@ func (v *Validator) verify(ctx context.Context, q *pb.QuoteV4, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(chainRoot, v.root) {
+	if !slices.ContainsFunc(v.rootDERs, func(r []byte) bool { return bytes.Equal(r, chainRoot) }) {
 		return nil, fmt.Errorf("%w: PCK chain ends at another root", ErrNotGenuine)
 	}
 	ext, err := pcs.PckCertificateExtensions(leaf)
@@ -339,7 +359,7 @@ func (v *Validator) verify(ctx context.Context, q *pb.QuoteV4, now time.Time) (*
 		opts := &verify.Options{TrustedRoots: v.roots, Now: now, GetCollateral: true, CheckRevocations: true, Getter: g}
 		if err := safeVerify(q, opts); err != nil {
 			if g.failed != nil {
-				return nil, fmt.Errorf("%w: %v", ErrCollateralUnavailable, g.failed)
+				return nil, fmt.Errorf("%w: %w", ErrCollateralUnavailable, g.failed)
 			}
 			return nil, fmt.Errorf("%w: %v", ErrCollateral, err)
 		}

@@ -1,9 +1,10 @@
-package tdx
+package tdx_test
 
 import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/pem"
 	"errors"
 	"reflect"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
+	"github.com/cocoon-mesh/cocoon/attest/tdx/tdxtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -65,8 +68,8 @@ var (
 )
 
 // measure makes a measurement from seed.
-func measure(seed byte) Measurement {
-	var m Measurement
+func measure(seed byte) tdx.Measurement {
+	var m tdx.Measurement
 	for i := range m.MRTD {
 		m.MRTD[i] = seed
 	}
@@ -79,11 +82,11 @@ func measure(seed byte) Measurement {
 }
 
 // fixedPolicy returns p on every call.
-func fixedPolicy(p Policy) func() Policy { return func() Policy { return p } }
+func fixedPolicy(p tdx.Policy) func() tdx.Policy { return func() tdx.Policy { return p } }
 
-func productionValidator(t testing.TB) *Validator {
+func productionValidator(t testing.TB) *tdx.Validator {
 	t.Helper()
-	v, err := NewValidator(Config{Policy: fixedPolicy(Policy{}), Collateral: CollateralOff})
+	v, err := tdx.NewValidator(tdx.Config{Policy: fixedPolicy(tdx.Policy{}), Collateral: tdx.CollateralOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,19 +104,19 @@ func TestRealQuoteIsGenuine(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 	// The PCK certificate expires in 2029.
-	if _, err := v.VerifyQuote(ctx, realQuote, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, ErrNotGenuine) {
+	if _, err := v.VerifyQuote(ctx, realQuote, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, tdx.ErrNotGenuine) {
 		t.Fatalf("after the PCK certificate expired: %v, want ErrNotGenuine", err)
 	}
 	// Its REPORTDATA is not a cocoon binding, so as evidence it fails the
 	// binding, whatever the policy.
-	ev := &attest.Evidence{Kind: Kind, Expiry: realNow.Add(time.Hour).Unix(), ReportData: r.ReportData[:], Quote: realQuote}
+	ev := &attest.Evidence{Kind: tdx.Kind, Expiry: realNow.Add(time.Hour).Unix(), ReportData: r.ReportData[:], Quote: realQuote}
 	if _, err := v.Validate(ctx, ev, key(t, 1), realNow); !errors.Is(err, attest.ErrBinding) {
 		t.Fatalf("real quote as evidence: %v, want ErrBinding", err)
 	}
 }
 
 func TestRootIsPinned(t *testing.T) {
-	root, err := pinnedRoot(intelRootPEM, IntelRootFingerprint)
+	root, err := tdx.PinnedRoot(tdx.IntelRootPEM, tdx.IntelRootFingerprint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,21 +124,17 @@ func TestRootIsPinned(t *testing.T) {
 		t.Fatalf("pinned root %s", root.Subject)
 	}
 	// The real quote's chain ends at the same certificate.
-	q, err := parseQuote(realQuote)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, chainRoot, err := pckChain(q); err != nil || !bytes.Equal(chainRoot, root.Raw) {
+	if chainRoot, err := tdx.ChainRoot(realQuote); err != nil || !bytes.Equal(chainRoot, root.Raw) {
 		t.Fatalf("real quote's root differs from the pinned one (%v)", err)
 	}
 	// A copy that does not match the fingerprint is refused.
-	other := newFakeIntel(t, now.Add(-time.Hour), now.Add(time.Hour)).chainPEM
+	other := tdxtest.New(t, now.Add(-time.Hour), now.Add(time.Hour)).Root()
 	for name, pemText := range map[string]string{
-		"other certificate": string(other[bytes.LastIndex(other, []byte("-----BEGIN")):]),
-		"two certificates":  intelRootPEM + "\n" + intelRootPEM,
+		"other certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Raw})),
+		"two certificates":  tdx.IntelRootPEM + "\n" + tdx.IntelRootPEM,
 		"not PEM":           "Intel SGX Root CA",
 	} {
-		if _, err := pinnedRoot(pemText, IntelRootFingerprint); err == nil {
+		if _, err := tdx.PinnedRoot(pemText, tdx.IntelRootFingerprint); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -155,14 +154,14 @@ func TestConfigCannotChangeRoot(t *testing.T) {
 		"Now":         "func() time.Time",
 		"Log":         "*slog.Logger",
 	}
-	typ := reflect.TypeFor[Config]()
+	typ := reflect.TypeFor[tdx.Config]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
 		if got := f.Type.String(); want[f.Name] != got {
 			t.Errorf("Config.%s is a %s: review that it cannot carry a root", f.Name, got)
 		}
 	}
-	for _, typ := range []reflect.Type{reflect.TypeFor[Policy](), reflect.TypeFor[TCB](), reflect.TypeFor[Measurement]()} {
+	for _, typ := range []reflect.Type{reflect.TypeFor[tdx.Policy](), reflect.TypeFor[tdx.TCB](), reflect.TypeFor[tdx.Measurement]()} {
 		for i := range typ.NumField() {
 			if k := typ.Field(i).Type.Kind(); k != reflect.Slice && k != reflect.Struct && k != reflect.Array && k != reflect.Bool && k != reflect.Uint16 {
 				t.Errorf("%s.%s is a %s", typ, typ.Field(i).Name, typ.Field(i).Type)
@@ -172,19 +171,19 @@ func TestConfigCannotChangeRoot(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	pol := fixedPolicy(Policy{})
+	pol := fixedPolicy(tdx.Policy{})
 	tests := []struct {
 		name  string
-		cfg   Config
+		cfg   tdx.Config
 		field string // named in the error; "" for valid
 	}{
-		{"off", Config{Policy: pol, Collateral: CollateralOff}, ""},
-		{"on", Config{Policy: pol, Collateral: CollateralOn, CacheDir: "x"}, ""},
-		{"no policy", Config{Collateral: CollateralOff}, "Policy"},
-		{"collateral unsaid", Config{Policy: pol}, "Collateral"},
-		{"collateral bogus", Config{Policy: pol, Collateral: 9}, "Collateral"},
-		{"on without cache", Config{Policy: pol, Collateral: CollateralOn}, "CacheDir"},
-		{"negative validity", Config{Policy: pol, Collateral: CollateralOff, MaxValidity: -1}, "MaxValidity"},
+		{"off", tdx.Config{Policy: pol, Collateral: tdx.CollateralOff}, ""},
+		{"on", tdx.Config{Policy: pol, Collateral: tdx.CollateralOn, CacheDir: "x"}, ""},
+		{"no policy", tdx.Config{Collateral: tdx.CollateralOff}, "Policy"},
+		{"collateral unsaid", tdx.Config{Policy: pol}, "Collateral"},
+		{"collateral bogus", tdx.Config{Policy: pol, Collateral: 9}, "Collateral"},
+		{"on without cache", tdx.Config{Policy: pol, Collateral: tdx.CollateralOn}, "CacheDir"},
+		{"negative validity", tdx.Config{Policy: pol, Collateral: tdx.CollateralOff, MaxValidity: -1}, "MaxValidity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,21 +204,21 @@ func TestConfigValidate(t *testing.T) {
 // synthetic is a fake Intel chain, a validator trusting it, and a policy
 // allowing measure(1).
 type synthetic struct {
-	intel  *fakeIntel
-	v      *Validator
-	policy Policy
+	intel  *tdxtest.Intel
+	v      *tdx.Validator
+	policy tdx.Policy
 }
 
 func newSynthetic(t testing.TB) *synthetic {
 	t.Helper()
 	s := &synthetic{
-		intel: newFakeIntel(t, now.Add(-30*24*time.Hour), now.Add(30*24*time.Hour)),
-		policy: Policy{
-			Measurements: []Measurement{measure(7), measure(1)},
-			MinTCB:       TCB{TEETCBSVN: [16]byte{3}, CPUSVN: [16]byte{5, 5}, PCESVN: 11},
+		intel: tdxtest.New(t, now.Add(-30*24*time.Hour), now.Add(30*24*time.Hour)),
+		policy: tdx.Policy{
+			Measurements: []tdx.Measurement{measure(7), measure(1)},
+			MinTCB:       tdx.TCB{TEETCBSVN: [16]byte{3}, CPUSVN: [16]byte{5, 5}, PCESVN: 11},
 		},
 	}
-	v, err := newValidator(Config{Policy: func() Policy { return s.policy }, Collateral: CollateralOff}, s.intel.root)
+	v, err := tdx.NewValidatorTrusting(tdx.Config{Policy: func() tdx.Policy { return s.policy }, Collateral: tdx.CollateralOff}, s.intel.Root())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,18 +228,28 @@ func newSynthetic(t testing.TB) *synthetic {
 
 // evidence is TDX evidence binding pub until expiry for a TD measured m,
 // its TEE_TCB_SVN at the policy's minimum.
-func (s *synthetic) evidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m Measurement) *attest.Evidence {
+func (s *synthetic) evidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m tdx.Measurement) *attest.Evidence {
 	t.Helper()
 	return s.sealedEvidence(t, pub, expiry, m, nil)
 }
 
 // sealedEvidence is evidence binding pub and seal (v2; v1 when seal is
 // empty) until expiry for a TD measured m.
-func (s *synthetic) sealedEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m Measurement, seal []byte) *attest.Evidence {
+func (s *synthetic) sealedEvidence(t testing.TB, pub crypto.PubKey, expiry time.Time, m tdx.Measurement, seal []byte) *attest.Evidence {
 	t.Helper()
 	b := sealBinding(t, pub, expiry, seal)
-	q := s.intel.quote(t, quoteSpec{ReportData: b, Measurement: m, TEETCBSVN: [16]byte{3, 0, 4}})
-	return &attest.Evidence{Kind: Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: q, SealKey: bytes.Clone(seal)}
+	q := s.quote(t, b, tdxtest.Spec{Measurement: m, TEETCBSVN: [16]byte{3, 0, 4}})
+	return &attest.Evidence{Kind: tdx.Kind, Expiry: expiry.Unix(), ReportData: b[:], Quote: q, SealKey: bytes.Clone(seal)}
+}
+
+// quote is a synthetic quote over rd for a TD as spec says.
+func (s *synthetic) quote(t testing.TB, rd [64]byte, spec tdxtest.Spec) []byte {
+	t.Helper()
+	q, err := s.intel.Quote(rd, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
 // rebind returns a copy of ev whose quote's REPORTDATA and evidence say
@@ -248,7 +257,7 @@ func (s *synthetic) sealedEvidence(t testing.TB, pub crypto.PubKey, expiry time.
 func rebind(ev *attest.Evidence, rd [64]byte) *attest.Evidence {
 	out := *ev
 	out.Quote = bytes.Clone(ev.Quote)
-	copy(out.Quote[headerLen+offReportData:], rd[:])
+	copy(out.Quote[tdxtest.OffsetReportData:], rd[:])
 	out.ReportData = rd[:]
 	return &out
 }
@@ -278,8 +287,8 @@ func TestValidate(t *testing.T) {
 		f(&ev)
 		return &ev
 	}
-	quoteWith := func(spec quoteSpec) *attest.Evidence {
-		return with(func(ev *attest.Evidence) { ev.Quote = s.intel.quote(t, spec) })
+	quoteWith := func(rd [64]byte, spec tdxtest.Spec) *attest.Evidence {
+		return with(func(ev *attest.Evidence) { ev.Quote = s.quote(t, rd, spec) })
 	}
 	bA := binding(t, pubA, hour)
 
@@ -287,7 +296,7 @@ func TestValidate(t *testing.T) {
 		name string
 		ev   *attest.Evidence
 		pub  crypto.PubKey
-		v    *Validator
+		v    *tdx.Validator
 		want error // nil: accepted as TierTEE
 	}{
 		{"valid", good, pubA, nil, nil},
@@ -305,34 +314,34 @@ func TestValidate(t *testing.T) {
 			ev := rebind(sealed, sealBinding(t, pubA, hour, otherSealKey))
 			ev.SealKey = otherSealKey
 			return ev
-		}(), pubA, nil, ErrNotGenuine},
+		}(), pubA, nil, tdx.ErrNotGenuine},
 		{"sealed evidence replayed by another peer", sealed, pubB, nil, attest.ErrBinding},
 		{"wrong kind", with(func(ev *attest.Evidence) { ev.Kind = "dev" }), pubA, nil, attest.ErrKind},
-		{"empty quote", with(func(ev *attest.Evidence) { ev.Quote = nil }), pubA, nil, ErrMalformed},
-		{"oversize quote", with(func(ev *attest.Evidence) { ev.Quote = append(ev.Quote, make([]byte, MaxQuoteSize)...) }), pubA, nil, ErrMalformed},
-		{"truncated quote", with(func(ev *attest.Evidence) { ev.Quote = ev.Quote[:len(ev.Quote)/2] }), pubA, nil, ErrMalformed},
-		{"tampered TD report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offMRTD] ^= 1 }), pubA, nil, ErrNotGenuine},
+		{"empty quote", with(func(ev *attest.Evidence) { ev.Quote = nil }), pubA, nil, tdx.ErrMalformed},
+		{"oversize quote", with(func(ev *attest.Evidence) { ev.Quote = append(ev.Quote, make([]byte, tdx.MaxQuoteSize)...) }), pubA, nil, tdx.ErrMalformed},
+		{"truncated quote", with(func(ev *attest.Evidence) { ev.Quote = ev.Quote[:len(ev.Quote)/2] }), pubA, nil, tdx.ErrMalformed},
+		{"tampered TD report", with(func(ev *attest.Evidence) { ev.Quote[tdxtest.OffsetMRTD] ^= 1 }), pubA, nil, tdx.ErrNotGenuine},
 		{"tampered report data", func() *attest.Evidence { // rebound to a later expiry
 			ev := rebind(good, binding(t, pubA, hour.Add(time.Hour)))
 			ev.Expiry = hour.Add(time.Hour).Unix()
 			return ev
-		}(), pubA, nil, ErrNotGenuine},
-		{"report data flipped in the quote", with(func(ev *attest.Evidence) { ev.Quote[headerLen+offReportData] ^= 1 }), pubA, nil, attest.ErrBinding},
-		{"tampered QE report", with(func(ev *attest.Evidence) { ev.Quote[headerLen+bodyLen+4+128+6+0x100] ^= 1 }), pubA, nil, ErrNotGenuine},
-		{"wrong root", good, pubA, productionValidator(t), ErrNotGenuine},
+		}(), pubA, nil, tdx.ErrNotGenuine},
+		{"report data flipped in the quote", with(func(ev *attest.Evidence) { ev.Quote[tdxtest.OffsetReportData] ^= 1 }), pubA, nil, attest.ErrBinding},
+		{"tampered QE report", with(func(ev *attest.Evidence) { ev.Quote[tdxtest.OffsetQEReport+0x100] ^= 1 }), pubA, nil, tdx.ErrNotGenuine},
+		{"wrong root", good, pubA, productionValidator(t), tdx.ErrNotGenuine},
 		{"replayed by another peer", good, pubB, nil, attest.ErrBinding},
 		{"evidence rebound to another peer", with(func(ev *attest.Evidence) {
 			b := binding(t, pubB, hour)
 			ev.ReportData = b[:]
 		}), pubB, nil, attest.ErrBinding},
-		{"quote over other data", quoteWith(quoteSpec{Measurement: measure(1), TEETCBSVN: [16]byte{3}}), pubA, nil, attest.ErrBinding},
+		{"quote over other data", quoteWith([64]byte{}, tdxtest.Spec{Measurement: measure(1), TEETCBSVN: [16]byte{3}}), pubA, nil, attest.ErrBinding},
 		{"expiry changed", with(func(ev *attest.Evidence) { ev.Expiry++ }), pubA, nil, attest.ErrBinding},
 		{"expired", s.evidence(t, pubA, now.Add(-time.Minute), measure(1)), pubA, nil, attest.ErrExpired},
-		{"validity too long", s.evidence(t, pubA, now.Add(DefaultMaxValidity+time.Hour), measure(1)), pubA, nil, attest.ErrTooLong},
-		{"measurement not allowed", s.evidence(t, pubA, hour, measure(2)), pubA, nil, ErrMeasurement},
-		{"one RTMR differs", quoteWith(quoteSpec{ReportData: bA, Measurement: func() Measurement { m := measure(1); m.RTMR[3][0] ^= 1; return m }(), TEETCBSVN: [16]byte{3}}), pubA, nil, ErrMeasurement},
-		{"debug TD", quoteWith(quoteSpec{ReportData: bA, Measurement: measure(1), TEETCBSVN: [16]byte{3}, TDAttributes: [8]byte{1}}), pubA, nil, ErrDebug},
-		{"TEE TCB below minimum", quoteWith(quoteSpec{ReportData: bA, Measurement: measure(1), TEETCBSVN: [16]byte{2, 9, 9}}), pubA, nil, ErrTCB},
+		{"validity too long", s.evidence(t, pubA, now.Add(tdx.DefaultMaxValidity+time.Hour), measure(1)), pubA, nil, attest.ErrTooLong},
+		{"measurement not allowed", s.evidence(t, pubA, hour, measure(2)), pubA, nil, tdx.ErrMeasurement},
+		{"one RTMR differs", quoteWith(bA, tdxtest.Spec{Measurement: func() tdx.Measurement { m := measure(1); m.RTMR[3][0] ^= 1; return m }(), TEETCBSVN: [16]byte{3}}), pubA, nil, tdx.ErrMeasurement},
+		{"debug TD", quoteWith(bA, tdxtest.Spec{Measurement: measure(1), TEETCBSVN: [16]byte{3}, TDAttributes: [8]byte{1}}), pubA, nil, tdx.ErrDebug},
+		{"TEE TCB below minimum", quoteWith(bA, tdxtest.Spec{Measurement: measure(1), TEETCBSVN: [16]byte{2, 9, 9}}), pubA, nil, tdx.ErrTCB},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -345,7 +354,7 @@ func TestValidate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got.Tier != attest.TierTEE || got.Kind != Kind || !got.Expiry.Equal(time.Unix(tt.ev.Expiry, 0)) || !bytes.Equal(got.SealKey, tt.ev.SealKey) {
+				if got.Tier != attest.TierTEE || got.Kind != tdx.Kind || !got.Expiry.Equal(time.Unix(tt.ev.Expiry, 0)) || !bytes.Equal(got.SealKey, tt.ev.SealKey) {
 					t.Fatalf("verdict %+v", got)
 				}
 				return
@@ -373,7 +382,7 @@ func TestBindingCheckedFirst(t *testing.T) {
 	pubA, pubB := key(t, 1), key(t, 2)
 	hour := now.Add(time.Hour)
 	sealed := s.sealedEvidence(t, pubA, hour, measure(1), sealKey)
-	if _, err := prod.Validate(ctx, sealed, pubA, now); !errors.Is(err, ErrNotGenuine) {
+	if _, err := prod.Validate(ctx, sealed, pubA, now); !errors.Is(err, tdx.ErrNotGenuine) {
 		t.Fatalf("bound evidence under a test root: %v, want ErrNotGenuine", err)
 	}
 	tests := []struct {
@@ -392,7 +401,7 @@ func TestBindingCheckedFirst(t *testing.T) {
 			return &ev
 		}(), pubA, attest.ErrBinding},
 		{"expired", s.sealedEvidence(t, pubA, now, measure(1), sealKey), pubA, attest.ErrExpired},
-		{"validity too long", s.sealedEvidence(t, pubA, now.Add(DefaultMaxValidity+time.Hour), measure(1), sealKey), pubA, attest.ErrTooLong},
+		{"validity too long", s.sealedEvidence(t, pubA, now.Add(tdx.DefaultMaxValidity+time.Hour), measure(1), sealKey), pubA, attest.ErrTooLong},
 		{"garbage quote, unbound", func() *attest.Evidence { ev := *sealed; ev.Quote = []byte("garbage"); return &ev }(), pubB, attest.ErrBinding},
 	}
 	for _, tt := range tests {
@@ -412,20 +421,20 @@ func TestPolicyFollowsItsSource(t *testing.T) {
 	if _, err := s.v.Validate(ctx, ev, pub, now); err != nil {
 		t.Fatal(err)
 	}
-	s.policy.Measurements = []Measurement{measure(7)} // the registry dropped measure(1)
-	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrMeasurement) {
+	s.policy.Measurements = []tdx.Measurement{measure(7)} // the registry dropped measure(1)
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, tdx.ErrMeasurement) {
 		t.Fatalf("after the allow-list changed: %v, want ErrMeasurement", err)
 	}
-	s.policy = Policy{}
-	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrMeasurement) {
+	s.policy = tdx.Policy{}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, tdx.ErrMeasurement) {
 		t.Fatalf("empty policy: %v, want ErrMeasurement", err)
 	}
-	s.policy = Policy{Measurements: []Measurement{measure(1)}, MinTCB: TCB{PCESVN: fakePCESVN + 1}}
-	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrTCB) {
+	s.policy = tdx.Policy{Measurements: []tdx.Measurement{measure(1)}, MinTCB: tdx.TCB{PCESVN: tdxtest.PCESVN + 1}}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, tdx.ErrTCB) {
 		t.Fatalf("PCESVN minimum above the platform's: %v, want ErrTCB", err)
 	}
-	s.policy = Policy{Measurements: []Measurement{measure(1)}, MinTCB: TCB{CPUSVN: [16]byte{fakeCPUSVN[0] + 1}}}
-	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, ErrTCB) {
+	s.policy = tdx.Policy{Measurements: []tdx.Measurement{measure(1)}, MinTCB: tdx.TCB{CPUSVN: [16]byte{tdxtest.CPUSVN[0] + 1}}}
+	if _, err := s.v.Validate(ctx, ev, pub, now); !errors.Is(err, tdx.ErrTCB) {
 		t.Fatalf("CPUSVN minimum above the platform's: %v, want ErrTCB", err)
 	}
 }
@@ -435,7 +444,7 @@ func TestCertificatesExpire(t *testing.T) {
 	pub := key(t, 1)
 	later := now.Add(31 * 24 * time.Hour)
 	ev := s.evidence(t, pub, later.Add(time.Hour), measure(1))
-	if _, err := s.v.Validate(context.Background(), ev, pub, later); !errors.Is(err, ErrNotGenuine) {
+	if _, err := s.v.Validate(context.Background(), ev, pub, later); !errors.Is(err, tdx.ErrNotGenuine) {
 		t.Fatalf("after the PCK chain expired: %v, want ErrNotGenuine", err)
 	}
 }

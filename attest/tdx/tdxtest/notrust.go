@@ -1,0 +1,13 @@
+//go:build !cocoon_testroot
+
+package tdxtest
+
+import "testing"
+
+// Trust makes every tdx.Validator that tdx.NewValidator returns until tb
+// ends trust f's root beside Intel's (tdx.TrustTestRoot). It needs a test
+// binary built with -tags cocoon_testroot, and fails tb without it.
+func (f *Intel) Trust(tb testing.TB) {
+	tb.Helper()
+	tb.Fatal("tdxtest: trusting a test root needs a binary built with -tags cocoon_testroot (go test -tags cocoon_testroot ...); tdx.TestRootBuild says whether it was")
+}
