@@ -26,6 +26,10 @@ const (
 
 	frameEvidence byte = 1
 	frameReject   byte = 2
+	// frameNone says the sender presents no evidence (a client, or a
+	// proxy without TEE hardware): it gets no verdict, and is trusted for
+	// nothing a verdict is needed for. Its payload is empty.
+	frameNone byte = 3
 
 	handshakeTimeout = 10 * time.Second
 )
@@ -63,8 +67,14 @@ type checked struct {
 	evidence *Evidence
 }
 
+// ErrNoEvidence is Attest's error when the peer presents no evidence: it
+// answered the handshake, and has no verdict. Whether that will do is the
+// caller's to decide (a client may use a proxy without one).
+var ErrNoEvidence = errors.New("peer presents no evidence")
+
 // NewHandshaker attests h's key with issuer and checks peers with
-// validator. With sealKeys, each evidence it issues also binds a new
+// validator. A nil issuer presents no evidence: the node can check its
+// peers, and gets no verdict from them. With sealKeys, each evidence it issues also binds a new
 // sealing key from sealKeys (v2); nil for a node that seals nothing (v1).
 // Register it on a p2p.Service to answer peers.
 func NewHandshaker(h host.Host, issuer Issuer, sealKeys SealKeys, validator Validator, cfg Config, log *slog.Logger) *Handshaker {
@@ -132,8 +142,12 @@ func (a *Handshaker) ForgetKind(kind string) {
 
 // Evidence returns this node's current evidence, issuing it when there is
 // none or less than a third of its validity is left. Each issue binds a
-// new sealing key from the node's SealKeys, if it has them.
+// new sealing key from the node's SealKeys, if it has them. A node with
+// no issuer has none: nil, nil.
 func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
+	if a.issuer == nil {
+		return nil, nil
+	}
 	now := a.cfg.Now()
 	a.mu.Lock()
 	own := a.own
@@ -212,6 +226,9 @@ func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
 		return err
 	}
 	_, err = a.exchange(ctx, s, own, false)
+	if errors.Is(err, ErrNoEvidence) {
+		return nil // the peer took part, presenting nothing: no verdict
+	}
 	if errors.Is(err, errRejectSent) {
 		// The peer was told why: a graceful close delivers that answer,
 		// where a reset would discard it unread.
@@ -223,13 +240,20 @@ func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
 // errRejectSent marks a failed exchange whose rejection reached the peer.
 var errRejectSent = errors.New("rejection sent")
 
-// exchange sends own evidence and checks the peer's. The initiator writes
-// first; the responder checks before it answers, so an unacceptable peer
-// learns nothing but the rejection.
+// exchange sends own evidence (frameNone when own is nil) and checks the
+// peer's. The initiator writes first; the responder checks before it
+// answers, so an unacceptable peer learns nothing but the rejection. A
+// peer that presents none gets its answer and no verdict: ErrNoEvidence.
 func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Evidence, initiator bool) (Verdict, error) {
 	fr := p2p.NewFrameReader(s, MaxEvidenceSize, 0)
 	fw := p2p.NewFrameWriter(s, 0)
 	send := func() error {
+		if own == nil {
+			if err := fw.Write(frameNone, nil); err != nil {
+				return err
+			}
+			return fw.Flush()
+		}
 		b, err := json.Marshal(own)
 		if err != nil {
 			return err
@@ -251,6 +275,15 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	remote := s.Conn().RemotePeer()
 	if typ == frameReject {
 		return Verdict{}, fmt.Errorf("peer %s rejected our evidence: %.200s", remote, payload)
+	}
+	if typ == frameNone {
+		if !initiator {
+			if err := send(); err != nil {
+				return Verdict{}, fmt.Errorf("sending evidence: %w", err)
+			}
+		}
+		a.Forget(remote) // whatever it proved before, it proves nothing now
+		return Verdict{}, fmt.Errorf("peer %s: %w", remote, ErrNoEvidence)
 	}
 	if typ != frameEvidence {
 		return Verdict{}, fmt.Errorf("unexpected attestation frame type %d", typ)

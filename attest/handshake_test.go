@@ -83,6 +83,11 @@ func withIssuerErr(err error) nodeOpt {
 	return func(n *node, _ *attest.Config) { n.issuer.err = err }
 }
 
+// withoutEvidence makes the node present none, as a client does.
+func withoutEvidence() nodeOpt {
+	return func(n *node, _ *attest.Config) { n.issuer = nil }
+}
+
 func withNetwork(name string) nodeOpt {
 	return func(_ *node, c *attest.Config) { c.Network = name }
 }
@@ -104,7 +109,11 @@ func newNode(t testing.TB, clock *clocktest.Clock, opts ...nodeOpt) *node {
 	if n.sealKeys != nil {
 		sealKeys = n.sealKeys
 	}
-	n.hs = attest.NewHandshaker(h, n.issuer, sealKeys, n.validator, cfg, logtest.Discard)
+	var issuer attest.Issuer // a nil interface when the node presents no evidence
+	if n.issuer != nil {
+		issuer = n.issuer
+	}
+	n.hs = attest.NewHandshaker(h, issuer, sealKeys, n.validator, cfg, logtest.Discard)
 	sv := p2p.NewService(h, logtest.Discard)
 	n.hs.Register(sv)
 	t.Cleanup(sv.Close) // runs before the host closes: cleanups run last first
@@ -155,6 +164,40 @@ func TestHandshakeMutual(t *testing.T) {
 	}
 	if _, ok := a.hs.Verified(peer.ID("unknown")); ok {
 		t.Fatal("unknown peer verified")
+	}
+}
+
+// A node without evidence (a client, a proxy without TEE) takes part in
+// the handshake: it verifies a peer that presents evidence, and gets no
+// verdict itself, whichever side starts; two such nodes verify nothing.
+func TestHandshakeWithoutEvidence(t *testing.T) {
+	clock := clocktest.New(t0)
+	client, worker := newNode(t, clock, withoutEvidence()), newNode(t, clock)
+	p2ptest.Connect(t, client.h, worker.h)
+
+	v, err := client.hs.Attest(ctxT(t), worker.h.ID())
+	if err != nil || v.Tier != attest.TierDev {
+		t.Fatalf("the client's verdict on the worker: %+v, %v", v, err)
+	}
+	if _, err := worker.hs.Attest(ctxT(t), client.h.ID()); !errors.Is(err, attest.ErrNoEvidence) {
+		t.Fatalf("the worker attesting the client: %v, want ErrNoEvidence", err)
+	}
+	if _, ok := worker.hs.Verified(client.h.ID()); ok {
+		t.Fatal("the worker holds a verdict on a peer that presented no evidence")
+	}
+	if ev, err := client.hs.Evidence(ctxT(t)); ev != nil || err != nil {
+		t.Fatalf("the client's own evidence: %v, %v; want none", ev, err)
+	}
+
+	other := newNode(t, clock, withoutEvidence())
+	p2ptest.Connect(t, client.h, other.h)
+	if _, err := client.hs.Attest(ctxT(t), other.h.ID()); !errors.Is(err, attest.ErrNoEvidence) {
+		t.Fatalf("two nodes without evidence: %v, want ErrNoEvidence", err)
+	}
+	// The client checked the worker's evidence twice (as initiator, then
+	// as responder); nothing else was presented to check.
+	if n, m := client.validator.calls.Load(), other.validator.calls.Load(); n != 2 || m != 0 {
+		t.Fatalf("%d and %d validations, want 2 (the worker's evidence, by the client) and 0", n, m)
 	}
 }
 
