@@ -26,6 +26,8 @@ run: build ## start a local network, send one streaming request, leave the API o
 test: ollama lint contracts ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
 	COCOON_OLLAMA=$(OLLAMA) $(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run 'TestThousandStreams' ./testnet/   # 1,000 streams: past the race detector's goroutine limit
+	$(GO) test -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker' \
+		./attest/... ./testnet/   # synthetic TDX quotes under a test root: only in this build
 	./scripts/fuzz.sh 5s
 
 .PHONY: contracts
@@ -59,6 +61,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s)
 .PHONY: lint
 lint: ## go vet, gofmt and go mod tidy checks, then the import rules (internal/deptest)
 	$(GO) vet ./...
+	$(GO) vet -tags cocoon_testroot ./attest/... ./testnet/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) test -count=1 -run TestImportRules ./internal/deptest/

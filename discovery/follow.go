@@ -23,6 +23,13 @@ type Attester interface {
 	Attest(ctx context.Context, p peer.ID) (attest.Verdict, error)
 }
 
+// Forgetter is an Attester that can drop a verdict, so that the next
+// Attest runs the handshake again (*attest.Handshaker).
+type Forgetter interface {
+	Attester
+	Forget(p peer.ID)
+}
+
 // Routes is where a proxy's usable workers go: its router.
 type Routes interface {
 	// SetWorker routes to p, which serves c.
@@ -45,7 +52,7 @@ type Workers struct {
 	h        host.Host
 	catalog  protocol.ID
 	book     *offers.Book
-	attester Attester
+	attester Forgetter
 	routes   Routes
 	flagged  map[peer.ID]bool // the keeper looks after these
 	interval time.Duration
@@ -55,7 +62,7 @@ type Workers struct {
 // NewWorkers follows workers for a proxy on network: flagged are the
 // workers of its configuration; book is its offer book; interval is how
 // often Run goes over the book when no offer arrives. It starts nothing.
-func NewWorkers(h host.Host, network string, flagged []peer.AddrInfo, book *offers.Book, attester Attester, routes Routes,
+func NewWorkers(h host.Host, network string, flagged []peer.AddrInfo, book *offers.Book, attester Forgetter, routes Routes,
 	interval time.Duration, log *slog.Logger) *Workers {
 	w := &Workers{h: h, catalog: p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
 		book: book, attester: attester, routes: routes, flagged: make(map[peer.ID]bool), interval: interval,
@@ -80,8 +87,13 @@ func (w *Workers) Up(ctx context.Context, p peer.ID) error {
 	return nil
 }
 
-// Down stops routing to p.
-func (w *Workers) Down(p peer.ID) { w.routes.WorkerDown(p) }
+// Down stops routing to p, and forgets its verdict: a worker that comes
+// back may have restarted, with new evidence and a new sealing key, and is
+// attested again.
+func (w *Workers) Down(p peer.ID) {
+	w.routes.WorkerDown(p)
+	w.attester.Forget(p)
+}
 
 // Run follows the workers whose offers are in the book until ctx ends:
 // at once, every interval, and as soon as a worker's offer arrives (offers
@@ -131,7 +143,7 @@ func (w *Workers) follow(ctx context.Context, followed map[peer.ID]bool) {
 	}
 	for id := range followed {
 		if !live[id] {
-			w.routes.WorkerDown(id)
+			w.Down(id)
 			delete(followed, id)
 			w.log.Info("worker's offer expired", "peer", id)
 		}

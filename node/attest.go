@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/collateral"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
 	"github.com/cocoon-mesh/cocoon/attest/nvidia"
 	"github.com/cocoon-mesh/cocoon/attest/tdx"
@@ -25,6 +27,9 @@ func (n *Node) startAttestation(ctx context.Context) error {
 	issuer, err := n.newIssuer()
 	if err != nil {
 		return err
+	}
+	if issuer == nil {
+		n.log.Info("presenting no evidence (attest.issuer none): peers hold no verdict on this node")
 	}
 	if n.kinds, err = n.newKinds(); err != nil {
 		return err
@@ -45,10 +50,15 @@ func (n *Node) startAttestation(ctx context.Context) error {
 }
 
 // newIssuer makes the evidence this node presents, as attest.issuer says:
-// dev, or a TDX quote (which fails here, clearly, on a machine that is not
-// a TDX guest).
+// dev, a TDX quote (which fails here, clearly, on a machine that is not a
+// TDX guest), or none (a nil Issuer).
 func (n *Node) newIssuer() (attest.Issuer, error) {
+	if n.opts.issuer != nil {
+		return n.opts.issuer, nil
+	}
 	switch n.cfg.Attest.Issuer {
+	case "none":
+		return nil, nil
 	case "dev":
 		return dev.Issuer{}, nil
 	case "tdx":
@@ -69,20 +79,27 @@ func (n *Node) newIssuer() (attest.Issuer, error) {
 // allows (none without one), raised to tee-gpu when it carries GPU evidence
 // NVIDIA's pinned root vouches for; dev only while attest.allow_dev says
 // so, and later only while the root contract does too (applyPolicy).
+//
+// Intel's collateral is fetched from Intel PCS, and when Intel cannot be
+// reached, from the peers the node is connected to (its proxies), which
+// serve what they have cached: Intel signs it, so a peer can withhold it
+// but not forge it. The node serves its own cache the same way.
 func (n *Node) newKinds() (*attest.Kinds, error) {
-	collateral := tdx.CollateralOn
+	mode := tdx.CollateralOn
 	if n.cfg.Attest.Collateral == "off" {
-		collateral = tdx.CollateralOff
+		mode = tdx.CollateralOff
 	}
 	v, err := tdx.NewValidator(tdx.Config{
 		Policy:     n.tdxPolicy,
-		Collateral: collateral,
+		Collateral: mode,
 		CacheDir:   filepath.Join(n.cfg.DataDir, "intel-pcs"),
+		Getter:     collateral.NewGetter(n.cfg.Network, n.opts.pcs, n.h, collateral.PeersFunc(n.h.Network().Peers), n.log),
 		Log:        n.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	collateral.NewServer(n.cfg.Network, v, n.log).Register(n.sv)
 	gpu, err := nvidia.NewVerifier()
 	if err != nil {
 		return nil, err
@@ -117,6 +134,8 @@ func (n *Node) Tier(ctx context.Context) (attest.Tier, error) {
 		return 0, err
 	}
 	switch {
+	case ev == nil:
+		return 0, errors.New("this node presents no evidence (attest.issuer none)")
 	case ev.Kind == dev.Kind:
 		return attest.TierDev, nil
 	case ev.Kind == tdx.Kind && len(ev.GPU) > 0:

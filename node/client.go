@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/discovery/directory"
 	"github.com/cocoon-mesh/cocoon/inference/gateway"
@@ -39,10 +40,15 @@ func (n *Node) newClient() (*clientRole, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client.proxies: %w", err)
 	}
-	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(), attestOnly{n.hs}, n.log)
+	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(),
+		proxyTrust{a: n.hs, min: n.cfg.Client.MinProxyTier()}, n.log)
 	c.lookup = n.newLookup(discovery.NewProxies(n.h, c.proxies, n.log))
 	c.dir = directory.NewClient(directory.ClientConfig{Network: n.cfg.Network}, n.h, n.kinds, n.log)
-	c.up = gateway.NewProxies(n.h, n.cfg.Network, c, c.dir)
+	var workers gateway.Workers = c.dir // a nil interface without sealing
+	if n.opts.clear {
+		workers = nil
+	}
+	c.up = gateway.NewProxies(n.h, n.cfg.Network, c, workers)
 	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
 		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
 	var payer gateway.Payer // nil interfaces without payments, without a root contract
@@ -99,19 +105,26 @@ func (c *clientRole) ready(ctx context.Context) bool {
 	return err == nil && len(cat.Models) > 0
 }
 
-// Payees are the client's attested proxies: it pays them.
+// Payees are the client's proxies that are up and, with a
+// client.min_proxy_trust, hold a live verdict at or above it: it pays
+// them.
 func (c *clientRole) Payees() []peer.ID {
+	up := c.proxies.Up()
+	min := c.n.cfg.Client.MinProxyTier()
+	if min == 0 {
+		return up
+	}
 	var out []peer.ID
-	for _, p := range c.proxies.Up() {
-		if _, ok := c.n.hs.Verified(p); ok {
+	for _, p := range up {
+		if v, ok := c.n.hs.Verified(p); ok && v.Tier >= min && v.Tier <= attest.TierTEEGPU {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// Proxies are the proxies requests may go to (the gateway asks): attested,
-// and with payments, with a channel open to them.
+// Proxies are the proxies requests may go to (the gateway asks): up, and
+// with payments, with a channel open to them.
 func (c *clientRole) Proxies() []peer.ID {
 	var out []peer.ID
 	for _, p := range c.Payees() {

@@ -8,6 +8,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
 	"github.com/cocoon-mesh/cocoon/chain"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
@@ -55,6 +57,9 @@ type Node struct {
 type options struct {
 	backend inference.Backend // a worker's engine; from its config if nil
 	chain   chain.Chain       // the chain the root contract is read from; a lite client if nil
+	issuer  attest.Issuer     // the node's evidence; from attest.issuer if nil
+	pcs     tdx.Getter        // how the node reaches Intel PCS; HTTPS if nil
+	clear   bool              // a client sends requests in the clear (benchmarks only)
 }
 
 // Option changes how New assembles a node.
@@ -69,10 +74,29 @@ func WithBackend(b inference.Backend) Option { return func(o *options) { o.backe
 // tests pass the sandbox chain.
 func WithChain(c chain.Chain) Option { return func(o *options) { o.chain = c } }
 
+// WithIssuer makes the node present the evidence issuer makes instead of
+// the one attest.issuer names (which must not be none). Tests pass
+// synthetic TDX quotes under a test root (attest/tdx/tdxtest).
+func WithIssuer(issuer attest.Issuer) Option { return func(o *options) { o.issuer = issuer } }
+
+// WithIntelPCS makes the node fetch Intel's collateral through g instead
+// of HTTPS to Intel PCS: tests pass a fake Intel, or one that cannot be
+// reached.
+func WithIntelPCS(g tdx.Getter) Option { return func(o *options) { o.pcs = g } }
+
+// WithoutSealing makes a client send requests in the clear, which every
+// proxy on the way reads, as before requests were sealed end to end. It
+// exists for `make bench`, to measure what sealing costs beside it; no
+// configuration or flag reaches it.
+func WithoutSealing() Option { return func(o *options) { o.clear = true } }
+
 // New checks cfg and prepares a node; it starts nothing.
 func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if tdx.TestRootBuild && cfg.Network != "local" {
+		return nil, fmt.Errorf("network %q: this binary trusts test roots beside Intel's (built with -tags cocoon_testroot) and runs only on a local network", cfg.Network)
 	}
 	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String()), requests: metrics.NewRequests(cfg.Role.String())}
 	for _, o := range opts {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/discovery"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
@@ -62,7 +64,7 @@ func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, 
 		settler = n.pay.m
 	}
 	w.server = worker.New(worker.Config{Network: n.cfg.Network, MaxConcurrent: n.cfg.Worker.MaxConcurrent, Receipts: receipts, Keys: n.keys},
-		n.h.ID(), metrics.ObserveBackend(n.opts.backend, n.requests), n.hs, settler, n.log)
+		n.h.ID(), metrics.ObserveBackend(n.opts.backend, n.requests), settler, n.log)
 	w.server.Register(n.sv)
 	if _, err := w.server.Catalog(ctx); err != nil {
 		n.log.Warn("engine not answering yet; waiting for it (a model may still be loading)", "err", err)
@@ -72,7 +74,7 @@ func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, 
 	if err != nil {
 		return nil, fmt.Errorf("worker.proxies: %w", err)
 	}
-	var checker discovery.Checker = attestOnly{n.hs}
+	var checker discovery.Checker = proxyTrust{a: n.hs}
 	if n.cfg.P2P.Private {
 		w.slots = p2p.NewReservations(n.h, nil)
 		checker = &relayedThrough{hs: n.hs, slots: w.slots, soon: w.announceSoon}
@@ -218,16 +220,31 @@ func (m servedModels) Models(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// attestOnly checks peers that need only be attested: a worker's proxies,
-// a client's proxies.
-type attestOnly struct{ a discovery.Attester }
-
-func (c attestOnly) Up(ctx context.Context, p peer.ID) error {
-	_, err := c.a.Attest(ctx, p)
-	return err
+// proxyTrust checks a worker's or a client's proxies: each runs the
+// attestation handshake, and must present evidence of at least min, or,
+// with min 0, may present none (proxies need no TEE: what they relay is
+// sealed). Evidence a proxy presents must verify, whatever min is.
+type proxyTrust struct {
+	a   discovery.Attester
+	min attest.Tier
 }
 
-func (attestOnly) Down(peer.ID) {}
+func (c proxyTrust) Up(ctx context.Context, p peer.ID) error {
+	v, err := c.a.Attest(ctx, p)
+	switch {
+	case errors.Is(err, attest.ErrNoEvidence) && c.min == 0:
+		return nil
+	case errors.Is(err, attest.ErrNoEvidence):
+		return fmt.Errorf("%w, and client.min_proxy_trust is %s", err, c.min)
+	case err != nil:
+		return err
+	case v.Tier < c.min || v.Tier > attest.TierTEEGPU:
+		return fmt.Errorf("proxy at trust tier %s, under client.min_proxy_trust %s", v.Tier, c.min)
+	}
+	return nil
+}
+
+func (proxyTrust) Down(peer.ID) {}
 
 // relayedThrough checks the proxies of a private worker: it attests each
 // and holds a slot on it, so that others reach the worker through it. A
@@ -239,7 +256,7 @@ type relayedThrough struct {
 }
 
 func (r *relayedThrough) Up(ctx context.Context, p peer.ID) error {
-	if _, err := r.hs.Attest(ctx, p); err != nil {
+	if err := (proxyTrust{a: r.hs}).Up(ctx, p); err != nil {
 		return err
 	}
 	before := len(r.slots.Addrs())

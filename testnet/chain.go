@@ -96,6 +96,17 @@ func (c *Chain) SetDevAttestation(ctx context.Context, allow bool) error {
 	return c.send(ctx, registry.SetDevAttestation(c.queryID, allow))
 }
 
+// SetMeasurements has the owner replace the TEE images the root contract
+// allows.
+func (c *Chain) SetMeasurements(ctx context.Context, list []registry.Measurement) error {
+	body, err := registry.SetMeasurements(c.queryID+1, list)
+	if err != nil {
+		return err
+	}
+	c.queryID++
+	return c.send(ctx, body)
+}
+
 // send sends an owner message to the root contract and checks the
 // contract accepted it.
 func (c *Chain) send(ctx context.Context, body *cell.Cell) error {

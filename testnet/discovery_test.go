@@ -134,7 +134,8 @@ func TestLoadChangeAnnounced(t *testing.T) {
 }
 
 // When the root contract stops accepting dev attestation, nodes drop the
-// peers they verified on dev evidence and send them no more prompts.
+// peers they verified on dev evidence and send them no more prompts: the
+// client verifies no worker, and seals to none.
 func TestDevAttestationTurnedOff(t *testing.T) {
 	h := testnet.New(t, testnet.WithChain("sim-small"))
 	h.AddProxy()
@@ -152,7 +153,7 @@ func TestDevAttestationTurnedOff(t *testing.T) {
 	}
 	_, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "refused", 2))
 	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || !strings.Contains(apiErr.Message, "attested") {
-		t.Fatalf("after dev attestation was turned off: %v, want 503 for want of an attested proxy", err)
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || !strings.Contains(apiErr.Message, "verified") {
+		t.Fatalf("after dev attestation was turned off: %v, want 503 for want of a worker the client verified", err)
 	}
 }

@@ -183,6 +183,21 @@ func (h *Harness) AddClient(mods ...Modify) *node.Node {
 	return nd
 }
 
+// AddNode starts a node of role with node options; a client is waited for
+// until it is ready. On a network with a chain, a proxy is listed in the
+// root contract.
+func (h *Harness) AddNode(role config.Role, opts []node.Option, mods ...Modify) *node.Node {
+	h.tb.Helper()
+	nd, err := h.Net.AddNode(h.tb.Context(), role, mods, opts...)
+	if err != nil {
+		h.tb.Fatalf("starting %v: %v", role, err)
+	}
+	if role == config.RoleClient {
+		h.waitReady(nd)
+	}
+	return nd
+}
+
 // BaseURL is a client's OpenAI base URL, http://127.0.0.1:port/v1.
 func BaseURL(client *node.Node) string { return "http://" + client.APIAddr() + "/v1" }
 

@@ -216,6 +216,13 @@ func (n *Net) AddClient(ctx context.Context, mods ...Modify) (*node.Node, error)
 	return n.start(ctx, config.RoleClient, mods, nil)
 }
 
+// AddNode starts a node of role with node options, as AddWorker,
+// AddProxy and AddClient do without them: tests give nodes synthetic TDX
+// evidence and a fake Intel this way.
+func (n *Net) AddNode(ctx context.Context, role config.Role, mods []Modify, opts ...node.Option) (*node.Node, error) {
+	return n.start(ctx, role, mods, opts)
+}
+
 // WaitReady waits until nd is ready (see node.Node.Ready) or ctx ends.
 func WaitReady(ctx context.Context, nd *node.Node) error {
 	t := time.NewTicker(10 * time.Millisecond)

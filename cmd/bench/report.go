@@ -20,6 +20,8 @@ const (
 	minRatioC30    = 0.6                    // rows 2 and 3: mesh req/s over direct req/s
 	maxGapDev      = 5.0                    // row 4: percent off the engine's gap
 	maxPayAdded    = 200 * time.Microsecond // row 1: mesh+pay p50 over mesh+chain p50
+	maxSealAdded   = 500 * time.Microsecond // row 1: mesh p50 over mesh+clear p50
+	minSealRatio   = 0.9                    // rows 2 and 3: mesh req/s over mesh+clear req/s
 )
 
 // report is everything one run of the bench measured.
@@ -65,7 +67,12 @@ type targetResult struct {
 	// PayAdded is mesh+pay's p50 latency over mesh+chain's in the same
 	// row: what payments add to a request.
 	PayAdded time.Duration `json:"payment_added_p50_ns,omitempty"`
-	Ratio    float64       `json:"throughput_ratio,omitempty"` // req/s over direct's
+	// SealAdded and SealRatio are mesh's p50 latency over mesh+clear's and
+	// its req/s over mesh+clear's in the same row: what sealing requests
+	// end to end costs.
+	SealAdded time.Duration `json:"sealing_added_p50_ns,omitempty"`
+	SealRatio float64       `json:"sealing_throughput_ratio,omitempty"`
+	Ratio     float64       `json:"throughput_ratio,omitempty"` // req/s over direct's
 	// Row 4: the gaps between chunks as the engine made them (timed where
 	// it emits them), and how far the gaps the app saw are off them, in %.
 	EngineGap *dist   `json:"engine_gap,omitempty"`
@@ -118,13 +125,15 @@ func (rep *report) add(r *row) {
 
 // compare fills in each run's comparison with direct and its checks.
 func (r *row) compare() {
-	var base, plain *loadResult
+	var base, plain, clear *loadResult
 	for _, x := range r.Runs {
 		switch x.Target {
 		case direct:
 			base = x.Result
 		case meshChain:
 			plain = x.Result
+		case meshClear:
+			clear = x.Result
 		}
 	}
 	for _, x := range r.Runs {
@@ -162,10 +171,21 @@ func (r *row) compare() {
 				x.Checks = append(x.Checks, check{fmt.Sprintf("payment adds p50 %s <= %s", signedMs(x.PayAdded), msShort(maxPayAdded)),
 					clean && x.PayAdded <= maxPayAdded})
 			}
+			if x.Target == mesh && clear != nil {
+				x.SealAdded = res.Latency.P50 - clear.Latency.P50
+				x.Checks = append(x.Checks, check{fmt.Sprintf("sealing adds p50 %s <= %s", signedMs(x.SealAdded), msShort(maxSealAdded)),
+					clean && x.SealAdded <= maxSealAdded})
+			}
 		case r.N == 2, r.N == 3:
 			x.Checks = []check{
 				{fmt.Sprintf("req/s >= %gx direct", minRatioC30), clean && x.Ratio >= minRatioC30},
 				{"added p50 <= " + msShort(maxAddedP50C30), clean && x.AddedP50 <= maxAddedP50C30},
+			}
+			if x.Target == mesh && clear != nil && clear.ReqPerSec > 0 {
+				x.SealAdded = res.Latency.P50 - clear.Latency.P50
+				x.SealRatio = res.ReqPerSec / clear.ReqPerSec
+				x.Checks = append(x.Checks, check{fmt.Sprintf("sealed req/s %.2fx >= %gx mesh+clear (p50 %s)", x.SealRatio, minSealRatio, signedMs(x.SealAdded)),
+					clean && x.SealRatio >= minSealRatio})
 			}
 		}
 	}
@@ -205,7 +225,8 @@ func (rep *report) writeTable(w io.Writer) error {
 	fmt.Fprintf(bw, "load average at start: %s\n", rep.LoadAvg)
 	fmt.Fprintf(bw, "answer: %d chunks x %d B as OpenAI SSE chat.completion.chunk events, then [DONE]\n", rep.Chunks, rep.ChunkBytes)
 	fmt.Fprintf(bw, "direct:      load generator -> mock engine (HTTP)\n")
-	fmt.Fprintf(bw, "mesh:        load generator -> client -> proxy -> %d worker (sim backend)\n", rep.Workers)
+	fmt.Fprintf(bw, "mesh:        load generator -> client -> proxy -> %d worker (sim backend), sealed end to end\n", rep.Workers)
+	fmt.Fprintf(bw, "mesh+clear:  the same, the request and answer in the clear (as before sealing): mesh against it is sealing's cost\n")
 	fmt.Fprintf(bw, "mesh+engine: load generator -> client -> proxy -> %d worker (openai backend) -> mock engine (HTTP)\n", rep.Workers)
 	fmt.Fprintf(bw, "engine and nodes share this process; the load generator runs in a child process on the same CPUs\n")
 	fmt.Fprintf(bw, "libp2p between nodes: %s\n", transportNote(rep.Transport))

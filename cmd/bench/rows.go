@@ -40,6 +40,10 @@ const (
 	// discovery through the root contract, so that the two differ only
 	// in payments.
 	meshChain = "mesh+chain"
+	// meshClear is mesh with its client sending requests in the clear, as
+	// before requests were sealed end to end (the proxy reads them): mesh
+	// against it is what sealing costs.
+	meshClear = "mesh+clear"
 )
 
 var rowNames = []string{
@@ -116,8 +120,8 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	}
 
 	if want(4) {
-		// The paced row checks gaps; payments do not touch them.
-		paced := slices.DeleteFunc(slices.Clone(b.cfg.targets), func(t string) bool { return t == meshPay || t == meshChain })
+		// The paced row checks gaps; payments and sealing do not touch them.
+		paced := slices.DeleteFunc(slices.Clone(b.cfg.targets), func(t string) bool { return t == meshPay || t == meshChain || t == meshClear })
 		e, err := b.setUp(ctx, pacedGap, 0, paced...)
 		if err != nil {
 			return nil, err
@@ -217,6 +221,8 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 				t.rec = &gapRecorder{}
 				opts = append(opts, node.WithBackend(timedBackend{sb, t.rec}))
 			}
+		case meshClear:
+			mods, opts = []testnet.Modify{simShape, limit}, []node.Option{node.WithoutSealing()}
 		case meshPay:
 			mods, pay, on = []testnet.Modify{simShape, limit}, true, true
 		case meshChain:

@@ -174,7 +174,7 @@ func runNode(ctx context.Context, name string, args []string, getenv func(string
 		if waitReady(rctx, n) {
 			fmt.Fprintln(stdout, "ready")
 		} else if ctx.Err() == nil {
-			fmt.Fprintln(stdout, "no attested proxy with models yet; still trying")
+			fmt.Fprintln(stdout, "no proxy with models yet; still trying")
 		}
 		cancel()
 	}

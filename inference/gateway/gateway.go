@@ -267,7 +267,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 			return
 		}
 		if errors.Is(err, ErrNoProxy) {
-			writeError(w, http.StatusServiceUnavailable, "server_error", "", "no_proxy", "No attested proxy is reachable.")
+			writeError(w, http.StatusServiceUnavailable, "server_error", "", "no_proxy", "No proxy is reachable: the node is still looking for one, or none passed its checks (cocoon doctor says which).")
 			return
 		}
 		var e *inference.Error

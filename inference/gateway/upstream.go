@@ -73,9 +73,9 @@ func NewProxies(h host.Host, network string, set ProxySet, workers Workers) *Pro
 // Close closes the idle streams to proxies.
 func (p *Proxies) Close() { p.pool.Close() }
 
-// ErrNoProxy means no attested proxy is reachable; retrying after the node
+// ErrNoProxy means no proxy is reachable (at client.min_proxy_trust); retrying after the node
 // connects to one can help.
-var ErrNoProxy = errors.New("no attested proxy is reachable")
+var ErrNoProxy = errors.New("no proxy is reachable")
 
 func (p *Proxies) order() []peer.ID {
 	ids := p.set.Proxies()

@@ -17,7 +17,7 @@ import (
 // All are safe for concurrent use.
 
 // FakeVerdicts holds a verdict tier per peer: one Set, else Default; 0
-// is no verdict. Attest verifies nobody new.
+// is no verdict.
 type FakeVerdicts struct {
 	mu      sync.Mutex
 	tiers   map[peer.ID]attest.Tier
@@ -44,6 +44,10 @@ func (f *FakeVerdicts) Verified(p peer.ID) (attest.Verdict, bool) {
 	return attest.Verdict{Tier: t, Kind: "fake"}, t != 0
 }
 
+// Forget takes p's verdict away.
+func (f *FakeVerdicts) Forget(p peer.ID) { f.Set(p, 0) }
+
+// Attest gives back p's verdict; it verifies nobody new.
 func (f *FakeVerdicts) Attest(_ context.Context, p peer.ID) (attest.Verdict, error) {
 	if v, ok := f.Verified(p); ok {
 		return v, nil

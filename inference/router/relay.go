@@ -18,18 +18,15 @@ import (
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
 
+// serveInference serves a client's requests. Clients present no evidence:
+// the proxy admits them by payment (the settler, when payments are on)
+// and the serving limits of ServeRequests.
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	client := s.Conn().RemotePeer()
-	r.attested(ctx, client)
-	check := func() *inference.Error {
-		if _, ok := r.verdicts.Verified(client); !ok {
-			return inference.Errorf(inference.CodeUnattested, "proxy has no attestation verdict for %s", client)
-		}
-		return nil
-	}
-	return inference.ServeRequests(ctx, s, r.serveCfg, check, func(ctx context.Context, req *inference.Request, out *p2p.FrameWriter) error {
-		return r.route(ctx, client, req, out)
-	})
+	return inference.ServeRequests(ctx, s, r.serveCfg, func() *inference.Error { return nil },
+		func(ctx context.Context, req *inference.Request, out *p2p.FrameWriter) error {
+			return r.route(ctx, client, req, out)
+		})
 }
 
 // route answers one request on out: from a worker, or with an error.
@@ -96,6 +93,12 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			// this attempt does not count as one.
 			n--
 			continue
+		}
+		if e.Code == inference.CodeNotCandidate {
+			// pick matched the request's keys with the worker's verdict:
+			// the verdict is out of date.
+			log().Info("worker refused a request sealed to the key of its verdict; attesting it again", "worker", w.id)
+			r.reattest(ctx, w.id)
 		}
 		if e.Code == inference.CodePaymentRequired {
 			// The worker says this proxy owes it: not the client's

@@ -31,7 +31,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var (
 	_ router.Verdicts = (*attest.Handshaker)(nil)
 	_ router.Settler  = (*channels.Manager)(nil)
-	_ worker.Verdicts = (*attest.Handshaker)(nil)
 	_ worker.Settler  = (*channels.Manager)(nil)
 )
 
@@ -170,8 +169,8 @@ func (m *mesh) addTieredWorker(name string, price int64, tier attest.Tier, b beh
 		s.Refuse(errors.New("proxy owes 5 nanoTON beyond credit"))
 		settler = s
 	}
-	// The worker trusts every peer: these tests are of the proxy's verdicts.
-	w := worker.New(cfg, h.ID(), be, &router.FakeVerdicts{Default: attest.TierDev}, settler, logtest.Discard)
+	// The worker serves every peer: these tests are of the proxy's verdicts.
+	w := worker.New(cfg, h.ID(), be, settler, logtest.Discard)
 	w.Register(sv)
 	p2ptest.Connect(m.t, m.proxy, h)
 	c, err := w.Catalog(m.t.Context())

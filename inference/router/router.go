@@ -50,6 +50,8 @@ func DefaultConfig(network string) Config {
 type Verdicts interface {
 	// Verified returns p's live verdict, if any.
 	Verified(p peer.ID) (attest.Verdict, bool)
+	// Forget drops p's verdict; Attest then runs the handshake again.
+	Forget(p peer.ID)
 	// Attest runs the handshake with p when it has no live verdict.
 	Attest(ctx context.Context, p peer.ID) (attest.Verdict, error)
 }
@@ -162,20 +164,17 @@ func (r *Router) Register(sv *p2p.Service) {
 // Close closes the idle streams to workers.
 func (r *Router) Close() { r.pool.Close() }
 
-// attested reports whether p has a live verdict, attesting it first if it
-// has none.
-func (r *Router) attested(ctx context.Context, p peer.ID) bool {
-	if _, ok := r.verdicts.Verified(p); ok {
-		return true
-	}
+// reattest runs the handshake with worker p again: it refused a request
+// sealed to the key its verdict binds, so it has a new one (it restarted,
+// with its identity and new evidence). Clients find the new key in this
+// proxy's directory once the handshake is done.
+func (r *Router) reattest(ctx context.Context, p peer.ID) {
+	r.verdicts.Forget(p)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := r.verdicts.Attest(ctx, p); err != nil {
-		r.log.Info("attesting a peer without a verdict", "peer", p, "err", err)
-		return false
+		r.log.Info("attesting a worker again", "worker", p, "err", err)
 	}
-	_, ok := r.verdicts.Verified(p)
-	return ok
 }
 
 // tierOf is the tier of p's live verdict, or 0 without one.

@@ -103,10 +103,7 @@ func (r *Router) Catalog() *inference.Catalog {
 	return c
 }
 
-func (r *Router) serveCatalog(ctx context.Context, s network.Stream) error {
-	if !r.attested(ctx, s.Conn().RemotePeer()) {
-		return inference.ErrUnattestedPeer
-	}
+func (r *Router) serveCatalog(_ context.Context, s network.Stream) error {
 	return inference.ServeCatalog(s, r.Catalog())
 }
 

@@ -1,6 +1,7 @@
 // Package worker serves the inference protocol on a worker node: it takes
-// requests from attested proxies, runs them on the node's Backend and
-// streams the output back, flushing whenever the backend has nothing more
+// requests from proxies, sealed to this worker or in the clear, runs them
+// on the node's Backend and streams the output back (sealed to the client
+// when the request was), flushing whenever the backend has nothing more
 // ready.
 package worker
 
@@ -20,7 +21,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/p2p"
@@ -59,15 +59,6 @@ type Prices interface {
 	Price(model string) payments.Price
 }
 
-// Verdicts is the attestation state the worker needs: a proxy is served
-// only with a live verdict. *attest.Handshaker implements it.
-type Verdicts interface {
-	// Verified returns p's live verdict, if any.
-	Verified(p peer.ID) (attest.Verdict, bool)
-	// Attest runs the handshake with p when it has no live verdict.
-	Attest(ctx context.Context, p peer.ID) (attest.Verdict, error)
-}
-
 // Settler is a worker's payment channels; nil when payments are off.
 // *channels.Manager implements it.
 type Settler interface {
@@ -87,7 +78,6 @@ type Server struct {
 	self     peer.ID
 	selfStr  string // self.String(), which base58-encodes on every call
 	backend  inference.Backend
-	verdicts Verdicts
 	settler  Settler // nil: payments are off
 	log      *slog.Logger
 
@@ -136,12 +126,11 @@ func (w *Server) measure(ttft, total time.Duration, completion int64) {
 	s.Served++
 }
 
-// New serves backend as peer self. Only a peer with a live verdict from
-// verdicts gets an inference stream; one that opens a stream without one
-// (a proxy that attested this worker before it restarted) is attested
-// first. settler is nil when payments are off: callers pass a nil
-// interface, not a nil pointer in one.
-func New(cfg Config, self peer.ID, backend inference.Backend, verdicts Verdicts, settler Settler, log *slog.Logger) *Server {
+// New serves backend as peer self to any peer: proxies need no evidence
+// (what they relay is sealed to this worker), and settler, when payments
+// are on, admits only those that pay. settler is nil when payments are
+// off: callers pass a nil interface, not a nil pointer in one.
+func New(cfg Config, self peer.ID, backend inference.Backend, settler Settler, log *slog.Logger) *Server {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 64
 	}
@@ -153,7 +142,7 @@ func New(cfg Config, self peer.ID, backend inference.Backend, verdicts Verdicts,
 	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
-	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend, verdicts: verdicts,
+	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend,
 		settler: settler, log: log.With("component", "worker"), simulated: make(map[string]bool)}
 }
 
@@ -183,9 +172,6 @@ func (w *Server) Catalog(ctx context.Context) (*inference.Catalog, error) {
 }
 
 func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
-	if !w.attested(ctx, s.Conn().RemotePeer()) {
-		return inference.ErrUnattestedPeer
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	c, err := w.Catalog(ctx)
@@ -197,32 +183,10 @@ func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
 
 func (w *Server) serveInference(ctx context.Context, s network.Stream) error {
 	remote := s.Conn().RemotePeer()
-	w.attested(ctx, remote)
-	check := func() *inference.Error {
-		if _, ok := w.verdicts.Verified(remote); !ok {
-			return inference.Errorf(inference.CodeUnattested, "worker %s has no attestation verdict for %s", w.self, remote)
-		}
-		return nil
-	}
-	return inference.ServeRequests(ctx, s, w.serveCfg, check, func(ctx context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
-		return w.serveOne(ctx, remote, req, fw)
-	})
-}
-
-// attested reports whether p has a live verdict, attesting it first if it
-// has none.
-func (w *Server) attested(ctx context.Context, p peer.ID) bool {
-	if _, ok := w.verdicts.Verified(p); ok {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := w.verdicts.Attest(ctx, p); err != nil {
-		w.log.Info("attesting a peer without a verdict", "peer", p, "err", err)
-		return false
-	}
-	_, ok := w.verdicts.Verified(p)
-	return ok
+	return inference.ServeRequests(ctx, s, w.serveCfg, func() *inference.Error { return nil },
+		func(ctx context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
+			return w.serveOne(ctx, remote, req, fw)
+		})
 }
 
 func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Request, fw *p2p.FrameWriter) error {

@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
-	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/inference/worker"
@@ -29,29 +28,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var served = []inference.Model{{ID: "m", Simulated: true}}
 
 var proto = p2p.ProtocolID("local", inference.ProtocolName, inference.ProtocolVersion)
-
-// verdicts is a fake Verdicts: every peer has a dev verdict, or none has
-// one and none can get one.
-type verdicts bool
-
-const (
-	allowAll  verdicts = true
-	allowNone verdicts = false
-)
-
-func (v verdicts) Verified(peer.ID) (attest.Verdict, bool) {
-	if !v {
-		return attest.Verdict{}, false
-	}
-	return attest.Verdict{Tier: attest.TierDev, Kind: "fake"}, true
-}
-
-func (v verdicts) Attest(_ context.Context, p peer.ID) (attest.Verdict, error) {
-	if vd, ok := v.Verified(p); ok {
-		return vd, nil
-	}
-	return attest.Verdict{}, errors.New("fake verdicts: no verdict")
-}
 
 // settler is a fake Settler: it admits proxies unless refuse is set, and
 // calls served with each amount it is told of.
@@ -80,12 +56,12 @@ func (p flatPrice) Price(string) payments.Price { return payments.Price(p) }
 
 // serve starts a worker for b on a fresh host and returns a connected
 // requester host.
-func serve(t *testing.T, b inference.Backend, maxConc int, v worker.Verdicts) (server host.Host, requester host.Host) {
+func serve(t *testing.T, b inference.Backend, maxConc int) (server host.Host, requester host.Host) {
 	t.Helper()
 	server, requester = p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", MaxConcurrent: maxConc}, server.ID(), b, v, nil, slog.New(slog.DiscardHandler))
+	w := worker.New(worker.Config{Network: "local", MaxConcurrent: maxConc}, server.ID(), b, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	return server, requester
@@ -108,7 +84,7 @@ func send(t *testing.T, requester host.Host, to peer.ID, body string) (network.S
 func TestServe(t *testing.T) {
 	b := &inferencetest.Backend{Served: served, Chunks: []string{"a", "b"},
 		Result: inference.Result{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}}, FinishReason: "stop"}}
-	w, r := serve(t, b, 4, allowAll)
+	w, r := serve(t, b, 4)
 	_, rr := send(t, r, w.ID(), `{}`)
 	var text string
 	for {
@@ -149,27 +125,22 @@ func TestRefusals(t *testing.T) {
 		return inference.Result{}, errors.New("engine down")
 	}}
 
-	t.Run("unattested", func(t *testing.T) {
-		w, r := serve(t, b, 1, allowNone)
-		_, rr := send(t, r, w.ID(), "x")
-		expectError(t, rr, inference.CodeUnattested)
-	})
 	t.Run("backend errors keep their code", func(t *testing.T) {
-		w, r := serve(t, b, 1, allowAll)
+		w, r := serve(t, b, 1)
 		_, rr := send(t, r, w.ID(), "bad")
 		expectError(t, rr, inference.CodeBadRequest)
 		_, rr = send(t, r, w.ID(), "other")
 		expectError(t, rr, inference.CodeEngine)
 	})
 	t.Run("overloaded", func(t *testing.T) {
-		w, r := serve(t, b, 1, allowAll)
+		w, r := serve(t, b, 1)
 		send(t, r, w.ID(), "block")
 		p2ptest.WaitFor(t, started, "the first request to start")
 		_, rr := send(t, r, w.ID(), "x")
 		expectError(t, rr, inference.CodeOverloaded)
 	})
 	t.Run("malformed request", func(t *testing.T) {
-		w, r := serve(t, b, 1, allowAll)
+		w, r := serve(t, b, 1)
 		s, err := r.NewStream(t.Context(), w.ID(), proto)
 		if err != nil {
 			t.Fatal(err)
@@ -192,7 +163,7 @@ func TestCancel(t *testing.T) {
 		close(cancelled)
 		return inference.Result{}, ctx.Err()
 	}}
-	w, r := serve(t, b, 1, allowAll)
+	w, r := serve(t, b, 1)
 	s, _ := send(t, r, w.ID(), "x")
 	p2ptest.WaitFor(t, started, "the backend to start")
 	s.Reset()
@@ -228,7 +199,7 @@ func TestStats(t *testing.T) {
 	server, requester := p2ptest.NewHost(t), p2ptest.NewHost(t)
 	sv := p2p.NewService(server, slog.New(slog.DiscardHandler))
 	t.Cleanup(sv.Close)
-	w := worker.New(worker.Config{Network: "local", Now: clock.Now}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
+	w := worker.New(worker.Config{Network: "local", Now: clock.Now}, server.ID(), b, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	if s := w.Stats(); s != (worker.Stats{}) {
@@ -268,7 +239,7 @@ func TestReceipt(t *testing.T) {
 	w := worker.New(worker.Config{Network: "local", Receipts: &worker.Receipts{
 		Key:    server.Peerstore().PrivKey(server.ID()),
 		Prices: flatPrice(price),
-	}}, server.ID(), b, allowAll, nil, slog.New(slog.DiscardHandler))
+	}}, server.ID(), b, nil, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	_, rr := send(t, requester, server.ID(), `{"q":1}`)
@@ -312,7 +283,7 @@ func TestSlotFreedBeforeEnd(t *testing.T) {
 	s := &settler{served: func(peer.ID, uint64) { activeAtEnd <- w.Active() }}
 	w = worker.New(worker.Config{Network: "local", MaxConcurrent: 1,
 		Receipts: &worker.Receipts{Key: server.Peerstore().PrivKey(server.ID()), Prices: flatPrice{Completion: 1}},
-	}, server.ID(), b, allowAll, s, slog.New(slog.DiscardHandler))
+	}, server.ID(), b, s, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 	_, rr := send(t, requester, server.ID(), `{}`)
@@ -346,7 +317,7 @@ func TestPayments(t *testing.T) {
 	price := payments.Price{Prompt: 1_000_000, Cached: 500_000, Completion: 2_000_000} // 3 + 1 + 4 = 8 nanoTON
 	w := worker.New(worker.Config{Network: "local", Receipts: &worker.Receipts{
 		Key: server.Peerstore().PrivKey(server.ID()), Prices: flatPrice(price)},
-	}, server.ID(), b, allowAll, s, slog.New(slog.DiscardHandler))
+	}, server.ID(), b, s, slog.New(slog.DiscardHandler))
 	w.Register(sv)
 	p2ptest.Connect(t, requester, server)
 

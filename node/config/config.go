@@ -93,7 +93,10 @@ type Discovery struct {
 // Attest says how the node proves itself and what it accepts.
 type Attest struct {
 	// Issuer is the evidence this node presents: "dev" (no hardware; local
-	// networks) or "tdx" (a TDX quote; the node must run in a TDX guest).
+	// networks), "tdx" (a TDX quote; the node must run in a TDX guest), or
+	// "none" (a client, the default there, or a proxy without TEE
+	// hardware: peers hold no verdict on it). Workers must present
+	// evidence: it is what clients seal their prompts to.
 	Issuer string `toml:"issuer"`
 	// Collateral says whether peers' TDX quotes are also checked against
 	// Intel's collateral (TCB info, QE identity, revocation lists), fetched
@@ -193,6 +196,12 @@ type Client struct {
 	// above, and the client withholds answers whose tier is below it. An
 	// app may raise it per request with the X-Cocoon-Min-Trust header.
 	MinTrust string `toml:"min_trust"`
+	// MinProxyTrust is the weakest trust tier a proxy this client uses may
+	// have: "dev", "tee" or "tee-gpu"; "" (the default) accepts a proxy
+	// with no evidence at all. Requests are sealed to workers the client
+	// verified itself, so a proxy sees no prompt whatever its tier; a
+	// minimum keeps, say, request sizes and timing inside a TEE too.
+	MinProxyTrust string `toml:"min_proxy_trust"`
 	// MaxConnections caps the API's open connections; more wait until one
 	// closes.
 	MaxConnections int      `toml:"max_connections"`
@@ -201,11 +210,17 @@ type Client struct {
 
 // MinTier is MinTrust as a tier; 0 for "" (any) or a name Validate
 // refuses.
-func (c Client) MinTier() attest.Tier {
-	if c.MinTrust == "" {
+func (c Client) MinTier() attest.Tier { return tierOf(c.MinTrust) }
+
+// MinProxyTier is MinProxyTrust as a tier; 0 for "" (any proxy, with or
+// without evidence) or a name Validate refuses.
+func (c Client) MinProxyTier() attest.Tier { return tierOf(c.MinProxyTrust) }
+
+func tierOf(name string) attest.Tier {
+	if name == "" {
 		return 0
 	}
-	t, err := attest.ParseTier(c.MinTrust)
+	t, err := attest.ParseTier(name)
 	if err != nil {
 		return 0
 	}
@@ -222,11 +237,15 @@ func Default(role Role) Config {
 	case RoleProxy:
 		hc.RelayService = true // workers behind NAT are reached through proxies
 	}
+	att := Attest{Issuer: "dev", AllowDev: true, Collateral: "on", Validity: Duration(time.Hour)}
+	if role == RoleClient {
+		att.Issuer = "none" // a client risks its own data: it proves nothing
+	}
 	return Config{
 		Role:    role,
 		Network: "local",
 		P2P:     hc,
-		Attest:  Attest{Issuer: "dev", AllowDev: true, Collateral: "on", Validity: Duration(time.Hour)},
+		Attest:  att,
 		Worker: Worker{
 			Backend: "sim", MaxConcurrent: 64,
 			Sim:           Sim{Models: sc.Models, MaxTokens: sc.MaxTokens},
@@ -315,8 +334,12 @@ func (c *Config) validateAttest() error {
 			return errors.New("attest.issuer: dev evidence on a network that does not accept it (attest.allow_dev is false); use tdx")
 		}
 	case "tdx":
+	case "none":
+		if c.Role == RoleWorker {
+			return errors.New("attest.issuer: none: a worker must present evidence (dev or tdx); clients seal their prompts to the key it binds")
+		}
 	default:
-		return fmt.Errorf("attest.issuer: %q: want dev or tdx", c.Attest.Issuer)
+		return fmt.Errorf("attest.issuer: %q: want dev, tdx or none", c.Attest.Issuer)
 	}
 	if c.Attest.GPU && c.Attest.Issuer != "tdx" {
 		return errors.New("attest.gpu: GPU evidence rides on a TDX quote; set attest.issuer to tdx")
@@ -445,6 +468,11 @@ func (c *Config) validateClient() error {
 	if c.Client.MinTrust != "" {
 		if _, err := attest.ParseTier(c.Client.MinTrust); err != nil {
 			return fmt.Errorf("client.min_trust: %w (or empty for any)", err)
+		}
+	}
+	if c.Client.MinProxyTrust != "" {
+		if _, err := attest.ParseTier(c.Client.MinProxyTrust); err != nil {
+			return fmt.Errorf("client.min_proxy_trust: %w (or empty for any proxy, with or without evidence)", err)
 		}
 	}
 	if c.Client.RequestTimeout.D() <= 0 || c.Client.CheckInterval.D() <= 0 {

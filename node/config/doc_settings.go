@@ -24,7 +24,7 @@ var settingDocs = map[string]string{
 	"p2p.relay_service":        "Relay connections to workers behind NAT (circuit relay v2, unlimited). On for proxies.",
 	"p2p.private":              "Behind NAT with no open port: be reached through relay slots on the proxies (workers).",
 
-	"attest.issuer":     "Evidence this node presents: dev (no hardware; local networks only) or tdx (a TDX quote; run in a TDX guest).",
+	"attest.issuer":     "Evidence this node presents: dev (no hardware; local networks only), tdx (a TDX quote; run in a TDX guest), or none (clients, by default, and proxies without TEE hardware; not workers).",
 	"attest.collateral": "Check peers' TDX quotes against Intel's collateral and revocation lists too (cached in the data dir): on or off.",
 	"attest.gpu":        "With issuer tdx: add NVIDIA confidential-computing evidence of the GPUs, for the tee-gpu tier.",
 	"attest.allow_dev":  "Accept peers with dev evidence. Mainnet refuses it; the root contract must allow it too.",
@@ -59,6 +59,7 @@ var settingDocs = map[string]string{
 	"client.request_timeout": "How long to wait for the first chunk before answering 504.",
 	"client.max_price":       "Most to pay per million prompt+completion tokens, proxy fee included, in nanoTON; 0 is no limit. X-Cocoon-Max-Price overrides it per request.",
 	"client.min_trust":       "Weakest trust tier a serving worker may have: dev, tee or tee-gpu; empty is any. X-Cocoon-Min-Trust can raise it per request.",
+	"client.min_proxy_trust": "Weakest trust tier a proxy this client uses may have: dev, tee or tee-gpu; empty (default) accepts proxies with no evidence, which see no prompt: requests are sealed to workers.",
 	"client.check_interval":  "How often the client checks its proxies.",
 	"client.max_connections": "Open connections the API takes at most; more wait in the kernel's backlog until one closes.",
 
