@@ -44,9 +44,9 @@ test-short: ## unit tests only, no real engine
 	$(GO) test -short -count=1 ./...
 
 .PHONY: bench
-bench: ## mesh versus direct: latency, throughput, inter-chunk gaps, 1,000 streams; attestation and payment costs; then bench-scale (prints tables)
+bench: ## mesh versus direct, sealed versus clear: latency, throughput, inter-chunk gaps, 1,000 streams; attestation, sealing and payment costs; then bench-scale (prints tables)
 	$(GO) run ./cmd/bench
-	$(GO) test -run '^$$' -bench . -benchtime 1000x ./attest/... ./payments/...
+	$(GO) test -run '^$$' -bench . -benchtime 1000x ./attest/... ./payments/... ./inference/seal/
 	@$(MAKE) --no-print-directory bench-scale
 
 .PHONY: bench-scale

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 	"unicode/utf8"
 
@@ -200,6 +201,51 @@ func FuzzDecodeCatalog(f *testing.F) {
 		}
 		if !reflect.DeepEqual(again, c) {
 			t.Fatalf("round trip: %+v, want %+v", again, c)
+		}
+	})
+}
+
+// FuzzSealedChunks: a sealed record's plaintext either splits into chunks
+// that together use it all and re-encode to the same chunks, or is
+// refused as malformed; nothing panics or reads past it.
+func FuzzSealedChunks(f *testing.F) {
+	var p []byte
+	for _, c := range []inference.Chunk{{Text: "Hello"}, {Text: ", world", FinishReason: "stop"}, {}} {
+		p = inference.AppendSealedChunk(p, c)
+	}
+	f.Add(p)
+	f.Add([]byte{0})
+	f.Add([]byte{5, 0, 'a'})
+	split := func(t *testing.T, p []byte) ([]inference.Chunk, error) {
+		var out []inference.Chunk
+		for len(p) > 0 {
+			text, finish, rest, err := inference.NextSealedChunk(p)
+			if err != nil {
+				return nil, err
+			}
+			if len(rest) >= len(p) {
+				t.Fatal("a chunk consumed nothing")
+			}
+			out = append(out, inference.Chunk{Text: string(text), FinishReason: string(finish)})
+			p = rest
+		}
+		return out, nil
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		chunks, err := split(t, p)
+		if err != nil {
+			if !errors.Is(err, inference.ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		var again []byte
+		for _, c := range chunks {
+			again = inference.AppendSealedChunk(again, c)
+		}
+		back, err := split(t, again)
+		if err != nil || !slices.Equal(back, chunks) {
+			t.Fatalf("%+v re-encoded as %x, which splits into %+v (%v)", chunks, again, back, err)
 		}
 	})
 }

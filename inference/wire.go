@@ -223,6 +223,42 @@ func DecodeChunk(p []byte) (text, finish []byte, err error) {
 	return p[k+int(n):], p[k : k+int(n)], nil
 }
 
+// A sealed answer record's plaintext holds one or more chunks, those the
+// worker had ready at once (as a Chunk frame holds one): each a uvarint
+// length and a Chunk frame's payload (AppendChunk). Sealing per flush
+// rather than per chunk keeps the records, and their cost, to what the
+// stream needs.
+
+// AppendSealedChunk appends c to a sealed record's plaintext.
+func AppendSealedChunk(dst []byte, c Chunk) []byte {
+	n := len(c.FinishReason)
+	n = min(n, MaxFinishReason)
+	dst = binary.AppendUvarint(dst, uint64(uvarintLen(uint64(n))+n+len(c.Text)))
+	return AppendChunk(dst, c)
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
+
+// NextSealedChunk splits the first chunk off a sealed record's plaintext
+// p: its text and finish reason, which alias p, and the rest of p.
+func NextSealedChunk(p []byte) (text, finish, rest []byte, err error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n == 0 || n > uint64(len(p)-k) {
+		return nil, nil, nil, fmt.Errorf("%w: sealed chunk length", ErrMalformed)
+	}
+	text, finish, err = DecodeChunk(p[k : k+int(n)])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return text, finish, p[k+int(n):], nil
+}
+
 // End is the last message of a successful response.
 type End struct {
 	Usage        Usage  `json:"usage"`

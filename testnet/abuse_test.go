@@ -740,7 +740,7 @@ func (r *rogue) answer(ctx context.Context, s network.Stream, proxy peer.ID, req
 	typ, chunk := inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: text})
 	if sealer != nil {
 		typ = inference.FrameRecord
-		if chunk, err = sealer.Seal(chunk); err != nil {
+		if chunk, err = sealer.Seal(inference.AppendSealedChunk(nil, inference.Chunk{Text: text})); err != nil {
 			return err
 		}
 	}

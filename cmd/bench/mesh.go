@@ -40,7 +40,7 @@ var listenAddrs = map[string][]string{
 // serves.
 // With chain, the nodes find each other through a root contract on the
 // sandbox chain, and with payments they also pay.
-func startMesh(ctx context.Context, log *slog.Logger, transport string, chain, payments bool, mods []testnet.Modify, opts ...node.Option) (*meshNet, error) {
+func startMesh(ctx context.Context, log *slog.Logger, transport string, chain, payments bool, mods []testnet.Modify, opts, clientOpts []node.Option) (*meshNet, error) {
 	dir, err := os.MkdirTemp("", "cocoon-bench-")
 	if err != nil {
 		return nil, err
@@ -80,7 +80,7 @@ func startMesh(ctx context.Context, log *slog.Logger, transport string, chain, p
 			return fail("proxy", err)
 		}
 	}
-	if m.client, err = m.net.AddClient(ctx); err != nil {
+	if m.client, err = m.net.AddNode(ctx, config.RoleClient, nil, clientOpts...); err != nil {
 		return fail("client", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)

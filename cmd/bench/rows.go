@@ -194,10 +194,11 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 	for _, name := range names {
 		t := target{name: name}
 		var (
-			mods []testnet.Modify
-			opts []node.Option
-			pay  bool
-			on   bool // with pay: payments on
+			mods       []testnet.Modify
+			opts       []node.Option // the worker's
+			clientOpts []node.Option
+			pay        bool
+			on         bool // with pay: payments on
 		)
 		switch name {
 		case direct:
@@ -222,7 +223,7 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 				opts = append(opts, node.WithBackend(timedBackend{sb, t.rec}))
 			}
 		case meshClear:
-			mods, opts = []testnet.Modify{simShape, limit}, []node.Option{node.WithoutSealing()}
+			mods, clientOpts = []testnet.Modify{simShape, limit}, []node.Option{node.WithoutSealing()}
 		case meshPay:
 			mods, pay, on = []testnet.Modify{simShape, limit}, true, true
 		case meshChain:
@@ -234,7 +235,7 @@ func (b *bench) setUp(ctx context.Context, gap time.Duration, maxConcurrent int,
 			}
 		}
 		t0 := time.Now()
-		m, err := startMesh(ctx, b.log, b.cfg.transport, pay, on, mods, opts...)
+		m, err := startMesh(ctx, b.log, b.cfg.transport, pay, on, mods, opts, clientOpts)
 		if err != nil {
 			e.close()
 			return nil, fmt.Errorf("%s network: %w", name, err)

@@ -123,7 +123,7 @@ request_timeout = "7s"
 min_trust = "tee"
 max_price = 900
 `), 0o600)
-	cfg, _, err := loadConfig(config.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222", "--min-trust", "tee-gpu"},
+	cfg, _, err := loadConfig(config.RoleClient, []string{"--config", file, "--api-addr", "127.0.0.1:2222", "--min-trust", "tee-gpu", "--min-proxy-trust", "tee"},
 		env(map[string]string{"COCOON_API_KEY": "from-env", "COCOON_DATA_DIR": "/data/env", "HOME": "/home/x"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +136,9 @@ max_price = 900
 	}
 	if cfg.Client.MinTrust != "tee-gpu" || cfg.Client.MaxPrice != 900 {
 		t.Errorf("min_trust %q, max_price %d: want the flag's tee-gpu and the file's 900", cfg.Client.MinTrust, cfg.Client.MaxPrice)
+	}
+	if cfg.Client.MinProxyTrust != "tee" || cfg.Attest.Issuer != "none" {
+		t.Errorf("min_proxy_trust %q, issuer %q: want the flag's tee and a client's default, none", cfg.Client.MinProxyTrust, cfg.Attest.Issuer)
 	}
 	if len(cfg.Client.Proxies) != 1 {
 		t.Errorf("proxies = %v, from the file", cfg.Client.Proxies)

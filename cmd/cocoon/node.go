@@ -60,7 +60,7 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	var listen stringList
 	fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
-	fs.StringVar(&cfg.Attest.Issuer, "issuer", cfg.Attest.Issuer, "evidence this node presents: dev (local networks) or tdx (a TDX quote; run in a TDX guest)")
+	fs.StringVar(&cfg.Attest.Issuer, "issuer", cfg.Attest.Issuer, "evidence this node presents: dev (local networks), tdx (a TDX quote; run in a TDX guest), or none (clients, and proxies without TEE hardware)")
 	fs.BoolVar(&cfg.Attest.GPU, "gpu", cfg.Attest.GPU, "with --issuer tdx: add NVIDIA confidential-computing evidence of the GPUs (tier tee-gpu)")
 	fs.StringVar(&cfg.Discovery.Root, "root", cfg.Discovery.Root, "the network's root contract address on TON: nodes find each other through it")
 	fs.StringVar(&cfg.Discovery.GlobalConfig, "global-config", cfg.Discovery.GlobalConfig, "TON global config file or URL to read the root contract with (default: ton.org's for mainnet and testnet)")
@@ -90,6 +90,8 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
 		fs.Int64Var(&cfg.Client.MaxPrice, "max-price", cfg.Client.MaxPrice, "most to pay in nanoTON per million prompt+completion tokens, proxy fee included (0: no limit)")
 		fs.StringVar(&cfg.Client.MinTrust, "min-trust", cfg.Client.MinTrust, "weakest trust tier a serving worker may have: tee-gpu, tee or dev (default: any)")
+		fs.StringVar(&cfg.Client.MinProxyTrust, "min-proxy-trust", cfg.Client.MinProxyTrust,
+			"weakest trust tier a proxy may have: tee-gpu, tee or dev (default: any, with or without evidence; requests are sealed to workers either way)")
 		timeout := fs.Duration("request-timeout", cfg.Client.RequestTimeout.D(), "how long to wait for the first chunk before answering 504")
 		defer func() { cfg.Client.RequestTimeout = config.Duration(*timeout) }()
 	}

@@ -40,13 +40,14 @@ type sealer struct {
 
 	mu       sync.Mutex // guards sessions and known
 	sessions map[sessionKey]*sealSession
-	known    map[string]bool // models seen in a directory: asked for with no worker, they are busy, not unknown
+	known    map[string]bool // models served before or listed by a proxy: asked for with no worker, they are busy, not unknown
 }
 
-// sessionKey is a worker's sealing key, as its evidence binds it.
+// sessionKey is a worker's sealing key, as its evidence binds it (the
+// key's bytes, so that a request parses no key).
 type sessionKey struct {
 	peer peer.ID
-	key  seal.KeyID
+	key  string
 }
 
 // sealSession is a session with a worker's key, kept while the verdict
@@ -54,6 +55,7 @@ type sessionKey struct {
 type sealSession struct {
 	s      *seal.Session
 	expiry time.Time
+	tier   attest.Tier // the client's verdict on the worker
 }
 
 // maxSessions bounds the session cache: one per verified worker key.
@@ -66,8 +68,7 @@ func newSealer(network string, workers Workers) *sealer {
 
 // candidate is a worker a request may be sealed to.
 type candidate struct {
-	w   directory.Worker
-	key *seal.PublicKey
+	w directory.Worker
 }
 
 // candidates picks the workers behind proxy that req may be sealed to:
@@ -87,10 +88,10 @@ func (s *sealer) candidates(ctx context.Context, proxy peer.ID, req *inference.R
 		if err != nil {
 			return nil, fmt.Errorf("proxy %s's directory: %w", proxy, err)
 		}
-		s.learn(ws)
 		var out []candidate
 		out, why = choose(ws, req)
 		if len(out) > 0 {
+			s.know(req.Model)
 			return out, nil
 		}
 	}
@@ -103,15 +104,11 @@ func (s *sealer) candidates(ctx context.Context, proxy peer.ID, req *inference.R
 // maxKnown bounds the models the sealer remembers.
 const maxKnown = 4096
 
-// learn remembers the models ws serve.
-func (s *sealer) learn(ws []directory.Worker) {
+// know remembers a model the client sealed a request for.
+func (s *sealer) know(model string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, w := range ws {
-		for _, m := range w.Models {
-			s.knowLocked(m.ID)
-		}
-	}
+	s.knowLocked(model)
 }
 
 // learnCatalog remembers the models of a proxy's catalog.
@@ -161,11 +158,7 @@ func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *infere
 		if req.MaxPrice > 0 && (m.Price == nil || m.Price.Prompt+m.Price.Completion > req.MaxPrice) {
 			continue
 		}
-		key, err := seal.ParsePublicKey(w.Verdict.SealKey)
-		if err != nil {
-			continue
-		}
-		out = append(out, candidate{w: w, key: key})
+		out = append(out, candidate{w: w})
 	}
 	switch {
 	case len(out) > 0:
@@ -195,22 +188,25 @@ func modelOf(w directory.Worker, id string) (directory.Model, bool) {
 }
 
 // session returns the session with c's key, made on first use.
-func (s *sealer) session(c candidate) (*seal.Session, error) {
-	k := sessionKey{c.w.Peer, c.key.ID()}
+func (s *sealer) session(c candidate) (*sealSession, error) {
+	k := sessionKey{c.w.Peer, string(c.w.Verdict.SealKey)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ss, ok := s.sessions[k]; ok {
-		return ss.s, nil
+		return ss, nil
 	}
 	ss, err := seal.NewSession(c.w.Verdict.SealKey, seal.Binding{Network: s.network, Peer: c.w.Peer.String()})
 	if err != nil {
-		return nil, fmt.Errorf("worker %s: %w", c.w.Peer, err)
+		// Its evidence verified with this key: a KEM this build does not
+		// know, or a key that does not parse.
+		return nil, fmt.Errorf("worker %s's sealing key: %w", c.w.Peer, err)
 	}
 	if len(s.sessions) >= maxSessions {
 		s.pruneLocked(time.Now())
 	}
-	s.sessions[k] = &sealSession{s: ss, expiry: c.w.Verdict.Expiry}
-	return ss, nil
+	sess := &sealSession{s: ss, expiry: c.w.Verdict.Expiry, tier: c.w.Verdict.Tier}
+	s.sessions[k] = sess
+	return sess, nil
 }
 
 // pruneLocked drops sessions whose verdicts have expired, then, if the
@@ -229,31 +225,40 @@ func (s *sealer) pruneLocked(now time.Time) {
 	}
 }
 
-// seal returns req sealed to cs, and the opener of its answer. The sealed
-// request carries req's header; its body is the sealed request.
-func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Request, *seal.ResponseOpener, error) {
+// seal returns req sealed to cs, the opener of its answer, and the
+// client's tier for each candidate, by peer ID string (as the opener
+// names the worker that answered). The sealed request carries req's
+// header; its body is the sealed request.
+func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Request, *seal.ResponseOpener, map[string]attest.Tier, error) {
 	sessions := make([]*seal.Session, 0, len(cs))
+	tiers := make(map[string]attest.Tier, len(cs))
+	var bad error
 	for _, c := range cs {
 		ss, err := s.session(c)
 		if err != nil {
-			return nil, nil, err
+			bad = err // another candidate may do
+			continue
 		}
-		sessions = append(sessions, ss)
+		sessions = append(sessions, ss.s)
+		tiers[ss.s.Worker().Peer] = ss.tier
+	}
+	if len(sessions) == 0 {
+		return nil, nil, nil, bad
 	}
 	out := *req
 	out.Sealed, out.Body = true, nil
 	header, err := inference.AppendHeader(nil, &out)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sr, opener, err := s.client.SealRequest(sessions, req.ID, header, req.Body)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if out.Body, err = seal.AppendSealedRequest(nil, sr); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return &out, opener, nil
+	return &out, opener, tiers, nil
 }
 
 // sealedResponse opens a sealed answer as it arrives. Every chunk the app
@@ -264,6 +269,7 @@ type sealedResponse struct {
 	*callResponse
 	pending *inference.Event // the first event, read by Open, to return first
 	opener  *seal.ResponseOpener
+	rest    []byte                 // the chunks of the last record not returned yet
 	tiers   map[string]attest.Tier // the candidates' tiers, by peer ID string
 	ended   bool                   // the end record was opened
 	failed  bool                   // an error event was returned: nothing follows
@@ -272,6 +278,14 @@ type sealedResponse struct {
 func (r *sealedResponse) Next() (inference.Event, error) {
 	if r.failed {
 		return inference.Event{}, io.ErrUnexpectedEOF
+	}
+	if len(r.rest) > 0 {
+		text, finish, rest, err := inference.NextSealedChunk(r.rest)
+		if err != nil {
+			return r.fail("a sealed record does not decode: %v", err)
+		}
+		r.rest = rest
+		return inference.Event{Type: inference.FrameChunk, Text: text, Finish: finish}, nil
 	}
 	var ev inference.Event
 	if r.pending != nil {
@@ -292,11 +306,11 @@ func (r *sealedResponse) Next() (inference.Event, error) {
 		if err != nil {
 			return r.fail("the answer failed its seal: %v", err)
 		}
-		text, finish, err := inference.DecodeChunk(plain)
-		if err != nil {
-			return r.fail("a sealed chunk does not decode: %v", err)
+		if len(plain) == 0 {
+			return r.fail("a sealed record holds no chunk")
 		}
-		return inference.Event{Type: inference.FrameChunk, Text: text, Finish: finish}, nil
+		r.rest = plain // valid until the next Open, which waits until it is used up
+		return r.Next()
 	case inference.FrameChunk:
 		return r.fail("the proxy sent a chunk in the clear for a sealed request")
 	case inference.FrameEnd:
@@ -314,6 +328,10 @@ func (r *sealedResponse) Next() (inference.Event, error) {
 	}
 	return ev, nil
 }
+
+// Buffered reports whether another event is waiting: a chunk of the last
+// record, or a frame.
+func (r *sealedResponse) Buffered() bool { return len(r.rest) > 0 || r.callResponse.Buffered() }
 
 // fail ends the answer with a seal error: nothing after a broken record
 // reaches the app.

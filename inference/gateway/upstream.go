@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/p2p"
 )
@@ -161,17 +160,13 @@ func (p *Proxies) sendSealed(ctx context.Context, proxy peer.ID, req *inference.
 	if err != nil {
 		return nil, err
 	}
-	sealed, opener, err := p.sealer.seal(req, cs)
+	sealed, opener, tiers, err := p.sealer.seal(req, cs)
 	if err != nil {
 		return nil, fmt.Errorf("sealing the request: %w", err)
 	}
 	call, err := p.pool.Send(ctx, proxy, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy, err)
-	}
-	tiers := make(map[string]attest.Tier, len(cs))
-	for _, c := range cs {
-		tiers[c.w.Peer.String()] = c.w.Verdict.Tier
 	}
 	return &sealedResponse{callResponse: &callResponse{call: call, proxy: proxy}, opener: opener, tiers: tiers}, nil
 }

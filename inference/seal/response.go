@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -36,7 +37,11 @@ func newResponseSealer(reqKey, wk []byte, self Binding, id KeyID) (*ResponseSeal
 
 // Seal returns chunk sealed as the answer's next record. chunk may be
 // empty; it must be at most MaxChunk bytes.
-func (s *ResponseSealer) Seal(chunk []byte) ([]byte, error) {
+func (s *ResponseSealer) Seal(chunk []byte) ([]byte, error) { return s.AppendSeal(nil, chunk) }
+
+// AppendSeal is Seal appending the record to dst, which must not overlap
+// chunk: a worker seals every chunk into one reused buffer.
+func (s *ResponseSealer) AppendSeal(dst, chunk []byte) ([]byte, error) {
 	if len(chunk) > MaxChunk {
 		return nil, fmt.Errorf("sealing answer chunk: %w: %d bytes, at most %d", ErrMalformed, len(chunk), MaxChunk)
 	}
@@ -45,7 +50,7 @@ func (s *ResponseSealer) Seal(chunk []byte) ([]byte, error) {
 	if s.ended {
 		return nil, fmt.Errorf("sealing answer chunk: %w", ErrEnded)
 	}
-	rec := s.sealLocked(typeChunk, chunk)
+	rec := s.sealLocked(dst, typeChunk, chunk)
 	s.seq++
 	return rec, nil
 }
@@ -59,12 +64,15 @@ func (s *ResponseSealer) End() ([]byte, error) {
 		return nil, fmt.Errorf("ending answer: %w", ErrEnded)
 	}
 	s.ended = true
-	return s.sealLocked(typeEnd, binary.BigEndian.AppendUint64(nil, s.seq)), nil
+	return s.sealLocked(nil, typeEnd, binary.BigEndian.AppendUint64(nil, s.seq)), nil
 }
 
-func (s *ResponseSealer) sealLocked(typ byte, plaintext []byte) []byte {
-	rec := recordHeader(make([]byte, 0, RecordOverhead+len(plaintext)), typ, s.seq)
-	return s.aead.Seal(rec, recordNonce(&s.nonce, typ, s.seq), plaintext, rec[:recordHeaderLen])
+// sealLocked appends the record of plaintext to dst.
+func (s *ResponseSealer) sealLocked(dst []byte, typ byte, plaintext []byte) []byte {
+	dst = slices.Grow(dst, RecordOverhead+len(plaintext))
+	start := len(dst)
+	rec := recordHeader(dst, typ, s.seq)
+	return s.aead.Seal(rec, recordNonce(&s.nonce, typ, s.seq), plaintext, rec[start:start+recordHeaderLen])
 }
 
 // A ResponseOpener opens the records of one answer on the client. The
@@ -81,6 +89,7 @@ type ResponseOpener struct {
 	ended  bool
 	err    error    // the first failure
 	nonce  [12]byte // scratch
+	buf    []byte   // the last chunk opened, reused by the next
 }
 
 // candidate is one worker the request was sealed to and the key its
@@ -91,8 +100,9 @@ type candidate struct {
 	aead   cipher.AEAD
 }
 
-// Open opens the answer's next record and returns its chunk, or, for the
-// end record, nil and io.EOF. A record that fails authentication (changed,
+// Open opens the answer's next record and returns its chunk, valid until
+// the next call (its buffer is reused), or, for the end record, nil and
+// io.EOF. A record that fails authentication (changed,
 // or from another request or worker) is ErrAuth; one out of sequence
 // (dropped, reordered, duplicated) is ErrOrder; one after the end record
 // is ErrAfterEnd.
@@ -121,11 +131,11 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 	nonce, aad := recordNonce(&o.nonce, typ, seq), record[:recordHeaderLen]
 	var plain []byte
 	if o.chosen >= 0 {
-		plain, err = o.candidates[o.chosen].aead.Open(nil, nonce, sealed, aad)
+		plain, err = o.candidates[o.chosen].aead.Open(o.buf[:0], nonce, sealed, aad)
 	} else {
 		err = ErrAuth
 		for i, c := range o.candidates {
-			if p, e := c.aead.Open(nil, nonce, sealed, aad); e == nil {
+			if p, e := c.aead.Open(o.buf[:0], nonce, sealed, aad); e == nil {
 				plain, err, o.chosen = p, nil, i
 				break
 			}
@@ -134,6 +144,7 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 	if err != nil {
 		return nil, ErrAuth
 	}
+	o.buf = plain
 	if seq != o.next {
 		return nil, fmt.Errorf("%w: record %d, want %d", ErrOrder, seq, o.next)
 	}

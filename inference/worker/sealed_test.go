@@ -125,11 +125,14 @@ func TestSealedRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		chunk, _, err := inference.DecodeChunk(plain)
-		if err != nil {
-			t.Fatal(err)
+		for len(plain) > 0 {
+			chunk, _, rest, err := inference.NextSealedChunk(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text += string(chunk)
+			plain = rest
 		}
-		text += string(chunk)
 	}
 	if got != `{"secret":1}` || text != "sealed answer" {
 		t.Fatalf("the engine got %q, the client opened %q", got, text)

@@ -230,7 +230,18 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	start := w.cfg.Now()
 	var first time.Time
 	var scratch []byte
-	var content hash.Hash // of the streamed text, for the receipt
+	var plain, sealed []byte // a sealed answer's next record, in the clear and sealed
+	if sealer != nil {
+		bufs := recordBufs.Get().(*[2][]byte)
+		plain, sealed = bufs[0][:0], bufs[1][:0]
+		defer func() {
+			if cap(plain) <= 2*maxRecord && cap(sealed) <= 2*maxRecord+seal.RecordOverhead {
+				bufs[0], bufs[1] = plain, sealed
+				recordBufs.Put(bufs)
+			}
+		}()
+	}
+	var content hash.Hash    // of the streamed text, for the receipt
 	if w.cfg.Receipts != nil {
 		content = sha256.New()
 	}
@@ -242,19 +253,27 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		if content != nil {
 			io.WriteString(content, c.Text)
 		}
-		scratch = inference.AppendChunk(scratch[:0], c)
-		typ := inference.FrameChunk
+		chunks++
 		if sealer != nil {
-			rec, err := sealer.Seal(scratch)
-			if err != nil {
+			// Chunks the backend has ready at once share a record, as
+			// they share a flush.
+			plain = inference.AppendSealedChunk(plain, c)
+			if c.Pending && len(plain) < maxRecord {
+				return nil
+			}
+			var err error
+			if sealed, err = sealRecord(sealer, fw, &plain, sealed); err != nil {
 				return err
 			}
-			typ, scratch = inference.FrameRecord, rec
+			if c.Pending {
+				return nil
+			}
+			return fw.Flush()
 		}
-		if err := fw.Write(typ, scratch); err != nil {
+		scratch = inference.AppendChunk(scratch[:0], c)
+		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
 			return err
 		}
-		chunks++
 		if c.Pending {
 			return nil
 		}
@@ -269,6 +288,11 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		}
 		e := inference.AsError(err, inference.CodeEngine)
 		log().Info("backend failed", "code", e.Code, "chunks", chunks, "err", err)
+		if sealer != nil { // what was streamed reaches the client before the error
+			if _, err := sealRecord(sealer, fw, &plain, sealed); err != nil {
+				return err
+			}
+		}
 		return fail(e)
 	}
 	w.mu.Lock()
@@ -289,6 +313,9 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		// The sealed end record comes before the End frame in the clear:
 		// a proxy that cuts the answer short and sends an End of its own
 		// is caught by the client, which has not seen the end record.
+		if _, err := sealRecord(sealer, fw, &plain, sealed); err != nil {
+			return err
+		}
 		rec, err := sealer.End()
 		if err != nil {
 			return err
@@ -312,6 +339,29 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			"completion_tokens", res.Usage.Completion, "duration", w.cfg.Now().Sub(start))
 	}
 	return nil
+}
+
+// maxRecord bounds the chunks one sealed record carries, in bytes of
+// plaintext; a record is sealed once it holds this much even if the
+// backend has more ready.
+const maxRecord = 32 << 10
+
+// recordBufs holds the buffers a sealed answer's records are built in.
+var recordBufs = sync.Pool{New: func() any { return &[2][]byte{make([]byte, 0, 8<<10), make([]byte, 0, 8<<10)} }}
+
+// sealRecord seals the chunks in *plain, if any, into one record written
+// to fw (not flushed), and empties *plain. buf is scratch for the record;
+// it returns it grown.
+func sealRecord(sealer *seal.ResponseSealer, fw *p2p.FrameWriter, plain *[]byte, buf []byte) ([]byte, error) {
+	if len(*plain) == 0 {
+		return buf, nil
+	}
+	buf, err := sealer.AppendSeal(buf[:0], *plain)
+	if err != nil {
+		return buf, err
+	}
+	*plain = (*plain)[:0]
+	return buf, fw.Write(inference.FrameRecord, buf)
 }
 
 // open opens a sealed request: its body, and the sealer of its answer.
