@@ -241,7 +241,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			}
 		}()
 	}
-	var content hash.Hash    // of the streamed text, for the receipt
+	var content hash.Hash // of the streamed text, for the receipt
 	if w.cfg.Receipts != nil {
 		content = sha256.New()
 	}
