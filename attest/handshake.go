@@ -276,13 +276,20 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	if typ == frameReject {
 		return Verdict{}, fmt.Errorf("peer %s rejected our evidence: %.200s", remote, payload)
 	}
+	if typ == frameNone && len(payload) != 0 {
+		err := fmt.Errorf("%w: a no-evidence frame carries %d bytes", ErrFormat, len(payload))
+		if !initiator && fw.Write(frameReject, []byte(err.Error())) == nil && fw.Flush() == nil {
+			return Verdict{}, fmt.Errorf("peer %s: %w (%w)", remote, err, errRejectSent)
+		}
+		return Verdict{}, fmt.Errorf("peer %s: %w", remote, err)
+	}
 	if typ == frameNone {
+		a.Forget(remote) // whatever it proved before, it proves nothing now
 		if !initiator {
 			if err := send(); err != nil {
 				return Verdict{}, fmt.Errorf("sending evidence: %w", err)
 			}
 		}
-		a.Forget(remote) // whatever it proved before, it proves nothing now
 		return Verdict{}, fmt.Errorf("peer %s: %w", remote, ErrNoEvidence)
 	}
 	if typ != frameEvidence {

@@ -28,6 +28,7 @@ import (
 const (
 	frameEvidence byte = 1
 	frameReject   byte = 2
+	frameNone     byte = 3
 )
 
 var attestProto = p2p.ProtocolID("local", attest.ProtocolName, attest.ProtocolVersion)
@@ -242,7 +243,8 @@ func FuzzEvidence(f *testing.F) {
 // FuzzHandshakeResponder sends one arbitrary frame to a real responder.
 // It must never panic (the Service would hide a panic; its log shows it),
 // and must answer evidence exactly when the dev validator accepts the
-// payload.
+// payload, or when the frame says, with nothing in it, that the peer
+// presents no evidence (it then holds no verdict on the peer).
 func FuzzHandshakeResponder(f *testing.F) {
 	client := rawPeer(f)
 	h := p2ptest.NewHost(f)
@@ -262,6 +264,8 @@ func FuzzHandshakeResponder(f *testing.F) {
 	f.Add(frameEvidence, []byte(`[]`))
 	f.Add(frameReject, []byte("go away"))
 	f.Add(byte(0), []byte{})
+	f.Add(frameNone, []byte{})
+	f.Add(frameNone, []byte("0"))
 	f.Fuzz(func(t *testing.T, typ byte, payload []byte) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -279,6 +283,13 @@ func FuzzHandshakeResponder(f *testing.F) {
 		if valid {
 			_, verr := dev.Validator{}.Validate(ctx, ev, clientPub, t0)
 			valid = verr == nil
+		}
+		none := typ == frameNone && len(payload) == 0 // answered with evidence, no verdict
+		if none {
+			if _, ok := hs.Verified(client.ID()); ok && err == nil {
+				t.Fatal("the responder holds a verdict on a peer that presented no evidence")
+			}
+			valid = true
 		}
 		switch {
 		case err != nil:
