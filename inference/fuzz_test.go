@@ -123,6 +123,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(inference.FrameError, []byte(`{"code":70000}`))
 	f.Add(byte(0), []byte{})
 	f.Add(byte(9), []byte(`{}`))
+	f.Add(inference.FrameRecord, []byte{1, 2, 0})
 	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
 		ev, err := inference.DecodeEvent(typ, p)
 		if err != nil {
@@ -160,6 +161,11 @@ func FuzzDecodeEvent(f *testing.F) {
 			again, err := inference.DecodeEvent(typ, b)
 			if err != nil || !reflect.DeepEqual(again.Err, ev.Err) {
 				t.Fatalf("Error round trip: %+v, %v; want %+v", again.Err, err, ev.Err)
+			}
+		case inference.FrameRecord:
+			// Opaque to every hop: only the client opens it.
+			if !bytes.Equal(ev.Text, p) {
+				t.Fatalf("record %x decoded as %x", p, ev.Text)
 			}
 		default:
 			t.Fatalf("frame type %d decoded", typ)
