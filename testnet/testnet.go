@@ -339,9 +339,9 @@ func (s *Started) start(ctx context.Context, opts Options, log *slog.Logger) err
 	}
 	s.Client = c
 	if s.payments {
-		progress(fmt.Sprintf("client up: %s, waiting for it to reach the proxy, verify its workers, see models and open its payment channel", c.ID()))
+		progress(fmt.Sprintf("client up: %s, waiting for it to reach the proxy, see models and open its payment channel", c.ID()))
 	} else {
-		progress(fmt.Sprintf("client up: %s, waiting for it to reach the proxy, verify its workers and see models", c.ID()))
+		progress(fmt.Sprintf("client up: %s, waiting for it to reach the proxy and see models", c.ID()))
 	}
 	return s.waitUp(ctx, progress)
 }
