@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,32 +39,26 @@ type sealer struct {
 	workers Workers
 	client  *seal.Client
 
-	mu       sync.Mutex // guards sessions and known
-	sessions map[sessionKey]*sealSession
-	known    map[string]bool // models served before or listed by a proxy: asked for with no worker, they are busy, not unknown
-}
-
-// sessionKey is a worker's sealing key, as its evidence binds it (the
-// key's bytes, so that a request parses no key).
-type sessionKey struct {
-	peer peer.ID
-	key  string
+	mu       sync.Mutex               // guards sessions and known
+	sessions map[peer.ID]*sealSession // the session with each worker's current key
+	known    map[string]bool          // models served before or listed by a proxy: asked for with no worker, they are busy, not unknown
 }
 
 // sealSession is a session with a worker's key, kept while the verdict
 // that named the key is live.
 type sealSession struct {
 	s      *seal.Session
+	key    []byte // the sealing key, as the verdict's evidence binds it
 	expiry time.Time
 	tier   attest.Tier // the client's verdict on the worker
 }
 
-// maxSessions bounds the session cache: one per verified worker key.
+// maxSessions bounds the session cache: one per verified worker.
 const maxSessions = 4096
 
 func newSealer(network string, workers Workers) *sealer {
 	return &sealer{network: network, workers: workers, client: seal.NewClient(nil, nil),
-		sessions: make(map[sessionKey]*sealSession), known: make(map[string]bool)}
+		sessions: make(map[peer.ID]*sealSession), known: make(map[string]bool)}
 }
 
 // candidate is a worker a request may be sealed to.
@@ -187,12 +182,15 @@ func modelOf(w directory.Worker, id string) (directory.Model, bool) {
 	return directory.Model{}, false
 }
 
-// session returns the session with c's key, made on first use.
+// session returns the session with c's key, made on first use and when
+// the worker's key changes (a new key replaces the old one's session).
 func (s *sealer) session(c candidate) (*sealSession, error) {
-	k := sessionKey{c.w.Peer, string(c.w.Verdict.SealKey)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ss, ok := s.sessions[k]; ok {
+	if ss, ok := s.sessions[c.w.Peer]; ok && bytes.Equal(ss.key, c.w.Verdict.SealKey) {
+		if c.w.Verdict.Expiry.After(ss.expiry) {
+			ss.expiry, ss.tier = c.w.Verdict.Expiry, c.w.Verdict.Tier
+		}
 		return ss, nil
 	}
 	ss, err := seal.NewSession(c.w.Verdict.SealKey, seal.Binding{Network: s.network, Peer: c.w.Peer.String()})
@@ -201,11 +199,11 @@ func (s *sealer) session(c candidate) (*sealSession, error) {
 		// know, or a key that does not parse.
 		return nil, fmt.Errorf("worker %s's sealing key: %w", c.w.Peer, err)
 	}
-	if len(s.sessions) >= maxSessions {
+	if _, ok := s.sessions[c.w.Peer]; !ok && len(s.sessions) >= maxSessions {
 		s.pruneLocked(time.Now())
 	}
-	sess := &sealSession{s: ss, expiry: c.w.Verdict.Expiry, tier: c.w.Verdict.Tier}
-	s.sessions[k] = sess
+	sess := &sealSession{s: ss, key: c.w.Verdict.SealKey, expiry: c.w.Verdict.Expiry, tier: c.w.Verdict.Tier}
+	s.sessions[c.w.Peer] = sess
 	return sess, nil
 }
 
