@@ -54,15 +54,17 @@ type Client struct {
 	validator attest.Validator
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts, fetched and fetching
+	mu       sync.Mutex // guards verdicts, fetched, fetching and gen
 	verdicts map[verdictKey]attest.Verdict
 	fetched  map[peer.ID]fetched       // each proxy's directory, as Workers last verified it
 	fetching map[peer.ID]chan struct{} // closed when the fetch in flight for a proxy ends
+	gen      uint64                    // directories Workers stored so far
 }
 
 // fetched is a proxy's directory as the client verified it at a time.
 type fetched struct {
 	at      time.Time
+	gen     uint64 // the client's fetch count when it was stored
 	workers []Worker
 }
 
@@ -100,12 +102,14 @@ const maxProxies = 64
 // in it has expired. Callers that come while a fetch for proxy is in
 // flight wait for it and share its result.
 func (c *Client) Workers(ctx context.Context, proxy peer.ID, refresh bool) ([]Worker, error) {
-	start := c.cfg.Now()
+	c.mu.Lock()
+	start := c.gen
+	c.mu.Unlock()
 	for {
 		c.mu.Lock()
 		f, ok := c.fetched[proxy]
 		now := c.cfg.Now()
-		if ok && (!refresh || !f.at.Before(start)) && now.Sub(f.at) < c.cfg.MaxAge && allLive(f.workers, now) {
+		if ok && (!refresh || f.gen > start) && now.Sub(f.at) < c.cfg.MaxAge && allLive(f.workers, now) {
 			c.mu.Unlock()
 			return f.workers, nil
 		}
@@ -119,7 +123,8 @@ func (c *Client) Workers(ctx context.Context, proxy peer.ID, refresh bool) ([]Wo
 			delete(c.fetching, proxy)
 			close(done)
 			if err == nil {
-				c.storeFetchedLocked(proxy, fetched{at: c.cfg.Now(), workers: ws})
+				c.gen++
+				c.storeFetchedLocked(proxy, fetched{at: c.cfg.Now(), gen: c.gen, workers: ws})
 			}
 			c.mu.Unlock()
 			return ws, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -433,4 +434,49 @@ func appendUvarint(b []byte, v uint64) []byte {
 		v >>= 7
 	}
 	return append(b, byte(v))
+}
+
+// Workers keeps a proxy's directory for MaxAge: a worker that joins shows
+// once the copy is older, or at once when the caller asks afresh; a
+// verdict that expires in the copy makes it be read again.
+func TestWorkersKept(t *testing.T) {
+	clock := clocktest.New(t0)
+	src := newFakeSource()
+	a, aEv := devWorker(t, t0.Add(time.Hour), []byte("a"))
+	src.add(a, aEv, attest.TierDev, "m")
+	proxy, _ := newProxy(t, src, directory.AnyPeer{})
+	client := newClient(t, proxy, devKinds(), clock, logtest.Discard)
+	workers := func(refresh bool, want ...peer.ID) {
+		t.Helper()
+		got, err := client.Workers(ctxT(t), proxy.ID(), refresh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []peer.ID
+		for _, w := range got {
+			ids = append(ids, w.Peer)
+		}
+		slices.Sort(ids)
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			t.Fatalf("workers %v, want %v", ids, want)
+		}
+	}
+	workers(false, a)
+	b, bEv := devWorker(t, t0.Add(2*time.Hour), []byte("b"))
+	src.add(b, bEv, attest.TierDev, "m")
+	workers(false, a) // the copy is fresh
+	workers(true, a, b)
+	c, cEv := devWorker(t, t0.Add(2*time.Hour), []byte("c"))
+	src.add(c, cEv, attest.TierDev, "m")
+	clock.Advance(4 * time.Second)
+	workers(false, a, b)
+	clock.Advance(2 * time.Second) // past the default MaxAge of 5 s
+	workers(false, a, b, c)
+	// a's evidence expires: the copy holds a dead verdict and is read
+	// again, and a, whose evidence the proxy still lists, fails.
+	clock.Advance(time.Hour)
+	workers(false, b, c)
+	client.Forget(proxy.ID())
+	workers(false, b, c)
 }
