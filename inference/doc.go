@@ -14,6 +14,12 @@
 //	requester -> server: Request          (the next one, on the same stream)
 //	...
 //
+// A client node seals its requests end to end (package inference/seal):
+// the Request's body is then a sealed request only the candidate workers
+// can open, its header (AppendHeader) the routing header hops read and
+// forward unchanged, and the answer comes back as Record frames only the
+// client opens, then the End in the clear (docs/protocol.md).
+//
 // Requesters keep idle streams in a Pool and servers serve them with
 // ServeRequests, so a request rarely pays for opening a stream. The
 // requester keeps its write side open: resetting the stream is how it

@@ -96,7 +96,8 @@ func (c *clientRole) keeper() *discovery.Keeper { return c.proxies }
 
 func (c *clientRole) apiAddr() string { return c.ln.Addr().String() }
 
-// ready: an attested proxy, which the client can pay, knows a model.
+// ready: a proxy that passed the client's checks, which it can pay, knows
+// a model.
 func (c *clientRole) ready(ctx context.Context) bool {
 	if !c.proxies.Settled() || len(c.Proxies()) == 0 {
 		return false

@@ -11,15 +11,15 @@
 // gets 503 with code price_too_high.
 //
 // A request's minimum trust tier is Config.MinTier, raised (never lowered)
-// by the X-Cocoon-Min-Trust header: dev, tee or tee-gpu. The proxy sends
-// the request only to a worker it verified at that tier or above; when no
-// worker is, the app gets 503 with code trust_too_low. The gateway checks
-// again the tier the proxy names for the worker that served (the End
-// frame's): an answer from below the minimum is withheld, as 502 with
-// code trust_too_low, or, when streamed, ended with that error instead of
-// data: [DONE]. Streamed content cannot be taken back: the proxy's check
-// is what keeps a prompt from an untrusted worker; the gateway's catches,
-// after the fact, a proxy that routed below the minimum and said so.
+// by the X-Cocoon-Min-Trust header: dev, tee or tee-gpu. The client node's
+// Upstream (Proxies) seals each request to workers it verified itself at
+// that tier or above, from its proxy's directory (sealed.go), so no other
+// worker, and no proxy, can read it; when no such worker is, the app gets
+// 503 with code trust_too_low. The tier an answer names is the client's
+// own verdict on the worker whose key sealed it. The gateway still checks
+// the End's tier against the minimum and withholds an answer from below
+// it (502, trust_too_low; a streamed one ends with that error instead of
+// data: [DONE]), which guards an Upstream that sends in the clear.
 //
 // The tier that served is in the response's "cocoon" extension, and in
 // the X-Cocoon-Tier header of a whole response or the trailer of a
