@@ -39,6 +39,13 @@ var (
 	writers4k, writers16k sync.Pool // *bufio.Writer
 )
 
+// frameBufs holds the scratch space of frames larger than they start
+// (a sealed request, a sealed answer record), up to maxPooledFrame: a
+// stream per request at each hop would otherwise allocate one each time.
+var frameBufs sync.Pool // *[]byte
+
+const maxPooledFrame = 64 << 10
+
 func readerPool(size int) *sync.Pool {
 	switch size {
 	case 4 << 10:
@@ -88,7 +95,33 @@ func (fr *FrameReader) Release() {
 		fr.r.Reset(nil)
 		p.Put(fr.r)
 	}
-	fr.r, fr.buf = nil, nil
+	fr.putBuf()
+	fr.r = nil
+}
+
+// putBuf gives the frame scratch space back, if it is poolable.
+func (fr *FrameReader) putBuf() {
+	if c := cap(fr.buf); c > 0 && c <= maxPooledFrame {
+		b := fr.buf[:0]
+		frameBufs.Put(&b)
+	}
+	fr.buf = nil
+}
+
+// grow makes room for a frame of size bytes: pooled space of at least
+// 8 KiB up to maxPooledFrame, so that the frames of a request share one
+// buffer, made once.
+func (fr *FrameReader) grow(size int) {
+	if size > maxPooledFrame {
+		fr.buf = make([]byte, size)
+		return
+	}
+	fr.putBuf()
+	if bp, ok := frameBufs.Get().(*[]byte); ok && cap(*bp) >= size {
+		fr.buf = *bp
+		return
+	}
+	fr.buf = make([]byte, 0, max(size, 8<<10))
 }
 
 // Next reads the next frame. The payload is valid until the next call.
@@ -110,7 +143,7 @@ func (fr *FrameReader) Next() (typ byte, payload []byte, err error) {
 	}
 	size := int(n)
 	if cap(fr.buf) < size {
-		fr.buf = make([]byte, size)
+		fr.grow(size)
 	}
 	b := fr.buf[:size]
 	if _, err := io.ReadFull(fr.r, b); err != nil {
@@ -123,7 +156,7 @@ func (fr *FrameReader) Next() (typ byte, payload []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: %d", ErrFrameVersion, b[0])
 	}
 	// Drop oversized scratch space so one big frame doesn't pin memory.
-	if cap(fr.buf) > 64<<10 && size <= 64<<10 {
+	if cap(fr.buf) > maxPooledFrame && size <= maxPooledFrame {
 		fr.buf = nil
 	}
 	return b[1], b[2:], nil
