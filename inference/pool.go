@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -124,11 +125,17 @@ type Call struct {
 // closed it while idle, or its connection died) is replaced by a new one
 // once, and the pool's other idle streams on that connection are dropped.
 func (p *Pool) Send(ctx context.Context, id peer.ID, req *Request) (*Call, error) {
-	payload, err := AppendRequest(nil, req)
+	// The frame in one allocation, the body copied once: a sealed body is
+	// a few KiB, and every hop sends it.
+	var scratch [maxHeaderBytes]byte
+	header, err := AppendHeader(scratch[:0], req)
 	if err != nil {
 		return nil, err
 	}
-	frame := p2p.AppendFrame(make([]byte, 0, len(payload)+12), FrameRequest, payload)
+	frame := make([]byte, 0, len(header)+len(req.Body)+binary.MaxVarintLen64+2)
+	frame = binary.AppendUvarint(frame, uint64(len(header)+len(req.Body)+2))
+	frame = append(frame, p2p.FrameVersion, FrameRequest)
+	frame = append(append(frame, header...), req.Body...)
 	s := p.take(id)
 	if s != nil {
 		conn := s.Conn()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 
 	"github.com/cocoon-mesh/cocoon/inference/seal"
@@ -29,6 +30,10 @@ func FuzzDecodeSealedRequest(f *testing.F) {
 	f.Add([]byte{1, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sr, err := seal.DecodeSealedRequest(data)
+		parsed, perr := seal.ParseSealedRequest(data)
+		if (err == nil) != (perr == nil) || (err == nil && !reflect.DeepEqual(sr, parsed)) {
+			t.Fatalf("Parse %+v, %v; Decode %+v, %v", parsed, perr, sr, err)
+		}
 		if err != nil {
 			if !isAny(err, seal.ErrMalformed, seal.ErrUnsupportedKEM) {
 				t.Fatalf("decoder error without a sentinel: %v", err)

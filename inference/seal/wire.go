@@ -192,14 +192,25 @@ func (r *reader) capped(n, lo, hi int, what string) []byte {
 // DecodeSealedRequest decodes a sealed request (see AppendSealedRequest
 // for the format). Enc, wrapped keys and body are copied out of p.
 func DecodeSealedRequest(p []byte) (*SealedRequest, error) {
-	sr, err := decodeSealedRequest(&reader{p: p})
+	sr, err := decodeSealedRequest(&reader{p: p}, clone)
 	if err != nil {
 		return nil, fmt.Errorf("decoding sealed request: %w", err)
 	}
 	return sr, nil
 }
 
-func decodeSealedRequest(r *reader) (*SealedRequest, error) {
+// ParseSealedRequest is DecodeSealedRequest without the copies: the
+// request's fields alias p, which the caller must not change while it
+// uses them (a worker parses the body it already holds).
+func ParseSealedRequest(p []byte) (*SealedRequest, error) {
+	sr, err := decodeSealedRequest(&reader{p: p}, func(b []byte) []byte { return b })
+	if err != nil {
+		return nil, fmt.Errorf("decoding sealed request: %w", err)
+	}
+	return sr, nil
+}
+
+func decodeSealedRequest(r *reader, clone func([]byte) []byte) (*SealedRequest, error) {
 	if v, t := r.u8(), r.u8(); r.err == nil && (v != int(Version) || t != int(typeRequest)) {
 		return nil, fmt.Errorf("%w: version %d type %d, want sealed request version %d", ErrMalformed, v, t, Version)
 	}

@@ -373,7 +373,7 @@ func (w *Server) open(req *inference.Request) ([]byte, *seal.ResponseSealer, *in
 	if w.cfg.Keys == nil {
 		return nil, nil, inference.Errorf(inference.CodeBadRequest, "worker %s takes no sealed requests", w.self)
 	}
-	sr, err := seal.DecodeSealedRequest(req.Body)
+	sr, err := seal.ParseSealedRequest(req.Body) // the body is the request's own copy
 	if err != nil {
 		return nil, nil, inference.Errorf(inference.CodeBadRequest, "sealed request: %v", err)
 	}
