@@ -244,34 +244,18 @@ func decodeSealedRequest(r *reader, clone func([]byte) []byte) (*SealedRequest, 
 }
 
 // Recipients reads what a proxy routes a sealed request by: its request ID
-// and the key IDs of its candidates, in wrap order. It checks the format up
-// to the wraps and copies nothing else; the body is for the worker.
+// and the key IDs of its candidates, in wrap order. It checks the whole
+// format (ParseSealedRequest) and copies nothing but the key IDs.
 func Recipients(p []byte) (reqID string, keys []KeyID, err error) {
-	r := &reader{p: p}
-	if v, t := r.u8(), r.u8(); r.err == nil && (v != int(Version) || t != int(typeRequest)) {
-		return "", nil, fmt.Errorf("%w: version %d type %d, want sealed request version %d", ErrMalformed, v, t, Version)
+	sr, err := ParseSealedRequest(p)
+	if err != nil {
+		return "", nil, err
 	}
-	r.u64()
-	reqID = string(r.capped(r.u8(), 1, MaxRequestID, "request ID"))
-	n := r.u8()
-	if r.err == nil && (n == 0 || n > MaxCandidates) {
-		return "", nil, fmt.Errorf("%w: %d wraps, want 1 to %d", ErrMalformed, n, MaxCandidates)
+	keys = make([]KeyID, len(sr.Wraps))
+	for i := range sr.Wraps {
+		keys[i] = sr.Wraps[i].KeyID
 	}
-	if r.err != nil {
-		return "", nil, r.err
-	}
-	keys = make([]KeyID, n)
-	for i := range keys {
-		r.u16()
-		copy(keys[i][:], r.take(len(keys[i])))
-		r.u64()
-		r.capped(int(r.u16()), 1, maxEnc, "encapsulated key")
-		r.take(wrappedLen)
-	}
-	if r.err != nil {
-		return "", nil, r.err
-	}
-	return reqID, keys, nil
+	return sr.RequestID, keys, nil
 }
 
 func clone(b []byte) []byte {

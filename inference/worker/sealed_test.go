@@ -72,19 +72,6 @@ func sealTo(t *testing.T, s *seal.Session, id, body string, change func(*inferen
 	return req, opener
 }
 
-func sendReq(t *testing.T, requester host.Host, to peer.ID, req *inference.Request) *inference.ResponseReader {
-	t.Helper()
-	s, err := requester.NewStream(t.Context(), to, proto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Reset() })
-	if err := inference.WriteRequest(s, req); err != nil {
-		t.Fatal(err)
-	}
-	return inference.NewResponseReader(s)
-}
-
 // A sealed request is opened with the worker's keys, the engine gets the
 // body the client sealed, and the answer comes back in records only the
 // client opens, its end record before the End frame in the clear.
@@ -105,7 +92,7 @@ func TestSealedRequest(t *testing.T) {
 	}}
 	w, r, s := sealedWorker(t, b, keys)
 	req, opener := sealTo(t, s, "r1", `{"secret":1}`, nil)
-	rr := sendReq(t, r, w.ID(), req)
+	_, rr := sendReq(t, r, w.ID(), req)
 	var text string
 	for {
 		ev, err := rr.Next()
@@ -168,14 +155,16 @@ func TestSealedRefusals(t *testing.T) {
 				s = session(t, mustPub(t), w.ID())
 			}
 			req, _ := sealTo(t, s, "r1", "{}", tt.change)
-			expectError(t, sendReq(t, r, w.ID(), req), tt.code)
+			_, rr := sendReq(t, r, w.ID(), req)
+			expectError(t, rr, tt.code)
 		})
 	}
 	t.Run("a worker without keys", func(t *testing.T) {
 		pub := mustPub(t)
 		w, r := serve(t, b, 1)
 		req, _ := sealTo(t, session(t, pub, w.ID()), "r1", "{}", nil)
-		expectError(t, sendReq(t, r, w.ID(), req), inference.CodeBadRequest)
+		_, rr := sendReq(t, r, w.ID(), req)
+		expectError(t, rr, inference.CodeBadRequest)
 	})
 }
 

@@ -69,12 +69,17 @@ func serve(t *testing.T, b inference.Backend, maxConc int) (server host.Host, re
 
 func send(t *testing.T, requester host.Host, to peer.ID, body string) (network.Stream, *inference.ResponseReader) {
 	t.Helper()
+	return sendReq(t, requester, to, &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", Body: []byte(body)})
+}
+
+// sendReq sends req to to on a new stream, reset at cleanup.
+func sendReq(t *testing.T, requester host.Host, to peer.ID, req *inference.Request) (network.Stream, *inference.ResponseReader) {
+	t.Helper()
 	s, err := requester.NewStream(t.Context(), to, proto)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Reset() })
-	req := &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", Body: []byte(body)}
 	if err := inference.WriteRequest(s, req); err != nil {
 		t.Fatal(err)
 	}
