@@ -123,7 +123,9 @@ type Call struct {
 // Cancelling ctx resets the stream, which cancels the request at the other
 // end. A reused stream that turns out dead before answering (the server
 // closed it while idle, or its connection died) is replaced by a new one
-// once, and the pool's other idle streams on that connection are dropped.
+// once, and the pool's other idle streams on that connection are dropped;
+// if a new stream on that same connection fails too, the connection is
+// closed and dialled again, once.
 func (p *Pool) Send(ctx context.Context, id peer.ID, req *Request) (*Call, error) {
 	// The frame in one allocation, the body copied once: a sealed body is
 	// a few KiB, and every hop sends it.
@@ -136,9 +138,9 @@ func (p *Pool) Send(ctx context.Context, id peer.ID, req *Request) (*Call, error
 	frame = binary.AppendUvarint(frame, uint64(len(header)+len(req.Body)+2))
 	frame = append(frame, p2p.FrameVersion, FrameRequest)
 	frame = append(append(frame, header...), req.Body...)
-	s := p.take(id)
-	if s != nil {
-		conn := s.Conn()
+	var failed network.Conn
+	if s := p.take(id); s != nil {
+		failed = s.Conn()
 		c, err := p.start(ctx, id, s, frame)
 		if err == nil || ctx.Err() != nil {
 			return c, err
@@ -146,8 +148,20 @@ func (p *Pool) Send(ctx context.Context, id peer.ID, req *Request) (*Call, error
 		// The other idle streams on that connection are as old or older
 		// (take returns the newest): if the connection died, as when the
 		// peer restarted, so did they. The retry opens a new stream.
-		p.drop(id, conn)
+		p.drop(id, failed)
 	}
+	s, err := p.h.NewStream(ctx, id, p.proto)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream: %w", err)
+	}
+	c, err := p.start(ctx, id, s, frame)
+	if err == nil || ctx.Err() != nil || failed == nil || s.Conn() != failed {
+		return c, err
+	}
+	// A pooled stream and a new one both failed on the same connection:
+	// it died before this side saw it close (the peer restarted a moment
+	// ago). Close it, so the last try dials afresh.
+	failed.Close()
 	if s, err = p.h.NewStream(ctx, id, p.proto); err != nil {
 		return nil, fmt.Errorf("opening stream: %w", err)
 	}
