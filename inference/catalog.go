@@ -84,6 +84,14 @@ func DecodeCatalog(b []byte) (*Catalog, error) {
 		if m.ID == "" || len(m.ID) > 256 {
 			return nil, fmt.Errorf("%w: catalog model ID %q", ErrMalformed, m.ID)
 		}
+		if len(m.Endpoints) > len(Kinds) {
+			return nil, fmt.Errorf("%w: model %q lists %d endpoints", ErrMalformed, m.ID, len(m.Endpoints))
+		}
+		for _, e := range m.Endpoints {
+			if _, err := ParseKind(e); err != nil {
+				return nil, fmt.Errorf("%w: model %q: %v", ErrMalformed, m.ID, err)
+			}
+		}
 	}
 	if c.MaxConcurrent < 0 || c.Active < 0 {
 		return nil, fmt.Errorf("%w: negative capacity", ErrMalformed)

@@ -216,23 +216,28 @@ func FuzzDecodeCatalog(f *testing.F) {
 // refused as malformed; nothing panics or reads past it.
 func FuzzSealedChunks(f *testing.F) {
 	var p []byte
-	for _, c := range []inference.Chunk{{Text: "Hello"}, {Text: ", world", FinishReason: "stop"}, {}} {
+	for _, c := range []inference.Chunk{{Text: "Hello"}, {Event: []byte(`{"choices":[]}`)}, {Text: ", world", FinishReason: "stop"}, {}} {
 		p = inference.AppendSealedChunk(p, c)
 	}
 	f.Add(p)
 	f.Add([]byte{0})
-	f.Add([]byte{5, 0, 'a'})
+	f.Add([]byte{10, 0, 'a'})
+	f.Add([]byte{3, '{'})
 	split := func(t *testing.T, p []byte) ([]inference.Chunk, error) {
 		var out []inference.Chunk
 		for len(p) > 0 {
-			text, finish, rest, err := inference.NextSealedChunk(p)
+			ev, rest, err := inference.NextSealedChunk(p)
 			if err != nil {
 				return nil, err
 			}
 			if len(rest) >= len(p) {
 				t.Fatal("a chunk consumed nothing")
 			}
-			out = append(out, inference.Chunk{Text: string(text), FinishReason: string(finish)})
+			if ev.Type == inference.FrameEvent {
+				out = append(out, inference.Chunk{Event: slices.Clone(ev.Text)})
+			} else {
+				out = append(out, inference.Chunk{Text: string(ev.Text), FinishReason: string(ev.Finish)})
+			}
 			p = rest
 		}
 		return out, nil
@@ -250,7 +255,7 @@ func FuzzSealedChunks(f *testing.F) {
 			again = inference.AppendSealedChunk(again, c)
 		}
 		back, err := split(t, again)
-		if err != nil || !slices.Equal(back, chunks) {
+		if err != nil || !reflect.DeepEqual(back, chunks) {
 			t.Fatalf("%+v re-encoded as %x, which splits into %+v (%v)", chunks, again, back, err)
 		}
 	})

@@ -16,7 +16,11 @@ type Kind uint8
 const (
 	KindChat       Kind = 1 // POST /v1/chat/completions
 	KindCompletion Kind = 2 // POST /v1/completions
+	KindEmbedding  Kind = 3 // POST /v1/embeddings
 )
+
+// Kinds are the defined kinds, in order.
+var Kinds = []Kind{KindChat, KindCompletion, KindEmbedding}
 
 func (k Kind) String() string {
 	switch k {
@@ -24,12 +28,37 @@ func (k Kind) String() string {
 		return "chat"
 	case KindCompletion:
 		return "completion"
+	case KindEmbedding:
+		return "embedding"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
+// Endpoint is the OpenAI API path of k's requests.
+func (k Kind) Endpoint() string {
+	switch k {
+	case KindChat:
+		return "/v1/chat/completions"
+	case KindCompletion:
+		return "/v1/completions"
+	case KindEmbedding:
+		return "/v1/embeddings"
+	}
+	return ""
+}
+
+// ParseKind is the inverse of String.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown endpoint %q (want chat, completion or embedding)", s)
+}
+
 // Valid reports whether k is one of the defined kinds.
-func (k Kind) Valid() bool { return k == KindChat || k == KindCompletion }
+func (k Kind) Valid() bool { return k >= KindChat && k <= KindEmbedding }
 
 // Request is one inference request as it travels the mesh. Body is the
 // OpenAI JSON body as the app sent it, already checked by the client node;
@@ -55,10 +84,22 @@ type Request struct {
 	Body   []byte
 }
 
-// Chunk is one piece of streamed output.
+// Chunk is one piece of streamed output: a text chunk (Text and
+// FinishReason), or an engine event passed through (Event).
+//
+// Text chunks are the fast path, for output that is nothing but the first
+// choice's content. Anything else an engine streams (tool calls,
+// reasoning, logprobs, refusals, choices past the first, fields the mesh
+// does not know) travels as the engine's own event, which the client node
+// passes to the app with only its id and model changed. For an embedding
+// request, Text carries a piece of the engine's answer as it sent it.
 type Chunk struct {
 	Text         string // content delta
 	FinishReason string // set on the last content chunk when the engine says why it stopped
+	// Event is one event of the engine's stream, a JSON object of at most
+	// MaxEventBytes, as the engine sent it; Text and FinishReason are
+	// empty then.
+	Event []byte
 	// Pending is set by a producer that already holds more output (another
 	// chunk, or the end of the answer), so the receiver may buffer this
 	// chunk instead of flushing it at once. A producer that would have to
@@ -69,10 +110,14 @@ type Chunk struct {
 // Usage counts tokens as the engine reported them, or as the worker counted
 // them when the engine sent no usage (then Counted is true). Its JSON form
 // names the counts as OpenAI does: prompt_tokens, completion_tokens,
-// cached_tokens (omitted when 0) and counted (omitted when false).
+// cached_tokens and reasoning_tokens (omitted when 0) and counted (omitted
+// when false).
 type Usage struct {
 	payments.Tokens
-	Counted bool
+	// Reasoning is how many of the completion tokens were reasoning, as
+	// the engine reported it (completion_tokens_details.reasoning_tokens).
+	Reasoning int64
+	Counted   bool
 }
 
 // Total is prompt plus completion tokens.
@@ -92,22 +137,24 @@ type usageJSON struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 	CachedTokens     int64 `json:"cached_tokens,omitempty"`
+	ReasoningTokens  int64 `json:"reasoning_tokens,omitempty"`
 	Counted          bool  `json:"counted,omitempty"`
 }
 
 // MarshalJSON writes u with OpenAI's names for its counts.
 func (u Usage) MarshalJSON() ([]byte, error) {
-	return json.Marshal(usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, Counted: u.Counted})
+	return json.Marshal(usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, ReasoningTokens: u.Reasoning, Counted: u.Counted})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes; absent keys leave their
 // counts as they were.
 func (u *Usage) UnmarshalJSON(b []byte) error {
-	j := usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, Counted: u.Counted}
+	j := usageJSON{PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached, ReasoningTokens: u.Reasoning, Counted: u.Counted}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*u = Usage{Tokens: payments.Tokens{Prompt: j.PromptTokens, Cached: j.CachedTokens, Completion: j.CompletionTokens}, Counted: j.Counted}
+	*u = Usage{Tokens: payments.Tokens{Prompt: j.PromptTokens, Cached: j.CachedTokens, Completion: j.CompletionTokens},
+		Reasoning: j.ReasoningTokens, Counted: j.Counted}
 	return nil
 }
 
@@ -122,6 +169,27 @@ type Model struct {
 	ID        string `json:"id"`
 	Simulated bool   `json:"simulated,omitempty"` // served by the built-in sim backend, not a real engine
 	Workers   int    `json:"workers,omitempty"`   // set by proxies: how many workers serve it
+	// Endpoints are the kinds of request it is served for, by their
+	// names (Kind.String); empty means chat and completion, what every
+	// generative engine serves.
+	Endpoints []string `json:"endpoints,omitempty"`
+}
+
+// Serves reports whether m is served for requests of kind k.
+func (m Model) Serves(k Kind) bool { return ServesKind(m.Endpoints, k) }
+
+// ServesKind reports whether a model announced with endpoints is served
+// for requests of kind k; no endpoints means chat and completion.
+func ServesKind(endpoints []string, k Kind) bool {
+	if len(endpoints) == 0 {
+		return k == KindChat || k == KindCompletion
+	}
+	for _, e := range endpoints {
+		if e == k.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // Backend is a model engine a worker serves through.

@@ -33,7 +33,22 @@ const (
 	// the answer to a sealed request: its chunks and its end, which only
 	// the client can open. Hops relay it as it is.
 	FrameRecord byte = 5
+	// FrameEvent carries an engine event passed through (Chunk.Event): a
+	// JSON object, in the clear. A sealed answer carries events inside its
+	// records instead.
+	FrameEvent byte = 6
 )
+
+// MaxEmbeddingAnswer caps an engine's answer to an embedding request,
+// which travels in Chunk texts of a few hundred KiB and is reassembled by
+// the client node: a hundred inputs of 4,096 dimensions, written as JSON
+// numbers, are about 8 MiB.
+const MaxEmbeddingAnswer = 32 << 20
+
+// MaxEventBytes caps an engine event passed through: far above what
+// engines send (a token's logprobs with 20 alternatives is about 2 KiB),
+// and well inside a frame.
+const MaxEventBytes = 256 << 10
 
 // Size caps. A request body is capped where the client accepts it (4 MiB);
 // the frame adds its header, and sealing adds its wraps (about 1.2 KiB per
@@ -224,16 +239,21 @@ func DecodeChunk(p []byte) (text, finish []byte, err error) {
 }
 
 // A sealed answer record's plaintext holds one or more chunks, those the
-// worker had ready at once (as a Chunk frame holds one): each a uvarint
-// length and a Chunk frame's payload (AppendChunk). Sealing per flush
-// rather than per chunk keeps the records, and their cost, to what the
-// stream needs.
+// worker had ready at once (as a Chunk or Event frame holds one): each a
+// uvarint n, then n>>1 bytes: with n's low bit clear a Chunk frame's
+// payload (AppendChunk), with it set an engine event (Chunk.Event).
+// Sealing per flush rather than per chunk keeps the records, and their
+// cost, to what the stream needs.
 
 // AppendSealedChunk appends c to a sealed record's plaintext.
 func AppendSealedChunk(dst []byte, c Chunk) []byte {
+	if c.Event != nil {
+		dst = binary.AppendUvarint(dst, uint64(len(c.Event))<<1|1)
+		return append(dst, c.Event...)
+	}
 	n := len(c.FinishReason)
 	n = min(n, MaxFinishReason)
-	dst = binary.AppendUvarint(dst, uint64(uvarintLen(uint64(n))+n+len(c.Text)))
+	dst = binary.AppendUvarint(dst, uint64(uvarintLen(uint64(n))+n+len(c.Text))<<1)
 	return AppendChunk(dst, c)
 }
 
@@ -246,17 +266,26 @@ func uvarintLen(x uint64) int {
 }
 
 // NextSealedChunk splits the first chunk off a sealed record's plaintext
-// p: its text and finish reason, which alias p, and the rest of p.
-func NextSealedChunk(p []byte) (text, finish, rest []byte, err error) {
+// p: a FrameChunk or FrameEvent event, whose bytes alias p, and the rest
+// of p.
+func NextSealedChunk(p []byte) (Event, []byte, error) {
 	n, k := binary.Uvarint(p)
-	if k <= 0 || n == 0 || n > uint64(len(p)-k) {
-		return nil, nil, nil, fmt.Errorf("%w: sealed chunk length", ErrMalformed)
+	size := n >> 1
+	if k <= 0 || size == 0 || size > uint64(len(p)-k) {
+		return Event{}, nil, fmt.Errorf("%w: sealed chunk length", ErrMalformed)
 	}
-	text, finish, err = DecodeChunk(p[k : k+int(n)])
+	body, rest := p[k:k+int(size)], p[k+int(size):]
+	if n&1 == 1 {
+		if size > MaxEventBytes {
+			return Event{}, nil, fmt.Errorf("%w: sealed event over %d bytes", ErrMalformed, MaxEventBytes)
+		}
+		return Event{Type: FrameEvent, Text: body}, rest, nil
+	}
+	text, finish, err := DecodeChunk(body)
 	if err != nil {
-		return nil, nil, nil, err
+		return Event{}, nil, err
 	}
-	return text, finish, p[k+int(n):], nil
+	return Event{Type: FrameChunk, Text: text, Finish: finish}, rest, nil
 }
 
 // End is the last message of a successful response.
@@ -276,9 +305,9 @@ type End struct {
 
 // Event is one decoded message of a response. Text aliases the reader's
 // buffer and is valid until the next call to Next; for a FrameRecord it is
-// the sealed record.
+// the sealed record, for a FrameEvent the engine's event.
 type Event struct {
-	Type   byte // FrameChunk, FrameRecord, FrameEnd or FrameError
+	Type   byte // FrameChunk, FrameEvent, FrameRecord, FrameEnd or FrameError
 	Text   []byte
 	Finish []byte
 	End    *End
@@ -326,6 +355,11 @@ func DecodeEvent(typ byte, p []byte) (Event, error) {
 		return Event{Type: FrameEnd, End: e}, nil
 	case FrameRecord:
 		return Event{Type: FrameRecord, Text: p}, nil
+	case FrameEvent:
+		if len(p) == 0 || len(p) > MaxEventBytes {
+			return Event{}, fmt.Errorf("%w: event of %d bytes", ErrMalformed, len(p))
+		}
+		return Event{Type: FrameEvent, Text: p}, nil
 	case FrameError:
 		var e Error
 		if err := json.Unmarshal(p, &e); err != nil {
@@ -355,8 +389,9 @@ func WriteEnd(fw *p2p.FrameWriter, e *End) error {
 }
 
 // An End frame's payload is binary, like a request's header: a flags byte
-// (1 counted, 2 simulated, 4 cost, 8 receipt), uvarints prompt, completion
-// and cached tokens, then uvarint-length strings finish reason, worker and
+// (1 counted, 2 simulated, 4 cost, 8 receipt, 16 reasoning), uvarints
+// prompt, completion and cached tokens, then with flag 16 a uvarint of
+// reasoning tokens, then uvarint-length strings finish reason, worker and
 // tier, then with flag 4 uvarints worker cost and proxy fee in nanoTON, then
 // with flag 8 a uvarint-length signed receipt.
 const (
@@ -364,6 +399,7 @@ const (
 	endSimulated = 2
 	endCost      = 4
 	endReceipt   = 8
+	endReasoning = 16
 	maxReceipt   = 4096
 	maxCost      = 1 << 62 // nanoTON; far above any real answer
 	maxWorkerID  = 128
@@ -390,9 +426,15 @@ func AppendEnd(dst []byte, e *End) []byte {
 	if len(receipt) > 0 {
 		flags |= endReceipt
 	}
+	if e.Usage.Reasoning > 0 {
+		flags |= endReasoning
+	}
 	dst = append(dst, flags)
 	for _, n := range []int64{e.Usage.Prompt, e.Usage.Completion, e.Usage.Cached} {
 		dst = binary.AppendUvarint(dst, uint64(max(n, 0)))
+	}
+	if e.Usage.Reasoning > 0 {
+		dst = binary.AppendUvarint(dst, uint64(e.Usage.Reasoning))
 	}
 	for _, f := range []struct {
 		s   string
@@ -419,9 +461,10 @@ func AppendEnd(dst []byte, e *End) []byte {
 // DecodeEnd decodes an End frame payload.
 func DecodeEnd(p []byte) (*End, error) {
 	bad := func(what string) (*End, error) { return nil, fmt.Errorf("%w: end: %s", ErrMalformed, what) }
-	if len(p) < 1 || p[0]&^(endCounted|endSimulated|endCost|endReceipt) != 0 {
+	if len(p) < 1 || p[0]&^(endCounted|endSimulated|endCost|endReceipt|endReasoning) != 0 {
 		return bad("flags")
 	}
+	hasReasoning := p[0]&endReasoning != 0
 	e := &End{Simulated: p[0]&endSimulated != 0}
 	hasCost, hasReceipt := p[0]&endCost != 0, p[0]&endReceipt != 0
 	e.Usage.Counted = p[0]&endCounted != 0
@@ -433,6 +476,15 @@ func DecodeEnd(p []byte) (*End, error) {
 			return bad("token count")
 		}
 		*dst = int64(n)
+		p = p[k:]
+	}
+	if hasReasoning {
+		// As with other optional fields, a flagged zero is refused.
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n == 0 || n > maxTokens {
+			return bad("reasoning token count")
+		}
+		e.Usage.Reasoning = int64(n)
 		p = p[k:]
 	}
 	for _, f := range []struct {

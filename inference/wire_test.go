@@ -177,7 +177,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"model length past the end", append(rawRequest(1, "x", "", "")[:3], binary.AppendUvarint(nil, 50)...), true},
 		{"huge model length", append(rawRequest(1, "x", "", "")[:3], binary.AppendUvarint(nil, 1<<62)...), true},
 		{"kind zero", rawRequest(0, "x", "m", ""), true},
-		{"kind unknown", rawRequest(3, "x", "m", ""), true},
+		{"kind unknown", rawRequest(4, "x", "m", ""), true},
 		{"model empty", rawRequest(2, "x", "", ""), true},
 		{"model not UTF-8", rawRequest(1, "x", "m\xff", ""), true},
 		{"ID not UTF-8", rawRequest(1, "\xc3", "m", ""), true},
@@ -320,7 +320,10 @@ func TestDecodeEvent(t *testing.T) {
 		{"error not JSON", inference.FrameError, nil, inference.Event{}, true},
 		{"request frame in a response", inference.FrameRequest, rawRequest(1, "", "m", ""), inference.Event{}, true},
 		{"type zero", 0, nil, inference.Event{}, true},
-		{"unknown type", 6, []byte(`{}`), inference.Event{}, true},
+		{"unknown type", 7, []byte(`{}`), inference.Event{}, true},
+		{"event", inference.FrameEvent, []byte(`{"choices":[]}`), inference.Event{Type: inference.FrameEvent, Text: []byte(`{"choices":[]}`)}, false},
+		{"empty event", inference.FrameEvent, nil, inference.Event{}, true},
+		{"event over the cap", inference.FrameEvent, make([]byte, inference.MaxEventBytes+1), inference.Event{}, true},
 		{"sealed record", inference.FrameRecord, []byte{1, 2}, inference.Event{Type: inference.FrameRecord, Text: []byte{1, 2}}, false},
 		{"type 255", 255, nil, inference.Event{}, true},
 	}
@@ -440,12 +443,33 @@ func TestKind(t *testing.T) {
 	}{
 		{inference.KindChat, "chat", true},
 		{inference.KindCompletion, "completion", true},
+		{inference.KindEmbedding, "embedding", true},
 		{0, "kind(0)", false},
-		{3, "kind(3)", false},
+		{4, "kind(4)", false},
 	}
 	for _, tt := range tests {
 		if tt.k.String() != tt.s || tt.k.Valid() != tt.valid {
 			t.Errorf("Kind %d: %q %v, want %q %v", uint8(tt.k), tt.k.String(), tt.k.Valid(), tt.s, tt.valid)
+		}
+		if k, err := inference.ParseKind(tt.s); tt.valid && (err != nil || k != tt.k) || !tt.valid && err == nil {
+			t.Errorf("ParseKind(%q) = %v, %v", tt.s, k, err)
+		}
+	}
+	// A model without endpoints serves chat and completion, as every
+	// generative engine does; one with endpoints serves those only.
+	for _, tt := range []struct {
+		endpoints []string
+		want      [3]bool
+	}{
+		{nil, [3]bool{true, true, false}},
+		{[]string{"embedding"}, [3]bool{false, false, true}},
+		{[]string{"chat", "embedding"}, [3]bool{true, false, true}},
+	} {
+		m := inference.Model{ID: "m", Endpoints: tt.endpoints}
+		for i, k := range inference.Kinds {
+			if m.Serves(k) != tt.want[i] {
+				t.Errorf("a model with endpoints %q serves %s: %v, want %v", tt.endpoints, k, m.Serves(k), tt.want[i])
+			}
 		}
 	}
 	if got := (inference.Usage{Tokens: payments.Tokens{Prompt: 3, Cached: 2, Completion: 4}}).Total(); got != 7 {
@@ -491,18 +515,19 @@ func TestAppendRequestAgreesWithDecode(t *testing.T) {
 }
 
 // TestEndBytes pins the End frame's encoding: flags, uvarint prompt,
-// completion and cached tokens, the finish reason, worker and tier, the
-// cost's worker amount and proxy fee, then the receipt.
+// completion and cached tokens, reasoning tokens, the finish reason, worker
+// and tier, the cost's worker amount and proxy fee, then the receipt.
 func TestEndBytes(t *testing.T) {
 	end := &inference.End{
-		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 300, Cached: 2, Completion: 5}, Counted: true},
+		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: 300, Cached: 2, Completion: 5}, Reasoning: 3, Counted: true},
 		FinishReason: "stop", Simulated: true, Worker: "w", Tier: "dev",
 		Cost:    &payments.Bill{Worker: 128, Fee: 6, Total: 134},
 		Receipt: []byte("rc"),
 	}
 	want := []byte{
-		1 | 2 | 4 | 8,    // counted, simulated, cost, receipt
-		0xac, 0x02, 5, 2, // 300, 5, 2
+		1 | 2 | 4 | 8 | 16, // counted, simulated, cost, receipt, reasoning
+		0xac, 0x02, 5, 2,   // 300, 5, 2
+		3, // reasoning
 		4, 's', 't', 'o', 'p', 1, 'w', 3, 'd', 'e', 'v',
 		0x80, 0x01, 6, // 128, 6
 		2, 'r', 'c',

@@ -128,7 +128,7 @@ func (r routable) Routable() []directory.Route {
 	var out []directory.Route
 	for _, w := range r.r.Workers() {
 		if w.Up {
-			out = append(out, directory.Route{Peer: w.Peer, Models: w.Models})
+			out = append(out, directory.Route{Peer: w.Peer, Models: w.Models, Endpoints: w.Endpoints})
 		}
 	}
 	return out

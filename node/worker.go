@@ -46,7 +46,7 @@ func newBackend(cfg config.Worker, log *slog.Logger) (inference.Backend, error) 
 	case "sim":
 		return sim.New(cfg.Sim.Sim())
 	case "openai":
-		return openai.New(openai.Config{BaseURL: cfg.OpenAI.URL, Socket: cfg.OpenAI.Socket, APIKey: cfg.OpenAI.APIKey, Models: cfg.OpenAI.Models}, log)
+		return openai.New(openai.Config{BaseURL: cfg.OpenAI.URL, Socket: cfg.OpenAI.Socket, APIKey: cfg.OpenAI.APIKey, Models: cfg.OpenAI.Models, EmbeddingModels: cfg.OpenAI.EmbeddingModels}, log)
 	}
 	return nil, fmt.Errorf("worker.backend: %q: want sim or openai", cfg.Backend)
 }

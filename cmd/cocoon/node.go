@@ -64,7 +64,7 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	fs.BoolVar(&cfg.Attest.GPU, "gpu", cfg.Attest.GPU, "with --issuer tdx: add NVIDIA confidential-computing evidence of the GPUs (tier tee-gpu)")
 	fs.StringVar(&cfg.Discovery.Root, "root", cfg.Discovery.Root, "the network's root contract address on TON: nodes find each other through it")
 	fs.StringVar(&cfg.Discovery.GlobalConfig, "global-config", cfg.Discovery.GlobalConfig, "TON global config file or URL to read the root contract with (default: ton.org's for mainnet and testnet)")
-	var workers, proxies, models, bootstrap stringList
+	var workers, proxies, models, embeddingModels, bootstrap stringList
 	fs.Var(&bootstrap, "bootstrap", "more peers to join the DHT through, multiaddrs ending in /p2p/<id> (repeatable)")
 	switch role {
 	case config.RoleWorker:
@@ -72,6 +72,7 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 		fs.StringVar(&cfg.Worker.OpenAI.URL, "engine-url", cfg.Worker.OpenAI.URL, "OpenAI-compatible engine base URL (backend openai), e.g. http://127.0.0.1:8000/v1")
 		fs.StringVar(&cfg.Worker.OpenAI.Socket, "engine-socket", cfg.Worker.OpenAI.Socket, "unix socket the engine listens on (backend openai); --engine-url then gives only the path")
 		fs.Var(&models, "model", "model to serve (repeatable): sim model IDs, or the engine's models to announce")
+		fs.Var(&embeddingModels, "embedding-model", "engine model to serve /v1/embeddings for (repeatable; backend openai); also --model to serve chat with it too")
 		fs.IntVar(&cfg.Worker.MaxConcurrent, "max-concurrent", cfg.Worker.MaxConcurrent, "requests served at once")
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> to join (repeatable); it finds this worker from its offers")
 		fs.BoolVar(&cfg.P2P.Private, "private", cfg.P2P.Private, "behind NAT with no open port: be reached through relay slots on the proxies")
@@ -117,6 +118,9 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	if len(models) > 0 {
 		cfg.Worker.Sim.Models = models
 		cfg.Worker.OpenAI.Models = models
+	}
+	if len(embeddingModels) > 0 {
+		cfg.Worker.OpenAI.EmbeddingModels = embeddingModels
 	}
 	if v := getenv("COCOON_DATA_DIR"); v != "" {
 		cfg.DataDir = v

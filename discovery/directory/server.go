@@ -40,6 +40,9 @@ func ProtocolID(network string) protocol.ID {
 type Route struct {
 	Peer   peer.ID
 	Models []string
+	// Endpoints are, per model, the kinds of request it is served for,
+	// where the worker announced them (Model.Endpoints).
+	Endpoints map[string][]string
 }
 
 // Routes is the proxy's router: the workers it routes to now.
@@ -146,11 +149,11 @@ func (s *Server) Directory() *Directory {
 			if len(e.Models) == MaxModels {
 				break
 			}
-			m := Model{ID: id}
+			m := Model{ID: id, Endpoints: r.Endpoints[id]}
 			if p, ok := s.src.Price(r.Peer, id); ok {
 				m.Price = &p
 			}
-			if checkModel(m.ID, m.Price) != nil {
+			if checkModel(m.ID, m.Price) != nil || checkEndpoints(m.ID, m.Endpoints) != nil {
 				continue
 			}
 			e.Models = append(e.Models, m)

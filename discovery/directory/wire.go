@@ -68,7 +68,18 @@ type Model struct {
 	// Price is the worker's price for it, nil when the proxy holds no
 	// live offer for it.
 	Price *payments.Price
+	// Endpoints are the kinds of request the worker serves it for, as the
+	// worker announced them (inference.Model.Endpoints): empty means chat
+	// and completion.
+	Endpoints []string
 }
+
+// Caps on a model's endpoints: there are three kinds of request today,
+// and room for more.
+const (
+	maxEndpoints     = 8
+	maxEndpointBytes = 32
+)
 
 type wireDirectory struct {
 	Version int         `json:"version"`
@@ -84,8 +95,9 @@ type wireEntry struct {
 }
 
 type wireModel struct {
-	ID    string          `json:"id"`
-	Price *payments.Price `json:"price,omitempty"`
+	ID        string          `json:"id"`
+	Price     *payments.Price `json:"price,omitempty"`
+	Endpoints []string        `json:"endpoints,omitempty"`
 }
 
 // encodeEntry encodes one entry, checking it against the limits Decode
@@ -202,6 +214,9 @@ func decodeEntry(w *wireEntry) (Entry, error) {
 		if err := checkModel(m.ID, m.Price); err != nil {
 			return Entry{}, err
 		}
+		if err := checkEndpoints(m.ID, m.Endpoints); err != nil {
+			return Entry{}, err
+		}
 		if seen[m.ID] {
 			return Entry{}, fmt.Errorf("%w: model %q listed twice", ErrMalformed, m.ID)
 		}
@@ -209,6 +224,18 @@ func decodeEntry(w *wireEntry) (Entry, error) {
 		e.Models = append(e.Models, Model(m))
 	}
 	return e, nil
+}
+
+func checkEndpoints(id string, endpoints []string) error {
+	if len(endpoints) > maxEndpoints {
+		return fmt.Errorf("%w: model %q: %d endpoints, over %d", ErrMalformed, id, len(endpoints), maxEndpoints)
+	}
+	for _, e := range endpoints {
+		if e == "" || len(e) > maxEndpointBytes || !utf8.ValidString(e) {
+			return fmt.Errorf("%w: model %q: endpoint %.40q", ErrMalformed, id, e)
+		}
+	}
+	return nil
 }
 
 func checkModel(id string, p *payments.Price) error {

@@ -11,33 +11,118 @@ import (
 
 // encoder writes OpenAI response objects for one request. Streamed chunks
 // are appended by hand from precomputed prefixes: this is the hot path.
+// Engine events (FrameEvent) are written as the engine sent them, with this
+// request's id, created and model.
 type encoder struct {
 	kind     inference.Kind
 	id       string
 	model    string
 	created  int64
+	object   string
 	prefix   []byte // `data: {"id":...,"model":...,"choices":[`
-	first    bool
-	finished bool
+	first    bool   // no delta of the first choice has named its role yet
+	finished bool   // the first choice's finish reason was written
+	// fingerprint is the system_fingerprint of the last engine event,
+	// which the text chunks after it repeat, as the engine's chunks did.
+	fingerprint string
 }
 
 func newEncoder(kind inference.Kind, id, model string, created int64) *encoder {
-	e := &encoder{kind: kind, id: id, model: model, created: created, first: true}
-	object := "chat.completion.chunk"
+	e := &encoder{kind: kind, id: id, model: model, created: created, first: true, object: "chat.completion.chunk"}
 	if kind == inference.KindCompletion {
-		object = "text_completion"
+		e.object = "text_completion"
 	}
-	p := []byte(`data: {"id":`)
-	p = appendJSONString(p, id)
-	p = append(p, `,"object":"`...)
-	p = append(p, object...)
-	p = append(p, `","created":`...)
-	p = strconv.AppendInt(p, created, 10)
-	p = append(p, `,"model":`...)
-	p = appendJSONString(p, model)
-	p = append(p, `,"choices":[`...)
-	e.prefix = p
+	e.prefix = e.appendHead(nil, e.object)
+	e.prefix = append(e.prefix, `,"choices":[`...)
 	return e
+}
+
+// appendHead appends `data: {"id":...,"model":...` and the fingerprint.
+func (e *encoder) appendHead(dst []byte, object string) []byte {
+	dst = append(dst, `data: {"id":`...)
+	dst = appendJSONString(dst, e.id)
+	dst = append(dst, `,"object":`...)
+	dst = appendJSONString(dst, object)
+	dst = append(dst, `,"created":`...)
+	dst = strconv.AppendInt(dst, e.created, 10)
+	dst = append(dst, `,"model":`...)
+	return appendJSONString(dst, e.model)
+}
+
+// appendEvent appends an engine event: its fields as the engine sent them
+// (compacted: an event's line breaks would end its line), but the id,
+// object, created and model of this answer first, and without usage,
+// which the answer's last chunk carries as the mesh billed it, or cocoon,
+// which only the mesh writes.
+func (e *encoder) appendEvent(dst, ev []byte) ([]byte, error) {
+	fields, err := splitObject(ev)
+	if err != nil {
+		return dst, err
+	}
+	object := e.object
+	fingerprint := ""
+	var choices json.RawMessage
+	for _, f := range fields {
+		switch f.key {
+		case "object":
+			if s, ok := jsonString(f.val); ok && s != "" {
+				object = s
+			}
+		case "system_fingerprint":
+			fingerprint, _ = jsonString(f.val)
+		case "choices":
+			choices = f.val
+		}
+	}
+	dst = e.appendHead(dst, object)
+	for _, f := range fields {
+		switch f.key {
+		case "id", "object", "created", "model", "usage", "cocoon":
+			continue
+		}
+		dst = append(dst, ',')
+		dst = appendJSONString(dst, f.key)
+		dst = append(dst, ':')
+		dst = append(dst, f.val...)
+	}
+	dst = append(dst, "}\n\n"...)
+	e.noteChoices(choices)
+	if fingerprint != e.fingerprint {
+		e.fingerprint = fingerprint
+		e.prefix = e.appendHead(e.prefix[:0], e.object)
+		if fingerprint != "" {
+			e.prefix = append(e.prefix, `,"system_fingerprint":`...)
+			e.prefix = appendJSONString(e.prefix, fingerprint)
+		}
+		e.prefix = append(e.prefix, `,"choices":[`...)
+	}
+	return dst, nil
+}
+
+// noteChoices notes what an event said of the first choice: that a delta
+// named its role, or that it finished.
+func (e *encoder) noteChoices(raw json.RawMessage) {
+	var choices []struct {
+		Index int `json:"index"`
+		Delta *struct {
+			Role *string `json:"role"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	}
+	if json.Unmarshal(raw, &choices) != nil {
+		return
+	}
+	for _, c := range choices {
+		if c.Index != 0 {
+			continue
+		}
+		if c.Delta != nil && c.Delta.Role != nil {
+			e.first = false
+		}
+		if c.FinishReason != nil && *c.FinishReason != "" {
+			e.finished = true
+		}
+	}
 }
 
 // appendChunk appends one content event.
@@ -74,6 +159,9 @@ type usage struct {
 	PromptTokensDetails *struct {
 		CachedTokens int64 `json:"cached_tokens"`
 	} `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails *struct {
+		ReasoningTokens int64 `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details,omitempty"`
 }
 
 // served says who answered: it travels beside usage, under "cocoon".
@@ -98,6 +186,11 @@ func toUsage(end *inference.End) (usage, served) {
 			CachedTokens int64 `json:"cached_tokens"`
 		}{end.Usage.Cached}
 	}
+	if end.Usage.Reasoning > 0 {
+		u.CompletionTokensDetails = &struct {
+			ReasoningTokens int64 `json:"reasoning_tokens"`
+		}{end.Usage.Reasoning}
+	}
 	return u, served{Worker: end.Worker, Tier: end.Tier, Simulated: end.Simulated, Counted: end.Usage.Counted, Cost: end.Cost, Receipt: end.Receipt}
 }
 
@@ -113,39 +206,6 @@ func (e *encoder) appendUsage(dst []byte, end *inference.End) []byte {
 	dst = append(dst, `,"cocoon":`...)
 	dst = append(dst, sb...)
 	return append(dst, "}\n\n"...)
-}
-
-// whole is the non-streamed response object.
-func (e *encoder) whole(text, finish string, end *inference.End) any {
-	u, s := toUsage(end)
-	type message struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
-	}
-	type choice struct {
-		Index        int      `json:"index"`
-		Message      *message `json:"message,omitempty"`
-		Text         *string  `json:"text,omitempty"`
-		Logprobs     any      `json:"logprobs"`
-		FinishReason string   `json:"finish_reason"`
-	}
-	c := choice{FinishReason: finish}
-	object := "chat.completion"
-	if e.kind == inference.KindChat {
-		c.Message = &message{Role: "assistant", Content: text}
-	} else {
-		object = "text_completion"
-		c.Text = &text
-	}
-	return struct {
-		ID      string   `json:"id"`
-		Object  string   `json:"object"`
-		Created int64    `json:"created"`
-		Model   string   `json:"model"`
-		Choices []choice `json:"choices"`
-		Usage   usage    `json:"usage"`
-		Cocoon  served   `json:"cocoon"`
-	}{e.id, object, e.created, e.model, []choice{c}, u, s}
 }
 
 const hexDigits = "0123456789abcdef"

@@ -153,6 +153,9 @@ func New(cfg Config, up Upstream, payer Payer, fees FeeCap, log *slog.Logger) *S
 	s.mux.HandleFunc("/v1/completions", func(w http.ResponseWriter, r *http.Request) {
 		s.complete(w, r, inference.KindCompletion)
 	})
+	s.mux.HandleFunc("/v1/embeddings", func(w http.ResponseWriter, r *http.Request) {
+		s.complete(w, r, inference.KindEmbedding)
+	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "", "unknown_url",
 			fmt.Sprintf("Unknown request URL: %s %s", r.Method, r.URL.Path))
@@ -525,6 +528,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 		case inference.FrameChunk:
 			chk.content.Write(ev.Text)
 			buf = out.appendChunk(buf, ev.Text, ev.Finish)
+		case inference.FrameEvent:
+			chk.content.Write(ev.Text)
+			var err error
+			if buf, err = out.appendEvent(buf, ev.Text); err != nil {
+				log().Warn("worker sent a malformed event", "err", err)
+				buf = appendStreamError(buf, inference.Errorf(inference.CodeEngine, "the worker sent a malformed event: %v", err))
+				last()
+				return
+			}
 		case inference.FrameEnd:
 			if ev.End.Tier != "" {
 				h.Set(TierHeader, ev.End.Tier) // sent as the trailer
@@ -578,17 +590,35 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 	}
 }
 
-// whole collects the response and answers it as one JSON object.
+// whole collects the response and answers it as one JSON object: a chat
+// or completion answer built from its chunks and events (accumulator), or
+// the engine's embeddings.
 func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event, out *encoder, minTier attest.Tier, chk *receiptCheck, log func() *slog.Logger) {
-	var text strings.Builder
-	finish := ""
+	acc := &accumulator{kind: out.kind}
+	var embeddings []byte // an embedding answer, as the engine wrote it
+	malformed := func(err error) {
+		log().Warn("worker sent a malformed answer", "err", err)
+		writeError(w, http.StatusBadGateway, "server_error", "", inference.CodeEngine.String(), "The worker sent a malformed answer: "+err.Error())
+	}
 	for {
 		switch ev.Type {
 		case inference.FrameChunk:
-			text.Write(ev.Text)
 			chk.content.Write(ev.Text)
-			if len(ev.Finish) > 0 {
-				finish = string(ev.Finish)
+			if out.kind == inference.KindEmbedding {
+				if len(embeddings)+len(ev.Text) > inference.MaxEmbeddingAnswer {
+					malformed(fmt.Errorf("embeddings over %d bytes", inference.MaxEmbeddingAnswer))
+					return
+				}
+				embeddings = append(embeddings, ev.Text...)
+			} else if err := acc.addText(ev.Text, ev.Finish); err != nil {
+				malformed(err)
+				return
+			}
+		case inference.FrameEvent:
+			chk.content.Write(ev.Text)
+			if err := acc.addEvent(ev.Text); err != nil {
+				malformed(err)
+				return
 			}
 		case inference.FrameEnd:
 			if ev.End.Tier != "" {
@@ -606,11 +636,23 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 				writeError(w, http.StatusBadGateway, "server_error", "", e.Code.String(), e.Message)
 				return
 			}
-			s.paid(resp, ev.End)
-			if finish == "" {
-				finish = orDefault(ev.End.FinishReason, "stop")
+			u, sv := toUsage(ev.End)
+			cocoon, _ := json.Marshal(sv)
+			var body []byte
+			if out.kind == inference.KindEmbedding {
+				var err error
+				if body, err = embeddingAnswer(embeddings, out.model, u, cocoon); err != nil {
+					malformed(err)
+					return
+				}
+			} else {
+				ub, _ := json.Marshal(u)
+				body = acc.appendWhole(nil, out, orDefault(ev.End.FinishReason, "stop"), ub, cocoon)
 			}
-			writeJSON(w, http.StatusOK, out.whole(text.String(), finish, ev.End))
+			s.paid(resp, ev.End)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			w.Write(append(body, '\n'))
 			return
 		case inference.FrameError:
 			log().Info("response failed", "code", ev.Err.Code, "err", ev.Err.Message)
@@ -625,6 +667,54 @@ func (s *Server) whole(w http.ResponseWriter, resp Response, ev inference.Event,
 			return
 		}
 	}
+}
+
+// embeddingAnswer is the engine's embedding answer as the app gets it:
+// its fields as the engine wrote them, but the model the app asked for,
+// the usage as billed (OpenAI's prompt_tokens and total_tokens), and
+// cocoon.
+func embeddingAnswer(raw []byte, model string, u usage, cocoon []byte) ([]byte, error) {
+	fields, err := splitObject(raw)
+	if err != nil {
+		return nil, fmt.Errorf("embeddings: %w", err)
+	}
+	ub, _ := json.Marshal(struct {
+		PromptTokens int64 `json:"prompt_tokens"`
+		TotalTokens  int64 `json:"total_tokens"`
+	}{u.PromptTokens, u.PromptTokens})
+	mb, _ := json.Marshal(model)
+	out := make([]byte, 0, len(raw)+256)
+	out = append(out, '{')
+	put := func(key string, val []byte) {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = appendJSONString(out, key)
+		out = append(out, ':')
+		out = append(out, val...)
+	}
+	var hasModel, hasUsage bool
+	for _, f := range fields {
+		switch f.key {
+		case "model":
+			hasModel = true
+			put(f.key, mb)
+		case "usage":
+			hasUsage = true
+			put(f.key, ub)
+		case "cocoon":
+		default:
+			put(f.key, f.val)
+		}
+	}
+	if !hasModel {
+		put("model", mb)
+	}
+	if !hasUsage {
+		put("usage", ub)
+	}
+	put("cocoon", cocoon)
+	return append(out, '}'), nil
 }
 
 // paid hands an answer the app is getting to the Payer.

@@ -41,6 +41,9 @@ func check(kind inference.Kind, body []byte) (parsed, *inference.Error) {
 		e = checkMessages(fields)
 	case inference.KindCompletion:
 		e = checkPrompt(fields)
+	case inference.KindEmbedding:
+		// Embeddings are answered whole: stream and sampling do not apply.
+		return p, checkInput(fields)
 	}
 	if e != nil {
 		return parsed{}, e
@@ -159,8 +162,64 @@ func checkSampling(fields map[string]json.RawMessage) *inference.Error {
 	}
 	if raw, ok := fields["n"]; ok && !isNull(raw) {
 		var n int
-		if err := json.Unmarshal(raw, &n); err != nil || n != 1 {
-			return badRequest("n", "only n=1 is supported")
+		if err := json.Unmarshal(raw, &n); err != nil || n < 1 || n > maxChoices {
+			return badRequest("n", "n must be an integer from 1 to %d", maxChoices)
+		}
+	}
+	return nil
+}
+
+// maxChoices is the most choices a request may ask for, as OpenAI allows.
+const maxChoices = 128
+
+// maxInputs is the most inputs one embedding request may hold, as OpenAI
+// allows.
+const maxInputs = 2048
+
+// checkInput checks an embedding request's input and the types of its
+// options; the engine judges the rest (what the model can embed, how many
+// dimensions).
+func checkInput(fields map[string]json.RawMessage) *inference.Error {
+	raw, ok := fields["input"]
+	if !ok || isNull(raw) {
+		return badRequest("input", "missing required parameter: 'input'")
+	}
+	switch firstByte(raw) {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil || s == "" {
+			return badRequest("input", "input must not be an empty string")
+		}
+	case '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil || len(items) == 0 || len(items) > maxInputs {
+			return badRequest("input", "input must be a string or an array of 1 to %d strings or token arrays", maxInputs)
+		}
+		for i, it := range items {
+			switch firstByte(it) {
+			case '"', '[':
+			case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+				var n int64
+				if json.Unmarshal(it, &n) != nil {
+					return badRequest(fmt.Sprintf("input[%d]", i), "a token must be an integer")
+				}
+			default:
+				return badRequest(fmt.Sprintf("input[%d]", i), "each input must be a string, a token or an array of tokens")
+			}
+		}
+	default:
+		return badRequest("input", "input must be a string or an array")
+	}
+	if raw, ok := fields["encoding_format"]; ok && !isNull(raw) {
+		var f string
+		if json.Unmarshal(raw, &f) != nil {
+			return badRequest("encoding_format", "encoding_format must be a string (float or base64)")
+		}
+	}
+	if raw, ok := fields["dimensions"]; ok && !isNull(raw) {
+		var n int64
+		if json.Unmarshal(raw, &n) != nil || n < 1 {
+			return badRequest("dimensions", "dimensions must be an integer of at least 1")
 		}
 	}
 	return nil

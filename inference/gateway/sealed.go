@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,12 +132,22 @@ func (s *sealer) knows(model string) bool {
 // choose filters ws for req; with none left, the error says which
 // condition left none.
 func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *inference.Error) {
-	var serving, trusted, sealing int
+	var listed, serving, trusted, sealing int
 	var best attest.Tier // the best tier among the workers serving the model
+	var served []string  // the kinds of request the model is served for
 	var out []candidate
 	for _, w := range ws {
 		m, ok := modelOf(w, req.Model)
 		if !ok {
+			continue
+		}
+		listed++
+		if !inference.ServesKind(m.Endpoints, req.Kind) {
+			for _, k := range inference.Kinds {
+				if inference.ServesKind(m.Endpoints, k) && !slices.Contains(served, k.String()) {
+					served = append(served, k.String())
+				}
+			}
 			continue
 		}
 		serving++
@@ -159,9 +171,13 @@ func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *infere
 	case len(out) > 0:
 		rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 		return out[:min(len(out), MaxCandidates)], nil
-	case serving == 0:
+	case listed == 0:
 		return nil, inference.Errorf(inference.CodeUnknownModel,
 			"the model %q does not exist in this network: no worker this client verified serves it", req.Model)
+	case serving == 0:
+		return nil, &inference.Error{Code: inference.CodeBadRequest, Param: "model",
+			Message: fmt.Sprintf("the model %q is not served for %s requests (%s): its workers serve %s",
+				req.Model, req.Kind, req.Kind.Endpoint(), strings.Join(served, ", "))}
 	case trusted == 0:
 		return nil, inference.Errorf(inference.CodeUntrusted,
 			"no worker this client verified serves model %q at trust tier %s or above (best available: %s)", req.Model, req.MinTier, best)
@@ -278,12 +294,12 @@ func (r *sealedResponse) Next() (inference.Event, error) {
 		return inference.Event{}, io.ErrUnexpectedEOF
 	}
 	if len(r.rest) > 0 {
-		text, finish, rest, err := inference.NextSealedChunk(r.rest)
+		ev, rest, err := inference.NextSealedChunk(r.rest)
 		if err != nil {
 			return r.fail("a sealed record does not decode: %v", err)
 		}
 		r.rest = rest
-		return inference.Event{Type: inference.FrameChunk, Text: text, Finish: finish}, nil
+		return ev, nil
 	}
 	var ev inference.Event
 	if r.pending != nil {
@@ -309,7 +325,7 @@ func (r *sealedResponse) Next() (inference.Event, error) {
 		}
 		r.rest = plain // valid until the next Open, which waits until it is used up
 		return r.Next()
-	case inference.FrameChunk:
+	case inference.FrameChunk, inference.FrameEvent:
 		return r.fail("the proxy sent a chunk in the clear for a sealed request")
 	case inference.FrameEnd:
 		if err := r.opener.Done(); err != nil || !r.ended {

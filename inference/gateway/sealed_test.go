@@ -25,6 +25,11 @@ func TestChoose(t *testing.T) {
 		return d
 	}
 	cheap := &payments.Price{Prompt: 10, Completion: 20}
+	embedder := func(id string, sealKey []byte, model string) directory.Worker {
+		d := w(id, attest.TierTEE, sealKey, cheap, model)
+		d.Models[0].Endpoints = []string{"embedding"}
+		return d
+	}
 	dear := &payments.Price{Prompt: 1000, Completion: 2000}
 	many := make([]directory.Worker, 9)
 	for i := range many {
@@ -39,22 +44,26 @@ func TestChoose(t *testing.T) {
 		wantCode inference.Code
 	}{
 		{name: "the model's workers", ws: []directory.Worker{w("a", attest.TierDev, key, cheap, "m"), w("b", attest.TierTEE, key, cheap, "other")},
-			req: inference.Request{Model: "m"}, want: []peer.ID{"a"}},
+			req: inference.Request{Kind: inference.KindChat, Model: "m"}, want: []peer.ID{"a"}},
 		{name: "at or above the minimum tier", ws: []directory.Worker{w("a", attest.TierDev, key, cheap, "m"), w("b", attest.TierTEEGPU, key, cheap, "m")},
-			req: inference.Request{Model: "m", MinTier: attest.TierTEE}, want: []peer.ID{"b"}},
+			req: inference.Request{Kind: inference.KindChat, Model: "m", MinTier: attest.TierTEE}, want: []peer.ID{"b"}},
 		{name: "an unknown tier trusts nothing", ws: []directory.Worker{w("a", attest.Tier(9), key, cheap, "m")},
-			req: inference.Request{Model: "m", MinTier: attest.TierDev}, wantCode: inference.CodeUntrusted},
+			req: inference.Request{Kind: inference.KindChat, Model: "m", MinTier: attest.TierDev}, wantCode: inference.CodeUntrusted},
 		{name: "within the max price", ws: []directory.Worker{w("a", attest.TierTEE, key, dear, "m"), w("b", attest.TierTEE, key, cheap, "m"), w("c", attest.TierTEE, key, nil, "m")},
-			req: inference.Request{Model: "m", MaxPrice: 100}, want: []peer.ID{"b"}},
-		{name: "at most MaxCandidates", ws: many, req: inference.Request{Model: "m"}, wantN: MaxCandidates},
+			req: inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: 100}, want: []peer.ID{"b"}},
+		{name: "at most MaxCandidates", ws: many, req: inference.Request{Kind: inference.KindChat, Model: "m"}, wantN: MaxCandidates},
+		{name: "embeddings from an embedding model", ws: []directory.Worker{w("a", attest.TierTEE, key, cheap, "m"), embedder("b", key, "m")},
+			req: inference.Request{Kind: inference.KindEmbedding, Model: "m"}, want: []peer.ID{"b"}},
+		{name: "no worker serves the model for the endpoint", ws: []directory.Worker{w("a", attest.TierTEE, key, cheap, "m")},
+			req: inference.Request{Kind: inference.KindEmbedding, Model: "m"}, wantCode: inference.CodeBadRequest},
 		{name: "no worker serves the model", ws: []directory.Worker{w("a", attest.TierTEE, key, cheap, "other")},
-			req: inference.Request{Model: "m"}, wantCode: inference.CodeUnknownModel},
+			req: inference.Request{Kind: inference.KindChat, Model: "m"}, wantCode: inference.CodeUnknownModel},
 		{name: "none trusted enough", ws: []directory.Worker{w("a", attest.TierDev, key, cheap, "m")},
-			req: inference.Request{Model: "m", MinTier: attest.TierTEE}, wantCode: inference.CodeUntrusted},
+			req: inference.Request{Kind: inference.KindChat, Model: "m", MinTier: attest.TierTEE}, wantCode: inference.CodeUntrusted},
 		{name: "none with a sealing key", ws: []directory.Worker{w("a", attest.TierTEE, nil, cheap, "m")},
-			req: inference.Request{Model: "m"}, wantCode: inference.CodeNoWorker},
+			req: inference.Request{Kind: inference.KindChat, Model: "m"}, wantCode: inference.CodeNoWorker},
 		{name: "none cheap enough", ws: []directory.Worker{w("a", attest.TierTEE, key, dear, "m")},
-			req: inference.Request{Model: "m", MaxPrice: 100}, wantCode: inference.CodeTooExpensive},
+			req: inference.Request{Kind: inference.KindChat, Model: "m", MaxPrice: 100}, wantCode: inference.CodeTooExpensive},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, e := choose(tt.ws, &tt.req)

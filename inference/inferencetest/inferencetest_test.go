@@ -3,6 +3,7 @@ package inferencetest_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -110,7 +111,7 @@ func TestGate(t *testing.T) {
 func TestModels(t *testing.T) {
 	b := &inferencetest.Backend{Served: inferencetest.Models("a", "b")}
 	ms, err := b.Models(t.Context())
-	if err != nil || len(ms) != 2 || ms[0] != (inference.Model{ID: "a"}) || ms[1] != (inference.Model{ID: "b"}) {
+	if err != nil || len(ms) != 2 || !reflect.DeepEqual(ms, []inference.Model{{ID: "a"}, {ID: "b"}}) {
 		t.Fatalf("Models() = %+v, %v", ms, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -31,12 +32,15 @@ const (
 // request (keys not nil), whose sealing key is one of keys, the one first
 // in the order the package doc gives. It runs on every request: one pass
 // over the workers, one clock read, no allocation.
-func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
+func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.known[model] {
 		return nil, inference.Errorf(inference.CodeUnknownModel, "the model %q does not exist in this network", model)
+	}
+	if e := r.unservedLocked(model, kind); e != nil {
+		return nil, e
 	}
 	var best candidate
 	unpayable := false   // a worker was passed over for want of a payment channel
@@ -45,7 +49,7 @@ func (r *Router) pick(model string, maxPrice int64, minTier attest.Tier, tried [
 		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) {
 			continue
 		}
-		if _, ok := w.models[model]; !ok {
+		if m, ok := w.models[model]; !ok || !m.Serves(kind) {
 			continue
 		}
 		if keys != nil && !r.sealedToLocked(w, keys) {
@@ -128,6 +132,31 @@ func (r *Router) priceLocked(p peer.ID, model string) int64 {
 // payable reports whether the proxy can pay p: always, without payments.
 func (r *Router) payable(p peer.ID) bool {
 	return r.settler == nil || r.settler.Payable(p) == nil
+}
+
+// unservedLocked is the error for a request of a kind that no reachable
+// worker serves model for (an embedding request for a chat model), or nil.
+func (r *Router) unservedLocked(model string, kind inference.Kind) *inference.Error {
+	var served []string
+	for _, w := range r.order {
+		m, ok := w.models[model]
+		if !ok || !w.up {
+			continue
+		}
+		if m.Serves(kind) {
+			return nil
+		}
+		for _, k := range inference.Kinds {
+			if m.Serves(k) && !slices.Contains(served, k.String()) {
+				served = append(served, k.String())
+			}
+		}
+	}
+	if served == nil {
+		return nil // no worker is up: the pick says so
+	}
+	return &inference.Error{Code: inference.CodeBadRequest, Param: "model",
+		Message: fmt.Sprintf("the model %q is not served for %s requests (%s): its workers serve %s", model, kind, kind.Endpoint(), strings.Join(served, ", "))}
 }
 
 // untrustedLocked explains a failed pick with a minimum tier: nil when

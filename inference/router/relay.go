@@ -69,7 +69,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 	var tried []peer.ID
 	var last *inference.Error
 	for n := 0; n < r.cfg.Attempts; n++ {
-		w, perr := r.pick(req.Model, req.MaxPrice, req.MinTier, tried, keys)
+		w, perr := r.pick(req.Model, req.Kind, req.MaxPrice, req.MinTier, tried, keys)
 		if perr != nil {
 			if last == nil || perr.Code == inference.CodeUnknownModel || perr.Code == inference.CodeNotCandidate {
 				last = perr
@@ -219,7 +219,7 @@ func (r *Router) relay(ctx context.Context, cancel context.CancelFunc, a *attemp
 	gap := time.AfterFunc(r.cfg.ChunkTimeout, func() { stalled.Store(true); cancel() })
 	defer gap.Stop()
 	frames := 0
-	var content hash.Hash // of the streamed text, to check the receipt; nil when sealed
+	var content hash.Hash // of the streamed text and events, to check the receipt; nil when sealed
 	if !a.req.Sealed {
 		content = sha256.New()
 	}
@@ -234,6 +234,11 @@ func (r *Router) relay(ctx context.Context, cancel context.CancelFunc, a *attemp
 			if text, _, err := inference.DecodeChunk(p); err == nil {
 				content.Write(text)
 			}
+		case inference.FrameEvent:
+			if a.req.Sealed {
+				return outcomeFailure, r.abort(a.out, inference.Errorf(inference.CodeSealFailed, "worker answered a sealed request in the clear"))
+			}
+			content.Write(p)
 		case inference.FrameRecord:
 			if !a.req.Sealed {
 				return outcomeFailure, r.abort(a.out, inference.Errorf(inference.CodeEngine, "worker sealed an answer to a request in the clear"))

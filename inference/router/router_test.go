@@ -34,7 +34,7 @@ func TestPick(t *testing.T) {
 		for _, p := range tried {
 			seen = append(seen, p)
 		}
-		w, e := r.pick(model, 0, 0, seen, nil)
+		w, e := r.pick(model, inference.KindChat, 0, 0, seen, nil)
 		if e != nil {
 			return "", e.Code
 		}
@@ -90,17 +90,17 @@ func TestPickPrefersCheaper(t *testing.T) {
 	r.SetWorker(dear, catalog(4, "m"))
 	r.SetWorker(cheap, catalog(1, "m"))
 
-	w, _ := r.pick("m", 0, 0, nil, nil)
+	w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil)
 	if w.id != cheap {
 		t.Fatalf("picked %s, want the cheaper worker even though it was added later", w.id)
 	}
 	// The cheap one is full (1 of 1): the dear one takes the next.
-	if w, _ := r.pick("m", 0, 0, nil, nil); w.id != dear {
+	if w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil); w.id != dear {
 		t.Fatalf("picked %s with the cheap worker full, want dear", w.id)
 	}
 	// A worker with no offer is compared by load only.
 	r.SetWorker(unknown, catalog(4, "m"))
-	if w, _ := r.pick("m", 0, 0, nil, nil); w.id != unknown {
+	if w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil); w.id != unknown {
 		t.Fatalf("picked %s, want the idle worker whose price is unknown", w.id)
 	}
 }
@@ -133,7 +133,7 @@ func TestPickBusyWithinPrice(t *testing.T) {
 		{"only the dear one tried", 600, []peer.ID{dear}, "", inference.CodeNoWorker, ""},
 	}
 	for _, tt := range tests {
-		w, e := r.pick("m", tt.maxPrice, 0, tt.tried, nil)
+		w, e := r.pick("m", inference.KindChat, tt.maxPrice, 0, tt.tried, nil)
 		switch {
 		case tt.code != 0 && (e == nil || e.Code != tt.code || tt.msg != "" && e.Message != tt.msg):
 			t.Errorf("%s: got %v, %v; want %v %q", tt.name, w, e, tt.code, tt.msg)
@@ -176,7 +176,7 @@ func TestPickMinTier(t *testing.T) {
 		{"none attested", "unattested", attest.TierDev, nil, "", inference.CodeNoWorker, ""},
 	}
 	for _, tt := range tests {
-		w, e := r.pick(tt.model, 0, tt.min, tt.tried, nil)
+		w, e := r.pick(tt.model, inference.KindChat, 0, tt.min, tt.tried, nil)
 		switch {
 		case tt.code != 0 && (e == nil || e.Code != tt.code || tt.msg != "" && e.Message != tt.msg):
 			t.Errorf("%s: got %v, %v; want %v %q", tt.name, w, e, tt.code, tt.msg)
@@ -197,24 +197,24 @@ func TestScoreFades(t *testing.T) {
 	r.SetWorker(flaky, catalog(4, "m"))
 	r.SetWorker(busy, catalog(4, "m"))
 
-	w, _ := r.pick("m", 0, 0, nil, nil)
+	w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil)
 	if w.id != flaky {
 		t.Fatalf("first pick %s, want flaky (added first)", w.id)
 	}
 	r.release(w, outcomeFailure) // success 0.75: score 0.05/0.75 = 0.067
-	w, _ = r.pick("m", 0, 0, nil, nil)
+	w, _ = r.pick("m", inference.KindChat, 0, 0, nil, nil)
 	if w.id != busy {
 		t.Fatalf("after a failure: pick %s, want busy", w.id)
 	}
 	// busy now holds 1 of 4: score 0.05 × 1.25 = 0.0625, under flaky's.
-	if w, _ := r.pick("m", 0, 0, nil, nil); w.id != busy {
+	if w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil); w.id != busy {
 		t.Fatalf("with busy at 1/4: pick %s, want busy", w.id)
 	}
 	r.release(r.workers[busy], outcomeNone)
 	// busy at 1/4 again. A half-life later flaky's success is 0.875:
 	// 0.05/0.875 = 0.057 beats 0.0625.
 	clk.Advance(time.Minute)
-	if w, _ := r.pick("m", 0, 0, nil, nil); w.id != flaky {
+	if w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil); w.id != flaky {
 		t.Fatalf("a half-life after the failure: pick %s, want flaky", w.id)
 	}
 	if st := r.Workers(); st[0].Failures != 1 || st[0].Success != 0.75 || st[1].Failures != 0 || st[1].Success != 1 {
@@ -231,13 +231,13 @@ func BenchmarkPick(b *testing.B) {
 		id := peer.ID(fmt.Sprintf("w%02d", i))
 		prices.Set(id, int64(100+i%4))
 		r.SetWorker(id, catalog(64, "m"))
-		w, _ := r.pick("m", 0, 0, nil, nil)
+		w, _ := r.pick("m", inference.KindChat, 0, 0, nil, nil)
 		r.firstChunk(w, time.Duration(i)*time.Millisecond)
 		r.release(w, outcomeSuccess)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		w, e := r.pick("m", 1000, 0, nil, nil)
+		w, e := r.pick("m", inference.KindChat, 1000, 0, nil, nil)
 		if e != nil {
 			b.Fatal(e)
 		}

@@ -93,6 +93,7 @@ func (r *Router) Catalog() *inference.Catalog {
 			}
 			e.Workers++
 			e.Simulated = e.Simulated && m.Simulated
+			e.Endpoints = unionEndpoints(e.Endpoints, m, e.Workers == 1)
 		}
 	}
 	c := &inference.Catalog{Models: make([]inference.Model, 0, len(byID))}
@@ -101,6 +102,25 @@ func (r *Router) Catalog() *inference.Catalog {
 	}
 	sort.Slice(c.Models, func(i, j int) bool { return c.Models[i].ID < c.Models[j].ID })
 	return c
+}
+
+// unionEndpoints adds the endpoints m is served for to have (those of the
+// workers before it; first says m is the first). Since no endpoints means
+// chat and completion, the union is spelled out once the workers differ.
+func unionEndpoints(have []string, m inference.Model, first bool) []string {
+	if first {
+		return slices.Clone(m.Endpoints)
+	}
+	var out []string
+	for _, k := range inference.Kinds {
+		if inference.ServesKind(have, k) || m.Serves(k) {
+			out = append(out, k.String())
+		}
+	}
+	if slices.Equal(out, []string{inference.KindChat.String(), inference.KindCompletion.String()}) {
+		return nil
+	}
+	return out
 }
 
 func (r *Router) serveCatalog(_ context.Context, s network.Stream) error {
@@ -113,6 +133,10 @@ type WorkerStats struct {
 	Up            bool             // the router sends it requests
 	Models        []string         // sorted
 	Prices        map[string]int64 // per model, nanoTON per million prompt plus completion tokens, where an offer is known
+	// Endpoints are, per model it announced endpoints for, the kinds of
+	// request it serves the model for (inference.Model.Endpoints); a model
+	// not in it is served for chat and completion.
+	Endpoints map[string][]string
 	MaxConcurrent int
 	Active        int // requests in flight
 	Served        int // requests sent to it
@@ -141,8 +165,14 @@ func (r *Router) Workers() []WorkerStats {
 		if w.hasTTFT {
 			st.TTFT = time.Duration(w.ttft * float64(time.Second))
 		}
-		for m := range w.models {
+		for m, model := range w.models {
 			st.Models = append(st.Models, m)
+			if len(model.Endpoints) > 0 {
+				if st.Endpoints == nil {
+					st.Endpoints = make(map[string][]string)
+				}
+				st.Endpoints[m] = model.Endpoints
+			}
 			if p := r.priceLocked(w.id, m); p != unknownPrice {
 				if st.Prices == nil {
 					st.Prices = make(map[string]int64)

@@ -113,11 +113,11 @@ func TestSealedRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		for len(plain) > 0 {
-			chunk, _, rest, err := inference.NextSealedChunk(plain)
+			chunk, rest, err := inference.NextSealedChunk(plain)
 			if err != nil {
 				t.Fatal(err)
 			}
-			text += string(chunk)
+			text += string(chunk.Text)
 			plain = rest
 		}
 	}

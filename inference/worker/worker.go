@@ -241,7 +241,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			}
 		}()
 	}
-	var content hash.Hash // of the streamed text, for the receipt
+	var content hash.Hash // of the streamed text and events, for the receipt
 	if w.cfg.Receipts != nil {
 		content = sha256.New()
 	}
@@ -252,6 +252,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		}
 		if content != nil {
 			io.WriteString(content, c.Text)
+			content.Write(c.Event)
 		}
 		chunks++
 		if sealer != nil {
@@ -270,9 +271,15 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			}
 			return fw.Flush()
 		}
-		scratch = inference.AppendChunk(scratch[:0], c)
-		if err := fw.Write(inference.FrameChunk, scratch); err != nil {
-			return err
+		if c.Event != nil {
+			if err := fw.Write(inference.FrameEvent, c.Event); err != nil {
+				return err
+			}
+		} else {
+			scratch = inference.AppendChunk(scratch[:0], c)
+			if err := fw.Write(inference.FrameChunk, scratch); err != nil {
+				return err
+			}
 		}
 		if c.Pending {
 			return nil

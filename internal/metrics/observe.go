@@ -117,7 +117,7 @@ func (o *observedResponse) Next() (inference.Event, error) {
 			code = inference.CodeCancelled.String()
 		}
 		o.finish(code, 0)
-	case ev.Type == inference.FrameChunk:
+	case ev.Type == inference.FrameChunk || ev.Type == inference.FrameEvent:
 		if o.ttft == 0 {
 			o.ttft = max(time.Since(o.start), 1)
 		}

@@ -160,6 +160,9 @@ type OpenAI struct {
 	Socket string   `toml:"socket"`
 	APIKey string   `toml:"-"`      // from COCOON_ENGINE_API_KEY only
 	Models []string `toml:"models"` // announce these instead of asking the engine
+	// EmbeddingModels are the models announced for /v1/embeddings; one
+	// also in Models is announced for chat and completion too.
+	EmbeddingModels []string `toml:"embedding_models"`
 }
 
 // Proxy configures the proxy role.

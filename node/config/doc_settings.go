@@ -30,22 +30,23 @@ var settingDocs = map[string]string{
 	"attest.allow_dev":  "Accept peers with dev evidence. Mainnet refuses it; the root contract must allow it too.",
 	"attest.validity":   "How long this node's own evidence lasts; it is renewed when a third is left (1m to 24h).",
 
-	"worker.backend":            "The engine: sim (built-in simulator) or openai (any OpenAI-compatible engine: vLLM, SGLang, llama.cpp, Ollama).",
-	"worker.max_concurrent":     "Requests served at once; more are refused as overloaded.",
-	"worker.proxies":            "Proxies to join, multiaddrs ending in /p2p/<id>, besides those the root contract lists.",
-	"worker.check_interval":     "How often the worker checks its proxies.",
-	"worker.sim.models":         "Model IDs the simulator serves.",
-	"worker.sim.ttft":           "Simulated time to first token.",
-	"worker.sim.tokens_per_sec": "Simulated generation speed; 0 is as fast as possible.",
-	"worker.sim.max_tokens":     "Tokens per answer when the request sets none.",
-	"worker.sim.chunks":         "Answer with exactly this many chunks (benchmark shape); 0 is off.",
-	"worker.sim.chunk_bytes":    "Bytes per chunk in the benchmark shape.",
-	"worker.openai.url":         "The engine's OpenAI base URL, e.g. http://127.0.0.1:8000/v1. Its key comes from COCOON_ENGINE_API_KEY.",
-	"worker.openai.models":      "Models to announce instead of asking the engine's /v1/models.",
-	"worker.openai.socket":      "A unix socket the engine listens on; when set, requests go there and url gives only the path. With attest.issuer tdx the engine must be on loopback or a unix socket.",
-	"worker.price.prompt":       "Price of a million prompt tokens, in nanoTON (1 TON = 10^9), for every model served.",
-	"worker.price.cached":       "Price of a million cached prompt tokens, in nanoTON.",
-	"worker.price.completion":   "Price of a million completion tokens, in nanoTON.",
+	"worker.backend":                 "The engine: sim (built-in simulator) or openai (any OpenAI-compatible engine: vLLM, SGLang, llama.cpp, Ollama).",
+	"worker.max_concurrent":          "Requests served at once; more are refused as overloaded.",
+	"worker.proxies":                 "Proxies to join, multiaddrs ending in /p2p/<id>, besides those the root contract lists.",
+	"worker.check_interval":          "How often the worker checks its proxies.",
+	"worker.sim.models":              "Model IDs the simulator serves.",
+	"worker.sim.ttft":                "Simulated time to first token.",
+	"worker.sim.tokens_per_sec":      "Simulated generation speed; 0 is as fast as possible.",
+	"worker.sim.max_tokens":          "Tokens per answer when the request sets none.",
+	"worker.sim.chunks":              "Answer with exactly this many chunks (benchmark shape); 0 is off.",
+	"worker.sim.chunk_bytes":         "Bytes per chunk in the benchmark shape.",
+	"worker.openai.url":              "The engine's OpenAI base URL, e.g. http://127.0.0.1:8000/v1. Its key comes from COCOON_ENGINE_API_KEY.",
+	"worker.openai.models":           "Models to announce instead of asking the engine's /v1/models.",
+	"worker.openai.embedding_models": "Models the engine serves embeddings for (/v1/embeddings); one also in models serves chat and completion too.",
+	"worker.openai.socket":           "A unix socket the engine listens on; when set, requests go there and url gives only the path. With attest.issuer tdx the engine must be on loopback or a unix socket.",
+	"worker.price.prompt":            "Price of a million prompt tokens, in nanoTON (1 TON = 10^9), for every model served.",
+	"worker.price.cached":            "Price of a million cached prompt tokens, in nanoTON.",
+	"worker.price.completion":        "Price of a million completion tokens, in nanoTON.",
 
 	"proxy.workers":             "Workers to use, multiaddrs ending in /p2p/<id>, besides those found through offers and the DHT.",
 	"proxy.fee_ppm":             "Fee added to workers' prices, in millionths; the root contract caps it.",
@@ -89,7 +90,7 @@ var roleSections = map[string]Role{"worker": RoleWorker, "proxy": RoleProxy, "cl
 func Example(role Role) (string, error) {
 	c := Default(role)
 	// Empty lists are written too, so that they are documented.
-	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
+	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Worker.OpenAI.EmbeddingModels, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
 		if *l == nil {
 			*l = []string{}
 		}

@@ -12,10 +12,17 @@ import (
 // json.Unmarshal (an error object, a key that differs only in case, a
 // number that is not a plain integer, anything malformed), and the caller
 // falls back to json.Unmarshal. FuzzDecodeFast holds it to that.
-func decodeFast(data []byte, ev *streamEvent) bool {
+//
+// It also reports whether the event is plain: nothing in it but what a
+// text chunk carries (the content or text of its choices, their index and
+// finish reason, the assistant role, null logprobs, usage, the system
+// fingerprint and the fields every chunk repeats: id, object, created,
+// model). Anything else is the app's to see, so a rich event is passed on
+// as the engine sent it.
+func decodeFast(data []byte, ev *streamEvent) (ok, plain bool) {
 	s := scanner{b: data}
 	seenChoices := false
-	ok := s.object(func(key []byte) bool {
+	ok = s.object(func(key []byte) bool {
 		switch string(key) {
 		case "choices":
 			if seenChoices {
@@ -25,16 +32,22 @@ func decodeFast(data []byte, ev *streamEvent) bool {
 			return s.choices(ev)
 		case "usage":
 			return s.usage(ev)
+		case "system_fingerprint":
+			return s.optStr(&ev.SystemFingerprint)
 		case "error":
 			return false // rare, and its handling needs the raw value
+		case "id", "object", "created", "model":
+			return s.skip()
 		}
-		if knownKey(key, "choices", "usage", "error") {
+		if knownKey(key, "choices", "usage", "error", "system_fingerprint") {
 			return false
 		}
+		s.rich = true
 		return s.skip()
 	})
 	s.ws()
-	return ok && s.i == len(s.b)
+	ok = ok && s.i == len(s.b)
+	return ok, ok && !s.rich
 }
 
 // knownKey reports whether encoding/json might match key to one of names
@@ -70,8 +83,9 @@ func knownKey(key []byte, names ...string) bool {
 }
 
 type scanner struct {
-	b []byte
-	i int
+	b    []byte
+	i    int
+	rich bool // something a text chunk cannot carry was seen
 }
 
 func (s *scanner) ws() {
@@ -360,18 +374,36 @@ func (s *scanner) choices(ev *streamEvent) bool {
 					return true
 				}
 				return s.object(func(key []byte) bool {
-					if string(key) == "content" {
+					switch string(key) {
+					case "content":
 						return s.optStr(&ch.Delta.Content)
+					case "role":
+						if s.null() {
+							return true
+						}
+						role, ok := s.raw()
+						if string(role) != "assistant" {
+							s.rich = true
+						}
+						return ok
 					}
 					if knownKey(key, "content") {
 						return false
 					}
+					s.rich = true
 					return s.skip()
 				})
+			case "logprobs":
+				if !s.null() {
+					s.rich = true
+					return s.skip()
+				}
+				return true
 			}
 			if knownKey(key, "index", "text", "finish_reason", "delta") {
 				return false
 			}
+			s.rich = true
 			return s.skip()
 		})
 	})
@@ -392,6 +424,24 @@ func (s *scanner) usage(ev *streamEvent) bool {
 			return s.optInt(&u.PromptTokens)
 		case "completion_tokens":
 			return s.optInt(&u.CompletionTokens)
+		case "completion_tokens_details":
+			if s.null() {
+				u.CompletionTokensDetails = nil
+				return true
+			}
+			if u.CompletionTokensDetails == nil {
+				u.CompletionTokensDetails = &completionDetails{}
+			}
+			d := u.CompletionTokensDetails
+			return s.object(func(key []byte) bool {
+				if string(key) == "reasoning_tokens" {
+					return s.optInt(&d.ReasoningTokens)
+				}
+				if knownKey(key, "reasoning_tokens") {
+					return false
+				}
+				return s.skip()
+			})
 		case "prompt_tokens_details":
 			if s.null() {
 				u.PromptTokensDetails = nil
@@ -411,7 +461,7 @@ func (s *scanner) usage(ev *streamEvent) bool {
 				return s.skip()
 			})
 		}
-		if knownKey(key, "prompt_tokens", "completion_tokens", "prompt_tokens_details") {
+		if knownKey(key, "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details") {
 			return false
 		}
 		return s.skip()

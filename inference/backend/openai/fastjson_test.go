@@ -9,8 +9,8 @@ import (
 var fastSeeds = []string{
 	`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}`,
 	`{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}`,
-	`{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":2}}}`,
-	`{"choices":[{"text":" once","index":0,"logprobs":null,"finish_reason":null}]}`,
+	`{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}}}`,
+	`{"choices":[{"text":" once","index":0,"logprobs":null,"finish_reason":null}],"system_fingerprint":"fp"}`,
 	`{"choices":[{"index":1,"delta":{"content":"other"}},{"index":0,"delta":{"content":"\u00e9\n\"q\""}}]}`,
 	`{"choices":[{"index":0,"delta":{"content":"caf\xc3\xa9 \xff"}}]}`,
 	`{"Choices":[{"index":0,"delta":{"content":"case"}}]}`,
@@ -29,12 +29,32 @@ func TestDecodeFastAgrees(t *testing.T) {
 	for _, s := range fastSeeds {
 		checkFast(t, []byte(s))
 	}
-	// The common shapes must take the fast path.
-	for _, s := range fastSeeds[:5] {
+	// The common shapes must take the fast path, and those with nothing
+	// but text are plain.
+	for i, s := range fastSeeds[:5] {
 		var ev streamEvent
-		if !decodeFast([]byte(s), &ev) {
+		ok, plain := decodeFast([]byte(s), &ev)
+		if !ok {
 			t.Errorf("fell back on a common event: %s", s)
 		}
+		if !plain {
+			t.Errorf("seed %d is not plain: %s", i, s)
+		}
+	}
+	// Anything a text chunk cannot carry makes an event rich.
+	for _, s := range []string{
+		`{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}`,
+		`{"choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[]}}]}`,
+		`{"choices":[{"index":0,"delta":{"role":"tool","content":"a"}}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a"},"matched_stop":2}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a"}}],"timings":{"predicted_n":3}}`,
+	} {
+		var ev streamEvent
+		if ok, plain := decodeFast([]byte(s), &ev); !ok || plain {
+			t.Errorf("decodeFast = %v, plain %v; want a rich event: %s", ok, plain, s)
+		}
+		checkFast(t, []byte(s))
 	}
 }
 
@@ -50,7 +70,7 @@ func FuzzDecodeFast(f *testing.F) {
 func checkFast(t *testing.T, data []byte) {
 	t.Helper()
 	var fast streamEvent
-	if !decodeFast(data, &fast) {
+	if ok, _ := decodeFast(data, &fast); !ok {
 		return
 	}
 	var slow streamEvent

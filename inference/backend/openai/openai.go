@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -63,9 +64,15 @@ type Config struct {
 	Socket string
 	// APIKey, when set, is sent to the engine as a bearer token.
 	APIKey string
-	// Models are the models to announce. When empty, Models asks the engine
-	// (GET {BaseURL}/models) each time it is called.
+	// Models are the models to announce for chat and completion. When
+	// empty, Models asks the engine (GET {BaseURL}/models) each time it is
+	// called, and announces what it lists.
 	Models []string
+	// EmbeddingModels are the models to announce for embeddings
+	// (POST /v1/embeddings). One also in Models is announced for all three
+	// kinds of request; one the engine lists, while Models is empty, is
+	// announced for embeddings only.
+	EmbeddingModels []string
 	// HTTPClient talks to the engine. When nil, the backend uses a client
 	// tuned for many concurrent streams to one host; it has no overall
 	// timeout, since a stream lasts as long as the generation, and it uses
@@ -79,9 +86,13 @@ type Backend struct {
 	baseURL string // without a trailing slash
 	apiKey  string
 	models  []inference.Model // announced as configured; nil to ask the engine
+	embed   map[string]bool   // the models announced for embeddings
 	client  *http.Client
 	owned   bool // New made client, so Close may close its connections
 	log     *slog.Logger
+
+	mu      sync.Mutex        // guards aliases
+	aliases map[string]string // a bare name the engine lists as name:latest, to that name
 }
 
 var _ inference.Backend = (*Backend)(nil)
@@ -111,7 +122,30 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 			return nil, fmt.Errorf("openai: Models[%d] %q is listed twice", i, id)
 		}
 		seen[id] = true
-		b.models = append(b.models, inference.Model{ID: id})
+	}
+	b.embed = make(map[string]bool, len(cfg.EmbeddingModels))
+	for i, id := range cfg.EmbeddingModels {
+		switch {
+		case strings.TrimSpace(id) == "":
+			return nil, fmt.Errorf("openai: EmbeddingModels[%d] is empty", i)
+		case b.embed[id]:
+			return nil, fmt.Errorf("openai: EmbeddingModels[%d] %q is listed twice", i, id)
+		}
+		b.embed[id] = true
+	}
+	if len(cfg.Models) > 0 {
+		for _, id := range cfg.Models {
+			m := inference.Model{ID: id}
+			if b.embed[id] {
+				m.Endpoints = allEndpoints
+			}
+			b.models = append(b.models, m)
+		}
+		for _, id := range cfg.EmbeddingModels {
+			if !seen[id] {
+				b.models = append(b.models, inference.Model{ID: id, Endpoints: embeddingOnly})
+			}
+		}
 	}
 	if b.client == nil {
 		b.client = newClient(cfg.Socket)
@@ -171,8 +205,16 @@ func (b *Backend) Close() error {
 	return nil
 }
 
+var (
+	allEndpoints  = []string{inference.KindChat.String(), inference.KindCompletion.String(), inference.KindEmbedding.String()}
+	embeddingOnly = []string{inference.KindEmbedding.String()}
+)
+
 // Models returns the configured models, or else the models the engine lists
-// at GET {BaseURL}/models.
+// at GET {BaseURL}/models: those named in EmbeddingModels for embeddings,
+// the others for chat and completion. A model the engine lists as
+// name:latest, as Ollama does, is announced under name too, which Ollama
+// answers to.
 func (b *Backend) Models(ctx context.Context) ([]inference.Model, error) {
 	if len(b.models) > 0 {
 		return slices.Clone(b.models), nil
@@ -209,14 +251,44 @@ func (b *Backend) Models(ctx context.Context) ([]inference.Model, error) {
 	}
 	models := make([]inference.Model, 0, len(list.Data))
 	seen := make(map[string]bool, len(list.Data))
-	for _, m := range list.Data {
-		if m.ID == "" || seen[m.ID] {
-			continue
+	aliases := make(map[string]string)
+	add := func(id, engineID string) {
+		if seen[id] {
+			return
 		}
-		seen[m.ID] = true
-		models = append(models, inference.Model{ID: m.ID})
+		seen[id] = true
+		m := inference.Model{ID: id}
+		if b.embed[id] || b.embed[engineID] {
+			m.Endpoints = embeddingOnly
+		}
+		models = append(models, m)
 	}
+	for _, m := range list.Data {
+		if m.ID != "" {
+			add(m.ID, m.ID)
+		}
+	}
+	for _, m := range list.Data {
+		if bare, ok := strings.CutSuffix(m.ID, ":latest"); ok && bare != "" && !seen[bare] {
+			add(bare, m.ID)
+			aliases[bare] = m.ID
+		}
+	}
+	b.mu.Lock()
+	b.aliases = aliases
+	b.mu.Unlock()
 	return models, nil
+}
+
+// engineModel is the name the engine knows model by: its name:latest when
+// Models announced it by its bare name.
+func (b *Backend) engineModel(model string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if full, ok := b.aliases[model]; ok {
+		return full
+	}
+	return model
 }
 
 // Generate posts req to the engine with streaming forced on and emits the
@@ -229,10 +301,12 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 		path = "/chat/completions"
 	case inference.KindCompletion:
 		path = "/completions"
+	case inference.KindEmbedding:
+		return b.embedding(ctx, req, emit)
 	default:
 		return inference.Result{}, inference.Errorf(inference.CodeBadRequest, "unsupported request kind %s", req.Kind)
 	}
-	body, err := streamingBody(req.Body)
+	body, err := engineBody(req.Body, b.engineModel(req.Model), true)
 	if err != nil {
 		return inference.Result{}, err
 	}
@@ -300,13 +374,27 @@ func drain(body io.Reader, cancel context.CancelFunc) {
 
 var jsonTrue = json.RawMessage("true")
 
-// streamingBody returns the app's JSON body with "stream" and
-// "stream_options.include_usage" set to true, every other field kept as the
-// app sent it.
-func streamingBody(body []byte) ([]byte, error) {
+// engineBody returns the app's JSON body as the engine gets it: every field
+// kept as the app sent it, but the model named as the engine knows it, and,
+// when streaming, "stream" and "stream_options.include_usage" set to true.
+func engineBody(body []byte, model string, streaming bool) ([]byte, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
 		return nil, inference.Errorf(inference.CodeBadRequest, "request body is not a JSON object")
+	}
+	if jsonString(fields["model"]) != model {
+		raw, err := marshal(model)
+		if err != nil {
+			return nil, fmt.Errorf("encoding model: %w", err)
+		}
+		fields["model"] = raw
+	}
+	if !streaming {
+		out, err := marshal(fields)
+		if err != nil {
+			return nil, fmt.Errorf("encoding engine request: %w", err)
+		}
+		return out, nil
 	}
 	opts := make(map[string]json.RawMessage)
 	if raw, ok := fields["stream_options"]; ok && string(raw) != "null" {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -229,6 +230,7 @@ func text(chunks []inference.Chunk) string {
 	var sb strings.Builder
 	for _, c := range chunks {
 		sb.WriteString(c.Text)
+		sb.Write(c.Event)
 		if c.FinishReason != "" {
 			sb.WriteString("[" + c.FinishReason + "]")
 		}
@@ -300,16 +302,18 @@ func TestGenerate(t *testing.T) {
 			},
 		},
 		{
-			name:      "other choices are not streamed",
+			// Another choice's delta is passed on as the engine's
+			// event, and counted.
+			name:      "other choices are passed on as events",
 			kind:      inference.KindChat,
 			body:      chatBody,
 			parts:     []string{chatEvent("a", ""), `data: {"choices":[{"index":1,"delta":{"content":"x"}}]}` + "\n\n", chatEvent("b", "stop"), doneEvent},
 			wantPath:  "/v1/chat/completions",
-			wantText:  "ab[stop]",
-			wantCount: 2,
+			wantText:  `a{"choices":[{"index":1,"delta":{"content":"x"}}]}b[stop]`,
+			wantCount: 3,
 			wantRes: inference.Result{
 				FinishReason: "stop",
-				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 2}, Counted: true},
+				Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: chatPromptEstimate, Completion: 3}, Counted: true},
 			},
 		},
 	}
@@ -462,7 +466,7 @@ func TestGeneratePending(t *testing.T) {
 		t.Fatalf("Generate: %v", err)
 	}
 	want := []inference.Chunk{{Text: "a"}, {Text: "b", FinishReason: "stop"}}
-	if !slices.Equal(chunks, want) {
+	if !reflect.DeepEqual(chunks, want) {
 		t.Errorf("chunks %+v, want %+v", chunks, want)
 	}
 }

@@ -139,9 +139,10 @@ func (s *sseReader) readLine() ([]byte, error) {
 // streamEvent is what the backend reads of an OpenAI stream chunk, chat
 // (choices[].delta.content) or completion (choices[].text).
 type streamEvent struct {
-	Choices []streamChoice  `json:"choices"`
-	Usage   *streamUsage    `json:"usage"`
-	Error   json.RawMessage `json:"error"`
+	Choices           []streamChoice  `json:"choices"`
+	Usage             *streamUsage    `json:"usage"`
+	Error             json.RawMessage `json:"error"`
+	SystemFingerprint string          `json:"system_fingerprint"`
 }
 
 type streamChoice struct {
@@ -154,24 +155,35 @@ type streamChoice struct {
 }
 
 type streamUsage struct {
-	PromptTokens        int64         `json:"prompt_tokens"`
-	CompletionTokens    int64         `json:"completion_tokens"`
-	PromptTokensDetails *tokenDetails `json:"prompt_tokens_details"`
+	PromptTokens            int64              `json:"prompt_tokens"`
+	CompletionTokens        int64              `json:"completion_tokens"`
+	PromptTokensDetails     *tokenDetails      `json:"prompt_tokens_details"`
+	CompletionTokensDetails *completionDetails `json:"completion_tokens_details"`
 }
 
 type tokenDetails struct {
 	CachedTokens int64 `json:"cached_tokens"`
 }
 
+type completionDetails struct {
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+}
+
 // stream turns an engine's event stream into chunks, keeping what the
-// result needs.
+// result needs. An event with nothing but the first choice's text becomes
+// a text chunk; any other event with choices is passed on as it is
+// (Chunk.Event); an event without choices only carries usage.
 type stream struct {
 	kind   inference.Kind
 	sse    *sseReader
-	deltas int64            // content deltas seen
+	deltas int64            // deltas seen, of every choice
 	usage  *inference.Usage // the last usage the engine reported
-	finish string           // the last finish reason the engine gave
-	done   bool             // the engine sent [DONE]
+	finish string           // the last finish reason the engine gave the first choice
+	// fingerprint is the system_fingerprint of the last event passed on:
+	// a text chunk stands for an event with this one, which the client
+	// node repeats in the chunks it writes.
+	fingerprint string
+	done        bool // the engine sent [DONE]
 }
 
 // run emits the stream's chunks until the stream ends. It returns ctx.Err()
@@ -186,7 +198,7 @@ func (s *stream) run(ctx context.Context, emit func(inference.Chunk) error) erro
 		if err != nil {
 			return err
 		}
-		if c.Text == "" && c.FinishReason == "" {
+		if c.Text == "" && c.FinishReason == "" && c.Event == nil {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -218,18 +230,19 @@ func (s *stream) end(ctx context.Context, err error) error {
 	return inference.Errorf(inference.CodeEngine, "reading engine stream: %v", err)
 }
 
-// decode reads one event: the chunk to emit, if any, and the usage. Only the
-// first choice (index 0) is streamed.
+// decode reads one event: the chunk to emit, if any, and the usage.
 func (s *stream) decode(data []byte) (inference.Chunk, error) {
 	if len(data) == 0 {
 		return inference.Chunk{}, nil
 	}
 	var ev streamEvent
-	if !decodeFast(data, &ev) {
+	ok, plain := decodeFast(data, &ev)
+	if !ok {
 		ev = streamEvent{} // the fast path may have filled part of it
 		if err := json.Unmarshal(data, &ev); err != nil {
 			return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine sent a malformed chunk")
 		}
+		plain = false // an odd shape: passed on as it is, if it has choices
 	}
 	if len(ev.Error) > 0 && string(ev.Error) != "null" {
 		msg, param, status := parseError(data)
@@ -249,29 +262,44 @@ func (s *stream) decode(data []byte) (inference.Chunk, error) {
 		if d := u.PromptTokensDetails; d != nil {
 			s.usage.Cached = max(d.CachedTokens, 0)
 		}
+		if d := u.CompletionTokensDetails; d != nil {
+			s.usage.Reasoning = max(d.ReasoningTokens, 0)
+		}
+	}
+	if len(ev.Choices) == 0 {
+		return inference.Chunk{}, nil
 	}
 	var c inference.Chunk
 	for _, ch := range ev.Choices {
+		text := ch.Delta.Content
+		if s.kind == inference.KindCompletion {
+			text = ch.Text
+		}
+		if text != "" || !plain {
+			s.deltas++
+		}
 		if ch.Index != 0 {
 			continue
 		}
-		c.Text = ch.Delta.Content
-		if s.kind == inference.KindCompletion {
-			c.Text = ch.Text
-		}
+		c.Text = text
 		c.FinishReason = ch.FinishReason
 		if len(c.FinishReason) > maxFinishReason {
 			c.FinishReason = c.FinishReason[:maxFinishReason]
 		}
-		break
+		if c.FinishReason != "" {
+			s.finish = c.FinishReason
+		}
 	}
-	if c.Text != "" {
-		s.deltas++
+	if plain && len(ev.Choices) == 1 && ev.Choices[0].Index == 0 && ev.SystemFingerprint == s.fingerprint &&
+		(s.kind == inference.KindChat && ev.Choices[0].Text == "" || s.kind == inference.KindCompletion && ev.Choices[0].Delta.Content == "") &&
+		len(ev.Choices[0].FinishReason) <= maxFinishReason {
+		return c, nil
 	}
-	if c.FinishReason != "" {
-		s.finish = c.FinishReason
+	if len(data) > inference.MaxEventBytes {
+		return inference.Chunk{}, inference.Errorf(inference.CodeEngine, "engine sent an event of %d bytes, over %d", len(data), inference.MaxEventBytes)
 	}
-	return c, nil
+	s.fingerprint = ev.SystemFingerprint
+	return inference.Chunk{Event: bytes.Clone(data)}, nil
 }
 
 // result is the stream's result for a request with the given body.
@@ -296,18 +324,23 @@ func (s *stream) result(body []byte) inference.Result {
 // estimatePromptTokens guesses a prompt's token count from the request body,
 // for engines that report no usage. A token is taken as four bytes of text:
 // the bytes of the message contents (strings, or the text of content parts),
-// or of the completion prompt (a string or strings), divided by four and
-// rounded up. A prompt given as token IDs counts one token per ID. Roles,
-// names and the chat template are not counted. The estimate is at least 1.
+// or of the completion prompt or embedding input (a string or strings),
+// divided by four and rounded up. A prompt given as token IDs counts one
+// token per ID. Roles, names and the chat template are not counted. The
+// estimate is at least 1.
 func estimatePromptTokens(body []byte) int64 {
 	var req struct {
 		Messages []struct {
 			Content json.RawMessage `json:"content"`
 		} `json:"messages"`
 		Prompt json.RawMessage `json:"prompt"`
+		Input  json.RawMessage `json:"input"`
 	}
 	// A body that does not fit the shape only lowers the estimate.
 	_ = json.Unmarshal(body, &req)
+	if len(req.Prompt) == 0 {
+		req.Prompt = req.Input
+	}
 	var textBytes, tokens int64
 	for _, m := range req.Messages {
 		textBytes += contentBytes(m.Content)

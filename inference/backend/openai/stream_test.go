@@ -3,8 +3,10 @@ package openai
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -99,7 +101,7 @@ func TestStreamPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []inference.Chunk{{Text: "a", Pending: true}, {Text: "b", Pending: true}, {FinishReason: "stop", Pending: true}}
-	if !slices.Equal(chunks, want) {
+	if !reflect.DeepEqual(chunks, want) {
 		t.Errorf("chunks %+v, want %+v", chunks, want)
 	}
 
@@ -111,7 +113,7 @@ func TestStreamPending(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if want := []inference.Chunk{{Text: "a", FinishReason: "stop"}}; !slices.Equal(chunks, want) {
+	if want := []inference.Chunk{{Text: "a", FinishReason: "stop"}}; !reflect.DeepEqual(chunks, want) {
 		t.Errorf("chunks %+v, want %+v", chunks, want)
 	}
 }
@@ -213,8 +215,11 @@ func FuzzSSE(f *testing.F) {
 			chunks := 0
 			err := s.run(context.Background(), func(c inference.Chunk) error {
 				chunks++
-				if c.Text == "" && c.FinishReason == "" {
+				if c.Text == "" && c.FinishReason == "" && c.Event == nil {
 					t.Fatal("emitted an empty chunk")
+				}
+				if c.Event != nil && (c.Text != "" || c.FinishReason != "" || len(c.Event) > inference.MaxEventBytes || !json.Valid(c.Event)) {
+					t.Fatalf("event chunk %+v", c)
 				}
 				if len(c.FinishReason) > maxFinishReason {
 					t.Fatalf("finish reason of %d bytes", len(c.FinishReason))
