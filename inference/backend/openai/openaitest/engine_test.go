@@ -1,7 +1,6 @@
 package openaitest_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
@@ -17,243 +16,6 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference/backend/openai/openaitest"
 )
 
-// post sends body as JSON to the engine's path and returns the answer.
-func post(t *testing.T, e *openaitest.Engine, path string, body any) (*http.Response, []byte) {
-	t.Helper()
-	var raw []byte
-	switch b := body.(type) {
-	case string:
-		raw = []byte(b)
-	default:
-		var err error
-		if raw, err = json.Marshal(b); err != nil {
-			t.Fatalf("encoding request: %v", err)
-		}
-	}
-	resp, err := http.Post(e.BaseURL()+path, "application/json", bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading answer: %v", err)
-	}
-	return resp, out
-}
-
-// wire is a chunk or a whole answer, as far as the tests read it.
-type wire struct {
-	ID                string          `json:"id"`
-	Object            string          `json:"object"`
-	Model             string          `json:"model"`
-	SystemFingerprint *string         `json:"system_fingerprint"`
-	Choices           []wireChoice    `json:"choices"`
-	Usage             json.RawMessage `json:"usage"`
-	Timings           json.RawMessage `json:"timings"`
-}
-
-type wireChoice struct {
-	Index        int                        `json:"index"`
-	Delta        *wireMessage               `json:"delta"`
-	Message      *wireMessage               `json:"message"`
-	Text         *string                    `json:"text"`
-	Logprobs     map[string]json.RawMessage `json:"logprobs"`
-	FinishReason *string                    `json:"finish_reason"`
-	MatchedStop  json.RawMessage            `json:"matched_stop"`
-	StopReason   json.RawMessage            `json:"stop_reason"`
-}
-
-type wireMessage struct {
-	Role             *string    `json:"role"`
-	Content          *string    `json:"content"`
-	ReasoningContent *string    `json:"reasoning_content"`
-	Reasoning        *string    `json:"reasoning"`
-	Refusal          *string    `json:"refusal"`
-	ToolCalls        []wireCall `json:"tool_calls"`
-}
-
-type wireCall struct {
-	Index    *int   `json:"index"`
-	ID       string `json:"id"`
-	Type     string `json:"type"`
-	Function struct {
-		Name      string `json:"name"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
-}
-
-// choice is one choice as a client reconstructs it.
-type choice struct {
-	Content, Reasoning, Refusal, Finish string
-	Calls                               []call
-	Logprobs                            map[string][]json.RawMessage // nil when every chunk had none
-}
-
-type call struct{ ID, Name, Args string }
-
-// answer is a reconstructed answer.
-type answer struct {
-	Model   string
-	Choices []choice
-	Usage   map[string]any
-}
-
-// add folds one chunk's or one whole answer's choice into the answer.
-func (a *answer) add(t *testing.T, c wireChoice) {
-	t.Helper()
-	for len(a.Choices) <= c.Index {
-		a.Choices = append(a.Choices, choice{})
-	}
-	ch := &a.Choices[c.Index]
-	if c.FinishReason != nil {
-		ch.Finish = *c.FinishReason
-	}
-	if c.Text != nil {
-		ch.Content += *c.Text
-	}
-	for k, v := range c.Logprobs {
-		var list []json.RawMessage
-		if err := json.Unmarshal(v, &list); err != nil {
-			t.Fatalf("logprobs.%s: %v", k, err)
-		}
-		if ch.Logprobs == nil {
-			ch.Logprobs = make(map[string][]json.RawMessage)
-		}
-		ch.Logprobs[k] = append(ch.Logprobs[k], list...)
-	}
-	m := c.Delta
-	if m == nil {
-		m = c.Message
-	}
-	if m == nil {
-		return
-	}
-	for _, p := range []struct {
-		dst *string
-		src *string
-	}{{&ch.Content, m.Content}, {&ch.Reasoning, m.ReasoningContent}, {&ch.Reasoning, m.Reasoning}, {&ch.Refusal, m.Refusal}} {
-		if p.src != nil {
-			*p.dst += *p.src
-		}
-	}
-	for i, tc := range m.ToolCalls {
-		k := i
-		if tc.Index != nil {
-			k = *tc.Index
-		}
-		for len(ch.Calls) <= k {
-			ch.Calls = append(ch.Calls, call{})
-		}
-		if tc.ID != "" {
-			ch.Calls[k].ID = tc.ID
-		}
-		ch.Calls[k].Name += tc.Function.Name
-		ch.Calls[k].Args += tc.Function.Arguments
-	}
-}
-
-// setUsage records a usage object that is not null.
-func (a *answer) setUsage(t *testing.T, raw json.RawMessage) {
-	t.Helper()
-	if len(raw) == 0 || string(raw) == "null" {
-		return
-	}
-	if a.Usage != nil {
-		t.Fatalf("usage reported twice")
-	}
-	if err := json.Unmarshal(raw, &a.Usage); err != nil {
-		t.Fatalf("usage: %v", err)
-	}
-}
-
-// whole asks for a whole answer and reconstructs it.
-func whole(t *testing.T, e *openaitest.Engine, path string, req map[string]any) (answer, wire) {
-	t.Helper()
-	resp, body := post(t, e, path, req)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	var w wire
-	if err := json.Unmarshal(body, &w); err != nil {
-		t.Fatalf("decoding %s: %v", body, err)
-	}
-	a := answer{Model: w.Model}
-	for _, c := range w.Choices {
-		a.add(t, c)
-	}
-	a.setUsage(t, w.Usage)
-	return a, w
-}
-
-// stream asks for a streamed answer and reconstructs it from its chunks,
-// checking what every chunk must share.
-func stream(t *testing.T, e *openaitest.Engine, path string, req map[string]any) (answer, []wire) {
-	t.Helper()
-	req["stream"] = true
-	resp, body := post(t, e, path, req)
-	delete(req, "stream")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		t.Fatalf("Content-Type %q", ct)
-	}
-	var chunks []wire
-	done := false
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok || done {
-			t.Fatalf("unexpected line %q", line)
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
-		var w wire
-		if err := json.Unmarshal([]byte(data), &w); err != nil {
-			t.Fatalf("decoding chunk %s: %v", data, err)
-		}
-		chunks = append(chunks, w)
-	}
-	if !done || len(chunks) == 0 {
-		t.Fatalf("stream of %d chunks without [DONE]: %s", len(chunks), body)
-	}
-	var a answer
-	for _, w := range chunks {
-		if w.ID != chunks[0].ID || w.Model != chunks[0].Model || !strings.HasSuffix(w.Object, "completion.chunk") && w.Object != "text_completion" {
-			t.Fatalf("chunk %s/%s/%s differs from %s/%s", w.ID, w.Object, w.Model, chunks[0].ID, chunks[0].Model)
-		}
-		for _, c := range w.Choices {
-			a.add(t, c)
-		}
-		a.setUsage(t, w.Usage)
-	}
-	a.Model = chunks[0].Model
-	return a, chunks
-}
-
-// chatRequest is a chat request for model with n choices; extra adds or
-// replaces fields.
-func chatRequest(model string, n int, extra map[string]any) map[string]any {
-	req := map[string]any{
-		"model":    model,
-		"messages": []map[string]any{{"role": "user", "content": "What is the weather in Paris?"}},
-	}
-	if n > 1 {
-		req["n"] = n
-	}
-	for k, v := range extra {
-		req[k] = v
-	}
-	return req
-}
-
 func TestStreamAccumulatesToWhole(t *testing.T) {
 	suffix := func(i int) string {
 		if i == 0 {
@@ -261,55 +23,77 @@ func TestStreamAccumulatesToWhole(t *testing.T) {
 		}
 		return fmt.Sprintf(" (%d)", i+1)
 	}
-	weather := call{Name: "get_weather", Args: `{"city":"Paris"}`}
-	clock := call{Name: "get_time", Args: `{"tz":"Europe/Paris"}`}
+	weather := openaitest.Call{Name: "get_weather", Args: `{"city":"Paris"}`}
+	clock := openaitest.Call{Name: "get_time", Args: `{"tz":"Europe/Paris"}`}
 	tests := []struct {
 		name, path, model string
 		extra             map[string]any
-		want              func(i int) choice // ids and logprobs are not compared
+		want              func(i int) openaitest.Choice // ids and logprobs are not compared
 	}{
 		{"plain", "/chat/completions", openaitest.ModelPlain, nil,
-			func(i int) choice { return choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"}
+			}},
 		{"tools", "/chat/completions", openaitest.ModelTools, nil,
-			func(int) choice { return choice{Calls: []call{weather}, Finish: "tool_calls"} }},
+			func(int) openaitest.Choice {
+				return openaitest.Choice{Calls: []openaitest.Call{weather}, Finish: "tool_calls"}
+			}},
 		{"tools-parallel", "/chat/completions", openaitest.ModelToolsParallel, nil,
-			func(int) choice { return choice{Calls: []call{weather, clock}, Finish: "tool_calls"} }},
+			func(int) openaitest.Choice {
+				return openaitest.Choice{Calls: []openaitest.Call{weather, clock}, Finish: "tool_calls"}
+			}},
 		{"tool result", "/chat/completions", openaitest.ModelTools, map[string]any{"messages": []map[string]any{
 			{"role": "user", "content": "Weather in Paris?"},
 			{"role": "assistant", "content": nil, "tool_calls": []map[string]any{{"id": "c1", "type": "function", "function": map[string]any{"name": "get_weather", "arguments": `{"city":"Paris"}`}}}},
 			{"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-		}}, func(i int) choice { return choice{Content: openaitest.ToolAnswerText + suffix(i), Finish: "stop"} }},
-		{"reasoning", "/chat/completions", openaitest.ModelReasoning, nil, func(i int) choice {
-			return choice{Reasoning: openaitest.ReasoningText, Content: openaitest.AnswerText + suffix(i), Finish: "stop"}
+		}}, func(i int) openaitest.Choice {
+			return openaitest.Choice{Content: openaitest.ToolAnswerText + suffix(i), Finish: "stop"}
+		}},
+		{"reasoning", "/chat/completions", openaitest.ModelReasoning, nil, func(i int) openaitest.Choice {
+			return openaitest.Choice{Reasoning: openaitest.ReasoningText, Content: openaitest.AnswerText + suffix(i), Finish: "stop"}
 		}},
 		{"logprobs", "/chat/completions", openaitest.ModelLogprobs, map[string]any{"logprobs": true, "top_logprobs": 2},
-			func(i int) choice { return choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"}
+			}},
 		{"logprobs unasked", "/chat/completions", openaitest.ModelLogprobs, nil,
-			func(i int) choice { return choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"}
+			}},
 		{"refusal", "/chat/completions", openaitest.ModelRefusal, nil,
-			func(i int) choice { return choice{Refusal: openaitest.RefusalText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Refusal: openaitest.RefusalText + suffix(i), Finish: "stop"}
+			}},
 		{"cached", "/chat/completions", openaitest.ModelCached, nil,
-			func(i int) choice { return choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"}
+			}},
 		{"text plain", "/completions", openaitest.ModelPlain, map[string]any{"prompt": "Say hello"},
-			func(i int) choice { return choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"}
+			}},
 		{"text logprobs", "/completions", openaitest.ModelLogprobs, map[string]any{"prompt": []int{1, 2, 3}, "logprobs": 2},
-			func(i int) choice { return choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.LogprobsText + suffix(i), Finish: "stop"}
+			}},
 		{"text tools", "/completions", openaitest.ModelTools, map[string]any{"prompt": []string{"a", "b"}},
-			func(i int) choice { return choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"} }},
+			func(i int) openaitest.Choice {
+				return openaitest.Choice{Content: openaitest.PlainText + suffix(i), Finish: "stop"}
+			}},
 	}
 	for _, d := range openaitest.Dialects() {
 		e := openaitest.Start(t, d)
 		for _, tt := range tests {
 			for _, n := range []int{1, 2} {
 				t.Run(fmt.Sprintf("%s/%s/n=%d", d, tt.name, n), func(t *testing.T) {
-					req := chatRequest(tt.model, n, tt.extra)
+					req := openaitest.ChatRequest(tt.model, n, tt.extra)
 					if tt.path == "/completions" {
 						delete(req, "messages")
 					}
-					w, _ := whole(t, e, tt.path, req)
-					bare, _ := stream(t, e, tt.path, req)
+					w, _ := openaitest.Whole(t, e.BaseURL(), tt.path, req)
+					bare, _ := openaitest.Stream(t, e.BaseURL(), tt.path, req)
 					req["stream_options"] = map[string]any{"include_usage": true}
-					s, _ := stream(t, e, tt.path, req)
+					s, _ := openaitest.Stream(t, e.BaseURL(), tt.path, req)
 
 					if len(w.Choices) != n {
 						t.Fatalf("%d choices, want %d", len(w.Choices), n)
@@ -317,7 +101,7 @@ func TestStreamAccumulatesToWhole(t *testing.T) {
 					for i, c := range w.Choices {
 						got := c
 						got.Logprobs = nil
-						got.Calls = append([]call(nil), c.Calls...)
+						got.Calls = append([]openaitest.Call(nil), c.Calls...)
 						for k := range got.Calls {
 							if got.Calls[k].ID == "" {
 								t.Errorf("choice %d: tool call %d has no id", i, k)
@@ -332,7 +116,7 @@ func TestStreamAccumulatesToWhole(t *testing.T) {
 						t.Errorf("usage whole %v, bare stream %v, stream with include_usage %v", w.Usage, bare.Usage, s.Usage)
 					}
 					bare.Usage = w.Usage
-					for name, got := range map[string]answer{"stream": s, "stream without usage": bare} {
+					for name, got := range map[string]openaitest.Answer{"stream": s, "stream without usage": bare} {
 						if !reflect.DeepEqual(got, w) {
 							t.Errorf("%s does not accumulate to the whole answer:\n got %+v\nwant %+v", name, got, w)
 						}
@@ -347,15 +131,15 @@ func TestUsageDetails(t *testing.T) {
 	for _, d := range openaitest.Dialects() {
 		e := openaitest.Start(t, d)
 		t.Run(string(d), func(t *testing.T) {
-			a, _ := whole(t, e, "/chat/completions", chatRequest(openaitest.ModelCached, 2, nil))
+			a, _ := openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelCached, 2, nil))
 			if got := fmt.Sprint(a.Usage["prompt_tokens"], a.Usage["prompt_tokens_details"]); got != "12 map[cached_tokens:8]" {
 				t.Errorf("cached usage %v", a.Usage)
 			}
-			a, _ = whole(t, e, "/chat/completions", chatRequest(openaitest.ModelReasoning, 2, nil))
+			a, _ = openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelReasoning, 2, nil))
 			if got := fmt.Sprint(a.Usage["completion_tokens_details"]); got != "map[reasoning_tokens:20]" {
 				t.Errorf("reasoning usage %v", a.Usage)
 			}
-			a, _ = whole(t, e, "/chat/completions", chatRequest(openaitest.ModelPlain, 2, nil))
+			a, _ = openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelPlain, 2, nil))
 			if got := fmt.Sprint(a.Usage["completion_tokens"], " ", a.Usage["total_tokens"]); got != "11 "+fmt.Sprint(11+a.Usage["prompt_tokens"].(float64)) {
 				t.Errorf("plain usage %v", a.Usage)
 			}
@@ -378,7 +162,7 @@ func TestLogprobs(t *testing.T) {
 		e := openaitest.Start(t, d)
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("%s/%s", d, tt.name), func(t *testing.T) {
-				a, _ := whole(t, e, "/chat/completions", chatRequest(openaitest.ModelLogprobs, 1, tt.extra))
+				a, _ := openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelLogprobs, 1, tt.extra))
 				lp := a.Choices[0].Logprobs
 				if tt.wantNull {
 					if lp != nil {
@@ -416,10 +200,10 @@ func TestDialectShapes(t *testing.T) {
 	for _, d := range openaitest.Dialects() {
 		e := openaitest.Start(t, d)
 		t.Run(string(d), func(t *testing.T) {
-			req := chatRequest(openaitest.ModelTools, 1, map[string]any{"stream_options": map[string]any{"include_usage": true}})
-			_, chunks := stream(t, e, "/chat/completions", req)
+			req := openaitest.ChatRequest(openaitest.ModelTools, 1, map[string]any{"stream_options": map[string]any{"include_usage": true}})
+			_, chunks := openaitest.Stream(t, e.BaseURL(), "/chat/completions", req)
 			last := chunks[len(chunks)-1]
-			var finishing wire
+			var finishing openaitest.Chunk
 			toolDeltas := 0
 			for _, c := range chunks {
 				if fp := c.SystemFingerprint; (d == openaitest.LlamaCpp || d == openaitest.Ollama) != (fp != nil) {
@@ -460,12 +244,12 @@ func TestDialectShapes(t *testing.T) {
 				t.Errorf("last chunk %+v, want usage and no choices", last)
 			}
 
-			_, w := whole(t, e, "/chat/completions", chatRequest(openaitest.ModelReasoning, 1, nil))
+			_, w := openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelReasoning, 1, nil))
 			m := w.Choices[0].Message
 			if got := m.Reasoning != nil; got != (d == openaitest.Ollama) {
 				t.Errorf("reasoning field %v, want only for Ollama", m.Reasoning)
 			}
-			_, w = whole(t, e, "/chat/completions", chatRequest(openaitest.ModelTools, 1, nil))
+			_, w = openaitest.Whole(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelTools, 1, nil))
 			if m := w.Choices[0].Message; (m.Content == nil) == (d == openaitest.Ollama) {
 				t.Errorf("tool call content %v", m.Content)
 			}
@@ -531,7 +315,7 @@ func TestEmbeddings(t *testing.T) {
 // embed returns the embeddings of the answer to req, in index order.
 func embed(t *testing.T, e *openaitest.Engine, req map[string]any) []json.RawMessage {
 	t.Helper()
-	resp, body := post(t, e, "/embeddings", req)
+	resp, body := openaitest.Post(t, e.BaseURL(), "/embeddings", req)
 	var a struct {
 		Object string `json:"object"`
 		Data   []struct {
@@ -583,7 +367,7 @@ func TestErrors(t *testing.T) {
 		e := openaitest.Start(t, d)
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("%s/%s", d, tt.name), func(t *testing.T) {
-				resp, body := post(t, e, tt.path, tt.body)
+				resp, body := openaitest.Post(t, e.BaseURL(), tt.path, tt.body)
 				if resp.StatusCode != tt.status {
 					t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
 				}
@@ -646,7 +430,7 @@ func TestModelNames(t *testing.T) {
 				t.Errorf("models %v, want %v", ids, want)
 			}
 			for _, name := range []string{"tools", "tools:latest"} {
-				resp, body := post(t, e, "/chat/completions", chatRequest(name, 1, nil))
+				resp, body := openaitest.Post(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(name, 1, nil))
 				wantOK := d == openaitest.Ollama || name == "tools"
 				if (resp.StatusCode == http.StatusOK) != wantOK {
 					t.Errorf("%s: status %d: %s", name, resp.StatusCode, body)
@@ -661,9 +445,9 @@ func TestModelNames(t *testing.T) {
 
 func TestRequests(t *testing.T) {
 	e := openaitest.Start(t, openaitest.VLLM)
-	post(t, e, "/chat/completions", chatRequest(openaitest.ModelPlain, 1, nil))
-	post(t, e, "/chat/completions", "not json")
-	post(t, e, "/embeddings", map[string]any{"model": "embed", "input": "x"})
+	openaitest.Post(t, e.BaseURL(), "/chat/completions", openaitest.ChatRequest(openaitest.ModelPlain, 1, nil))
+	openaitest.Post(t, e.BaseURL(), "/chat/completions", "not json")
+	openaitest.Post(t, e.BaseURL(), "/embeddings", map[string]any{"model": "embed", "input": "x"})
 	got := e.Requests("/chat/completions")
 	if len(got) != 2 || string(got[0]["model"]) != `"plain"` || got[1] != nil {
 		t.Errorf("chat requests %v", got)
