@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -49,13 +51,19 @@ func TestRealEngine(t *testing.T) {
 		t.Fatalf("the engine reported no completion tokens: %+v", direct)
 	}
 
+	// The same weights as an embedding model.
+	if err := srv.CreateModel(t.Context(), "tiny-embed", model); err != nil {
+		t.Fatal(err)
+	}
+
 	h := testnet.New(t)
 	h.AddWorker(func(c *config.Config) {
 		c.Worker.Backend = "openai"
 		c.Worker.OpenAI.URL = srv.OpenAIBase()
-		// ollama lists it as "tiny:latest" and answers to "tiny" too;
-		// announce the short name apps use.
-		c.Worker.OpenAI.Models = []string{"tiny"}
+		// No models named: the worker announces what ollama lists,
+		// "tiny:latest", and the bare "tiny" apps use, which ollama
+		// answers to.
+		c.Worker.OpenAI.EmbeddingModels = []string{"tiny-embed"}
 	})
 	h.AddProxy()
 	client := h.AddClient()
@@ -86,6 +94,32 @@ func TestRealEngine(t *testing.T) {
 	}
 	if whole.Usage.PromptTokens != direct.usage.PromptTokens || whole.Usage.CompletionTokens != direct.usage.CompletionTokens {
 		t.Errorf("non-streamed usage %+v, engine's %+v", whole.Usage, direct.usage)
+	}
+
+	// Embeddings through the mesh are the engine's own.
+	embed := func(c openai.Client) *openai.CreateEmbeddingResponse {
+		t.Helper()
+		r, err := c.Embeddings.New(t.Context(), openai.EmbeddingNewParams{
+			Model: "tiny-embed",
+			Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"hello", "world"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	engine := embed(openai.NewClient(option.WithBaseURL(srv.OpenAIBase()), option.WithAPIKey("unused"), option.WithMaxRetries(0)))
+	meshed := embed(c)
+	if len(meshed.Data) != 2 || len(meshed.Data[0].Embedding) == 0 {
+		t.Fatalf("embeddings through the mesh: %+v", meshed.Data)
+	}
+	for i := range meshed.Data {
+		if !slices.Equal(meshed.Data[i].Embedding, engine.Data[i].Embedding) {
+			t.Errorf("embedding %d through the mesh differs from the engine's", i)
+		}
+	}
+	if meshed.Usage.PromptTokens != engine.Usage.PromptTokens {
+		t.Errorf("embedding usage %+v through the mesh, the engine's %+v", meshed.Usage, engine.Usage)
 	}
 }
 

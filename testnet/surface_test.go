@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/cocoon-mesh/cocoon/inference/backend/openai/openaitest"
 	"github.com/cocoon-mesh/cocoon/node"
@@ -273,5 +276,110 @@ func TestCachedTokensBilled(t *testing.T) {
 	full, _ := payments.Cost(uncached, price, 0)
 	if got.Worker >= full.Worker {
 		t.Errorf("the answer costs %d nanoTON with %d cached tokens, %d without: cached tokens are not cheaper", got.Worker, tokens.Cached, full.Worker)
+	}
+}
+
+// TestSDKToolRoundTrip: the official openai-go SDK through the mesh, as an
+// agent uses it: a streamed tool call read with the SDK's accumulator, the
+// tool's result sent back, and the final answer; structured output with a
+// JSON schema; embeddings.
+func TestSDKToolRoundTrip(t *testing.T) {
+	e, client := surfaceNet(t, openaitest.VLLM)
+	c := sdk(client)
+	ctx := t.Context()
+	tools := []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+		Name:       "get_weather",
+		Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}},
+	})}
+	params := openai.ChatCompletionNewParams{
+		Model:    openaitest.ModelTools,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the weather in Paris?")},
+		Tools:    tools,
+	}
+	// The accumulator's events, through the mesh and straight from the
+	// engine, must be the same.
+	accumulate := func(c openai.Client) (openai.ChatCompletionAccumulator, []openai.FinishedChatCompletionToolCall) {
+		stream := c.Chat.Completions.NewStreaming(ctx, params)
+		var acc openai.ChatCompletionAccumulator
+		var finished []openai.FinishedChatCompletionToolCall
+		for stream.Next() {
+			acc.AddChunk(stream.Current())
+			if tc, ok := acc.JustFinishedToolCall(); ok {
+				finished = append(finished, tc)
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return acc, finished
+	}
+	acc, finished := accumulate(c)
+	_, direct := accumulate(openai.NewClient(option.WithBaseURL(e.BaseURL()), option.WithAPIKey("unused"), option.WithMaxRetries(0)))
+	if len(acc.Choices) != 1 || acc.Choices[0].FinishReason != "tool_calls" || len(acc.Choices[0].Message.ToolCalls) != 1 {
+		t.Fatalf("accumulated %+v, want one tool call", acc.Choices)
+	}
+	if !reflect.DeepEqual(finished, direct) {
+		t.Errorf("the accumulator finished tool calls %+v through the mesh, %+v straight from the engine", finished, direct)
+	}
+	call := acc.Choices[0].Message.ToolCalls[0]
+	if call.Function.Name != "get_weather" || call.Function.Arguments != `{"city":"Paris"}` || call.ID == "" {
+		t.Fatalf("tool call %+v", call)
+	}
+
+	params.Messages = append(params.Messages, acc.Choices[0].Message.ToParam(), openai.ToolMessage(`{"sky":"sunny"}`, call.ID))
+	final, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Choices[0].Message.Content != openaitest.ToolAnswerText || final.Choices[0].FinishReason != "stop" {
+		t.Fatalf("final answer %+v", final.Choices[0])
+	}
+	sent := e.Requests("/chat/completions")
+	var msgs []map[string]any
+	json.Unmarshal(sent[len(sent)-1]["messages"], &msgs)
+	if len(msgs) != 3 || msgs[1]["tool_calls"] == nil || msgs[2]["tool_call_id"] != call.ID {
+		t.Errorf("the engine got messages %v, want the assistant's tool call and the tool's result", msgs)
+	}
+
+	schema := map[string]any{"type": "object", "properties": map[string]any{"sunny": map[string]any{"type": "boolean"}}, "required": []string{"sunny"}}
+	structured, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    openaitest.ModelPlain,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Is it sunny?")},
+		ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+			JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "weather", Schema: schema, Strict: openai.Bool(true)},
+		}},
+	})
+	if err != nil || structured.Choices[0].Message.Content == "" {
+		t.Fatalf("structured output: %v, %+v", err, structured)
+	}
+	sent = e.Requests("/chat/completions")
+	var format struct {
+		Type       string `json:"type"`
+		JSONSchema struct {
+			Name   string         `json:"name"`
+			Strict bool           `json:"strict"`
+			Schema map[string]any `json:"schema"`
+		} `json:"json_schema"`
+	}
+	if err := json.Unmarshal(sent[len(sent)-1]["response_format"], &format); err != nil ||
+		format.Type != "json_schema" || format.JSONSchema.Name != "weather" || !format.JSONSchema.Strict || format.JSONSchema.Schema["required"] == nil {
+		t.Errorf("the engine got response_format %s", sent[len(sent)-1]["response_format"])
+	}
+
+	emb, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{
+		Model: openaitest.ModelEmbed,
+		Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"one", "two"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(emb.Data) != 2 || len(emb.Data[0].Embedding) != openaitest.DefaultDimensions || emb.Usage.PromptTokens == 0 {
+		t.Fatalf("embeddings %+v", emb)
+	}
+	want := openaitest.Embedding("two", openaitest.DefaultDimensions)
+	for i, v := range emb.Data[1].Embedding {
+		if float32(v) != float32(want[i]) {
+			t.Fatalf("embedding of %q: %v, want %v", "two", emb.Data[1].Embedding, want)
+		}
 	}
 }
