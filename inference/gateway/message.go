@@ -155,6 +155,8 @@ func (v *member) appendValue(dst []byte) []byte {
 		return append(dst, ']')
 	case v.isText:
 		return appendJSONString(dst, v.text.String())
+	case len(v.val) == 0:
+		return append(dst, "null"...)
 	}
 	return append(dst, v.val...)
 }
@@ -217,6 +219,9 @@ func mergeCalls(v *member, raw json.RawMessage) {
 	var calls []json.RawMessage
 	if json.Unmarshal(raw, &calls) != nil {
 		return
+	}
+	if v.calls == nil {
+		v.calls = []*toolCall{} // an empty list is still a list
 	}
 	for i, c := range calls {
 		var idx struct {
