@@ -129,14 +129,14 @@ func (r *Router) serveCatalog(_ context.Context, s network.Stream) error {
 
 // WorkerStats is what the router knows of one worker, for operators.
 type WorkerStats struct {
-	Peer          peer.ID
-	Up            bool             // the router sends it requests
-	Models        []string         // sorted
-	Prices        map[string]int64 // per model, nanoTON per million prompt plus completion tokens, where an offer is known
+	Peer   peer.ID
+	Up     bool             // the router sends it requests
+	Models []string         // sorted
+	Prices map[string]int64 // per model, nanoTON per million prompt plus completion tokens, where an offer is known
 	// Endpoints are, per model it announced endpoints for, the kinds of
 	// request it serves the model for (inference.Model.Endpoints); a model
 	// not in it is served for chat and completion.
-	Endpoints map[string][]string
+	Endpoints     map[string][]string
 	MaxConcurrent int
 	Active        int // requests in flight
 	Served        int // requests sent to it
