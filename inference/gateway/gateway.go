@@ -1,9 +1,12 @@
 // Package gateway is the client node's OpenAI-compatible HTTP API:
-// GET /v1/models, POST /v1/chat/completions and POST /v1/completions,
-// streamed as OpenAI's server-sent events or answered whole, with OpenAI
-// error objects. It checks each request, sends it into the mesh through an
-// Upstream, and writes every chunk as soon as it arrives, flushing when no
-// further chunk is already waiting.
+// GET /v1/models, POST /v1/chat/completions, POST /v1/completions and
+// POST /v1/embeddings, streamed as OpenAI's server-sent events or answered
+// whole, with OpenAI error objects. It checks each request, sends it into
+// the mesh through an Upstream, and writes every chunk as soon as it
+// arrives, flushing when no further chunk is already waiting. Engine
+// events (tool calls, reasoning, logprobs, other choices) reach the app as
+// the engine sent them, with this answer's id and model; a whole answer is
+// built from the stream as OpenAI's SDKs build one (message.go).
 //
 // A request's max price is Config.MaxPrice unless the app sends the
 // X-Cocoon-Max-Price header: decimal nanoTON per million prompt plus
@@ -202,12 +205,13 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	type model struct {
-		ID        string `json:"id"`
-		Object    string `json:"object"`
-		Created   int64  `json:"created"`
-		OwnedBy   string `json:"owned_by"`
-		Simulated bool   `json:"simulated"`
-		Workers   int    `json:"workers,omitempty"`
+		ID        string   `json:"id"`
+		Object    string   `json:"object"`
+		Created   int64    `json:"created"`
+		OwnedBy   string   `json:"owned_by"`
+		Simulated bool     `json:"simulated"`
+		Workers   int      `json:"workers,omitempty"`
+		Endpoints []string `json:"endpoints,omitempty"`
 	}
 	out := struct {
 		Object string  `json:"object"`
@@ -218,7 +222,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 		if m.Simulated {
 			owner = "cocoon-sim"
 		}
-		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: owner, Simulated: m.Simulated, Workers: m.Workers})
+		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: owner, Simulated: m.Simulated, Workers: m.Workers, Endpoints: m.Endpoints})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -4,7 +4,9 @@
 //
 // Two shapes of output:
 //   - text: one word per token, chosen from the request so the same
-//     request always gets the same answer, up to max_tokens (default 16);
+//     request always gets the same answer, up to max_tokens (default 16),
+//     for each of its n choices (the first as text chunks, the others as
+//     engine events, as an engine's would travel);
 //   - benchmark: exactly Chunks chunks of ChunkBytes bytes each, whatever
 //     the request asks (Telegram Cocoon's harness shape is 50 x 128).
 package sim
@@ -107,14 +109,15 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 	defer b.active.Add(-1)
 
 	var (
-		n      int
-		prompt int64
-		word   func(i int) string
+		n       int
+		choices = 1
+		prompt  int64
+		word    func(choice, i int) string
 	)
 	if b.cfg.Chunks > 0 {
 		n = b.cfg.Chunks
 		prompt = estimateTokens(len(req.Body))
-		word = func(int) string { return b.chunk }
+		word = func(int, int) string { return b.chunk }
 	} else {
 		p, err := parse(req)
 		if err != nil {
@@ -125,9 +128,10 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 			n = p.maxTokens
 		}
 		prompt = estimateTokens(p.promptBytes)
+		choices = p.n
 		s := p.seed
-		word = func(i int) string {
-			w := vocabulary[(s+uint64(i)*0x9e3779b97f4a7c15)>>40%uint64(len(vocabulary))]
+		word = func(choice, i int) string {
+			w := vocabulary[(s+uint64(choice)*0xbf58476d1ce4e5b9+uint64(i)*0x9e3779b97f4a7c15)>>40%uint64(len(vocabulary))]
 			if i == 0 {
 				return strings.ToUpper(w[:1]) + w[1:]
 			}
@@ -169,16 +173,22 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 		}
 		// Unpaced, the next chunk (or, after the last, the end of the
 		// answer) follows at once: the receiver need not flush yet.
-		c := inference.Chunk{Text: word(i), Pending: gap == 0}
+		c := inference.Chunk{Text: word(0, i), Pending: gap == 0 || choices > 1}
 		if i == n-1 {
 			c.FinishReason = "length"
 		}
 		if err := emit(c); err != nil {
 			return inference.Result{}, err
 		}
+		for k := 1; k < choices; k++ {
+			ev := choiceEvent(req.Kind, k, word(k, i), i == n-1)
+			if err := emit(inference.Chunk{Event: ev, Pending: gap == 0 || k < choices-1}); err != nil {
+				return inference.Result{}, err
+			}
+		}
 	}
 	return inference.Result{
-		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: prompt, Completion: int64(n)}},
+		Usage:        inference.Usage{Tokens: payments.Tokens{Prompt: prompt, Completion: int64(n * choices)}},
 		FinishReason: "length",
 	}, nil
 }
@@ -192,7 +202,35 @@ func wait(ctx context.Context, t *time.Timer) error {
 	}
 }
 
+// choiceEvent is an engine event carrying one word of choice k.
+func choiceEvent(kind inference.Kind, k int, word string, last bool) []byte {
+	type delta struct {
+		Content string `json:"content"`
+	}
+	type choice struct {
+		Index        int     `json:"index"`
+		Delta        *delta  `json:"delta,omitempty"`
+		Text         *string `json:"text,omitempty"`
+		FinishReason *string `json:"finish_reason"`
+	}
+	c := choice{Index: k}
+	if kind == inference.KindCompletion {
+		c.Text = &word
+	} else {
+		c.Delta = &delta{Content: word}
+	}
+	if last {
+		finish := "length"
+		c.FinishReason = &finish
+	}
+	b, _ := json.Marshal(struct {
+		Choices []choice `json:"choices"`
+	}{[]choice{c}})
+	return b
+}
+
 type parsed struct {
+	n           int // choices, 1 to 128
 	maxTokens   int
 	promptBytes int
 	seed        uint64 // a hash of the prompt: the same prompt gets the same answer
@@ -201,6 +239,7 @@ type parsed struct {
 // parse reads what the simulation needs from the OpenAI body.
 func parse(req *inference.Request) (parsed, error) {
 	var body struct {
+		N                   int             `json:"n"`
 		MaxTokens           int             `json:"max_tokens"`
 		MaxCompletionTokens int             `json:"max_completion_tokens"`
 		Prompt              json.RawMessage `json:"prompt"`
@@ -211,7 +250,7 @@ func parse(req *inference.Request) (parsed, error) {
 	if err := json.Unmarshal(req.Body, &body); err != nil {
 		return parsed{}, inference.Errorf(inference.CodeBadRequest, "decoding request: %v", err)
 	}
-	p := parsed{maxTokens: body.MaxTokens, promptBytes: len(body.Prompt)}
+	p := parsed{n: min(max(body.N, 1), 128), maxTokens: body.MaxTokens, promptBytes: len(body.Prompt)}
 	if body.MaxCompletionTokens > 0 {
 		p.maxTokens = body.MaxCompletionTokens
 	}

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -322,5 +323,40 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatal("New accepted an invalid config")
 			}
 		})
+	}
+}
+
+// TestChoices: n choices, the first as text chunks and the others as
+// engine events with their index, each its own text, all billed.
+func TestChoices(t *testing.T) {
+	b := newSim(t, sim.Config{Models: []string{"sim-small"}})
+	chunks, res := generate(t, b, chat(`{"n":3,"max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`))
+	texts := make([]string, 3)
+	finished := 0
+	for _, c := range chunks {
+		if c.Event == nil {
+			texts[0] += c.Text
+			continue
+		}
+		var ev struct {
+			Choices []struct {
+				Index        int `json:"index"`
+				Delta        struct{ Content string }
+				FinishReason *string `json:"finish_reason"`
+			}
+		}
+		if err := json.Unmarshal(c.Event, &ev); err != nil || len(ev.Choices) != 1 || ev.Choices[0].Index < 1 || ev.Choices[0].Index > 2 {
+			t.Fatalf("event %s", c.Event)
+		}
+		texts[ev.Choices[0].Index] += ev.Choices[0].Delta.Content
+		if ev.Choices[0].FinishReason != nil {
+			finished++
+		}
+	}
+	if texts[0] == "" || texts[1] == "" || texts[2] == "" || texts[1] == texts[0] || texts[2] == texts[1] || finished != 2 {
+		t.Errorf("choices %q, %d finished; want three different texts, each finished", texts, finished)
+	}
+	if res.Usage.Completion != 12 {
+		t.Errorf("completion tokens %d, want 12 (4 for each of 3 choices)", res.Usage.Completion)
 	}
 }
