@@ -162,6 +162,22 @@ func TestRequestFieldsReachEngine(t *testing.T) {
 	if string(got[0]["stream"]) != "true" {
 		t.Errorf("the engine got stream = %s, want true (the worker streams every answer)", got[0]["stream"])
 	}
+
+	// What the client does not judge, the engine does, in its own words.
+	bad := openaitest.ChatRequest(openaitest.ModelPlain, 9, map[string]any{"temperature": 2.5})
+	_, direct := openaitest.Post(t, e.BaseURL(), "/chat/completions", bad)
+	resp, body := openaitest.Post(t, testnet.BaseURL(client), "/chat/completions", bad)
+	var de, me struct {
+		Message string `json:"message"`
+		Error   struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	json.Unmarshal(direct, &de)
+	json.Unmarshal(body, &me)
+	if resp.StatusCode != http.StatusBadRequest || de.Message == "" || me.Error.Message != de.Message {
+		t.Errorf("a request the engine refuses: %d %s through the mesh; the engine said %s", resp.StatusCode, body, direct)
+	}
 }
 
 // TestEmbeddingsThroughMesh: embeddings through the mesh are the engine's,

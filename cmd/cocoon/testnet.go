@@ -22,8 +22,9 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	simChunkBytes := fs.Int("sim-chunk-bytes", 0, "bytes per sim chunk (benchmark shape)")
 	static := fs.Bool("static", false, "skip the sandbox chain and root contract: tell nodes each other's addresses (for machines without Node.js); no payments")
 	noPayments := fs.Bool("no-payments", false, "leave payments off: no wallets, no channels")
-	var models stringList
+	var models, embeddingModels stringList
 	fs.Var(&models, "model", "model to serve (repeatable; default sim-small, or the engine's own list)")
+	fs.Var(&embeddingModels, "embedding-model", "engine model to serve /v1/embeddings for (repeatable; with --backend)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,6 +39,9 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 		Workers: *workers, BackendURL: *backend, Models: models, APIAddr: *apiAddr,
 		Progress: func(s string) { fmt.Fprintln(stdout, "testnet:", s) },
 		Static:   *static, NoPayments: *noPayments,
+	}
+	if len(embeddingModels) > 0 {
+		opts.Worker = append(opts.Worker, func(c *config.Config) { c.Worker.OpenAI.EmbeddingModels = embeddingModels })
 	}
 	if *simChunks > 0 {
 		opts.Worker = append(opts.Worker, func(c *config.Config) {

@@ -138,8 +138,8 @@ func checkStream(fields map[string]json.RawMessage, p *parsed) *inference.Error 
 	return nil
 }
 
-// checkSampling checks the limits and sampling parameters: token caps,
-// the ranges of temperature, top_p and the penalties, and n.
+// checkSampling checks the limits and sampling parameters: token caps, the
+// types of temperature, top_p and the penalties, and n.
 func checkSampling(fields map[string]json.RawMessage) *inference.Error {
 	for _, f := range []string{"max_tokens", "max_completion_tokens"} {
 		if raw, ok := fields[f]; ok && !isNull(raw) {
@@ -149,14 +149,15 @@ func checkSampling(fields map[string]json.RawMessage) *inference.Error {
 			}
 		}
 	}
-	for _, r := range []struct {
-		name     string
-		min, max float64
-	}{{"temperature", 0, 2}, {"top_p", 0, 1}, {"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2}} {
-		if raw, ok := fields[r.name]; ok && !isNull(raw) {
+	// The sampling parameters' ranges are the engine's to judge (vLLM
+	// takes a temperature above OpenAI's 2): the client checks only that
+	// they are numbers, and an engine's refusal reaches the app as the
+	// engine worded it.
+	for _, name := range []string{"temperature", "top_p", "presence_penalty", "frequency_penalty"} {
+		if raw, ok := fields[name]; ok && !isNull(raw) {
 			var v float64
-			if err := json.Unmarshal(raw, &v); err != nil || v < r.min || v > r.max {
-				return badRequest(r.name, "%s must be a number from %g to %g", r.name, r.min, r.max)
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return badRequest(name, "%s must be a number", name)
 			}
 		}
 	}
