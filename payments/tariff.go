@@ -39,6 +39,9 @@ func (t *Tariff) PerMillion(p peer.ID, model string) (int64, bool) {
 	return b.Total, err == nil
 }
 
+// Offered is p's price for model in its live offer.
+func (t *Tariff) Offered(p peer.ID, model string) (Price, bool) { return t.offered.Price(p, model) }
+
 // Bill prices one answer of p for model. The price is p's live offer, or
 // receipt when it is not nil: the client pays by the receipt, which the
 // worker signed, and a receipt that names another price than the offer is

@@ -104,6 +104,12 @@ type ProxyResponse interface {
 	Proxy() peer.ID
 }
 
+// ListedResponse is a Response that knows the price its proxy listed for
+// the workers it may come from: a receipt may bill no more.
+type ListedResponse interface {
+	Listed(worker string) (payments.Price, bool)
+}
+
 // MaxPriceHeader sets one request's max price: decimal nanoTON per million
 // prompt plus completion tokens, 0 for no limit. It overrides
 // Config.MaxPrice.
@@ -311,6 +317,9 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
 	chk := &receiptCheck{req: req, content: sha256.New(), verify: s.verifyReceipt, maxFeePPM: -1}
+	if lr, ok := resp.(ListedResponse); ok {
+		chk.listed = lr.Listed
+	}
 	if s.fees != nil {
 		chk.maxFeePPM = s.fees.MaxFeePPM()
 	}
@@ -408,27 +417,43 @@ func untrusted(end *inference.End, minTier attest.Tier) *inference.Error {
 type receiptCheck struct {
 	req     *inference.Request
 	content hash.Hash
-	verify  func(peer.ID) bool // whether to verify this receipt's signature
+	// verify says whether to verify the signature of a receipt from this
+	// worker that bills this many nanoTON.
+	verify func(worker peer.ID, amount int64) bool
+	// listed is the price the proxy listed for a worker; nil when unknown.
+	listed func(worker string) (payments.Price, bool)
 	// maxFeePPM caps the proxy's fee; negative: no cap known.
 	maxFeePPM int64
 }
 
-// verifyEvery is how often the client verifies a worker's receipt
-// signature: on its first receipt and every verifyEvery-th after it. Every
-// receipt is compared with the answer; the signature, which costs some
-// fifty times that, is what makes the receipt proof, and a worker that
-// signs badly is caught within verifyEvery answers.
-const verifyEvery = 16
+// The client verifies a worker's receipt signature on its first receipt,
+// on every receipt that bills VerifyAbove nanoTON or more, and on a random
+// one in verifyEvery of the others. Every receipt is compared with the
+// answer; the signature, which costs some fifty times that, is what makes
+// the receipt proof. A worker that signs badly is caught within about
+// verifyEvery answers, and cannot tell which ones: the sample is drawn
+// from crypto/rand, not counted.
+const (
+	verifyEvery = 16
+	// VerifyAbove is the bill, in nanoTON (0.001 TON), from which every
+	// receipt's signature is verified.
+	VerifyAbove = 1_000_000
+)
 
-func (s *Server) verifyReceipt(worker peer.ID) bool {
+func (s *Server) verifyReceipt(worker peer.ID, amount int64) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.receipts[worker]
-	if len(s.receipts) >= 1<<16 && n == 0 {
+	seen := s.receipts[worker] > 0
+	if len(s.receipts) >= 1<<16 && !seen {
 		clear(s.receipts) // bounded memory; workers start again at verified
 	}
-	s.receipts[worker] = n + 1
-	return n%verifyEvery == 0
+	s.receipts[worker]++
+	s.mu.Unlock()
+	if !seen || amount >= VerifyAbove {
+		return true
+	}
+	var b [1]byte
+	rand.Read(b[:])
+	return b[0]%verifyEvery == 0
 }
 
 // check returns the error to answer with when the End's receipt is refused.
@@ -445,13 +470,30 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 	if err != nil {
 		return refuse(fmt.Errorf("worker %q: %w", end.Worker, err))
 	}
-	open := payments.Open
-	if c.verify(worker) {
-		open = payments.Verify
-	}
-	got, err := open(end.Receipt, worker)
+	got, err := payments.Open(end.Receipt, worker)
 	if err != nil {
 		return refuse(err)
+	}
+	bill, err := got.Bill(0)
+	if err != nil {
+		return refuse(err)
+	}
+	if c.verify(worker, bill.Worker) {
+		if got, err = payments.Verify(end.Receipt, worker); err != nil {
+			return refuse(err)
+		}
+	}
+	// The price is the worker's word: it must be no more than the
+	// proxy listed when the client chose the worker, and within the
+	// request's max price (which includes the proxy's fee, so the
+	// worker's part alone must fit).
+	if per := got.Price.Prompt + got.Price.Completion; c.req.MaxPrice > 0 && per > c.req.MaxPrice {
+		return refuse(fmt.Errorf("it bills at %d nanoTON per million prompt plus completion tokens, over the request's max price of %d", per, c.req.MaxPrice))
+	}
+	if c.listed != nil {
+		if l, ok := c.listed(end.Worker); ok && (got.Price.Prompt > l.Prompt || got.Price.Cached > l.Cached || got.Price.Completion > l.Completion) {
+			return refuse(fmt.Errorf("it bills at %+v, above the price %+v its proxy listed", got.Price, l))
+		}
 	}
 	want := &payments.Receipt{
 		RequestID:   c.req.ID,
@@ -470,10 +512,7 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 	// must be what the receipt bills. The fee is the proxy's to set (its
 	// offer announces it); the client checks only that it adds up.
 	if cost := end.Cost; cost != nil {
-		b, err := got.Bill(0)
-		if err != nil {
-			return refuse(err)
-		}
+		b := bill
 		if cost.Worker != b.Worker || cost.Fee < 0 || cost.Total != cost.Worker+cost.Fee {
 			return refuse(fmt.Errorf("the proxy's cost (worker %d + fee %d = %d nanoTON) is not the receipt's worker amount %d plus a fee",
 				cost.Worker, cost.Fee, cost.Total, b.Worker))

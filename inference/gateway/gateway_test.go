@@ -135,7 +135,18 @@ type fakeUpstream struct {
 	events chan inference.Event
 	closed chan struct{}
 	opened chan *inference.Request // if not nil, gets each request sent
+	listed *payments.Price         // if not nil, the price listed for every worker
 }
+
+// listedUpstream is a fakeUpstream whose responses know the listed price.
+type listedUpstream struct{ *fakeUpstream }
+
+func (f listedUpstream) Open(ctx context.Context, req *inference.Request) (Response, error) {
+	f.fakeUpstream.Open(ctx, req)
+	return f, nil
+}
+
+func (f listedUpstream) Listed(string) (payments.Price, bool) { return *f.listed, true }
 
 func (f *fakeUpstream) Catalog(context.Context) (*inference.Catalog, error) {
 	return &inference.Catalog{Models: []inference.Model{{ID: "m", Simulated: true}}}, nil
@@ -584,6 +595,64 @@ func do(t *testing.T, req *http.Request) (int, apiError) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, body.Error
+}
+
+// TestReceiptCheckPrice: the client refuses a receipt that bills above the
+// price its proxy listed for the worker, or over the request's max price.
+func TestReceiptCheckPrice(t *testing.T) {
+	workerKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	workerID, _ := peer.IDFromPrivateKey(workerKey)
+	listed := payments.Price{Prompt: 100, Completion: 200}
+	tests := []struct {
+		name     string
+		key      crypto.PrivKey // signs the receipt
+		text     string         // the receipt says this was streamed
+		tokens   int64          // completion tokens it names
+		stream   bool
+		price    payments.Price // the receipt's
+		maxPrice string         // the request's X-Cocoon-Max-Price
+		ok       bool
+	}{
+		{name: "at the listed price", key: workerKey, text: "the answer", tokens: 2, price: listed, maxPrice: "300", ok: true},
+		{name: "under the listed price", key: workerKey, text: "the answer", tokens: 2, price: payments.Price{Prompt: 50}, ok: true},
+		{name: "above the listed price", key: workerKey, text: "the answer", tokens: 2, price: payments.Price{Prompt: 100, Completion: 201}},
+		{name: "over the max price", key: workerKey, text: "the answer", tokens: 2, price: listed, maxPrice: "299"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := listedUpstream{&fakeUpstream{events: make(chan inference.Event, 2), closed: make(chan struct{}), opened: make(chan *inference.Request, 1), listed: &listed}}
+			srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
+			defer srv.Close()
+			done := make(chan *http.Response, 1)
+			go func() {
+				req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+				if tt.maxPrice != "" {
+					req.Header.Set(MaxPriceHeader, tt.maxPrice)
+				}
+				resp, _ := http.DefaultClient.Do(req)
+				done <- resp
+			}()
+			req := <-up.opened
+			signed, err := payments.Sign(&payments.Receipt{RequestID: req.ID, RequestHash: payments.Hash(req.Body),
+				ResponseHash: payments.Hash([]byte(tt.text)), Model: "m", Tokens: payments.Tokens{Prompt: 1, Completion: tt.tokens},
+				Price: tt.price, Worker: workerID, Proxy: workerID}, tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up.events <- inference.Event{Type: inference.FrameChunk, Text: []byte("the answer")}
+			up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Usage: inference.Usage{Tokens: payments.Tokens{Prompt: 1, Completion: 2}},
+				Worker: workerID.String(), Tier: "dev", Receipt: signed}}
+			resp := <-done
+			if resp == nil {
+				t.Fatal("no answer")
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if refused := resp.StatusCode == 502 && strings.Contains(string(raw), "receipt_invalid"); refused == tt.ok {
+				t.Fatalf("got %d %s; want refused = %v", resp.StatusCode, raw, !tt.ok)
+			}
+		})
+	}
 }
 
 // TestReceiptCheck: the client checks the worker's signed receipt against

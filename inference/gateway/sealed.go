@@ -18,6 +18,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/discovery/directory"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/seal"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // Workers is what the client knows of the workers behind its proxies:
@@ -243,9 +244,17 @@ func (s *sealer) pruneLocked(now time.Time) {
 // client's tier for each candidate, by peer ID string (as the opener
 // names the worker that answered). The sealed request carries req's
 // header; its body is the sealed request.
-func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Request, *seal.ResponseOpener, map[string]attest.Tier, error) {
+// chosen is what the client knows of a worker it sealed a request to: its
+// own verdict's tier, and the price its proxy listed for the model (nil
+// when none).
+type chosen struct {
+	tier  attest.Tier
+	price *payments.Price
+}
+
+func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Request, *seal.ResponseOpener, map[string]chosen, error) {
 	sessions := make([]*seal.Session, 0, len(cs))
-	tiers := make(map[string]attest.Tier, len(cs))
+	chose := make(map[string]chosen, len(cs))
 	var bad error
 	for _, c := range cs {
 		ss, err := s.session(c)
@@ -254,7 +263,8 @@ func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Reques
 			continue
 		}
 		sessions = append(sessions, ss.s)
-		tiers[ss.s.Worker().Peer] = ss.tier
+		m, _ := modelOf(c.w, req.Model)
+		chose[ss.s.Worker().Peer] = chosen{tier: ss.tier, price: m.Price}
 	}
 	if len(sessions) == 0 {
 		return nil, nil, nil, bad
@@ -272,7 +282,7 @@ func (s *sealer) seal(req *inference.Request, cs []candidate) (*inference.Reques
 	if out.Body, err = seal.AppendSealedRequest(nil, sr); err != nil {
 		return nil, nil, nil, err
 	}
-	return &out, opener, tiers, nil
+	return &out, opener, chose, nil
 }
 
 // sealedResponse opens a sealed answer as it arrives. Every chunk the app
@@ -283,10 +293,10 @@ type sealedResponse struct {
 	*callResponse
 	pending *inference.Event // the first event, read by Open, to return first
 	opener  *seal.ResponseOpener
-	rest    []byte                 // the chunks of the last record not returned yet
-	tiers   map[string]attest.Tier // the candidates' tiers, by peer ID string
-	ended   bool                   // the end record was opened
-	failed  bool                   // an error event was returned: nothing follows
+	rest    []byte            // the chunks of the last record not returned yet
+	chosen  map[string]chosen // the candidates, by peer ID string
+	ended   bool              // the end record was opened
+	failed  bool              // an error event was returned: nothing follows
 }
 
 func (r *sealedResponse) Next() (inference.Event, error) {
@@ -337,10 +347,19 @@ func (r *sealedResponse) Next() (inference.Event, error) {
 		}
 		// The tier is the client's own verdict on the worker that sealed
 		// the answer, not the proxy's word.
-		ev.End.Tier = r.tiers[b.Peer].String()
+		ev.End.Tier = r.chosen[b.Peer].tier.String()
 		return ev, nil
 	}
 	return ev, nil
+}
+
+// Listed is the price the proxy's directory listed for worker when the
+// client chose it.
+func (r *sealedResponse) Listed(worker string) (payments.Price, bool) {
+	if c, ok := r.chosen[worker]; ok && c.price != nil {
+		return *c.price, true
+	}
+	return payments.Price{}, false
 }
 
 // Buffered reports whether another event is waiting: a chunk of the last

@@ -160,7 +160,7 @@ func (p *Proxies) sendSealed(ctx context.Context, proxy peer.ID, req *inference.
 	if err != nil {
 		return nil, err
 	}
-	sealed, opener, tiers, err := p.sealer.seal(req, cs)
+	sealed, opener, chose, err := p.sealer.seal(req, cs)
 	if err != nil {
 		return nil, fmt.Errorf("sealing the request: %w", err)
 	}
@@ -168,7 +168,7 @@ func (p *Proxies) sendSealed(ctx context.Context, proxy peer.ID, req *inference.
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy, err)
 	}
-	return &sealedResponse{callResponse: &callResponse{call: call, proxy: proxy}, opener: opener, tiers: tiers}, nil
+	return &sealedResponse{callResponse: &callResponse{call: call, proxy: proxy}, opener: opener, chosen: chose}, nil
 }
 
 // callResponse decodes a pooled call's frames into events.

@@ -96,6 +96,13 @@ func (f *FakePricer) PerMillion(p peer.ID, model string) (int64, bool) {
 	return v, ok && (f.Model == "" || model == f.Model)
 }
 
+// Offered is worker p's offer: its PerMillion price, all of it on prompt
+// tokens.
+func (f *FakePricer) Offered(p peer.ID, model string) (payments.Price, bool) {
+	v, ok := f.PerMillion(p, model)
+	return payments.Price{Prompt: v}, ok
+}
+
 func (f *FakePricer) Bill(p peer.ID, model string, t payments.Tokens, receipt *payments.Price) (payments.Bill, bool) {
 	f.mu.Lock()
 	bill := f.bill

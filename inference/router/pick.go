@@ -46,7 +46,7 @@ func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier
 	unpayable := false   // a worker was passed over for want of a payment channel
 	uncandidate := false // a worker was passed over for not being sealed to
 	for _, w := range r.order {
-		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) {
+		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) || now.Before(w.refusedUntil) {
 			continue
 		}
 		if m, ok := w.models[model]; !ok || !m.Serves(kind) {

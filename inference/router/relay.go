@@ -16,6 +16,7 @@ import (
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/seal"
 	"github.com/cocoon-mesh/cocoon/p2p"
+	"github.com/cocoon-mesh/cocoon/payments"
 )
 
 // serveInference serves a client's requests. Clients present no evidence:
@@ -77,7 +78,13 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			break
 		}
 		tried = append(tried, w.id)
-		started, e := r.forward(ctx, &attempt{client: client, w: w, req: fwd, out: out, log: log}, req.MinTier)
+		a := &attempt{client: client, w: w, req: fwd, out: out, log: log, maxPrice: req.MaxPrice}
+		if r.prices != nil {
+			if p, ok := r.prices.Offered(w.id, req.Model); ok {
+				a.offer = &p
+			}
+		}
+		started, e := r.forward(ctx, a, req.MinTier)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
@@ -132,6 +139,11 @@ type attempt struct {
 	out    *p2p.FrameWriter   // to the client
 	log    func() *slog.Logger
 	tier   attest.Tier // w's verified tier, set just before the request is sent
+	// offer is w's offered price for the model when it was picked, nil
+	// when unknown; maxPrice the request's (0: none). The receipt's price
+	// must be that offer, or w's offer now within maxPrice.
+	offer    *payments.Price
+	maxPrice int64
 }
 
 // forward sends a's request to its worker and relays the response to the

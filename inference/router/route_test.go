@@ -3,6 +3,8 @@ package router_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +43,11 @@ type behaviour struct {
 	failAfter  bool          // engine_error after one chunk
 	receipts   receipts      // what the worker signs
 	owed       bool          // the worker refuses the proxy for payment
+	// signs is the price its receipts name, per million prompt tokens;
+	// 0: its offer's.
+	signs int64
+	// during, if set, runs while the answer is being generated.
+	during func()
 }
 
 type receipts uint8
@@ -59,6 +66,9 @@ func (b behaviour) backend(clock *clocktest.Clock) *inferencetest.Backend {
 				return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
 			}
 			clock.Advance(b.firstChunk)
+			if b.during != nil {
+				b.during()
+			}
 			if err := emit(inference.Chunk{Text: "hi"}); err != nil {
 				return inference.Result{}, err
 			}
@@ -156,12 +166,16 @@ func (m *mesh) addTieredWorker(name string, price int64, tier attest.Tier, b beh
 	sv := p2p.NewService(h, logtest.Discard)
 	m.t.Cleanup(sv.Close)
 	cfg := worker.Config{Network: "local", MaxConcurrent: 4}
+	signed := flatPrice{Prompt: max(price, 0)} // its offer, as FakePricer.Offered has it
+	if b.signs != 0 {
+		signed = flatPrice{Prompt: b.signs}
+	}
 	switch b.receipts {
 	case ownKey:
-		cfg.Receipts = &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Prices: flatPrice{}}
+		cfg.Receipts = &worker.Receipts{Key: h.Peerstore().PrivKey(h.ID()), Prices: signed}
 	case someoneElseKey:
 		other := p2ptest.NewHost(m.t)
-		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Prices: flatPrice{}}
+		cfg.Receipts = &worker.Receipts{Key: other.Peerstore().PrivKey(other.ID()), Prices: signed}
 	}
 	var settler worker.Settler // the worker's: nil, no payments
 	if b.owed {
@@ -351,6 +365,51 @@ func TestReceipts(t *testing.T) {
 	if h, f := stats["honest"], stats["forger"]; h.Served == 0 || f.Served == 0 || h.Failures != 0 || f.Failures < 1 {
 		t.Fatalf("honest served %d, failed %d; forger served %d, failed %d: want the forger's first answer counted failed",
 			h.Served, h.Failures, f.Served, f.Failures)
+	}
+}
+
+// TestReceiptPrice: a worker that offers a low price to be routed first,
+// then signs receipts at a higher one, has its answer refused
+// (receipt_invalid, not billed) and gets no more requests; a worker whose
+// offer changed while it answered may bill at its new price, unless that
+// is over the request's max price.
+func TestReceiptPrice(t *testing.T) {
+	settler := &router.FakeSettler{}
+	m := newPaidMesh(t, settler)
+	m.prices.SetBill(func(_ peer.ID, _ string, _ payments.Tokens, p *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, p != nil
+	})
+	m.addWorker("honest", 200, behaviour{receipts: ownKey})
+	m.addWorker("greedy", 100, behaviour{receipts: ownKey, signs: 5000})
+	if got, e := m.send(0); e == nil || e.Code != inference.CodeBadReceipt || !strings.Contains(e.Message, "not its offer's") {
+		t.Fatalf("got %q, %v; want the greedy worker's answer refused", got, e)
+	}
+	for range 3 {
+		if got, e := m.send(0); e != nil || got != "honest" {
+			t.Fatalf("got %q, %v; want the honest worker: the greedy one is routed around", got, e)
+		}
+	}
+	if st := m.stats("greedy"); st.Served != 1 || st.Failures != 1 || st.RefusedUntil.IsZero() {
+		t.Errorf("greedy: served %d, failed %d, refused until %v; want one request, failed, and refused", st.Served, st.Failures, st.RefusedUntil)
+	}
+	if served := settler.ServedAmounts(); !slices.Equal(served, []uint64{200, 200, 200}) {
+		t.Errorf("billed %v, want the honest worker's three answers at its price", served)
+	}
+
+	// A price raised while answering: billed at the new offer, within the
+	// max price; refused over it.
+	m2 := newPaidMesh(t, &router.FakeSettler{})
+	m2.prices.SetBill(func(_ peer.ID, _ string, _ payments.Tokens, p *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, p != nil
+	})
+	var id peer.ID
+	id = m2.addWorker("raiser", 100, behaviour{receipts: ownKey, signs: 300, during: func() { m2.prices.Set(id, 300) }})
+	if got, e := m2.send(0); e != nil || got != "raiser" {
+		t.Fatalf("got %q, %v; want the answer billed at the new price", got, e)
+	}
+	m2.prices.Set(id, 100)
+	if got, e := m2.send(200); e == nil || e.Code != inference.CodeBadReceipt || !strings.Contains(e.Message, "over the request's max price") {
+		t.Fatalf("got %q, %v; want the answer at a price raised over the max price refused", got, e)
 	}
 }
 

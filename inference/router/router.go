@@ -63,9 +63,11 @@ type Pricer interface {
 	// worker p for a million prompt plus a million completion tokens; ok
 	// is false when the router has no offer from p.
 	PerMillion(p peer.ID, model string) (int64, bool)
+	// Offered is worker p's price for model in its live offer.
+	Offered(p peer.ID, model string) (payments.Price, bool)
 	// Bill prices one answer; receipt, when non-nil, is the price the
-	// worker signed, which wins over the offer. ok is false when the
-	// worker's prices are unknown.
+	// worker signed, which wins over the offer (the router has checked it
+	// is an offer's). ok is false when the worker's prices are unknown.
 	Bill(p peer.ID, model string, t payments.Tokens, receipt *payments.Price) (payments.Bill, bool)
 }
 

@@ -24,6 +24,9 @@ type worker struct {
 	active   int
 	served   int
 	failures int
+	// refusedUntil: the worker billed at a price it does not offer, and
+	// gets no requests before then.
+	refusedUntil time.Time
 	// sealKey is the sealing key of w's verdict when sealID was computed.
 	sealKey []byte
 	sealID  seal.KeyID
@@ -64,6 +67,20 @@ func (r *Router) Serving(p peer.ID) bool {
 	defer r.mu.Unlock()
 	w, ok := r.workers[p]
 	return ok && w.up
+}
+
+// refuseFor is how long a worker that billed at a price it does not offer
+// gets no requests: long enough that its answers are not worth the
+// trouble, short enough that a worker that fixes its configuration comes
+// back without an operator.
+const refuseFor = 10 * time.Minute
+
+// refuse stops routing to w for refuseFor.
+func (r *Router) refuse(w *worker) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.refusedUntil = now.Add(refuseFor)
 }
 
 // WorkerDown marks p unreachable; it gets no requests until SetWorker.
@@ -148,6 +165,9 @@ type WorkerStats struct {
 	// the prior as they age (see the package doc); these are as measured.
 	Success  float64
 	Observed time.Time // when the last measurement was made; zero if none
+	// RefusedUntil is when a worker that billed at a price it does not
+	// offer gets requests again; zero if it never did.
+	RefusedUntil time.Time
 }
 
 // Workers reports every worker the router has known, up or down, in the
@@ -160,7 +180,7 @@ func (r *Router) Workers() []WorkerStats {
 		st := WorkerStats{
 			Peer: w.id, Up: w.up, MaxConcurrent: w.maxConcurrent,
 			Active: w.active, Served: w.served, Failures: w.failures,
-			Success: w.success, Observed: w.observed,
+			Success: w.success, Observed: w.observed, RefusedUntil: w.refusedUntil,
 		}
 		if w.hasTTFT {
 			st.TTFT = time.Duration(w.ttft * float64(time.Second))

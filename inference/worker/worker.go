@@ -331,15 +331,17 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			return err
 		}
 	}
+	// Counted before the End goes out: whoever reads the End and then
+	// asks this worker's status finds the answer served.
+	if chunks > 0 {
+		end := w.cfg.Now()
+		w.measure(first.Sub(start), end.Sub(start), res.Usage.Completion)
+	}
 	if err := inference.WriteEnd(fw, end); err != nil {
 		return err
 	}
 	if err := fw.Flush(); err != nil {
 		return err
-	}
-	if chunks > 0 {
-		end := w.cfg.Now()
-		w.measure(first.Sub(start), end.Sub(start), res.Usage.Completion)
 	}
 	if w.log.Enabled(ctx, slog.LevelDebug) {
 		log().Debug("request served", "chunks", chunks, "prompt_tokens", res.Usage.Prompt,
