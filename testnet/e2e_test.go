@@ -235,7 +235,7 @@ func TestErrors(t *testing.T) {
 		{"missing messages", "/chat/completions", `{"model":"sim-small"}`, 400, "messages", ""},
 		{"empty messages", "/chat/completions", `{"model":"sim-small","messages":[]}`, 400, "messages", ""},
 		{"bad role", "/chat/completions", `{"model":"sim-small","messages":[{"role":"wizard","content":"hi"}]}`, 400, "messages[0].role", ""},
-		{"bad temperature", "/chat/completions", `{"model":"sim-small","temperature":3,"messages":[{"role":"user","content":"hi"}]}`, 400, "temperature", ""},
+		{"bad temperature", "/chat/completions", `{"model":"sim-small","temperature":"hot","messages":[{"role":"user","content":"hi"}]}`, 400, "temperature", ""},
 		{"bad max_tokens", "/chat/completions", `{"model":"sim-small","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, 400, "max_tokens", ""},
 		{"bad stream", "/chat/completions", `{"model":"sim-small","stream":"yes","messages":[{"role":"user","content":"hi"}]}`, 400, "stream", ""},
 		{"missing prompt", "/completions", `{"model":"sim-small"}`, 400, "prompt", ""},
@@ -244,7 +244,9 @@ func TestErrors(t *testing.T) {
 		{"no worker for the model", "/chat/completions", `{"model":"doomed","messages":[{"role":"user","content":"hi"}]}`, 503, "", "no_worker_available"},
 		{"worker failure", "/chat/completions", `{"model":"broken","messages":[{"role":"user","content":"hi"}]}`, 502, "", "engine_error"},
 		{"upstream timeout", "/chat/completions", `{"model":"slow","messages":[{"role":"user","content":"hi"}]}`, 504, "", "upstream_timeout"},
-		{"unknown path", "/embeddings", `{}`, 404, "", "unknown_url"},
+		{"unknown path", "/audio/speech", `{}`, 404, "", "unknown_url"},
+		{"embeddings without input", "/embeddings", `{"model":"sim-small"}`, 400, "input", ""},
+		{"embeddings from a chat model", "/embeddings", `{"model":"sim-small","input":"x"}`, 400, "model", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
