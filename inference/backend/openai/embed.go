@@ -1,12 +1,9 @@
 package openai
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -27,25 +24,11 @@ func (b *Backend) embedding(ctx context.Context, req *inference.Request, emit fu
 	}
 	reqCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, b.baseURL+"/embeddings", bytes.NewReader(body))
+	resp, err := b.post(ctx, reqCtx, req, "/embeddings", body, "application/json")
 	if err != nil {
-		return inference.Result{}, fmt.Errorf("building engine request: %w", err)
-	}
-	b.setAuth(hreq)
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "application/json")
-	resp, err := b.client.Do(hreq)
-	if err != nil {
-		if ctx.Err() != nil {
-			return inference.Result{}, ctx.Err()
-		}
-		b.log.Warn("engine unreachable", "request", req.ID, "model", req.Model, "err", err)
-		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine unreachable")
+		return inference.Result{}, err
 	}
 	defer resp.Body.Close()
-	if !success(resp.StatusCode) {
-		return inference.Result{}, engineError(resp)
-	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, inference.MaxEmbeddingAnswer+1))
 	if err != nil {
 		if ctx.Err() != nil {

@@ -315,28 +315,11 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 	// so the engine never generates on for nobody.
 	reqCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, b.baseURL+path, bytes.NewReader(body))
+	resp, err := b.post(ctx, reqCtx, req, path, body, "text/event-stream")
 	if err != nil {
-		return inference.Result{}, fmt.Errorf("building engine request: %w", err)
-	}
-	b.setAuth(hreq)
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
-
-	resp, err := b.client.Do(hreq)
-	if err != nil {
-		if ctx.Err() != nil {
-			return inference.Result{}, ctx.Err()
-		}
-		b.log.Warn("engine unreachable", "request", req.ID, "model", req.Model, "err", err)
-		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine unreachable")
+		return inference.Result{}, err
 	}
 	defer resp.Body.Close()
-	if !success(resp.StatusCode) {
-		e := engineError(resp)
-		b.log.Debug("engine refused request", "request", req.ID, "model", req.Model, "status", resp.StatusCode, "err", e)
-		return inference.Result{}, e
-	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/json" {
 		return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine answered without streaming")
 	}
@@ -353,6 +336,34 @@ func (b *Backend) Generate(ctx context.Context, req *inference.Request, emit fun
 	b.log.Debug("engine stream done", "request", req.ID, "model", req.Model,
 		"deltas", s.deltas, "finish", res.FinishReason, "counted", res.Usage.Counted)
 	return res, nil
+}
+
+// post sends body to the engine's path in reqCtx (ctx is the request's
+// own, to tell its cancellation from the engine's failure) and returns the
+// engine's successful answer; an error is ctx's, or an *inference.Error.
+func (b *Backend) post(ctx, reqCtx context.Context, req *inference.Request, path string, body []byte, accept string) (*http.Response, error) {
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, b.baseURL+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building engine request: %w", err)
+	}
+	b.setAuth(hreq)
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", accept)
+	resp, err := b.client.Do(hreq)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		b.log.Warn("engine unreachable", "request", req.ID, "model", req.Model, "err", err)
+		return nil, inference.Errorf(inference.CodeEngine, "engine unreachable")
+	}
+	if !success(resp.StatusCode) {
+		e := engineError(resp)
+		resp.Body.Close()
+		b.log.Debug("engine refused request", "request", req.ID, "model", req.Model, "status", resp.StatusCode, "err", e)
+		return nil, e
+	}
+	return resp, nil
 }
 
 func (b *Backend) setAuth(req *http.Request) {
