@@ -363,8 +363,8 @@ func (p Payments) validate() error {
 	if p.Deposit == 0 || p.Reserve >= p.Deposit {
 		return fmt.Errorf("payments.deposit: %d must be above payments.reserve (%d)", p.Deposit, p.Reserve)
 	}
-	if p.Quarantine.D() < time.Minute || p.Quarantine.D() > 30*24*time.Hour {
-		return fmt.Errorf("payments.quarantine: %s must be from 1m to 720h", p.Quarantine)
+	if p.Quarantine.D() < 10*time.Minute || p.Quarantine.D() > 30*24*time.Hour {
+		return fmt.Errorf("payments.quarantine: %s must be from 10m to 720h, what payees accept", p.Quarantine)
 	}
 	if p.Batch.D() < 0 || p.Batch.D() > time.Second {
 		return fmt.Errorf("payments.batch: %s must be from 0 to 1s", p.Batch)

@@ -54,10 +54,22 @@ type Config struct {
 	// a close its payer started with an old state; it must be well under
 	// the payers' quarantine. 0 does not watch.
 	Watch time.Duration
+	// MinQuarantine and MaxQuarantine bound the quarantine a payee
+	// accepts in a channel opened to it. The payer chooses it, and a payer
+	// that closes with an old state wins if the close ends before the
+	// payee's watcher challenges it: the minimum is at least
+	// MinWatchPasses watch passes. 10 minutes and 30 days if zero.
+	MinQuarantine, MaxQuarantine time.Duration
 }
 
+// MinWatchPasses is how many watch passes a channel's quarantine must
+// span at least, so that one slow or failed pass does not lose a
+// challenge.
+const MinWatchPasses = 4
+
 // DefaultConfig: 1 TON deposits, 0.01 TON reserve, 0.01 TON of credit, a
-// one-hour quarantine.
+// one-hour quarantine, and channels accepted with quarantines from 10
+// minutes to 30 days.
 func DefaultConfig(network string) Config {
 	return Config{Network: network, Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 10_000_000,
 		Quarantine: time.Hour, OpenTimeout: time.Minute, Batch: 50 * time.Millisecond,
@@ -123,6 +135,13 @@ type Manager struct {
 func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.PrivateKey, led *ledger.Ledger, log *slog.Logger) *Manager {
 	if cfg.Quarantine <= 0 {
 		cfg.Quarantine = time.Hour
+	}
+	if cfg.MinQuarantine <= 0 {
+		cfg.MinQuarantine = 10 * time.Minute
+	}
+	cfg.MinQuarantine = max(cfg.MinQuarantine, MinWatchPasses*cfg.Watch)
+	if cfg.MaxQuarantine <= 0 {
+		cfg.MaxQuarantine = 30 * 24 * time.Hour
 	}
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = time.Minute

@@ -132,9 +132,35 @@ func (m *Manager) incoming(from peer.ID, addr string) (*incoming, *reply) {
 	return in, nil
 }
 
+// acceptable is the refusal of a channel from's payer proposes, or nil:
+// a quarantine outside this node's bounds, or a payer that still owes on
+// the channel it has (a new channel would leave that debt behind).
+func (m *Manager) acceptable(from peer.ID, q *request) *reply {
+	if d := time.Duration(q.Quarantine) * time.Second; d < m.cfg.MinQuarantine || d > m.cfg.MaxQuarantine {
+		return refuse("a quarantine of %v is outside the %v to %v this node accepts: a shorter one could end an uncooperative close before its watcher (every %v) challenges it",
+			d, m.cfg.MinQuarantine, m.cfg.MaxQuarantine, m.cfg.Watch)
+	}
+	m.mu.Lock()
+	old := m.in[from]
+	m.mu.Unlock()
+	if old == nil || old.ch.Address().String() == q.Channel {
+		return nil
+	}
+	old.mu.Lock()
+	owed := old.served - min(old.received, old.served)
+	old.mu.Unlock()
+	if owed > 0 {
+		return refuse("%d nanoTON served on channel %s are unpaid: pay them before opening another channel", owed, old.ch.Address())
+	}
+	return nil
+}
+
 // accept takes a channel a payer opened to this node, once the chain shows
 // it open with the deposit claimed, at the address the parameters give.
 func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
+	if r := m.acceptable(from, q); r != nil {
+		return r
+	}
 	if m.wallet == nil {
 		return refuse("this node has no wallet to be paid to")
 	}

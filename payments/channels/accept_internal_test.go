@@ -1,0 +1,72 @@
+package channels
+
+import (
+	"context"
+	"crypto/ed25519"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/xssnick/tonutils-go/address"
+
+	"github.com/cocoon-mesh/cocoon/payments/ledger"
+	"github.com/cocoon-mesh/cocoon/payments/ton"
+)
+
+// TestAcceptBounds: a payee refuses, before it reads the chain, a channel
+// whose quarantine is too short for its watcher to challenge a close with
+// an old state (a 1 s one), or too long, and a new channel from a payer
+// that owes on the one it has; it goes on to its other checks for a
+// channel within its bounds from a payer that owes nothing.
+func TestAcceptBounds(t *testing.T) {
+	pubA, _, _ := ed25519.GenerateKey(nil)
+	_, keyB, _ := ed25519.GenerateKey(nil)
+	dest := address.NewAddress(0, 0, make([]byte, 32))
+	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte{1}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey), DestA: dest, DestB: dest,
+		Quarantine: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	led, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	m := New(Config{Network: "test", Watch: 5 * time.Minute}, nil, nil, nil, keyB, led, slog.New(slog.DiscardHandler))
+	if m.cfg.MinQuarantine != 20*time.Minute {
+		t.Fatalf("minimum quarantine %v with a 5 min watch, want 4 passes: 20m", m.cfg.MinQuarantine)
+	}
+	payer := peer.ID("payer")
+	open := func(quarantine time.Duration) *reply {
+		return m.handle(context.Background(), payer, &request{Type: typeOpen, Channel: "EQnew", ID: []byte("new"), KeyA: pubA,
+			DestA: dest.String(), Deposit: 1_000_000, Quarantine: uint32(quarantine / time.Second)})
+	}
+	for _, tt := range []struct {
+		quarantine time.Duration
+		want       string
+	}{
+		{time.Second, "outside the 20m0s to 720h0m0s"},
+		{19 * time.Minute, "outside"},
+		{31 * 24 * time.Hour, "outside"},
+		{time.Hour, "no wallet"}, // within bounds: on to the next check
+	} {
+		if r := open(tt.quarantine); r == nil || r.Code != codeRefused || !strings.Contains(r.Message, tt.want) {
+			t.Errorf("a channel with a %v quarantine: %+v, want refused with %q", tt.quarantine, r, tt.want)
+		}
+	}
+
+	in := &incoming{channel: channel{info: info{Peer: string(payer), Deposit: 1_000_000, KeyA: pubA}, id: idOf(ch), ch: ch, peer: payer},
+		received: 100, served: 600}
+	m.in[payer] = in
+	m.inAddr[ch.Address().String()] = in
+	if r := open(time.Hour); r == nil || !strings.Contains(r.Message, "500 nanoTON served on channel") {
+		t.Errorf("a new channel from a payer owing 500 nanoTON: %+v, want refused until paid", r)
+	}
+	in.received = 600
+	if r := open(time.Hour); r == nil || !strings.Contains(r.Message, "no wallet") {
+		t.Errorf("a new channel from a payer that paid up: %+v, want on to the next check", r)
+	}
+}
