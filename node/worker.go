@@ -51,14 +51,27 @@ func newBackend(cfg config.Worker, log *slog.Logger) (inference.Backend, error) 
 	return nil, fmt.Errorf("worker.backend: %q: want sim or openai", cfg.Backend)
 }
 
-// fixedPrice is a worker's price for every model it serves (worker.price).
-type fixedPrice payments.Price
+// modelPrices are a worker's prices: worker.prices for the models named
+// there, worker.price for the others.
+type modelPrices struct {
+	price  payments.Price
+	prices map[string]payments.Price
+}
 
-func (p fixedPrice) Price(string) payments.Price { return payments.Price(p) }
+func (p modelPrices) Price(model string) payments.Price {
+	if v, ok := p.prices[model]; ok {
+		return v
+	}
+	return p.price
+}
+
+func (n *Node) prices() modelPrices {
+	return modelPrices{price: n.cfg.Worker.Price, prices: n.cfg.Worker.Prices}
+}
 
 func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, error) {
 	w := &workerRole{n: n}
-	receipts := &worker.Receipts{Key: key, Prices: fixedPrice(n.cfg.Worker.Price)}
+	receipts := &worker.Receipts{Key: key, Prices: n.prices()}
 	var settler worker.Settler // a nil interface without payments
 	if n.pay != nil {
 		settler = n.pay.m
@@ -149,7 +162,7 @@ func (w *workerRole) Fill(ctx context.Context, o *offers.Offer) error {
 	}
 	o.Role = offers.RoleWorker
 	for _, m := range c.Models {
-		o.Models = append(o.Models, offers.ModelOffer{ID: m.ID, Price: w.n.cfg.Worker.Price})
+		o.Models = append(o.Models, offers.ModelOffer{ID: m.ID, Price: w.n.prices().Price(m.ID)})
 	}
 	o.MaxConcurrent = c.MaxConcurrent
 	o.Load = min(c.Active, c.MaxConcurrent)

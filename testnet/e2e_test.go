@@ -17,6 +17,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
+	"github.com/cocoon-mesh/cocoon/inference/backend/openai/openaitest"
 	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/node/config"
@@ -547,5 +548,48 @@ func TestCostInUsage(t *testing.T) {
 	if r.Proxy != p.ID() || r.Tokens.Completion != resp.Usage.CompletionTokens || r.Price.Completion != 2_000_000_000 ||
 		r.ResponseHash != payments.Hash([]byte(resp.Choices[0].Message.Content)) {
 		t.Fatalf("receipt %+v does not describe this answer through %s", r, p.ID())
+	}
+}
+
+// TestPricePerModel: a worker asks worker.prices for the models named
+// there and worker.price for the others; its receipts bill each model at
+// its own price, and the proxy accepts them (it checks them against the
+// offer).
+func TestPricePerModel(t *testing.T) {
+	h := testnet.New(t)
+	base := payments.Price{Prompt: 100_000_000, Completion: 200_000_000}
+	dear := payments.Price{Prompt: 900_000_000, Cached: 1, Completion: 1_800_000_000}
+	h.AddWorker(func(c *config.Config) {
+		c.Worker.Sim.Models = []string{"cheap-model", "dear-model"}
+		c.Worker.Price = base
+		c.Worker.Prices = map[string]payments.Price{"dear-model": dear}
+	})
+	h.AddProxy()
+	client := h.AddClient()
+	for model, want := range map[string]payments.Price{"cheap-model": base, "dear-model": dear} {
+		resp, body := openaitest.Post(t, testnet.BaseURL(client), "/chat/completions", openaitest.ChatRequest(model, 1, nil))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", model, resp.StatusCode, body)
+		}
+		var a struct {
+			Cocoon struct {
+				Worker  string `json:"worker"`
+				Receipt []byte `json:"receipt"`
+			} `json:"cocoon"`
+		}
+		if err := json.Unmarshal(body, &a); err != nil {
+			t.Fatal(err)
+		}
+		worker, err := peer.Decode(a.Cocoon.Worker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := payments.Verify(a.Cocoon.Receipt, worker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Price != want {
+			t.Errorf("%s billed at %+v, want %+v", model, r.Price, want)
+		}
 	}
 }

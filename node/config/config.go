@@ -122,6 +122,9 @@ type Worker struct {
 	// Price is what the worker asks for every model it serves, in nanoTON
 	// per million tokens; it is announced in the worker's offers.
 	Price payments.Price `toml:"price"`
+	// Prices are what it asks for the models named, instead of Price
+	// (TOML: [worker.prices.llama3] prompt = ..., completion = ...).
+	Prices map[string]payments.Price `toml:"prices"`
 	// Proxies are multiaddrs (ending in /p2p/<id>) of proxies to join: the
 	// worker stays connected and attested to them, and they learn of it
 	// from its gossiped offers. The DHT replaces this list in [2/6].
@@ -380,6 +383,16 @@ func (c *Config) validateWorker() error {
 	for _, p := range []int64{w.Price.Prompt, w.Price.Cached, w.Price.Completion} {
 		if p < 0 || p > 1_000_000_000_000_000 {
 			return fmt.Errorf("worker.price: %d nanoTON per million tokens is out of bounds (0 to 10^15)", p)
+		}
+	}
+	for model, price := range w.Prices {
+		if model == "" || len(model) > 256 {
+			return fmt.Errorf("worker.prices: model name %q must be 1 to 256 bytes", model)
+		}
+		for _, p := range []int64{price.Prompt, price.Cached, price.Completion} {
+			if p < 0 || p > 1_000_000_000_000_000 {
+				return fmt.Errorf("worker.prices.%s: %d nanoTON per million tokens is out of bounds (0 to 10^15)", model, p)
+			}
 		}
 	}
 	switch w.Backend {

@@ -47,6 +47,7 @@ var settingDocs = map[string]string{
 	"worker.price.prompt":            "Price of a million prompt tokens, in nanoTON (1 TON = 10^9), for every model served.",
 	"worker.price.cached":            "Price of a million cached prompt tokens, in nanoTON.",
 	"worker.price.completion":        "Price of a million completion tokens, in nanoTON.",
+	"worker.prices":                  "Prices of the models named, instead of worker.price: [worker.prices.MODEL] with prompt, cached and completion.",
 
 	"proxy.workers":             "Workers to use, multiaddrs ending in /p2p/<id>, besides those found through offers and the DHT.",
 	"proxy.fee_ppm":             "Fee added to workers' prices, in millionths; the root contract caps it.",
