@@ -90,11 +90,13 @@ func (a *Announcer) Run(ctx context.Context) {
 			if !a.pace(ctx, sent) {
 				return
 			}
-			sent = time.Now()
 			last = a.self.State()
 			if err := a.publish(ctx, 3*every); err != nil && ctx.Err() == nil {
 				a.log.Warn("announcing offer", "err", err)
 			}
+			// Paced from when the offer went out, not from when it was
+			// started: a slow Fill must not shorten the next gap.
+			sent = time.Now()
 		}
 		select {
 		case <-ctx.Done():
