@@ -121,6 +121,35 @@ var weatherTools = []map[string]any{{
 	},
 }}
 
+// TestOpenAISurfaceInTheClear: a client node that sends in the clear
+// (node.WithoutSealing, the benchmarks' baseline) gets the same answers:
+// engine events travel as Event frames, which the proxy relays and hashes
+// for the receipt.
+func TestOpenAISurfaceInTheClear(t *testing.T) {
+	e := openaitest.Start(t, openaitest.LlamaCpp)
+	h := testnet.New(t)
+	h.AddWorker(func(c *config.Config) {
+		c.Worker.Backend = "openai"
+		c.Worker.OpenAI.URL = e.BaseURL()
+	})
+	h.AddProxy()
+	client := h.AddNode(config.RoleClient, []node.Option{node.WithoutSealing()})
+	for _, model := range []string{openaitest.ModelToolsParallel, openaitest.ModelReasoning, openaitest.ModelLogprobs} {
+		req := openaitest.ChatRequest(model, 2, map[string]any{"logprobs": true, "top_logprobs": 1, "stream_options": map[string]any{"include_usage": true}})
+		direct, _ := openaitest.Stream(t, e.BaseURL(), "/chat/completions", req)
+		got, _ := openaitest.Stream(t, testnet.BaseURL(client), "/chat/completions", req)
+		if !reflect.DeepEqual(comparable(got), comparable(direct)) {
+			t.Errorf("%s, streamed in the clear: through the mesh\n%+v\nstraight from the engine\n%+v", model, got, direct)
+		}
+		delete(req, "stream_options")
+		direct, _ = openaitest.Whole(t, e.BaseURL(), "/chat/completions", req)
+		got, _ = openaitest.Whole(t, testnet.BaseURL(client), "/chat/completions", req)
+		if !reflect.DeepEqual(comparable(got), comparable(direct)) {
+			t.Errorf("%s, whole in the clear: through the mesh\n%+v\nstraight from the engine\n%+v", model, got, direct)
+		}
+	}
+}
+
 // TestRequestFieldsReachEngine: every field an app sends reaches the
 // engine as the app sent it; the worker sets only what streaming needs.
 func TestRequestFieldsReachEngine(t *testing.T) {
