@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/big"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -216,11 +217,33 @@ func (m *Manager) watch() {
 		m.mu.Lock()
 		ins := slices.Collect(maps.Values(m.inAddr))
 		m.mu.Unlock()
-		for _, in := range ins {
+		m.watchPass(ins)
+	}
+}
+
+// watchParallel is how many channels a watch pass reads at once: a pass
+// over a thousand channels takes the time of about thirty reads, not a
+// thousand, so a close started with an old state is seen well inside its
+// quarantine however many channels the payee has.
+const watchParallel = 32
+
+// watchPass challenges, where needed, each of ins, watchParallel at a time.
+func (m *Manager) watchPass(ins []*incoming) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, watchParallel)
+	defer wg.Wait()
+	for _, in := range ins {
+		select {
+		case slots <- struct{}{}:
+		case <-m.ctx.Done():
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
 			if err := m.challenge(m.ctx, in); err != nil && m.ctx.Err() == nil {
 				m.log.Warn("watching a channel", "peer", in.peer, "channel", in.ch.Address(), "err", err)
 			}
-		}
+		})
 	}
 }
 
