@@ -124,6 +124,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(byte(0), []byte{})
 	f.Add(byte(9), []byte(`{}`))
 	f.Add(inference.FrameRecord, []byte{1, 2, 0})
+	f.Add(inference.FrameEvent, []byte(`{"choices":[{"index":1,"delta":{"content":"x"}}]}`))
 	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
 		ev, err := inference.DecodeEvent(typ, p)
 		if err != nil {
@@ -166,6 +167,12 @@ func FuzzDecodeEvent(f *testing.F) {
 			// Opaque to every hop: only the client opens it.
 			if !bytes.Equal(ev.Text, p) {
 				t.Fatalf("record %x decoded as %x", p, ev.Text)
+			}
+		case inference.FrameEvent:
+			// The engine's event as it was, within its cap: the client
+			// node checks its JSON.
+			if !bytes.Equal(ev.Text, p) || len(p) == 0 || len(p) > inference.MaxEventBytes {
+				t.Fatalf("event of %d bytes decoded as %d", len(p), len(ev.Text))
 			}
 		default:
 			t.Fatalf("frame type %d decoded", typ)
