@@ -117,6 +117,25 @@ type Call struct {
 	firstTyp byte
 	first    []byte
 	peeked   bool
+
+	stopMu  sync.Mutex // guards s against Stop from another goroutine, and stopped
+	stopped bool
+}
+
+// Stop asks the server to stop generating and end the answer as it is:
+// the frames up to its End still come through Next. It is for a requester
+// whose app went away mid-answer, billed then for what was streamed and
+// no more. It may be called from another goroutine than Next's, and more
+// than once.
+func (c *Call) Stop() error {
+	c.stopMu.Lock()
+	defer c.stopMu.Unlock()
+	if c.s == nil || c.stopped {
+		return nil
+	}
+	c.stopped = true
+	_, err := c.s.Write(p2p.AppendFrame(nil, FrameStop, nil))
+	return err
 }
 
 // Send sends req to id and waits for the first frame of the response.
@@ -234,6 +253,8 @@ func (c *Call) Buffered() bool { return c.peeked || (c.fr != nil && c.fr.Buffere
 // Done releases the call: a stream whose response ended cleanly goes back
 // to the pool, any other is reset.
 func (c *Call) Done() {
+	c.stopMu.Lock()
+	defer c.stopMu.Unlock()
 	if c.s == nil {
 		return
 	}

@@ -36,6 +36,14 @@ func DefaultServeConfig() ServeConfig {
 // served. Nothing is left to answer.
 var ErrCancelled = errors.New("requester went away")
 
+// ErrStopped is the cause of a request's ctx when the requester sent Stop
+// (FrameStop): the handler stops generating and ends the answer as it is,
+// on a stream that stays open. Stopped reports it.
+var ErrStopped = errors.New("requester stopped the answer")
+
+// Stopped reports whether ctx ended because the requester sent Stop.
+func Stopped(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrStopped) }
+
 // incoming is one read by a served stream's reader: a request or the error
 // that ended the stream.
 type incoming struct {
@@ -50,8 +58,9 @@ type server struct {
 	quit chan struct{}
 	done chan struct{}
 
-	mu      sync.Mutex // guards current
+	mu      sync.Mutex // guards current and stop
 	current context.CancelFunc
+	stop    context.CancelFunc // stops the request being served
 }
 
 // ServeRequests serves the requests a requester sends on s, one after
@@ -89,6 +98,15 @@ func (sv *server) read() {
 		switch {
 		case err != nil:
 			in.err = err
+		case typ == FrameStop:
+			// Stops the request being served; one that already ended
+			// (the Stop crossed its End) is left alone.
+			sv.mu.Lock()
+			if sv.stop != nil && len(p) == 0 {
+				sv.stop()
+			}
+			sv.mu.Unlock()
+			continue
 		case typ != FrameRequest:
 			in.err = fmt.Errorf("%w: want a request frame, got type %d", ErrMalformed, typ)
 		default:
@@ -154,21 +172,27 @@ func (sv *server) serveOne(ctx context.Context, cfg ServeConfig, req *Request, h
 	defer cancel(nil)
 	sv.mu.Lock()
 	sv.current = func() { cancel(ErrCancelled) }
+	sv.stop = func() { cancel(ErrStopped) }
 	sv.mu.Unlock()
 	limit := time.AfterFunc(cfg.MaxDuration, func() {
 		cancel(fmt.Errorf("%w (%s): %w", errTooLong, cfg.MaxDuration, context.DeadlineExceeded))
 	})
 	// A request cancelled or past MaxDuration may be blocked writing to a
-	// requester that stopped reading: resetting the stream frees it.
-	stop := context.AfterFunc(rctx, func() { sv.s.Reset() })
+	// requester that stopped reading: resetting the stream frees it. A
+	// stopped one is still read: its answer ends with an End.
+	stop := context.AfterFunc(rctx, func() {
+		if !Stopped(rctx) {
+			sv.s.Reset()
+		}
+	})
 	err := handle(rctx, req, fw)
 	stopped := stop()
 	limit.Stop()
 	sv.mu.Lock()
-	sv.current = nil
+	sv.current, sv.stop = nil, nil
 	sv.mu.Unlock()
 	switch {
-	case !stopped:
+	case !stopped && !Stopped(rctx):
 		return fmt.Errorf("%w: %v", ErrCancelled, context.Cause(rctx))
 	case err != nil:
 		return err

@@ -192,6 +192,64 @@ func TestServeCancel(t *testing.T) {
 	p2ptest.WaitFor(t, cancelled, "the request to be cancelled")
 }
 
+// TestServeStop: a requester that stops its call (its app went away
+// mid-answer) stops the request being served without resetting the
+// stream: the handler sees Stopped, ends the answer with an End, the
+// requester reads it, and the stream carries the next request. A Stop
+// that crosses the End is ignored.
+func TestServeStop(t *testing.T) {
+	server, client, sv := hostPair(t)
+	started := make(chan struct{}, 1)
+	streams := echoServer(sv, inference.DefaultServeConfig(), okCheck, func(ctx context.Context, req *inference.Request, fw *p2p.FrameWriter) error {
+		if req.Model == "quick" {
+			return answer(ctx, req, fw)
+		}
+		if err := fw.Write(inference.FrameChunk, inference.AppendChunk(nil, inference.Chunk{Text: "x"})); err != nil {
+			return err
+		}
+		if err := fw.Flush(); err != nil {
+			return err
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		if !inference.Stopped(ctx) {
+			return ctx.Err()
+		}
+		if err := inference.WriteEnd(fw, &inference.End{FinishReason: "stopped"}); err != nil {
+			return err
+		}
+		return fw.Flush()
+	})
+	pool := inference.NewPool(client, "local", inference.DefaultPoolConfig())
+	defer pool.Close()
+	c, err := pool.Send(t.Context(), server.ID(), request("long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.WaitFor(t, started, "the request to start")
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if text, typ := collect(t, c); text != "x" || typ != inference.FrameEnd {
+		t.Fatalf("after Stop: %q then frame %d, want the chunk then End", text, typ)
+	}
+	c.Done()
+	for i := range 2 {
+		c, err = pool.Send(t.Context(), server.ID(), request("quick"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text, typ := collect(t, c); text != "quick" || typ != inference.FrameEnd {
+			t.Fatalf("request %d after the stopped one got %q then frame %d", i+1, text, typ)
+		}
+		c.Stop() // after the End, as when it crosses it: ignored, and not carried to the next request
+		c.Done()
+	}
+	if n := streams.Load(); n != 1 {
+		t.Errorf("%d streams, want 1: a stopped answer keeps its stream", n)
+	}
+}
+
 // TestServeRefusals: check refuses, garbage is a bad request, and a
 // request past MaxDuration is cancelled.
 func TestServeRefusals(t *testing.T) {

@@ -37,6 +37,12 @@ const (
 	// JSON object, in the clear. A sealed answer carries events inside its
 	// records instead.
 	FrameEvent byte = 6
+	// FrameStop, from the requester while its request is served (empty):
+	// stop generating and end the answer as it is, with an End and a
+	// receipt for what was streamed. An app that hangs up mid-answer pays
+	// for what it got; a requester that resets the stream instead gets
+	// nothing more. A Stop that arrives after the answer ended is ignored.
+	FrameStop byte = 7
 )
 
 // MaxEmbeddingAnswer caps an engine's answer to an embedding request,

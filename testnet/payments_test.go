@@ -1,6 +1,8 @@
 package testnet_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,4 +122,65 @@ func TestPaymentsEndToEnd(t *testing.T) {
 	}) != nil {
 		t.Fatalf("unfunded client: %v, want 402 naming insufficient funds", err)
 	}
+}
+
+// TestHangUpPaysWhatWasStreamed: ten apps read half of a streamed answer
+// and hang up. Each answer is stopped, not abandoned: the worker signs a
+// receipt for what it streamed, the client pays it, and the proxy pays the
+// worker its part; the ledgers agree. An app that hangs up before the
+// first chunk pays nothing.
+func TestHangUpPaysWhatWasStreamed(t *testing.T) {
+	h := testnet.New(t, testnet.WithPayments("sim-small"))
+	p := h.AddProxy()
+	w := h.AddWorker(func(c *config.Config) { c.Worker.Sim.TokensPerSec = 100 })
+	client := h.AddClient()
+
+	body := `{"model":"sim-small","stream":true,"max_tokens":40,"messages":[{"role":"user","content":"a long answer"}]}`
+	for range 10 {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, "POST", testnet.BaseURL(client)+"/chat/completions", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		chunks := 0
+		for chunks < 20 && sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: {") {
+				chunks++
+			}
+		}
+		cancel() // half of the 40 tokens read: hang up
+		resp.Body.Close()
+		if chunks != 20 {
+			t.Fatalf("read %d chunks before hanging up", chunks)
+		}
+	}
+	// What a whole 40-token answer costs, for comparison.
+	c := sdk(client)
+	full, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "a long answer", 40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := costOf(t, full.RawJSON())
+	p2ptest.Eventually(t, "the cut answers to be paid", func() bool {
+		st := client.Status(t.Context())
+		return st.Payments != nil && st.Payments.Spent > whole.Total
+	})
+	// Settled through: the proxy has what the client sent, the worker its
+	// part.
+	p2ptest.Eventually(t, "the payments to settle", func() bool {
+		sent, _ := channelOf(client, p)
+		_, fromClient := channelOf(p, client)
+		paid, _ := channelOf(p, w)
+		_, toWorker := channelOf(w, p)
+		return sent > uint64(whole.Total) && fromClient == sent && paid > uint64(whole.Worker) && toWorker == paid
+	})
+	spent := client.Status(t.Context()).Payments.Spent - whole.Total
+	// Ten halves cost about five wholes: more than two (the stops may
+	// come a few tokens late), less than ten.
+	if spent < 2*whole.Total || spent >= 10*whole.Total {
+		t.Errorf("ten answers cut halfway cost %d nanoTON, a whole one %d: want about five wholes", spent, whole.Total)
+	}
+	t.Logf("ten answers cut halfway cost %d nanoTON; a whole one %d", spent, whole.Total)
 }

@@ -110,6 +110,41 @@ type ListedResponse interface {
 	Listed(worker string) (payments.Price, bool)
 }
 
+// StoppableResponse is a Response whose answer can be stopped: the worker
+// stops generating and ends the answer as it is, with its End and a
+// receipt for what was streamed, which Next still returns. The gateway
+// stops an answer whose app went away after its first chunk, and pays for
+// what was streamed; an app gone before the first chunk pays nothing.
+type StoppableResponse interface {
+	Stop()
+}
+
+// UnwrapResponse is a Response that wraps another (the metrics do): the
+// gateway looks through it for the optional interfaces above.
+type UnwrapResponse interface {
+	Unwrap() Response
+}
+
+// find returns the first Response in r's chain that is a T.
+func find[T any](r Response) (T, bool) {
+	for r != nil {
+		if t, ok := r.(T); ok {
+			return t, true
+		}
+		u, ok := r.(UnwrapResponse)
+		if !ok {
+			break
+		}
+		r = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// stopWait bounds the wait for the End of an answer stopped because its
+// app went away; past it the answer is abandoned, and not paid.
+const stopWait = 10 * time.Second
+
 // MaxPriceHeader sets one request's max price: decimal nanoTON per million
 // prompt plus completion tokens, 0 for no limit. It overrides
 // Config.MaxPrice.
@@ -267,8 +302,20 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return s.log.With("request", req.ID, "model", req.Model) }
 
-	ctx, cancel := context.WithCancel(r.Context())
+	// The answer is not tied to the app's connection: an app gone before
+	// the first chunk abandons it (cancel), one gone after it stops it,
+	// and pays for what was streamed (stop, set below).
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
+	var stop atomic.Pointer[func()]
+	unwatch := context.AfterFunc(r.Context(), func() {
+		if f := stop.Load(); f != nil {
+			(*f)()
+			return
+		}
+		cancel()
+	})
+	defer unwatch()
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(s.cfg.FirstByteTimeout, func() { timedOut.Store(true); cancel() })
 	defer timer.Stop()
@@ -315,16 +362,30 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		writeInferenceError(w, ev.Err)
 		return
 	}
+	stopAnswer := sync.OnceFunc(func() {
+		st, ok := find[StoppableResponse](resp)
+		if !ok {
+			cancel()
+			return
+		}
+		log().Debug("app went away mid-answer; stopping it, to pay for what was streamed")
+		st.Stop()
+		time.AfterFunc(stopWait, cancel)
+	})
+	stop.Store(&stopAnswer)
+	if r.Context().Err() != nil {
+		stopAnswer() // gone while the first chunk was on its way
+	}
 	out := newEncoder(kind, req.ID, p.model, s.cfg.Now().Unix())
 	chk := &receiptCheck{req: req, content: sha256.New(), verify: s.verifyReceipt, maxFeePPM: -1}
-	if lr, ok := resp.(ListedResponse); ok {
+	if lr, ok := find[ListedResponse](resp); ok {
 		chk.listed = lr.Listed
 	}
 	if s.fees != nil {
 		chk.maxFeePPM = s.fees.MaxFeePPM()
 	}
 	if p.stream {
-		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, log)
+		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, stopAnswer, log)
 		return
 	}
 	s.whole(w, resp, ev, out, minTier, chk, log)
@@ -533,7 +594,11 @@ func (c *receiptCheck) check(end *inference.End) *inference.Error {
 
 // stream writes the response as server-sent events, flushing whenever no
 // further event is already waiting.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, minTier attest.Tier, chk *receiptCheck, log func() *slog.Logger) {
+//
+// When the app goes away mid-stream, stop stops the answer; the events up
+// to its End are read on, without writing them, to check its receipt and
+// pay for what was streamed.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, ev inference.Event, out *encoder, includeUsage bool, minTier attest.Tier, chk *receiptCheck, stop func(), log func() *slog.Logger) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -566,14 +631,20 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 		w.Write(buf)
 		buf = buf[:0]
 	}
+	gone := false // the app went away: read on to the End, write nothing
 	for {
 		switch ev.Type {
 		case inference.FrameChunk:
 			chk.content.Write(ev.Text)
-			buf = out.appendChunk(buf, ev.Text, ev.Finish)
+			if !gone {
+				buf = out.appendChunk(buf, ev.Text, ev.Finish)
+			}
 		case inference.FrameEvent:
 			chk.content.Write(ev.Text)
 			var err error
+			if gone {
+				break
+			}
 			if buf, err = out.appendEvent(buf, ev.Text); err != nil {
 				log().Warn("worker sent a malformed event", "err", err)
 				buf = appendStreamError(buf, inference.Errorf(inference.CodeEngine, "the worker sent a malformed event: %v", err))
@@ -597,6 +668,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 				return
 			}
 			s.paid(resp, ev.End)
+			if gone {
+				log().Debug("paid for the part of the answer streamed before the app went away",
+					"completion_tokens", ev.End.Usage.Completion)
+				return
+			}
 			if !out.finished {
 				buf = out.appendChunk(buf, nil, []byte(orDefault(ev.End.FinishReason, "stop")))
 			}
@@ -612,17 +688,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 			last()
 			return
 		}
-		if !resp.Buffered() || len(buf) >= 32<<10 {
+		if !gone && r.Context().Err() != nil {
+			gone = true // stop has been called
+		}
+		if !gone && (!resp.Buffered() || len(buf) >= 32<<10) {
 			if err := send(); err != nil {
 				log().Debug("app went away mid-stream", "err", err)
-				return
+				gone = true
+				stop()
 			}
 		}
 		var err error
 		ev, err = resp.Next()
 		if err != nil {
-			if r.Context().Err() != nil {
-				log().Debug("app went away mid-stream")
+			if gone || r.Context().Err() != nil {
+				log().Debug("app went away mid-stream; the answer ended without its End", "err", err)
 				return
 			}
 			log().Info("proxy failed mid-stream", "err", err)
@@ -765,7 +845,7 @@ func (s *Server) paid(resp Response, end *inference.End) {
 	if s.payer == nil {
 		return
 	}
-	if pr, ok := resp.(ProxyResponse); ok {
+	if pr, ok := find[ProxyResponse](resp); ok {
 		s.payer.Pay(pr.Proxy(), end)
 	}
 }

@@ -191,3 +191,6 @@ func (r *callResponse) Next() (inference.Event, error) {
 func (r *callResponse) Buffered() bool { return r.call.Buffered() }
 
 func (r *callResponse) Close() { r.call.Done() }
+
+// Stop asks the worker, through the proxy, to end the answer as it is.
+func (r *callResponse) Stop() { r.call.Stop() }

@@ -85,7 +85,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			}
 		}
 		started, e := r.forward(ctx, a, req.MinTier)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !(started && inference.Stopped(ctx)) {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
 		if e == nil {
@@ -167,8 +167,20 @@ func (r *Router) forward(ctx context.Context, a *attempt, minTier attest.Tier) (
 	}
 	// The first frame must come within FirstChunkTimeout; past it the
 	// attempt is abandoned (its stream reset) and the next worker tried.
-	actx, cancel := context.WithCancel(ctx)
+	// The client going away resets it too; a client that stops the
+	// answer (its app went away mid-answer) has the worker stop instead,
+	// and the answer ends with its End, billed for what was streamed.
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	var calling atomic.Pointer[inference.Call]
+	unwatch := context.AfterFunc(ctx, func() {
+		if c := calling.Load(); c != nil && inference.Stopped(ctx) {
+			c.Stop()
+			return
+		}
+		cancel()
+	})
+	defer unwatch()
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(r.cfg.FirstChunkTimeout, func() { timedOut.Store(true); cancel() })
 	sent := r.now()
@@ -179,6 +191,10 @@ func (r *Router) forward(ctx context.Context, a *attempt, minTier attest.Tier) (
 		return false, e
 	}
 	defer call.Done()
+	calling.Store(call)
+	if inference.Stopped(ctx) {
+		call.Stop() // stopped while the first frame was on its way
+	}
 	typ, p, err := call.Next()
 	if err != nil {
 		return false, inference.Errorf(inference.CodeInternal, "reading the first frame: %v", err)
@@ -292,7 +308,7 @@ func (r *Router) relay(ctx context.Context, cancel context.CancelFunc, a *attemp
 // failed, which ends the client's response with an error.
 func (r *Router) broken(ctx context.Context, a *attempt, err error, frames int, stalled bool) (outcome, *inference.Error) {
 	switch {
-	case ctx.Err() != nil:
+	case ctx.Err() != nil && !inference.Stopped(ctx):
 		return outcomeNone, inference.Errorf(inference.CodeCancelled, "client went away")
 	case stalled:
 		a.log().Info("worker stalled mid-stream", "worker", a.w.id, "chunks", frames, "gap", r.cfg.ChunkTimeout)

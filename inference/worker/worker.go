@@ -288,6 +288,15 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 	}
 	res, err := w.backend.Generate(ctx, req, emit)
 	release()
+	if err != nil && inference.Stopped(ctx) {
+		// The requester's app went away mid-answer: the answer ends as it
+		// is, billed for what was streamed, counted here since the engine
+		// reports usage only at its end.
+		log().Debug("request stopped by requester", "chunks", chunks)
+		res = inference.Result{Usage: inference.Usage{Counted: true, Tokens: payments.Tokens{
+			Prompt: inference.EstimatePromptTokens(req.Body), Completion: int64(chunks)}}}
+		err = nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			log().Debug("request cancelled by requester", "chunks", chunks)

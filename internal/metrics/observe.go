@@ -129,6 +129,10 @@ func (o *observedResponse) Next() (inference.Event, error) {
 	return ev, err
 }
 
+// Unwrap is the response observed, where the gateway finds what else it
+// can do.
+func (o *observedResponse) Unwrap() gateway.Response { return o.Response }
+
 func (o *observedResponse) Close() {
 	if !o.done {
 		o.finish(inference.CodeCancelled.String(), 0) // the app went away
