@@ -62,6 +62,9 @@ func (n *Node) startPayments() error {
 	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, MaxCredit: pc.MaxCredit,
 		Forward: n.cfg.Role == config.RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
 		OpenTimeout: time.Minute, Watch: min(pc.Quarantine.D()/4, time.Minute)}
+	if n.disc.registry != nil {
+		cc.Rules = n.disc.registry
+	}
 	m := channels.New(cc, n.h, n.disc.chain, w, key, led, n.log)
 	if err := m.Start(n.sv); err != nil {
 		led.Close()

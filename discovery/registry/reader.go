@@ -135,6 +135,15 @@ func (r *Reader) MaxFeePPM() int64 {
 	return -1
 }
 
+// MinDeposit is the smallest payment-channel deposit, in nanoTON, as the
+// root contract last read sets it; 0 before the first read.
+func (r *Reader) MinDeposit() uint64 {
+	if reg := r.Current(); reg != nil && reg.Fees.MinDeposit != nil && reg.Fees.MinDeposit.IsUint64() {
+		return reg.Fees.MinDeposit.Uint64()
+	}
+	return 0
+}
+
 // Close stops refreshing and waits for the background goroutine.
 func (r *Reader) Close() {
 	if r.cancel != nil {

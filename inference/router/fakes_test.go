@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,38 @@ type FakeSettler struct {
 	unpayable map[peer.ID]bool
 	served    []uint64
 	relayed   [][]byte
+	// budget, when not zero, is what Reserve lets be set aside at once;
+	// reserved is what is, and peak the most there was.
+	budget, reserved, peak uint64
+}
+
+// Budget makes Reserve refuse to set aside more than b at once.
+func (f *FakeSettler) Budget(b uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.budget = b
+}
+
+// Reserved is what is set aside now, and the most there ever was.
+func (f *FakeSettler) Reserved() (now, peak uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reserved, f.peak
+}
+
+func (f *FakeSettler) Reserve(_ peer.ID, amount uint64) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.budget > 0 && f.reserved+amount > f.budget {
+		return nil, fmt.Errorf("fake settler: %d reserved, %d more is over the budget of %d", f.reserved, amount, f.budget)
+	}
+	f.reserved += amount
+	f.peak = max(f.peak, f.reserved)
+	return sync.OnceFunc(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.reserved -= amount
+	}), nil
 }
 
 // Refuse makes Admit answer err (nil: admit).

@@ -84,7 +84,16 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 				a.offer = &p
 			}
 		}
+		unreserve, perr := r.reserve(client, w, req)
+		if perr != nil {
+			r.release(w, outcomeNone)
+			if err := inference.WriteError(out, perr); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
 		started, e := r.forward(ctx, a, req.MinTier)
+		unreserve()
 		if ctx.Err() != nil && !(started && inference.Stopped(ctx)) {
 			return fmt.Errorf("client went away: %w", ctx.Err())
 		}
@@ -129,6 +138,26 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 		return err
 	}
 	return out.Flush()
+}
+
+// reserve sets the worst case of req's answer from w aside in client's
+// channel: its prompt (a token per four bytes of its body, which for a
+// sealed body is more than the prompt) and ReserveTokens of completion at
+// w's offer, plus the fee. A worker without a price bills nothing, and
+// needs nothing set aside.
+func (r *Router) reserve(client peer.ID, w *worker, req *inference.Request) (func(), *inference.Error) {
+	if r.settler == nil || r.prices == nil {
+		return func() {}, nil
+	}
+	worst, ok := r.prices.Bill(w.id, req.Model, payments.Tokens{Prompt: int64(len(req.Body))/4 + 1, Completion: r.cfg.ReserveTokens}, nil)
+	if !ok || worst.Total <= 0 {
+		return func() {}, nil
+	}
+	release, err := r.settler.Reserve(client, uint64(worst.Total))
+	if err != nil {
+		return nil, inference.Errorf(inference.CodePaymentRequired, "payment required: %v", err)
+	}
+	return release, nil
 }
 
 // attempt is one try of a request on one worker.

@@ -377,7 +377,10 @@ func TestReceiptPrice(t *testing.T) {
 	settler := &router.FakeSettler{}
 	m := newPaidMesh(t, settler)
 	m.prices.SetBill(func(_ peer.ID, _ string, _ payments.Tokens, p *payments.Price) (payments.Bill, bool) {
-		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, p != nil
+		if p == nil {
+			return payments.Bill{}, false // the worst case is not this test's
+		}
+		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, true
 	})
 	m.addWorker("honest", 200, behaviour{receipts: ownKey})
 	m.addWorker("greedy", 100, behaviour{receipts: ownKey, signs: 5000})
@@ -400,7 +403,10 @@ func TestReceiptPrice(t *testing.T) {
 	// max price; refused over it.
 	m2 := newPaidMesh(t, &router.FakeSettler{})
 	m2.prices.SetBill(func(_ peer.ID, _ string, _ payments.Tokens, p *payments.Price) (payments.Bill, bool) {
-		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, p != nil
+		if p == nil {
+			return payments.Bill{}, false // the worst case is not this test's
+		}
+		return payments.Bill{Worker: p.Prompt, Total: p.Prompt}, true
 	})
 	var id peer.ID
 	id = m2.addWorker("raiser", 100, behaviour{receipts: ownKey, signs: 300, during: func() { m2.prices.Set(id, 300) }})
@@ -410,6 +416,74 @@ func TestReceiptPrice(t *testing.T) {
 	m2.prices.Set(id, 100)
 	if got, e := m2.send(200); e == nil || e.Code != inference.CodeBadReceipt || !strings.Contains(e.Message, "over the request's max price") {
 		t.Fatalf("got %q, %v; want the answer at a price raised over the max price refused", got, e)
+	}
+}
+
+// TestReservations: a client sends 64 requests at once whose worst cases
+// its channel covers two of: two are served, the other 62 get
+// payment_required at once, what is set aside never passes the deposit,
+// and all of it is given back once the two are served.
+func TestReservations(t *testing.T) {
+	settler := &router.FakeSettler{}
+	m := newPaidMesh(t, settler)
+	m.prices.SetBill(func(_ peer.ID, _ string, tk payments.Tokens, _ *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{Worker: tk.Prompt + tk.Completion, Total: tk.Prompt + tk.Completion}, true
+	})
+	gate := make(chan struct{})
+	m.addWorker("w", 100, behaviour{during: func() { <-gate }})
+	worst := uint64(len(`{}`)/4 + 1 + 4096) // the prompt's bytes over four, and ReserveTokens
+	settler.Budget(2 * worst)
+	type result struct {
+		code inference.Code
+		ok   bool
+	}
+	results := make(chan result, 64)
+	for range 64 {
+		go func() {
+			call, err := m.pool.Send(t.Context(), m.proxy.ID(), &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", Body: []byte(`{}`)})
+			if err != nil {
+				results <- result{}
+				return
+			}
+			defer call.Done()
+			for {
+				typ, p, err := call.Next()
+				if err != nil {
+					results <- result{}
+					return
+				}
+				ev, _ := inference.DecodeEvent(typ, p)
+				switch ev.Type {
+				case inference.FrameEnd:
+					results <- result{ok: true}
+					return
+				case inference.FrameError:
+					results <- result{code: ev.Err.Code}
+					return
+				}
+			}
+		}()
+	}
+	refused := 0
+	for range 62 {
+		r := p2ptest.WaitFor(t, results, "a refusal")
+		if r.code != inference.CodePaymentRequired {
+			t.Fatalf("got %+v while two answers were in flight, want payment_required", r)
+		}
+		refused++
+	}
+	close(gate)
+	for range 2 {
+		if r := p2ptest.WaitFor(t, results, "an answer"); !r.ok {
+			t.Fatalf("got %+v, want one of the two answers in flight", r)
+		}
+	}
+	p2ptest.Eventually(t, "what was set aside to be given back", func() bool {
+		now, _ := settler.Reserved()
+		return now == 0
+	})
+	if _, peak := settler.Reserved(); peak > 2*worst {
+		t.Errorf("set aside up to %d, the deposit covers %d", peak, 2*worst)
 	}
 }
 

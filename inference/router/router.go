@@ -34,6 +34,11 @@ type Config struct {
 	// prior while it is not observed (see the package doc); 0 means one
 	// minute, a negative value that they never fade.
 	FadeHalfLife time.Duration
+	// ReserveTokens is the completion a request is assumed to reach at
+	// worst, for its reservation against the client's channel (Settler
+	// Reserve): the proxy cannot read a sealed request's max_tokens. 4,096
+	// if zero.
+	ReserveTokens int64
 	// Now is the clock workers are measured with; time.Now if nil.
 	Now func() time.Time
 }
@@ -81,6 +86,12 @@ type Settler interface {
 	// Payable says whether the proxy can pay worker: only workers for
 	// which it is nil are routed to.
 	Payable(worker peer.ID) error
+	// Reserve sets amount nanoTON aside in client's channel for an
+	// answer about to be served, its worst case, or refuses (answered as
+	// CodePaymentRequired) when the channel's unspent deposit, less what
+	// answers in flight have set aside, does not cover it. release gives
+	// it back once the answer was served (after Served) or failed.
+	Reserve(client peer.ID, amount uint64) (release func(), err error)
 	// Served records that client owes amount nanoTON for an answer it got.
 	Served(client peer.ID, amount uint64)
 	// Relayed hands on the worker's signed receipt of an answer the
@@ -135,6 +146,9 @@ func New(cfg Config, h host.Host, verdicts Verdicts, prices Pricer, settler Sett
 	}
 	if cfg.ChunkTimeout <= 0 {
 		cfg.ChunkTimeout = time.Minute
+	}
+	if cfg.ReserveTokens <= 0 {
+		cfg.ReserveTokens = 4096
 	}
 	if cfg.FadeHalfLife == 0 {
 		cfg.FadeHalfLife = defaultFade

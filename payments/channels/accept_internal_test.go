@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -68,5 +69,69 @@ func TestAcceptBounds(t *testing.T) {
 	in.received = 600
 	if r := open(time.Hour); r == nil || !strings.Contains(r.Message, "no wallet") {
 		t.Errorf("a new channel from a payer that paid up: %+v, want on to the next check", r)
+	}
+}
+
+// TestReserve: answers in flight set their worst case aside, and a payer
+// can have no more in flight than its deposit covers, less what it was
+// served; what is released is free again.
+func TestReserve(t *testing.T) {
+	pubA, _, _ := ed25519.GenerateKey(nil)
+	_, keyB, _ := ed25519.GenerateKey(nil)
+	dest := address.NewAddress(0, 0, make([]byte, 32))
+	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte{2}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey), DestA: dest, DestB: dest,
+		Quarantine: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Config{Network: "test"}, nil, nil, nil, keyB, nil, slog.New(slog.DiscardHandler))
+	payer := peer.ID("payer")
+	in := &incoming{channel: channel{info: info{Peer: string(payer), Deposit: 1000}, id: idOf(ch), ch: ch, peer: payer}, received: 100, served: 300}
+	m.in[payer] = in
+	var releases []func()
+	for range 3 {
+		release, err := m.Reserve(payer, 200)
+		if err != nil {
+			t.Fatalf("reserving 200 of 700 unspent: %v", err)
+		}
+		releases = append(releases, release)
+	}
+	if _, err := m.Reserve(payer, 200); !errors.Is(err, ErrDeposit) {
+		t.Fatalf("a fourth 200 with 100 unspent: %v, want ErrDeposit", err)
+	}
+	releases[0]()
+	releases[0]() // twice is once
+	if _, err := m.Reserve(payer, 300); err != nil {
+		t.Fatalf("300 with 300 unspent after a release: %v", err)
+	}
+	if _, err := m.Reserve(payer, 1); !errors.Is(err, ErrDeposit) {
+		t.Fatalf("1 more with the deposit covered: %v, want ErrDeposit", err)
+	}
+	if _, err := m.Reserve("stranger", 1); !errors.Is(err, ErrNoChannel) {
+		t.Fatalf("a peer without a channel: %v", err)
+	}
+}
+
+// minDeposit is a fake of the root contract's rules.
+type minDeposit uint64
+
+func (d minDeposit) MinDeposit() uint64 { return uint64(d) }
+
+// TestMinDeposit: a payee refuses a channel whose deposit is under the
+// root contract's min_deposit.
+func TestMinDeposit(t *testing.T) {
+	_, keyB, _ := ed25519.GenerateKey(nil)
+	pubA, _, _ := ed25519.GenerateKey(nil)
+	m := New(Config{Network: "test", Rules: minDeposit(5000)}, nil, nil, nil, keyB, nil, slog.New(slog.DiscardHandler))
+	dest := address.NewAddress(0, 0, make([]byte, 32)).String()
+	for _, tt := range []struct {
+		deposit uint64
+		want    string
+	}{{4999, "under the network's minimum of 5000"}, {5000, "no wallet"}} {
+		r := m.handle(context.Background(), "payer", &request{Type: typeOpen, Channel: "EQx", ID: []byte("x"), KeyA: pubA,
+			DestA: dest, Deposit: tt.deposit, Quarantine: 3600})
+		if r == nil || !strings.Contains(r.Message, tt.want) {
+			t.Errorf("a deposit of %d: %+v, want %q", tt.deposit, r, tt.want)
+		}
 	}
 }

@@ -60,6 +60,18 @@ type Config struct {
 	// payee's watcher challenges it: the minimum is at least
 	// MinWatchPasses watch passes. 10 minutes and 30 days if zero.
 	MinQuarantine, MaxQuarantine time.Duration
+	// Rules, when not nil, are the network's rules from its root
+	// contract: a payee refuses a channel whose deposit is under their
+	// minimum.
+	Rules Rules
+}
+
+// Rules are the root contract's rules a payee enforces;
+// *registry.Reader implements them.
+type Rules interface {
+	// MinDeposit is the smallest deposit a channel may hold, in nanoTON;
+	// 0 when not known yet.
+	MinDeposit() uint64
 }
 
 // MinWatchPasses is how many watch passes a channel's quarantine must
@@ -77,7 +89,7 @@ func DefaultConfig(network string) Config {
 }
 
 // Errors. A payee refuses a request with ErrNoChannel, ErrCredit or
-// ErrBroken (from Admit); a payer gets ErrNoChannel, ErrExhausted and
+// ErrBroken (from Admit), or ErrDeposit (from Reserve); a payer gets ErrNoChannel, ErrExhausted and
 // ErrBroken from Pay and Payable.
 var (
 	// ErrNoChannel: no open channel with the peer. Retrying helps once one
@@ -93,6 +105,10 @@ var (
 	// or a payment's ledger write failed; it is no longer used. Only a new
 	// channel helps.
 	ErrBroken = errors.New("payment channel unusable")
+	// ErrDeposit: the answers in flight on the payer's channel may cost
+	// what is left of its deposit. Retrying helps once some are paid; a
+	// larger deposit lets more run at once.
+	ErrDeposit = errors.New("the channel's deposit does not cover the answers in flight")
 )
 
 // Manager keeps a node's payment channels: those it pays on (to its proxies,

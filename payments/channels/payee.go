@@ -31,6 +31,7 @@ type incoming struct {
 	seqno    uint64     // of the newest state the payer signed, stored
 	received uint64     // its cumulative amount
 	served   uint64     // answers served, priced; starts at received
+	reserved uint64     // set aside for answers in flight (Reserve)
 	broken   error
 }
 
@@ -51,6 +52,33 @@ func (m *Manager) Admit(p peer.ID) error {
 		return fmt.Errorf("%w: %d nanoTON served and not paid, limit %d", ErrCredit, in.served-in.received, m.cfg.MaxCredit)
 	}
 	return nil
+}
+
+// Reserve sets amount aside in p's channel for an answer about to be
+// served, its worst case: refused (ErrDeposit) when what the channel holds
+// unspent, its deposit less what was served or paid (whichever is more)
+// and less what answers in flight have set aside, does not cover it. So a
+// payer's answers in flight can never cost more than its deposit, however
+// many it sends at once. release gives the amount back: after Served,
+// or when the answer failed.
+func (m *Manager) Reserve(p peer.ID, amount uint64) (release func(), err error) {
+	in := m.inFrom(p)
+	if in == nil {
+		return nil, ErrNoChannel
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	used := max(in.served, in.received) + in.reserved
+	if used > in.info.Deposit || in.info.Deposit-used < amount {
+		return nil, fmt.Errorf("%w: %d nanoTON of the channel's %d are spent or set aside for answers in flight; this one may cost up to %d",
+			ErrDeposit, min(used, in.info.Deposit), in.info.Deposit, amount)
+	}
+	in.reserved += amount
+	return sync.OnceFunc(func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.reserved -= amount
+	}), nil
 }
 
 // Served records that p was served an answer costing amount.
@@ -136,6 +164,11 @@ func (m *Manager) incoming(from peer.ID, addr string) (*incoming, *reply) {
 // a quarantine outside this node's bounds, or a payer that still owes on
 // the channel it has (a new channel would leave that debt behind).
 func (m *Manager) acceptable(from peer.ID, q *request) *reply {
+	if m.cfg.Rules != nil {
+		if least := m.cfg.Rules.MinDeposit(); q.Deposit < least {
+			return refuse("a deposit of %d nanoTON is under the network's minimum of %d (its root contract's min_deposit)", q.Deposit, least)
+		}
+	}
 	if d := time.Duration(q.Quarantine) * time.Second; d < m.cfg.MinQuarantine || d > m.cfg.MaxQuarantine {
 		return refuse("a quarantine of %v is outside the %v to %v this node accepts: a shorter one could end an uncooperative close before its watcher (every %v) challenges it",
 			d, m.cfg.MinQuarantine, m.cfg.MaxQuarantine, m.cfg.Watch)
