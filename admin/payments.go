@@ -15,8 +15,11 @@ import (
 // PaymentsStatus is what a node has earned and spent through its payment
 // channels, in nanoTON.
 type PaymentsStatus struct {
-	Earned   int64           `json:"earned_nanoton"`
-	Spent    int64           `json:"spent_nanoton"`
+	Earned int64 `json:"earned_nanoton"`
+	Spent  int64 `json:"spent_nanoton"`
+	// Reserved is what answers in flight have set aside in the channels
+	// this node is paid on: their worst case, until they are served.
+	Reserved int64           `json:"reserved_nanoton"`
 	Channels []ChannelStatus `json:"channels,omitempty"`
 }
 
@@ -29,6 +32,7 @@ type ChannelStatus struct {
 	Sent     int64  `json:"sent_nanoton"`
 	Received int64  `json:"received_nanoton"`
 	Unsigned int64  `json:"unsigned_nanoton"` // credit beyond the last signed state
+	Reserved int64  `json:"reserved_nanoton"` // payee: set aside for answers in flight
 	Seqno    uint64 `json:"seqno"`
 	State    string `json:"state"`
 }
@@ -47,9 +51,10 @@ func (s *Server) paymentsStatus() *PaymentsStatus {
 		}
 		ps.Channels = append(ps.Channels, ChannelStatus{Peer: c.Peer.String(), Address: c.Address, Role: role,
 			Deposit: int64(c.Deposit), Sent: int64(c.Sent), Received: int64(c.Received), Unsigned: int64(c.Unsigned),
-			Seqno: c.Seqno, State: c.State})
+			Reserved: int64(c.Reserved), Seqno: c.Seqno, State: c.State})
 		ps.Spent += int64(c.Sent)
 		ps.Earned += int64(c.Received)
+		ps.Reserved += int64(c.Reserved)
 	}
 	return ps
 }

@@ -160,6 +160,7 @@ const proxyStatus = `{
   "payments": {
     "earned_nanoton": 300,
     "spent_nanoton": 250,
+    "reserved_nanoton": 0,
     "channels": [
       {
         "peer": "$C",
@@ -169,6 +170,7 @@ const proxyStatus = `{
         "sent_nanoton": 0,
         "received_nanoton": 300,
         "unsigned_nanoton": 5,
+        "reserved_nanoton": 0,
         "seqno": 3,
         "state": "open"
       },
@@ -180,6 +182,7 @@ const proxyStatus = `{
         "sent_nanoton": 200,
         "received_nanoton": 0,
         "unsigned_nanoton": 0,
+        "reserved_nanoton": 0,
         "seqno": 4,
         "state": "open"
       },
@@ -191,6 +194,7 @@ const proxyStatus = `{
         "sent_nanoton": 50,
         "received_nanoton": 0,
         "unsigned_nanoton": 0,
+        "reserved_nanoton": 0,
         "seqno": 1,
         "state": "closed"
       }

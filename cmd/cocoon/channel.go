@@ -66,16 +66,16 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 
 // printChannels prints a node's channels as a table, amounts in nanoTON.
 func printChannels(w io.Writer, ps *admin.PaymentsStatus) {
-	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON\n", ps.Spent, ps.Earned)
+	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON, %d reserved for answers in flight\n", ps.Spent, ps.Earned, ps.Reserved)
 	if len(ps.Channels) == 0 {
 		fmt.Fprintln(w, "no payment channels")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintln(tw, "side\tpeer\tchannel\tstate\tdeposit\tsent\treceived\tunsigned\tseqno")
+	fmt.Fprintln(tw, "side\tpeer\tchannel\tstate\tdeposit\tsent\treceived\tunsigned\treserved\tseqno")
 	for _, c := range ps.Channels {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.Role, c.Peer, c.Address, c.State, c.Deposit, c.Sent,
-			c.Received, c.Unsigned, c.Seqno)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.Role, c.Peer, c.Address, c.State, c.Deposit, c.Sent,
+			c.Received, c.Unsigned, c.Reserved, c.Seqno)
 	}
 }

@@ -19,6 +19,7 @@ type ChannelStatus struct {
 	Sent     uint64 // paid, signed (payer)
 	Received uint64 // received, signed (payee)
 	Unsigned uint64 // payer: owed, not yet signed or acknowledged; payee: served, not yet paid
+	Reserved uint64 // payee: set aside for answers in flight (Reserve)
 	State    string // open, closing, closed, replaced, broken
 }
 
@@ -58,6 +59,7 @@ func (m *Manager) status(c channel, o *outgoing, in *incoming) ChannelStatus {
 		in.mu.Lock()
 		cs.Seqno, cs.Received = in.seqno, in.received
 		cs.Unsigned = in.served - min(in.served, in.received)
+		cs.Reserved = in.reserved
 		if in.broken != nil {
 			cs.State = stateOf(in.broken)
 		}
