@@ -28,7 +28,13 @@ func TestThousandStreams(t *testing.T) {
 	for range 2 {
 		h.AddWorker(func(c *config.Config) { c.Worker.MaxConcurrent = 1000; c.Worker.Sim.TokensPerSec = 200 })
 	}
-	client := h.AddClient(func(c *config.Config) { c.P2P.MaxStreamsPerPeer = 2048 })
+	// Each request in flight reserves its worst case (4,096 completion
+	// tokens at the worker's price) against the client's deposit: 1,000
+	// at once need about 1.8 TON.
+	client := h.AddClient(func(c *config.Config) {
+		c.P2P.MaxStreamsPerPeer = 2048
+		c.Payments.Deposit = 3_000_000_000
+	})
 	p2ptest.Eventually(t, "both workers payable", func() bool {
 		n := 0
 		for _, c := range p.Channels().List() {
