@@ -571,23 +571,7 @@ func TestPricePerModel(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", model, resp.StatusCode, body)
 		}
-		var a struct {
-			Cocoon struct {
-				Worker  string `json:"worker"`
-				Receipt []byte `json:"receipt"`
-			} `json:"cocoon"`
-		}
-		if err := json.Unmarshal(body, &a); err != nil {
-			t.Fatal(err)
-		}
-		worker, err := peer.Decode(a.Cocoon.Worker)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := payments.Verify(a.Cocoon.Receipt, worker)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := receiptOf(t, body)
 		if r.Price != want {
 			t.Errorf("%s billed at %+v, want %+v", model, r.Price, want)
 		}
