@@ -79,12 +79,16 @@ type members struct {
 	vals map[string]*member
 }
 
-// member is one field: a string being joined, or a value.
+// member is one field: a string being joined, a list being joined, or a
+// value.
 type member struct {
 	text   strings.Builder
 	isText bool
 	val    json.RawMessage
-	// list holds a tool call list's calls, merged by index.
+	// items, with isList, are a list's elements so far (logprobs).
+	items  []json.RawMessage
+	isList bool
+	// calls holds a tool call list's calls, merged by index.
 	calls []*toolCall
 }
 
@@ -115,7 +119,7 @@ func (m *members) join(key string, val json.RawMessage) {
 		v.text.WriteString(s)
 		return
 	}
-	v.isText, v.val = false, val
+	v.isText, v.isList, v.val = false, false, val
 }
 
 // set replaces a field's value; null changes nothing.
@@ -124,7 +128,7 @@ func (m *members) set(key string, val json.RawMessage) {
 		return
 	}
 	v := m.get(key)
-	v.isText, v.val = false, val
+	v.isText, v.isList, v.val = false, false, val
 }
 
 // appendTo appends the members as a JSON object's fields, after a comma
@@ -155,6 +159,15 @@ func (v *member) appendValue(dst []byte) []byte {
 		return append(dst, ']')
 	case v.isText:
 		return appendJSONString(dst, v.text.String())
+	case v.isList:
+		dst = append(dst, '[')
+		for i, it := range v.items {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, it...)
+		}
+		return append(dst, ']')
 	case len(v.val) == 0:
 		return append(dst, "null"...)
 	}
@@ -395,12 +408,10 @@ func (a *accumulator) addChoice(i int, raw json.RawMessage) error {
 					continue
 				}
 				v := c.logprobs.get(l.key)
-				var have []json.RawMessage
-				if len(v.val) > 0 {
-					_ = json.Unmarshal(v.val, &have)
+				if !v.isList {
+					v.val, v.isList = nil, true
 				}
-				joined, _ := json.Marshal(append(have, items...))
-				v.val = joined
+				v.items = append(v.items, items...)
 			}
 		case "finish_reason":
 			if s, ok := jsonString(f.val); ok && s != "" {
