@@ -21,13 +21,18 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 	}
 	end.Tier = a.tier.String()
 	end.Worker = a.w.idStr
-	if e := r.checkPrice(a, end); e != nil {
+	price, billable, e := r.price(a, end)
+	if e != nil {
 		// Relayed, the End would bill the client at the worker's word.
 		a.log().Warn("worker's receipt bills at a price it does not offer; routing around it", "worker", a.w.id, "err", e.Message)
 		r.refuse(a.w)
 		return outcomeFailure, r.abort(a.out, e)
 	}
-	end.Cost = r.bill(a, end) // the proxy prices answers, not the worker
+	if billable { // the proxy prices answers, not the worker
+		if b, ok := r.prices.Bill(a.w.id, a.req.Model, end.Usage.Billed(), price); ok {
+			end.Cost = &b
+		}
+	}
 	if err := inference.WriteEnd(a.out, end); err != nil {
 		return outcomeSuccess, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 	}
@@ -44,67 +49,49 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 	return outcomeSuccess, nil
 }
 
-// bill prices a's answer: its tokens at the price its receipt names,
-// which checkPrice found to be an offer's, or at the offer's without a
-// receipt, plus this proxy's fee. It is nil when no offer of the worker
-// is known: a receipt alone names no price the proxy bills by.
-func (r *Router) bill(a *attempt, end *inference.End) *payments.Bill {
+// price says what a's answer is billed at: the price its receipt names,
+// when that is the worker's offer when it was picked (within the request's
+// max price, as pick saw), or its offer now within the max price too (the
+// worker changed its price while the request ran); nil, the offer's price,
+// without a receipt. billable is false when no offer of the worker is
+// known: a receipt alone names no price the proxy bills by, so its price
+// is not checked. e refuses a receipt at any other price: the worker
+// billing at its own word, which the client would pay. A receipt that
+// does not open is checkReceipt's to refuse.
+func (r *Router) price(a *attempt, end *inference.End) (price *payments.Price, billable bool, e *inference.Error) {
 	if r.prices == nil {
-		return nil
+		return nil, false, nil
 	}
-	if a.offer == nil {
-		if _, ok := r.prices.Offered(a.w.id, a.req.Model); !ok {
-			return nil
-		}
-	}
-	var price *payments.Price
+	var rc *payments.Receipt
 	if end.Receipt != nil {
-		if rc, err := payments.Open(end.Receipt, a.w.id); err == nil {
-			price = &rc.Price
+		if got, err := payments.Open(end.Receipt, a.w.id); err == nil {
+			rc = got
 		}
 	}
-	b, ok := r.prices.Bill(a.w.id, a.req.Model, end.Usage.Billed(), price)
-	if !ok {
-		return nil
-	}
-	return &b
-}
-
-// checkPrice checks the price a's receipt bills at: the worker's offer
-// when it was picked (within the request's max price, as pick saw), or its
-// offer now, if that is within the max price too (the worker changed its
-// price while the request ran). Any other price is the worker billing at
-// its own word, which the client would pay: the answer is refused. A
-// worker without an offer bills nothing (bill), so its price is not
-// checked; neither is a receipt that does not open, which checkReceipt
-// reports.
-func (r *Router) checkPrice(a *attempt, end *inference.End) *inference.Error {
-	if end.Receipt == nil || r.prices == nil {
-		return nil
-	}
-	rc, err := payments.Open(end.Receipt, a.w.id)
-	if err != nil {
-		return nil
-	}
-	if a.offer != nil && rc.Price == *a.offer {
-		return nil
+	if a.offer != nil && (rc == nil || rc.Price == *a.offer) {
+		if rc == nil {
+			return nil, true, nil
+		}
+		return &rc.Price, true, nil
 	}
 	now, ok := r.prices.Offered(a.w.id, a.req.Model)
-	if !ok && a.offer == nil {
-		return nil
-	}
-	if ok && rc.Price == now {
+	switch {
+	case !ok && a.offer == nil:
+		return nil, false, nil
+	case rc == nil:
+		return nil, true, nil
+	case ok && rc.Price == now:
 		if per, known := r.prices.PerMillion(a.w.id, a.req.Model); a.maxPrice == 0 || known && per <= a.maxPrice {
-			return nil
+			return &rc.Price, true, nil
 		}
-		return inference.Errorf(inference.CodeBadReceipt,
+		return nil, false, inference.Errorf(inference.CodeBadReceipt,
 			"the worker's receipt bills at its new price %+v, over the request's max price of %d nanoTON per million tokens; the answer is withheld", rc.Price, a.maxPrice)
 	}
 	offer := now
 	if a.offer != nil {
 		offer = *a.offer
 	}
-	return inference.Errorf(inference.CodeBadReceipt,
+	return nil, false, inference.Errorf(inference.CodeBadReceipt,
 		"the worker's receipt bills at %+v, not its offer's %+v; the answer is withheld", rc.Price, offer)
 }
 
