@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/payments"
@@ -173,6 +174,30 @@ type Model struct {
 	// names (Kind.String); empty means chat and completion, what every
 	// generative engine serves.
 	Endpoints []string `json:"endpoints,omitempty"`
+}
+
+// UnionEndpoints is the kinds of request, by name and in Kinds order,
+// that any of the announced endpoint lists serves (an empty list serves
+// chat and completion).
+func UnionEndpoints(announced ...[]string) []string {
+	var out []string
+	for _, k := range Kinds {
+		for _, e := range announced {
+			if ServesKind(e, k) {
+				out = append(out, k.String())
+				break
+			}
+		}
+	}
+	return out
+}
+
+// NotServed is the error for a request of kind k for model, whose workers
+// serve it only for the kinds in served (UnionEndpoints of theirs): the
+// request's fault, naming the model, not a shortage of workers.
+func NotServed(model string, k Kind, served []string) *Error {
+	return &Error{Code: CodeBadRequest, Param: "model",
+		Message: fmt.Sprintf("the model %q is not served for %s requests (%s): its workers serve %s", model, k, k.Endpoint(), strings.Join(served, ", "))}
 }
 
 // Serves reports whether m is served for requests of kind k.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -134,8 +132,8 @@ func (s *sealer) knows(model string) bool {
 // condition left none.
 func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *inference.Error) {
 	var listed, serving, trusted, sealing int
-	var best attest.Tier // the best tier among the workers serving the model
-	var served []string  // the kinds of request the model is served for
+	var best attest.Tier     // the best tier among the workers serving the model
+	var announced [][]string // the endpoints of the workers not serving the model for req.Kind
 	var out []candidate
 	for _, w := range ws {
 		m, ok := modelOf(w, req.Model)
@@ -144,11 +142,7 @@ func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *infere
 		}
 		listed++
 		if !inference.ServesKind(m.Endpoints, req.Kind) {
-			for _, k := range inference.Kinds {
-				if inference.ServesKind(m.Endpoints, k) && !slices.Contains(served, k.String()) {
-					served = append(served, k.String())
-				}
-			}
+			announced = append(announced, m.Endpoints)
 			continue
 		}
 		serving++
@@ -176,9 +170,7 @@ func choose(ws []directory.Worker, req *inference.Request) ([]candidate, *infere
 		return nil, inference.Errorf(inference.CodeUnknownModel,
 			"the model %q does not exist in this network: no worker this client verified serves it", req.Model)
 	case serving == 0:
-		return nil, &inference.Error{Code: inference.CodeBadRequest, Param: "model",
-			Message: fmt.Sprintf("the model %q is not served for %s requests (%s): its workers serve %s",
-				req.Model, req.Kind, req.Kind.Endpoint(), strings.Join(served, ", "))}
+		return nil, inference.NotServed(req.Model, req.Kind, inference.UnionEndpoints(announced...))
 	case trusted == 0:
 		return nil, inference.Errorf(inference.CodeUntrusted,
 			"no worker this client verified serves model %q at trust tier %s or above (best available: %s)", req.Model, req.MinTier, best)

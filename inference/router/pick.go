@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -137,7 +136,7 @@ func (r *Router) payable(p peer.ID) bool {
 // unservedLocked is the error for a request of a kind that no reachable
 // worker serves model for (an embedding request for a chat model), or nil.
 func (r *Router) unservedLocked(model string, kind inference.Kind) *inference.Error {
-	var served []string
+	var announced [][]string
 	for _, w := range r.order {
 		m, ok := w.models[model]
 		if !ok || !w.up {
@@ -146,17 +145,12 @@ func (r *Router) unservedLocked(model string, kind inference.Kind) *inference.Er
 		if m.Serves(kind) {
 			return nil
 		}
-		for _, k := range inference.Kinds {
-			if m.Serves(k) && !slices.Contains(served, k.String()) {
-				served = append(served, k.String())
-			}
-		}
+		announced = append(announced, m.Endpoints)
 	}
-	if served == nil {
+	if announced == nil {
 		return nil // no worker is up: the pick says so
 	}
-	return &inference.Error{Code: inference.CodeBadRequest, Param: "model",
-		Message: fmt.Sprintf("the model %q is not served for %s requests (%s): its workers serve %s", model, kind, kind.Endpoint(), strings.Join(served, ", "))}
+	return inference.NotServed(model, kind, inference.UnionEndpoints(announced...))
 }
 
 // untrustedLocked explains a failed pick with a minimum tier: nil when

@@ -128,13 +128,8 @@ func unionEndpoints(have []string, m inference.Model, first bool) []string {
 	if first {
 		return slices.Clone(m.Endpoints)
 	}
-	var out []string
-	for _, k := range inference.Kinds {
-		if inference.ServesKind(have, k) || m.Serves(k) {
-			out = append(out, k.String())
-		}
-	}
-	if slices.Equal(out, []string{inference.KindChat.String(), inference.KindCompletion.String()}) {
+	out := inference.UnionEndpoints(have, m.Endpoints)
+	if slices.Equal(out, inference.UnionEndpoints(nil)) {
 		return nil
 	}
 	return out
