@@ -17,20 +17,29 @@ import (
 	"github.com/cocoon-mesh/cocoon/payments/ton"
 )
 
+// testChannel is a channel from A to B, quarantined for an hour, and its
+// keys; it is not deployed anywhere.
+func testChannel(tb testing.TB, id byte) (ch *ton.Channel, pubA ed25519.PublicKey, keyA, keyB ed25519.PrivateKey) {
+	tb.Helper()
+	pubA, keyA, _ = ed25519.GenerateKey(nil)
+	_, keyB, _ = ed25519.GenerateKey(nil)
+	dest := address.NewAddress(0, 0, make([]byte, 32))
+	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte{id}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey),
+		DestA: dest, DestB: dest, Quarantine: time.Hour}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch, pubA, keyA, keyB
+}
+
 // TestAcceptBounds: a payee refuses, before it reads the chain, a channel
 // whose quarantine is too short for its watcher to challenge a close with
 // an old state (a 1 s one), or too long, and a new channel from a payer
 // that owes on the one it has; it goes on to its other checks for a
 // channel within its bounds from a payer that owes nothing.
 func TestAcceptBounds(t *testing.T) {
-	pubA, _, _ := ed25519.GenerateKey(nil)
-	_, keyB, _ := ed25519.GenerateKey(nil)
+	ch, pubA, _, keyB := testChannel(t, 1)
 	dest := address.NewAddress(0, 0, make([]byte, 32))
-	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte{1}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey), DestA: dest, DestB: dest,
-		Quarantine: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	led, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -76,14 +85,7 @@ func TestAcceptBounds(t *testing.T) {
 // can have no more in flight than its deposit covers, less what it was
 // served; what is released is free again.
 func TestReserve(t *testing.T) {
-	pubA, _, _ := ed25519.GenerateKey(nil)
-	_, keyB, _ := ed25519.GenerateKey(nil)
-	dest := address.NewAddress(0, 0, make([]byte, 32))
-	ch, err := ton.NewChannel(ton.ChannelConfig{ID: [16]byte{2}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey), DestA: dest, DestB: dest,
-		Quarantine: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, _, _, keyB := testChannel(t, 2)
 	m := New(Config{Network: "test"}, nil, nil, nil, keyB, nil, slog.New(slog.DiscardHandler))
 	payer := peer.ID("payer")
 	in := &incoming{channel: channel{info: info{Peer: string(payer), Deposit: 1000}, id: idOf(ch), ch: ch, peer: payer}, received: 100, served: 300}

@@ -2,16 +2,13 @@ package channels
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"log/slog"
 	"math/big"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/xssnick/tonutils-go/address"
 
 	"github.com/cocoon-mesh/cocoon/payments/ledger"
 	"github.com/cocoon-mesh/cocoon/payments/ton"
@@ -23,16 +20,8 @@ import (
 // state the payer really signed, within its deposit, and never less than
 // before.
 func FuzzHandle(f *testing.F) {
-	pubA, keyA, _ := ed25519.GenerateKey(nil)
-	_, keyB, _ := ed25519.GenerateKey(nil)
-	dest := address.NewAddress(0, 0, make([]byte, 32))
+	ch, pubA, keyA, keyB := testChannel(f, 1)
 	const deposit = 1_000_000
-	cfg := ton.ChannelConfig{ID: [16]byte{1}, KeyA: pubA, KeyB: keyB.Public().(ed25519.PublicKey), DestA: dest, DestB: dest,
-		Quarantine: time.Hour}
-	ch, err := ton.NewChannel(cfg, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
 	led, err := ledger.Open(filepath.Join(f.TempDir(), "ledger.db"), ledger.Options{})
 	if err != nil {
 		f.Fatal(err)
