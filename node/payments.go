@@ -59,7 +59,8 @@ func (n *Node) startPayments() error {
 	if err != nil {
 		return fmt.Errorf("%w (is another node running on this data dir?)", err)
 	}
-	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, MaxCredit: pc.MaxCredit,
+	cc := channels.Config{Network: n.cfg.Network, Deposit: pc.Deposit, Reserve: pc.Reserve, Renew: pc.RenewBelow, MaxCredit: pc.MaxCredit,
+		SettleAbove: pc.SettleAbove, SettleAfter: pc.SettleAfter.D(),
 		Forward: n.cfg.Role == config.RoleProxy, FeePPM: n.cfg.Proxy.FeePPM, Quarantine: pc.Quarantine.D(), Batch: pc.Batch.D(),
 		OpenTimeout: time.Minute, Watch: min(pc.Quarantine.D()/4, time.Minute)}
 	if n.disc.registry != nil {

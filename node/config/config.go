@@ -51,8 +51,16 @@ type Payments struct {
 	Enabled bool `toml:"enabled"`
 	// Deposit is what each channel this node opens holds, in nanoTON.
 	Deposit uint64 `toml:"deposit"`
-	// Reserve: a channel with less left is replaced by a new one.
+	// Reserve: a channel with less left takes no new payments.
 	Reserve uint64 `toml:"reserve"`
+	// RenewBelow: with less than this left, the next channel is opened
+	// while the old one still pays (make before break).
+	RenewBelow uint64 `toml:"renew_below"`
+	// SettleAbove and SettleAfter: a payee asks its payer to settle a
+	// channel (close it, paying out on chain, and move to a new one) once
+	// it has received this much on it, or once it is this old. 0: never.
+	SettleAbove uint64   `toml:"settle_above"`
+	SettleAfter Duration `toml:"settle_after"`
 	// MaxCredit is how much a payee serves beyond its payer's newest signed
 	// state, in nanoTON.
 	MaxCredit uint64 `toml:"max_credit"`
@@ -260,7 +268,8 @@ func Default(role Role) Config {
 		},
 		Gossip: Gossip{AnnounceInterval: Duration(10 * time.Second)},
 		Admin:  Admin{Addr: "127.0.0.1:0"},
-		Payments: Payments{Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 50_000_000,
+		Payments: Payments{Deposit: 1_000_000_000, Reserve: 10_000_000, RenewBelow: 100_000_000, MaxCredit: 50_000_000,
+			SettleAbove: 500_000_000, SettleAfter: Duration(24 * time.Hour),
 			Quarantine: Duration(time.Hour), Batch: Duration(50 * time.Millisecond)},
 		Discovery: Discovery{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
@@ -365,6 +374,12 @@ func (p Payments) validate() error {
 	}
 	if p.Deposit == 0 || p.Reserve >= p.Deposit {
 		return fmt.Errorf("payments.deposit: %d must be above payments.reserve (%d)", p.Deposit, p.Reserve)
+	}
+	if p.RenewBelow >= p.Deposit {
+		return fmt.Errorf("payments.renew_below: %d must be below payments.deposit (%d)", p.RenewBelow, p.Deposit)
+	}
+	if p.SettleAfter.D() < 0 {
+		return fmt.Errorf("payments.settle_after: %s must not be negative", p.SettleAfter)
 	}
 	if p.Quarantine.D() < 10*time.Minute || p.Quarantine.D() > 30*24*time.Hour {
 		return fmt.Errorf("payments.quarantine: %s must be from 10m to 720h, what payees accept", p.Quarantine)

@@ -65,12 +65,15 @@ var settingDocs = map[string]string{
 	"client.check_interval":  "How often the client checks its proxies.",
 	"client.max_connections": "Open connections the API takes at most; more wait in the kernel's backlog until one closes.",
 
-	"payments.enabled":    "Pay and require payment through TON payment channels, from the wallet whose seed is in the data dir (cocoon wallet address). Needs the chain: discovery.root.",
-	"payments.deposit":    "nanoTON put into each channel this node opens (a client's to a proxy, a proxy's to a worker); the channel's capacity, since the contract takes no top-up.",
-	"payments.reserve":    "A channel with less than this many nanoTON left is replaced by a new one.",
-	"payments.max_credit": "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies).",
-	"payments.batch":      "How long a payer gathers answers into one signed state (one signature and one disk write on each side for all of them); 0 signs each answer's payment at once.",
-	"payments.quarantine": "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
+	"payments.enabled":      "Pay and require payment through TON payment channels, from the wallet whose seed is in the data dir (cocoon wallet address). Needs the chain: discovery.root.",
+	"payments.deposit":      "nanoTON put into each channel this node opens (a client's to a proxy, a proxy's to a worker); the channel's capacity. A channel running low is followed by a new one (payments.renew_below).",
+	"payments.reserve":      "A channel with less than this many nanoTON left takes no new payments.",
+	"payments.renew_below":  "With less than this many nanoTON left on a channel this node pays on (or when its payee asks to settle), the next channel is opened while the old one still pays, so no request waits for it (make before break); the old one is then closed cooperatively, paying its payee out.",
+	"payments.settle_above": "A payee asks its payer to settle a channel (close it cooperatively, which pays the payee out on chain, and move to a new one) once it has received this many nanoTON on it; 0 never asks for that reason.",
+	"payments.settle_after": "A payee asks its payer to settle a channel once it is this old; 0 never asks for that reason.",
+	"payments.max_credit":   "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies).",
+	"payments.batch":        "How long a payer gathers answers into one signed state (one signature and one disk write on each side for all of them); 0 signs each answer's payment at once.",
+	"payments.quarantine":   "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
 
 	"gossip.announce_interval": "How often workers and proxies re-announce their offers; offers live three intervals (100ms to 40s).",
 

@@ -137,3 +137,22 @@ func TestMinDeposit(t *testing.T) {
 		}
 	}
 }
+
+// TestDebtCarried: what a payer owes on its channel moves to the new one
+// it opens, where Admit and Reserve count it: a new channel forgets no
+// debt.
+func TestDebtCarried(t *testing.T) {
+	old := &incoming{received: 100, served: 600}
+	cur := &incoming{channel: channel{info: info{Deposit: 1_000}}}
+	carryDebt(old, cur)
+	if old.served != 100 || cur.served != 500 {
+		t.Fatalf("after the move: old channel served %d (want 100), new %d (want 500)", old.served, cur.served)
+	}
+	m := &Manager{cfg: Config{MaxCredit: 400}, in: map[peer.ID]*incoming{"payer": cur}}
+	if err := m.Admit("payer"); !errors.Is(err, ErrCredit) {
+		t.Errorf("a payer owing 500 on its old channel, credit 400, admitted on its new one: %v", err)
+	}
+	if _, err := m.Reserve("payer", 600); !errors.Is(err, ErrDeposit) {
+		t.Errorf("a payer owing 500 reserved 600 of a new 1,000 deposit: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -496,4 +497,120 @@ func (n *network) finishAfterQuarantine(t *testing.T, by, other *party) {
 	if err := by.m.FinishClose(ctx, other.h.ID()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRollover: payers move to a new channel before the old one runs dry
+// (make before break) and close the old one cooperatively, and a payee
+// that asks to settle is paid out on chain, with every ledger balancing
+// to the nanoTON: a client paying 30 answers on channels holding about
+// ten, through a proxy whose worker asks to settle every few answers.
+func TestRollover(t *testing.T) {
+	sb := startSandbox(t)
+	small := func(forward bool) channels.Config {
+		cfg := config(forward)
+		cfg.Deposit, cfg.Renew, cfg.Reserve = 45_000_000, 16_000_000, 1_000_000
+		return cfg
+	}
+	n := &network{sb: sb}
+	n.client = newParty(t, sb, small(false), 5_000_000_000)
+	n.proxy = newParty(t, sb, small(true), 5_000_000_000)
+	wcfg := config(false)
+	wcfg.SettleAbove = 12_000_000 // about three answers' worth of the worker's parts
+	n.worker = newParty(t, sb, wcfg, 0)
+	p2ptest.Connect(t, n.client.h, n.proxy.h)
+	p2ptest.Connect(t, n.proxy.h, n.worker.h)
+	workerBefore := balance(t, sb, n.worker.w)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { channels.NewOpener(n.client.m, payees{n.proxy.h.ID()}, logtest.New(t)).Run(ctx) })
+	wg.Go(func() { channels.NewOpener(n.proxy.m, payees{n.worker.h.ID()}, logtest.New(t)).Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	fresh := func() bool { return n.client.m.Fresh(n.proxy.h.ID()) && n.proxy.m.Fresh(n.worker.h.ID()) }
+	p2ptest.Eventually(t, "the first channels to open", fresh)
+
+	var p paid
+	for i := range 30 {
+		// A request is sent only while the client can pay: it never has
+		// to wait for a channel, as it would if the old one ran dry first.
+		if err := n.client.m.Payable(n.proxy.h.ID()); err != nil {
+			t.Fatalf("answer %d: the client cannot pay: %v", i, err)
+		}
+		n.pay(t, &p, i, 10_000)
+		n.waitHeld(t, p)
+		p2ptest.Eventually(t, "the next channels to open", fresh)
+	}
+
+	sum := func(pp *party, other peer.ID, payer bool) (amount uint64, chans, closed int) {
+		for _, c := range pp.m.List() {
+			if c.Peer != other || c.Payer != payer {
+				continue
+			}
+			chans++
+			if c.State == "closed" {
+				closed++
+			}
+			if payer {
+				amount += c.Sent
+			} else {
+				amount += c.Received
+			}
+		}
+		return amount, chans, closed
+	}
+	defer func() {
+		if t.Failed() {
+			for _, pp := range []*party{n.client, n.proxy, n.worker} {
+				for _, c := range pp.m.List() {
+					t.Logf("%s: %+v", pp.h.ID(), c)
+				}
+			}
+		}
+	}()
+	p2ptest.Eventually(t, "the replaced channels to be paid out", func() bool {
+		_, _, closedByClient := sum(n.proxy, n.client.h.ID(), false)
+		_, chans, closedToWorker := sum(n.worker, n.proxy.h.ID(), false)
+		return closedByClient >= 2 && closedToWorker == chans-1
+	})
+	sent, clientChans, _ := sum(n.client, n.proxy.h.ID(), true)
+	received, _, _ := sum(n.proxy, n.client.h.ID(), false)
+	if sent != p.total || received != p.total {
+		t.Errorf("client sent %d, proxy received %d over all their channels, want %d", sent, received, p.total)
+	}
+	toWorker, _, _ := sum(n.proxy, n.worker.h.ID(), true)
+	atWorker, workerChans, workerClosed := sum(n.worker, n.proxy.h.ID(), false)
+	if toWorker != p.worker || atWorker != p.worker {
+		t.Errorf("proxy sent %d, worker received %d over all their channels, want %d", toWorker, atWorker, p.worker)
+	}
+	if clientChans < 3 || workerChans < 3 {
+		t.Errorf("%d client and %d worker channels for 30 answers, want the channels rolled over", clientChans, workerChans)
+	}
+	settled := n.worker.m.Settled()
+	gain := new(big.Int).Sub(balance(t, sb, n.worker.w), workerBefore)
+	// Each payout pays its own forward fee, 0.0004 TON in the emulator.
+	fees := uint64(workerClosed) * 500_000
+	if settled == 0 || settled > p.worker || gain.Cmp(new(big.Int).SetUint64(settled-min(settled, fees))) < 0 ||
+		gain.Cmp(new(big.Int).SetUint64(settled)) > 0 {
+		t.Errorf("worker settled %d of %d earned on %d channels, its wallet gained %s: want what it settled, less the payouts' forward fees",
+			settled, p.worker, workerClosed, gain)
+	}
+	t.Logf("30 answers, %d nanoTON: %d client channels, %d worker channels; the worker settled %d on chain, its wallet gained %s",
+		p.total, clientChans, workerChans, settled, gain)
+}
+
+// waitHeld waits until the proxy holds p.total from the client and the
+// worker p.worker from the proxy, over all their channels.
+func (n *network) waitHeld(t *testing.T, p paid) {
+	t.Helper()
+	total := func(pp *party, other peer.ID) (sum uint64) {
+		for _, c := range pp.m.List() {
+			if c.Peer == other && !c.Payer {
+				sum += c.Received
+			}
+		}
+		return sum
+	}
+	p2ptest.Eventually(t, "the payments to be held", func() bool {
+		return total(n.proxy, n.client.h.ID()) == p.total && total(n.worker, n.proxy.h.ID()) == p.worker
+	})
 }

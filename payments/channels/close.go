@@ -29,12 +29,55 @@ func (m *Manager) CloseChannel(ctx context.Context, p peer.ID) error {
 	if o == nil {
 		return ErrNoChannel
 	}
+	return m.closeOut(ctx, o)
+}
+
+// settleReplaced closes cooperatively each channel this node pays on that
+// a newer one to the same payee replaced, once its payee holds every state
+// on it: that pays the payee out on chain and returns the rest of the
+// deposit.
+func (m *Manager) settleReplaced(ctx context.Context) {
+	m.mu.Lock()
+	var done []*outgoing
+	for _, o := range m.outs {
+		if m.out[o.peer] != o {
+			done = append(done, o)
+		}
+	}
+	m.mu.Unlock()
+	now := m.cfg.Now()
+	for _, o := range done {
+		o.mu.Lock()
+		ready := o.synced && (o.broken == nil || o.broken == errClosing) && o.acked == o.sent && len(o.pending) == 0 &&
+			!now.Before(o.closeAt)
+		o.mu.Unlock()
+		if !ready {
+			continue
+		}
+		if err := m.closeOut(ctx, o); err != nil && ctx.Err() == nil {
+			o.mu.Lock()
+			o.closeAt = now.Add(settleRetry)
+			o.mu.Unlock()
+			m.log.Warn("settling a replaced channel", "peer", o.peer, "channel", o.ch.Address(), "retry_in", settleRetry, "err", err)
+		}
+	}
+}
+
+// errClosing breaks a channel that is being closed cooperatively; a close
+// that failed is tried again settleRetry later.
+var errClosing = fmt.Errorf("%w: closing", ErrBroken)
+
+const settleRetry = 30 * time.Second
+
+// closeOut closes o cooperatively.
+func (m *Manager) closeOut(ctx context.Context, o *outgoing) error {
+	p := o.peer
 	o.mu.Lock()
 	if o.acked != o.sent || len(o.pending) > 0 {
 		o.mu.Unlock()
 		return fmt.Errorf("closing: %d nanoTON not yet acknowledged by the payee; try again shortly", o.acked+o.queued-min(o.acked, o.sent))
 	}
-	o.broken = fmt.Errorf("%w: closing", ErrBroken)
+	o.broken = errClosing
 	seqno, sent := o.seqno, o.sent
 	o.mu.Unlock()
 	s, err := m.h.NewStream(network.WithAllowLimitedConn(ctx, "pay"), p, m.proto)
@@ -252,10 +295,15 @@ func (m *Manager) watchPass(ins []*incoming) {
 func (m *Manager) challenge(ctx context.Context, in *incoming) error {
 	st, err := in.ch.State(ctx)
 	if errors.Is(err, ton.ErrNotDeployed) {
-		return nil // closed and paid out
+		return m.paidOut(in) // closed and paid out
 	}
 	if err != nil {
 		return err
+	}
+	if st.Status == ton.StatusClosed || st.Status == ton.StatusUninit {
+		// It was open when accepted: closed, paid out, and reset by the
+		// contract to wait for a new deposit.
+		return m.paidOut(in)
 	}
 	q := st.Quarantine
 	if st.Status != ton.StatusClosureStarted || q == nil || q.StateChallenged || !q.StateCommittedByA {
@@ -296,4 +344,27 @@ func (m *Manager) stopForClose(in *incoming) (ton.SignedState, error) {
 	in.broken = fmt.Errorf("%w: closing", ErrBroken)
 	in.mu.Unlock()
 	return own, nil
+}
+
+// paidOut records that in is closed on chain and paid out: it leaves the
+// watch, and status counts what it received as settled.
+func (m *Manager) paidOut(in *incoming) error {
+	closed := in.info
+	closed.Closed = true
+	b, _ := json.Marshal(closed)
+	if err := m.led.SetInfo(in.id, b); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	in.info.Closed = true
+	delete(m.inAddr, in.ch.Address().String())
+	if m.in[in.peer] == in {
+		delete(m.in, in.peer)
+	}
+	m.mu.Unlock()
+	in.mu.Lock()
+	received := in.received
+	in.mu.Unlock()
+	m.log.Info("payment channel settled on chain", "peer", in.peer, "channel", in.ch.Address(), "received_nanoton", received)
+	return nil
 }

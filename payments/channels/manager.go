@@ -31,6 +31,19 @@ type Config struct {
 	// Reserve: a channel with less than this left is not used for new
 	// requests (Payable is false), so that answers in flight still fit.
 	Reserve uint64
+	// Renew: when a channel this node pays on has less than this left
+	// (or its payee asked to settle), the Opener opens the next one while
+	// this one still pays (make before break), then closes this one
+	// cooperatively once its payee holds every state. Reserve if lower.
+	Renew uint64
+	// SettleAbove and SettleAfter: a payee asks its payer to settle a
+	// channel (move to a new one and close this one, which pays the payee
+	// out on chain) once it has received this much on it, or once it is
+	// this old. 0 does not ask.
+	SettleAbove uint64
+	SettleAfter time.Duration
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
 	// MaxCredit is how much a payee serves beyond the newest state its
 	// payer signed, in nanoTON; past it Admit refuses.
 	MaxCredit uint64
@@ -79,13 +92,14 @@ type Rules interface {
 // challenge.
 const MinWatchPasses = 4
 
-// DefaultConfig: 1 TON deposits, 0.01 TON reserve, 0.01 TON of credit, a
-// one-hour quarantine, and channels accepted with quarantines from 10
-// minutes to 30 days.
+// DefaultConfig: 1 TON deposits, renewed with 0.1 TON left, 0.01 TON
+// reserve, 0.01 TON of credit, a one-hour quarantine, channels accepted
+// with quarantines from 10 minutes to 30 days, and settled once they hold
+// 0.5 TON or are a day old.
 func DefaultConfig(network string) Config {
-	return Config{Network: network, Deposit: 1_000_000_000, Reserve: 10_000_000, MaxCredit: 10_000_000,
+	return Config{Network: network, Deposit: 1_000_000_000, Reserve: 10_000_000, Renew: 100_000_000, MaxCredit: 10_000_000,
 		Quarantine: time.Hour, OpenTimeout: time.Minute, Batch: 50 * time.Millisecond,
-		Watch: time.Minute}
+		Watch: time.Minute, SettleAbove: 500_000_000, SettleAfter: 24 * time.Hour}
 }
 
 // Errors. A payee refuses a request with ErrNoChannel, ErrCredit or
@@ -161,6 +175,10 @@ func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.Priv
 	}
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = time.Minute
+	}
+	cfg.Renew = max(cfg.Renew, cfg.Reserve)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var self peer.ID
@@ -268,22 +286,23 @@ func (m *Manager) load() error {
 			return err
 		}
 		c := channel{info: l.in, id: l.id, ch: ch, peer: p}
-		m.all = append(m.all, &c)
-		if l.in.Closed {
-			continue
-		}
-		if l.in.Payer {
+		switch {
+		case l.in.Closed:
+			m.all = append(m.all, &c)
+		case l.in.Payer:
 			o := m.newOutgoing(c)
 			// What the payee holds is unknown until it says (sync, in the
 			// sender); the newest state goes again if it lacks it.
 			o.seqno, o.sent, o.enc = st.Seqno, st.Sent, st.Signed
 			m.out[p] = o
 			m.outs[o.id] = o
+			m.all = append(m.all, &o.channel)
 			o.poke()
-		} else {
+		default:
 			in := &incoming{channel: c, seqno: st.Seqno, received: st.Received, served: st.Received}
 			m.in[p] = in
 			m.inAddr[ch.Address().String()] = in
+			m.all = append(m.all, &in.channel)
 		}
 	}
 	return nil

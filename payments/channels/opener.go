@@ -29,8 +29,10 @@ const (
 )
 
 // Opener keeps a payer's channels open: it opens a channel to each payee
-// that has none with at least the reserve left, and remembers why the last
-// open to each failed, for Refusal.
+// that has none with at least Renew left (or whose payee asked to settle),
+// before the old one runs dry, closes the channels it replaced once their
+// payees hold every state, and remembers why the last open to each payee
+// failed, for Refusal.
 type Opener struct {
 	m      *Manager
 	payees Payees
@@ -46,7 +48,7 @@ func NewOpener(m *Manager, payees Payees, log *slog.Logger) *Opener {
 }
 
 // Run opens channels until ctx ends: every second, to each payee that has
-// none with at least the reserve left, except a payee whose open failed
+// none with at least Renew left (or was asked to settle), except a payee whose open failed
 // (an empty wallet, an unreachable chain), which waits 5 s after the first
 // failure, twice as long after each next one, up to a minute.
 func (o *Opener) Run(ctx context.Context) {
@@ -55,7 +57,7 @@ func (o *Opener) Run(ctx context.Context) {
 	r := retry{next: make(map[peer.ID]time.Time), wait: make(map[peer.ID]time.Duration)}
 	for {
 		for _, p := range o.payees.Payees() {
-			if o.m.Payable(p) == nil || !r.due(p, time.Now()) {
+			if o.m.Fresh(p) || !r.due(p, time.Now()) {
 				continue
 			}
 			err := o.m.Open(ctx, p)
@@ -70,6 +72,7 @@ func (o *Opener) Run(ctx context.Context) {
 			}
 			r.succeeded(p)
 		}
+		o.m.settleReplaced(ctx)
 		select {
 		case <-ctx.Done():
 			return

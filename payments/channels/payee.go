@@ -182,10 +182,24 @@ func (m *Manager) acceptable(from peer.ID, q *request) *reply {
 	old.mu.Lock()
 	owed := old.served - min(old.received, old.served)
 	old.mu.Unlock()
-	if owed > 0 {
-		return refuse("%d nanoTON served on channel %s are unpaid: pay them before opening another channel", owed, old.ch.Address())
+	if owed > m.cfg.MaxCredit {
+		return refuse("%d nanoTON served on channel %s are unpaid, over the credit limit of %d: pay them before opening another channel", owed, old.ch.Address(), m.cfg.MaxCredit)
 	}
 	return nil
+}
+
+// carryDebt moves what from owes on old (served, not yet paid) to new,
+// the channel it pays on from now on: a new channel does not forget a
+// debt, and Admit and Reserve on new count it. What old is paid later,
+// for answers served before the move, comes off new's debt (paid).
+func carryDebt(old, new *incoming) {
+	old.mu.Lock()
+	owed := old.served - min(old.received, old.served)
+	old.served -= owed
+	old.mu.Unlock()
+	new.mu.Lock()
+	new.served += owed
+	new.mu.Unlock()
 }
 
 // accept takes a channel a payer opened to this node, once the chain shows
@@ -198,7 +212,7 @@ func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
 		return refuse("this node has no wallet to be paid to")
 	}
 	in := info{Peer: from.String(), ID: q.ID, KeyA: q.KeyA, KeyB: m.key.Public().(ed25519.PublicKey), DestA: q.DestA,
-		DestB: m.wallet.Address().String(), Deposit: q.Deposit, Quarantine: q.Quarantine, Opened: time.Now().UnixMilli()}
+		DestB: m.wallet.Address().String(), Deposit: q.Deposit, Quarantine: q.Quarantine, Opened: m.cfg.Now().UnixMilli()}
 	ch, err := in.channel(m.chain)
 	if err != nil {
 		return refuse("channel parameters: %v", err)
@@ -226,10 +240,14 @@ func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
 	}
 	in2 := &incoming{channel: c}
 	m.mu.Lock()
+	old := m.in[from]
 	m.in[from] = in2
 	m.inAddr[q.Channel] = in2
-	m.all = append(m.all, &c)
+	m.all = append(m.all, &in2.channel)
 	m.mu.Unlock()
+	if old != nil {
+		carryDebt(old, in2)
+	}
 	m.log.Info("payment channel accepted", "peer", from, "channel", ch.Address(), "deposit_nanoton", q.Deposit)
 	return m.ownReply(ch)
 }
@@ -301,10 +319,25 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	}
 	in.mu.Lock()
 	in.seqno, in.received = st.Seqno, sent
+	early := sent - min(sent, in.served) // paid here for answers counted on the channel after it
 	in.served = max(in.served, sent)
 	in.mu.Unlock()
+	if cur := m.inFrom(from); early > 0 && cur != nil && cur != in {
+		cur.mu.Lock()
+		cur.served -= min(early, cur.served-min(cur.served, cur.received))
+		cur.mu.Unlock()
+	}
 	fw.commit()
-	return &reply{Received: sent, Seqno: st.Seqno}
+	return &reply{Received: sent, Seqno: st.Seqno, Settle: m.settleDue(in, sent)}
+}
+
+// settleDue says whether the payer of in should settle it: it has paid
+// SettleAbove on it, or it is SettleAfter old.
+func (m *Manager) settleDue(in *incoming, received uint64) bool {
+	if m.cfg.SettleAbove > 0 && received >= m.cfg.SettleAbove {
+		return true
+	}
+	return m.cfg.SettleAfter > 0 && m.cfg.Now().Sub(time.UnixMilli(in.info.Opened)) >= m.cfg.SettleAfter
 }
 
 // checkStateLocked checks a payment's state st, paying sent in all,

@@ -41,6 +41,8 @@ type outgoing struct {
 	covered int        // how many of pending the newest state covers
 	queued  uint64     // Σ pending amounts
 	synced  bool       // acked is what the payee said, not a guess from before a restart
+	settle  bool       // the payee asked to settle: the Opener moves on to a new channel
+	closeAt time.Time  // a replaced channel's cooperative close is not tried again before this
 	broken  error
 }
 
@@ -60,13 +62,13 @@ func (m *Manager) startSender(o *outgoing) {
 }
 
 // Open opens a channel to p with the configured deposit unless one is
-// open with at least the reserve left: it asks p for its key and payout
+// open with at least Renew left and no settlement asked: it asks p for its key and payout
 // address, deploys the channel from the wallet, waits for it to be open on
 // chain and tells p. Concurrent calls for one peer share one open.
 func (m *Manager) Open(ctx context.Context, p peer.ID) error {
 	for {
 		m.mu.Lock()
-		if o := m.out[p]; o != nil && o.usable(m.cfg.Reserve) == nil {
+		if o := m.out[p]; o != nil && o.usable(m.cfg.Reserve) == nil && !o.renewDue(m.cfg.Renew) {
 			m.mu.Unlock()
 			return nil
 		}
@@ -147,7 +149,7 @@ func (m *Manager) propose(ctx context.Context, s network.Stream, p peer.ID) (cha
 	rand.Read(id[:])
 	in := info{Peer: p.String(), Payer: true, ID: id[:], KeyA: m.key.Public().(ed25519.PublicKey), KeyB: hello.Key,
 		DestA: m.wallet.Address().String(), DestB: hello.Dest, Deposit: m.cfg.Deposit,
-		Quarantine: uint32(m.cfg.Quarantine / time.Second), Opened: time.Now().UnixMilli()}
+		Quarantine: uint32(m.cfg.Quarantine / time.Second), Opened: m.cfg.Now().UnixMilli()}
 	if len(hello.Key) != ed25519.PublicKeySize {
 		return channel{}, fmt.Errorf("opening a channel to %s: its key has %d bytes", p, len(hello.Key))
 	}
@@ -221,6 +223,22 @@ func (o *outgoing) usable(reserve uint64) error {
 		return fmt.Errorf("%w: %d of %d nanoTON spent or owed", ErrExhausted, o.acked+o.queued, o.info.Deposit)
 	}
 	return nil
+}
+
+// renewDue says whether the next channel should be opened now: less than
+// renew is left, or the payee asked to settle.
+func (o *outgoing) renewDue(renew uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.settle || o.acked+o.queued+renew > o.info.Deposit
+}
+
+// Fresh reports whether p is paid on a channel that needs no successor:
+// open, with at least Renew left, and no settlement asked. The Opener opens
+// the next channel to a payee that is not.
+func (m *Manager) Fresh(p peer.ID) bool {
+	o := m.outTo(p)
+	return o != nil && o.usable(m.cfg.Reserve) == nil && !o.renewDue(m.cfg.Renew)
 }
 
 // Payable reports whether p can be paid now: a channel to it is open with
@@ -450,6 +468,7 @@ func (m *Manager) acked(o *outgoing, q *request, r *reply) {
 	o.pending = o.pending[i:]
 	o.covered -= i
 	o.acked = r.Received
+	o.settle = o.settle || r.Settle
 }
 
 // sync asks the payee what it holds of o, after a restart: the entries it

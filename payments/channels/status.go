@@ -70,7 +70,7 @@ func (m *Manager) status(c channel, o *outgoing, in *incoming) ChannelStatus {
 			cs.Seqno, cs.Sent, cs.Received = st.Seqno, st.Sent, st.Received
 		}
 		cs.State = "replaced"
-		if c.info.Closed || c.info.Payer { // a channel paid on leaves outs only when closed
+		if c.info.Closed || c.info.Payer { // a channel paid on leaves outs only when closed, one paid by in inAddr
 			cs.State = "closed"
 		}
 	}
@@ -83,6 +83,17 @@ func stateOf(err error) string {
 		return "closing"
 	}
 	return "broken"
+}
+
+// Settled is what this node received on the channels it is paid on that
+// are closed on chain and paid out to its wallet, in nanoTON.
+func (m *Manager) Settled() (settled uint64) {
+	for _, c := range m.List() {
+		if !c.Payer && c.State == "closed" {
+			settled += c.Received
+		}
+	}
+	return settled
 }
 
 // Totals are what a node has paid and been paid, over all its channels,

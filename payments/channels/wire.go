@@ -80,6 +80,9 @@ type reply struct {
 	// sent. The payer needs it to start an uncooperative close should the
 	// payee vanish.
 	Own []byte `json:"own,omitempty"`
+	// Settle (pay): the payee asks the payer to move to a new channel and
+	// close this one cooperatively, which pays the payee out on chain.
+	Settle bool `json:"settle,omitempty"`
 }
 
 // Reply codes.
