@@ -15,12 +15,23 @@ import (
 // PaymentsStatus is what a node has earned and spent through its payment
 // channels, in nanoTON.
 type PaymentsStatus struct {
+	// Earned is what payers signed over to this node, on every channel;
+	// Spent what this node signed over to its payees.
 	Earned int64 `json:"earned_nanoton"`
 	Spent  int64 `json:"spent_nanoton"`
+	// InFlight is what is served or owed beyond the newest signed states:
+	// answers delivered whose payment has not landed yet.
+	InFlight int64 `json:"in_flight_nanoton"`
 	// Reserved is what answers in flight have set aside in the channels
 	// this node is paid on: their worst case, until they are served.
-	Reserved int64           `json:"reserved_nanoton"`
-	Channels []ChannelStatus `json:"channels,omitempty"`
+	Reserved int64 `json:"reserved_nanoton"`
+	// Settled is the part of Earned on channels closed on chain: paid out
+	// to the wallet.
+	Settled int64 `json:"settled_nanoton"`
+	// Withdrawable is the wallet's balance, what the operator can move
+	// out now; absent when the chain cannot be read.
+	Withdrawable *int64          `json:"withdrawable_nanoton,omitempty"`
+	Channels     []ChannelStatus `json:"channels,omitempty"`
 }
 
 // ChannelStatus is one payment channel as this node holds it.
@@ -39,11 +50,19 @@ type ChannelStatus struct {
 
 // paymentsStatus is the node's channels, for Status; nil without
 // payments.
-func (s *Server) paymentsStatus() *PaymentsStatus {
+func (s *Server) paymentsStatus(ctx context.Context) *PaymentsStatus {
 	if s.pay == nil {
 		return nil
 	}
 	ps := &PaymentsStatus{}
+	if s.pay.Wallet != nil {
+		bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if b, err := s.pay.Wallet.Balance(bctx); err == nil && b != nil && b.IsInt64() {
+			v := b.Int64()
+			ps.Withdrawable = &v
+		}
+		cancel()
+	}
 	for _, c := range s.pay.Channels.List() {
 		role := "payee"
 		if c.Payer {
@@ -55,6 +74,10 @@ func (s *Server) paymentsStatus() *PaymentsStatus {
 		ps.Spent += int64(c.Sent)
 		ps.Earned += int64(c.Received)
 		ps.Reserved += int64(c.Reserved)
+		ps.InFlight += int64(c.Unsigned)
+		if !c.Payer && c.State == "closed" {
+			ps.Settled += int64(c.Received)
+		}
 	}
 	return ps
 }
@@ -78,7 +101,7 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(s.paymentsStatus())
+		json.NewEncoder(w).Encode(s.paymentsStatus(r.Context()))
 	})
 	channelOp := func(op func(ctx context.Context, r *http.Request, ch Channels, p peer.ID) error) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +121,7 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(s.paymentsStatus())
+			json.NewEncoder(w).Encode(s.paymentsStatus(r.Context()))
 		}
 	}
 	mux.HandleFunc("POST /channels/open", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {

@@ -115,7 +115,7 @@ func (s *Server) Status(ctx context.Context) Status {
 	st.Connected = s.node.Connected()
 	st.Kept = s.keptStatus(s.role.kept())
 	s.role.status(&st)
-	st.Payments = s.paymentsStatus()
+	st.Payments = s.paymentsStatus(ctx)
 	return st
 }
 

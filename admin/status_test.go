@@ -3,6 +3,7 @@ package admin_test
 import (
 	"encoding/json"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func newProxyFixture(t *testing.T, cfg admin.Config) *proxyFixture {
 	role := admin.Proxy{Router: rt, Workers: fakeKeeper{peers: []peer.ID{f.w1, f.w2}, up: []peer.ID{f.w1}}, Offers: book}
 	f.srv = newServer(t, cfg, node, hs, pub, role,
 		admin.WithRegistry("0:abc", fakeRegistry{reg}), admin.WithDHT(fakeDHT(4)),
-		admin.WithPayments(admin.Payments{Channels: f.channels, Wallet: fakeWallet{addr: testAddress}, Deposit: 1_000_000}))
+		admin.WithPayments(admin.Payments{Channels: f.channels, Wallet: fakeWallet{addr: testAddress, balance: big.NewInt(4200)}, Deposit: 1_000_000}))
 	return f
 }
 
@@ -160,7 +161,10 @@ const proxyStatus = `{
   "payments": {
     "earned_nanoton": 300,
     "spent_nanoton": 250,
+    "in_flight_nanoton": 5,
     "reserved_nanoton": 0,
+    "settled_nanoton": 0,
+    "withdrawable_nanoton": 4200,
     "channels": [
       {
         "peer": "$C",

@@ -66,7 +66,12 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 
 // printChannels prints a node's channels as a table, amounts in nanoTON.
 func printChannels(w io.Writer, ps *admin.PaymentsStatus) {
-	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON, %d reserved for answers in flight\n", ps.Spent, ps.Earned, ps.Reserved)
+	fmt.Fprintf(w, "spent %d nanoTON, earned %d nanoTON (%d settled on chain), %d in flight, %d reserved for answers in flight",
+		ps.Spent, ps.Earned, ps.Settled, ps.InFlight, ps.Reserved)
+	if ps.Withdrawable != nil {
+		fmt.Fprintf(w, "; wallet %d nanoTON", *ps.Withdrawable)
+	}
+	fmt.Fprintln(w)
 	if len(ps.Channels) == 0 {
 		fmt.Fprintln(w, "no payment channels")
 		return
