@@ -37,7 +37,7 @@ type Config struct {
 
 // Server is a node's admin API: GET /status (JSON Status), GET /doctor
 // (JSON checks), GET /metrics (Prometheus), the payment channels under
-// /channels, and the web dashboard at GET / with GET /models beside it.
+// /channels, POST /reload and /drain, and the web dashboard at GET / with GET /models beside it.
 type Server struct {
 	cfg      Config
 	node     Node
@@ -47,6 +47,7 @@ type Server struct {
 	registry Registry  // nil without a root contract
 	dht      DHT       // nil without a DHT
 	pay      *Payments // nil without payments
+	control  Control   // nil: no reload or drain
 	log      *slog.Logger
 	handler  http.Handler
 
@@ -73,6 +74,7 @@ func New(cfg Config, node Node, att Attestation, role Role, requests *metrics.Re
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.paymentRoutes(mux)
+	s.controlRoutes(mux)
 	s.dashboardRoutes(mux)
 	s.handler = guardAdmin(mux)
 	return s

@@ -77,9 +77,9 @@ func TestDoctor(t *testing.T) {
 	// A worker that passes every check but the ones a case changes.
 	healthyWorker := func(change func(w *admin.Worker)) admin.Worker {
 		w := admin.Worker{
-			Engine:  fakeEngine{cat: &inference.Catalog{Models: []inference.Model{{ID: "m1"}}, Active: 1, MaxConcurrent: 8}, active: 1, stats: worker.Stats{Served: 3}},
+			Engine:  fakeEngine{cat: &inference.Catalog{Models: []inference.Model{{ID: "m1"}}, Active: 1, MaxConcurrent: 8}, active: 1, cap: 8, stats: worker.Stats{Served: 3}},
 			Proxies: fakeKeeper{peers: []peer.ID{ids.p1, ids.p2}, up: []peer.ID{ids.p1}},
-			Offers:  fakeBook{proxyOffer}, MaxConcurrent: 8, Price: payments.Price{Prompt: 100, Completion: 200}, GPU: true,
+			Offers:  fakeBook{proxyOffer}, Price: payments.Price{Prompt: 100, Completion: 200}, GPU: true,
 		}
 		if change != nil {
 			change(&w)

@@ -112,11 +112,13 @@ type fakeEngine struct {
 	err    error
 	stats  worker.Stats
 	active int
+	cap    int
 }
 
 func (e fakeEngine) Catalog(context.Context) (*inference.Catalog, error) { return e.cat, e.err }
 func (e fakeEngine) Stats() worker.Stats                                 { return e.stats }
 func (e fakeEngine) Active() int                                         { return e.active }
+func (e fakeEngine) Capacity() int                                       { return e.cap }
 
 type fakeRouter struct {
 	workers []router.WorkerStats

@@ -74,6 +74,9 @@ type Engine interface {
 	Stats() worker.Stats
 	// Active counts the requests being served.
 	Active() int
+	// Capacity is how many requests the worker serves at once
+	// (worker.max_concurrent, as the last reload left it).
+	Capacity() int
 }
 
 // Router is a proxy's router. *router.Router is one.
@@ -166,9 +169,6 @@ type Worker struct {
 	// Proxies are the proxies the worker keeps up.
 	Proxies Keeper
 	Offers  Book
-	// MaxConcurrent is how many requests the worker serves at once
-	// (worker.max_concurrent).
-	MaxConcurrent int
 	// Price is what the worker charges (worker.price).
 	Price payments.Price
 	// GPU says whether the node presents GPU evidence (attest.gpu).

@@ -156,7 +156,7 @@ func offerStatuses(b Book) []OfferStatus {
 func (w Worker) status(st *Status) {
 	st.Offers = offerStatuses(w.Offers)
 	stats := w.Engine.Stats()
-	st.Serving = &ServingStatus{Active: w.Engine.Active(), Capacity: w.MaxConcurrent, Served: stats.Served,
+	st.Serving = &ServingStatus{Active: w.Engine.Active(), Capacity: w.Engine.Capacity(), Served: stats.Served,
 		TTFTms: float64(stats.TTFT.Microseconds()) / 1000, TokensPerSec: stats.TokensPerSec}
 }
 

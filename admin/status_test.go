@@ -233,8 +233,8 @@ func TestStatusRoles(t *testing.T) {
 		check func(t *testing.T, s admin.Status)
 	}{
 		{"worker", &fakeNode{id: w, tier: attest.TierTEEGPU, ready: true}, admin.Worker{
-			Engine:  fakeEngine{active: 3, stats: worker.Stats{TTFT: 41500 * time.Microsecond, TokensPerSec: 33.3, Served: 12}},
-			Proxies: kept, MaxConcurrent: 8,
+			Engine:  fakeEngine{active: 3, cap: 8, stats: worker.Stats{TTFT: 41500 * time.Microsecond, TokensPerSec: 33.3, Served: 12}},
+			Proxies: kept,
 			Offers: fakeBook{{Peer: w.String(), Role: offers.RoleWorker, Expiry: expiry,
 				Models: []offers.ModelOffer{{ID: "m", Price: payments.Price{Prompt: 5, Completion: 6}}}}},
 		}, func(t *testing.T, s admin.Status) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -54,7 +56,8 @@ type Workers struct {
 	book     *offers.Book
 	attester Forgetter
 	routes   Routes
-	flagged  map[peer.ID]bool // the keeper looks after these
+	flagged  map[peer.ID]bool   // the keeper looks after these
+	models   map[peer.ID]string // the models each followed worker's offer named; only Run's goroutine uses it
 	interval time.Duration
 	log      *slog.Logger
 }
@@ -65,7 +68,7 @@ type Workers struct {
 func NewWorkers(h host.Host, network string, flagged []peer.AddrInfo, book *offers.Book, attester Forgetter, routes Routes,
 	interval time.Duration, log *slog.Logger) *Workers {
 	w := &Workers{h: h, catalog: p2p.ProtocolID(network, inference.CatalogProtocolName, inference.CatalogProtocolVersion),
-		book: book, attester: attester, routes: routes, flagged: make(map[peer.ID]bool), interval: interval,
+		book: book, attester: attester, routes: routes, flagged: make(map[peer.ID]bool), models: make(map[peer.ID]string), interval: interval,
 		log: log.With("component", "discovery")}
 	for _, ai := range flagged {
 		w.flagged[ai.ID] = true
@@ -132,6 +135,12 @@ func (w *Workers) follow(ctx context.Context, followed map[peer.ID]bool) {
 		}
 		live[id] = true
 		if w.routes.Serving(id) {
+			if sig := offeredModels(o); w.models[id] != sig {
+				// Its models changed (a reload): ask what it serves now.
+				if err := w.refresh(ctx, id); err == nil {
+					w.models[id] = sig
+				}
+			}
 			continue
 		}
 		if err := w.use(ctx, id, o); err != nil {
@@ -139,15 +148,40 @@ func (w *Workers) follow(ctx context.Context, followed map[peer.ID]bool) {
 			continue
 		}
 		followed[id] = true
+		w.models[id] = offeredModels(o)
 		w.log.Info("worker joined from its offer", "peer", id)
 	}
 	for id := range followed {
 		if !live[id] {
 			w.Down(id)
 			delete(followed, id)
+			delete(w.models, id)
 			w.log.Info("worker's offer expired", "peer", id)
 		}
 	}
+}
+
+// offeredModels sums up the models an offer names, to tell when they
+// change.
+func offeredModels(o *offers.Offer) string {
+	ids := make([]string, len(o.Models))
+	for i, m := range o.Models {
+		ids[i] = m.ID
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, "\n")
+}
+
+// refresh asks a worker routed to what it serves now.
+func (w *Workers) refresh(ctx context.Context, id peer.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := inference.FetchCatalog(ctx, w.h, id, w.catalog)
+	if err != nil {
+		return err
+	}
+	w.routes.SetWorker(id, c)
+	return nil
 }
 
 // errNoAddress means a worker's offer names no address of its own.

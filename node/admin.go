@@ -18,6 +18,7 @@ func (n *Node) newAdmin() *admin.Server {
 	if n.pay != nil {
 		opts = append(opts, admin.WithPayments(n.adminPayments()))
 	}
+	opts = append(opts, admin.WithControl(n))
 	att := admin.Attestation{Handshaker: n.hs, Validator: n.kinds, Key: n.h.Peerstore().PubKey(n.h.ID())}
 	cfg := admin.Config{Addr: n.cfg.Admin.Addr, DataDir: n.cfg.DataDir, Network: n.cfg.Network}
 	return admin.New(cfg, n, att, n.role.admin(), n.requests, n.log, opts...)

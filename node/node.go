@@ -51,6 +51,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	reloadMu sync.Mutex    // one Reload at a time
+	live     config.Config // the configuration as the last Reload applied it; guarded by reloadMu
 }
 
 // options are what Options change.
@@ -60,6 +63,10 @@ type options struct {
 	issuer  attest.Issuer     // the node's evidence; from attest.issuer if nil
 	pcs     tdx.Getter        // how the node reaches Intel PCS; HTTPS if nil
 	clear   bool              // a client sends requests in the clear (benchmarks only)
+	// reload reads the configuration again (WithReload); backendFixed:
+	// the backend came from WithBackend, so a reload does not replace it.
+	reload       func() (config.Config, error)
+	backendFixed bool
 }
 
 // Option changes how New assembles a node.
@@ -67,7 +74,9 @@ type Option func(*options)
 
 // WithBackend makes a worker serve b instead of the backend its config
 // names. Tests and benchmarks use it to put fakes behind a real worker.
-func WithBackend(b inference.Backend) Option { return func(o *options) { o.backend = b } }
+func WithBackend(b inference.Backend) Option {
+	return func(o *options) { o.backend, o.backendFixed = b, true }
+}
 
 // WithChain makes the node read its root contract through c instead of a
 // lite client built from discovery.global_config. `cocoon testnet` and the
@@ -98,7 +107,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	if tdx.TestRootBuild && cfg.Network != "local" {
 		return nil, fmt.Errorf("network %q: this binary trusts test roots beside Intel's (built with -tags cocoon_testroot) and runs only on a local network", cfg.Network)
 	}
-	n := &Node{cfg: cfg, log: log.With("role", cfg.Role.String()), requests: metrics.NewRequests(cfg.Role.String())}
+	n := &Node{cfg: cfg, live: cfg, log: log.With("role", cfg.Role.String()), requests: metrics.NewRequests(cfg.Role.String())}
 	for _, o := range opts {
 		o(&n.opts)
 	}

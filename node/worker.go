@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -31,6 +32,7 @@ import (
 // announces its offer.
 type workerRole struct {
 	n       *Node
+	prices  *livePrices
 	server  *worker.Server
 	proxies *discovery.Keeper
 	offers  *offerSide
@@ -65,13 +67,24 @@ func (p modelPrices) Price(model string) payments.Price {
 	return p.price
 }
 
-func (n *Node) prices() modelPrices {
-	return modelPrices{price: n.cfg.Worker.Price, prices: n.cfg.Worker.Prices}
+// livePrices are a worker's prices as a reload leaves them.
+type livePrices struct{ p atomic.Pointer[modelPrices] }
+
+func newLivePrices(w config.Worker) *livePrices {
+	l := &livePrices{}
+	l.set(w)
+	return l
 }
 
+func (l *livePrices) set(w config.Worker) {
+	l.p.Store(&modelPrices{price: w.Price, prices: w.Prices})
+}
+
+func (l *livePrices) Price(model string) payments.Price { return l.p.Load().Price(model) }
+
 func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, error) {
-	w := &workerRole{n: n}
-	receipts := &worker.Receipts{Key: key, Prices: n.prices()}
+	w := &workerRole{n: n, prices: newLivePrices(n.cfg.Worker)}
+	receipts := &worker.Receipts{Key: key, Prices: w.prices}
 	var settler worker.Settler // a nil interface without payments
 	if n.pay != nil {
 		settler = n.pay.m
@@ -143,7 +156,7 @@ func (w *workerRole) offerBook() *offers.Book { return w.offers.book }
 
 func (w *workerRole) admin() admin.Role {
 	return &admin.Worker{Engine: w.server, Proxies: w.proxies, Offers: w.offers.book,
-		MaxConcurrent: w.n.cfg.Worker.MaxConcurrent, Price: w.n.cfg.Worker.Price, GPU: w.n.cfg.Attest.GPU}
+		Price: w.n.cfg.Worker.Price, GPU: w.n.cfg.Attest.GPU}
 }
 
 func (w *workerRole) stopServing() {}
@@ -162,10 +175,13 @@ func (w *workerRole) Fill(ctx context.Context, o *offers.Offer) error {
 	}
 	o.Role = offers.RoleWorker
 	for _, m := range c.Models {
-		o.Models = append(o.Models, offers.ModelOffer{ID: m.ID, Price: w.n.prices().Price(m.ID)})
+		o.Models = append(o.Models, offers.ModelOffer{ID: m.ID, Price: w.prices.Price(m.ID)})
 	}
 	o.MaxConcurrent = c.MaxConcurrent
 	o.Load = min(c.Active, c.MaxConcurrent)
+	if w.server.Draining() {
+		o.Load = o.MaxConcurrent // full: proxies route elsewhere
+	}
 	st := w.server.Stats()
 	o.TTFTMillis = min(st.TTFT.Milliseconds(), offers.MaxTTFT.Milliseconds())
 	o.TokensPerSec = min(st.TokensPerSec, offers.MaxTokensPerSec)
@@ -184,8 +200,8 @@ func (w *workerRole) Fill(ctx context.Context, o *offers.Offer) error {
 // State is the worker's addresses and its load in quarters of its
 // capacity: a change of either is announced before the next interval.
 func (w *workerRole) State() string {
-	most := w.n.cfg.Worker.MaxConcurrent
-	return strings.Join(w.n.Addrs(), " ") + fmt.Sprintf(" load=%d", 4*min(w.server.Active(), most)/most)
+	most := w.server.Capacity()
+	return strings.Join(w.n.Addrs(), " ") + fmt.Sprintf(" load=%d draining=%t", 4*min(w.server.Active(), most)/most, w.server.Draining())
 }
 
 // awaitEngine reports the engine warming up: every 10 s while it does not

@@ -42,6 +42,9 @@ const usage = `cocoon: a decentralized, confidential AI-inference network
 
 Usage:
   cocoon worker  [flags]   serve models and earn (sim or an OpenAI-compatible engine)
+  cocoon worker drain [flags]
+                           a running worker takes no new requests, finishes those in flight and settles
+  cocoon reload  [flags]   a running node applies its changed configuration (as on SIGHUP): prices, capacity, models
   cocoon proxy   [flags]   route requests to workers
   cocoon client  [flags]   expose the OpenAI-compatible API on 127.0.0.1:10000
   cocoon testnet [flags]   run a proxy, workers and a client on 127.0.0.1
@@ -67,7 +70,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "worker", "proxy", "client":
+		if cmd == "worker" && len(rest) > 0 && rest[0] == "drain" {
+			return runDrain(ctx, rest[1:], getenv, stdout, stderr)
+		}
 		return runNode(ctx, cmd, rest, getenv, stdout, stderr)
+	case "reload":
+		return runReload(ctx, rest, getenv, stdout, stderr)
 	case "testnet":
 		return runTestnet(ctx, rest, getenv, stdout, stderr)
 	case "status":

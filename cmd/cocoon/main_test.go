@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cocoon-mesh/cocoon/admin"
 	"github.com/cocoon-mesh/cocoon/node/config"
 )
 
@@ -238,3 +241,61 @@ func TestTestnetCommand(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestReloadCommand: a worker started from a file takes the file's new
+// prices and capacity on `cocoon reload`, and says which changed settings
+// wait for a restart.
+func TestReloadCommand(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "worker.toml")
+	write := func(price, most int, network string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(fmt.Sprintf("network = %q\n[worker]\nmax_concurrent = %d\n[worker.price]\nprompt = %d\ncompletion = %d\n",
+			network, most, price, 2*price)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(100, 8, "local")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"worker", "--config", file, "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0"}, env(nil), &out, io.Discard)
+	}()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(out.String(), "listening on") {
+		select {
+		case err := <-done:
+			t.Fatalf("worker exited: %v (%s)", err, out.String())
+		case <-deadline:
+			t.Fatalf("worker did not start: %q", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	write(300, 2, "testnet")
+	var got bytes.Buffer
+	if err := run(t.Context(), []string{"reload", "--data-dir", dir}, env(nil), &got, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"applied: worker.max_concurrent, worker.prices", "next start: network"} {
+		if !strings.Contains(got.String(), want) {
+			t.Errorf("reload printed %q, want %q", got.String(), want)
+		}
+	}
+	got.Reset()
+	if err := run(t.Context(), []string{"status", "--data-dir", dir, "--json"}, env(nil), &got, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var st admin.Status
+	if err := json.Unmarshal(got.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Serving == nil || st.Serving.Capacity != 2 {
+		t.Errorf("status after the reload: %+v, want capacity 2", st.Serving)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/node"
@@ -162,7 +165,11 @@ func runNode(ctx context.Context, name string, args []string, getenv func(string
 	if err != nil {
 		return err
 	}
-	n, err := node.New(cfg, log)
+	reload := func() (config.Config, error) {
+		c, _, err := loadConfig(role, args, getenv, io.Discard)
+		return c, err
+	}
+	n, err := node.New(cfg, log, node.WithReload(reload))
 	if err != nil {
 		return err
 	}
@@ -184,7 +191,24 @@ func runNode(ctx context.Context, name string, args []string, getenv func(string
 		}
 		cancel()
 	}
-	<-ctx.Done()
+	// SIGHUP reloads the configuration, as `cocoon reload` does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			res, err := n.Reload(ctx)
+			if err != nil {
+				log.Error("reload failed; the node keeps its settings", "err", err)
+				continue
+			}
+			printReloaded(stdout, res)
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	fmt.Fprintln(stdout, "shutting down")
 	return n.Close()
 }

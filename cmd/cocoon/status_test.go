@@ -142,3 +142,31 @@ func chatOnce(t *testing.T, client *node.Node) {
 		t.Fatalf("chat: %s", resp.Status)
 	}
 }
+
+// TestDrainAndReloadCommands: `cocoon worker drain` prints each step and
+// ends drained; `cocoon reload` reports a node it cannot reload.
+func TestDrainAndReloadCommands(t *testing.T) {
+	h := testnet.New(t)
+	w := h.AddWorker()
+	h.AddProxy()
+	client := h.AddClient()
+	chatOnce(t, client)
+
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"worker", "drain", "--admin", w.AdminURL()}, env(nil), &out, io.Discard); err != nil {
+		t.Fatalf("drain: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"taking no new requests", "no request in flight", "drained"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("drain printed %q, want %q in it", out.String(), want)
+		}
+	}
+	err := run(t.Context(), []string{"reload", "--admin", w.AdminURL()}, env(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "without a configuration") {
+		t.Errorf("reload of a node started without one: %v", err)
+	}
+	err = run(t.Context(), []string{"worker", "drain", "--admin", client.AdminURL()}, env(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "only a worker drains") {
+		t.Errorf("drain of a client: %v", err)
+	}
+}

@@ -77,11 +77,14 @@ type Server struct {
 	serveCfg inference.ServeConfig
 	self     peer.ID
 	selfStr  string // self.String(), which base58-encodes on every call
-	backend  inference.Backend
 	settler  Settler // nil: payments are off
 	log      *slog.Logger
 
-	active atomic.Int64
+	// live is what Update changes while serving: the backend and the
+	// capacity. A request uses the one it started with.
+	live     atomic.Pointer[live]
+	draining atomic.Bool // Drain: new requests refused
+	active   atomic.Int64
 
 	mu        sync.Mutex // guards simulated and stats
 	simulated map[string]bool
@@ -142,9 +145,42 @@ func New(cfg Config, self peer.ID, backend inference.Backend, settler Settler, l
 	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
-	return &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(), backend: backend,
+	w := &Server{cfg: cfg, serveCfg: sc, self: self, selfStr: self.String(),
 		settler: settler, log: log.With("component", "worker"), simulated: make(map[string]bool)}
+	w.live.Store(&live{backend: backend, maxConcurrent: cfg.MaxConcurrent})
+	return w
 }
+
+// live is the part of a worker an operator changes without a restart.
+type live struct {
+	backend       inference.Backend
+	maxConcurrent int
+}
+
+// Update changes the backend (nil keeps it) and the capacity (0 keeps it)
+// of a serving worker: requests that started keep what they started with.
+func (w *Server) Update(backend inference.Backend, maxConcurrent int) {
+	cur := w.live.Load()
+	next := *cur
+	if backend != nil {
+		next.backend = backend
+	}
+	if maxConcurrent > 0 {
+		next.maxConcurrent = maxConcurrent
+	}
+	w.live.Store(&next)
+}
+
+// Capacity is how many requests the worker runs at once.
+func (w *Server) Capacity() int { return w.live.Load().maxConcurrent }
+
+// Drain refuses every new request (as overloaded, so proxies go to
+// another worker); those being served run to their end. Active tells when
+// none is left.
+func (w *Server) Drain() { w.draining.Store(true) }
+
+// Draining reports whether Drain was called.
+func (w *Server) Draining() bool { return w.draining.Load() }
 
 // Register serves the inference and catalog protocols on sv.
 func (w *Server) Register(sv *p2p.Service) {
@@ -159,7 +195,8 @@ func (w *Server) Active() int { return int(w.active.Load()) }
 
 // Catalog is what the worker announces.
 func (w *Server) Catalog(ctx context.Context) (*inference.Catalog, error) {
-	models, err := w.backend.Models(ctx)
+	lv := w.live.Load()
+	models, err := lv.backend.Models(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing backend models: %w", err)
 	}
@@ -168,7 +205,7 @@ func (w *Server) Catalog(ctx context.Context) (*inference.Catalog, error) {
 		w.simulated[m.ID] = m.Simulated
 	}
 	w.mu.Unlock()
-	return &inference.Catalog{Models: models, MaxConcurrent: w.cfg.MaxConcurrent, Active: w.Active()}, nil
+	return &inference.Catalog{Models: models, MaxConcurrent: lv.maxConcurrent, Active: w.Active()}, nil
 }
 
 func (w *Server) serveCatalog(ctx context.Context, s network.Stream) error {
@@ -204,9 +241,13 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 			return fail(inference.Errorf(inference.CodePaymentRequired, "payment required: %v", err))
 		}
 	}
-	if n := w.active.Add(1); n > int64(w.cfg.MaxConcurrent) {
+	lv := w.live.Load()
+	if w.draining.Load() {
+		return fail(inference.Errorf(inference.CodeOverloaded, "worker draining: it takes no new requests"))
+	}
+	if n := w.active.Add(1); n > int64(lv.maxConcurrent) {
 		w.active.Add(-1)
-		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", w.cfg.MaxConcurrent))
+		return fail(inference.Errorf(inference.CodeOverloaded, "worker at capacity (%d requests)", lv.maxConcurrent))
 	}
 	var sealer *seal.ResponseSealer // nil: the request came in the clear
 	if req.Sealed {
@@ -286,7 +327,7 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		}
 		return fw.Flush()
 	}
-	res, err := w.backend.Generate(ctx, req, emit)
+	res, err := lv.backend.Generate(ctx, req, emit)
 	release()
 	if err != nil && inference.Stopped(ctx) {
 		// The requester's app went away mid-answer: the answer ends as it

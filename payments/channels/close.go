@@ -147,8 +147,37 @@ func (m *Manager) closeSig(from peer.ID, q *request) *reply {
 		return &reply{Code: codeBusy, Message: err.Error()}
 	}
 	in.broken = fmt.Errorf("%w: closing", ErrBroken)
+	m.wg.Go(func() { m.awaitPayout(in) })
 	return &reply{Received: in.received, Seqno: in.seqno, Signature: sig}
 }
+
+// awaitPayout reads in on chain every second, for up to payoutWait after
+// this node signed its cooperative close, to count it settled as soon as
+// the payer's close lands rather than at the next watch pass.
+func (m *Manager) awaitPayout(in *incoming) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	deadline := time.After(payoutWait)
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-t.C:
+		}
+		st, err := in.ch.State(m.ctx)
+		if errors.Is(err, ton.ErrNotDeployed) || err == nil && (st.Status == ton.StatusClosed || st.Status == ton.StatusUninit) {
+			if err := m.paidOut(in); err != nil {
+				m.log.Warn("recording a payout", "channel", in.ch.Address(), "err", err)
+			}
+			return
+		}
+	}
+}
+
+// payoutWait is how long a payee watches for the close it signed.
+const payoutWait = 5 * time.Minute
 
 // Dispute starts the uncooperative close of the channel p pays this node
 // on, with the newest state p signed (from the ledger), for a payee whose

@@ -154,6 +154,8 @@ type Manager struct {
 	opening map[peer.ID]chan struct{} // closed when the open in flight ends
 	relayed map[[32]byte]struct{}     // receipts a proxy compared with what it relayed, bounded
 	all     []*channel                // every channel, for List
+	// draining: SettleAll was called; no new channel is accepted.
+	draining bool
 
 	ctx    context.Context // ends at Close; the senders and the watcher run under it
 	cancel context.CancelFunc

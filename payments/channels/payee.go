@@ -136,6 +136,8 @@ func (m *Manager) handle(ctx context.Context, from peer.ID, q *request) *reply {
 		return m.paid(ctx, from, q)
 	case typeClose:
 		return m.closeSig(from, q)
+	case typeSettle:
+		return m.settleAsked(from, q)
 	case typeSync:
 		in, r := m.incoming(from, q.Channel)
 		if r != nil {
@@ -174,8 +176,11 @@ func (m *Manager) acceptable(from peer.ID, q *request) *reply {
 			d, m.cfg.MinQuarantine, m.cfg.MaxQuarantine, m.cfg.Watch)
 	}
 	m.mu.Lock()
-	old := m.in[from]
+	old, draining := m.in[from], m.draining
 	m.mu.Unlock()
+	if draining {
+		return refuse("this node is draining: it takes no new channel")
+	}
 	if old == nil || old.ch.Address().String() == q.Channel {
 		return nil
 	}

@@ -32,6 +32,9 @@ const (
 	typePay   = "pay"   // moves the channel's signed cumulative state forward
 	typeClose = "close" // asks the payee's signature on the cooperative close
 	typeSync  = "sync"  // asks what the payee holds, after the payer restarts
+	// typeSettle goes the other way, payee to payer: close this channel
+	// cooperatively now (the payee is draining).
+	typeSettle = "settle"
 )
 
 // request is what a payer sends.
@@ -170,7 +173,7 @@ func decodeRequest(b []byte) (*request, error) {
 		if len(q.Entries) > MaxEntries {
 			return bad(fmt.Sprintf("%d entries, limit %d", len(q.Entries), MaxEntries))
 		}
-	case typeClose, typeSync:
+	case typeClose, typeSync, typeSettle:
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", errMessage, q.Type)
 	}
