@@ -76,7 +76,7 @@ type Server struct {
 	cfg      Config
 	serveCfg inference.ServeConfig
 	self     peer.ID
-	selfStr  string // self.String(), which base58-encodes on every call
+	selfStr  string  // self.String(), which base58-encodes on every call
 	settler  Settler // nil: payments are off
 	log      *slog.Logger
 
