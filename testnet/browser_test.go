@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cocoon-mesh/cocoon/node/config"
+	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -23,7 +24,7 @@ func TestBrowserAttacks(t *testing.T) {
 		app  = "https://app.example"
 	)
 	h := testnet.New(t)
-	h.AddWorker()
+	worker := h.AddWorker()
 	h.AddProxy()
 	open := h.AddClient()
 	allowing := h.AddClient(func(c *config.Config) {
@@ -65,7 +66,14 @@ func TestBrowserAttacks(t *testing.T) {
 		{"another origin with the key", testnet.BaseURL(allowing), "POST", "/chat/completions", "",
 			map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example", "Authorization": "Bearer s3cret"}, chat, 403, "origin_not_allowed"},
 	}
+	answered, refused := 0, 0
 	for _, tt := range tests {
+		switch {
+		case tt.status == 200:
+			answered++
+		case tt.status >= 400:
+			refused++
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			req, err := http.NewRequestWithContext(t.Context(), tt.method, tt.base+tt.path, strings.NewReader(tt.body))
 			if err != nil {
@@ -109,4 +117,13 @@ func TestBrowserAttacks(t *testing.T) {
 			}
 		})
 	}
+
+	// Only the answered requests reached the worker: a refused one spent
+	// nothing.
+	served := func() int64 { return worker.Status(t.Context()).Serving.Served }
+	p2ptest.Eventually(t, "the answered requests served", func() bool { return served() >= int64(answered) })
+	if got := served(); got != int64(answered) {
+		t.Fatalf("the worker served %d requests, want the %d answered", got, answered)
+	}
+	t.Logf("%d requests refused; the worker served only the %d answered", refused, answered)
 }
