@@ -162,19 +162,44 @@ func TestCORS(t *testing.T) {
 	}
 }
 
-// FuzzHostName: any Host header parses without panic, and a loopback IP
-// stays one.
-func FuzzHostName(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:10000", "[::1]:1", "localhost.", "evil.example:80", "[", "::", "0.0.0.0"} {
-		f.Add(s)
-	}
-	g := newGuard(Config{})
-	f.Fuzz(func(t *testing.T, s string) {
-		h := hostName(s)
-		if g.hostAllowed(s) && h != "localhost" && h != "" {
-			if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
-				t.Fatalf("%q allowed as %q", s, h)
+// FuzzGuard: any Host, Origin, Sec-Fetch-Site and Content-Type are judged
+// without panic; what passes names this machine, and comes from a program
+// or the one allowed origin.
+func FuzzGuard(f *testing.F) {
+	f.Add("127.0.0.1:10000", "", "", "application/json")
+	f.Add("[::1]:1", "https://app.example", "cross-site", "application/json; charset=utf-8")
+	f.Add("localhost.", "null", "same-site", "text/plain")
+	f.Add("evil.example:80", "https://evil.example", "none", "multipart/form-data; boundary=x")
+	f.Add("[", "HTTPS://APP.EXAMPLE", "same-origin", "application/json; ;")
+	f.Add("0.0.0.0", "", "cross-site", "")
+	const app = "https://app.example"
+	g := newGuard(Config{APIKey: "k", AllowedOrigins: []string{app}})
+	f.Fuzz(func(t *testing.T, host, origin, site, ctype string) {
+		r := httptest.NewRequest("POST", "/v1/chat/completions", nil)
+		r.Host = host
+		for k, v := range map[string]string{"Origin": origin, "Sec-Fetch-Site": site, "Content-Type": ctype} {
+			if v != "" {
+				r.Header.Set(k, v)
 			}
 		}
+		w := httptest.NewRecorder()
+		if g.check(w, r) {
+			if w.Code != http.StatusForbidden && w.Code != http.StatusNoContent {
+				t.Fatalf("answered %d", w.Code)
+			}
+			return
+		}
+		if h := hostName(host); host != "" && h != "localhost" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
+				t.Fatalf("host %q passed as %q", host, h)
+			}
+		}
+		if origin != "" && !strings.EqualFold(origin, app) {
+			t.Fatalf("origin %q passed", origin)
+		}
+		if origin == "" && (site == "cross-site" || site == "same-site") {
+			t.Fatalf("Sec-Fetch-Site %q passed", site)
+		}
+		checkJSON(w, r)
 	})
 }
