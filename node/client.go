@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -50,7 +51,10 @@ func (n *Node) newClient() (*clientRole, error) {
 	}
 	c.up = gateway.NewProxies(n.h, n.cfg.Network, c, workers)
 	gc := gateway.Config{APIKey: n.cfg.Client.APIKey, FirstByteTimeout: n.cfg.Client.RequestTimeout.D(),
-		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier()}
+		MaxPrice: n.cfg.Client.MaxPrice, MinTier: n.cfg.Client.MinTier(),
+		// The listen address is a host apps may name too.
+		AllowedHosts:   append(slices.Clone(n.cfg.Client.AllowedHosts), n.cfg.Client.APIAddr),
+		AllowedOrigins: n.cfg.Client.AllowedOrigins}
 	var payer gateway.Payer // nil interfaces without payments, without a root contract
 	if c.opener = n.opener(c); c.opener != nil {
 		payer = clientPayer{m: n.pay.m, opener: c.opener, log: n.log}

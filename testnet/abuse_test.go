@@ -289,12 +289,12 @@ func TestOversizedHTTP(t *testing.T) {
 		body   func(w io.Writer) // writes until the server stops reading
 		status string
 	}{
-		{"headers of 1 MiB", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: ", func(w io.Writer) {
+		{"headers of 1 MiB", "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ", func(w io.Writer) {
 			w.Write(bytes.Repeat([]byte("a"), 1<<20))
 			io.WriteString(w, "\r\n\r\n")
 		}, "431"},
-		{"Content-Length of 1 GiB", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n", endless, "413"},
-		{"chunked without end", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", func(w io.Writer) {
+		{"Content-Length of 1 GiB", "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1073741824\r\n\r\n", endless, "413"},
+		{"chunked without end", "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n", func(w io.Writer) {
 			chunk := append([]byte("10000\r\n"), append(bytes.Repeat([]byte("a"), 1<<16), "\r\n"...)...)
 			for {
 				if _, err := w.Write(chunk); err != nil {

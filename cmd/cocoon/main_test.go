@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -297,5 +298,108 @@ func TestReloadCommand(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAPIKeyFile: the client's API key comes from a file only its owner
+// reads (--api-key-file or client.api_key_file), or the environment; the
+// key on argv, which every user sees in ps, still works with a warning.
+// The running client then refuses apps without it.
+func TestAPIKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	secret := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("sk-from-file\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	private, open := secret("key", 0o600), secret("open", 0o644)
+	toml := filepath.Join(dir, "client.toml")
+	if err := os.WriteFile(toml, []byte("[client]\napi_key_file = \""+private+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--data-dir", dir}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		key     string // want, when no error
+		err     string // the error names this
+		warning bool   // a warning about ps on stderr
+	}{
+		{"flag", []string{"--api-key-file", private}, nil, "sk-from-file", "", false},
+		{"TOML", []string{"--config", toml}, nil, "sk-from-file", "", false},
+		{"environment wins", []string{"--api-key-file", private}, map[string]string{"COCOON_API_KEY": "sk-env"}, "sk-env", "", false},
+		{"argv, warned", []string{"--api-key", "sk-argv"}, nil, "sk-argv", "", true},
+		{"argv and file", []string{"--api-key", "sk-argv", "--api-key-file", private}, nil, "", "--api-key-file", false},
+		{"readable by others", []string{"--api-key-file", open}, nil, "", "client.api_key_file", false},
+		{"missing", []string{"--api-key-file", filepath.Join(dir, "none")}, nil, "", "client.api_key_file", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cfg, _, err := loadConfig(config.RoleClient, append(tt.args, base...), env(tt.env), &stderr)
+			if warned := strings.Contains(stderr.String(), "ps"); warned != tt.warning {
+				t.Errorf("stderr %q: warning about ps %t, want %t", stderr.String(), warned, tt.warning)
+			}
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want one naming %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil || cfg.Client.APIKey != tt.key {
+				t.Fatalf("key %q, err %v; want %q", cfg.Client.APIKey, err, tt.key)
+			}
+		})
+	}
+
+	// The real client command, keyed from the file.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"client", "--data-dir", filepath.Join(dir, "node"), "--api-addr", "127.0.0.1:0", "--api-key-file", private,
+			"--proxy", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNFpLXoNSakESamyTHGDZ2Ehj6m2SAwiMHyyNnrsHsZwf"}, env(nil), &out, io.Discard)
+	}()
+	apiRe := regexp.MustCompile(`OpenAI API on (http://\S+)`)
+	deadline := time.After(20 * time.Second)
+	for !apiRe.MatchString(out.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("client exited: %v (%s)", err, out.String())
+		case <-deadline:
+			t.Fatalf("client printed no API address: %q", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	api := apiRe.FindStringSubmatch(out.String())[1]
+	for _, tt := range []struct {
+		key     string
+		refused bool
+	}{{"", true}, {"sk-wrong", true}, {"sk-from-file", false}} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", api+"/models", nil)
+		if tt.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// With no proxy reachable, the right key gets past the key check
+		// to 503.
+		if got := resp.StatusCode; tt.refused != (got == http.StatusUnauthorized) {
+			t.Errorf("key %q: status %d, refused %t", tt.key, got, tt.refused)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("client shutdown: %v", err)
 	}
 }

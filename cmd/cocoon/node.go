@@ -67,7 +67,7 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	fs.BoolVar(&cfg.Attest.GPU, "gpu", cfg.Attest.GPU, "with --issuer tdx: add NVIDIA confidential-computing evidence of the GPUs (tier tee-gpu)")
 	fs.StringVar(&cfg.Discovery.Root, "root", cfg.Discovery.Root, "the network's root contract address on TON: nodes find each other through it")
 	fs.StringVar(&cfg.Discovery.GlobalConfig, "global-config", cfg.Discovery.GlobalConfig, "TON global config file or URL to read the root contract with (default: ton.org's for mainnet and testnet)")
-	var workers, proxies, models, embeddingModels, bootstrap stringList
+	var workers, proxies, models, embeddingModels, bootstrap, allowedHosts, allowedOrigins stringList
 	fs.Var(&bootstrap, "bootstrap", "more peers to join the DHT through, multiaddrs ending in /p2p/<id> (repeatable)")
 	switch role {
 	case config.RoleWorker:
@@ -90,8 +90,11 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 		fs.Int64Var(&cfg.Proxy.FeePPM, "fee-ppm", cfg.Proxy.FeePPM, "fee added to workers' prices, in millionths (the root contract caps it)")
 	case config.RoleClient:
 		fs.Var(&proxies, "proxy", "proxy multiaddr ending in /p2p/<id> (repeatable)")
-		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs --api-key")
-		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps (env COCOON_API_KEY)")
+		fs.StringVar(&cfg.Client.APIAddr, "api-addr", cfg.Client.APIAddr, "OpenAI API listen address; non-loopback needs an API key (--api-key-file or COCOON_API_KEY)")
+		fs.StringVar(&cfg.Client.APIKeyFile, "api-key-file", cfg.Client.APIKeyFile, "file holding the API key required from apps, mode 0600 (env COCOON_API_KEY overrides it)")
+		fs.StringVar(&cfg.Client.APIKey, "api-key", "", "API key required from apps; every local user sees it in ps: prefer --api-key-file or COCOON_API_KEY")
+		fs.Var(&allowedHosts, "allowed-host", "host name apps may reach the API by, besides loopback and --api-addr's host (repeatable)")
+		fs.Var(&allowedOrigins, "allowed-origin", "exact origin of a web app allowed to call the API from a browser, with the API key, e.g. https://app.example (repeatable)")
 		fs.Int64Var(&cfg.Client.MaxPrice, "max-price", cfg.Client.MaxPrice, "most to pay in nanoTON per million prompt+completion tokens, proxy fee included (0: no limit)")
 		fs.StringVar(&cfg.Client.MinTrust, "min-trust", cfg.Client.MinTrust, "weakest trust tier a serving worker may have: tee-gpu, tee or dev (default: any)")
 		fs.StringVar(&cfg.Client.MinProxyTrust, "min-proxy-trust", cfg.Client.MinProxyTrust,
@@ -114,6 +117,12 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 	if len(bootstrap) > 0 {
 		cfg.Discovery.Bootstrap = bootstrap
 	}
+	if len(allowedHosts) > 0 {
+		cfg.Client.AllowedHosts = allowedHosts
+	}
+	if len(allowedOrigins) > 0 {
+		cfg.Client.AllowedOrigins = allowedOrigins
+	}
 	if len(proxies) > 0 {
 		cfg.Client.Proxies = proxies
 		cfg.Worker.Proxies = proxies
@@ -135,13 +144,40 @@ func loadConfig(role config.Role, args []string, getenv func(string) string, std
 		}
 		cfg.DataDir = filepath.Join(home, ".cocoon", role.String())
 	}
-	if v := getenv("COCOON_API_KEY"); v != "" {
-		cfg.Client.APIKey = v
+	if err := clientKey(&cfg, fs, getenv, stderr); err != nil {
+		return cfg, "", err
 	}
 	if v := getenv("COCOON_ENGINE_API_KEY"); v != "" {
 		cfg.Worker.OpenAI.APIKey = v
 	}
 	return cfg, *logLevel, nil
+}
+
+// clientKey sets the client's API key from, in this order, COCOON_API_KEY,
+// client.api_key_file (--api-key-file) or --api-key, which it warns about:
+// argv is readable by every user of the machine.
+func clientKey(cfg *config.Config, fs *flag.FlagSet, getenv func(string) string, stderr io.Writer) error {
+	flagged := false
+	fs.Visit(func(f *flag.Flag) { flagged = flagged || f.Name == "api-key" })
+	if flagged {
+		if cfg.Client.APIKeyFile != "" {
+			return usageError{"give the API key once: --api-key or --api-key-file (client.api_key_file)"}
+		}
+		fmt.Fprintln(stderr, "warning: --api-key shows the key to every user of this machine (ps, /proc); use --api-key-file or COCOON_API_KEY")
+	}
+	if v := getenv("COCOON_API_KEY"); v != "" {
+		cfg.Client.APIKey = v
+		return nil
+	}
+	if cfg.Client.APIKeyFile == "" {
+		return nil
+	}
+	key, err := config.ReadSecret(cfg.Client.APIKeyFile)
+	if err != nil {
+		return fmt.Errorf("client.api_key_file: %w", err)
+	}
+	cfg.Client.APIKey = key
+	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

@@ -167,7 +167,7 @@ func TestSlowBody(t *testing.T) {
 		}
 		open = append(open, c)
 		body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 900) + `"}]}`
-		fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+		fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 		wg.Go(func() { // one body byte every 20 ms: 18 s for the whole body
 			tick := time.NewTicker(20 * time.Millisecond)
 			defer tick.Stop()

@@ -76,6 +76,19 @@ type Config struct {
 	// and the connection is closed. One minute if zero: a 4 MiB body at
 	// 70 KB/s.
 	BodyTimeout time.Duration
+	// AllowedHosts are the host names (and IPs), without port, that a
+	// request's Host may name besides loopback ones: the names apps use to
+	// reach a node beyond loopback, and the listen address. An unspecified
+	// IP (0.0.0.0, ::) allows any IP: a request for an IP was not rebound.
+	// Any other Host is refused (403, host_not_allowed): it is how a DNS
+	// rebinding page reaches the API.
+	AllowedHosts []string
+	// AllowedOrigins are the exact origins ("https://app.example") of web
+	// apps allowed to use the API from a browser, with the API key; they
+	// are ignored without one. Any other Origin, or a browser's
+	// Sec-Fetch-Site of cross-site or same-site, is refused (403,
+	// origin_not_allowed). See origin.go.
+	AllowedOrigins []string
 	// Now is the clock for "created" fields; time.Now if nil.
 	Now func() time.Time
 }
@@ -168,6 +181,7 @@ type Server struct {
 	fees  FeeCap // nil: no cap known
 	log   *slog.Logger
 	mux   *http.ServeMux
+	guard guard
 
 	mu       sync.Mutex         // guards receipts
 	receipts map[peer.ID]uint64 // receipts checked per worker, to sample signatures
@@ -189,7 +203,7 @@ func New(cfg Config, up Upstream, payer Payer, fees FeeCap, log *slog.Logger) *S
 	}
 	cfg.MaxPrice = max(cfg.MaxPrice, 0)
 	s := &Server{cfg: cfg, up: up, payer: payer, fees: fees, log: log.With("component", "gateway"), mux: http.NewServeMux(),
-		receipts: make(map[peer.ID]uint64)}
+		guard: newGuard(cfg), receipts: make(map[peer.ID]uint64)}
 	s.mux.HandleFunc("/v1/models", s.models)
 	s.mux.HandleFunc("/v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		s.complete(w, r, inference.KindChat)
@@ -219,8 +233,13 @@ func NewHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// ServeHTTP checks the API key and dispatches.
+// ServeHTTP checks that a program on this machine, or an allowed web app,
+// sent the request (origin.go), then the API key and the body's type, and
+// dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.guard.check(w, r) {
+		return
+	}
 	if s.cfg.APIKey != "" {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.APIKey)) != 1 {
@@ -228,6 +247,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.")
 			return
 		}
+	}
+	if checkJSON(w, r) {
+		return
 	}
 	s.mux.ServeHTTP(w, r)
 }

@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -195,9 +197,22 @@ type Proxy struct {
 // Client configures the client role.
 type Client struct {
 	APIAddr string `toml:"api_addr"`
-	// APIKey is required when APIAddr is not loopback; from COCOON_API_KEY
-	// or --api-key.
-	APIKey         string   `toml:"-"`
+	// APIKey is required when APIAddr is not loopback, and with
+	// AllowedOrigins; from COCOON_API_KEY, APIKeyFile (--api-key-file) or
+	// --api-key, which every user of the machine can read in ps.
+	APIKey string `toml:"-"`
+	// APIKeyFile is a file holding the API key (0600, at most
+	// MaxSecretBytes; surrounding space trimmed), read by ReadSecret.
+	APIKeyFile string `toml:"api_key_file"`
+	// AllowedHosts are host names (or IPs), without port, that requests'
+	// Host header may name besides loopback ones and api_addr's host: the
+	// names apps use to reach a node beyond loopback. Any other Host is
+	// refused, as DNS rebinding sends one.
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// AllowedOrigins are the exact origins (scheme://host[:port]) of web
+	// apps that may use the API from a browser, with the API key. Every
+	// other page's request is refused.
+	AllowedOrigins []string `toml:"allowed_origins"`
 	Proxies        []string `toml:"proxies"`
 	RequestTimeout Duration `toml:"request_timeout"`
 	// MaxPrice is the most the client pays, in nanoTON per million prompt
@@ -490,6 +505,16 @@ func (c *Config) validateClient() error {
 	if err := checkAPIAddr(c.Client.APIAddr, c.Client.APIKey); err != nil {
 		return err
 	}
+	if err := checkHosts(c.Client.AllowedHosts); err != nil {
+		return fmt.Errorf("client.allowed_hosts: %w", err)
+	}
+	if err := checkOrigins(c.Client.AllowedOrigins); err != nil {
+		return fmt.Errorf("client.allowed_origins: %w", err)
+	}
+	if len(c.Client.AllowedOrigins) > 0 && c.Client.APIKey == "" {
+		return errors.New("client.allowed_origins: web apps may use the API only with an API key " +
+			"(client.api_key_file, --api-key-file or COCOON_API_KEY); without one any page could")
+	}
 	if c.Client.MaxConnections < 1 {
 		return fmt.Errorf("client.max_connections: %d must be at least 1", c.Client.MaxConnections)
 	}
@@ -562,9 +587,72 @@ func checkAPIAddr(addr, key string) error {
 		return nil
 	}
 	if key == "" {
-		return fmt.Errorf("client.api_addr: %q is not a loopback address; set an API key (--api-key or COCOON_API_KEY) to expose the API", addr)
+		return fmt.Errorf("client.api_addr: %q is not a loopback address; set an API key (--api-key-file, client.api_key_file or COCOON_API_KEY) to expose the API", addr)
 	}
 	return nil
+}
+
+// checkHosts refuses a host that is not a bare name or IP.
+func checkHosts(hosts []string) error {
+	for _, h := range hosts {
+		name := strings.TrimSuffix(h, ".")
+		if ip := net.ParseIP(strings.Trim(name, "[]")); ip != nil {
+			continue
+		}
+		if name == "" || len(name) > 253 || strings.ContainsFunc(name, func(r rune) bool {
+			return !(r == '-' || r == '.' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+		}) {
+			return fmt.Errorf("%q is not a host name or IP (give the name alone, without scheme, port or path)", h)
+		}
+	}
+	return nil
+}
+
+// checkOrigins refuses what a browser never sends as an Origin.
+func checkOrigins(origins []string) error {
+	for _, o := range origins {
+		u, err := url.Parse(o)
+		if err != nil || o == "*" || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+			return fmt.Errorf("%q is not an exact origin: give scheme://host[:port], as the browser's Origin header, e.g. https://app.example", o)
+		}
+	}
+	return nil
+}
+
+// MaxSecretBytes caps a secret file.
+const MaxSecretBytes = 4 << 10
+
+// ReadSecret reads a secret from a file only its owner can read: at most
+// MaxSecretBytes, surrounding space trimmed, not empty.
+func ReadSecret(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return "", fmt.Errorf("%s can be read by other users (mode %04o): chmod 600 it", path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(b) > MaxSecretBytes {
+		return "", fmt.Errorf("%s is over %d bytes: not a key", path, MaxSecretBytes)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }
 
 // Duration is a time.Duration written as "1m30s" in TOML.

@@ -136,6 +136,20 @@ func TestValidate(t *testing.T) {
 		{"client api_addr localhost", config.RoleClient, func(c *config.Config) { c.Client.APIAddr = "localhost:10000" }, ""},
 		{"client api_addr IPv6 loopback", config.RoleClient, func(c *config.Config) { c.Client.APIAddr = "[::1]:10000" }, ""},
 		{"client api_addr other loopback", config.RoleClient, func(c *config.Config) { c.Client.APIAddr = "127.0.0.2:0" }, ""},
+		{"allowed origins need a key", config.RoleClient, func(c *config.Config) { c.Client.AllowedOrigins = []string{"https://app.example"} }, "client.allowed_origins"},
+		{"allowed origin with a key", config.RoleClient, func(c *config.Config) {
+			c.Client.AllowedOrigins, c.Client.APIKey = []string{"https://app.example", "http://localhost:5173"}, "sk-test"
+		}, ""},
+		{"allowed origin *", config.RoleClient, func(c *config.Config) { c.Client.AllowedOrigins, c.Client.APIKey = []string{"*"}, "sk-test" }, "client.allowed_origins"},
+		{"allowed origin with a path", config.RoleClient, func(c *config.Config) {
+			c.Client.AllowedOrigins, c.Client.APIKey = []string{"https://app.example/"}, "sk-test"
+		}, "client.allowed_origins"},
+		{"allowed origin without scheme", config.RoleClient, func(c *config.Config) {
+			c.Client.AllowedOrigins, c.Client.APIKey = []string{"app.example"}, "sk-test"
+		}, "client.allowed_origins"},
+		{"allowed hosts", config.RoleClient, func(c *config.Config) { c.Client.AllowedHosts = []string{"gpu-box.lan", "192.0.2.7", "::1"} }, ""},
+		{"allowed host with a port", config.RoleClient, func(c *config.Config) { c.Client.AllowedHosts = []string{"gpu-box.lan:10000"} }, "client.allowed_hosts"},
+		{"allowed host a URL", config.RoleClient, func(c *config.Config) { c.Client.AllowedHosts = []string{"http://gpu-box.lan"} }, "client.allowed_hosts"},
 		{"client request timeout", config.RoleClient, func(c *config.Config) { c.Client.RequestTimeout = 0 }, "client.request_timeout"},
 		{"client negative max price", config.RoleClient, func(c *config.Config) { c.Client.MaxPrice = -1 }, "client.max_price"},
 		{"client min trust unknown", config.RoleClient, func(c *config.Config) { c.Client.MinTrust = "tdx" }, "client.min_trust"},
@@ -340,5 +354,47 @@ announce_interval = "10s"
 	}
 	if cfg.Worker.Price != (payments.Price{Prompt: 100000000, Cached: 10000000, Completion: 400000000}) || cfg.Gossip.AnnounceInterval.D() != 10*time.Second {
 		t.Fatalf("loaded %+v, %s", cfg.Worker.Price, cfg.Gossip.AnnounceInterval)
+	}
+}
+
+// TestReadSecret: a key file is read trimmed, and refused with a reason
+// when it is missing, empty, too big or readable by other users.
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, path, want, err string
+	}{
+		{"trimmed", write("ok", "  sk-local\n", 0o600), "sk-local", ""},
+		{"owner read-only", write("ro", "sk-ro", 0o400), "sk-ro", ""},
+		{"missing", filepath.Join(dir, "none"), "", "no such file"},
+		{"empty", write("empty", " \n", 0o600), "", "empty"},
+		{"world-readable", write("open", "sk-open", 0o644), "", "chmod 600"},
+		{"group-readable", write("group", "sk-group", 0o640), "", "chmod 600"},
+		{"too big", write("big", strings.Repeat("k", config.MaxSecretBytes+1), 0o600), "", "over 4096 bytes"},
+		{"a directory", dir, "", "not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.ReadSecret(tt.path)
+			if tt.err == "" {
+				if err != nil || got != tt.want {
+					t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want one saying %q", err, tt.err)
+			}
+		})
 	}
 }

@@ -56,7 +56,10 @@ var settingDocs = map[string]string{
 	"proxy.first_chunk_timeout": "How long a worker may take to send its first chunk before the next is tried.",
 	"proxy.check_interval":      "How often the proxy checks the workers in proxy.workers.",
 
-	"client.api_addr":        "Where the OpenAI-compatible API listens. Beyond loopback it needs an API key (COCOON_API_KEY).",
+	"client.api_addr":        "Where the OpenAI-compatible API listens. Beyond loopback it needs an API key (api_key_file or COCOON_API_KEY).",
+	"client.api_key_file":    "A file holding the API key apps must send as 'Authorization: Bearer <key>' (0600, at most 4 KiB, space trimmed); COCOON_API_KEY overrides it. Empty: no key, unless the environment gives one.",
+	"client.allowed_hosts":   "Host names (or IPs), without port, apps may use to reach the API besides localhost, loopback IPs and api_addr's host, e.g. [\"gpu-box.lan\"]. Any other Host header is refused with 403 host_not_allowed: it is how a DNS-rebinding web page reaches the API.",
+	"client.allowed_origins": "Exact origins of web apps that may call the API from a browser, e.g. [\"https://app.example\"]; needs an API key, which the app sends. Their CORS preflights are answered for that origin only. Any other page's request (an Origin header, or Sec-Fetch-Site cross-site or same-site) is refused with 403 origin_not_allowed.",
 	"client.proxies":         "Proxies to use, multiaddrs ending in /p2p/<id>, besides those the root contract and the DHT give.",
 	"client.request_timeout": "How long to wait for the first chunk before answering 504.",
 	"client.max_price":       "Most to pay per million prompt+completion tokens, proxy fee included, in nanoTON; 0 is no limit. X-Cocoon-Max-Price overrides it per request.",
@@ -94,7 +97,7 @@ var roleSections = map[string]Role{"worker": RoleWorker, "proxy": RoleProxy, "cl
 func Example(role Role) (string, error) {
 	c := Default(role)
 	// Empty lists are written too, so that they are documented.
-	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Worker.OpenAI.EmbeddingModels, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
+	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Worker.OpenAI.EmbeddingModels, &c.Proxy.Workers, &c.Client.Proxies, &c.Client.AllowedHosts, &c.Client.AllowedOrigins, &c.Discovery.Bootstrap} {
 		if *l == nil {
 			*l = []string{}
 		}

@@ -46,7 +46,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 // encode writes c as TOML with empty lists dropped, for comparison.
 func encode(t *testing.T, c config.Config) string {
 	t.Helper()
-	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Worker.OpenAI.EmbeddingModels, &c.Proxy.Workers, &c.Client.Proxies, &c.Discovery.Bootstrap} {
+	for _, l := range []*[]string{&c.Worker.Proxies, &c.Worker.OpenAI.Models, &c.Worker.OpenAI.EmbeddingModels, &c.Proxy.Workers, &c.Client.Proxies, &c.Client.AllowedHosts, &c.Client.AllowedOrigins, &c.Discovery.Bootstrap} {
 		if len(*l) == 0 {
 			*l = nil
 		}
