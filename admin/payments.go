@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -62,7 +64,8 @@ func (s *Server) paymentsStatus() *PaymentsStatus {
 // paymentRoutes serves the payment channels on the admin API:
 //
 //	GET  /channels              the channels, as Status.Payments
-//	POST /channels/open?peer=ID open a channel to peer (a proxy, or a proxy's worker)
+//	POST /channels/open?peer=ID open a channel to peer: an attested peer this node
+//	                              pays (a client's proxy, a proxy's worker); 403 otherwise
 //	POST /channels/close?peer=ID  close the channel with peer: cooperatively when
 //	                              this node pays it; when peer pays this node,
 //	                              start an uncooperative close with its newest state
@@ -94,7 +97,11 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 			defer cancel()
 			if err := op(ctx, r, s.pay.Channels, p); err != nil {
-				adminError(w, http.StatusConflict, err.Error())
+				status := http.StatusConflict
+				if errors.Is(err, errNotPayee) {
+					status = http.StatusForbidden
+				}
+				adminError(w, status, err.Error())
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -102,6 +109,9 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 		}
 	}
 	mux.HandleFunc("POST /channels/open", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
+		if err := s.payable(p); err != nil {
+			return err
+		}
 		return ch.Open(ctx, p)
 	}))
 	mux.HandleFunc("POST /channels/close", channelOp(func(ctx context.Context, r *http.Request, ch Channels, p peer.ID) error {
@@ -117,6 +127,28 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /channels/finish", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
 		return ch.FinishClose(ctx, p)
 	}))
+}
+
+// errNotPayee refuses to open a channel to a peer the node does not pay:
+// a deposit sent to any peer that speaks the payment protocol would be
+// lost to it. Asking again helps only once the peer is an attested payee.
+var errNotPayee = errors.New("not a payee")
+
+// payable says why the node must not open a channel to p: p is not one
+// of its payees (a client's proxies that are up and attested, a proxy's
+// workers that are up), or its handshake did not attest it.
+func (s *Server) payable(p peer.ID) error {
+	if s.pay.Payees == nil {
+		return fmt.Errorf("%w: this %s pays no one, so it opens no channel (%s)", errNotPayee, s.role.name(), p)
+	}
+	if !slices.Contains(s.pay.Payees.Payees(), p) {
+		return fmt.Errorf("%w: %s is not a peer this %s pays now (a client pays the attested proxies it keeps up, a proxy the workers it routes to); refusing to open a channel to it",
+			errNotPayee, p, s.role.name())
+	}
+	if _, ok := s.att.Handshaker.Verified(p); !ok {
+		return fmt.Errorf("%w: %s has not passed the attestation handshake; refusing to open a channel to it", errNotPayee, p)
+	}
+	return nil
 }
 
 // adminError answers {"error": msg}.
