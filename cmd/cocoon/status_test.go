@@ -37,7 +37,7 @@ func TestStatusCommand(t *testing.T) {
 
 	// The worker's, as JSON, counts what it served.
 	out.Reset()
-	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--json"}, env(nil), &out, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--data-dir", w.DataDir(), "--json"}, env(nil), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var s admin.Status
@@ -49,7 +49,9 @@ func TestStatusCommand(t *testing.T) {
 	}
 
 	// Prometheus metrics from the proxy.
-	resp, err := http.Get(p.AdminURL() + "/metrics")
+	req, _ := http.NewRequest("GET", p.AdminURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+p.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
