@@ -14,7 +14,9 @@ import (
 	"testing"
 
 	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // get asks srv for path as the CLI does, from loopback with its token.
@@ -222,9 +224,9 @@ func TestChannelRoutes(t *testing.T) {
 	}{
 		{"/channels/open?peer=" + w1, nil, 200, []string{"open " + w1}, ""},
 		// x is a proxy the node knows, not a worker it pays: a deposit sent to it would be lost.
-		{"/channels/open?peer=" + x, nil, 403, nil, "is not a peer this proxy pays"},
+		{"/channels/open?peer=" + x, nil, 403, nil, "it is not a peer this proxy pays"},
 		// w2 is a worker the proxy would pay, but no handshake attested it.
-		{"/channels/open?peer=" + f.w2.String(), nil, 403, nil, "has not passed the attestation handshake"},
+		{"/channels/open?peer=" + f.w2.String(), nil, 403, nil, "it has not passed the attestation handshake"},
 		{"/channels/close?peer=" + x, nil, 200, []string{"close " + x}, ""},
 		// The node does not pay x: x pays it, and it closes with x's newest state.
 		{"/channels/close?peer=" + x, map[string]error{"close": channels.ErrNoChannel}, 200, []string{"close " + x, "dispute " + x}, ""},
@@ -272,5 +274,25 @@ func TestChannelRoutesOff(t *testing.T) {
 		if rec.Code != 404 || rec.Body.String() != want {
 			t.Errorf("%s %s: %d %s, want 404 %s", r.method, r.path, rec.Code, rec.Body, want)
 		}
+	}
+}
+
+// TestWorkerOpensNoChannel: a worker is paid and pays no one, so it opens
+// no channel, even to an attested proxy it keeps.
+func TestWorkerOpensNoChannel(t *testing.T) {
+	id, pub := testID(t, 1)
+	proxy, _ := testID(t, 2)
+	hs := &fakeHandshaker{verdicts: map[peer.ID]attest.Verdict{proxy: {Tier: attest.TierDev}}}
+	ch := &fakeChannels{}
+	srv := newServer(t, admin.Config{}, &fakeNode{id: id}, hs, pub,
+		admin.Worker{Engine: fakeEngine{}, Proxies: fakeKeeper{peers: []peer.ID{proxy}, up: []peer.ID{proxy}}, Offers: fakeBook{}},
+		admin.WithPayments(admin.Payments{Channels: ch, Wallet: fakeWallet{addr: testAddress}}))
+	rec := get(t, srv, "POST", "/channels/open?peer="+proxy.String())
+	var e map[string]string
+	if rec.Code != http.StatusForbidden || json.Unmarshal(rec.Body.Bytes(), &e) != nil || !strings.Contains(e["error"], "this worker pays no one") {
+		t.Errorf("a worker's channel open: %d %s, want 403 saying it pays no one", rec.Code, rec.Body)
+	}
+	if ops := ch.done(); len(ops) != 0 {
+		t.Errorf("the refused open did %q", ops)
 	}
 }

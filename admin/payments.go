@@ -98,7 +98,7 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 			defer cancel()
 			if err := op(ctx, r, s.pay.Channels, p); err != nil {
 				status := http.StatusConflict
-				if errors.Is(err, errNotPayee) {
+				if _, ok := errors.AsType[refusal](err); ok {
 					status = http.StatusForbidden
 				}
 				adminError(w, status, err.Error())
@@ -129,24 +129,27 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 	}))
 }
 
-// errNotPayee refuses to open a channel to a peer the node does not pay:
-// a deposit sent to any peer that speaks the payment protocol would be
-// lost to it. Asking again helps only once the peer is an attested payee.
-var errNotPayee = errors.New("not a payee")
+// refusal is a request the admin API will not carry out, answered 403;
+// asking again does not help until what it names changes.
+type refusal string
 
-// payable says why the node must not open a channel to p: p is not one
-// of its payees (a client's proxies that are up and attested, a proxy's
-// workers that are up), or its handshake did not attest it.
+func (r refusal) Error() string { return string(r) }
+
+// payable says why the node must not open a channel to p: a deposit sent
+// to any peer that speaks the payment protocol would be lost to it. p
+// must be one of the node's payees (a client's proxies that are up and
+// attested, a proxy's workers that are up) and have passed the
+// attestation handshake.
 func (s *Server) payable(p peer.ID) error {
 	if s.pay.Payees == nil {
-		return fmt.Errorf("%w: this %s pays no one, so it opens no channel (%s)", errNotPayee, s.role.name(), p)
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: this %s pays no one", p, s.role.name()))
 	}
 	if !slices.Contains(s.pay.Payees.Payees(), p) {
-		return fmt.Errorf("%w: %s is not a peer this %s pays now (a client pays the attested proxies it keeps up, a proxy the workers it routes to); refusing to open a channel to it",
-			errNotPayee, p, s.role.name())
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: it is not a peer this %s pays now "+
+			"(a client pays the attested proxies it keeps up, a proxy the workers it routes to)", p, s.role.name()))
 	}
 	if _, ok := s.att.Handshaker.Verified(p); !ok {
-		return fmt.Errorf("%w: %s has not passed the attestation handshake; refusing to open a channel to it", errNotPayee, p)
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: it has not passed the attestation handshake", p))
 	}
 	return nil
 }
