@@ -28,8 +28,7 @@ type Config struct {
 	// Addr is the loopback host:port to listen on (admin.addr); "" serves
 	// nothing, though Status and Doctor still answer.
 	Addr string
-	// DataDir is the node's data directory, where AddrFile
-	// and TokenFile go.
+	// DataDir is the node's data directory, where AddrFile and TokenFile go.
 	DataDir string
 	// Network is the network's name, as the status shows it.
 	Network string
