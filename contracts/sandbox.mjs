@@ -278,27 +278,32 @@ function readBody(req) {
     });
 }
 
-// readToken resolves to the first line of stdin, the parent's token.
-function readToken() {
+// watchStdin resolves to the first line of stdin, the parent's token, and
+// exits the process when stdin closes: with 0 once the token came, so the
+// sidecar never outlives its parent; before it, main fails.
+function watchStdin() {
     return new Promise((resolve, reject) => {
         let buf = '';
-        const done = (err, token) => {
-            process.stdin.off('data', onData);
-            process.stdin.off('end', onEnd);
-            process.stdin.pause();
-            if (err) reject(err);
-            else resolve(token);
-        };
-        const onData = (chunk) => {
+        let done = false;
+        process.stdin.setEncoding('utf-8');
+        process.stdin.on('data', (chunk) => {
+            if (done) return;
             buf += chunk;
             const i = buf.indexOf('\n');
-            if (i >= 0) done(null, buf.slice(0, i).trim());
-            else if (buf.length > MAX_TOKEN_LINE) done(new Error(`stdin: no token line within ${MAX_TOKEN_LINE} bytes`));
-        };
-        const onEnd = () => done(new Error('stdin closed before the token line: the parent passes a token on stdin'));
-        process.stdin.setEncoding('utf-8');
-        process.stdin.on('data', onData);
-        process.stdin.on('end', onEnd);
+            if (i >= 0) {
+                done = true;
+                resolve(buf.slice(0, i).trim());
+            } else if (buf.length > MAX_TOKEN_LINE) {
+                done = true;
+                reject(new Error(`stdin: no token line within ${MAX_TOKEN_LINE} bytes`));
+            }
+            buf = done ? '' : buf;
+        });
+        process.stdin.on('end', () => {
+            if (!done) reject(new Error('stdin closed before the token line: the parent passes a token on stdin'));
+            else process.exit(0);
+        });
+        process.stdin.on('error', () => process.exit(0));
     });
 }
 
@@ -335,7 +340,7 @@ async function main(argv) {
         if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error('--port: want 0..65535');
     }
 
-    const token = Buffer.from(await readToken());
+    const token = Buffer.from(await watchStdin());
     if (token.length < MIN_TOKEN) throw new Error(`stdin: the token must have at least ${MIN_TOKEN} characters`);
     const chain = await Blockchain.create();
     const routes = handlers(chain);
@@ -381,10 +386,6 @@ async function main(argv) {
     process.stdout.write(`listening 127.0.0.1:${server.address().port}\n`);
     // Keep stdout for the one line above; contract debug output goes to stderr.
     console.log = console.error;
-
-    process.stdin.on('end', () => process.exit(0));
-    process.stdin.on('error', () => process.exit(0));
-    process.stdin.resume();
 }
 
 main(process.argv.slice(2)).catch((err) => {
