@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -17,11 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
-	"github.com/cocoon-mesh/cocoon/internal/secret"
 )
 
 // AddrFile is the file in the data dir where a running node writes its
-// admin API's URL, so that `cocoon status` finds it.
+// admin API's URL, so that `cocoon status` finds it; TokenFile beside it
+// holds the token the API wants. Both go away when the node stops.
 const AddrFile = "admin.url"
 
 // Config is where the admin API listens and what it says of the node.
@@ -29,7 +28,7 @@ type Config struct {
 	// Addr is the loopback host:port to listen on (admin.addr); "" serves
 	// nothing, though Status and Doctor still answer.
 	Addr string
-	// DataDir is the node's data directory, where AddrFile goes.
+	// DataDir is the node's data directory, where AddrFile and TokenFile go.
 	DataDir string
 	// Network is the network's name, as the status shows it.
 	Network string
@@ -37,7 +36,9 @@ type Config struct {
 
 // Server is a node's admin API: GET /status (JSON Status), GET /doctor
 // (JSON checks), GET /metrics (Prometheus), the payment channels under
-// /channels, POST /reload and /drain, and the web dashboard at GET / with GET /models beside it.
+// /channels, POST /reload and /drain, and the web dashboard at GET / with
+// GET /models beside it. Every route wants the per-run token (see
+// requireToken).
 type Server struct {
 	cfg      Config
 	node     Node
@@ -50,6 +51,7 @@ type Server struct {
 	control  Control   // nil: no reload or drain
 	log      *slog.Logger
 	handler  http.Handler
+	token    string // this run's token, in TokenFile while it serves
 
 	srv *http.Server // nil until Start listens
 	url string
@@ -59,7 +61,7 @@ type Server struct {
 // New prepares the admin API of a node playing role; it starts nothing.
 // Its /metrics serves requests beside the status.
 func New(cfg Config, node Node, att Attestation, role Role, requests *metrics.Requests, log *slog.Logger, opts ...Option) *Server {
-	s := &Server{cfg: cfg, node: node, att: att, role: role, log: log.With("component", "admin")}
+	s := &Server{cfg: cfg, node: node, att: att, role: role, log: log.With("component", "admin"), token: newToken()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -76,7 +78,7 @@ func New(cfg Config, node Node, att Attestation, role Role, requests *metrics.Re
 	s.paymentRoutes(mux)
 	s.controlRoutes(mux)
 	s.dashboardRoutes(mux)
-	s.handler = guardAdmin(mux)
+	s.handler = guardAdmin(requireToken(s.token, mux))
 	return s
 }
 
@@ -91,9 +93,9 @@ func writeIndented(w http.ResponseWriter, v any) {
 // Handler is the admin API, guarded as Start serves it.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Start listens on the configured address, writes the API's URL to
-// AddrFile in the data dir (mode 0600) and serves until Close. Without an
-// address it does nothing.
+// Start listens on the configured address, writes the API's token to
+// TokenFile and then its URL to AddrFile in the data dir (mode 0600), and
+// serves until Close. Without an address it does nothing.
 func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.Addr == "" {
 		return nil
@@ -104,7 +106,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("admin.addr: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	if err := secret.Write(filepath.Join(s.cfg.DataDir, AddrFile), []byte(url+"\n")); err != nil {
+	if err := s.writeEndpoint(url); err != nil {
 		ln.Close()
 		return err
 	}
@@ -121,24 +123,31 @@ func (s *Server) Start(ctx context.Context) error {
 // URL is where the admin API is served ("" if it is not).
 func (s *Server) URL() string { return s.url }
 
-// Close stops serving, giving requests in flight 5 s to finish, and waits
-// for the server to stop. It does nothing if Start did not listen.
+// Close removes the URL and token files Start wrote (each only if it still
+// holds what this run wrote), stops serving, giving requests in flight 5 s
+// to finish, and waits for the server to stop. It does nothing if Start
+// did not listen.
 func (s *Server) Close() error {
 	if s.srv == nil {
 		return nil
 	}
+	err := s.removeEndpoint()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.srv.Close()
 	}
 	s.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("removing the admin URL and token: %w", err)
+	}
 	return nil
 }
 
 // guardAdmin lets through only what a local operator sends: requests
 // addressed to a loopback name (see loopbackOnly), and no state-changing
-// request from another web site's page (http.CrossOriginProtection).
+// request from another web site's page (http.CrossOriginProtection). The
+// Server puts requireToken behind it.
 func guardAdmin(h http.Handler) http.Handler {
 	return loopbackOnly(http.NewCrossOriginProtection().Handler(h))
 }

@@ -14,22 +14,25 @@ import (
 	"testing"
 
 	"github.com/cocoon-mesh/cocoon/admin"
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/payments/channels"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// get asks h for path as the CLI does, from loopback.
-func get(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {
+// get asks srv for path as the CLI does, from loopback with its token.
+func get(t *testing.T, srv *admin.Server, method, path string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
 	req.Host = "127.0.0.1:9100"
+	req.Header.Set("Authorization", "Bearer "+srv.Token())
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
+	srv.Handler().ServeHTTP(rec, req)
 	return rec
 }
 
-// TestServe starts the admin API on loopback: its URL goes into the data
-// dir for `cocoon status`, readable by the owner only, and it answers
-// there until Close.
+// TestServe starts the admin API on loopback: its token and URL go into
+// the data dir for `cocoon status`, readable by the owner only, it
+// answers there with the token until Close, and Close removes both files.
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	f := newProxyFixture(t, admin.Config{Addr: "127.0.0.1:0", DataDir: dir, Network: "testnet"})
@@ -47,12 +50,25 @@ func TestServe(t *testing.T) {
 	if string(b) != url+"\n" {
 		t.Errorf("%s holds %q, want %q", admin.AddrFile, b, url+"\n")
 	}
-	if st, err := os.Stat(filepath.Join(dir, admin.AddrFile)); err != nil || st.Mode().Perm() != 0o600 {
-		t.Errorf("%s: mode %v (%v), want 0600", admin.AddrFile, st.Mode().Perm(), err)
+	for _, name := range []string{admin.AddrFile, admin.TokenFile} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, want mode 0600", name, err)
+		}
+	}
+	ep, err := admin.ReadEndpoint(dir)
+	if err != nil || ep != f.srv.Endpoint() || len(ep.Token) != 64 {
+		t.Fatalf("ReadEndpoint: %+v (%v), want %+v with a 64-digit token", ep, err, f.srv.Endpoint())
 	}
 
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
+	do := func(path string) (*http.Response, error) {
+		req, err := ep.NewRequest(t.Context(), "GET", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return client.Do(req)
+	}
 	for _, c := range []struct {
 		path   string
 		status int
@@ -64,7 +80,7 @@ func TestServe(t *testing.T) {
 		{"/ui/app.js", 200, "javascript", ""},
 		{"/nothing", 404, "", ""},
 	} {
-		resp, err := client.Get(url + c.path)
+		resp, err := do(c.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +93,7 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s:\n%s\nwant:\n%s", c.path, body, want)
 		}
 	}
-	resp, err := client.Get(url + "/doctor")
+	resp, err := do("/doctor")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +108,13 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.CloseIdleConnections()
-	if _, err := client.Get(url + "/status"); err == nil {
+	if _, err := do("/status"); err == nil {
 		t.Error("the admin API answers after Close")
+	}
+	for _, name := range []string{admin.AddrFile, admin.TokenFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after Close: %v, want none", name, err)
+		}
 	}
 }
 
@@ -141,7 +162,7 @@ func TestServeAddressInUse(t *testing.T) {
 // leaves out channels that are closed.
 func TestMetrics(t *testing.T) {
 	f := newProxyFixture(t, admin.Config{Network: "testnet"})
-	rec := get(t, f.srv.Handler(), "GET", "/metrics")
+	rec := get(t, f.srv, "GET", "/metrics")
 	if rec.Code != 200 {
 		t.Fatalf("GET /metrics: %d", rec.Code)
 	}
@@ -182,7 +203,6 @@ func TestMetrics(t *testing.T) {
 
 func TestChannelRoutes(t *testing.T) {
 	f := newProxyFixture(t, admin.Config{Network: "testnet"})
-	h := f.srv.Handler()
 	ps := func(rec *httptest.ResponseRecorder) admin.PaymentsStatus {
 		t.Helper()
 		var ps admin.PaymentsStatus
@@ -191,10 +211,10 @@ func TestChannelRoutes(t *testing.T) {
 		}
 		return ps
 	}
-	if rec := get(t, h, "GET", "/channels"); rec.Code != 200 || ps(rec).Earned != 300 || len(ps(rec).Channels) != 3 {
+	if rec := get(t, f.srv, "GET", "/channels"); rec.Code != 200 || ps(rec).Earned != 300 || len(ps(rec).Channels) != 3 {
 		t.Errorf("GET /channels: %d %s", rec.Code, rec.Body)
 	}
-	x := f.x.String()
+	x, w1 := f.x.String(), f.w1.String()
 	for _, c := range []struct {
 		path   string
 		opErr  map[string]error
@@ -202,7 +222,11 @@ func TestChannelRoutes(t *testing.T) {
 		ops    []string
 		errMsg string
 	}{
-		{"/channels/open?peer=" + x, nil, 200, []string{"open " + x}, ""},
+		{"/channels/open?peer=" + w1, nil, 200, []string{"open " + w1}, ""},
+		// x is a proxy the node knows, not a worker it pays: a deposit sent to it would be lost.
+		{"/channels/open?peer=" + x, nil, 403, nil, "it is not a peer this proxy pays"},
+		// w2 is a worker the proxy would pay, but no handshake attested it.
+		{"/channels/open?peer=" + f.w2.String(), nil, 403, nil, "it has not passed the attestation handshake"},
 		{"/channels/close?peer=" + x, nil, 200, []string{"close " + x}, ""},
 		// The node does not pay x: x pays it, and it closes with x's newest state.
 		{"/channels/close?peer=" + x, map[string]error{"close": channels.ErrNoChannel}, 200, []string{"close " + x, "dispute " + x}, ""},
@@ -214,7 +238,7 @@ func TestChannelRoutes(t *testing.T) {
 		{"/channels/open", nil, 400, nil, "peer: "},
 	} {
 		f.channels.reset(c.opErr)
-		rec := get(t, h, "POST", c.path)
+		rec := get(t, f.srv, "POST", c.path)
 		if rec.Code != c.status || rec.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("POST %s: %d %q, want %d", c.path, rec.Code, rec.Header().Get("Content-Type"), c.status)
 		}
@@ -245,10 +269,30 @@ func TestChannelRoutesOff(t *testing.T) {
 		{"POST", "/channels/close?peer=" + other.String()},
 		{"POST", "/channels/finish?peer=" + other.String()},
 	} {
-		rec := get(t, srv.Handler(), r.method, r.path)
+		rec := get(t, srv, r.method, r.path)
 		want := `{"error":"payments are off on this node (payments.enabled)"}` + "\n"
 		if rec.Code != 404 || rec.Body.String() != want {
 			t.Errorf("%s %s: %d %s, want 404 %s", r.method, r.path, rec.Code, rec.Body, want)
 		}
+	}
+}
+
+// TestWorkerOpensNoChannel: a worker is paid and pays no one, so it opens
+// no channel, even to an attested proxy it keeps.
+func TestWorkerOpensNoChannel(t *testing.T) {
+	id, pub := testID(t, 1)
+	proxy, _ := testID(t, 2)
+	hs := &fakeHandshaker{verdicts: map[peer.ID]attest.Verdict{proxy: {Tier: attest.TierDev}}}
+	ch := &fakeChannels{}
+	srv := newServer(t, admin.Config{}, &fakeNode{id: id}, hs, pub,
+		admin.Worker{Engine: fakeEngine{}, Proxies: fakeKeeper{peers: []peer.ID{proxy}, up: []peer.ID{proxy}}, Offers: fakeBook{}},
+		admin.WithPayments(admin.Payments{Channels: ch, Wallet: fakeWallet{addr: testAddress}}))
+	rec := get(t, srv, "POST", "/channels/open?peer="+proxy.String())
+	var e map[string]string
+	if rec.Code != http.StatusForbidden || json.Unmarshal(rec.Body.Bytes(), &e) != nil || !strings.Contains(e["error"], "this worker pays no one") {
+		t.Errorf("a worker's channel open: %d %s, want 403 saying it pays no one", rec.Code, rec.Body)
+	}
+	if ops := ch.done(); len(ops) != 0 {
+		t.Errorf("the refused open did %q", ops)
 	}
 }

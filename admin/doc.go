@@ -5,8 +5,10 @@
 // It owns what an operator is told and how: the Status and PaymentsStatus
 // a node reports (their JSON is the API), the doctor's checks with what
 // passes, warns or fails and how to fix it, the metrics derived from the
-// status, the dashboard's files, and the guard that keeps the API to local
-// callers (loopback Host, no cross-site writes, a strict CSP).
+// status, the dashboard's files, and the guard that keeps the API to its
+// operator (loopback Host, no cross-site writes, a strict CSP, and a token
+// drawn at each start, kept 0600 in the data dir, on every request: loopback
+// is not a trust boundary).
 //
 // It reads a node's state through small interfaces declared here and
 // implemented by the domain types themselves: a Node for what every node
@@ -19,6 +21,6 @@
 //		node, admin.Attestation{Handshaker: hs, Validator: kinds, Key: pub},
 //		admin.Proxy{Router: r, Workers: keeper, Offers: book}, requests, log,
 //		admin.WithDHT(d))
-//	if err := srv.Start(ctx); err != nil { ... } // listens; writes <DataDir>/admin.url
-//	defer srv.Close()
+//	if err := srv.Start(ctx); err != nil { ... } // listens; writes <DataDir>/admin.token, then admin.url
+//	defer srv.Close()                            // removes them
 package admin

@@ -194,6 +194,11 @@ func (c *fakeChannels) done() []string {
 	return c.ops
 }
 
+// fakePayees are the peers a node pays.
+type fakePayees []peer.ID
+
+func (p fakePayees) Payees() []peer.ID { return p }
+
 type fakeWallet struct {
 	addr    *address.Address
 	balance *big.Int

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -85,7 +87,8 @@ func (s *Server) paymentsStatus(ctx context.Context) *PaymentsStatus {
 // paymentRoutes serves the payment channels on the admin API:
 //
 //	GET  /channels              the channels, as Status.Payments
-//	POST /channels/open?peer=ID open a channel to peer (a proxy, or a proxy's worker)
+//	POST /channels/open?peer=ID open a channel to peer: an attested peer this node
+//	                              pays (a client's proxy, a proxy's worker); 403 otherwise
 //	POST /channels/close?peer=ID  close the channel with peer: cooperatively when
 //	                              this node pays it; when peer pays this node,
 //	                              start an uncooperative close with its newest state
@@ -117,7 +120,11 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 			defer cancel()
 			if err := op(ctx, r, s.pay.Channels, p); err != nil {
-				adminError(w, http.StatusConflict, err.Error())
+				status := http.StatusConflict
+				if _, ok := errors.AsType[refusal](err); ok {
+					status = http.StatusForbidden
+				}
+				adminError(w, status, err.Error())
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -125,6 +132,9 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 		}
 	}
 	mux.HandleFunc("POST /channels/open", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
+		if err := s.payable(p); err != nil {
+			return err
+		}
 		return ch.Open(ctx, p)
 	}))
 	mux.HandleFunc("POST /channels/close", channelOp(func(ctx context.Context, r *http.Request, ch Channels, p peer.ID) error {
@@ -140,6 +150,31 @@ func (s *Server) paymentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /channels/finish", channelOp(func(ctx context.Context, _ *http.Request, ch Channels, p peer.ID) error {
 		return ch.FinishClose(ctx, p)
 	}))
+}
+
+// refusal is a request the admin API will not carry out, answered 403;
+// asking again does not help until what it names changes.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+
+// payable says why the node must not open a channel to p: a deposit sent
+// to any peer that speaks the payment protocol would be lost to it. p
+// must be one of the node's payees (a client's proxies that are up and
+// attested, a proxy's workers that are up) and have passed the
+// attestation handshake.
+func (s *Server) payable(p peer.ID) error {
+	if s.pay.Payees == nil {
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: this %s pays no one", p, s.role.name()))
+	}
+	if !slices.Contains(s.pay.Payees.Payees(), p) {
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: it is not a peer this %s pays now "+
+			"(a client pays the attested proxies it keeps up, a proxy the workers it routes to)", p, s.role.name()))
+	}
+	if _, ok := s.att.Handshaker.Verified(p); !ok {
+		return refusal(fmt.Sprintf("refusing to open a channel to %s: it has not passed the attestation handshake", p))
+	}
+	return nil
 }
 
 // adminError answers {"error": msg}.

@@ -131,10 +131,19 @@ type Wallet interface {
 	Balance(ctx context.Context) (*big.Int, error)
 }
 
+// Payees lists the peers a node pays now: a client's attested proxies, a
+// proxy's workers that are up. The node's paying role is one.
+type Payees interface {
+	Payees() []peer.ID
+}
+
 // Payments are a node's channels and wallet, when payments are on.
 type Payments struct {
 	Channels Channels
 	Wallet   Wallet
+	// Payees are the only peers POST /channels/open opens a channel to;
+	// nil on a node that pays no one (a worker).
+	Payees Payees
 	// Deposit is what each channel the node opens holds, in nanoTON
 	// (payments.deposit); the doctor names it when no channel is funded.
 	Deposit uint64

@@ -74,7 +74,8 @@ func newProxyFixture(t *testing.T, cfg admin.Config) *proxyFixture {
 	role := admin.Proxy{Router: rt, Workers: fakeKeeper{peers: []peer.ID{f.w1, f.w2}, up: []peer.ID{f.w1}}, Offers: book}
 	f.srv = newServer(t, cfg, node, hs, pub, role,
 		admin.WithRegistry("0:abc", fakeRegistry{reg}), admin.WithDHT(fakeDHT(4)),
-		admin.WithPayments(admin.Payments{Channels: f.channels, Wallet: fakeWallet{addr: testAddress, balance: big.NewInt(4200)}, Deposit: 1_000_000}))
+		admin.WithPayments(admin.Payments{Channels: f.channels, Wallet: fakeWallet{addr: testAddress, balance: big.NewInt(4200)}, Deposit: 1_000_000,
+			Payees: fakePayees{f.w1, f.w2}}))
 	return f
 }
 

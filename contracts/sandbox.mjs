@@ -4,14 +4,23 @@
 //
 //   node sandbox.mjs [--port N]
 //
+// Its first line of stdin is a token its parent chose (at least 32
+// characters): every request must carry it as "Authorization: Bearer
+// <token>" (else 401) and be Content-Type application/json (else 415), so a
+// web page, or another local user, cannot drive the chain. The token comes
+// over stdin, not argv or the environment, which others can read in /proc.
+//
 // It prints "listening 127.0.0.1:PORT" on stdout once ready (port 0 unless
 // --port is given) and exits when its stdin closes, so it never outlives the
 // process that started it. Everything else it prints goes to stderr.
 import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import { Address, beginCell, Cell, contractAddress, loadMessage } from '@ton/core';
 import { Blockchain, EmulationError, GetMethodError } from '@ton/sandbox';
 
 const MAX_BODY = 1 << 20; // bytes of request body
+const MIN_TOKEN = 32; // characters of the parent's token, at least
+const MAX_TOKEN_LINE = 1024; // bytes of stdin before the token's newline
 
 // HttpError is an error with the status the client gets.
 class HttpError extends Error {
@@ -269,6 +278,53 @@ function readBody(req) {
     });
 }
 
+// watchStdin resolves to the first line of stdin, the parent's token, and
+// exits the process when stdin closes: with 0 once the token came, so the
+// sidecar never outlives its parent; before it, main fails.
+function watchStdin() {
+    return new Promise((resolve, reject) => {
+        let buf = '';
+        let done = false;
+        process.stdin.setEncoding('utf-8');
+        process.stdin.on('data', (chunk) => {
+            if (done) return;
+            buf += chunk;
+            const i = buf.indexOf('\n');
+            if (i >= 0) {
+                done = true;
+                resolve(buf.slice(0, i).trim());
+            } else if (buf.length > MAX_TOKEN_LINE) {
+                done = true;
+                reject(new Error(`stdin: no token line within ${MAX_TOKEN_LINE} bytes`));
+            }
+            buf = done ? '' : buf;
+        });
+        process.stdin.on('end', () => {
+            if (!done) reject(new Error('stdin closed before the token line: the parent passes a token on stdin'));
+            else process.exit(0);
+        });
+        process.stdin.on('error', () => process.exit(0));
+    });
+}
+
+// checkToken throws a 401 unless req carries the token.
+function checkToken(req, token) {
+    const auth = req.headers['authorization'] ?? '';
+    const got = Buffer.from(auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '');
+    if (got.length !== token.length || !timingSafeEqual(got, token)) {
+        throw new HttpError(401, 'missing or wrong token: the sidecar answers only the process that started it (Authorization: Bearer <token>)');
+    }
+}
+
+// checkJSON throws a 415 unless req's body is declared JSON: a web page
+// can post text/plain without a preflight, not application/json.
+function checkJSON(req) {
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/json') {
+        throw new HttpError(415, `Content-Type ${JSON.stringify(type)}: want application/json`);
+    }
+}
+
 function reply(res, status, obj) {
     const body = JSON.stringify(obj);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -284,6 +340,8 @@ async function main(argv) {
         if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error('--port: want 0..65535');
     }
 
+    const token = Buffer.from(await watchStdin());
+    if (token.length < MIN_TOKEN) throw new Error(`stdin: the token must have at least ${MIN_TOKEN} characters`);
     const chain = await Blockchain.create();
     const routes = handlers(chain);
 
@@ -297,9 +355,11 @@ async function main(argv) {
 
     const server = http.createServer(async (req, res) => {
         try {
-            const route = routes[req.url];
+            checkToken(req, token);
+            const route = Object.hasOwn(routes, req.url) ? routes[req.url] : undefined;
             if (!route) throw new HttpError(404, `no such path ${req.url}`);
             if (req.method !== 'POST') throw new HttpError(405, `${req.method} ${req.url}: want POST`);
+            checkJSON(req);
             const raw = await readBody(req);
             let body;
             try {
@@ -313,7 +373,7 @@ async function main(argv) {
             const status = err instanceof HttpError ? err.status : 500;
             if (status >= 500) console.error(`${req.url}: ${err.stack ?? err}`);
             if (!res.headersSent && !res.destroyed) {
-                if (status === 413) res.setHeader('connection', 'close');
+                if (status === 413 || status === 401 || status === 415) res.setHeader('connection', 'close'); // the body is unread
                 reply(res, status, { error: err.message, ...(err.extra ?? {}) });
             }
         }
@@ -326,10 +386,6 @@ async function main(argv) {
     process.stdout.write(`listening 127.0.0.1:${server.address().port}\n`);
     // Keep stdout for the one line above; contract debug output goes to stderr.
     console.log = console.error;
-
-    process.stdin.on('end', () => process.exit(0));
-    process.stdin.on('error', () => process.exit(0));
-    process.stdin.resume();
 }
 
 main(process.argv.slice(2)).catch((err) => {

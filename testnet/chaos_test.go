@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -137,7 +136,7 @@ func TestWorkersKilledUnderLoad(t *testing.T) {
 		}
 		fund(wdir, 1_000_000_000)
 		listen := "/ip4/127.0.0.1/tcp/" + freePort(t)
-		spec, _ := json.Marshal(crashChild{Role: "worker", Dir: wdir, Listen: listen, Sandbox: sb.URL()})
+		spec, _ := json.Marshal(crashChild{Role: "worker", Dir: wdir, Listen: listen, Sandbox: sb.URL(), SandboxToken: sb.Token()})
 		w := &workerProc{id: id, dir: wdir, spec: spec, proc: startProxyProcess(t, spec)}
 		workers = append(workers, w)
 		addrs = append(addrs, listen+"/p2p/"+id.String())
@@ -256,11 +255,15 @@ func chaosBalances(t *testing.T, client, proxy *node.Node, workerDirs ...string)
 		}
 	}
 	for _, d := range workerDirs {
-		b, err := os.ReadFile(filepath.Join(d, admin.AddrFile))
+		ep, err := admin.ReadEndpoint(d)
 		if err != nil {
 			return err.Error()
 		}
-		resp, err := http.Get(strings.TrimSpace(string(b)) + "/channels")
+		req, err := ep.NewRequest(context.Background(), "GET", "/channels")
+		if err != nil {
+			return err.Error()
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err.Error()
 		}

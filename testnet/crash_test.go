@@ -44,6 +44,9 @@ type crashChild struct {
 	Listen  string `json:"listen"`
 	Worker  string `json:"worker"`
 	Sandbox string `json:"sandbox"`
+	// SandboxToken is the sidecar's token: a test's child process, whose
+	// environment only the test's user can read.
+	SandboxToken string `json:"sandbox_token"`
 }
 
 const crashEnv = "COCOON_CRASH_PROXY"
@@ -70,7 +73,7 @@ func runCrashChild(t *testing.T, spec string) {
 	cfg.P2P.Listen = []string{c.Listen}
 	cfg.Payments.Enabled = true
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nd, err := node.New(cfg, log, node.WithChain(sandbox.Attach(c.Sandbox, log)))
+	nd, err := node.New(cfg, log, node.WithChain(sandbox.Attach(c.Sandbox, c.SandboxToken, log)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +204,7 @@ func TestProxyCrash(t *testing.T) {
 	}
 	fund(pdir, 10_000_000_000)
 	listen := "/ip4/127.0.0.1/tcp/" + freePort(t)
-	spec, _ := json.Marshal(crashChild{Dir: pdir, Listen: listen, Worker: worker.Addrs()[0], Sandbox: sb.URL()})
+	spec, _ := json.Marshal(crashChild{Dir: pdir, Listen: listen, Worker: worker.Addrs()[0], Sandbox: sb.URL(), SandboxToken: sb.Token()})
 	proxy := startProxyProcess(t, spec)
 	t.Cleanup(func() { proxy.kill() })
 	proxy.waitReady(t)
@@ -314,11 +317,15 @@ func balances(t *testing.T, client, worker *node.Node, proxy peer.ID, proxyDir s
 			workerHeld += c.Received
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(proxyDir, admin.AddrFile))
+	ep, err := admin.ReadEndpoint(proxyDir)
 	if err != nil {
 		return "proxy admin URL: " + err.Error()
 	}
-	resp, err := http.Get(strings.TrimSpace(string(b)) + "/channels")
+	req, err := ep.NewRequest(context.Background(), "GET", "/channels")
+	if err != nil {
+		return "proxy channels: " + err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "proxy channels: " + err.Error()
 	}

@@ -99,7 +99,7 @@ func browser(t *testing.T) (headless.Browser, string) {
 // dashboard-<name>.png in dir.
 func checkDashboard(t *testing.T, b headless.Browser, dir, name string, nd *node.Node, want ...string) {
 	t.Helper()
-	url := nd.AdminURL() + "/"
+	url := admin.Endpoint{URL: nd.AdminURL(), Token: nd.AdminToken()}.LoginURL() // logs in, then shows /
 	dom, err := b.DOM(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)

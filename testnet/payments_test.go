@@ -93,7 +93,9 @@ func TestPaymentsEndToEnd(t *testing.T) {
 	if st.Payments == nil || st.Payments.Spent != total {
 		t.Errorf("client status payments = %+v, want spent %d", st.Payments, total)
 	}
-	resp, err := http.Get(client.AdminURL() + "/metrics")
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", client.AdminURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+client.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

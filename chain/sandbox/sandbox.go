@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,8 +63,9 @@ type Sandbox struct {
 
 	closing chan struct{} // closed by Close
 
-	mu      sync.Mutex // guards base, proc, closed, txs, changed
+	mu      sync.Mutex // guards base, token, proc, closed, txs, changed
 	base    string     // the sidecar's URL, once started
+	token   string     // what every request to the sidecar carries, once started
 	proc    *process
 	closed  bool
 	txs     map[txKey]chain.Transaction // every transaction seen, by account and inbound message
@@ -124,7 +127,8 @@ func (s *Sandbox) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, addr, err := startProcess(ctx, node, script, dir, s.log)
+	token := newToken()
+	p, addr, err := startProcess(ctx, node, script, dir, token, s.log)
 	if err != nil {
 		return err
 	}
@@ -135,19 +139,19 @@ func (s *Sandbox) Start(ctx context.Context) error {
 		p.stop()
 		return errors.New("sandbox: closed or started while starting")
 	}
-	s.proc, s.base = p, "http://"+addr
+	s.proc, s.base, s.token = p, "http://"+addr, token
 	s.mu.Unlock()
 	s.log.Info("sidecar started", "addr", addr, "dir", dir)
 	return nil
 }
 
 // Attach returns a Sandbox that uses the sidecar another Sandbox started,
-// at url (its URL), for another process on the same machine: tests that
-// run a node in a child process. It starts and stops nothing; the one
-// that started the sidecar owns it.
-func Attach(url string, log *slog.Logger) *Sandbox {
+// at url with token (its URL and Token), for another process on the same
+// machine: tests that run a node in a child process. It starts and stops
+// nothing; the one that started the sidecar owns it.
+func Attach(url, token string, log *slog.Logger) *Sandbox {
 	s := New(Config{}, log)
-	s.base = url
+	s.base, s.token = url, token
 	s.proc = &process{done: make(chan struct{}), attached: true}
 	return s
 }
@@ -157,6 +161,14 @@ func (s *Sandbox) URL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.base
+}
+
+// Token is the secret every request to the sidecar carries, empty before
+// Start; with URL it lets another process Attach.
+func (s *Sandbox) Token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
 }
 
 // Close stops the sidecar and waits for it to exit. Calls in flight fail. It
@@ -181,14 +193,14 @@ func (s *Sandbox) Close() error {
 	return err
 }
 
-// current returns the sidecar's URL and process, or ErrNotStarted.
-func (s *Sandbox) current() (string, *process, error) {
+// current returns the sidecar's URL, token and process, or ErrNotStarted.
+func (s *Sandbox) current() (base, token string, p *process, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc == nil {
-		return "", nil, ErrNotStarted
+		return "", "", nil, ErrNotStarted
 	}
-	return s.base, s.proc, nil
+	return s.base, s.token, s.proc, nil
 }
 
 // apiError is an error reply from the sidecar.
@@ -206,7 +218,7 @@ func (e *apiError) Error() string {
 // call posts req as JSON to the sidecar's path and decodes the reply into
 // resp. An error reply is an *apiError.
 func (s *Sandbox) call(ctx context.Context, path string, req, resp any) error {
-	base, p, err := s.current()
+	base, token, p, err := s.current()
 	if err != nil {
 		return err
 	}
@@ -222,6 +234,7 @@ func (s *Sandbox) call(ctx context.Context, path string, req, resp any) error {
 		return fmt.Errorf("sandbox: %s: %w", path, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Authorization", "Bearer "+token)
 	hres, err := s.client.Do(hreq)
 	if err != nil {
 		if exited := p.exited(); exited != nil {
@@ -266,9 +279,18 @@ type process struct {
 
 var listening = regexp.MustCompile(`^listening (127\.0\.0\.1:[0-9]{1,5})$`)
 
-// startProcess runs node script in dir and waits for its listening line,
+// newToken is a fresh random token for the sidecar: 32 bytes, hex.
+func newToken() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
+
+// startProcess runs node script in dir, gives it token as the first line
+// of its stdin (argv and the environment are readable by other local
+// users in /proc; the pipe is not), and waits for its listening line,
 // returning the address it listens on.
-func startProcess(ctx context.Context, node, script, dir string, log *slog.Logger) (*process, string, error) {
+func startProcess(ctx context.Context, node, script, dir, token string, log *slog.Logger) (*process, string, error) {
 	cmd := exec.Command(node, script)
 	cmd.Dir = dir
 	stdin, err := cmd.StdinPipe()
@@ -287,6 +309,12 @@ func startProcess(ctx context.Context, node, script, dir string, log *slog.Logge
 		return nil, "", fmt.Errorf("sandbox: starting %s %s: %w", node, script, err)
 	}
 	p := &process{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	// The pipe's buffer holds the line even before the sidecar reads it.
+	if _, err := io.WriteString(stdin, token+"\n"); err != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		return nil, "", fmt.Errorf("sandbox: giving the sidecar its token: %w", err)
+	}
 
 	// Both pumps read to EOF, which comes when the process exits; then Wait
 	// reaps it. done closes after all three.

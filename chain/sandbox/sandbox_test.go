@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
+	"net/http"
+	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -563,7 +568,7 @@ func TestNotStarted(t *testing.T) {
 func TestAttach(t *testing.T) {
 	s := start(t)
 	ctx := ctxFor(t)
-	a := Attach(s.URL(), nil)
+	a := Attach(s.URL(), s.Token(), nil)
 	to := address.NewAddress(0, 0, make([]byte, 32))
 	if err := a.Fund(ctx, to, big.NewInt(5_000_000)); err != nil {
 		t.Fatal(err)
@@ -580,5 +585,65 @@ func TestAttach(t *testing.T) {
 	}
 	if _, err := a.Treasury(ctx, "x"); err == nil {
 		t.Error("a closed attached Sandbox still answers")
+	}
+}
+
+// TestSidecarOnlyParent: the sidecar answers only the Sandbox that started
+// it. A web page's request (text/plain, no token), a local process's
+// without the token or with another, and a text/plain one with the token
+// are refused, and none moves the chain's clock; the token is in neither
+// the sidecar's argv nor its environment.
+func TestSidecarOnlyParent(t *testing.T) {
+	s := start(t)
+	ctx := ctxFor(t)
+	before, err := s.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := s.Token()
+	if len(token) != 64 {
+		t.Fatalf("token %q, want 64 hex digits", token)
+	}
+	for _, c := range []struct {
+		typ, auth string
+		want      int
+	}{
+		{"text/plain", "", http.StatusUnauthorized}, // a cross-site form or fetch, no preflight
+		{"application/json", "", http.StatusUnauthorized},
+		{"application/json", "Bearer " + strings.Repeat("0", 64), http.StatusUnauthorized},
+		{"text/plain", "Bearer " + token, http.StatusUnsupportedMediaType},
+		{"application/x-www-form-urlencoded", "Bearer " + token, http.StatusUnsupportedMediaType},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, "POST", s.URL()+"/time", strings.NewReader(`{"advance":86400}`))
+		req.Header.Set("Content-Type", c.typ)
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e apiError
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || err != nil || e.Message == "" {
+			t.Errorf("POST /time as %s with %q: %d %+v (%v), want %d with an error", c.typ, c.auth, resp.StatusCode, e, err, c.want)
+		}
+	}
+	if now, err := s.Now(ctx); err != nil || now.Sub(before) >= 24*time.Hour {
+		t.Errorf("the chain's clock went from %v to %v (%v): a refused request moved it", before, now, err)
+	}
+
+	s.mu.Lock()
+	pid := s.proc.cmd.Process.Pid
+	s.mu.Unlock()
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		if err != nil {
+			t.Skipf("no /proc: %v", err)
+		}
+		if strings.Contains(string(b), token) {
+			t.Errorf("the token is in the sidecar's %s", f)
+		}
 	}
 }

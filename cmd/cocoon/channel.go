@@ -33,7 +33,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	if sub != "list" && *peerID == "" {
 		return usageError{"channel " + sub + ": --peer is required"}
 	}
-	base, err := target.url()
+	ep, err := target.endpoint()
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 			"finish": "finishing the close of the channel with"}[sub]
 		fmt.Fprintf(stderr, "%s %s: waiting for the chain (up to 2 minutes)...\n", verb, *peerID)
 	}
-	body, err := askAdmin(ctx, base, method, path, wait)
+	body, err := askAdmin(ctx, ep, method, path, wait)
 	if err != nil {
 		return fmt.Errorf("channel %s: %w", sub, err)
 	}
@@ -58,7 +58,7 @@ func runChannel(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	var ps admin.PaymentsStatus
 	if err := json.Unmarshal(body, &ps); err != nil {
-		return fmt.Errorf("the node at %s sent channels this cocoon cannot read: %w", base, err)
+		return fmt.Errorf("the node at %s sent channels this cocoon cannot read: %w", ep.URL, err)
 	}
 	printChannels(stdout, &ps)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -12,12 +13,14 @@ import (
 
 // TestChannelCommand: on a network with payments, `cocoon channel list`
 // shows the client's channel to the proxy with what it paid, `cocoon
-// status` shows the proxy's channels, and `cocoon channel close` closes
-// the client's channel on chain.
+// status` shows the proxy's channels, `cocoon channel open` to a peer
+// that is not one of the client's attested proxies (the worker) is
+// refused before anything reaches the chain, and `cocoon channel close`
+// closes the client's channel on chain.
 func TestChannelCommand(t *testing.T) {
 	h := testnet.New(t, testnet.WithPayments("sim-small"))
 	p := h.AddProxy()
-	h.AddWorker()
+	w := h.AddWorker()
 	client := h.AddClient()
 	chatOnce(t, client)
 	// Settled: the proxy holds a signed state for everything.
@@ -40,11 +43,22 @@ func TestChannelCommand(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"status", "--admin", p.AdminURL()}, env(nil), &out, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"status", "--admin", p.AdminURL()}, env(map[string]string{"COCOON_ADMIN_TOKEN": p.AdminToken()}), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "payments: spent") || !strings.Contains(out.String(), "payee") {
 		t.Errorf("proxy status lacks its channels:\n%s", out.String())
+	}
+
+	channelsBefore := len(client.Channels().List())
+	asked := time.Now()
+	err := run(t.Context(), []string{"channel", "open", "--peer", w.ID().String(), "--data-dir", client.DataDir()}, env(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "it is not a peer this client pays") {
+		t.Errorf("channel open to the worker: %v, want a refusal", err)
+	}
+	t.Logf("channel open to a non-proxy refused in %v: %v", time.Since(asked).Round(time.Millisecond), err)
+	if n := len(client.Channels().List()); n != channelsBefore {
+		t.Errorf("the refused open left %d channels, had %d", n, channelsBefore)
 	}
 
 	if err := run(t.Context(), []string{"channel", "close", "--data-dir", client.DataDir()}, env(nil), io.Discard, io.Discard); err == nil {

@@ -24,11 +24,11 @@ func runReload(ctx context.Context, args []string, getenv func(string) string, s
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	base, err := target.url()
+	ep, err := target.endpoint()
 	if err != nil {
 		return err
 	}
-	body, err := askAdmin(ctx, base, http.MethodPost, "/reload", 40*time.Second)
+	body, err := askAdmin(ctx, ep, http.MethodPost, "/reload", 40*time.Second)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -66,13 +66,14 @@ func runDrain(ctx context.Context, args []string, getenv func(string) string, st
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	base, err := target.url()
+	ep, err := target.endpoint()
 	if err != nil {
 		return err
 	}
+	base := ep.URL
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/drain", nil)
+	req, err := ep.NewRequest(ctx, http.MethodPost, "/drain")
 	if err != nil {
 		return err
 	}

@@ -27,18 +27,18 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	base, err := target.url()
+	ep, err := target.endpoint()
 	if err != nil {
 		return fmt.Errorf("%w (doctor checks a running node: start it first)", err)
 	}
 	asJSON := target.json
-	body, err := askAdmin(ctx, base, http.MethodGet, "/doctor", time.Minute)
+	body, err := askAdmin(ctx, ep, http.MethodGet, "/doctor", time.Minute)
 	if err != nil {
 		return err
 	}
 	var checks []admin.Check
 	if err := json.Unmarshal(body, &checks); err != nil {
-		return fmt.Errorf("the node at %s sent checks this cocoon cannot read: %w", base, err)
+		return fmt.Errorf("the node at %s sent checks this cocoon cannot read: %w", ep.URL, err)
 	}
 	if *asJSON {
 		stdout.Write(body)

@@ -28,7 +28,7 @@ func TestDoctorCommand(t *testing.T) {
 
 	results := func(nd *node.Node) map[string]admin.Check {
 		var out bytes.Buffer
-		err := run(t.Context(), []string{"doctor", "--admin", nd.AdminURL(), "--json"}, env(nil), &out, io.Discard)
+		err := run(t.Context(), []string{"doctor", "--admin", nd.AdminURL(), "--data-dir", nd.DataDir(), "--json"}, env(nil), &out, io.Discard)
 		if err != nil && !errors.Is(err, errDoctorFailed) {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ func TestDoctorCommand(t *testing.T) {
 		c.Worker.OpenAI.URL = "http://127.0.0.1:9/v1" // discard port: nothing listens
 	})
 	var out bytes.Buffer
-	err := run(t.Context(), []string{"doctor", "--admin", broken.AdminURL()}, env(nil), &out, io.Discard)
+	err := run(t.Context(), []string{"doctor", "--data-dir", broken.DataDir()}, env(nil), &out, io.Discard)
 	if !errors.Is(err, errDoctorFailed) {
 		t.Fatalf("doctor of a worker without an engine: %v, want errDoctorFailed\n%s", err, out.String())
 	}

@@ -25,12 +25,13 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	url, err := target.url()
+	ep, err := target.endpoint()
 	if err != nil {
 		return err
 	}
+	url := ep.URL
 	asJSON := target.json
-	body, err := askAdmin(ctx, url, http.MethodGet, "/status", 10*time.Second)
+	body, err := askAdmin(ctx, ep, http.MethodGet, "/status", 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -48,28 +49,56 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 
 // adminTarget is the flags that find a running node's admin API.
 type adminTarget struct {
-	dataDir, admin *string
-	json           *bool
-	home           string
+	dataDir, admin, tokenFile *string
+	json                      *bool
+	home                      string
+	envToken                  string // COCOON_ADMIN_TOKEN
 }
 
-// addAdminFlags adds --data-dir, --admin and --json (described by
-// jsonHelp) to fs.
+// addAdminFlags adds --data-dir, --admin, --token-file and --json
+// (described by jsonHelp) to fs.
 func addAdminFlags(fs *flag.FlagSet, getenv func(string) string, jsonHelp string) *adminTarget {
 	return &adminTarget{
-		dataDir: fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)"),
-		admin:   fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir"),
-		json:    fs.Bool("json", false, jsonHelp),
-		home:    getenv("HOME"),
+		dataDir:   fs.String("data-dir", getenv("COCOON_DATA_DIR"), "the node's data directory (default: the first of ~/.cocoon/worker, proxy and client with a running node)"),
+		admin:     fs.String("admin", "", "the node's admin API URL, instead of finding it in the data dir (its token: --token-file, COCOON_ADMIN_TOKEN or "+admin.TokenFile+" in --data-dir)"),
+		tokenFile: fs.String("token-file", "", "the admin API's token file (default: "+admin.TokenFile+" beside "+admin.AddrFile+" in the data dir)"),
+		json:      fs.Bool("json", false, jsonHelp),
+		home:      getenv("HOME"),
+		envToken:  getenv("COCOON_ADMIN_TOKEN"),
 	}
 }
 
-// url is --admin, or the URL the node wrote into its data dir.
-func (a *adminTarget) url() (string, error) {
-	if *a.admin != "" {
-		return *a.admin, nil
+// endpoint is the node's admin URL and token: the URL from --admin, or
+// the one the node wrote into its data dir; the token from --token-file,
+// else COCOON_ADMIN_TOKEN, else the node's data dir.
+func (a *adminTarget) endpoint() (admin.Endpoint, error) {
+	var ep admin.Endpoint
+	switch {
+	case *a.admin != "" && *a.tokenFile == "" && a.envToken == "" && *a.dataDir != "":
+		tok, err := admin.ReadToken(filepath.Join(*a.dataDir, admin.TokenFile))
+		if err != nil {
+			return ep, err
+		}
+		ep = admin.Endpoint{URL: *a.admin, Token: tok}
+	case *a.admin != "":
+		ep.URL = *a.admin
+	default:
+		var err error
+		if ep, err = findAdmin(*a.dataDir, a.home); err != nil {
+			return ep, err
+		}
 	}
-	return findAdmin(*a.dataDir, a.home)
+	switch {
+	case *a.tokenFile != "":
+		tok, err := admin.ReadToken(*a.tokenFile)
+		if err != nil {
+			return ep, err
+		}
+		ep.Token = tok
+	case a.envToken != "":
+		ep.Token = strings.TrimSpace(a.envToken)
+	}
+	return ep, nil
 }
 
 // parseNoArgs parses args into fs and refuses positional arguments.
@@ -83,13 +112,15 @@ func parseNoArgs(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// askAdmin sends method path to a node's admin API at base, waiting at
-// most wait, and returns the body of a 200 answer. Another answer is an
-// error with the node's own {"error": ...} message when it sent one.
-func askAdmin(ctx context.Context, base, method, path string, wait time.Duration) ([]byte, error) {
+// askAdmin sends method path to a node's admin API at ep, with its token,
+// waiting at most wait, and returns the body of a 200 answer. Another
+// answer is an error with the node's own {"error": ...} message when it
+// sent one.
+func askAdmin(ctx context.Context, ep admin.Endpoint, method, path string, wait time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+	base := ep.URL
+	req, err := ep.NewRequest(ctx, method, path)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +132,9 @@ func askAdmin(ctx context.Context, base, method, path string, wait time.Duration
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized && ep.Token == "" {
+		return nil, fmt.Errorf("the node at %s wants its admin token: pass --data-dir (it holds %s) or --token-file, or set COCOON_ADMIN_TOKEN", base, admin.TokenFile)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -114,12 +148,13 @@ func askAdmin(ctx context.Context, base, method, path string, wait time.Duration
 	return body, nil
 }
 
-// findAdmin reads the admin URL a running node wrote into its data dir.
-func findAdmin(dataDir, home string) (string, error) {
+// findAdmin reads the admin URL and token a running node wrote into its
+// data dir.
+func findAdmin(dataDir, home string) (admin.Endpoint, error) {
 	dirs := []string{dataDir}
 	if dataDir == "" {
 		if home == "" {
-			return "", errors.New("no --data-dir given and HOME is empty")
+			return admin.Endpoint{}, errors.New("no --data-dir given and HOME is empty")
 		}
 		for _, role := range []string{"worker", "proxy", "client"} {
 			dirs = append(dirs, filepath.Join(home, ".cocoon", role))
@@ -127,12 +162,15 @@ func findAdmin(dataDir, home string) (string, error) {
 		dirs = dirs[1:]
 	}
 	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, admin.AddrFile))
+		ep, err := admin.ReadEndpoint(d)
 		if err == nil {
-			return strings.TrimSpace(string(b)), nil
+			return ep, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || fileExists(filepath.Join(d, admin.AddrFile)) {
+			return ep, fmt.Errorf("the node in %s: %w", d, err)
 		}
 	}
-	return "", fmt.Errorf("no running node found: no %s in %s (start one, or pass --data-dir or --admin)", admin.AddrFile, strings.Join(dirs, ", "))
+	return admin.Endpoint{}, fmt.Errorf("no running node found: no %s in %s (start one, or pass --data-dir or --admin)", admin.AddrFile, strings.Join(dirs, ", "))
 }
 
 func printStatus(w io.Writer, s *admin.Status) {
@@ -190,4 +228,10 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// fileExists reports whether path names a file.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -37,7 +37,7 @@ func TestStatusCommand(t *testing.T) {
 
 	// The worker's, as JSON, counts what it served.
 	out.Reset()
-	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--json"}, env(nil), &out, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"status", "--admin", w.AdminURL(), "--data-dir", w.DataDir(), "--json"}, env(nil), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var s admin.Status
@@ -49,7 +49,9 @@ func TestStatusCommand(t *testing.T) {
 	}
 
 	// Prometheus metrics from the proxy.
-	resp, err := http.Get(p.AdminURL() + "/metrics")
+	req, _ := http.NewRequest("GET", p.AdminURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+p.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +155,7 @@ func TestDrainAndReloadCommands(t *testing.T) {
 	chatOnce(t, client)
 
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"worker", "drain", "--admin", w.AdminURL()}, env(nil), &out, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"worker", "drain", "--data-dir", w.DataDir()}, env(nil), &out, io.Discard); err != nil {
 		t.Fatalf("drain: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"taking no new requests", "no request in flight", "drained"} {
@@ -161,11 +163,11 @@ func TestDrainAndReloadCommands(t *testing.T) {
 			t.Errorf("drain printed %q, want %q in it", out.String(), want)
 		}
 	}
-	err := run(t.Context(), []string{"reload", "--admin", w.AdminURL()}, env(nil), io.Discard, io.Discard)
+	err := run(t.Context(), []string{"reload", "--data-dir", w.DataDir()}, env(nil), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "without a configuration") {
 		t.Errorf("reload of a node started without one: %v", err)
 	}
-	err = run(t.Context(), []string{"worker", "drain", "--admin", client.AdminURL()}, env(nil), io.Discard, io.Discard)
+	err = run(t.Context(), []string{"worker", "drain", "--data-dir", client.DataDir()}, env(nil), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "only a worker drains") {
 		t.Errorf("drain of a client: %v", err)
 	}

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { Address, beginCell, Cell, external, internal, storeMessage, storeMessageRelaxed, Dictionary } from '@ton/core';
@@ -17,9 +18,12 @@ const code = Cell.fromBoc(readFileSync(join(dir, 'root.boc')))[0];
 const boc = (c) => c.toBoc().toString('base64');
 const msgBoc = (m) => boc(beginCell().store(storeMessage(m)).endCell());
 
-// start spawns the sidecar and waits for its listening line.
+// start spawns the sidecar, gives it a fresh token on stdin as the Go
+// side does, and waits for its listening line.
 async function start(args = []) {
     const proc = spawn(process.execPath, [join(dir, 'sandbox.mjs'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const token = randomBytes(32).toString('hex');
+    proc.stdin.write(token + '\n');
     const lines = createInterface({ input: proc.stdout });
     const [line] = await once(lines, 'line');
     const m = /^listening (127\.0\.0\.1:\d+)$/.exec(line);
@@ -27,7 +31,11 @@ async function start(args = []) {
     const base = `http://${m[1]}`;
     // post returns [status, body] of a POST with obj as JSON (or a raw string).
     const post = async (path, obj = {}) => {
-        const res = await fetch(base + path, { method: 'POST', body: typeof obj === 'string' ? obj : JSON.stringify(obj) });
+        const res = await fetch(base + path, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: typeof obj === 'string' ? obj : JSON.stringify(obj),
+        });
         return [res.status, await res.json()];
     };
     // ok posts and asserts a 200.
@@ -36,7 +44,7 @@ async function start(args = []) {
         assert.equal(status, 200, `${path}: ${JSON.stringify(body)}`);
         return body;
     };
-    return { proc, base, post, ok };
+    return { proc, base, token, post, ok };
 }
 
 describe('sandbox sidecar', () => {
@@ -195,8 +203,31 @@ describe('sandbox sidecar', () => {
             assert.equal(status, want, `${path} ${JSON.stringify(body)}: ${JSON.stringify(out)}`);
             assert.match(out.error, re);
         }
-        const res = await fetch(s.base + '/treasury');
+        const res = await fetch(s.base + '/treasury', { headers: { authorization: `Bearer ${s.token}` } });
         assert.equal(res.status, 405);
+    });
+
+    test('only its parent: no token, a wrong one, or a text/plain body is refused', async () => {
+        const before = await s.ok('/time', {});
+        const skip = JSON.stringify({ advance: 86400 });
+        const cases = [
+            // A web page's "simple" request: text/plain, no preflight, no token.
+            [{ 'content-type': 'text/plain' }, 401],
+            [{ 'content-type': 'application/json' }, 401],
+            [{ 'content-type': 'application/json', authorization: `Bearer ${'0'.repeat(64)}` }, 401],
+            [{ 'content-type': 'application/json', authorization: s.token }, 401],
+            [{ 'content-type': 'text/plain', authorization: `Bearer ${s.token}` }, 415],
+            [{ 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${s.token}` }, 415],
+            [{ authorization: `Bearer ${s.token}` }, 415],
+        ];
+        for (const [headers, want] of cases) {
+            const res = await fetch(s.base + '/time', { method: 'POST', headers, body: skip });
+            const out = await res.json();
+            assert.equal(res.status, want, `${JSON.stringify(headers)}: ${JSON.stringify(out)}`);
+            assert.match(out.error, want === 401 ? /token/ : /application\/json/);
+        }
+        // No time skip went through.
+        assert.equal((await s.ok('/time', {})).now - before.now < 86400, true);
     });
 
     test('a body over 1 MiB is a 413', async () => {
@@ -218,6 +249,21 @@ test('sandbox sidecar exits when stdin closes; --port is honoured', async () => 
     assert.equal(again.base, `http://127.0.0.1:${port}`);
     again.proc.stdin.end();
     await once(again.proc, 'exit');
+});
+
+test('sandbox sidecar will not start without a token on stdin', async () => {
+    for (const input of ['', 'short\n']) {
+        const proc = spawn(process.execPath, [join(dir, 'sandbox.mjs')], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let stderr = '';
+        let stdout = '';
+        proc.stderr.on('data', (d) => (stderr += d));
+        proc.stdout.on('data', (d) => (stdout += d));
+        proc.stdin.end(input);
+        const [code] = await once(proc, 'exit');
+        assert.equal(code, 1, `stdin ${JSON.stringify(input)}`);
+        assert.match(stderr, /token/);
+        assert.doesNotMatch(stdout, /listening/);
+    }
 });
 
 test('sandbox sidecar refuses bad arguments', async () => {

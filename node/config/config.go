@@ -76,7 +76,8 @@ type Payments struct {
 // Admin places the admin API: JSON status and Prometheus metrics.
 type Admin struct {
 	// Addr is a loopback host:port; port 0 picks a free one. The URL is
-	// written to admin.url in the data dir. Empty turns the API off.
+	// written to admin.url in the data dir, the token every request needs
+	// to admin.token beside it. Empty turns the API off.
 	Addr string `toml:"addr"`
 }
 

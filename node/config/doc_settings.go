@@ -13,7 +13,7 @@ import (
 // every setting has one.
 var settingDocs = map[string]string{
 	"network":  "The network: mainnet, testnet or local. Protocol IDs and the DHT carry it, so nodes of different networks never talk.",
-	"data_dir": "Identity key, state and admin.url live here (0700; secrets 0600). Empty: ~/.cocoon/<role>, or COCOON_DATA_DIR.",
+	"data_dir": "Identity key, state, admin.url and admin.token live here (0700; secrets 0600). Empty: ~/.cocoon/<role>, or COCOON_DATA_DIR.",
 
 	"p2p.listen":               "libp2p listen multiaddrs. Never leave this to libp2p: it would listen on every interface.",
 	"p2p.max_streams_per_peer": "Concurrent streams with one peer, each way: the concurrency one client can reach through a proxy.",
@@ -86,7 +86,7 @@ var settingDocs = map[string]string{
 	"discovery.refresh_interval": "How often the root contract is read again.",
 	"discovery.lookup_interval":  "How often the node searches the DHT and re-provides its records.",
 
-	"admin.addr": "The admin API (JSON status, Prometheus metrics) on loopback; port 0 picks one, written to admin.url. Empty turns it off.",
+	"admin.addr": "The admin API (JSON status, Prometheus metrics, dashboard) on loopback; port 0 picks one, written to admin.url, with a new token each start in admin.token (send it as a bearer token). Empty turns it off.",
 }
 
 // roleSections are the tables that belong to one role only.

@@ -269,6 +269,10 @@ function render(s) {
 
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store" });
+  if (r.status === 401) {
+    // The token changes at each start: a restarted node wants a new login.
+    throw new Error("it wants its token (did it restart?): open this page again at /?token= with the token in admin.token in the node's data dir");
+  }
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
