@@ -119,6 +119,16 @@ func (s *Server) Start(ctx context.Context) error {
 // URL is where the admin API is served ("" if it is not).
 func (s *Server) URL() string { return s.url }
 
+// DashboardURL is the address a person opens in a browser to see the web
+// dashboard ("" if the API is not served). Whatever a browser needs to be
+// let in is added here, so every place that prints it shows the same link.
+func (s *Server) DashboardURL() string {
+	if s.url == "" {
+		return ""
+	}
+	return s.url + "/"
+}
+
 // Close stops serving, giving requests in flight 5 s to finish, and waits
 // for the server to stop. It does nothing if Start did not listen.
 func (s *Server) Close() error {
