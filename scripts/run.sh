@@ -51,7 +51,7 @@ if ! grep -q '^testnet: press Ctrl-C' "$log"; then
   echo "make run: the testnet was not ready within 180 s" >&2; exit 1
 fi
 shown=$(grep -n '^testnet: press Ctrl-C' "$log" | head -n 1 | cut -d: -f1)
-head -n "$shown" "$log" | grep -v -e '^testnet: try' -e '^testnet: press Ctrl-C'
+head -n "$shown" "$log" | grep -v -e '^testnet: try' -e '^testnet: press Ctrl-C' || true
 echo
 echo "== one streaming chat request through client -> proxy -> worker =="
 "$bin/chat" --base-url "http://$addr/v1" --model sim-small "Hello, Cocoon mesh"
