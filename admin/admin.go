@@ -47,6 +47,7 @@ type Server struct {
 	registry Registry  // nil without a root contract
 	dht      DHT       // nil without a DHT
 	pay      *Payments // nil without payments
+	requests *metrics.Requests
 	log      *slog.Logger
 	handler  http.Handler
 
@@ -58,7 +59,7 @@ type Server struct {
 // New prepares the admin API of a node playing role; it starts nothing.
 // Its /metrics serves requests beside the status.
 func New(cfg Config, node Node, att Attestation, role Role, requests *metrics.Requests, log *slog.Logger, opts ...Option) *Server {
-	s := &Server{cfg: cfg, node: node, att: att, role: role, log: log.With("component", "admin")}
+	s := &Server{cfg: cfg, node: node, att: att, role: role, requests: requests, log: log.With("component", "admin")}
 	for _, o := range opts {
 		o(s)
 	}
