@@ -110,6 +110,12 @@ function renderMap(s) {
   const keptRole = s.role === "proxy" ? "worker" : "proxy";
   for (const k of s.kept || []) add(k.peer, peers.get(k.peer)?.role || keptRole, k.up ? "up" : "down");
   for (const w of s.workers || []) add(w.peer, "worker", w.up ? "up" : "down");
+  // A proxy's clients are the payers of the channels it is paid on.
+  if (s.role === "proxy") {
+    for (const c of s.payments?.channels || []) {
+      if (c.role === "payee") add(c.peer, "client", c.state === "open" ? "up" : "down");
+    }
+  }
   peers.delete(s.peer);
 
   const cols = { client: 80, proxy: 300, worker: 520 };
