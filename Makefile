@@ -11,24 +11,22 @@ export CGO_CFLAGS ?= -Wno-deprecated-declarations
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {n++; t[n] = $$1; d[n] = $$2; if (length($$1) > w) w = length($$1)} \
+		END {for (i = 1; i <= n; i++) printf("  make %-" w "s  %s\n", t[i], d[i])}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/cocoon and bin/chat
+	@[ -x $(BIN)/cocoon ] || echo "building bin/cocoon and bin/chat: the first build downloads the Go modules and compiles them (about 3 minutes; seconds after that)"
 	$(GO) build -o $(BIN)/cocoon ./cmd/cocoon
 	$(GO) build -o $(BIN)/chat ./examples/chat
 
 .PHONY: run
-run: build ## start a local network, send one streaming request, leave the API on 127.0.0.1:10000
+run: build ## start a local network, send one streaming request, then show its log (payments, warnings) until Ctrl-C; API on 127.0.0.1:10000
 	./scripts/run.sh
 
 .PHONY: test
-test: ollama lint contracts ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
-	COCOON_OLLAMA=$(OLLAMA) $(GO) test -race -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -run 'TestThousandStreams|TestMoneySoak' ./testnet/   # 1,000 streams (past the race detector's goroutine limit); 5,000 paid requests
-	$(GO) test -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker' \
-		./attest/... ./testnet/   # synthetic TDX quotes under a test root: only in this build
-	./scripts/fuzz.sh 5s
+test: ollama lint contracts tools ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target; ends with a summary
+	COCOON_OLLAMA=$(OLLAMA) GOTESTSUM=$(GOTESTSUM) ./scripts/test.sh
 
 .PHONY: contracts
 contracts: contracts/node_modules ## check root.boc is compiled from root.tolk; run the contract and sidecar tests
@@ -55,7 +53,7 @@ bench-scale: ## discovery on 200 and 1,000 simulated nodes: gossip, bad offers, 
 	$(GO) run ./cmd/bench -join 5
 
 .PHONY: fuzz
-fuzz: ## run every fuzz target for FUZZTIME (default 30s)
+fuzz: ## run every fuzz target for FUZZTIME (default 30s); fails one under FUZZ_MIN_EXECS executions (default 1,000)
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
 .PHONY: lint
@@ -73,6 +71,16 @@ $(OLLAMA):
 	@echo "building ollama $(OLLAMA_VERSION) into $(OLLAMA_DIR) (about 2 minutes, once)"
 	@mkdir -p $(OLLAMA_DIR)
 	GOBIN=$(OLLAMA_DIR) CGO_ENABLED=1 $(GO) install github.com/ollama/ollama@$(OLLAMA_VERSION)
+
+GOTESTSUM_VERSION := v1.13.0
+GOTESTSUM := $(BIN)/tools/gotestsum
+
+.PHONY: tools
+tools: $(GOTESTSUM) ## install what make test needs beside Go: gotestsum (its summary), into bin/tools
+
+$(GOTESTSUM):
+	@echo "installing gotestsum $(GOTESTSUM_VERSION) into $(BIN)/tools for make test's summary (about a minute, once)"
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
 
 .PHONY: clean
 clean: ## remove build outputs

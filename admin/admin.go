@@ -49,6 +49,7 @@ type Server struct {
 	dht      DHT       // nil without a DHT
 	pay      *Payments // nil without payments
 	control  Control   // nil: no reload or drain
+	requests *metrics.Requests
 	log      *slog.Logger
 	handler  http.Handler
 	token    string // this run's token, in TokenFile while it serves
@@ -61,7 +62,7 @@ type Server struct {
 // New prepares the admin API of a node playing role; it starts nothing.
 // Its /metrics serves requests beside the status.
 func New(cfg Config, node Node, att Attestation, role Role, requests *metrics.Requests, log *slog.Logger, opts ...Option) *Server {
-	s := &Server{cfg: cfg, node: node, att: att, role: role, log: log.With("component", "admin"), token: newToken()}
+	s := &Server{cfg: cfg, node: node, att: att, role: role, requests: requests, log: log.With("component", "admin"), token: newToken()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -122,6 +123,16 @@ func (s *Server) Start(ctx context.Context) error {
 
 // URL is where the admin API is served ("" if it is not).
 func (s *Server) URL() string { return s.url }
+
+// DashboardURL is the address a person opens in a browser to see the web
+// dashboard, with the token that lets the browser in ("" if the API is not
+// served), so every place that prints it shows the same link.
+func (s *Server) DashboardURL() string {
+	if s.url == "" {
+		return ""
+	}
+	return s.Endpoint().LoginURL()
+}
 
 // Close removes the URL and token files Start wrote (each only if it still
 // holds what this run wrote), stops serving, giving requests in flight 5 s

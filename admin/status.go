@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/discovery/registry"
+	"github.com/cocoon-mesh/cocoon/internal/metrics"
 )
 
 // Status is what a node sees, for `cocoon status` and the admin API.
@@ -36,6 +37,9 @@ type Status struct {
 	Serving *ServingStatus `json:"serving,omitempty"`
 	// Payments is what the node earned and spent; nil without payments.
 	Payments *PaymentsStatus `json:"payments,omitempty"`
+	// Recent are the last requests a client sent, newest first: model,
+	// worker, tier, times, tokens, cost and outcome of each.
+	Recent []metrics.Record `json:"recent,omitempty"`
 }
 
 // RegistryStatus summarises the root contract.
@@ -116,6 +120,7 @@ func (s *Server) Status(ctx context.Context) Status {
 	st.Kept = s.keptStatus(s.role.kept())
 	s.role.status(&st)
 	st.Payments = s.paymentsStatus(ctx)
+	st.Recent = s.requests.Recent()
 	return st
 }
 

@@ -253,6 +253,15 @@ func (n *Node) AdminURL() string {
 	return n.admin.URL()
 }
 
+// DashboardURL is the link to the node's web dashboard ("" if the admin
+// API is off); see admin.Server.DashboardURL.
+func (n *Node) DashboardURL() string {
+	if n.admin == nil {
+		return ""
+	}
+	return n.admin.DashboardURL()
+}
+
 // Status reports what the node sees now, as the admin API does.
 func (n *Node) Status(ctx context.Context) admin.Status {
 	if n.admin == nil {

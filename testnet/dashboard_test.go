@@ -46,7 +46,10 @@ func TestDashboard(t *testing.T) {
 
 	// A client keeps no offer book: it knows its proxy, and the models from
 	// the proxy's catalog.
-	checkDashboard(t, b, dir, "client", c, c.ID().String(), p.ID().String(), "sim-small", `class="edge up"`)
+	// The client lists the request it sent: the worker that answered, its
+	// outcome.
+	checkDashboard(t, b, dir, "client", c, c.ID().String(), p.ID().String(), "sim-small", `class="edge up"`,
+		`class="nowrap request ok"`, `title="`+w.ID().String()+`"`)
 	checkDashboard(t, b, dir, "proxy", p, p.ID().String(), w.ID().String(), "sim-small", price, `class="edge up"`)
 }
 
@@ -57,7 +60,7 @@ func TestDashboardPayments(t *testing.T) {
 	b, dir := browser(t)
 	h := testnet.New(t, testnet.WithPayments("sim-small"))
 	p := h.AddProxy()
-	h.AddWorker()
+	w := h.AddWorker()
 	c := h.AddClient() // ready once its channel to the proxy is open
 	api := sdk(c)
 	var total int64
@@ -72,8 +75,15 @@ func TestDashboardPayments(t *testing.T) {
 	waitStatus(t, p, func(s admin.Status) bool { return s.Payments != nil && s.Payments.Earned >= total })
 	earned := p.Status(t.Context()).Payments.Earned
 
-	checkDashboard(t, b, dir, "client-payments", c, p.ID().String(), "payer", "open", group(total)+" nanoTON", `class="series s1"`)
-	checkDashboard(t, b, dir, "proxy-payments", p, c.ID().String(), "payee", "open", group(earned)+" nanoTON", `class="series s0"`)
+	// Each request is listed with its worker and cost, and the model's row
+	// sums them: three requests, what they cost.
+	last := c.Status(t.Context()).Recent[0]
+	checkDashboard(t, b, dir, "client-payments", c, p.ID().String(), "payer", "open", group(total)+" nanoTON", `class="series s1"`,
+		`class="nowrap request ok"`, `title="`+w.ID().String()+`"`, "<td class=\"num\">3</td>", "<td class=\"num\">"+group(last.CostNanoton)+"</td>",
+		"<td class=\"num\">"+group(total)+"</td>")
+	// The proxy's map draws its client, the payer of a channel it is paid on.
+	checkDashboard(t, b, dir, "proxy-payments", p, c.ID().String(), "payee", "open", group(earned)+" nanoTON", `class="series s0"`,
+		"<title>client "+c.ID().String()+"</title>")
 }
 
 // browser is a headless Chromium, and where its screenshots go:

@@ -142,21 +142,35 @@ func TestMoneySoak(t *testing.T) {
 		return amount, chans
 	}
 	var clientChans int
+	var state string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: %s", state)
+			for _, nd := range append([]*node.Node{client, p}, workers...) {
+				for _, c := range nd.Channels().List() {
+					t.Logf("%s: %+v", nd.ID(), c)
+				}
+			}
+		}
+	}()
 	p2ptest.Eventually(t, "every payment to land", func() bool {
 		sent, chans := sum(client, p.ID(), true)
 		held, _ := sum(p, client.ID(), false)
 		clientChans = chans
+		state = fmt.Sprintf("client signed %d, proxy holds %d", sent, held)
 		if sent == 0 || sent != held {
 			return false
 		}
 		for _, w := range workers {
 			paid, _ := sum(p, w.ID(), true)
 			got, _ := sum(w, p.ID(), false)
+			state += fmt.Sprintf("; proxy signed %d to a worker, which holds %d", paid, got)
 			if paid != got {
 				return false
 			}
 		}
 		st := client.Status(context.Background())
+		state += fmt.Sprintf("; client in flight %+v", st.Payments)
 		return st.Payments != nil && st.Payments.InFlight == 0
 	})
 	// A close a payer sent lands on chain before its payee sees it (within

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cocoon-mesh/cocoon/chain/sandbox"
 	"github.com/cocoon-mesh/cocoon/inference/backend/sim"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/node/config"
@@ -372,7 +373,11 @@ func (s *Started) addWorkers(ctx context.Context, opts Options) error {
 // startChain starts the sandbox chain with the root contract, and funds
 // the nodes' wallets unless payments are off.
 func (s *Started) startChain(ctx context.Context, opts Options, log *slog.Logger) error {
-	opts.Progress("starting the sandbox chain (the first run installs its npm packages)")
+	if sandbox.Installed(sandbox.Config{}) {
+		opts.Progress("starting the sandbox chain")
+	} else {
+		opts.Progress("starting the sandbox chain: installing its npm packages into ~/.cache/cocoon first (once, about 10 to 60 s)")
+	}
 	models := opts.Models
 	if len(models) == 0 && opts.BackendURL == "" {
 		models = sim.DefaultConfig().Models
@@ -459,6 +464,29 @@ func (n *Net) Payments() string {
 	}
 	return fmt.Sprintf("clients spent %d nanoTON; proxies received %d and paid workers %d (fees %d); workers earned %d",
 		spent, proxyIn, proxyOut, proxyIn-proxyOut, earned)
+}
+
+// Dashboard is where one node of the network shows its web dashboard.
+type Dashboard struct {
+	Node string // the node's role and number among its role: "worker 2"
+	URL  string
+}
+
+// Dashboards lists the web dashboard of every node that serves one:
+// proxies, then workers, then clients.
+func (n *Net) Dashboards() []Dashboard {
+	n.mu.Lock()
+	groups := [][]*node.Node{slices.Clone(n.proxies), slices.Clone(n.workers), slices.Clone(n.clients)}
+	n.mu.Unlock()
+	var out []Dashboard
+	for _, g := range groups {
+		for i, nd := range g {
+			if u := nd.DashboardURL(); u != "" {
+				out = append(out, Dashboard{Node: fmt.Sprintf("%s %d", nd.Role(), i+1), URL: u})
+			}
+		}
+	}
+	return out
 }
 
 // Close stops the network and removes a temporary data dir.

@@ -97,6 +97,23 @@ func prepare(ctx context.Context, dir, npm string, sc sidecar, log *slog.Logger)
 	return script, nil
 }
 
+// Installed reports whether the sidecar's npm packages are already
+// installed where cfg says, so that Start will not run npm ci first (the
+// one long wait, for people to be told about).
+func Installed(cfg Config) bool {
+	sc, err := loadSidecar()
+	if err != nil {
+		return false
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		if dir, err = defaultDir(sc); err != nil {
+			return false
+		}
+	}
+	return installed(dir, sc)
+}
+
 // installed reports whether dir holds node_modules installed from the
 // embedded lock file.
 func installed(dir string, sc sidecar) bool {

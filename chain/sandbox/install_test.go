@@ -79,8 +79,14 @@ func TestPrepareInstallsOnce(t *testing.T) {
 	sc := testSidecar(t)
 	dir := filepath.Join(t.TempDir(), "sandbox-x")
 	log := slog.New(slog.DiscardHandler)
+	if Installed(Config{Dir: dir}) {
+		t.Fatal("Installed before the install: make run would not say it installs")
+	}
 	if _, err := prepare(context.Background(), dir, fakeNPM(t, "mkdir node_modules"), sc, log); err != nil {
 		t.Fatal(err)
+	}
+	if !Installed(Config{Dir: dir}) {
+		t.Fatal("not Installed after the install: make run would say it installs on every run")
 	}
 	// No npm is needed the second time.
 	if _, err := prepare(context.Background(), dir, "/nonexistent/npm", sc, log); err != nil {

@@ -227,6 +227,11 @@ func TestTestnetCommand(t *testing.T) {
 	if n := strings.Count(out.String(), "worker "); n < 3 {
 		t.Errorf("expected three workers in %q", out.String())
 	}
+	for _, nd := range []string{"proxy 1", "worker 1", "worker 3", "client 1"} {
+		if !regexp.MustCompile(`testnet: dashboard of ` + nd + `: http://127\.0\.0\.1:\d+/\n`).MatchString(out.String()) {
+			t.Errorf("no dashboard URL of %s in %q", nd, out.String())
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -61,6 +61,9 @@ func runTestnet(ctx context.Context, args []string, getenv func(string) string, 
 	if c := s.Chain(); c != nil {
 		fmt.Fprintf(stdout, "testnet: root contract %s on the sandbox chain; every node found the others through it\n", c.Root.StringRaw())
 	}
+	for _, d := range s.Dashboards() {
+		fmt.Fprintf(stdout, "testnet: dashboard of %s: %s\n", d.Node, d.URL)
+	}
 	fmt.Fprintln(stdout, "testnet: press Ctrl-C to stop")
 	// Spend and earnings, whenever they change.
 	t := time.NewTicker(2 * time.Second)

@@ -78,10 +78,10 @@ func (u observedUpstream) Open(ctx context.Context, req *inference.Request) (gat
 		case errors.Is(err, gateway.ErrNoProxy):
 			code = "no_proxy"
 		}
-		u.r.Observe(code, 0, time.Since(start), 0)
+		u.r.Finish(Record{Time: start, Model: req.Model, Outcome: code, DurationMillis: millis(time.Since(start))})
 		return nil, err
 	}
-	o := &observedResponse{Response: resp, r: u.r, start: start}
+	o := &observedResponse{Response: resp, r: u.r, start: start, model: req.Model}
 	if pr, ok := resp.(gateway.ProxyResponse); ok {
 		return observedProxyResponse{o, pr}, nil // the gateway pays the proxy it names
 	}
@@ -103,6 +103,7 @@ type observedResponse struct {
 	gateway.Response
 	r     *Requests
 	start time.Time
+	model string
 	ttft  time.Duration
 	done  bool
 }
@@ -116,15 +117,15 @@ func (o *observedResponse) Next() (inference.Event, error) {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			code = inference.CodeCancelled.String()
 		}
-		o.finish(code, 0)
-	case ev.Type == inference.FrameChunk || ev.Type == inference.FrameEvent:
+		o.finish(code, nil)
+	case ev.Type == inference.FrameChunk || ev.Type == inference.FrameEvent || ev.Type == inference.FrameRecord:
 		if o.ttft == 0 {
 			o.ttft = max(time.Since(o.start), 1)
 		}
 	case ev.Type == inference.FrameEnd:
-		o.finish(CodeOK, int(ev.End.Usage.Completion))
+		o.finish(CodeOK, ev.End)
 	case ev.Type == inference.FrameError:
-		o.finish(codeLabel(ev.Err.Code), 0)
+		o.finish(codeLabel(ev.Err.Code), nil)
 	}
 	return ev, err
 }
@@ -135,15 +136,26 @@ func (o *observedResponse) Unwrap() gateway.Response { return o.Response }
 
 func (o *observedResponse) Close() {
 	if !o.done {
-		o.finish(inference.CodeCancelled.String(), 0) // the app went away
+		o.finish(inference.CodeCancelled.String(), nil) // the app went away
 	}
 	o.Response.Close()
 }
 
-func (o *observedResponse) finish(code string, tokens int) {
+// finish records the request; end is its End frame, nil without one.
+func (o *observedResponse) finish(code string, end *inference.End) {
 	o.done = true
-	o.r.Observe(code, o.ttft, time.Since(o.start), tokens)
+	rec := Record{Time: o.start, Model: o.model, Outcome: code, TTFTMillis: millis(o.ttft), DurationMillis: millis(time.Since(o.start))}
+	if end != nil {
+		rec.Worker, rec.Tier = end.Worker, end.Tier
+		rec.PromptTokens, rec.CompletionTokens = end.Usage.Prompt, end.Usage.Completion
+		if end.Cost != nil {
+			rec.CostNanoton = end.Cost.Total
+		}
+	}
+	o.r.Finish(rec)
 }
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // codeLabel names c for a metric label; codes this build does not know
 // (a newer peer's, or garbage) share one label, so a peer cannot make the

@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,63 @@ type Requests struct {
 	duration prometheus.Histogram
 	ttft     prometheus.Histogram
 	tokens   prometheus.Counter
+
+	mu     sync.Mutex // guards recent and next
+	recent []Record   // a ring of the last RecentRequests records
+	next   int        // where the next record goes once the ring is full
+}
+
+// RecentRequests is how many finished requests a Requests keeps whole,
+// for the dashboard's list.
+const RecentRequests = 50
+
+// Record is one finished request as a client's dashboard lists it.
+type Record struct {
+	Time    time.Time `json:"time"` // when it was sent
+	Model   string    `json:"model"`
+	Outcome string    `json:"outcome"` // CodeOK or why it failed
+	// Worker and Tier are the worker that answered and the trust tier the
+	// proxy verified for it; empty when none answered.
+	Worker     string  `json:"worker,omitempty"`
+	Tier       string  `json:"tier,omitempty"`
+	TTFTMillis float64 `json:"ttft_ms,omitempty"` // 0 when no token came
+	// DurationMillis runs from sending to the end, whatever the outcome.
+	DurationMillis   float64 `json:"duration_ms"`
+	PromptTokens     int64   `json:"prompt_tokens,omitempty"`
+	CompletionTokens int64   `json:"completion_tokens,omitempty"`
+	// CostNanoton is what the answer cost, the proxy's fee included; 0
+	// when it is free or not known.
+	CostNanoton int64 `json:"cost_nanoton,omitempty"`
+}
+
+// Finish records one finished request whole, for Recent, and counts it
+// as Observe does.
+func (r *Requests) Finish(rec Record) {
+	r.Observe(rec.Outcome, time.Duration(rec.TTFTMillis*float64(time.Millisecond)),
+		time.Duration(rec.DurationMillis*float64(time.Millisecond)), int(rec.CompletionTokens))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.recent) < RecentRequests {
+		r.recent = append(r.recent, rec)
+		return
+	}
+	r.recent[r.next] = rec
+	r.next = (r.next + 1) % RecentRequests
+}
+
+// Recent is the last RecentRequests requests recorded by Finish, newest
+// first; nil for a nil Requests.
+func (r *Requests) Recent() []Record {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Record, 0, len(r.recent))
+	for i := range len(r.recent) {
+		out = append(out, r.recent[(r.next+len(r.recent)-1-i)%len(r.recent)])
+	}
+	return out
 }
 
 // NewRequests makes a recorder for a node of role.

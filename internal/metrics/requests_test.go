@@ -76,3 +76,26 @@ func TestRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestRecent: Finish keeps the last RecentRequests requests whole, newest
+// first, and counts each as Observe does.
+func TestRecent(t *testing.T) {
+	for _, n := range []int{0, 1, metrics.RecentRequests, metrics.RecentRequests + 7} {
+		r := metrics.NewRequests("client")
+		for i := range n {
+			r.Finish(metrics.Record{Model: "m", Outcome: metrics.CodeOK, CompletionTokens: int64(i), DurationMillis: 1})
+		}
+		got := r.Recent()
+		if want := min(n, metrics.RecentRequests); len(got) != want {
+			t.Fatalf("%d finished: %d recent, want %d", n, len(got), want)
+		}
+		for i, rec := range got {
+			if want := int64(n - 1 - i); rec.CompletionTokens != want {
+				t.Fatalf("%d finished: recent[%d] is request %d, want %d", n, i, rec.CompletionTokens, want)
+			}
+		}
+	}
+	if got := (*metrics.Requests)(nil).Recent(); got != nil {
+		t.Errorf("a nil Requests has %d recent", len(got))
+	}
+}

@@ -110,6 +110,12 @@ function renderMap(s) {
   const keptRole = s.role === "proxy" ? "worker" : "proxy";
   for (const k of s.kept || []) add(k.peer, peers.get(k.peer)?.role || keptRole, k.up ? "up" : "down");
   for (const w of s.workers || []) add(w.peer, "worker", w.up ? "up" : "down");
+  // A proxy's clients are the payers of the channels it is paid on.
+  if (s.role === "proxy") {
+    for (const c of s.payments?.channels || []) {
+      if (c.role === "payee") add(c.peer, "client", c.state === "open" ? "up" : "down");
+    }
+  }
   peers.delete(s.peer);
 
   const cols = { client: 80, proxy: 300, worker: 520 };
@@ -187,9 +193,41 @@ function renderRequests(s) {
     show("requests", el("p", { class: "muted" }, "No workers to route to yet."));
     return 0;
   }
-  show("requests", el("p", { class: "muted" },
-    "A client's requests go through its proxies; their outcomes and latencies are in /metrics (cocoon_requests_total)."));
+  renderRecent(s.recent || []);
   return null;
+}
+
+// renderRecent lists a client's last requests, newest first, after a
+// summary per model: requests, failures, median latency and spending.
+function renderRecent(recent) {
+  if (!recent.length) {
+    show("requests", el("p", { class: "muted" }, "No requests sent yet: send one to the OpenAI API and it shows here."));
+    return;
+  }
+  const models = new Map();
+  for (const r of recent) {
+    const m = models.get(r.model) || { n: 0, failed: 0, cost: 0, durations: [] };
+    m.n++;
+    if (r.outcome !== "ok") m.failed++;
+    m.cost += r.cost_nanoton || 0;
+    m.durations.push(r.duration_ms);
+    models.set(r.model, m);
+  }
+  const median = (v) => v.slice().sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  const perModel = table(
+    ["model", "requests#", "failed#", "median duration#", "spent nanoTON#"],
+    [...models].map(([model, m]) => [el("span", { class: "mono" }, model), int(m.n), int(m.failed), ms(median(m.durations)), int(m.cost)]),
+    "",
+  );
+  const rows = recent.map((r) => [
+    el("td", { class: `nowrap request ${r.outcome === "ok" ? "ok" : "failed"}` }, new Date(r.time).toLocaleTimeString()),
+    el("span", { class: "mono" }, r.model), shortCell(r.worker), r.tier || "–",
+    ms(r.ttft_ms), ms(r.duration_ms), `${int(r.prompt_tokens)} + ${int(r.completion_tokens)}`, int(r.cost_nanoton), r.outcome,
+  ]);
+  show("requests", perModel, table(
+    ["time", "model", "worker", "tier", "first token#", "duration#", "tokens#", "cost nanoTON#", "outcome"],
+    rows, "",
+  ));
 }
 
 function renderPayments(s) {
