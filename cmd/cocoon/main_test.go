@@ -228,7 +228,7 @@ func TestTestnetCommand(t *testing.T) {
 		t.Errorf("expected three workers in %q", out.String())
 	}
 	for _, nd := range []string{"proxy 1", "worker 1", "worker 3", "client 1"} {
-		if !regexp.MustCompile(`testnet: dashboard of ` + nd + `: http://127\.0\.0\.1:\d+/\n`).MatchString(out.String()) {
+		if !regexp.MustCompile(`testnet: dashboard of ` + nd + `: http://127\.0\.0\.1:\d+/\?token=[0-9a-f]{64}\n`).MatchString(out.String()) {
 			t.Errorf("no dashboard URL of %s in %q", nd, out.String())
 		}
 	}
