@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -125,7 +126,7 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 func (n *Node) start(ctx context.Context) error {
-	key, err := p2p.LoadOrCreateIdentity(n.cfg.DataDir)
+	key, err := n.identity()
 	if err != nil {
 		return err
 	}
@@ -153,6 +154,20 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.admin = n.newAdmin()
 	return n.admin.Start(ctx)
+}
+
+// identity is the node's libp2p key. Under attest.issuer tdx it is made
+// in memory at each start, so that the key the TDX quote binds never
+// leaves the TD: an operator who could read it from the data dir could
+// replay the evidence from outside, and one who could plant it could make
+// the TD speak for a key he holds. Peers learn the new peer ID from the
+// worker's offers and DHT records, as for any node. Other issuers keep it
+// in the data dir.
+func (n *Node) identity() (crypto.PrivKey, error) {
+	if n.cfg.Attest.Issuer == tdx.Kind {
+		return p2p.EphemeralIdentity(n.cfg.DataDir)
+	}
+	return p2p.LoadOrCreateIdentity(n.cfg.DataDir)
 }
 
 // ID is the node's peer ID; empty before Start.
