@@ -19,7 +19,8 @@ import (
 
 // startAttestation sets up the handshake: the evidence this node presents
 // (issued once now, so that a node that cannot prove itself fails to
-// start) and the kinds it accepts from peers. A worker's evidence also
+// start; renewed in the background by the handshaker's Run, which Start
+// runs) and the kinds it accepts from peers. A worker's evidence also
 // binds a sealing key from a keyring in memory (n.keys), renewed with each
 // evidence (once per validity window): clients seal requests to it, and
 // the worker opens them with the same keyring.
@@ -43,7 +44,7 @@ func (n *Node) startAttestation(ctx context.Context) error {
 		sealKeys, n.keys = keyring, keyring
 	}
 	n.hs = attest.NewHandshaker(n.h, issuer, sealKeys, n.kinds,
-		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
+		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D(), Now: n.opts.now}, n.log)
 	n.hs.Register(n.sv)
 	_, err = n.hs.Evidence(ctx)
 	return err

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -61,6 +62,7 @@ type options struct {
 	issuer  attest.Issuer     // the node's evidence; from attest.issuer if nil
 	pcs     tdx.Getter        // how the node reaches Intel PCS; HTTPS if nil
 	clear   bool              // a client sends requests in the clear (benchmarks only)
+	now     func() time.Time  // the attestation clock; time.Now if nil
 }
 
 // Option changes how New assembles a node.
@@ -84,6 +86,11 @@ func WithIssuer(issuer attest.Issuer) Option { return func(o *options) { o.issue
 // of HTTPS to Intel PCS: tests pass a fake Intel, or one that cannot be
 // reached.
 func WithIntelPCS(g tdx.Getter) Option { return func(o *options) { o.pcs = g } }
+
+// WithClock makes the node's attestation read the time from now instead
+// of time.Now: its own evidence's expiry and renewal, and its verdicts'
+// expiry. Tests move it to reach a renewal or an expiry without waiting.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithoutSealing makes a client send requests in the clear, which every
 // proxy on the way reads, as before requests were sealed end to end. It
@@ -149,6 +156,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.wg.Go(func() { n.hs.Run(runCtx) }) // renews own evidence ahead of its expiry
 	for _, run := range n.role.runs() {
 		n.wg.Go(func() { run(runCtx) })
 	}

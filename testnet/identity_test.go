@@ -123,17 +123,10 @@ func answeredBy(t *testing.T, client *node.Node, want string) {
 // waitPaid waits until worker's ledger holds a payment from proxy.
 func waitPaid(t *testing.T, worker, proxy *node.Node) {
 	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(60 * time.Second)
-	for {
-		if _, received := channelOf(worker, proxy); received > 0 {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("worker %s was not paid by its proxy within 60 s", worker.ID())
-		}
+	if err := waitFor(t.Context(), 60*time.Second, func() bool {
+		_, received := channelOf(worker, proxy)
+		return received > 0
+	}); err != nil {
+		t.Fatalf("worker %s was not paid by its proxy within 60 s: %v", worker.ID(), err)
 	}
 }
