@@ -26,7 +26,7 @@ run: build ## start a local network, send one streaming request, leave the API o
 test: ollama lint contracts ## the full suite: lint, race-enabled unit, integration and real-engine tests, a short fuzz of every target
 	COCOON_OLLAMA=$(OLLAMA) $(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run 'TestThousandStreams' ./testnet/   # 1,000 streams: past the race detector's goroutine limit
-	$(GO) test -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker|TestTDXIdentityInMemory' \
+	$(GO) test -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker|TestTDXIdentityInMemory|TestMeasurementRemovedDropsPeers' \
 		./attest/... ./testnet/   # synthetic TDX quotes under a test root: only in this build
 	./scripts/fuzz.sh 5s
 

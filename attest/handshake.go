@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -141,6 +142,42 @@ func (a *Handshaker) ForgetKind(kind string) {
 		}
 	}
 	a.mu.Unlock()
+}
+
+// Revalidate checks every live verdict again, on the evidence it was
+// reached on, against the validator's rules as they are now: call it when
+// the network's policy changed (measurements, minimum TCB, dev evidence
+// allowed), so that a verdict does not outlive the policy until the expiry
+// the peer chose. Verdicts whose evidence no longer passes are dropped,
+// and their peers returned; the others are replaced by the new verdicts
+// (a tier may change). Expired verdicts are dropped silently.
+func (a *Handshaker) Revalidate(ctx context.Context) []peer.ID {
+	a.mu.Lock()
+	held := maps.Clone(a.verdicts)
+	a.mu.Unlock()
+	now := a.cfg.Now()
+	var dropped []peer.ID
+	for p, c := range held {
+		var v Verdict
+		pub, err := p.ExtractPublicKey()
+		if err == nil && c.verdict.Live(now) {
+			v, err = a.validator.Validate(ctx, c.evidence, pub, now)
+		}
+		a.mu.Lock()
+		if cur, ok := a.verdicts[p]; ok && cur.evidence == c.evidence { // not replaced meanwhile
+			if err == nil && c.verdict.Live(now) {
+				a.verdicts[p] = checked{verdict: v, evidence: c.evidence}
+			} else {
+				delete(a.verdicts, p)
+			}
+		}
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Info("peer's evidence no longer allowed by the network's policy: verdict dropped", "peer", p, "err", err)
+			dropped = append(dropped, p)
+		}
+	}
+	return dropped
 }
 
 // Evidence returns this node's current evidence. While it is valid, that

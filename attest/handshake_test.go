@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -711,5 +712,56 @@ func TestRenewalFailure(t *testing.T) {
 	}
 	if _, err := p.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
 		t.Fatalf("after recovery: %v", err)
+	}
+}
+
+// policyValidator is dev.Validator under a policy a test changes: while
+// refused is set, it refuses evidence, as a validator whose root contract
+// removed the peer's measurement does.
+type policyValidator struct{ refused atomic.Bool }
+
+func (v *policyValidator) Validate(ctx context.Context, ev *attest.Evidence, pub crypto.PubKey, now time.Time) (attest.Verdict, error) {
+	if v.refused.Load() {
+		return attest.Verdict{}, errRejected
+	}
+	return dev.Validator{}.Validate(ctx, ev, pub, now)
+}
+
+// TestRevalidate: when the policy changes, Revalidate checks every cached
+// verdict again on the evidence it was reached on: those no longer allowed
+// are dropped (with their evidence) and returned, at once rather than at
+// the expiry the peer chose; with the policy unchanged, none is.
+func TestRevalidate(t *testing.T) {
+	clock := clocktest.New(t0)
+	proxy := newNode(t, clock)
+	var policy policyValidator
+	proxy.hs = attest.NewHandshaker(proxy.h, proxy.issuer, nil, &policy, attest.Config{Network: "local", Validity: time.Hour, Now: clock.Now}, logtest.Discard)
+	a, b := newNode(t, clock), newNode(t, clock)
+	for _, w := range []*node{a, b} {
+		p2ptest.Connect(t, proxy.h, w.h)
+		if _, err := proxy.hs.Attest(ctxT(t), w.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dropped := proxy.hs.Revalidate(ctxT(t)); len(dropped) != 0 {
+		t.Fatalf("Revalidate under an unchanged policy dropped %v", dropped)
+	}
+	for _, w := range []*node{a, b} {
+		if _, ok := proxy.hs.Verified(w.h.ID()); !ok {
+			t.Fatal("a verdict lost under an unchanged policy")
+		}
+	}
+	policy.refused.Store(true)
+	dropped := proxy.hs.Revalidate(ctxT(t))
+	if len(dropped) != 2 || !slices.Contains(dropped, a.h.ID()) || !slices.Contains(dropped, b.h.ID()) {
+		t.Fatalf("Revalidate dropped %v, want both peers", dropped)
+	}
+	for _, w := range []*node{a, b} {
+		if _, ok := proxy.hs.Verified(w.h.ID()); ok {
+			t.Fatal("a verdict survived the policy that refuses it")
+		}
+		if _, ok := proxy.hs.PeerEvidence(w.h.ID()); ok {
+			t.Fatal("evidence relayed after its verdict was dropped")
+		}
 	}
 }

@@ -79,7 +79,9 @@ func (n *Node) newIssuer() (attest.Issuer, error) {
 // from peers: TDX always, against the measurements the root contract
 // allows (none without one), raised to tee-gpu when it carries GPU evidence
 // NVIDIA's pinned root vouches for; dev only while attest.allow_dev says
-// so, and later only while the root contract does too (applyPolicy).
+// so, and then only on the network "local" or where the root contract
+// allows it (applyPolicy, which replaces this choice at its first read):
+// a testnet node without a root contract refuses dev evidence.
 //
 // Intel's collateral is fetched from Intel PCS, and when Intel cannot be
 // reached, from the peers the node is connected to (its proxies), which
@@ -107,7 +109,7 @@ func (n *Node) newKinds() (*attest.Kinds, error) {
 	}
 	upgrading := nvidia.Upgrading{Inner: v, Verifier: gpu, Log: n.log}
 	k := attest.NewKinds(map[string]attest.Validator{tdx.Kind: upgrading})
-	if n.cfg.Attest.AllowDev {
+	if n.cfg.Attest.AllowDev && n.cfg.Network == "local" {
 		k.Set(dev.Kind, dev.Validator{})
 	}
 	return k, nil
