@@ -79,6 +79,7 @@ func TestTDXIdentityInMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	restart := time.Now()
 	second, err := startWorker()
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +88,9 @@ func TestTDXIdentityInMemory(t *testing.T) {
 		t.Fatalf("two starts gave one peer ID %s", first.ID())
 	}
 	answeredBy(t, client, second.ID().String())
+	answered := time.Since(restart)
 	waitPaid(t, second, proxy)
+	t.Logf("after the restart with a new peer ID: answered by it %v, paid %v after its start", answered.Round(time.Millisecond), time.Since(restart).Round(time.Millisecond))
 }
 
 // answeredBy asks client until the worker want answers at tier tee; the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/attest/dev"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
 	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
@@ -29,6 +30,9 @@ func TestDevEvidenceOnlyOnLocal(t *testing.T) {
 		{"testnet", true},
 	} {
 		t.Run(tt.network, func(t *testing.T) {
+			if tdx.TestRootBuild && tt.network != "local" {
+				t.Skip("a binary built with -tags cocoon_testroot runs only on a local network")
+			}
 			h := testnet.New(t)
 			onNetwork := func(c *config.Config) { c.Network = tt.network }
 			worker := h.AddWorker(onNetwork)
