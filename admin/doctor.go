@@ -54,13 +54,26 @@ func (c Client) checks(ctx context.Context, s *Server) []Check {
 }
 
 // checkAttestation validates the node's own evidence as a peer would, with
-// the network's rules from the root contract.
+// the network's rules from the root contract, and says whether its
+// renewal fails: a warning while the current evidence is valid (peers
+// still accept it), a failure once it expired (they refuse the node).
 func (s *Server) checkAttestation(ctx context.Context) Check {
 	c := Check{Name: "attestation"}
+	r := s.att.Handshaker.Renewal()
+	var renewal string
+	if r.Failures > 0 {
+		renewal = fmt.Sprintf("renewal failing since %s (%d attempts, next at %s): %s",
+			r.FailingSince.UTC().Format(time.RFC3339), r.Failures, r.RetryAt.UTC().Format(time.RFC3339), r.LastError)
+	}
+	const fixRenewal = "check the issuer (with attest.issuer tdx: configfs-tsm or /dev/tdx_guest and the quote generation service); the node retries with backoff on its own"
 	ev, err := s.att.Handshaker.Evidence(ctx)
 	if err != nil {
 		c.Result, c.Detail = Fail, "cannot issue evidence: "+err.Error()
 		c.Fix = "with attest.issuer tdx, run inside an Intel TDX guest whose kernel exposes configfs-tsm or /dev/tdx_guest"
+		if renewal != "" {
+			c.Detail = "the evidence expired and " + renewal + "; peers refuse this node and its offers stopped"
+			c.Fix = fixRenewal
+		}
 		return c
 	}
 	if ev == nil {
@@ -77,6 +90,11 @@ func (s *Server) checkAttestation(ctx context.Context) Check {
 	if v.Tier == attest.TierDev {
 		c.Result = Warn
 		c.Fix = "dev evidence proves nothing; clients asking for tee or tee-gpu never reach this node: run in a TDX guest with attest.issuer tdx"
+	}
+	if renewal != "" {
+		c.Result = Warn
+		c.Detail += "; " + renewal + "; serving the current evidence until it expires at " + r.Expiry.UTC().Format(time.RFC3339)
+		c.Fix = fixRenewal
 	}
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -29,6 +30,7 @@ type doctorCase struct {
 	// tier is what the node's own evidence earns; tee if zero.
 	tier          attest.Tier
 	evErr, valErr error
+	renewal       attest.Renewal // the state of the node's renewal
 	role          admin.Role
 	opts          []admin.Option
 	// check is the check's name; result its result; detail and fix are
@@ -52,12 +54,20 @@ func runDoctor(t *testing.T, ids doctorIDs, c doctorCase) []admin.Check {
 		tier = attest.TierTEE
 	}
 	node := &fakeNode{id: self, tier: tier}
-	hs := &fakeHandshaker{ev: &attest.Evidence{Kind: "tdx"}, evErr: c.evErr,
+	hs := &fakeHandshaker{ev: &attest.Evidence{Kind: "tdx"}, evErr: c.evErr, renewal: c.renewal,
 		verdicts: map[peer.ID]attest.Verdict{ids.p1: {Tier: attest.TierTEE}, ids.p2: {Tier: attest.TierTEE}}}
 	v := fakeValidator{t: t, key: pub, v: attest.Verdict{Tier: tier, Kind: "tdx"}, err: c.valErr}
 	srv := admin.New(admin.Config{Network: "testnet"}, node, admin.Attestation{Handshaker: hs, Validator: v, Key: pub},
 		c.role, metrics.NewRequests("test"), logtest.Discard, c.opts...)
 	return srv.Doctor(t.Context())
+}
+
+// failingRenewal is a renewal that failed 3 times; valid says whether the
+// evidence it serves meanwhile is still valid.
+func failingRenewal(valid bool) attest.Renewal {
+	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	return attest.Renewal{Expiry: since.Add(15 * time.Minute), Valid: valid, Failures: 3, LastError: "quote provider down",
+		FailingSince: since, RetryAt: since.Add(4 * time.Second)}
 }
 
 func TestDoctor(t *testing.T) {
@@ -129,6 +139,10 @@ func TestDoctor(t *testing.T) {
 			check: "attestation", result: admin.Warn, detail: "tdx evidence, verified as peers verify it: tier dev", fix: "dev evidence proves nothing"},
 		{name: "tee evidence", role: healthyWorker(nil),
 			check: "attestation", result: admin.Pass, detail: "tdx evidence, verified as peers verify it: tier tee"},
+		{name: "renewal failing, evidence valid", role: healthyWorker(nil), renewal: failingRenewal(true),
+			check: "attestation", result: admin.Warn, detail: "tier tee; renewal failing since 2026-12-01T10:00:00Z (3 attempts, next at 2026-12-01T10:00:04Z): quote provider down; serving the current evidence until it expires at 2026-12-01T10:15:00Z", fix: "retries with backoff"},
+		{name: "renewal failing, evidence expired", role: healthyWorker(nil), renewal: failingRenewal(false), evErr: attest.ErrRenewal,
+			check: "attestation", result: admin.Fail, detail: "the evidence expired and renewal failing since 2026-12-01T10:00:00Z (3 attempts, next at 2026-12-01T10:00:04Z): quote provider down; peers refuse this node", fix: "check the issuer"},
 		// Root contract.
 		{name: "no root contract", role: healthyWorker(nil),
 			check: "root contract", result: admin.Warn, detail: "none configured", fix: "set discovery.root"},

@@ -60,12 +60,16 @@ func (n *fakeNode) Connected() int                            { return n.connect
 func (n *fakeNode) Ready(context.Context) bool                { return n.ready }
 func (n *fakeNode) Tier(context.Context) (attest.Tier, error) { return n.tier, n.tierErr }
 
-// fakeHandshaker presents ev (or fails with evErr) and holds verdicts.
+// fakeHandshaker presents ev (or fails with evErr), holds verdicts, and
+// reports renewal as the state of its renewal.
 type fakeHandshaker struct {
 	ev       *attest.Evidence
 	evErr    error
 	verdicts map[peer.ID]attest.Verdict
+	renewal  attest.Renewal
 }
+
+func (h *fakeHandshaker) Renewal() attest.Renewal { return h.renewal }
 
 func (h *fakeHandshaker) Evidence(context.Context) (*attest.Evidence, error) { return h.ev, h.evErr }
 

@@ -38,6 +38,8 @@ type Node interface {
 type Handshaker interface {
 	Evidence(ctx context.Context) (*attest.Evidence, error)
 	Verified(p peer.ID) (attest.Verdict, bool)
+	// Renewal is the state of the node's own evidence and its renewal.
+	Renewal() attest.Renewal
 }
 
 // Attestation is how the node proves itself and judges its peers. The

@@ -6,6 +6,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/attest"
 	"github.com/cocoon-mesh/cocoon/discovery/registry"
 	"github.com/cocoon-mesh/cocoon/internal/metrics"
 )
@@ -19,6 +20,9 @@ type Status struct {
 	Ready   bool     `json:"ready"`
 	Tier    string   `json:"tier,omitempty"` // of this node's own evidence
 	APIAddr string   `json:"api_addr,omitempty"`
+	// Evidence is the node's own evidence and its renewal; nil for a node
+	// that presents none.
+	Evidence *EvidenceStatus `json:"evidence,omitempty"`
 
 	// Registry is the root contract as last read; nil without one.
 	Registry *RegistryStatus `json:"registry,omitempty"`
@@ -40,6 +44,39 @@ type Status struct {
 	// Recent are the last requests a client sent, newest first: model,
 	// worker, tier, times, tokens, cost and outcome of each.
 	Recent []metrics.Record `json:"recent,omitempty"`
+}
+
+// EvidenceStatus is the node's own evidence and its renewal, which runs in
+// the background once a third of the validity is left.
+type EvidenceStatus struct {
+	// Expiry is when the current evidence expires; zero with none.
+	Expiry time.Time `json:"expiry"`
+	// Valid says it has not expired.
+	Valid bool `json:"valid"`
+	// Renewal is "ok", or "failing" after a failed attempt: the node
+	// serves its current evidence while it is valid and retries with
+	// backoff.
+	Renewal string `json:"renewal"`
+	// Failures, LastError, FailingSince and RetryAt describe a failing
+	// renewal.
+	Failures     int        `json:"renewal_failures,omitempty"`
+	LastError    string     `json:"renewal_error,omitempty"`
+	FailingSince *time.Time `json:"renewal_failing_since,omitempty"`
+	RetryAt      *time.Time `json:"renewal_retry_at,omitempty"`
+}
+
+// evidenceStatus is r as the status shows it; nil for a node that
+// presents no evidence (none issued, none tried).
+func evidenceStatus(r attest.Renewal) *EvidenceStatus {
+	if r.Expiry.IsZero() && r.Failures == 0 {
+		return nil
+	}
+	es := &EvidenceStatus{Expiry: r.Expiry, Valid: r.Valid, Renewal: "ok"}
+	if r.Failures > 0 {
+		es.Renewal, es.Failures, es.LastError = "failing", r.Failures, r.LastError
+		es.FailingSince, es.RetryAt = &r.FailingSince, &r.RetryAt
+	}
+	return es
 }
 
 // RegistryStatus summarises the root contract.
@@ -108,6 +145,7 @@ func (s *Server) Status(ctx context.Context) Status {
 	if t, err := s.node.Tier(ctx); err == nil {
 		st.Tier = t.String()
 	}
+	st.Evidence = evidenceStatus(s.att.Handshaker.Renewal())
 	if reg := s.registryNow(); reg != nil {
 		st.Registry = &RegistryStatus{Address: s.root, Seqno: reg.Seqno, Bootstrap: len(reg.Bootstrap),
 			Measurements: len(reg.Measurements), Models: len(reg.Models), DevAttestation: reg.DevAttestation,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -37,7 +38,7 @@ const (
 // Config configures a Handshaker.
 type Config struct {
 	Network  string
-	Validity time.Duration    // how long own evidence is valid; renewed when a third is left
+	Validity time.Duration    // how long own evidence is valid; renewed (by Run) when a third is left
 	Now      func() time.Time // the clock; time.Now if nil
 }
 
@@ -51,12 +52,14 @@ type Handshaker struct {
 	cfg       Config
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts, pruneAt and own
+	mu       sync.Mutex // guards verdicts, pruneAt, own and renewal
 	verdicts map[peer.ID]checked
 	pruneAt  int // prune expired verdicts when this many are held
 	own      *Evidence
+	renewal  Renewal // the failures since own was issued; Expiry unset
 
-	issueMu sync.Mutex // serialises Issue calls so a window is issued once
+	issueMu sync.Mutex    // serialises Issue calls so a window is issued once
+	wake    chan struct{} // wakes Run: renewal is due
 }
 
 // checked is a peer's verdict and the evidence it was reached on, kept so
@@ -89,6 +92,7 @@ func NewHandshaker(h host.Host, issuer Issuer, sealKeys SealKeys, validator Vali
 		issuer: issuer, sealKeys: sealKeys, validator: validator, cfg: cfg,
 		log:      log.With("component", "attest"),
 		verdicts: make(map[peer.ID]checked),
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -140,10 +144,51 @@ func (a *Handshaker) ForgetKind(kind string) {
 	a.mu.Unlock()
 }
 
-// Evidence returns this node's current evidence, issuing it when there is
-// none or less than a third of its validity is left. Each issue binds a
-// new sealing key from the node's SealKeys, if it has them. A node with
-// no issuer has none: nil, nil.
+// Revalidate checks every live verdict again, on the evidence it was
+// reached on, against the validator's rules as they are now: call it when
+// the network's policy changed (measurements, minimum TCB, dev evidence
+// allowed), so that a verdict does not outlive the policy until the expiry
+// the peer chose. Verdicts whose evidence no longer passes are dropped,
+// and their peers returned; the others are replaced by the new verdicts
+// (a tier may change). Expired verdicts are dropped silently.
+func (a *Handshaker) Revalidate(ctx context.Context) []peer.ID {
+	a.mu.Lock()
+	held := maps.Clone(a.verdicts)
+	a.mu.Unlock()
+	now := a.cfg.Now()
+	var dropped []peer.ID
+	for p, c := range held {
+		var v Verdict
+		pub, err := p.ExtractPublicKey()
+		if err == nil && c.verdict.Live(now) {
+			v, err = a.validator.Validate(ctx, c.evidence, pub, now)
+		}
+		a.mu.Lock()
+		if cur, ok := a.verdicts[p]; ok && cur.evidence == c.evidence { // not replaced meanwhile
+			if err == nil && c.verdict.Live(now) {
+				a.verdicts[p] = checked{verdict: v, evidence: c.evidence}
+			} else {
+				delete(a.verdicts, p)
+			}
+		}
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Info("peer's evidence no longer allowed by the network's policy: verdict dropped", "peer", p, "err", err)
+			dropped = append(dropped, p)
+		}
+	}
+	return dropped
+}
+
+// Evidence returns this node's current evidence. While it is valid, that
+// evidence is returned as is, whatever happens to its renewal: a node that
+// cannot renew keeps serving until its evidence expires, and no handshake
+// waits on the issuer. Once less than a third of its validity is left, the
+// renewal loop (Run) is woken to renew it in the background. Only when
+// there is none, or it expired, is evidence issued here, and then not
+// before the backoff of the last failure ends (ErrRenewal meanwhile, which
+// says when a retry can help). Each issue binds a new sealing key from the
+// node's SealKeys, if it has them. A node with no issuer has none: nil, nil.
 func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 	if a.issuer == nil {
 		return nil, nil
@@ -152,17 +197,158 @@ func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 	a.mu.Lock()
 	own := a.own
 	a.mu.Unlock()
-	if own != nil && time.Unix(own.Expiry, 0).Sub(now) > a.cfg.Validity/3 {
+	if own != nil && now.Before(time.Unix(own.Expiry, 0)) {
+		if a.renewDue(own, now) {
+			select {
+			case a.wake <- struct{}{}:
+			default: // the loop is awake already
+			}
+		}
 		return own, nil
 	}
+	return a.issue(ctx, false)
+}
+
+// ErrRenewal is Evidence's error while the node has no valid evidence and
+// the last attempt to issue some failed: no new attempt is made until its
+// backoff ends (Renewal says when), so that peers' handshakes do not each
+// call the issuer. A retry after that time can help.
+var ErrRenewal = errors.New("evidence renewal failing")
+
+// Renewal is the state of a node's own evidence and its renewal, as status
+// and doctor show it.
+type Renewal struct {
+	// Expiry is when the current evidence expires; zero with none.
+	Expiry time.Time
+	// Valid says the current evidence has not expired, by the
+	// handshaker's clock.
+	Valid bool
+	// Failures counts the attempts that failed in a row since the last
+	// success; zero while renewal works.
+	Failures int
+	// LastError is the last failed attempt's error; "" while renewal works.
+	LastError string
+	// FailingSince is when the first of those failures happened.
+	FailingSince time.Time
+	// RetryAt is when the next attempt may be made.
+	RetryAt time.Time
+}
+
+// Renewal reports the state of this node's own evidence and its renewal.
+func (a *Handshaker) Renewal() Renewal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.renewal
+	if a.own != nil {
+		r.Expiry = time.Unix(a.own.Expiry, 0)
+		r.Valid = a.cfg.Now().Before(r.Expiry)
+	}
+	return r
+}
+
+// Renewal timing: each Issue call is cut off after issueTimeout; failed
+// attempts are retried after minBackoff, doubling up to maxBackoff (and
+// never more than a tenth of the validity, so several retries fit before
+// the evidence expires).
+const (
+	issueTimeout = 30 * time.Second
+	minBackoff   = time.Second
+	maxBackoff   = 5 * time.Minute
+)
+
+// renewDue reports whether own, valid at now, should be renewed: less than
+// a third of its validity is left.
+func (a *Handshaker) renewDue(own *Evidence, now time.Time) bool {
+	return time.Unix(own.Expiry, 0).Sub(now) <= a.cfg.Validity/3
+}
+
+// Renew renews this node's evidence now if it is due (none, expired, or
+// less than a third of its validity left) and the backoff of the last
+// failure has ended; otherwise it does nothing. The renewal loop (Run)
+// calls it; so can a test, with its clock.
+func (a *Handshaker) Renew(ctx context.Context) error {
+	if a.issuer == nil {
+		return nil
+	}
+	a.mu.Lock()
+	own := a.own
+	a.mu.Unlock()
+	if own != nil && !a.renewDue(own, a.cfg.Now()) {
+		return nil
+	}
+	_, err := a.issue(ctx, true)
+	if errors.Is(err, ErrRenewal) {
+		return nil // not yet: the backoff runs
+	}
+	return err
+}
+
+// Run renews this node's evidence ahead of its expiry until ctx ends:
+// woken by Evidence once renewal is due, and at least every minute (a
+// sixtieth of the validity, when shorter) in case nothing calls Evidence.
+// A failure is retried with exponential backoff while the current
+// evidence is served; Renewal reports it.
+func (a *Handshaker) Run(ctx context.Context) {
+	if a.issuer == nil {
+		return
+	}
+	t := time.NewTicker(min(max(a.cfg.Validity/60, time.Second), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.wake:
+		}
+		if err := a.Renew(ctx); err != nil && ctx.Err() == nil {
+			r := a.Renewal()
+			a.log.Warn("renewing own evidence failed; serving the current one until it expires",
+				"err", err, "failures", r.Failures, "expiry", r.Expiry, "retry_at", r.RetryAt)
+		}
+	}
+}
+
+// issue issues new evidence, one call at a time, unless another call just
+// did (renewing: when it is no longer due; otherwise: when it is valid) or
+// the backoff of the last failure has not ended (ErrRenewal).
+func (a *Handshaker) issue(ctx context.Context, renewing bool) (*Evidence, error) {
 	a.issueMu.Lock()
 	defer a.issueMu.Unlock()
+	now := a.cfg.Now()
 	a.mu.Lock()
-	own = a.own
+	own, r := a.own, a.renewal
 	a.mu.Unlock()
-	if own != nil && time.Unix(own.Expiry, 0).Sub(now) > a.cfg.Validity/3 {
+	if own != nil && now.Before(time.Unix(own.Expiry, 0)) && (!renewing || !a.renewDue(own, now)) {
 		return own, nil
 	}
+	if r.Failures > 0 && now.Before(r.RetryAt) {
+		return nil, fmt.Errorf("%w: %d attempts since %s, next at %s; last: %s", ErrRenewal,
+			r.Failures, r.FailingSince.UTC().Format(time.RFC3339), r.RetryAt.UTC().Format(time.RFC3339), r.LastError)
+	}
+	ev, err := a.issueNow(ctx, now)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		if a.renewal.Failures == 0 {
+			a.renewal.FailingSince = now
+		}
+		a.renewal.Failures++
+		a.renewal.LastError = err.Error()
+		backoff := minBackoff << min(a.renewal.Failures-1, 20)
+		a.renewal.RetryAt = now.Add(min(backoff, maxBackoff, max(a.cfg.Validity/10, minBackoff)))
+		return nil, err
+	}
+	a.own, a.renewal = ev, Renewal{}
+	return ev, nil
+}
+
+// issueNow calls the issuer, for at most issueTimeout, for evidence valid
+// from now for the validity window, binding a new sealing key if the node
+// has SealKeys.
+func (a *Handshaker) issueNow(ctx context.Context, now time.Time) (*Evidence, error) {
+	ctx, cancel := context.WithTimeout(ctx, issueTimeout)
+	defer cancel()
 	expiry := now.Add(a.cfg.Validity)
 	var sealKey []byte
 	if a.sealKeys != nil {
@@ -187,9 +373,6 @@ func (a *Handshaker) Evidence(ctx context.Context) (*Evidence, error) {
 		}
 		return nil, fmt.Errorf("issuing evidence: %w", err)
 	}
-	a.mu.Lock()
-	a.own = ev
-	a.mu.Unlock()
 	return ev, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,16 +27,24 @@ import (
 
 // fakeIssuer issues dev evidence and counts the calls, or fails with err.
 // With dropSealKey it issues v1 evidence whatever the sealing key.
+// With failing set it fails with errIssuerDown, as a quote provider that
+// stopped answering does.
 type fakeIssuer struct {
 	calls       atomic.Int32
 	err         error
+	failing     atomic.Bool
 	dropSealKey bool
 }
+
+var errIssuerDown = errors.New("fake issuer: quote provider down")
 
 func (f *fakeIssuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
 	f.calls.Add(1)
 	if f.err != nil {
 		return nil, f.err
+	}
+	if f.failing.Load() {
+		return nil, errIssuerDown
 	}
 	if f.dropSealKey {
 		sealKey = nil
@@ -323,6 +332,8 @@ func TestHandshakeForgetKind(t *testing.T) {
 	}
 }
 
+// TestEvidenceRenewal: the renewal loop (Renew, as Run calls it) renews
+// own evidence once a third of its validity or less is left.
 func TestEvidenceRenewal(t *testing.T) {
 	const validity = 3 * time.Hour // renewed once an hour or less is left
 	clock := clocktest.New(t0)
@@ -342,6 +353,9 @@ func TestEvidenceRenewal(t *testing.T) {
 	}
 	for i, st := range steps {
 		clock.Advance(st.advance)
+		if err := a.hs.Renew(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
 		ev, err := a.hs.Evidence(ctxT(t))
 		if err != nil {
 			t.Fatal(err)
@@ -437,7 +451,8 @@ func TestHandshakeSealKey(t *testing.T) {
 	}
 }
 
-// TestSealKeyRotation: each evidence the handshaker issues binds a new key
+// TestSealKeyRotation: each evidence the handshaker issues (renewed by
+// Renew, as its loop does) binds a new key
 // from its source, made to live exactly as long as the evidence.
 func TestSealKeyRotation(t *testing.T) {
 	const validity = 3 * time.Hour // renewed once an hour or less is left
@@ -446,6 +461,9 @@ func TestSealKeyRotation(t *testing.T) {
 	var seen [][]byte
 	for i, advance := range []time.Duration{0, time.Hour, time.Hour, time.Hour, 10 * time.Hour, 2 * time.Hour} {
 		clock.Advance(advance)
+		if err := a.hs.Renew(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
 		ev, err := a.hs.Evidence(ctxT(t))
 		if err != nil {
 			t.Fatal(err)
@@ -600,4 +618,150 @@ func TestPeerEvidence(t *testing.T) {
 			t.Fatalf("PeerEvidence after renewal carries %x, want the newest key %x", got.SealKey, worker.sealKeys.Last())
 		}
 	})
+}
+
+// TestRenewalFailure: one failed renewal does not take a node out while
+// its evidence is valid. Handshakes both ways succeed on the current
+// evidence and never call the issuer; retries back off exponentially on
+// the injected clock; once the evidence expires the node has none and
+// says why (ErrRenewal), without calling the issuer again inside the
+// backoff; Renewal reports the failure until a renewal succeeds.
+func TestRenewalFailure(t *testing.T) {
+	clock := clocktest.New(t0) // validity 1h: renewal due at 40m
+	worker := newNode(t, clock)
+	own, err := worker.hs.Evidence(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.issuer.failing.Store(true)
+	clock.Advance(45 * time.Minute)
+	if err := worker.hs.Renew(ctxT(t)); !errors.Is(err, errIssuerDown) {
+		t.Fatalf("Renew with a failing issuer: %v, want %v", err, errIssuerDown)
+	}
+	r := worker.hs.Renewal()
+	if r.Failures != 1 || !strings.Contains(r.LastError, errIssuerDown.Error()) || !r.RetryAt.Equal(clock.Now().Add(time.Second)) ||
+		!r.Expiry.Equal(time.Unix(own.Expiry, 0)) {
+		t.Fatalf("Renewal() = %+v, want 1 failure saying %q, a retry in 1s, expiry %v", r, errIssuerDown, time.Unix(own.Expiry, 0))
+	}
+	calls := worker.issuer.calls.Load()
+
+	for i := range 3 {
+		p := newNode(t, clock)
+		p2ptest.Connect(t, p.h, worker.h)
+		v, err := p.hs.Attest(ctxT(t), worker.h.ID()) // the worker answers
+		if err != nil {
+			t.Fatalf("peer %d: handshake to a node whose renewal fails: %v", i, err)
+		}
+		if v.Expiry.Unix() != own.Expiry {
+			t.Fatalf("peer %d: verdict until %v, want the current evidence's %v", i, v.Expiry, time.Unix(own.Expiry, 0))
+		}
+		if _, err := worker.hs.Attest(ctxT(t), p.h.ID()); err != nil { // the worker asks
+			t.Fatalf("peer %d: handshake from a node whose renewal fails: %v", i, err)
+		}
+	}
+	if got := worker.issuer.calls.Load(); got != calls {
+		t.Fatalf("6 handshakes called the issuer %d times, want none", got-calls)
+	}
+
+	// Backoff: nothing before RetryAt, then 1s, 2s, 4s.
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		if err := worker.hs.Renew(ctxT(t)); err != nil {
+			t.Fatalf("Renew inside the backoff: %v, want nil (nothing to do yet)", err)
+		}
+		if got := worker.issuer.calls.Load(); got != calls {
+			t.Fatalf("attempt %d: the issuer was called inside the backoff", i)
+		}
+		clock.Advance(wait)
+		if err := worker.hs.Renew(ctxT(t)); !errors.Is(err, errIssuerDown) {
+			t.Fatalf("attempt %d after %v: %v, want %v", i, wait, err, errIssuerDown)
+		}
+		calls++
+		if r := worker.hs.Renewal(); r.Failures != i+2 || !r.RetryAt.Equal(clock.Now().Add(2*wait)) {
+			t.Fatalf("attempt %d: Renewal() = %+v, want %d failures, a retry in %v", i, r, i+2, 2*wait)
+		}
+	}
+
+	// Expired: no evidence, and no issuer call inside the backoff.
+	clock.Set(time.Unix(own.Expiry, 0))
+	if _, err := worker.hs.Evidence(ctxT(t)); !errors.Is(err, errIssuerDown) {
+		t.Fatalf("Evidence after expiry: %v, want the issuer's error", err)
+	}
+	calls++
+	for range 3 {
+		if _, err := worker.hs.Evidence(ctxT(t)); !errors.Is(err, attest.ErrRenewal) {
+			t.Fatalf("Evidence after expiry, inside the backoff: %v, want ErrRenewal", err)
+		}
+	}
+	p := newNode(t, clock)
+	p2ptest.Connect(t, p.h, worker.h)
+	if _, err := p.hs.Attest(ctxT(t), worker.h.ID()); err == nil {
+		t.Fatal("a peer verified a node whose evidence expired")
+	}
+	if got := worker.issuer.calls.Load(); got != calls {
+		t.Fatalf("calls inside the backoff reached the issuer %d times, want none", got-calls)
+	}
+
+	// The issuer comes back: the next attempt after the backoff succeeds.
+	worker.issuer.failing.Store(false)
+	clock.Advance(time.Minute)
+	if err := worker.hs.Renew(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if r := worker.hs.Renewal(); r.Failures != 0 || r.LastError != "" || !r.Expiry.Equal(clock.Now().Add(time.Hour)) {
+		t.Fatalf("Renewal() after recovery = %+v, want no failures and a new expiry", r)
+	}
+	if _, err := p.hs.Attest(ctxT(t), worker.h.ID()); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+}
+
+// policyValidator is dev.Validator under a policy a test changes: while
+// refused is set, it refuses evidence, as a validator whose root contract
+// removed the peer's measurement does.
+type policyValidator struct{ refused atomic.Bool }
+
+func (v *policyValidator) Validate(ctx context.Context, ev *attest.Evidence, pub crypto.PubKey, now time.Time) (attest.Verdict, error) {
+	if v.refused.Load() {
+		return attest.Verdict{}, errRejected
+	}
+	return dev.Validator{}.Validate(ctx, ev, pub, now)
+}
+
+// TestRevalidate: when the policy changes, Revalidate checks every cached
+// verdict again on the evidence it was reached on: those no longer allowed
+// are dropped (with their evidence) and returned, at once rather than at
+// the expiry the peer chose; with the policy unchanged, none is.
+func TestRevalidate(t *testing.T) {
+	clock := clocktest.New(t0)
+	proxy := newNode(t, clock)
+	var policy policyValidator
+	proxy.hs = attest.NewHandshaker(proxy.h, proxy.issuer, nil, &policy, attest.Config{Network: "local", Validity: time.Hour, Now: clock.Now}, logtest.Discard)
+	a, b := newNode(t, clock), newNode(t, clock)
+	for _, w := range []*node{a, b} {
+		p2ptest.Connect(t, proxy.h, w.h)
+		if _, err := proxy.hs.Attest(ctxT(t), w.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dropped := proxy.hs.Revalidate(ctxT(t)); len(dropped) != 0 {
+		t.Fatalf("Revalidate under an unchanged policy dropped %v", dropped)
+	}
+	for _, w := range []*node{a, b} {
+		if _, ok := proxy.hs.Verified(w.h.ID()); !ok {
+			t.Fatal("a verdict lost under an unchanged policy")
+		}
+	}
+	policy.refused.Store(true)
+	dropped := proxy.hs.Revalidate(ctxT(t))
+	if len(dropped) != 2 || !slices.Contains(dropped, a.h.ID()) || !slices.Contains(dropped, b.h.ID()) {
+		t.Fatalf("Revalidate dropped %v, want both peers", dropped)
+	}
+	for _, w := range []*node{a, b} {
+		if _, ok := proxy.hs.Verified(w.h.ID()); ok {
+			t.Fatal("a verdict survived the policy that refuses it")
+		}
+		if _, ok := proxy.hs.PeerEvidence(w.h.ID()); ok {
+			t.Fatal("evidence relayed after its verdict was dropped")
+		}
+	}
 }

@@ -19,7 +19,8 @@ import (
 
 // startAttestation sets up the handshake: the evidence this node presents
 // (issued once now, so that a node that cannot prove itself fails to
-// start) and the kinds it accepts from peers. A worker's evidence also
+// start; renewed in the background by the handshaker's Run, which Start
+// runs) and the kinds it accepts from peers. A worker's evidence also
 // binds a sealing key from a keyring in memory (n.keys), renewed with each
 // evidence (once per validity window): clients seal requests to it, and
 // the worker opens them with the same keyring.
@@ -43,7 +44,7 @@ func (n *Node) startAttestation(ctx context.Context) error {
 		sealKeys, n.keys = keyring, keyring
 	}
 	n.hs = attest.NewHandshaker(n.h, issuer, sealKeys, n.kinds,
-		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D()}, n.log)
+		attest.Config{Network: n.cfg.Network, Validity: n.cfg.Attest.Validity.D(), Now: n.opts.now}, n.log)
 	n.hs.Register(n.sv)
 	_, err = n.hs.Evidence(ctx)
 	return err
@@ -78,7 +79,9 @@ func (n *Node) newIssuer() (attest.Issuer, error) {
 // from peers: TDX always, against the measurements the root contract
 // allows (none without one), raised to tee-gpu when it carries GPU evidence
 // NVIDIA's pinned root vouches for; dev only while attest.allow_dev says
-// so, and later only while the root contract does too (applyPolicy).
+// so, and then only on the network "local" or where the root contract
+// allows it (applyPolicy, which replaces this choice at its first read):
+// a testnet node without a root contract refuses dev evidence.
 //
 // Intel's collateral is fetched from Intel PCS, and when Intel cannot be
 // reached, from the peers the node is connected to (its proxies), which
@@ -106,7 +109,7 @@ func (n *Node) newKinds() (*attest.Kinds, error) {
 	}
 	upgrading := nvidia.Upgrading{Inner: v, Verifier: gpu, Log: n.log}
 	k := attest.NewKinds(map[string]attest.Validator{tdx.Kind: upgrading})
-	if n.cfg.Attest.AllowDev {
+	if n.cfg.Attest.AllowDev && n.cfg.Network == "local" {
 		k.Set(dev.Kind, dev.Validator{})
 	}
 	return k, nil

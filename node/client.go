@@ -154,6 +154,11 @@ func (c *clientRole) stopServing() {
 	}
 }
 
+// policyChanged drops the workers the client verified from its proxies'
+// directories: each is fetched and verified again under the new policy
+// before the next request is sealed.
+func (c *clientRole) policyChanged([]peer.ID) { c.dir.Reset() }
+
 func (c *clientRole) close() {
 	c.ln.Close() // in case serve never ran
 	c.up.Close()

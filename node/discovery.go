@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -35,6 +36,8 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 		if err := n.readRoot(ctx); err != nil {
 			return err
 		}
+	} else if n.cfg.Network != "local" && n.cfg.Attest.Issuer == dev.Kind {
+		n.log.Warn("presenting dev evidence on a network other than local with no root contract (discovery.root): peers refuse it; use network local, or a root contract that allows dev attestation")
 	}
 	boot := n.bootstrapPeers()
 	if n.cfg.Role != config.RoleProxy && len(boot) == 0 {
@@ -96,21 +99,37 @@ func (n *Node) bootstrapPeers() []peer.AddrInfo {
 	return slices.DeleteFunc(out, func(ai peer.AddrInfo) bool { return ai.ID == n.h.ID() })
 }
 
-// applyPolicy makes the node accept what the root contract accepts: dev
-// evidence only while it allows dev attestation (and the node's own
-// configuration does). Peers verified on evidence no longer accepted must
-// attest again.
+// applyPolicy makes the node accept what the root contract accepts, at
+// its first read and at each refresh that changed it: TDX evidence with
+// the measurements it lists (tdxPolicy reads them at each validation),
+// dev evidence only while it allows dev attestation (and the node's own
+// configuration does). Every cached verdict is checked again under the
+// new policy: peers whose evidence it no longer allows are dropped at
+// once, not at the expiry they chose, and the role stops using them.
 func (n *Node) applyPolicy(reg *registry.Registry) {
 	if n.cfg.Attest.AllowDev && reg.DevAttestation {
 		n.kinds.Set(dev.Kind, dev.Validator{})
-		return
+	} else {
+		if n.kinds.Accepts(dev.Kind) {
+			n.log.Warn("the root contract does not accept dev attestation; dropping dev-attested peers")
+		}
+		n.kinds.Set(dev.Kind, nil)
 	}
-	if n.kinds.Accepts(dev.Kind) {
-		n.log.Warn("the root contract no longer accepts dev attestation; dropping dev-attested peers")
+	ctx, cancel := context.WithTimeout(context.Background(), revalidateTimeout)
+	defer cancel()
+	dropped := n.hs.Revalidate(ctx)
+	if len(dropped) > 0 {
+		n.log.Warn("the root contract's policy changed: peers no longer allowed dropped", "dropped", len(dropped))
 	}
-	n.kinds.Set(dev.Kind, nil)
-	n.hs.ForgetKind(dev.Kind)
+	if n.role != nil {
+		n.role.policyChanged(dropped)
+	}
 }
+
+// revalidateTimeout bounds the re-check of every cached verdict after a
+// policy change (each one is a quote check, about a millisecond, with
+// collateral from the cache).
+const revalidateTimeout = time.Minute
 
 // newLookup makes the DHT lookup of the node's role, or nil without a
 // DHT. Found proxies go to proxies; the root contract's, as it changes,

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -63,6 +65,7 @@ type options struct {
 	issuer  attest.Issuer     // the node's evidence; from attest.issuer if nil
 	pcs     tdx.Getter        // how the node reaches Intel PCS; HTTPS if nil
 	clear   bool              // a client sends requests in the clear (benchmarks only)
+	now     func() time.Time  // the attestation clock; time.Now if nil
 	// reload reads the configuration again (WithReload); backendFixed:
 	// the backend came from WithBackend, so a reload does not replace it.
 	reload       func() (config.Config, error)
@@ -92,6 +95,11 @@ func WithIssuer(issuer attest.Issuer) Option { return func(o *options) { o.issue
 // of HTTPS to Intel PCS: tests pass a fake Intel, or one that cannot be
 // reached.
 func WithIntelPCS(g tdx.Getter) Option { return func(o *options) { o.pcs = g } }
+
+// WithClock makes the node's attestation read the time from now instead
+// of time.Now: its own evidence's expiry and renewal, and its verdicts'
+// expiry. Tests move it to reach a renewal or an expiry without waiting.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithoutSealing makes a client send requests in the clear, which every
 // proxy on the way reads, as before requests were sealed end to end. It
@@ -134,7 +142,7 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 func (n *Node) start(ctx context.Context) error {
-	key, err := p2p.LoadOrCreateIdentity(n.cfg.DataDir)
+	key, err := n.identity()
 	if err != nil {
 		return err
 	}
@@ -157,11 +165,26 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.wg.Go(func() { n.hs.Run(runCtx) }) // renews own evidence ahead of its expiry
 	for _, run := range n.role.runs() {
 		n.wg.Go(func() { run(runCtx) })
 	}
 	n.admin = n.newAdmin()
 	return n.admin.Start(ctx)
+}
+
+// identity is the node's libp2p key. Under attest.issuer tdx it is made
+// in memory at each start, so that the key the TDX quote binds never
+// leaves the TD: an operator who could read it from the data dir could
+// replay the evidence from outside, and one who could plant it could make
+// the TD speak for a key he holds. Peers learn the new peer ID from the
+// worker's offers and DHT records, as for any node. Other issuers keep it
+// in the data dir.
+func (n *Node) identity() (crypto.PrivKey, error) {
+	if n.cfg.Attest.Issuer == tdx.Kind {
+		return p2p.EphemeralIdentity(n.cfg.DataDir)
+	}
+	return p2p.LoadOrCreateIdentity(n.cfg.DataDir)
 }
 
 // ID is the node's peer ID; empty before Start.

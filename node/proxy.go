@@ -104,6 +104,15 @@ func (p *proxyRole) admin() admin.Role {
 
 func (p *proxyRole) stopServing() {}
 
+// policyChanged stops routing to the workers whose verdicts were dropped;
+// they are followed again, and attested under the new policy, from their
+// next offer or check.
+func (p *proxyRole) policyChanged(dropped []peer.ID) {
+	for _, id := range dropped {
+		p.router.WorkerDown(id)
+	}
+}
+
 func (p *proxyRole) close() {
 	p.offers.gossip.Close()
 	p.router.Close()

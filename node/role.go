@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cocoon-mesh/cocoon/admin"
@@ -31,6 +32,11 @@ type role interface {
 	stopServing()
 	// close releases what the role holds once its runs have returned.
 	close()
+	// policyChanged tells the role that the root contract's policy
+	// changed: the node's verdicts on dropped were taken back (their
+	// evidence is no longer allowed), and what the role verified itself
+	// must be verified again.
+	policyChanged(dropped []peer.ID)
 }
 
 // newRole assembles the node's role on its started host. It is the one

@@ -163,6 +163,10 @@ func (w *workerRole) stopServing() {}
 
 func (w *workerRole) close() { w.offers.gossip.Close() }
 
+// policyChanged needs nothing more: the keeper finds a proxy whose verdict
+// was dropped at its next check, and attests it again.
+func (w *workerRole) policyChanged([]peer.ID) {}
+
 // Fill makes the worker's offer: its engine's models at its price, its
 // capacity, load and speed, its trust tier and evidence, and its
 // addresses.

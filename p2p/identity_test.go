@@ -3,6 +3,7 @@ package p2p_test
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,40 @@ func assertNoTempFiles(t *testing.T, dir string) {
 		if strings.HasPrefix(e.Name(), ".tmp-") {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
+	}
+}
+
+// TestEphemeralIdentity: a key made in memory is new at each call, writes
+// nothing to the data dir, and a key file found there (planted by the
+// host, or left from before) is refused, naming the file.
+func TestEphemeralIdentity(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := p2p.EphemeralIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := p2p.EphemeralIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k1.Type() != crypto.Ed25519 {
+		t.Fatalf("key type %v, want Ed25519", k1.Type())
+	}
+	if k1.Equals(k2) {
+		t.Fatal("two ephemeral identities are the same key")
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("the data dir holds %d entries (%v), want none", len(ents), err)
+	}
+
+	if _, err := p2p.LoadOrCreateIdentity(dir); err != nil { // planted
+		t.Fatal(err)
+	}
+	_, err = p2p.EphemeralIdentity(dir)
+	if !errors.Is(err, p2p.ErrIdentityOnDisk) {
+		t.Fatalf("err = %v, want ErrIdentityOnDisk", err)
+	}
+	if path := filepath.Join(dir, p2p.IdentityFile); !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "remove") {
+		t.Errorf("the error %q does not name %s and say to remove it", err, path)
 	}
 }

@@ -4,12 +4,16 @@ package attesttest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/dev"
 )
 
 // SealKey is one key a fake SealKeys made.
@@ -81,4 +85,45 @@ func (k *SealKeys) Last() []byte {
 		return nil
 	}
 	return k.made[len(k.made)-1].Pub
+}
+
+// Issuer is a fake attest.Issuer: it issues dev evidence and counts the
+// calls until Fail makes it fail, as a quote provider that stopped
+// answering does. It is safe for concurrent use.
+type Issuer struct {
+	mu    sync.Mutex // guards calls and err
+	calls int
+	err   error
+}
+
+var _ attest.Issuer = (*Issuer)(nil)
+
+// NewIssuer returns a fake issuer that succeeds.
+func NewIssuer() *Issuer { return &Issuer{} }
+
+// Issue issues dev evidence binding pub and sealKey until expiry, or fails
+// with the error given to Fail.
+func (i *Issuer) Issue(ctx context.Context, pub crypto.PubKey, expiry time.Time, sealKey []byte) (*attest.Evidence, error) {
+	i.mu.Lock()
+	i.calls++
+	err := i.err
+	i.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return dev.Issuer{}.Issue(ctx, pub, expiry, sealKey)
+}
+
+// Fail makes every later Issue fail with err (nil: succeed again).
+func (i *Issuer) Fail(err error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.err = err
+}
+
+// Calls counts the Issue calls so far.
+func (i *Issuer) Calls() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.calls
 }

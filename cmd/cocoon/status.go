@@ -183,6 +183,17 @@ func printStatus(w io.Writer, s *admin.Status) {
 	if s.APIAddr != "" {
 		fmt.Fprintf(tw, "  OpenAI API on http://%s/v1\n", s.APIAddr)
 	}
+	if e := s.Evidence; e != nil {
+		valid := "valid until"
+		if !e.Valid {
+			valid = "expired at"
+		}
+		fmt.Fprintf(tw, "evidence %s %s\trenewal: %s", valid, e.Expiry.UTC().Format(time.RFC3339), e.Renewal)
+		if e.Failures > 0 {
+			fmt.Fprintf(tw, " (%d attempts, next at %s): %s", e.Failures, e.RetryAt.UTC().Format(time.RFC3339), e.LastError)
+		}
+		fmt.Fprintln(tw)
+	}
 	if r := s.Registry; r != nil {
 		fmt.Fprintf(tw, "root contract %s\tseqno %d\t%d bootstrap proxies, %d measurements, %d models, dev attestation %t, max proxy fee %d ppm\n",
 			r.Address, r.Seqno, r.Bootstrap, r.Measurements, r.Models, r.DevAttestation, r.ProxyFeePPM)

@@ -160,6 +160,17 @@ func (c *Client) storeFetchedLocked(proxy peer.ID, f fetched) {
 	c.fetched[proxy] = f
 }
 
+// Reset drops every verdict and directory the client holds: the
+// network's policy changed, and workers verified under the old one must
+// be verified again under the new one (the next Workers call fetches and
+// verifies each proxy's directory anew).
+func (c *Client) Reset() {
+	c.mu.Lock()
+	clear(c.verdicts)
+	clear(c.fetched)
+	c.mu.Unlock()
+}
+
 // Forget drops proxy's directory from Workers' memory.
 func (c *Client) Forget(proxy peer.ID) {
 	c.mu.Lock()

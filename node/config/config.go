@@ -104,7 +104,9 @@ type Discovery struct {
 // Attest says how the node proves itself and what it accepts.
 type Attest struct {
 	// Issuer is the evidence this node presents: "dev" (no hardware; local
-	// networks), "tdx" (a TDX quote; the node must run in a TDX guest), or
+	// networks), "tdx" (a TDX quote; the node must run in a TDX guest, and
+	// makes its libp2p key in memory at each start: an identity.key in
+	// the data dir is refused), or
 	// "none" (a client, the default there, or a proxy without TEE
 	// hardware: peers hold no verdict on it). Workers must present
 	// evidence: it is what clients seal their prompts to.
@@ -117,10 +119,12 @@ type Attest struct {
 	// GPU adds NVIDIA confidential-computing evidence of the machine's GPUs
 	// to the TDX quote (attest.issuer tdx), for the tee-gpu tier.
 	GPU bool `toml:"gpu"`
-	// AllowDev accepts peers with dev evidence. Only a local network may
-	// set it; mainnet refuses to start with it.
+	// AllowDev accepts peers with dev evidence: on the network local, or
+	// where the root contract allows dev attestation; mainnet refuses to
+	// start with it.
 	AllowDev bool `toml:"allow_dev"`
-	// Validity is how long own evidence lasts before it is renewed.
+	// Validity is how long own evidence lasts; it is renewed in the
+	// background once a third is left.
 	Validity Duration `toml:"validity"`
 }
 

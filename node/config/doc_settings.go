@@ -24,11 +24,11 @@ var settingDocs = map[string]string{
 	"p2p.relay_service":        "Relay connections to workers behind NAT (circuit relay v2, unlimited). On for proxies.",
 	"p2p.private":              "Behind NAT with no open port: be reached through relay slots on the proxies (workers).",
 
-	"attest.issuer":     "Evidence this node presents: dev (no hardware; local networks only), tdx (a TDX quote; run in a TDX guest), or none (clients, by default, and proxies without TEE hardware; not workers).",
+	"attest.issuer":     "Evidence this node presents: dev (no hardware; local networks only), tdx (a TDX quote; run in a TDX guest; the libp2p key is then made in memory at each start and an identity.key on disk is refused), or none (clients, by default, and proxies without TEE hardware; not workers).",
 	"attest.collateral": "Check peers' TDX quotes against Intel's collateral and revocation lists too (cached in the data dir): on or off.",
 	"attest.gpu":        "With issuer tdx: add NVIDIA confidential-computing evidence of the GPUs, for the tee-gpu tier.",
-	"attest.allow_dev":  "Accept peers with dev evidence. Mainnet refuses it; the root contract must allow it too.",
-	"attest.validity":   "How long this node's own evidence lasts; it is renewed when a third is left (1m to 24h).",
+	"attest.allow_dev":  "Accept peers with dev evidence: on the network local, or where the root contract allows it too. Mainnet refuses it.",
+	"attest.validity":   "How long this node's own evidence lasts (1m to 24h); it is renewed in the background when a third is left, and served meanwhile, also while renewal fails.",
 
 	"worker.backend":                 "The engine: sim (built-in simulator) or openai (any OpenAI-compatible engine: vLLM, SGLang, llama.cpp, Ollama).",
 	"worker.max_concurrent":          "Requests served at once; more are refused as overloaded.",
