@@ -394,14 +394,17 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 		}
 		return Verdict{}, fmt.Errorf("peer %s: %w", remote, err)
 	}
+	// Stored before the responder answers, so that the peer, once it
+	// has the answer, finds its verdict here (a worker reserving a relay
+	// slot right after attesting the proxy).
+	a.mu.Lock()
+	a.storeLocked(remote, checked{verdict: v, evidence: ev, digest: d})
+	a.mu.Unlock()
 	if !initiator {
 		if err := send(); err != nil {
 			return Verdict{}, fmt.Errorf("sending evidence: %w", err)
 		}
 	}
-	a.mu.Lock()
-	a.storeLocked(remote, checked{verdict: v, evidence: ev, digest: d})
-	a.mu.Unlock()
 	a.log.Debug("peer attested", "peer", remote, "tier", v.Tier, "expiry", v.Expiry)
 	return v, nil
 }
