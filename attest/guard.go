@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
 )
 
@@ -20,7 +21,9 @@ type Limits struct {
 	PeerBurst int
 	// IPRate and IPBurst are the bucket of every peer at one IP address
 	// (a relay's, for relayed connections): many identities cost an
-	// attacker nothing, addresses do.
+	// attacker nothing, addresses do. Loopback has no such bucket, as
+	// libp2p exempts it from its per-address connection limit: the
+	// peers there are this machine's (a testnet, a benchmark's nodes).
 	IPRate  float64
 	IPBurst int
 	// Remember is how many rejected evidences are remembered (by digest
@@ -31,9 +34,9 @@ type Limits struct {
 }
 
 // DefaultLimits: a peer may handshake twice a second after a burst of 16;
-// one address 50 a second after a burst of 256 (a testnet's nodes all
-// share 127.0.0.1); 4096 rejections remembered for 10 minutes, so that a
-// policy change (a measurement added) is honoured within that.
+// one address 50 a second after a burst of 256; 4096 rejections
+// remembered for 10 minutes, so that a policy change (a measurement
+// added) is honoured within that.
 var DefaultLimits = Limits{PeerRate: 2, PeerBurst: 16, IPRate: 50, IPBurst: 256, Remember: 4096, RememberFor: 10 * time.Minute}
 
 func (l Limits) withDefaults() Limits {
@@ -84,21 +87,26 @@ func newGuard(lim Limits) guard {
 }
 
 // admitLocked reports why p, at ip, may not start a handshake now, or
-// "" when it may: it takes a token from p's bucket and from ip's. An
-// admitted handshake then waits for its turn (turnLocked).
+// "" when it may: it takes a token from p's bucket and from ip's (none
+// for ip ""). An admitted handshake then waits for its turn (turnLocked).
 func (g *guard) admitLocked(p peer.ID, ip string, now time.Time) string {
 	pl := bucketLocked(g.peers, p, now, g.lim.PeerRate, g.lim.PeerBurst)
-	il := bucketLocked(g.ips, ip, now, g.lim.IPRate, g.lim.IPBurst)
+	var il *rate.Limiter
+	if ip != "" {
+		il = bucketLocked(g.ips, ip, now, g.lim.IPRate, g.lim.IPBurst)
+	}
 	// Take from both or neither: a peer refused for its address does not
 	// also lose its own tokens.
 	if pl.TokensAt(now) < 1 {
 		return "too many handshakes from this peer; retry later"
 	}
-	if il.TokensAt(now) < 1 {
+	if il != nil && il.TokensAt(now) < 1 {
 		return "too many handshakes from this address; retry later"
 	}
 	pl.AllowN(now, 1)
-	il.AllowN(now, 1)
+	if il != nil {
+		il.AllowN(now, 1)
+	}
 	return ""
 }
 
@@ -187,11 +195,14 @@ func evidenceDigest(pubBytes, payload []byte) digest {
 }
 
 // remoteIP is the first IP address in the connection's remote address
-// (the relay's, for a relayed connection), or the whole address when it
-// has none.
+// (the relay's, for a relayed connection), the whole address when it has
+// none, or "" when it is loopback (no bucket).
 func remoteIP(c network.Conn) string {
 	a := c.RemoteMultiaddr()
 	if a == nil {
+		return "unknown"
+	}
+	if manet.IsIPLoopback(a) {
 		return ""
 	}
 	for _, comp := range a {
