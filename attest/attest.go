@@ -176,6 +176,20 @@ func Binding(pub crypto.PubKey, expiry time.Time, sealKey []byte) ([ReportDataSi
 // and at most maxValidity away. It costs one hash: validators run it
 // before they verify anything expensive.
 func CheckBinding(ev *Evidence, pub crypto.PubKey, now time.Time, maxValidity time.Duration) error {
+	if err := checkBound(ev, pub, now); err != nil {
+		return err
+	}
+	expiry := time.Unix(ev.Expiry, 0)
+	if expiry.Sub(now) > maxValidity {
+		return fmt.Errorf("%w: %s > %s", ErrTooLong, expiry.Sub(now).Round(time.Second), maxValidity)
+	}
+	return nil
+}
+
+// checkBound is CheckBinding without the validity bound, which is each
+// validator's: the binding and the expiry, one hash. The Handshaker runs
+// it on every evidence before the validator, whatever the kind.
+func checkBound(ev *Evidence, pub crypto.PubKey, now time.Time) error {
 	if len(ev.ReportData) == 0 {
 		return ErrEmptyReport
 	}
@@ -192,9 +206,6 @@ func CheckBinding(ev *Evidence, pub crypto.PubKey, now time.Time, maxValidity ti
 	}
 	if !now.Before(expiry) {
 		return fmt.Errorf("%w at %s", ErrExpired, expiry.UTC().Format(time.RFC3339))
-	}
-	if expiry.Sub(now) > maxValidity {
-		return fmt.Errorf("%w: %s > %s", ErrTooLong, expiry.Sub(now).Round(time.Second), maxValidity)
 	}
 	return nil
 }

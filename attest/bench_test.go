@@ -19,7 +19,7 @@ import (
 func benchNode(b *testing.B) (host.Host, *attest.Handshaker) {
 	b.Helper()
 	h := p2ptest.NewHost(b)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, dev.Validator{}, attest.Config{Network: "local"}, logtest.Discard)
+	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, dev.Validator{}, attest.Config{Network: "local", Limits: noLimits}, logtest.Discard)
 	sv := p2p.NewService(h, logtest.Discard)
 	hs.Register(sv)
 	b.Cleanup(sv.Close)

@@ -31,6 +31,12 @@ const (
 	// proxy without TEE hardware): it gets no verdict, and is trusted for
 	// nothing a verdict is needed for. Its payload is empty.
 	frameNone byte = 3
+	// frameAsk asks the peer to present its evidence first: the sender
+	// did not dial this connection, and shows its own evidence only to a
+	// peer whose evidence it accepted. The peer answers only if it dialed
+	// the connection itself; the exchange then runs with roles swapped.
+	// Its payload is empty.
+	frameAsk byte = 4
 
 	handshakeTimeout = 10 * time.Second
 )
@@ -40,6 +46,7 @@ type Config struct {
 	Network  string
 	Validity time.Duration    // how long own evidence is valid; renewed (by Run) when a third is left
 	Now      func() time.Time // the clock; time.Now if nil
+	Limits   Limits           // the responder's admission; zero fields take DefaultLimits
 }
 
 // Handshaker runs the mutual attestation protocol and caches verdicts.
@@ -52,11 +59,12 @@ type Handshaker struct {
 	cfg       Config
 	log       *slog.Logger
 
-	mu       sync.Mutex // guards verdicts, pruneAt, own and renewal
+	mu       sync.Mutex // guards verdicts, pruneAt, own, renewal and guard
 	verdicts map[peer.ID]checked
 	pruneAt  int // prune expired verdicts when this many are held
 	own      *Evidence
 	renewal  Renewal // the failures since own was issued; Expiry unset
+	guard    guard
 
 	issueMu sync.Mutex    // serialises Issue calls so a window is issued once
 	wake    chan struct{} // wakes Run: renewal is due
@@ -68,6 +76,7 @@ type Handshaker struct {
 type checked struct {
 	verdict  Verdict
 	evidence *Evidence
+	digest   digest // of the evidence as presented: a replay is a lookup
 }
 
 // ErrNoEvidence is Attest's error when the peer presents no evidence: it
@@ -93,6 +102,7 @@ func NewHandshaker(h host.Host, issuer Issuer, sealKeys SealKeys, validator Vali
 		log:      log.With("component", "attest"),
 		verdicts: make(map[peer.ID]checked),
 		wake:     make(chan struct{}, 1),
+		guard:    newGuard(cfg.Limits),
 	}
 }
 
@@ -133,7 +143,8 @@ func (a *Handshaker) Forget(p peer.ID) {
 }
 
 // ForgetKind drops every verdict reached on evidence of kind: the network
-// stopped accepting it. Those peers must attest again.
+// stopped accepting it. Those peers must attest again. The policy changed,
+// so the rejections it remembers go too.
 func (a *Handshaker) ForgetKind(kind string) {
 	a.mu.Lock()
 	for p, c := range a.verdicts {
@@ -141,6 +152,7 @@ func (a *Handshaker) ForgetKind(kind string) {
 			delete(a.verdicts, p)
 		}
 	}
+	a.guard.forgetRejectionsLocked()
 	a.mu.Unlock()
 }
 
@@ -377,7 +389,10 @@ func (a *Handshaker) issueNow(ctx context.Context, now time.Time) (*Evidence, er
 }
 
 // Attest returns p's verdict, running the handshake over a new stream when
-// there is no live one. The host must already know how to reach p.
+// there is no live one. The host must already know how to reach p. Over
+// a connection p dialed, this node asks p to present its evidence first
+// (frameAsk), and shows its own only once it accepted p's: a stranger
+// that connects cannot make it send its evidence.
 func (a *Handshaker) Attest(ctx context.Context, p peer.ID) (Verdict, error) {
 	if v, ok := a.Verified(p); ok {
 		return v, nil
@@ -394,7 +409,12 @@ func (a *Handshaker) Attest(ctx context.Context, p peer.ID) (Verdict, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	v, err := a.exchange(ctx, s, own, true)
+	var v Verdict
+	if s.Conn().Stat().Direction == network.DirOutbound {
+		v, err = a.exchange(ctx, s, own, true, false)
+	} else {
+		v, err = a.ask(ctx, s, own)
+	}
 	if err != nil {
 		s.Reset()
 		return Verdict{}, err
@@ -403,12 +423,69 @@ func (a *Handshaker) Attest(ctx context.Context, p peer.ID) (Verdict, error) {
 	return v, nil
 }
 
+// ask runs the exchange over a connection the peer dialed: it asks the
+// peer to go first, then answers as a responder does.
+func (a *Handshaker) ask(ctx context.Context, s network.Stream, own *Evidence) (Verdict, error) {
+	fw := p2p.NewFrameWriter(s, 0)
+	if err := fw.Write(frameAsk, nil); err != nil {
+		return Verdict{}, fmt.Errorf("asking for evidence: %w", err)
+	}
+	if err := fw.Flush(); err != nil {
+		return Verdict{}, fmt.Errorf("asking for evidence: %w", err)
+	}
+	return a.exchange(ctx, s, own, false, true)
+}
+
+// serve answers a handshake, once the peer is admitted: within its own
+// and its address's token buckets, then one handshake per peer at a time.
+// A peer refused gets a rejection saying why, before anything is read.
 func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
+	remote := s.Conn().RemotePeer()
+	a.mu.Lock()
+	why := a.guard.admitLocked(remote, remoteIP(s.Conn()), a.cfg.Now())
+	a.mu.Unlock()
+	if why != "" {
+		fw := p2p.NewFrameWriter(s, 0)
+		if err := fw.Write(frameReject, []byte(why)); err != nil {
+			return err
+		}
+		return fw.Flush()
+	}
+	for {
+		a.mu.Lock()
+		wait := a.guard.turnLocked(remote)
+		a.mu.Unlock()
+		if wait == nil {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() {
+		a.mu.Lock()
+		a.guard.doneLocked(remote)
+		a.mu.Unlock()
+	}()
 	own, err := a.Evidence(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = a.exchange(ctx, s, own, false)
+	_, err = a.exchange(ctx, s, own, false, false)
+	if errors.Is(err, errAsked) {
+		// The peer asked this node to go first. It does only over a
+		// connection it dialed itself; the peer dialed this one, or lies.
+		if s.Conn().Stat().Direction != network.DirOutbound {
+			fw := p2p.NewFrameWriter(s, 0)
+			if fw.Write(frameReject, []byte("you dialed: present your evidence first")) == nil && fw.Flush() == nil {
+				return nil
+			}
+			return err
+		}
+		_, err = a.exchange(ctx, s, own, true, false)
+	}
 	if errors.Is(err, ErrNoEvidence) {
 		return nil // the peer took part, presenting nothing: no verdict
 	}
@@ -423,11 +500,17 @@ func (a *Handshaker) serve(ctx context.Context, s network.Stream) error {
 // errRejectSent marks a failed exchange whose rejection reached the peer.
 var errRejectSent = errors.New("rejection sent")
 
+// errAsked is a responder's exchange ending on the peer's frameAsk.
+var errAsked = errors.New("peer asks for evidence first")
+
 // exchange sends own evidence (frameNone when own is nil) and checks the
 // peer's. The initiator writes first; the responder checks before it
 // answers, so an unacceptable peer learns nothing but the rejection. A
-// peer that presents none gets its answer and no verdict: ErrNoEvidence.
-func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Evidence, initiator bool) (Verdict, error) {
+// peer that presents none gets its answer and no verdict: ErrNoEvidence;
+// the answer is this node's evidence (a client that dialed a proxy checks
+// it for client.min_proxy_trust), or nothing when this node asked the peer
+// to go first (asker).
+func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Evidence, initiator, asker bool) (Verdict, error) {
 	fr := p2p.NewFrameReader(s, MaxEvidenceSize, 0)
 	fw := p2p.NewFrameWriter(s, 0)
 	send := func() error {
@@ -456,6 +539,9 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 		return Verdict{}, fmt.Errorf("reading peer evidence: %w", err)
 	}
 	remote := s.Conn().RemotePeer()
+	if typ == frameAsk && !initiator && len(payload) == 0 {
+		return Verdict{}, errAsked
+	}
 	if typ == frameReject {
 		return Verdict{}, fmt.Errorf("peer %s rejected our evidence: %.200s", remote, payload)
 	}
@@ -468,6 +554,9 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	}
 	if typ == frameNone {
 		a.Forget(remote) // whatever it proved before, it proves nothing now
+		if asker {
+			own = nil
+		}
 		if !initiator {
 			if err := send(); err != nil {
 				return Verdict{}, fmt.Errorf("sending evidence: %w", err)
@@ -478,7 +567,7 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 	if typ != frameEvidence {
 		return Verdict{}, fmt.Errorf("unexpected attestation frame type %d", typ)
 	}
-	v, ev, err := a.check(ctx, payload, s.Conn().RemotePublicKey())
+	v, ev, d, err := a.check(ctx, remote, payload, s.Conn().RemotePublicKey())
 	if err != nil {
 		a.log.Info("peer failed attestation", "peer", remote, "err", err)
 		if !initiator {
@@ -488,14 +577,17 @@ func (a *Handshaker) exchange(ctx context.Context, s network.Stream, own *Eviden
 		}
 		return Verdict{}, fmt.Errorf("peer %s: %w", remote, err)
 	}
+	// Stored before the responder answers, so that the peer, once it
+	// has the answer, finds its verdict here (a worker reserving a relay
+	// slot right after attesting the proxy).
+	a.mu.Lock()
+	a.storeLocked(remote, checked{verdict: v, evidence: ev, digest: d})
+	a.mu.Unlock()
 	if !initiator {
 		if err := send(); err != nil {
 			return Verdict{}, fmt.Errorf("sending evidence: %w", err)
 		}
 	}
-	a.mu.Lock()
-	a.storeLocked(remote, checked{verdict: v, evidence: ev})
-	a.mu.Unlock()
 	a.log.Debug("peer attested", "peer", remote, "tier", v.Tier, "expiry", v.Expiry)
 	return v, nil
 }
@@ -517,15 +609,51 @@ func (a *Handshaker) storeLocked(p peer.ID, c checked) {
 	a.pruneAt = max(64, 2*len(a.verdicts))
 }
 
-func (a *Handshaker) check(ctx context.Context, payload []byte, pub crypto.PubKey) (Verdict, *Evidence, error) {
+// check decides on payload, the evidence remote presented with pub,
+// cheapest step first: a replay of the evidence its live verdict was
+// reached on, or of evidence rejected lately, is a lookup; then it is
+// decoded (size-capped), its binding and expiry checked (one hash), and
+// only then does the validator verify signatures and quotes.
+func (a *Handshaker) check(ctx context.Context, remote peer.ID, payload []byte, pub crypto.PubKey) (Verdict, *Evidence, digest, error) {
 	if pub == nil {
-		return Verdict{}, nil, errors.New("connection carries no public key")
+		return Verdict{}, nil, digest{}, errors.New("connection carries no public key")
 	}
+	pb, err := crypto.MarshalPublicKey(pub)
+	if err != nil {
+		return Verdict{}, nil, digest{}, fmt.Errorf("encoding public key: %w", err)
+	}
+	d := evidenceDigest(pb, payload)
+	now := a.cfg.Now()
+	a.mu.Lock()
+	c, ok := a.verdicts[remote]
+	rerr, rejected := a.guard.rejectedLocked(d, now)
+	a.mu.Unlock()
+	if ok && c.digest == d && c.verdict.Live(now) {
+		return c.verdict, c.evidence, d, nil
+	}
+	if rejected {
+		return Verdict{}, nil, d, rerr
+	}
+	v, ev, err := a.validate(ctx, payload, pub, now)
+	if err != nil && ctx.Err() == nil {
+		// The same evidence fails the same way: remember it. Not when
+		// the handshake was cut short, which says nothing about it.
+		a.mu.Lock()
+		a.guard.rememberLocked(d, err, now)
+		a.mu.Unlock()
+	}
+	return v, ev, d, err
+}
+
+func (a *Handshaker) validate(ctx context.Context, payload []byte, pub crypto.PubKey, now time.Time) (Verdict, *Evidence, error) {
 	ev, err := DecodeEvidence(payload)
 	if err != nil {
 		return Verdict{}, nil, fmt.Errorf("decoding evidence: %w", err)
 	}
-	v, err := a.validator.Validate(ctx, ev, pub, a.cfg.Now())
+	if err := checkBound(ev, pub, now); err != nil {
+		return Verdict{}, nil, err
+	}
+	v, err := a.validator.Validate(ctx, ev, pub, now)
 	if err != nil {
 		return Verdict{}, nil, err
 	}

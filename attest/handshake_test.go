@@ -69,6 +69,10 @@ func (f *fakeValidator) Validate(ctx context.Context, ev *attest.Evidence, pub c
 
 var errRejected = errors.New("test validator rejects")
 
+// noLimits admits every handshake: for a fuzzer or a benchmark that is one
+// peer sending thousands.
+var noLimits = attest.Limits{PeerRate: 1e9, PeerBurst: 1 << 30, IPRate: 1e9, IPBurst: 1 << 30}
+
 type node struct {
 	h         host.Host
 	hs        *attest.Handshaker
@@ -203,10 +207,12 @@ func TestHandshakeWithoutEvidence(t *testing.T) {
 	if _, err := client.hs.Attest(ctxT(t), other.h.ID()); !errors.Is(err, attest.ErrNoEvidence) {
 		t.Fatalf("two nodes without evidence: %v, want ErrNoEvidence", err)
 	}
-	// The client checked the worker's evidence twice (as initiator, then
-	// as responder); nothing else was presented to check.
-	if n, m := client.validator.calls.Load(), other.validator.calls.Load(); n != 2 || m != 0 {
-		t.Fatalf("%d and %d validations, want 2 (the worker's evidence, by the client) and 0", n, m)
+	// The client checked the worker's evidence once, as initiator: when
+	// the worker attested it over the connection the client dialed, the
+	// worker asked it to go first and, shown nothing, showed nothing back.
+	// Nothing else was presented to check.
+	if n, m := client.validator.calls.Load(), other.validator.calls.Load(); n != 1 || m != 0 {
+		t.Fatalf("%d and %d validations, want 1 (the worker's evidence, by the client) and 0", n, m)
 	}
 }
 

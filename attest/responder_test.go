@@ -29,6 +29,7 @@ const (
 	frameEvidence byte = 1
 	frameReject   byte = 2
 	frameNone     byte = 3
+	frameAsk      byte = 4
 )
 
 var attestProto = p2p.ProtocolID("local", attest.ProtocolName, attest.ProtocolVersion)
@@ -251,7 +252,8 @@ func FuzzHandshakeResponder(f *testing.F) {
 	panics := &panicCounter{}
 	log := slog.New(panics)
 	clock := clocktest.New(t0)
-	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now}, log)
+	// The fuzzer is one peer sending thousands of frames: no bucket.
+	hs := attest.NewHandshaker(h, dev.Issuer{}, nil, dev.Validator{}, attest.Config{Network: "local", Now: clock.Now, Limits: noLimits}, log)
 	sv := p2p.NewService(h, log)
 	hs.Register(sv)
 	f.Cleanup(sv.Close)

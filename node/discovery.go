@@ -43,11 +43,16 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 	if n.cfg.Role != config.RoleProxy && len(boot) == 0 {
 		return nil // static peers only, from flags
 	}
+	var scope dht.Scope // a nil interface without a root contract: any key, within the caps
+	if n.disc.registry != nil {
+		scope = contractModels{n.disc.registry}
+	}
 	d, err := dht.Start(ctx, n.h, dht.Config{
 		Network:   n.cfg.Network,
 		Server:    n.cfg.Role == config.RoleProxy,
 		Auto:      n.cfg.Role == config.RoleWorker,
 		Bootstrap: boot,
+		Scope:     scope,
 	})
 	if err != nil {
 		return err
@@ -55,6 +60,22 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 	n.disc.dht = d
 	n.log.Info("joined the DHT", "bootstrap", len(boot), "routing_table", d.RoutingTableSize())
 	return nil
+}
+
+// contractModels are the models the root contract allows, as it changes:
+// the DHT keeps provider records of those only.
+type contractModels struct{ r *registry.Reader }
+
+func (m contractModels) AllowedModels() []string {
+	reg := m.r.Current()
+	if reg == nil {
+		return nil
+	}
+	out := make([]string, len(reg.Models))
+	for i, mod := range reg.Models {
+		out[i] = mod.Name
+	}
+	return out
 }
 
 // readRoot starts reading the root contract and applies its policy.

@@ -41,6 +41,7 @@ type Node struct {
 
 	// Set by Start.
 	h     host.Host
+	relay *p2p.Relay // a proxy's relay service; nil in other roles
 	sv    *p2p.Service
 	hs    *attest.Handshaker
 	kinds *attest.Kinds // the evidence kinds this node accepts from peers
@@ -153,6 +154,11 @@ func (n *Node) start(ctx context.Context) error {
 	n.sv = p2p.NewService(n.h, n.log)
 	if err := n.startAttestation(ctx); err != nil {
 		return err
+	}
+	if n.cfg.P2P.RelayService {
+		if n.relay, err = p2p.NewRelay(n.h, n.cfg.P2P, relayGate{n.hs}, n.log); err != nil {
+			return err
+		}
 	}
 	if err := n.startDiscovery(ctx); err != nil {
 		return err
@@ -341,9 +347,24 @@ func (n *Node) Close() error {
 		}
 		n.closePayments()
 		n.closeDiscovery()
+		if n.relay != nil {
+			n.relay.Close()
+		}
 		if n.h != nil {
 			err = n.h.Close()
 		}
 	})
 	return err
+}
+
+// relayGate admits to the relay service the peers this node holds a live
+// verdict on, attesting one it has none on first (a private worker
+// attested the proxy, and was attested back, before it reserves; another
+// proxy opening a circuit to it may not have been): the relay serves the
+// network, not strangers, and peers presenting no evidence get nothing.
+type relayGate struct{ hs *attest.Handshaker }
+
+func (g relayGate) Admit(ctx context.Context, p peer.ID) bool {
+	_, err := g.hs.Attest(ctx, p)
+	return err == nil
 }

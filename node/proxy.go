@@ -44,6 +44,9 @@ func (n *Node) newProxy(key crypto.PrivKey) (*proxyRole, error) {
 	rc.Attempts = n.cfg.Proxy.Attempts
 	rc.FirstChunkTimeout = n.cfg.Proxy.FirstChunkTimeout.D()
 	rc.ChunkTimeout = n.cfg.Proxy.ChunkTimeout.D()
+	rc.MaxPerClient = n.cfg.Proxy.MaxRequestsPerClient
+	rc.ClientShare = n.cfg.Proxy.ClientShare
+	rc.WriteTimeout = n.cfg.Proxy.ClientWriteTimeout.D()
 	var settler router.Settler // a nil interface without payments
 	if n.pay != nil {
 		settler = n.pay.m

@@ -12,7 +12,6 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -38,9 +37,20 @@ type HostConfig struct {
 	ConnsLow  int `toml:"conns_low"`
 	ConnsHigh int `toml:"conns_high"`
 	// RelayService makes the host relay connections to peers behind NAT
-	// (circuit relay v2). Proxies run it; relayed connections carry
-	// inference, so they are not limited in time or bytes.
+	// (circuit relay v2): NewRelay starts it. Proxies run it; relayed
+	// connections carry inference, so they are not limited in time or
+	// bytes, and only peers the RelayGate admits may use it.
 	RelayService bool `toml:"relay_service"`
+	// RelayMaxReservations bounds the relay's slots (one per private
+	// worker); an eighth of them may come from one IP address.
+	RelayMaxReservations int `toml:"relay_max_reservations"`
+	// RelayMaxCircuits bounds the relayed connections to or from one peer
+	// at once: to a private worker, one per proxy that routes to it.
+	RelayMaxCircuits int `toml:"relay_max_circuits"`
+	// RelayCircuitsPerPeer bounds the relayed connections one source
+	// opens at once, so that a few admitted peers cannot take a worker's
+	// RelayMaxCircuits.
+	RelayCircuitsPerPeer int `toml:"relay_circuits_per_peer"`
 	// Private says the host cannot be reached from outside (behind NAT, no
 	// open port): it accepts connections through relays it holds a slot on
 	// (see Reservations), and tries hole punching.
@@ -57,6 +67,10 @@ func DefaultHostConfig() HostConfig {
 		MaxConns:          2048,
 		ConnsLow:          512,
 		ConnsHigh:         1024,
+
+		RelayMaxReservations: 512,
+		RelayMaxCircuits:     64,
+		RelayCircuitsPerPeer: 4,
 	}
 }
 
@@ -72,6 +86,10 @@ func (c HostConfig) Validate() error {
 	}
 	if c.MaxStreamsPerPeer <= 0 || c.MaxStreams < c.MaxStreamsPerPeer {
 		return fmt.Errorf("max_streams_per_peer (%d) must be positive and at most max_streams (%d)", c.MaxStreamsPerPeer, c.MaxStreams)
+	}
+	if c.RelayService && (c.RelayMaxReservations < 8 || c.RelayMaxCircuits <= 0 || c.RelayCircuitsPerPeer <= 0 || c.RelayCircuitsPerPeer > c.RelayMaxCircuits) {
+		return fmt.Errorf("relay_max_reservations (%d) must be at least 8, relay_max_circuits (%d) positive and relay_circuits_per_peer (%d) between 1 and relay_max_circuits",
+			c.RelayMaxReservations, c.RelayMaxCircuits, c.RelayCircuitsPerPeer)
 	}
 	if c.ConnsLow <= 0 || c.ConnsHigh < c.ConnsLow || c.MaxConns < c.ConnsHigh {
 		return fmt.Errorf("conns_low (%d) <= conns_high (%d) <= max_conns (%d) must hold", c.ConnsLow, c.ConnsHigh, c.MaxConns)
@@ -111,12 +129,10 @@ func NewHost(cfg HostConfig, key crypto.PrivKey) (host.Host, error) {
 		libp2p.EnableRelay(),
 	}
 	if cfg.RelayService {
-		res := relay.DefaultResources()
-		res.Limit = nil // relayed connections carry whole inference streams
-		opts = append(opts, libp2p.EnableRelayService(relay.WithResources(res)),
-			// A relay must be reachable by definition; AutoNAT cannot
-			// tell on loopback or behind a load balancer.
-			libp2p.ForceReachabilityPublic())
+		// NewRelay starts the service, once the gate exists. A relay must
+		// be reachable by definition; AutoNAT cannot tell on loopback or
+		// behind a load balancer.
+		opts = append(opts, libp2p.ForceReachabilityPublic())
 	}
 	listen := cfg.Listen
 	if cfg.Private {

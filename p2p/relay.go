@@ -2,14 +2,19 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -95,4 +100,99 @@ func (r *Reservations) Addrs() []ma.Multiaddr {
 	}
 	slices.SortFunc(out, func(a, b ma.Multiaddr) int { return a.Compare(b) })
 	return out
+}
+
+// RelayGate decides who may use a host's relay service: reserve a slot on
+// it, or open a circuit through it. A node admits the peers it holds a
+// live verdict on (attesting one it has none on first), so that the
+// relay serves its network and nobody else. Admit may block; ctx bounds it.
+type RelayGate interface {
+	Admit(ctx context.Context, p peer.ID) bool
+}
+
+// admitTimeout bounds one admission (a handshake, at most).
+const admitTimeout = 10 * time.Second
+
+// Relay is a host's relay service (circuit relay v2), open only to the
+// peers its gate admits.
+type Relay struct {
+	r      *relay.Relay
+	cancel context.CancelFunc
+}
+
+// NewRelay starts the relay service on h (a host made with
+// cfg.RelayService): reservations and circuits only for peers gate
+// admits; at most cfg.RelayMaxReservations slots (an eighth from one IP
+// address), cfg.RelayMaxCircuits relayed connections per peer and
+// cfg.RelayCircuitsPerPeer opened by one source. Relayed connections carry
+// whole inference streams, so they are not limited in time or bytes.
+func NewRelay(h host.Host, cfg HostConfig, gate RelayGate, log *slog.Logger) (*Relay, error) {
+	if !cfg.RelayService {
+		return nil, errors.New("relay_service is off")
+	}
+	res := relay.DefaultResources()
+	res.Limit = nil
+	res.MaxReservations = cfg.RelayMaxReservations
+	res.MaxReservationsPerIP = max(1, cfg.RelayMaxReservations/8)
+	res.MaxReservationsPerASN = max(1, cfg.RelayMaxReservations/4)
+	res.MaxCircuits = cfg.RelayMaxCircuits
+	ctx, cancel := context.WithCancel(context.Background())
+	acl := &relayACL{ctx: ctx, h: h, gate: gate, perSource: cfg.RelayCircuitsPerPeer, log: log.With("component", "relay")}
+	r, err := relay.New(h, relay.WithResources(res), relay.WithACL(acl))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting the relay service: %w", err)
+	}
+	return &Relay{r: r, cancel: cancel}, nil
+}
+
+// Close stops the relay service and ends the admissions under way.
+func (r *Relay) Close() error {
+	r.cancel()
+	return r.r.Close()
+}
+
+// relayACL is the relay's access control: the gate, then a cap on the
+// circuits one source holds.
+type relayACL struct {
+	ctx       context.Context // ends when the relay closes
+	h         host.Host
+	gate      RelayGate
+	perSource int
+	log       *slog.Logger
+}
+
+func (a *relayACL) admit(p peer.ID) bool {
+	ctx, cancel := context.WithTimeout(a.ctx, admitTimeout)
+	defer cancel()
+	return a.gate.Admit(ctx, p)
+}
+
+func (a *relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	if !a.admit(p) {
+		a.log.Info("refusing a relay reservation to a peer not admitted", "peer", p)
+		return false
+	}
+	return true
+}
+
+func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
+	if !a.admit(src) {
+		a.log.Info("refusing a relayed connection from a peer not admitted", "peer", src, "dest", dest)
+		return false
+	}
+	// The circuits src holds are its open hop streams, this one included.
+	n := 0
+	for _, c := range a.h.Network().ConnsToPeer(src) {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == circuit.ProtoIDv2Hop && s.Stat().Direction == network.DirInbound {
+				n++
+			}
+		}
+	}
+	if n > a.perSource {
+		a.log.Info("refusing a relayed connection: the peer holds its share of circuits", "peer", src, "dest", dest, "circuits", n-1)
+		return false
+	}
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/internal/logtest"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 )
@@ -32,13 +34,50 @@ func newHostWith(t *testing.T, cfg p2p.HostConfig) host.Host {
 	return h
 }
 
+// fakeGate admits the peers in it, or everyone when it is nil.
+type fakeGate struct {
+	mu       sync.Mutex
+	admitted map[peer.ID]bool
+}
+
+func (g *fakeGate) Admit(_ context.Context, p peer.ID) bool {
+	if g == nil {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.admitted[p]
+}
+
+func (g *fakeGate) add(p peer.ID) {
+	g.mu.Lock()
+	g.admitted[p] = true
+	g.mu.Unlock()
+}
+
+// newRelay starts a host running the relay service behind gate (nil
+// admits everyone).
+func newRelay(t *testing.T, cfg p2p.HostConfig, gate *fakeGate) (host.Host, *p2p.Relay) {
+	t.Helper()
+	cfg.RelayService = true
+	h := newHostWith(t, cfg)
+	var g p2p.RelayGate = gate
+	if gate == nil {
+		g = (*fakeGate)(nil)
+	}
+	r, err := p2p.NewRelay(h, cfg, g, logtest.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return h, r
+}
+
 // A private host with no listener at all is reached through a relay it
 // holds a slot on, and the relayed connection carries more than relay v2's
 // default limit (128 KiB) on an ordinary stream.
 func TestPrivateHostReachedThroughRelay(t *testing.T) {
-	rc := p2p.DefaultHostConfig()
-	rc.RelayService = true
-	relay := newHostWith(t, rc)
+	relay, _ := newRelay(t, p2p.DefaultHostConfig(), nil)
 
 	wc := p2p.DefaultHostConfig()
 	wc.Listen, wc.Private = nil, true

@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -26,18 +27,31 @@ type Config struct {
 	Server    bool            // answer queries and store records (proxies)
 	Auto      bool            // server once AutoNAT finds the node reachable, client until then (workers)
 	Bootstrap []peer.AddrInfo // peers to join through: proxies from the root contract or flags
+	// Scope says which models' records a server keeps (the root
+	// contract's); nil keeps any key, within Limits.
+	Scope  Scope
+	Limits Limits // zero fields take DefaultLimits
 }
 
 // DHT is a running DHT.
 type DHT struct {
 	network string
 	d       *kaddht.IpfsDHT
+	store   *store
+	addrs   func([]ma.Multiaddr) []ma.Multiaddr
 }
 
 // Start joins the DHT: connects to the bootstrap peers it can reach and
 // fills the routing table. A node with no reachable bootstrap peer gets an
 // error; a proxy that is the first of its network may pass none.
+//
+// A server keeps provider records of the network's keys only, within
+// cfg.Limits (see store), and every node keeps, and dials, only public
+// addresses of the peers the DHT names, unless the network is local.
 func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
+	lim := cfg.Limits.withDefaults()
+	st := newStore(cfg.Network, cfg.Scope, lim)
+	addrs := addrFilter(cfg.Network == "local", lim.Addrs)
 	mode := kaddht.ModeClient
 	switch {
 	case cfg.Server:
@@ -50,6 +64,8 @@ func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		kaddht.Mode(mode),
 		kaddht.DisableValues(),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
+		kaddht.ProviderDatastore(st),
+		kaddht.AddressFilter(addrs),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("starting the DHT: %w", err)
@@ -71,7 +87,7 @@ func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		d.Close()
 		return nil, fmt.Errorf("bootstrapping the DHT: %w", err)
 	}
-	return &DHT{network: cfg.Network, d: d}, nil
+	return &DHT{network: cfg.Network, d: d, store: st, addrs: addrs}, nil
 }
 
 // key is the content ID a record is provided under.
@@ -126,10 +142,15 @@ func (d *DHT) FindProxies(ctx context.Context, max int) []peer.AddrInfo {
 func (d *DHT) find(ctx context.Context, c cid.Cid, max int) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	for ai := range d.d.FindProvidersAsync(ctx, c, max) {
+		ai.Addrs = d.addrs(ai.Addrs)
 		out = append(out, ai)
 	}
 	return out
 }
+
+// ProviderRecords is how many provider records this node holds for
+// others (a server's; a client holds none).
+func (d *DHT) ProviderRecords() int { return d.store.records() }
 
 // RoutingTableSize is how many DHT servers this node knows.
 func (d *DHT) RoutingTableSize() int { return d.d.RoutingTable().Size() }

@@ -32,6 +32,13 @@ const (
 // in the order the package doc gives. It runs on every request: one pass
 // over the workers, one clock read, no allocation.
 func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
+	return r.pickFor(nil, model, kind, maxPrice, minTier, tried, keys)
+}
+
+// pickFor is pick for a client whose load is cl: a worker of which the
+// client holds its share of slots (ClientShare) is passed over, and the
+// pick is counted in cl. A nil cl counts no client.
+func (r *Router) pickFor(cl *clientLoad, model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -44,8 +51,13 @@ func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier
 	var best candidate
 	unpayable := false   // a worker was passed over for want of a payment channel
 	uncandidate := false // a worker was passed over for not being sealed to
+	shared := false      // a worker was passed over for the client's share of it
 	for _, w := range r.order {
 		if !w.up || w.active >= w.maxConcurrent || slices.Contains(tried, w.id) || now.Before(w.refusedUntil) {
+			continue
+		}
+		if cl != nil && cl.on[w] >= r.shareLocked(w) {
+			shared = true
 			continue
 		}
 		if m, ok := w.models[model]; !ok || !m.Serves(kind) {
@@ -85,6 +97,9 @@ func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier
 		if unpayable {
 			return nil, inference.Errorf(inference.CodeNoWorker, "no worker this proxy has a payment channel to can take model %q now", model)
 		}
+		if shared {
+			return nil, inference.Errorf(inference.CodeOverloaded, "this client holds its share (%d%%) of the slots of every worker that can take model %q", r.cfg.ClientShare, model)
+		}
 		if uncandidate {
 			return nil, inference.Errorf(inference.CodeNotCandidate,
 				"none of the %d workers the request is sealed to can take model %q through this proxy now", len(keys), model)
@@ -93,7 +108,47 @@ func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier
 	}
 	best.w.active++
 	best.w.served++
+	if cl != nil {
+		cl.on[best.w]++
+	}
 	return best.w, nil
+}
+
+// clientLoad is what one client has in flight here: requests, and the
+// attempts on each worker.
+type clientLoad struct {
+	active int
+	on     map[*worker]int
+}
+
+// shareLocked is how many of w's slots one client may hold.
+func (r *Router) shareLocked(w *worker) int {
+	return max(1, w.maxConcurrent*r.cfg.ClientShare/100)
+}
+
+// admit counts a request of client, or refuses it when the client has
+// MaxPerClient in flight. leave undoes it.
+func (r *Router) admit(client peer.ID) (*clientLoad, *inference.Error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cl := r.clients[client]
+	if cl == nil {
+		cl = &clientLoad{on: make(map[*worker]int)}
+		r.clients[client] = cl
+	}
+	if cl.active >= r.cfg.MaxPerClient {
+		return nil, inference.Errorf(inference.CodeOverloaded, "this client has %d requests in flight at this proxy, the most it may", cl.active)
+	}
+	cl.active++
+	return cl, nil
+}
+
+func (r *Router) leave(client peer.ID, cl *clientLoad) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cl.active--; cl.active == 0 {
+		delete(r.clients, client)
+	}
 }
 
 // sealedToLocked reports whether w's sealing key, as its live verdict
@@ -308,7 +363,10 @@ const (
 )
 
 // release ends an attempt on w and records its outcome.
-func (r *Router) release(w *worker, o outcome) {
+func (r *Router) release(w *worker, o outcome) { r.releaseFor(nil, w, o) }
+
+// releaseFor is release of an attempt counted in cl (nil: none).
+func (r *Router) releaseFor(cl *clientLoad, w *worker, o outcome) {
 	var now time.Time
 	if o != outcomeNone {
 		now = r.now()
@@ -316,6 +374,11 @@ func (r *Router) release(w *worker, o outcome) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w.active--
+	if cl != nil {
+		if cl.on[w]--; cl.on[w] <= 0 {
+			delete(cl.on, w)
+		}
+	}
 	if o == outcomeNone {
 		return
 	}

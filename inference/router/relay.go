@@ -24,6 +24,9 @@ import (
 // and the serving limits of ServeRequests.
 func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 	client := s.Conn().RemotePeer()
+	// Each write to the client has WriteTimeout: one that stops reading
+	// fails the write, which ends its request and resets the worker's.
+	s = deadlineStream{Stream: s, d: r.cfg.WriteTimeout}
 	return inference.ServeRequests(ctx, s, r.serveCfg, func() *inference.Error { return nil },
 		func(ctx context.Context, req *inference.Request, out *p2p.FrameWriter) error {
 			return r.route(ctx, client, req, out)
@@ -34,6 +37,14 @@ func (r *Router) serveInference(ctx context.Context, s network.Stream) error {
 func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Request, out *p2p.FrameWriter) error {
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return r.log.With("request", req.ID, "model", req.Model, "peer", client) }
+	cl, perr := r.admit(client)
+	if perr != nil {
+		if err := inference.WriteError(out, perr); err != nil {
+			return err
+		}
+		return out.Flush()
+	}
+	defer r.leave(client, cl)
 	// The max price and the minimum tier are the proxy's to honour;
 	// workers get the request without them, as they did before requests
 	// carried them.
@@ -70,7 +81,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 	var tried []peer.ID
 	var last *inference.Error
 	for n := 0; n < r.cfg.Attempts; n++ {
-		w, perr := r.pick(req.Model, req.Kind, req.MaxPrice, req.MinTier, tried, keys)
+		w, perr := r.pickFor(cl, req.Model, req.Kind, req.MaxPrice, req.MinTier, tried, keys)
 		if perr != nil {
 			if last == nil || perr.Code == inference.CodeUnknownModel || perr.Code == inference.CodeNotCandidate {
 				last = perr
@@ -78,7 +89,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			break
 		}
 		tried = append(tried, w.id)
-		a := &attempt{client: client, w: w, req: fwd, out: out, log: log, maxPrice: req.MaxPrice}
+		a := &attempt{client: client, cl: cl, w: w, req: fwd, out: out, log: log, maxPrice: req.MaxPrice}
 		if r.prices != nil {
 			if p, ok := r.prices.Offered(w.id, req.Model); ok {
 				a.offer = &p
@@ -86,7 +97,7 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 		}
 		unreserve, perr := r.reserve(client, w, req)
 		if perr != nil {
-			r.release(w, outcomeNone)
+			r.releaseFor(cl, w, outcomeNone)
 			if err := inference.WriteError(out, perr); err != nil {
 				return err
 			}
@@ -163,6 +174,7 @@ func (r *Router) reserve(client peer.ID, w *worker, req *inference.Request) (fun
 // attempt is one try of a request on one worker.
 type attempt struct {
 	client peer.ID
+	cl     *clientLoad // the client's load, the attempt counted in it
 	w      *worker
 	req    *inference.Request // as the worker gets it: in the clear without MaxPrice and MinTier, or sealed
 	out    *p2p.FrameWriter   // to the client
@@ -183,7 +195,7 @@ type attempt struct {
 // nothing, and e is CodeUntrusted.
 func (r *Router) forward(ctx context.Context, a *attempt, minTier attest.Tier) (started bool, e *inference.Error) {
 	o := outcomeFailure
-	defer func() { r.release(a.w, o) }()
+	defer func() { r.releaseFor(a.cl, a.w, o) }()
 
 	v, ok := r.verdicts.Verified(a.w.id)
 	if !ok {
@@ -353,4 +365,17 @@ func (r *Router) abort(out *p2p.FrameWriter, e *inference.Error) *inference.Erro
 		out.Flush()
 	}
 	return e
+}
+
+// deadlineStream sets a write deadline d ahead before each write.
+type deadlineStream struct {
+	network.Stream
+	d time.Duration
+}
+
+func (s deadlineStream) Write(p []byte) (int, error) {
+	if err := s.Stream.SetWriteDeadline(time.Now().Add(s.d)); err != nil {
+		return 0, fmt.Errorf("setting a write deadline: %w", err)
+	}
+	return s.Stream.Write(p)
 }

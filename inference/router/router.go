@@ -39,6 +39,17 @@ type Config struct {
 	// Reserve): the proxy cannot read a sealed request's max_tokens. 4,096
 	// if zero.
 	ReserveTokens int64
+	// MaxPerClient bounds the requests one client has in flight here;
+	// more are refused (CodeOverloaded). 1,024 if zero.
+	MaxPerClient int
+	// ClientShare is the share of a worker's slots (its max concurrency),
+	// in percent, one client may hold, so that one client cannot take
+	// every slot of a worker. 75 if zero.
+	ClientShare int
+	// WriteTimeout bounds each write to a client: a client that stops
+	// reading is cut off after it, and its worker's request stopped,
+	// instead of holding the worker until MaxDuration. One minute if zero.
+	WriteTimeout time.Duration
 	// Now is the clock workers are measured with; time.Now if nil.
 	Now func() time.Time
 }
@@ -113,10 +124,11 @@ type Router struct {
 	halfLife float64 // FadeHalfLife in seconds; 0: measurements never fade
 	log      *slog.Logger
 
-	mu      sync.Mutex // guards workers, order, known, ttftAll and the workers' fields
+	mu      sync.Mutex // guards workers, order, known, ttftAll, clients and the workers' fields
 	workers map[peer.ID]*worker
-	order   []*worker       // insertion order, the last tie-break
-	known   map[string]bool // every model any worker ever announced
+	clients map[peer.ID]*clientLoad // the clients with requests in flight
+	order   []*worker               // insertion order, the last tie-break
+	known   map[string]bool         // every model any worker ever announced
 	// ttftAll is the EWMA of every first-chunk latency measured, in
 	// seconds: the prior of a worker not measured yet. 0 before the first.
 	ttftAll float64
@@ -156,6 +168,15 @@ func New(cfg Config, h host.Host, verdicts Verdicts, prices Pricer, settler Sett
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxPerClient <= 0 {
+		cfg.MaxPerClient = 1024
+	}
+	if cfg.ClientShare <= 0 || cfg.ClientShare > 100 {
+		cfg.ClientShare = 75
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = time.Minute
+	}
 	sc := inference.DefaultServeConfig()
 	sc.MaxDuration = cfg.MaxDuration
 	return &Router{
@@ -165,6 +186,7 @@ func New(cfg Config, h host.Host, verdicts Verdicts, prices Pricer, settler Sett
 		proto:   p2p.ProtocolID(cfg.Network, inference.ProtocolName, inference.ProtocolVersion),
 		log:     log.With("component", "router"),
 		workers: make(map[peer.ID]*worker),
+		clients: make(map[peer.ID]*clientLoad),
 		known:   make(map[string]bool),
 	}
 }

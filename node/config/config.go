@@ -197,6 +197,14 @@ type Proxy struct {
 	// ChunkTimeout cuts off a worker silent for this long mid-stream.
 	ChunkTimeout  Duration `toml:"chunk_timeout"`
 	CheckInterval Duration `toml:"check_interval"`
+	// MaxRequestsPerClient bounds the requests one client has in flight
+	// at this proxy; ClientShare, in percent, the share of a worker's
+	// slots one client may hold.
+	MaxRequestsPerClient int `toml:"max_requests_per_client"`
+	ClientShare          int `toml:"client_share"`
+	// ClientWriteTimeout cuts off a client that stops reading its answer
+	// for this long, and stops its worker's request.
+	ClientWriteTimeout Duration `toml:"client_write_timeout"`
 }
 
 // Client configures the client role.
@@ -294,7 +302,7 @@ func Default(role Role) Config {
 		Discovery: Discovery{RefreshInterval: Duration(5 * time.Minute),
 			LookupInterval: Duration(30 * time.Second)},
 		Proxy: Proxy{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
-			CheckInterval: Duration(5 * time.Second)},
+			CheckInterval: Duration(5 * time.Second), MaxRequestsPerClient: 1024, ClientShare: 75, ClientWriteTimeout: Duration(time.Minute)},
 		Client: Client{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute), MaxConnections: 4096,
 			CheckInterval: Duration(5 * time.Second)},
 	}
@@ -493,6 +501,15 @@ func (c *Config) validateProxy() error {
 	}
 	if c.Proxy.FirstChunkTimeout.D() <= 0 || c.Proxy.CheckInterval.D() <= 0 || c.Proxy.ChunkTimeout.D() <= 0 {
 		return errors.New("proxy.first_chunk_timeout and proxy.check_interval must be positive")
+	}
+	if c.Proxy.MaxRequestsPerClient < 1 {
+		return fmt.Errorf("proxy.max_requests_per_client: %d must be positive", c.Proxy.MaxRequestsPerClient)
+	}
+	if c.Proxy.ClientShare < 1 || c.Proxy.ClientShare > 100 {
+		return fmt.Errorf("proxy.client_share: %d must be a percentage from 1 to 100", c.Proxy.ClientShare)
+	}
+	if c.Proxy.ClientWriteTimeout.D() <= 0 {
+		return errors.New("proxy.client_write_timeout must be positive")
 	}
 	if len(c.P2P.Listen) == 0 {
 		return errors.New("p2p.listen: a proxy must listen")

@@ -1,0 +1,13 @@
+package dht
+
+import "context"
+
+// HeldProviders is how many providers d's store holds for key (multihash
+// bytes), read through the DHT's own provider store.
+func HeldProviders(ctx context.Context, d *DHT, key []byte) int {
+	provs, err := d.d.ProviderStore().GetProviders(ctx, key)
+	if err != nil {
+		return -1
+	}
+	return len(provs)
+}
