@@ -64,9 +64,16 @@ func (p *Proxies) Found(ai peer.AddrInfo) {
 	p.log.Info("connected to another proxy", "peer", ai.ID)
 }
 
-// Registered takes the proxies the root contract lists now.
+// Registered takes the proxies the root contract lists now: a keeper
+// keeps them before any found in the DHT, and never drops them.
 func (p *Proxies) Registered(reg *registry.Registry) {
 	for _, ai := range reg.Bootstrap {
+		if p.keeper != nil && ai.ID != p.h.ID() {
+			if p.keeper.AddListed(ai) {
+				p.log.Info("proxy listed in the root contract", "peer", ai.ID)
+			}
+			continue
+		}
 		p.Found(ai)
 	}
 }
