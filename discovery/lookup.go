@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -91,8 +92,14 @@ type Lookup struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	models Models       // a worker's own models; nil for other roles
-	book   *offers.Book // a proxy's offer book; nil for other roles
+	models  Models       // a worker's own models; nil for other roles
+	book    *offers.Book // a proxy's offer book; nil for other roles
+	serving Serving      // a proxy's router; nil for other roles
+}
+
+// Serving says which workers a proxy routes to (its router).
+type Serving interface {
+	Serving(p peer.ID) bool
 }
 
 // LookupOption makes a Lookup do a role's part.
@@ -102,9 +109,12 @@ type LookupOption func(*Lookup)
 func ProvidingModels(m Models) LookupOption { return func(l *Lookup) { l.models = m } }
 
 // FindingWorkers makes a proxy provide its proxy record and look for
-// workers of the models the root contract allows or that book holds
-// offers of, instead of looking for proxies.
-func FindingWorkers(book *offers.Book) LookupOption { return func(l *Lookup) { l.book = book } }
+// workers of the models the root contract allows, or, when it lists none,
+// of the models offered in book (see wantedModels), instead of looking
+// for proxies. serving is the proxy's router.
+func FindingWorkers(book *offers.Book, serving Serving) LookupOption {
+	return func(l *Lookup) { l.book, l.serving = book, serving }
+}
 
 // NewLookup looks up d every interval; found proxies go to proxies. reg is
 // nil without a root contract. A client needs no option. It starts
@@ -178,8 +188,15 @@ func (l *Lookup) findWorkers(ctx context.Context) {
 	}
 }
 
+// MaxLookupModels is how many models a proxy looks up workers of each
+// round when the root contract lists none.
+const MaxLookupModels = 16
+
 // wantedModels are the models a proxy looks for workers of: those the root
-// contract allows and those it has seen offered.
+// contract allows, if it lists any; else at most MaxLookupModels of those
+// offered, by score: each worker routed to that offers a model counts for
+// more than any number of offers of workers not routed to (anyone can sign
+// offers for made-up models under fresh keys), and the offers count next.
 func (l *Lookup) wantedModels() []string {
 	var out []string
 	if l.reg != nil {
@@ -187,13 +204,43 @@ func (l *Lookup) wantedModels() []string {
 			out = append(out, m.Name)
 		}
 	}
+	if len(out) > 0 {
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	type score struct{ routed, offers int }
+	scores := make(map[string]*score)
 	for _, o := range l.book.Live(offers.RoleWorker) {
+		routed := false
+		if id, err := peer.Decode(o.Peer); err == nil && l.serving != nil {
+			routed = l.serving.Serving(id)
+		}
 		for _, m := range o.Models {
-			out = append(out, m.ID)
+			s := scores[m.ID]
+			if s == nil {
+				s = &score{}
+				scores[m.ID] = s
+			}
+			s.offers++
+			if routed {
+				s.routed++
+			}
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	for m := range scores {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		sa, sb := scores[a], scores[b]
+		if sa.routed != sb.routed {
+			return sb.routed - sa.routed
+		}
+		if sa.offers != sb.offers {
+			return sb.offers - sa.offers
+		}
+		return strings.Compare(a, b)
+	})
+	return out[:min(len(out), MaxLookupModels)]
 }
 
 // connectWorker connects a proxy to a worker found in the DHT.
