@@ -55,7 +55,7 @@ func WithAttested(a Attested) BookOption { return func(b *Book) { b.attested = a
 type entry struct {
 	o   *Offer
 	via peer.ID
-	at  time.Time // when it entered the book
+	n   uint64 // when it entered the book, in the book's count of puts
 }
 
 // Book holds the latest valid offer of each peer, up to its size. Expired
@@ -69,7 +69,8 @@ type Book struct {
 	perPeer  int
 	attested Attested // nil: nobody is known attested
 
-	mu     sync.Mutex // guards offers, seqs and vias
+	mu     sync.Mutex // guards offers, seqs, vias and puts
+	puts   uint64     // offers put so far: the age of entries
 	offers map[peer.ID]*entry
 	seqs   map[peer.ID]uint64 // the highest sequence number seen per peer
 	vias   map[peer.ID]int    // offers in the book per delivering neighbour
@@ -136,7 +137,8 @@ func (b *Book) PutVia(id, via peer.ID, o *Offer) error {
 			delete(b.vias, e.via)
 		}
 		b.vias[via]++
-		e.o, e.via, e.at = o, via, now
+		b.puts++
+		e.o, e.via, e.n = o, via, b.puts
 		b.seqs[id] = o.Seq
 		return nil
 	}
@@ -144,7 +146,8 @@ func (b *Book) PutVia(id, via peer.ID, o *Offer) error {
 		return err
 	}
 	b.seqs[id] = o.Seq
-	b.offers[id] = &entry{o: o, via: via, at: now}
+	b.puts++
+	b.offers[id] = &entry{o: o, via: via, n: b.puts}
 	b.vias[via]++
 	return nil
 }
@@ -189,19 +192,19 @@ func (b *Book) makeRoomLocked(id, via peer.ID, now time.Time) error {
 // via (by anyone if via is empty).
 func (b *Book) oldestLocked(via peer.ID) (peer.ID, bool) {
 	var victim peer.ID
-	var at time.Time
+	var n uint64
 	found := false
 	for id, e := range b.offers {
 		if via != "" && e.via != via {
 			continue
 		}
-		if found && !e.at.Before(at) {
+		if found && e.n >= n {
 			continue
 		}
 		if b.attested != nil && b.attested.Attested(id) {
 			continue
 		}
-		victim, at, found = id, e.at, true
+		victim, n, found = id, e.n, true
 	}
 	return victim, found
 }
