@@ -68,6 +68,9 @@ const (
 	evictAfter = 2
 	// checkTimeout bounds one check: the dial and the Checker's Up.
 	checkTimeout = 10 * time.Second
+	// evictedFor is how long a dropped found peer is refused when found
+	// again: lookups return the same records every round.
+	evictedFor = 10 * time.Minute
 )
 
 // KeeperOption tunes a Keeper.
@@ -110,9 +113,10 @@ type Keeper struct {
 	slots    chan struct{} // checks of found peers under way
 	maxFound int
 
-	mu      sync.Mutex // guards peers, each kept peer and settle
-	peers   []*kept    // listed ones first
-	settle  bool       // settled is closed
+	mu      sync.Mutex            // guards peers, each kept peer, settle and evicted
+	peers   []*kept               // listed ones first
+	settle  bool                  // settled is closed
+	evicted map[peer.ID]time.Time // found peers dropped, until when they are refused
 	running sync.WaitGroup
 }
 
@@ -124,7 +128,7 @@ func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, check
 	}
 	k := &Keeper{h: h, interval: interval, checker: checker, log: log.With("component", "discovery"),
 		poke: make(chan struct{}, 1), settled: make(chan struct{}), slots: make(chan struct{}, checkParallel),
-		maxFound: DefaultMaxFound}
+		maxFound: DefaultMaxFound, evicted: make(map[peer.ID]time.Time)}
 	for _, o := range opts {
 		o(k)
 	}
@@ -136,7 +140,8 @@ func NewKeeper(h host.Host, peers []peer.AddrInfo, interval time.Duration, check
 
 // Add adds a found peer to the set, or new addresses to a peer already in
 // it, and has it checked at once. It reports whether the peer is new; a
-// new peer finds no room while DefaultMaxFound found peers are up.
+// new peer finds no room while DefaultMaxFound found peers are up, and one
+// dropped for failing is refused for evictedFor.
 func (k *Keeper) Add(ai peer.AddrInfo) bool { return k.add(ai, false) }
 
 // AddListed adds a listed peer (the root contract's): it comes before
@@ -164,10 +169,16 @@ func (k *Keeper) add(ai peer.AddrInfo, listed bool) bool {
 		k.mu.Unlock()
 		return false
 	}
-	if !listed && !k.roomLocked() {
-		k.mu.Unlock()
-		k.log.Debug("found peer dropped: the keeper is full", "peer", ai.ID)
-		return false
+	if !listed {
+		if until, ok := k.evicted[ai.ID]; ok && time.Now().Before(until) {
+			k.mu.Unlock()
+			return false
+		}
+		if !k.roomLocked() {
+			k.mu.Unlock()
+			k.log.Debug("found peer dropped: the keeper is full", "peer", ai.ID)
+			return false
+		}
 	}
 	k.insertLocked(&kept{ai: ai, listed: listed})
 	k.mu.Unlock()
@@ -326,6 +337,7 @@ func (k *Keeper) done(p *kept, err error, ran bool) {
 			if i := slices.Index(k.peers, p); i >= 0 {
 				k.peers = slices.Delete(k.peers, i, i+1)
 				evicted = true
+				k.rememberEvictedLocked(p.ai.ID)
 			}
 		}
 	} else {
@@ -351,6 +363,29 @@ func (k *Keeper) done(p *kept, err error, ran bool) {
 	case !was:
 		k.log.Info("peer up", "peer", id)
 	}
+}
+
+// rememberEvictedLocked refuses id for evictedFor, forgetting those whose
+// time is up (and the oldest, past 16 times the found peers), so the
+// memory stays bounded.
+func (k *Keeper) rememberEvictedLocked(id peer.ID) {
+	now := time.Now()
+	for p, until := range k.evicted {
+		if !now.Before(until) {
+			delete(k.evicted, p)
+		}
+	}
+	for len(k.evicted) >= 16*k.maxFound {
+		var oldest peer.ID
+		var at time.Time
+		for p, until := range k.evicted {
+			if oldest == "" || until.Before(at) {
+				oldest, at = p, until
+			}
+		}
+		delete(k.evicted, oldest)
+	}
+	k.evicted[id] = now.Add(evictedFor)
 }
 
 // settleLocked closes settled once every listed peer was checked.

@@ -393,6 +393,9 @@ func TestKeeperEvictsUnreachable(t *testing.T) {
 	if got := k.Peers(); got[0] != real.ID() || got[1] != goneInfo.ID {
 		t.Fatalf("Peers() = %v, want the two listed ones", got)
 	}
+	if k.Add(dead[0]) {
+		t.Fatal("a dropped peer, found again at once, was taken back")
+	}
 	late := p2ptest.NewHost(t)
 	if !k.Add(info(late)) {
 		t.Fatal("no room for a found peer after the unreachable ones were dropped")

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -68,15 +69,35 @@ func (p *Proxies) Found(ai peer.AddrInfo) {
 // Registered takes the proxies the root contract lists now: a keeper
 // keeps them before any found in the DHT, and never drops them.
 func (p *Proxies) Registered(reg *registry.Registry) {
-	for _, ai := range reg.Bootstrap {
-		if p.keeper != nil && ai.ID != p.h.ID() {
-			if p.keeper.AddListed(ai) {
-				p.log.Info("proxy listed in the root contract", "peer", ai.ID)
-			}
-			continue
-		}
-		p.Found(ai)
+	if p.keeper == nil {
+		eachParallel(reg.Bootstrap, p.Found)
+		return
 	}
+	for _, ai := range reg.Bootstrap {
+		if ai.ID != p.h.ID() && p.keeper.AddListed(ai) {
+			p.log.Info("proxy listed in the root contract", "peer", ai.ID)
+		}
+	}
+}
+
+// lookupParallel is how many peers found in one lookup round are dialed
+// at once: a record at an address whose dial hangs costs a slot for 10 s,
+// not the whole round.
+const lookupParallel = 8
+
+// eachParallel calls fn for every peer of ais, lookupParallel at a time,
+// and returns when all calls have.
+func eachParallel(ais []peer.AddrInfo, fn func(peer.AddrInfo)) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, lookupParallel)
+	for _, ai := range ais {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			fn(ai)
+		})
+	}
+	wg.Wait()
 }
 
 // Lookup searches the DHT every interval, the first time at once. Each
@@ -157,9 +178,7 @@ func (l *Lookup) once(ctx context.Context) {
 	if l.models != nil {
 		l.provideModels(ctx)
 	}
-	for _, ai := range l.d.FindProxies(ctx, lookupMax) {
-		l.proxies.Found(ai)
-	}
+	eachParallel(l.d.FindProxies(ctx, lookupMax), l.proxies.Found)
 }
 
 func (l *Lookup) provideModels(ctx context.Context) {
@@ -181,11 +200,17 @@ func (l *Lookup) findWorkers(ctx context.Context) {
 	if err := l.d.ProvideProxy(ctx); err != nil && ctx.Err() == nil {
 		l.log.Debug("providing the proxy record", "err", err)
 	}
+	var found []peer.AddrInfo
+	seen := make(map[peer.ID]bool)
 	for _, m := range l.wantedModels() {
 		for _, ai := range l.d.FindModel(ctx, m, lookupMax) {
-			l.connectWorker(ctx, ai)
+			if !seen[ai.ID] {
+				seen[ai.ID] = true
+				found = append(found, ai)
+			}
 		}
 	}
+	eachParallel(found, func(ai peer.AddrInfo) { l.connectWorker(ctx, ai) })
 }
 
 // MaxLookupModels is how many models a proxy looks up workers of each

@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,5 +70,49 @@ func TestWantedModels(t *testing.T) {
 				t.Fatalf("%d models looked up: %v", len(got), got[:min(len(got), 20)])
 			}
 		})
+	}
+}
+
+// TestEachParallel: peers found in a lookup are dialed lookupParallel at a
+// time, so records whose dials hang hold a slot each, not the round.
+func TestEachParallel(t *testing.T) {
+	var ais []peer.AddrInfo
+	for i := range 40 {
+		ais = append(ais, peer.AddrInfo{ID: peer.ID(fmt.Sprint("found-", i))})
+	}
+	var mu sync.Mutex
+	running, most, calls := 0, 0, 0
+	full := make(chan struct{}, 1)
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		eachParallel(ais, func(peer.AddrInfo) {
+			mu.Lock()
+			running++
+			calls++
+			most = max(most, running)
+			if running == lookupParallel {
+				select {
+				case full <- struct{}{}:
+				default:
+				}
+			}
+			mu.Unlock()
+			<-release // a dial that hangs until the test lets it go
+			mu.Lock()
+			running--
+			mu.Unlock()
+		})
+	}()
+	select {
+	case <-full:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never lookupParallel dials at once")
+	}
+	close(release)
+	<-done
+	if most != lookupParallel || calls != len(ais) {
+		t.Fatalf("%d dials at most at once, %d in all; want %d and %d", most, calls, lookupParallel, len(ais))
 	}
 }
