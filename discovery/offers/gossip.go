@@ -325,9 +325,13 @@ func (g *Gossip) validate(_ context.Context, via peer.ID, msg *pubsub.Message) p
 	if err == nil && via != g.self {
 		// Per delivering neighbour, whoever signed: fresh keys cost
 		// nothing, a connection does.
+		// The clock is read under the lock: validators run concurrently,
+		// and a bucket given an earlier time after a later one refills
+		// twice.
 		g.mu.Lock()
-		hard := g.hardVias.allow(via, now)
-		soft := g.vias.allow(via, now)
+		at := g.cfg.Now()
+		hard := g.hardVias.allow(via, at)
+		soft := g.vias.allow(via, at)
 		g.mu.Unlock()
 		switch {
 		case !hard:
@@ -338,7 +342,7 @@ func (g *Gossip) validate(_ context.Context, via peer.ID, msg *pubsub.Message) p
 	}
 	if err == nil {
 		g.mu.Lock()
-		ok := g.rates.allow(from, now)
+		ok := g.rates.allow(from, g.cfg.Now())
 		g.mu.Unlock()
 		if !ok {
 			err = fmt.Errorf("%w: more than %d a second", ErrFlood, PublishRate)
