@@ -8,12 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"crypto/rand"
+	"sync/atomic"
+
 	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cocoon-mesh/cocoon/discovery/dht"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/node"
+	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
@@ -127,4 +134,95 @@ func TestFakeProxyRecords(t *testing.T) {
 	}
 	took := time.Since(start)
 	t.Logf("with %d peers kept (fake proxy records among them), the client answered through the new proxy %s after the first left", kept, took.Round(time.Millisecond))
+}
+
+// TestSybilOfferFlood: a peer connected to a proxy publishes 10,000 valid
+// offers, each under a fresh key. The proxy's book holds no more than its
+// per-neighbour share of them (gossip.book_per_peer, 500 here) and takes no
+// more than gossip.peer_rate a second (20 here), and a worker that joins
+// during the flood serves the client's requests within seconds.
+func TestSybilOfferFlood(t *testing.T) {
+	const peerRate, perPeer = 20, 500
+	h := testnet.New(t)
+	h.AddWorker()
+	p := h.AddProxy(func(c *config.Config) { c.Gossip.PeerRate, c.Gossip.BookPerPeer = peerRate, perPeer })
+	client := h.AddClient()
+
+	rogue, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rogue.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, rogue, pubsub.WithPeerOutboundQueueSize(20_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(offers.Topic("local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topic.Close() })
+	boot, err := peer.AddrInfoFromString(p.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rogue.Connect(ctx, *boot); err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.Eventually(t, "the rogue to share the offers topic with the proxy", func() bool { return len(topic.ListPeers()) > 0 })
+
+	const flood = 10_000
+	start := time.Now()
+	var most atomic.Int64 // the most offers the proxy's book held during the flood
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range flood {
+			if ctx.Err() != nil {
+				return
+			}
+			key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+			if err != nil {
+				return
+			}
+			id, _ := peer.IDFromPrivateKey(key)
+			// Each offer lives as long as an offer may, from when it is sent.
+			o := &offers.Offer{Network: "local", Peer: id.String(), Role: offers.RoleWorker, Seq: 1,
+				Expiry: time.Now().Add(offers.MaxTTL - 5*time.Second).UnixMilli(),
+				Models: []offers.ModelOffer{{ID: "sim-small"}}, MaxConcurrent: 8, Tier: "dev"}
+			b, err := offers.Sign(o, key)
+			if err != nil {
+				return
+			}
+			topic.Publish(ctx, b, pubsub.WithSecretKeyAndPeerId(key, id))
+			if i%100 == 0 {
+				if n := int64(len(p.Offers())); n > most.Load() {
+					most.Store(n)
+				}
+			}
+		}
+	}()
+
+	late := h.AddWorker(testnet.Joining(p))
+	joined := time.Now()
+	c := sdk(client)
+	p2ptest.Eventually(t, "the worker that joined during the flood to serve", func() bool {
+		resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "flood", 2))
+		return err == nil && servedBy(t, resp.RawJSON()) == late.ID().String()
+	})
+	served := time.Since(joined)
+	<-done
+	elapsed := time.Since(start)
+	booked := int64(len(p.Offers()))
+	if booked > most.Load() {
+		most.Store(booked)
+	}
+	bound := min(perPeer, int(2*peerRate+peerRate*elapsed.Seconds())) + 3 // and the three honest offers
+	t.Logf("flood of %d offers under fresh keys in %s: the proxy's book held at most %d live offers (bound %d); the worker that joined during it served after %s",
+		flood, elapsed.Round(time.Millisecond), most.Load(), bound, served.Round(time.Millisecond))
+	if most.Load() > int64(bound) {
+		t.Fatalf("the proxy's book held %d offers during a flood of %d, want at most %d", most.Load(), flood, bound)
+	}
 }
