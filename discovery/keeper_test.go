@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
@@ -283,4 +285,120 @@ func TestKeeperAdd(t *testing.T) {
 	// An added peer that drops is noticed like a configured one.
 	b.Close()
 	p2ptest.Eventually(t, "the added peer down", func() bool { return !listed(k, b.ID()) })
+}
+
+// silentPeers listens on n loopback ports that accept connections and never
+// answer, and returns an address for each under a fresh peer ID: fake
+// records whose dial hangs until the check times out.
+func silentPeers(t *testing.T, n int) []peer.AddrInfo {
+	t.Helper()
+	var out []peer.AddrInfo
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns []net.Conn
+		var mu sync.Mutex
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+		t.Cleanup(func() {
+			l.Close()
+			<-done
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+		})
+		_, id := p2ptest.NewKey(t)
+		a, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{a}})
+	}
+	return out
+}
+
+// TestKeeperFakePeers: 50 fake records whose dials hang do not delay the
+// checks of the real, listed peer, which stays up and is checked every
+// interval; the keeper keeps at most its bound of found peers.
+func TestKeeperFakePeers(t *testing.T) {
+	self, real := p2ptest.NewHost(t), p2ptest.NewHost(t)
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(real)}, 50*time.Millisecond, rec, logtest.Discard)
+	run(t, k)
+	p2ptest.Eventually(t, "the real peer up", func() bool { return listed(k, real.ID()) })
+
+	fakes := silentPeers(t, 50)
+	added := 0
+	for _, ai := range fakes {
+		if k.Add(ai) {
+			added++
+		}
+	}
+	if added != discovery.DefaultMaxFound || len(k.Peers()) != 1+discovery.DefaultMaxFound {
+		t.Fatalf("%d of 50 fake records taken, %d peers kept; want %d found peers at most", added, len(k.Peers()), discovery.DefaultMaxFound)
+	}
+	if k.Peers()[0] != real.ID() {
+		t.Fatal("the listed peer is not first")
+	}
+	before, _ := rec.counts(real.ID())
+	start := time.Now()
+	p2ptest.Eventually(t, "20 more checks of the real peer", func() bool { ups, _ := rec.counts(real.ID()); return ups >= before+20 })
+	took := time.Since(start)
+	if !listed(k, real.ID()) {
+		t.Fatal("the real peer is not up")
+	}
+	t.Logf("with %d fake records hanging their dials, 20 checks of the real peer took %s (interval 50ms)", added, took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Fatalf("20 checks of the real peer took %s with fake records in the keeper", took)
+	}
+}
+
+// TestKeeperEvictsUnreachable: found peers that fail their checks are
+// forgotten, which frees room for others; listed ones never are.
+func TestKeeperEvictsUnreachable(t *testing.T) {
+	self, real, gone := p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)
+	goneInfo := info(gone)
+	gone.Close()
+	rec := newRecorder()
+	k := discovery.NewKeeper(self, []peer.AddrInfo{info(real), goneInfo}, 20*time.Millisecond, rec, logtest.Discard,
+		discovery.WithMaxFound(10))
+	run(t, k)
+	var dead []peer.AddrInfo
+	for range 10 {
+		h := p2ptest.NewHost(t)
+		dead = append(dead, info(h))
+		h.Close()
+	}
+	for _, ai := range dead {
+		if !k.Add(ai) {
+			t.Fatal("a found peer refused under the bound")
+		}
+	}
+	p2ptest.Eventually(t, "the unreachable found peers to be dropped", func() bool { return len(k.Peers()) == 2 })
+	if got := k.Peers(); got[0] != real.ID() || got[1] != goneInfo.ID {
+		t.Fatalf("Peers() = %v, want the two listed ones", got)
+	}
+	if k.Add(dead[0]) {
+		t.Fatal("a dropped peer, found again at once, was taken back")
+	}
+	late := p2ptest.NewHost(t)
+	if !k.Add(info(late)) {
+		t.Fatal("no room for a found peer after the unreachable ones were dropped")
+	}
+	p2ptest.Eventually(t, "the late found peer up", func() bool { return listed(k, late.ID()) })
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -64,11 +66,38 @@ func (p *Proxies) Found(ai peer.AddrInfo) {
 	p.log.Info("connected to another proxy", "peer", ai.ID)
 }
 
-// Registered takes the proxies the root contract lists now.
+// Registered takes the proxies the root contract lists now: a keeper
+// keeps them before any found in the DHT, and never drops them.
 func (p *Proxies) Registered(reg *registry.Registry) {
-	for _, ai := range reg.Bootstrap {
-		p.Found(ai)
+	if p.keeper == nil {
+		eachParallel(reg.Bootstrap, p.Found)
+		return
 	}
+	for _, ai := range reg.Bootstrap {
+		if ai.ID != p.h.ID() && p.keeper.AddListed(ai) {
+			p.log.Info("proxy listed in the root contract", "peer", ai.ID)
+		}
+	}
+}
+
+// lookupParallel is how many peers found in one lookup round are dialed
+// at once: a record at an address whose dial hangs costs a slot for 10 s,
+// not the whole round.
+const lookupParallel = 8
+
+// eachParallel calls fn for every peer of ais, lookupParallel at a time,
+// and returns when all calls have.
+func eachParallel(ais []peer.AddrInfo, fn func(peer.AddrInfo)) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, lookupParallel)
+	for _, ai := range ais {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			fn(ai)
+		})
+	}
+	wg.Wait()
 }
 
 // Lookup searches the DHT every interval, the first time at once. Each
@@ -84,8 +113,14 @@ type Lookup struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	models Models       // a worker's own models; nil for other roles
-	book   *offers.Book // a proxy's offer book; nil for other roles
+	models  Models       // a worker's own models; nil for other roles
+	book    *offers.Book // a proxy's offer book; nil for other roles
+	serving Serving      // a proxy's router; nil for other roles
+}
+
+// Serving says which workers a proxy routes to (its router).
+type Serving interface {
+	Serving(p peer.ID) bool
 }
 
 // LookupOption makes a Lookup do a role's part.
@@ -95,9 +130,12 @@ type LookupOption func(*Lookup)
 func ProvidingModels(m Models) LookupOption { return func(l *Lookup) { l.models = m } }
 
 // FindingWorkers makes a proxy provide its proxy record and look for
-// workers of the models the root contract allows or that book holds
-// offers of, instead of looking for proxies.
-func FindingWorkers(book *offers.Book) LookupOption { return func(l *Lookup) { l.book = book } }
+// workers of the models the root contract allows, or, when it lists none,
+// of the models offered in book (see wantedModels), instead of looking
+// for proxies. serving is the proxy's router.
+func FindingWorkers(book *offers.Book, serving Serving) LookupOption {
+	return func(l *Lookup) { l.book, l.serving = book, serving }
+}
 
 // NewLookup looks up d every interval; found proxies go to proxies. reg is
 // nil without a root contract. A client needs no option. It starts
@@ -140,9 +178,7 @@ func (l *Lookup) once(ctx context.Context) {
 	if l.models != nil {
 		l.provideModels(ctx)
 	}
-	for _, ai := range l.d.FindProxies(ctx, lookupMax) {
-		l.proxies.Found(ai)
-	}
+	eachParallel(l.d.FindProxies(ctx, lookupMax), l.proxies.Found)
 }
 
 func (l *Lookup) provideModels(ctx context.Context) {
@@ -164,15 +200,28 @@ func (l *Lookup) findWorkers(ctx context.Context) {
 	if err := l.d.ProvideProxy(ctx); err != nil && ctx.Err() == nil {
 		l.log.Debug("providing the proxy record", "err", err)
 	}
+	var found []peer.AddrInfo
+	seen := make(map[peer.ID]bool)
 	for _, m := range l.wantedModels() {
 		for _, ai := range l.d.FindModel(ctx, m, lookupMax) {
-			l.connectWorker(ctx, ai)
+			if !seen[ai.ID] {
+				seen[ai.ID] = true
+				found = append(found, ai)
+			}
 		}
 	}
+	eachParallel(found, func(ai peer.AddrInfo) { l.connectWorker(ctx, ai) })
 }
 
+// MaxLookupModels is how many models a proxy looks up workers of each
+// round when the root contract lists none.
+const MaxLookupModels = 16
+
 // wantedModels are the models a proxy looks for workers of: those the root
-// contract allows and those it has seen offered.
+// contract allows, if it lists any; else at most MaxLookupModels of those
+// offered, by score: each worker routed to that offers a model counts for
+// more than any number of offers of workers not routed to (anyone can sign
+// offers for made-up models under fresh keys), and the offers count next.
 func (l *Lookup) wantedModels() []string {
 	var out []string
 	if l.reg != nil {
@@ -180,13 +229,43 @@ func (l *Lookup) wantedModels() []string {
 			out = append(out, m.Name)
 		}
 	}
+	if len(out) > 0 {
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	type score struct{ routed, offers int }
+	scores := make(map[string]*score)
 	for _, o := range l.book.Live(offers.RoleWorker) {
+		routed := false
+		if id, err := peer.Decode(o.Peer); err == nil && l.serving != nil {
+			routed = l.serving.Serving(id)
+		}
 		for _, m := range o.Models {
-			out = append(out, m.ID)
+			s := scores[m.ID]
+			if s == nil {
+				s = &score{}
+				scores[m.ID] = s
+			}
+			s.offers++
+			if routed {
+				s.routed++
+			}
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	for m := range scores {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		sa, sb := scores[a], scores[b]
+		if sa.routed != sb.routed {
+			return sb.routed - sa.routed
+		}
+		if sa.offers != sb.offers {
+			return sb.offers - sa.offers
+		}
+		return strings.Compare(a, b)
+	})
+	return out[:min(len(out), MaxLookupModels)]
 }
 
 // connectWorker connects a proxy to a worker found in the DHT.

@@ -42,7 +42,7 @@ func (n *Node) newClient() (*clientRole, error) {
 		return nil, fmt.Errorf("client.proxies: %w", err)
 	}
 	c.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Client.CheckInterval.D(),
-		proxyTrust{a: n.hs, min: n.cfg.Client.MinProxyTier()}, n.log)
+		proxyTrust{a: n.hs, min: n.cfg.Client.MinProxyTier()}, n.log, discovery.WithMaxFound(n.cfg.Discovery.MaxFound))
 	c.lookup = n.newLookup(discovery.NewProxies(n.h, c.proxies, n.log))
 	c.dir = directory.NewClient(directory.ClientConfig{Network: n.cfg.Network}, n.h, n.kinds, n.log)
 	var workers gateway.Workers = c.dir // a nil interface without sealing

@@ -60,7 +60,7 @@ func (n *Node) newProxy(key crypto.PrivKey) (*proxyRole, error) {
 	p.workers = discovery.NewWorkers(n.h, n.cfg.Network, flagged, p.offers.book, n.hs, p.router,
 		n.cfg.Gossip.AnnounceInterval.D()/2, n.log)
 	p.flagged = discovery.NewKeeper(n.h, flagged, n.cfg.Proxy.CheckInterval.D(), p.workers, n.log)
-	p.lookup = n.newLookup(discovery.NewProxies(n.h, nil, n.log), discovery.FindingWorkers(p.offers.book))
+	p.lookup = n.newLookup(discovery.NewProxies(n.h, nil, n.log), discovery.FindingWorkers(p.offers.book, p.router))
 	p.opener = n.opener(p)
 	return p, nil
 }

@@ -106,7 +106,8 @@ func (n *Node) newWorker(ctx context.Context, key crypto.PrivKey) (*workerRole, 
 		checker = &relayedThrough{hs: n.hs, slots: w.slots, soon: w.announceSoon}
 	}
 	// The root contract's proxies and those found in the DHT join these.
-	w.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Worker.CheckInterval.D(), checker, n.log)
+	w.proxies = discovery.NewKeeper(n.h, append(proxies, n.bootstrapPeers()...), n.cfg.Worker.CheckInterval.D(), checker, n.log,
+		discovery.WithMaxFound(n.cfg.Discovery.MaxFound))
 	if w.offers, err = n.newOfferSide(key, w); err != nil {
 		return nil, err
 	}

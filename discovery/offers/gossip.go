@@ -23,10 +23,35 @@ type GossipConfig struct {
 	Network string
 	Now     func() time.Time // the clock; time.Now if nil
 
+	// PeerRate is how many offers a second one neighbour may deliver,
+	// whoever signed them (DefaultPeerRate if zero). Its bucket holds two
+	// seconds' worth; see validate for what happens past it.
+	PeerRate float64
+
+	// PruneInterval is how often expired offers leave the book
+	// (DefaultPruneInterval if zero).
+	PruneInterval time.Duration
+
 	// Options are gossipsub options applied after this package's own:
 	// tracers, or tuning under measurement (the scale simulation of cmd/bench).
 	Options []pubsub.Option
 }
+
+// DefaultPeerRate is the offers a second a neighbour may deliver. Gossipsub
+// drops duplicates before validation, so an honest relay delivers each
+// offer of the network once: a network of N nodes announcing every
+// interval I sends N/I offers a second in all, and 100 covers 1,000 nodes
+// at the default 10 s even if every offer came through one neighbour.
+// Bigger networks raise gossip.peer_rate.
+const DefaultPeerRate = 100
+
+// hardPeerRate is how many times its rate a neighbour must deliver before
+// a relayed offer over the rate costs it score: more than any honest
+// relay of a network sized for the rate sends.
+const hardPeerRate = 5
+
+// DefaultPruneInterval is how often expired offers leave the book.
+const DefaultPruneInterval = 10 * time.Second
 
 // EvtOfferAccepted is emitted on the host's event bus for each offer as it
 // enters the book. A proxy follows workers by it; the scale bench times
@@ -62,13 +87,16 @@ type Gossip struct {
 	accepted event.Emitter // EvtOfferAccepted
 	joined   event.Emitter // EvtPeerJoined
 
+	self   peer.ID
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex // guards rejected, scores and rates
+	mu       sync.Mutex // guards rejected, scores and the rates
 	rejected map[string]int
 	scores   map[peer.ID]float64
-	rates    publisherRates
+	rates    publisherRates // per signer
+	vias     publisherRates // per delivering neighbour, its rate
+	hardVias publisherRates // per delivering neighbour, hardPeerRate times its rate
 }
 
 // StartGossip joins the offers topic of cfg.Network on h with message
@@ -78,10 +106,20 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PeerRate <= 0 {
+		cfg.PeerRate = DefaultPeerRate
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = DefaultPruneInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	topic := Topic(cfg.Network)
-	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), cancel: cancel, rejected: make(map[string]int),
-		rates: publisherRates{m: make(map[peer.ID]*rate.Limiter)}}
+	g := &Gossip{cfg: cfg, book: book, log: log.With("component", "offers"), self: h.ID(), cancel: cancel, rejected: make(map[string]int),
+		rates: publisherRates{m: make(map[peer.ID]*rate.Limiter)},
+		vias: publisherRates{m: make(map[peer.ID]*rate.Limiter), rate: rate.Limit(cfg.PeerRate),
+			burst: max(1, int(2*cfg.PeerRate))},
+		hardVias: publisherRates{m: make(map[peer.ID]*rate.Limiter), rate: rate.Limit(hardPeerRate * cfg.PeerRate),
+			burst: max(1, int(2*hardPeerRate*cfg.PeerRate))}}
 	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		// Twice the offer cap, so that an oversized offer reaches the
@@ -141,6 +179,7 @@ func StartGossip(h host.Host, cfg GossipConfig, book *Book, log *slog.Logger) (*
 	}
 	g.wg.Go(func() { g.watch(ctx) })
 	g.wg.Go(func() { g.receive(ctx) })
+	g.wg.Go(func() { g.prune(ctx) })
 	return g, nil
 }
 
@@ -179,7 +218,8 @@ const GraylistThreshold = -1000
 const scoreInspectPeriod = 200 * time.Millisecond
 
 // reasons are the rejections counted by name.
-var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd, ErrFlood}
+var reasons = []error{ErrTooLarge, ErrMalformed, ErrSignature, ErrSigner, ErrNetwork, ErrStale, ErrExpired, ErrFarExpiry, ErrAbsurd,
+	ErrFlood, ErrPeerFlood, ErrBookFull}
 
 // The rate at which one publisher's offers are taken and forwarded: on
 // average PublishRate a second, in bursts of up to PublishBurst. A node
@@ -191,10 +231,13 @@ const (
 	MinPublishGap = time.Second / PublishRate
 )
 
-// publisherRates keeps a token bucket per publisher.
+// publisherRates keeps a token bucket per publisher, or per delivering
+// neighbour.
 type publisherRates struct {
 	m     map[peer.ID]*rate.Limiter
-	prune int // prune buckets back to full once m grows past this
+	prune int        // prune buckets back to full once m grows past this
+	rate  rate.Limit // PublishRate if zero
+	burst int        // PublishBurst if zero
 }
 
 // allow takes one token from id's bucket at now.
@@ -206,13 +249,17 @@ func (r *publisherRates) allow(id peer.ID, now time.Time) bool {
 			// is a publisher whose signed offer passed the checks, so the
 			// map grows only as the book does.
 			for p, b := range r.m {
-				if b.TokensAt(now) >= PublishBurst {
+				if b.TokensAt(now) >= float64(b.Burst()) {
 					delete(r.m, p)
 				}
 			}
 			r.prune = max(1024, 2*len(r.m))
 		}
-		l = rate.NewLimiter(PublishRate, PublishBurst)
+		every, burst := r.rate, r.burst
+		if every == 0 {
+			every, burst = PublishRate, PublishBurst
+		}
+		l = rate.NewLimiter(every, burst)
 		r.m[id] = l
 	}
 	return l.AllowN(now, 1)
@@ -234,6 +281,12 @@ func (g *Gossip) reject(from, via peer.ID, err error) pubsub.ValidationResult {
 		// the relay's fault: drop them, score nobody. The publisher's
 		// direct neighbours score it.
 		return pubsub.ValidationIgnore
+	case errors.Is(err, ErrPeerFlood) && via != from && !errors.Is(err, errFarOverRate):
+		// A relay over its rate may forward a network bigger than the
+		// rate was sized for: drop, score nobody. Far over it (hardPeerRate
+		// times), it is no honest relay, and is scored down like a
+		// publisher over its own rate.
+		return pubsub.ValidationIgnore
 	}
 	return pubsub.ValidationReject
 }
@@ -253,8 +306,12 @@ func (g *Gossip) count(from peer.ID, err error) {
 }
 
 // validate runs before gossipsub forwards a message: only a valid, fresh
-// offer signed by its publisher, within the publisher's rate, goes on, and
-// a rejection counts against the sender's score.
+// offer signed by its publisher, within the rate of its publisher and of
+// the neighbour that delivered it, goes on, and a rejection counts against
+// the sender's score. A neighbour's rate counts every offer it delivers,
+// under whatever key: over it, a neighbour that published the offer itself
+// is scored down, a relay only past hardPeerRate times the rate (see
+// DefaultPeerRate for the sizing).
 func (g *Gossip) validate(_ context.Context, via peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	from := msg.GetFrom()
 	now := g.cfg.Now()
@@ -265,9 +322,27 @@ func (g *Gossip) validate(_ context.Context, via peer.ID, msg *pubsub.Message) p
 	if err == nil && !g.book.Fresh(from, o.Seq) {
 		err = fmt.Errorf("%w: %d", ErrStale, o.Seq)
 	}
+	if err == nil && via != g.self {
+		// Per delivering neighbour, whoever signed: fresh keys cost
+		// nothing, a connection does.
+		// The clock is read under the lock: validators run concurrently,
+		// and a bucket given an earlier time after a later one refills
+		// twice.
+		g.mu.Lock()
+		at := g.cfg.Now()
+		hard := g.hardVias.allow(via, at)
+		soft := g.vias.allow(via, at)
+		g.mu.Unlock()
+		switch {
+		case !hard:
+			err = fmt.Errorf("%w: %s delivers more than %g a second: %w", ErrPeerFlood, via, hardPeerRate*g.cfg.PeerRate, errFarOverRate)
+		case !soft:
+			err = fmt.Errorf("%w: %s delivers more than %g a second", ErrPeerFlood, via, g.cfg.PeerRate)
+		}
+	}
 	if err == nil {
 		g.mu.Lock()
-		ok := g.rates.allow(from, now)
+		ok := g.rates.allow(from, g.cfg.Now())
 		g.mu.Unlock()
 		if !ok {
 			err = fmt.Errorf("%w: more than %d a second", ErrFlood, PublishRate)
@@ -290,11 +365,25 @@ func (g *Gossip) receive(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		if err := g.book.Put(msg.GetFrom(), o); err != nil {
-			g.count(msg.GetFrom(), err) // a newer offer got in first
+		if err := g.book.PutVia(msg.GetFrom(), msg.ReceivedFrom, o); err != nil {
+			g.count(msg.GetFrom(), err) // a newer offer got in first, or no room
 			continue
 		}
 		g.accepted.Emit(EvtOfferAccepted{From: msg.GetFrom(), Offer: o, At: g.cfg.Now()})
+	}
+}
+
+// prune drops expired offers from the book every PruneInterval.
+func (g *Gossip) prune(ctx context.Context) {
+	t := time.NewTicker(g.cfg.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.book.Prune()
+		}
 	}
 }
 

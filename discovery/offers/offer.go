@@ -92,6 +92,9 @@ var (
 	ErrFarExpiry = errors.New("offer expiry too far ahead")
 	ErrAbsurd    = errors.New("offer value out of bounds")
 	ErrFlood     = errors.New("publisher over its offer rate")
+	// ErrPeerFlood means a neighbour delivered offers, under any keys,
+	// faster than gossip.peer_rate.
+	ErrPeerFlood = errors.New("neighbour over its offer rate")
 )
 
 // Sign encodes o and signs it with key, which must be o.Peer's.
@@ -217,3 +220,7 @@ func (o *Offer) Check(network string, now time.Time) error {
 	}
 	return nil
 }
+
+// errFarOverRate marks an ErrPeerFlood past hardPeerRate times the rate:
+// the neighbour is scored down even if it only relayed.
+var errFarOverRate = errors.New("far over the rate")

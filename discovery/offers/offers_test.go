@@ -179,6 +179,11 @@ func (n *gossipNode) acceptedFrom(id peer.ID) int {
 
 func startNode(t *testing.T) *gossipNode {
 	t.Helper()
+	return startNodeWith(t, offers.GossipConfig{Network: "local"})
+}
+
+func startNodeWith(t *testing.T, cfg offers.GossipConfig) *gossipNode {
+	t.Helper()
 	h := p2ptest.NewHost(t)
 	key := h.Peerstore().PrivKey(h.ID())
 	n := &gossipNode{h: h, key: key, book: offers.NewBook(nil), accepted: make(map[peer.ID]int)}
@@ -196,7 +201,7 @@ func startNode(t *testing.T) *gossipNode {
 		}
 	}()
 	t.Cleanup(func() { sub.Close(); <-done })
-	g, err := offers.StartGossip(h, offers.GossipConfig{Network: "local"}, n.book, slog.New(slog.DiscardHandler))
+	g, err := offers.StartGossip(h, cfg, n.book, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +249,12 @@ func signAs(o *offers.Offer, key crypto.PrivKey) []byte {
 // every one shares the topic with its neighbours.
 func startLine(t *testing.T) (w, a, b *gossipNode, r *rogue) {
 	t.Helper()
-	w, a, b = startNode(t), startNode(t), startNode(t)
+	return startLineWith(t, offers.GossipConfig{Network: "local"})
+}
+
+func startLineWith(t *testing.T, cfg offers.GossipConfig) (w, a, b *gossipNode, r *rogue) {
+	t.Helper()
+	w, a, b = startNodeWith(t, cfg), startNodeWith(t, cfg), startNodeWith(t, cfg)
 	r = startRogue(t)
 	p2ptest.Connect(t, a.h, w.h)
 	p2ptest.Connect(t, b.h, a.h)

@@ -99,6 +99,9 @@ type Discovery struct {
 	// workers for proxies, proxies for workers. Records are re-provided at
 	// the same pace.
 	LookupInterval Duration `toml:"lookup_interval"`
+	// MaxFound is how many proxies found in the DHT a client or worker
+	// keeps and checks, besides the configured and root contract's ones.
+	MaxFound int `toml:"max_found"`
 }
 
 // Attest says how the node proves itself and what it accepts.
@@ -147,11 +150,20 @@ type Worker struct {
 	CheckInterval Duration `toml:"check_interval"`
 }
 
-// Gossip says how often a node announces its offer.
+// Gossip says how often a node announces its offer, and bounds what it
+// takes of others' (fresh keys cost nothing: see docs/hardening.md).
 type Gossip struct {
 	// AnnounceInterval is how often workers and proxies re-announce their
 	// offer; offers expire after three intervals.
 	AnnounceInterval Duration `toml:"announce_interval"`
+	// PeerRate is how many offers a second one neighbour may deliver,
+	// under any keys. Past it a neighbour's own offers are rejected and
+	// relayed ones dropped; past five times it, it is scored down.
+	PeerRate float64 `toml:"peer_rate"`
+	// BookSize is how many offers the node's book holds at most.
+	BookSize int `toml:"book_size"`
+	// BookPerPeer is how many of them one neighbour's deliveries may hold.
+	BookPerPeer int `toml:"book_per_peer"`
 }
 
 // Sim is sim.Config with TOML-friendly durations.
@@ -294,13 +306,14 @@ func Default(role Role) Config {
 			Price:         payments.Price{Prompt: 100_000_000, Cached: 10_000_000, Completion: 400_000_000},
 			CheckInterval: Duration(5 * time.Second),
 		},
-		Gossip: Gossip{AnnounceInterval: Duration(10 * time.Second)},
-		Admin:  Admin{Addr: "127.0.0.1:0"},
+		Gossip: Gossip{AnnounceInterval: Duration(10 * time.Second), PeerRate: offers.DefaultPeerRate,
+			BookSize: offers.DefaultBookSize, BookPerPeer: offers.DefaultBookSize / 4},
+		Admin: Admin{Addr: "127.0.0.1:0"},
 		Payments: Payments{Deposit: 1_000_000_000, Reserve: 10_000_000, RenewBelow: 100_000_000, MaxCredit: 50_000_000,
 			SettleAbove: 500_000_000, SettleAfter: Duration(24 * time.Hour),
 			Quarantine: Duration(time.Hour), Batch: Duration(50 * time.Millisecond)},
 		Discovery: Discovery{RefreshInterval: Duration(5 * time.Minute),
-			LookupInterval: Duration(30 * time.Second)},
+			LookupInterval: Duration(30 * time.Second), MaxFound: discovery.DefaultMaxFound},
 		Proxy: Proxy{Attempts: 3, FeePPM: 20_000, FirstChunkTimeout: Duration(2 * time.Minute), ChunkTimeout: Duration(time.Minute),
 			CheckInterval: Duration(5 * time.Second), MaxRequestsPerClient: 1024, ClientShare: 75, ClientWriteTimeout: Duration(time.Minute)},
 		Client: Client{APIAddr: "127.0.0.1:10000", RequestTimeout: Duration(2 * time.Minute), MaxConnections: 4096,
@@ -344,6 +357,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Gossip.AnnounceInterval.D(); d < 100*time.Millisecond || 3*d > 2*time.Minute {
 		return fmt.Errorf("gossip.announce_interval: %s must be from 100ms to 40s (offers live three intervals, at most 2m)", d)
+	}
+	if err := c.Gossip.validate(); err != nil {
+		return err
 	}
 	if c.Attest.Validity.D() < time.Minute || c.Attest.Validity.D() > 24*time.Hour {
 		return fmt.Errorf("attest.validity: %s must be from 1m to 24h", c.Attest.Validity)
@@ -570,6 +586,22 @@ func (d Discovery) validate() error {
 	}
 	if d.RefreshInterval.D() < time.Second || d.LookupInterval.D() < 100*time.Millisecond {
 		return errors.New("discovery.refresh_interval must be at least 1s and discovery.lookup_interval at least 100ms")
+	}
+	if d.MaxFound < 1 || d.MaxFound > 1024 {
+		return fmt.Errorf("discovery.max_found: %d must be from 1 to 1024", d.MaxFound)
+	}
+	return nil
+}
+
+func (g Gossip) validate() error {
+	if g.PeerRate < 1 || g.PeerRate > 100_000 {
+		return fmt.Errorf("gossip.peer_rate: %g must be from 1 to 100000 offers a second", g.PeerRate)
+	}
+	if g.BookSize < 16 || g.BookSize > 1_000_000 {
+		return fmt.Errorf("gossip.book_size: %d must be from 16 to 1000000", g.BookSize)
+	}
+	if g.BookPerPeer < 1 || g.BookPerPeer > g.BookSize {
+		return fmt.Errorf("gossip.book_per_peer: %d must be from 1 to gossip.book_size (%d)", g.BookPerPeer, g.BookSize)
 	}
 	return nil
 }

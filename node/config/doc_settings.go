@@ -85,12 +85,16 @@ var settingDocs = map[string]string{
 	"payments.quarantine":   "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
 
 	"gossip.announce_interval": "How often workers and proxies re-announce their offers; offers live three intervals (100ms to 40s).",
+	"gossip.peer_rate":         "Offers a second one neighbour may deliver, under any keys: past it its own offers are rejected and relayed ones dropped, past five times it the neighbour is scored down. 100 covers 1,000 nodes announcing every 10s; raise it for bigger networks.",
+	"gossip.book_size":         "Most offers the node keeps; a full book drops expired offers first, then the oldest unattested ones of the neighbour that delivered the most, never an attested peer's.",
+	"gossip.book_per_peer":     "Most offers in the book delivered by one neighbour (at most gossip.book_size).",
 
 	"discovery.root":             "The network's root contract on TON (raw 0:... or user-friendly EQ...). Nodes find each other through it.",
 	"discovery.global_config":    "TON global config file or URL to read the root contract with; empty uses ton.org's for mainnet and testnet.",
 	"discovery.bootstrap":        "More peers to join the DHT through, multiaddrs ending in /p2p/<id>.",
 	"discovery.refresh_interval": "How often the root contract is read again.",
 	"discovery.lookup_interval":  "How often the node searches the DHT and re-provides its records.",
+	"discovery.max_found":        "Most proxies found in the DHT a client or worker keeps and checks, besides the configured and root contract ones; those failing two checks in a row are dropped.",
 
 	"admin.addr": "The admin API (JSON status, Prometheus metrics, dashboard) on loopback; port 0 picks one, written to admin.url, with a new token each start in admin.token (send it as a bearer token). Empty turns it off.",
 }
