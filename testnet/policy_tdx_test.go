@@ -23,23 +23,11 @@ import (
 //
 // Run with -tags cocoon_testroot (make test does).
 func TestMeasurementRemovedDropsPeers(t *testing.T) {
-	now := time.Now()
-	intel := tdxtest.New(t, now.Add(-time.Hour), now.Add(24*time.Hour))
-	intel.Trust(t)
-	var m, other tdx.Measurement
-	m.MRTD[0], m.RTMR[3][0] = 0x7d, 0x1f
+	h, intel, m := tdxNet(t, testnet.WithChain("sim-small"))
+	var other tdx.Measurement
 	other.MRTD[0] = 0x42
-
-	h := testnet.New(t, testnet.WithChain("sim-small"))
 	ctx := t.Context()
 	chain := h.Net.Chain()
-	if err := chain.SetMeasurements(ctx, []registry.Measurement{{MRTD: m.MRTD, RTMR: m.RTMR}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := chain.SetDevAttestation(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	noDev := func(c *config.Config) { c.Attest.AllowDev = false }
 	proxy := h.AddNode(config.RoleProxy, []node.Option{node.WithIntelPCS(intel.PCS())}, noDev,
 		func(c *config.Config) { c.Attest.Issuer = "none" })
 	worker := h.AddNode(config.RoleWorker, []node.Option{

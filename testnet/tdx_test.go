@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/cocoon-mesh/cocoon/attest"
-	"github.com/cocoon-mesh/cocoon/attest/tdx"
 	"github.com/cocoon-mesh/cocoon/attest/tdx/tdxtest"
-	"github.com/cocoon-mesh/cocoon/discovery/registry"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/testnet"
@@ -25,21 +23,8 @@ import (
 //
 // Run with -tags cocoon_testroot (make test does).
 func TestSealedThroughTDXWorker(t *testing.T) {
-	now := time.Now()
-	intel := tdxtest.New(t, now.Add(-time.Hour), now.Add(24*time.Hour))
-	intel.Trust(t)
-	var m tdx.Measurement
-	m.MRTD[0], m.RTMR[3][0] = 0x7d, 0x1f
-
-	h := testnet.New(t, testnet.WithChain("sim-small"))
+	h, intel, m := tdxNet(t, testnet.WithChain("sim-small"))
 	ctx := t.Context()
-	if err := h.Net.Chain().SetMeasurements(ctx, []registry.Measurement{{MRTD: m.MRTD, RTMR: m.RTMR}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Net.Chain().SetDevAttestation(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	noDev := func(c *config.Config) { c.Attest.AllowDev = false }
 	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
 
 	proxy := h.AddNode(config.RoleProxy, []node.Option{node.WithIntelPCS(intel.PCS())}, noDev, fast,
