@@ -292,19 +292,25 @@ func (k *Keeper) tracked(p peer.ID) bool {
 // checkAll starts a check of every peer not being checked already: listed
 // ones at once, found ones as slots free up.
 func (k *Keeper) checkAll(ctx context.Context) {
+	type check struct {
+		p      *kept
+		ai     peer.AddrInfo // a copy: add changes p.ai under k.mu
+		listed bool
+	}
 	k.mu.Lock()
-	var due []*kept
+	var due []check
 	for _, p := range k.peers {
 		if !p.checking {
 			p.checking = true
-			due = append(due, p)
+			ai := p.ai
+			ai.Addrs = slices.Clone(ai.Addrs)
+			due = append(due, check{p, ai, p.listed})
 		}
 	}
 	k.settleLocked()
 	k.mu.Unlock()
-	for _, p := range due {
-		ai, listed := p.ai, p.listed
-		ai.Addrs = slices.Clone(ai.Addrs)
+	for _, c := range due {
+		p, ai, listed := c.p, c.ai, c.listed
 		k.running.Go(func() {
 			if !listed {
 				select {

@@ -16,12 +16,14 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
+	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/node"
 	"github.com/cocoon-mesh/cocoon/node/config"
 	"github.com/cocoon-mesh/cocoon/p2p"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
+	"github.com/cocoon-mesh/cocoon/payments"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
 
@@ -92,10 +94,22 @@ func TestFailover(t *testing.T) {
 		<-ctx.Done()
 		return inference.Result{}, ctx.Err()
 	}}
-	dying = h.AddWorkerWith(fake) // added first: the proxy tries it first
-	healthy := h.AddWorker()
-	h.AddProxy()
+	// The dying worker is the cheaper: the proxy tries it first, once it
+	// holds both offers.
+	fast := func(c *config.Config) { c.Gossip.AnnounceInterval = config.Duration(100 * time.Millisecond) }
+	dying = h.AddWorkerWith(fake, fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
+	healthy := h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 900, Completion: 900} })
+	p := h.AddProxy(fast)
 	client := h.AddClient()
+	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
+		n := 0
+		for _, o := range p.Offers() {
+			if o.Role == offers.RoleWorker {
+				n++
+			}
+		}
+		return n == 2
+	})
 
 	c := sdk(client)
 	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "are you there?", 4))

@@ -54,7 +54,7 @@ import (
 
 // Config sizes a simulation.
 type Config struct {
-	Network string        // the network name in protocol IDs and offers
+	Network string        // the network name in protocol IDs and offers; "local": mocknet's addresses are private
 	Nodes   int           // honest nodes running offers.Gossip
 	Degree  int           // every node is connected to at least this many others
 	Latency time.Duration // one-way latency of every mocknet link
@@ -86,7 +86,7 @@ type Config struct {
 // DefaultConfig is the bench's simulation of n nodes.
 func DefaultConfig(n int) Config {
 	return Config{
-		Network: "scale", Nodes: n, Degree: 8, Latency: 10 * time.Millisecond, Seed: 1,
+		Network: "local", Nodes: n, Degree: 8, Latency: 10 * time.Millisecond, Seed: 1,
 		Publishers: 20, Spread: time.Second, Deadline: 5 * time.Second,
 		Providers: 50, Models: 10, Lookups: 100,
 		Joins: 5,
