@@ -76,3 +76,42 @@ func jsonText(raw json.RawMessage) string {
 	}
 	return s
 }
+
+// MaxTokensCap bounds a request's MaxTokens: 2^40, as End bounds token
+// counts.
+const MaxTokensCap = 1 << 40
+
+// CompletionCap is the most completion tokens a chat or completion request
+// body lets the engine produce over all its choices: the smaller of its
+// max_tokens and max_completion_tokens, times n (1 if absent). ok is false
+// when the body sets neither cap (the engine may then write up to its
+// context), or is not such a body.
+func CompletionCap(kind Kind, body []byte) (limit int64, ok bool) {
+	if kind != KindChat && kind != KindCompletion {
+		return 0, false
+	}
+	var req struct {
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+		N                   *int64 `json:"n"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0, false
+	}
+	for _, v := range []*int64{req.MaxTokens, req.MaxCompletionTokens} {
+		if v != nil && *v > 0 && (!ok || *v < limit) {
+			limit, ok = *v, true
+		}
+	}
+	if !ok {
+		return 0, false
+	}
+	n := int64(1)
+	if req.N != nil && *req.N > 1 {
+		n = *req.N
+	}
+	if limit > MaxTokensCap/n {
+		return 0, false
+	}
+	return limit * n, true
+}

@@ -77,6 +77,12 @@ type Request struct {
 	// that serves the request (attest.TierDev, TierTEE or TierTEEGPU); 0
 	// means any. Proxies route by it, and forward it as MaxPrice.
 	MinTier attest.Tier
+	// MaxTokens is the most completion tokens the answer may take, over
+	// all its choices (the body's max_tokens or max_completion_tokens
+	// times n; CompletionCap); 0 means the body sets no cap. Proxies
+	// reserve payment by it, and a worker refuses a body that asks for
+	// more than it says.
+	MaxTokens int64
 	// Sealed says Body is a sealed request (seal.AppendSealedRequest)
 	// that only the candidate workers the client verified can open; the
 	// fields above are then its routing header, bound by the seal, and

@@ -78,11 +78,15 @@ var ErrMalformed = errors.New("malformed message")
 // The head byte carries the kind in its low four bits and flags in its high
 // four. A flag announces an optional field, written after the model in flag
 // order: reqMaxPrice, a uvarint max price; reqMinTier, one byte holding an
-// attest.Tier (1 dev, 2 tee, 3 tee-gpu). An encoder sets a flag only when
+// attest.Tier (1 dev, 2 tee, 3 tee-gpu); reqMaxTokens, a uvarint cap on the
+// answer's completion tokens. An encoder sets a flag only when
 // its field is not zero, so a request without optional fields encodes as
 // before flags existed. A decoder refuses flags it does not know: an
 // optional field changes what the request asks for, and a hop that cannot
 // honour it must not serve the request as if it were absent.
+//
+// The four flag bits are all taken: a further optional field needs a new
+// protocol version.
 //
 // A third flag, reqSealed, carries no field: it says the body is a sealed
 // request (seal.AppendSealedRequest) rather than the app's JSON. The
@@ -98,7 +102,8 @@ const (
 	reqMaxPrice  = 0x10
 	reqMinTier   = 0x20
 	reqSealed    = 0x40
-	reqFlagsMask = reqMaxPrice | reqMinTier | reqSealed
+	reqMaxTokens = 0x80
+	reqFlagsMask = reqMaxPrice | reqMinTier | reqSealed | reqMaxTokens
 )
 
 // AppendRequest encodes req as a Request frame payload. It refuses what
@@ -129,6 +134,9 @@ func AppendHeader(dst []byte, req *Request) ([]byte, error) {
 	if req.MinTier != 0 {
 		head |= reqMinTier
 	}
+	if req.MaxTokens != 0 {
+		head |= reqMaxTokens
+	}
 	dst = append(dst, head)
 	dst = binary.AppendUvarint(dst, uint64(len(req.ID)))
 	dst = append(dst, req.ID...)
@@ -139,6 +147,9 @@ func AppendHeader(dst []byte, req *Request) ([]byte, error) {
 	}
 	if req.MinTier != 0 {
 		dst = append(dst, byte(req.MinTier))
+	}
+	if req.MaxTokens != 0 {
+		dst = binary.AppendUvarint(dst, uint64(req.MaxTokens))
 	}
 	return dst, nil
 }
@@ -156,6 +167,8 @@ func checkHeader(req *Request) error {
 		return fmt.Errorf("%w: request ID must be valid UTF-8 of at most %d bytes", ErrMalformed, maxIDBytes)
 	case req.MaxPrice < 0:
 		return fmt.Errorf("%w: negative max price %d", ErrMalformed, req.MaxPrice)
+	case req.MaxTokens < 0 || req.MaxTokens > MaxTokensCap:
+		return fmt.Errorf("%w: max tokens %d outside 0 to %d", ErrMalformed, req.MaxTokens, MaxTokensCap)
 	case req.MinTier > attest.TierTEEGPU:
 		return fmt.Errorf("%w: unknown minimum trust tier %d", ErrMalformed, req.MinTier)
 	}
@@ -211,7 +224,16 @@ func DecodeRequest(p []byte) (*Request, error) {
 		minTier = attest.Tier(p[0])
 		p = p[1:]
 	}
-	req := &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, MinTier: minTier, Sealed: head&reqSealed != 0}
+	var maxTokens int64
+	if head&reqMaxTokens != 0 {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n == 0 || n > MaxTokensCap {
+			return nil, fmt.Errorf("%w: request max tokens", ErrMalformed)
+		}
+		maxTokens = int64(n)
+		p = p[k:]
+	}
+	req := &Request{ID: id, Kind: kind, Model: model, MaxPrice: maxPrice, MinTier: minTier, MaxTokens: maxTokens, Sealed: head&reqSealed != 0}
 	if err := checkHeader(req); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		{"min tier dev", inference.Request{ID: "t", Kind: inference.KindChat, Model: "m", MinTier: attest.TierDev, Body: []byte(`{}`)}},
 		{"min tier tee-gpu", inference.Request{Kind: inference.KindCompletion, Model: "m", MinTier: attest.TierTEEGPU}},
 		{"max price and min tier", inference.Request{ID: "b", Kind: inference.KindChat, Model: "m", MaxPrice: 42, MinTier: attest.TierTEE, Body: []byte{2, 0x20}}},
+		{"max tokens", inference.Request{ID: "k", Kind: inference.KindChat, Model: "m", MaxTokens: 300, Body: []byte(`{}`)}},
+		{"every optional field", inference.Request{ID: "a", Kind: inference.KindChat, Model: "m", MaxPrice: 7, MinTier: attest.TierTEE,
+			MaxTokens: inference.MaxTokensCap, Sealed: true, Body: []byte{1}}},
 		{"max price and large body", inference.Request{ID: strings.Repeat("i", 128), Kind: inference.KindChat, Model: strings.Repeat("m", 256),
 			MaxPrice: math.MaxInt64, Body: bytes.Repeat([]byte("x"), inference.MaxBodyBytes)}},
 		{"sealed", inference.Request{ID: "s", Kind: inference.KindChat, Model: "m", Sealed: true, Body: []byte{1, 1, 0}}},
@@ -65,7 +68,7 @@ func TestRequestRoundTrip(t *testing.T) {
 func assertRequest(t *testing.T, got, want *inference.Request) {
 	t.Helper()
 	if got.ID != want.ID || got.Kind != want.Kind || got.Model != want.Model || got.MaxPrice != want.MaxPrice ||
-		got.MinTier != want.MinTier || !bytes.Equal(got.Body, want.Body) {
+		got.MinTier != want.MinTier || got.MaxTokens != want.MaxTokens || got.Sealed != want.Sealed || !bytes.Equal(got.Body, want.Body) {
 		t.Fatalf("got {%q %v %q max %d, min %v, %d bytes}, want {%q %v %q max %d, min %v, %d bytes}",
 			got.ID, got.Kind, got.Model, got.MaxPrice, got.MinTier, len(got.Body),
 			want.ID, want.Kind, want.Model, want.MaxPrice, want.MinTier, len(want.Body))
@@ -195,7 +198,10 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"min tier far out", tieredRequest(1, "x", "m", 5, 0xff, "body"), true},
 		{"min tier missing", rawRequest(1|0x20, "x", "m", ""), true},
 		{"sealed flag", rawRequest(1|0x40, "x", "m", "body"), false},
-		{"high flag", rawRequest(1|0x80, "x", "m", "body"), true},
+		{"max tokens", append(append(rawRequest(1|0x80, "x", "m", ""), 0x80, 0x01), "body"...), false},
+		{"max tokens of zero flagged", append(rawRequest(1|0x80, "x", "m", ""), 0), true},
+		{"max tokens over 2^40", binary.AppendUvarint(rawRequest(1|0x80, "x", "m", ""), inference.MaxTokensCap+1), true},
+		{"max tokens missing", rawRequest(1|0x80, "x", "m", ""), true},
 		{"flag without kind", pricedRequest(0, "x", "m", 5, "body"), true},
 	}
 	for _, tt := range tests {

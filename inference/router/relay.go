@@ -153,14 +153,14 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 
 // reserve sets the worst case of req's answer from w aside in client's
 // channel: its prompt (a token per four bytes of its body, which for a
-// sealed body is more than the prompt) and ReserveTokens of completion at
-// w's offer, plus the fee. A worker without a price bills nothing, and
+// sealed body is more than the prompt) and its MaxTokens of completion
+// (ReserveTokens when it names none) at w's offer, plus the fee. A worker without a price bills nothing, and
 // needs nothing set aside.
 func (r *Router) reserve(client peer.ID, w *worker, req *inference.Request) (func(), *inference.Error) {
 	if r.settler == nil || r.prices == nil {
 		return func() {}, nil
 	}
-	worst, ok := r.prices.Bill(w.id, req.Model, payments.Tokens{Prompt: int64(len(req.Body))/4 + 1, Completion: r.cfg.ReserveTokens}, nil)
+	worst, ok := r.prices.Bill(w.id, req.Model, payments.Tokens{Prompt: int64(len(req.Body))/4 + 1, Completion: completionReserve(req, r.cfg.ReserveTokens)}, nil)
 	if !ok || worst.Total <= 0 {
 		return func() {}, nil
 	}
@@ -378,4 +378,14 @@ func (s deadlineStream) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("setting a write deadline: %w", err)
 	}
 	return s.Stream.Write(p)
+}
+
+// completionReserve is the completion a request's reservation counts: its
+// MaxTokens, which the worker holds the body to, or dflt when it names
+// none.
+func completionReserve(req *inference.Request, dflt int64) int64 {
+	if req.MaxTokens > 0 {
+		return req.MaxTokens
+	}
+	return dflt
 }

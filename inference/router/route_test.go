@@ -487,6 +487,51 @@ func TestReservations(t *testing.T) {
 	}
 }
 
+// TestReserveByMaxTokens: a request whose header caps its completion
+// reserves that, not ReserveTokens: a deposit too small for the default
+// worst case serves it.
+func TestReserveByMaxTokens(t *testing.T) {
+	settler := &router.FakeSettler{}
+	m := newPaidMesh(t, settler)
+	m.prices.SetBill(func(_ peer.ID, _ string, tk payments.Tokens, _ *payments.Price) (payments.Bill, bool) {
+		return payments.Bill{Worker: tk.Prompt + tk.Completion, Total: tk.Prompt + tk.Completion}, true
+	})
+	m.addWorker("w", 100, behaviour{})
+	const body = `{"max_tokens":64}`
+	capped := uint64(len(body)/4 + 1 + 64)
+	settler.Budget(capped)
+	for _, tt := range []struct {
+		maxTokens int64
+		want      inference.Code // 0 for an answer
+	}{{64, 0}, {0, inference.CodePaymentRequired}, {65, inference.CodePaymentRequired}} {
+		call, err := m.pool.Send(t.Context(), m.proxy.ID(), &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxTokens: tt.maxTokens, Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got inference.Code
+		for done := false; !done; {
+			typ, p, err := call.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, _ := inference.DecodeEvent(typ, p)
+			switch ev.Type {
+			case inference.FrameEnd:
+				done = true
+			case inference.FrameError:
+				got, done = ev.Err.Code, true
+			}
+		}
+		call.Done()
+		if got != tt.want {
+			t.Errorf("max tokens %d against a deposit of %d: got %q, want %q", tt.maxTokens, capped, got, tt.want)
+		}
+	}
+	if _, peak := settler.Reserved(); peak != capped {
+		t.Errorf("set aside up to %d, want %d", peak, capped)
+	}
+}
+
 func TestMaxPrice(t *testing.T) {
 	type w struct {
 		name  string

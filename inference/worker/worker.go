@@ -261,6 +261,11 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		sealed.Body, sealed.Sealed = body, false
 		req, sealer = &sealed, rs
 	}
+	if e := checkMaxTokens(req); e != nil {
+		w.active.Add(-1)
+		log().Info("request refused", "code", e.Code, "err", e.Message)
+		return fail(e)
+	}
 	// The slot is freed as soon as the backend returns, before the final
 	// frame goes out: a requester that reads that frame and sends its next
 	// request must find the slot free. The deferred call covers a backend
@@ -483,4 +488,24 @@ func (w *Server) served(proxy peer.ID, r *payments.Receipt) {
 	if b, err := payments.Cost(r.Tokens, r.Price, 0); err == nil && b.Worker > 0 {
 		w.settler.Served(proxy, uint64(b.Worker))
 	}
+}
+
+// checkMaxTokens refuses a request whose header caps its completion
+// (MaxTokens, what the proxy reserved payment for) while its body lets
+// the engine write more, or sets no cap: the answer could cost more than
+// its payer set aside.
+func checkMaxTokens(req *inference.Request) *inference.Error {
+	if req.MaxTokens == 0 {
+		return nil
+	}
+	limit, ok := inference.CompletionCap(req.Kind, req.Body)
+	switch {
+	case !ok:
+		return &inference.Error{Code: inference.CodeBadRequest, Param: "max_tokens",
+			Message: fmt.Sprintf("the request's header caps its completion at %d tokens, and its body sets no max_tokens", req.MaxTokens)}
+	case limit > req.MaxTokens:
+		return &inference.Error{Code: inference.CodeBadRequest, Param: "max_tokens",
+			Message: fmt.Sprintf("the body asks for up to %d completion tokens, over the %d its header states", limit, req.MaxTokens)}
+	}
+	return nil
 }

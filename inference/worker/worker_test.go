@@ -144,6 +144,16 @@ func TestRefusals(t *testing.T) {
 		_, rr := send(t, r, w.ID(), "x")
 		expectError(t, rr, inference.CodeOverloaded)
 	})
+	t.Run("a body asking more than its header's max tokens", func(t *testing.T) {
+		w, r := serve(t, b, 1)
+		for _, body := range []string{`{"max_tokens":11}`, `{"max_tokens":6,"n":2}`, `{}`} {
+			_, rr := sendReq(t, r, w.ID(), &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxTokens: 10, Body: []byte(body)})
+			expectError(t, rr, inference.CodeBadRequest)
+		}
+		// Within it, the request reaches the backend (which fails it here).
+		_, rr := sendReq(t, r, w.ID(), &inference.Request{ID: "r", Kind: inference.KindChat, Model: "m", MaxTokens: 10, Body: []byte(`{"max_tokens":5,"n":2}`)})
+		expectError(t, rr, inference.CodeEngine)
+	})
 	t.Run("malformed request", func(t *testing.T) {
 		w, r := serve(t, b, 1)
 		s, err := r.NewStream(t.Context(), w.ID(), proto)
