@@ -173,3 +173,28 @@ func TestMockEngineSpeaksOpenAI(t *testing.T) {
 		t.Errorf("last chunk %q has no finish reason", data[1])
 	}
 }
+
+// TestMeasureMoney: every step of paying for an answer is timed, and
+// printed.
+func TestMeasureMoney(t *testing.T) {
+	if testing.Short() {
+		t.Skip("times each step for about a second")
+	}
+	ops, err := measureMoney()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 6 {
+		t.Fatalf("%d steps, want 6", len(ops))
+	}
+	for _, o := range ops {
+		if o.Usec <= 0 {
+			t.Errorf("%s, %s: %v µs", o.Hop, o.Op, o.Usec)
+		}
+	}
+	var out strings.Builder
+	if err := writeMoney(&out, ops); err != nil || !strings.Contains(out.String(), "sign the receipt") {
+		t.Errorf("table %q, %v", out.String(), err)
+	}
+	t.Log(out.String())
+}

@@ -188,6 +188,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if slices.Contains(cfg.targets, meshPay) {
+		// Beside mesh+pay's rows: what each step of its payments costs.
+		if rep.Money, err = measureMoney(); err != nil {
+			return fmt.Errorf("measuring payments: %w", err)
+		}
+	}
 	if cfg.memprofile != "" {
 		if err := writeAllocs(cfg.memprofile); err != nil {
 			return err

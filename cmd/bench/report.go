@@ -43,6 +43,7 @@ type report struct {
 	Checks     int           `json:"checks"`
 	PeakRSS    int64         `json:"peak_rss_bytes"` // of this process over the whole run
 	Took       time.Duration `json:"took_ns"`
+	Money      []moneyOp     `json:"money,omitempty"` // each step of paying for an answer, measured alone
 }
 
 // row is one line of the plan: a load shape against each target.
@@ -294,6 +295,11 @@ func (rep *report) writeTable(w io.Writer) error {
 	fmt.Fprintf(bw, "\ntargets: %d of %d checks pass\n", rep.Passed, rep.Checks)
 	fmt.Fprintf(bw, "peak RSS of this process over the run: %s\n", mib(rep.PeakRSS))
 	fmt.Fprintf(bw, "took %s\n", rep.Took.Round(100*time.Millisecond))
+	if len(rep.Money) > 0 {
+		if err := writeMoney(bw, rep.Money); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
 }
 
