@@ -76,11 +76,12 @@ func TestDashboardPayments(t *testing.T) {
 	earned := p.Status(t.Context()).Payments.Earned
 
 	// Each request is listed with its worker and cost, and the model's row
-	// sums them: three requests, what they cost.
+	// sums them: three requests, what they cost; the charts draw their
+	// latency and the model's spending, up to that total.
 	last := c.Status(t.Context()).Recent[0]
 	checkDashboard(t, b, dir, "client-payments", c, p.ID().String(), "payer", "open", group(total)+" nanoTON", `class="series s1"`,
 		`class="nowrap request ok"`, `title="`+w.ID().String()+`"`, "<td class=\"num\">3</td>", "<td class=\"num\">"+group(last.CostNanoton)+"</td>",
-		"<td class=\"num\">"+group(total)+"</td>")
+		"<td class=\"num\">"+group(total)+"</td>", "first token ms", "sim-small nanoTON "+group(total))
 	// The proxy's map draws its client, the payer of a channel it is paid on.
 	checkDashboard(t, b, dir, "proxy-payments", p, c.ID().String(), "payee", "open", group(earned)+" nanoTON", `class="series s0"`,
 		"<title>client "+c.ID().String()+"</title>")

@@ -228,6 +228,24 @@ function renderRecent(recent) {
     ["time", "model", "worker", "tier", "first token#", "duration#", "tokens#", "cost nanoTON#", "outcome"],
     rows, "",
   ));
+  renderRecentCharts(recent);
+}
+
+// renderRecentCharts draws the recent requests, oldest first: their time
+// to first token and duration in ms, and each model's spending so far.
+function renderRecentCharts(recent) {
+  const rs = recent.slice().reverse();
+  chart("latency-chart", [
+    { name: "first token ms", cls: 2, values: rs.map((r) => r.ttft_ms), fmt: (v) => (v || 0).toFixed(1) },
+    { name: "duration ms", cls: 0, values: rs.map((r) => r.duration_ms), fmt: (v) => (v || 0).toFixed(1) },
+  ], rs.length);
+  const spent = new Map();
+  for (const [i, r] of rs.entries()) {
+    if (!spent.has(r.model)) spent.set(r.model, new Array(rs.length).fill(0));
+    const v = spent.get(r.model);
+    for (let j = i; j < rs.length; j++) v[j] += r.cost_nanoton || 0;
+  }
+  chart("spend-chart", [...spent].map(([model, values], i) => ({ name: `${model} nanoTON`, cls: i % 3, values })), rs.length);
 }
 
 function renderPayments(s) {
@@ -251,14 +269,15 @@ function renderPayments(s) {
   show("payments", summary, channels);
 }
 
-// chart draws each series as a line over the samples, all on one scale
-// from 0 to the largest value; the label gives each one's latest value.
-function chart(id, series) {
-  const W = 600, H = 120, top = 18, n = history.length;
+// chart draws each series as a line over n points (the samples, by
+// default), all on one scale from 0 to the largest value; the label gives
+// each one's latest value.
+function chart(id, series, n = history.length) {
+  const W = 600, H = 120, top = 18;
   const max = Math.max(1, ...series.flatMap((s) => s.values.filter((v) => v != null)));
   const x = (i) => (n < 2 ? W : (i * W) / (n - 1));
   const y = (v) => H - 2 - ((H - top - 4) * v) / max;
-  const label = series.map((s) => `${s.name} ${int(s.values.at(-1))}`).join(" · ");
+  const label = series.map((s) => `${s.name} ${(s.fmt || int)(s.values.at(-1))}`).join(" · ");
   const parts = [
     svg("line", { x1: 0, y1: H - 1, x2: W, y2: H - 1, class: "axis" }),
     svg("text", { x: 2, y: 12 }, label),
