@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,40 +293,8 @@ func silentPeers(t *testing.T, n int) []peer.AddrInfo {
 	t.Helper()
 	var out []peer.AddrInfo
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var conns []net.Conn
-		var mu sync.Mutex
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-		t.Cleanup(func() {
-			l.Close()
-			<-done
-			mu.Lock()
-			for _, c := range conns {
-				c.Close()
-			}
-			mu.Unlock()
-		})
 		_, id := p2ptest.NewKey(t)
-		a, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{a}})
+		out = append(out, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{p2ptest.SilentAddr(t)}})
 	}
 	return out
 }

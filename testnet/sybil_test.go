@@ -2,9 +2,6 @@ package testnet_test
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,45 +21,6 @@ import (
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/testnet"
 )
-
-// silentAddr listens on a loopback port that accepts connections and never
-// answers: a dial to it hangs until its caller gives up.
-func silentAddr(t *testing.T) ma.Multiaddr {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	a, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 // provideFakeProxies makes n hosts, each under a fresh key, provide the
 // proxy record in the DHT through proxy while advertising only silent, an
@@ -108,7 +66,7 @@ func TestFakeProxyRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	provideFakeProxies(t, first, silentAddr(t), 50)
+	provideFakeProxies(t, first, p2ptest.SilentAddr(t), 50)
 	p2ptest.Eventually(t, "the client to take fake proxy records", func() bool {
 		return len(client.Status(t.Context()).Kept) > 5
 	})
