@@ -98,19 +98,24 @@ func CompletionCap(kind Kind, body []byte) (limit int64, ok bool) {
 	if json.Unmarshal(body, &req) != nil {
 		return 0, false
 	}
-	for _, v := range []*int64{req.MaxTokens, req.MaxCompletionTokens} {
+	var n int64
+	if req.N != nil {
+		n = *req.N
+	}
+	return CapOf(req.MaxTokens, req.MaxCompletionTokens, n)
+}
+
+// CapOf is CompletionCap from a body's fields already decoded: its
+// max_tokens and max_completion_tokens (nil when absent) and n (0 when
+// absent).
+func CapOf(maxTokens, maxCompletionTokens *int64, n int64) (limit int64, ok bool) {
+	for _, v := range []*int64{maxTokens, maxCompletionTokens} {
 		if v != nil && *v > 0 && (!ok || *v < limit) {
 			limit, ok = *v, true
 		}
 	}
-	if !ok {
-		return 0, false
-	}
-	n := int64(1)
-	if req.N != nil && *req.N > 1 {
-		n = *req.N
-	}
-	if limit > MaxTokensCap/n {
+	n = max(n, 1)
+	if !ok || limit > MaxTokensCap/n {
 		return 0, false
 	}
 	return limit * n, true

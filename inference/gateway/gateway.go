@@ -320,10 +320,9 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 			return
 		}
 	}
-	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, MinTier: minTier, Body: body}
-	if limit, ok := inference.CompletionCap(kind, body); ok {
-		req.MaxTokens = limit // proxies reserve payment by it; the worker holds the body to it
-	}
+	// MaxTokens: proxies reserve payment by it; the worker holds the body to it.
+	req := &inference.Request{ID: newID(kind), Kind: kind, Model: p.model, MaxPrice: maxPrice, MinTier: minTier,
+		MaxTokens: p.maxTokens, Body: body}
 	// Built only when something is logged: With formats its attributes.
 	log := func() *slog.Logger { return s.log.With("request", req.ID, "model", req.Model) }
 

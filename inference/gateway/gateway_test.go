@@ -678,3 +678,29 @@ func TestReceiptCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxTokensHeader: the request's completion cap, from the body's
+// max_tokens or max_completion_tokens (the smaller) times n, goes to the
+// upstream in its header; a body without a cap sends none.
+func TestMaxTokensHeader(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want int64
+	}{
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 0},
+		{`{"model":"m","max_tokens":40,"messages":[{"role":"user","content":"hi"}]}`, 40},
+		{`{"model":"m","max_tokens":40,"max_completion_tokens":30,"n":3,"messages":[{"role":"user","content":"hi"}]}`, 90},
+	} {
+		up := &fakeUpstream{events: make(chan inference.Event, 1), closed: make(chan struct{}), opened: make(chan *inference.Request, 1)}
+		up.events <- inference.Event{Type: inference.FrameEnd, End: &inference.End{Tier: "tee-gpu"}}
+		srv := httptest.NewServer(New(Config{}, up, nil, nil, slog.New(slog.DiscardHandler)))
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(tt.body))
+		if status, e := do(t, req); status != http.StatusOK {
+			t.Fatalf("%s: %d %+v", tt.body, status, e)
+		}
+		if got := (<-up.opened).MaxTokens; got != tt.want {
+			t.Errorf("%s: MaxTokens %d, want %d", tt.body, got, tt.want)
+		}
+		srv.Close()
+	}
+}

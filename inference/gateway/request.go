@@ -13,6 +13,7 @@ type parsed struct {
 	model        string
 	stream       bool
 	includeUsage bool
+	maxTokens    int64 // the completion cap over all choices (inference.CapOf); 0: none
 }
 
 var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
@@ -51,7 +52,7 @@ func check(kind inference.Kind, body []byte) (parsed, *inference.Error) {
 	if e := checkStream(fields, &p); e != nil {
 		return parsed{}, e
 	}
-	if e := checkSampling(fields); e != nil {
+	if e := checkSampling(fields, &p); e != nil {
 		return parsed{}, e
 	}
 	return p, nil
@@ -139,14 +140,17 @@ func checkStream(fields map[string]json.RawMessage, p *parsed) *inference.Error 
 }
 
 // checkSampling checks the limits and sampling parameters: token caps, the
-// types of temperature, top_p and the penalties, and n.
-func checkSampling(fields map[string]json.RawMessage) *inference.Error {
-	for _, f := range []string{"max_tokens", "max_completion_tokens"} {
+// types of temperature, top_p and the penalties, and n; it sets p's
+// completion cap from the token caps and n.
+func checkSampling(fields map[string]json.RawMessage, p *parsed) *inference.Error {
+	var caps [2]*int64
+	for i, f := range []string{"max_tokens", "max_completion_tokens"} {
 		if raw, ok := fields[f]; ok && !isNull(raw) {
 			var n int64
 			if err := json.Unmarshal(raw, &n); err != nil || n < 1 {
 				return badRequest(f, "%s must be an integer of at least 1", f)
 			}
+			caps[i] = &n
 		}
 	}
 	// The sampling parameters' ranges are the engine's to judge (vLLM
@@ -161,12 +165,13 @@ func checkSampling(fields map[string]json.RawMessage) *inference.Error {
 			}
 		}
 	}
+	var choices int64
 	if raw, ok := fields["n"]; ok && !isNull(raw) {
-		var n int
-		if err := json.Unmarshal(raw, &n); err != nil || n < 1 || n > maxChoices {
+		if err := json.Unmarshal(raw, &choices); err != nil || choices < 1 || choices > maxChoices {
 			return badRequest("n", "n must be an integer from 1 to %d", maxChoices)
 		}
 	}
+	p.maxTokens, _ = inference.CapOf(caps[0], caps[1], choices)
 	return nil
 }
 
