@@ -192,14 +192,14 @@ func TestMoneySoak(t *testing.T) {
 		paid, chans := sum(p, w.ID(), true)
 		toWorkers += paid
 		workerChans += chans
-		ws := w.Channels().Settled()
-		settled += ws
 		// Each payout pays its forward fee (0.0004 TON in the emulator).
 		st := w.Status(context.Background())
-		funded := testnet.Funding[config.RoleWorker]
 		if st.Payments == nil || st.Payments.Withdrawable == nil {
 			t.Fatalf("worker %s: no wallet balance in its status", w.ID())
 		}
+		ws := uint64(st.Payments.Settled)
+		settled += ws
+		funded := testnet.Funding[config.RoleWorker]
 		gain := *st.Payments.Withdrawable - funded
 		if gain > int64(ws) || gain < int64(ws)-int64(chans)*500_000 {
 			t.Errorf("worker %s settled %d on chain; its wallet gained %d", w.ID(), ws, gain)

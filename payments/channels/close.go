@@ -166,14 +166,23 @@ func (m *Manager) awaitPayout(in *incoming) {
 			return
 		case <-t.C:
 		}
-		st, err := in.ch.State(m.ctx)
-		if errors.Is(err, ton.ErrNotDeployed) || err == nil && (st.Status == ton.StatusClosed || st.Status == ton.StatusUninit) {
+		if st, err := in.ch.State(m.ctx); closedOnChain(st, err) {
 			if err := m.paidOut(in); err != nil {
 				m.log.Warn("recording a payout", "channel", in.ch.Address(), "err", err)
 			}
 			return
 		}
 	}
+}
+
+// closedOnChain says whether a channel this node was paid on, open when it
+// was accepted, is closed and paid out, from the chain's answer st, err: the
+// contract is gone, or reset to wait for a new deposit.
+func closedOnChain(st *ton.OnChain, err error) bool {
+	if err != nil {
+		return errors.Is(err, ton.ErrNotDeployed)
+	}
+	return st.Status == ton.StatusClosed || st.Status == ton.StatusUninit
 }
 
 // payoutWait is how long a payee watches for the close it signed.
@@ -323,16 +332,11 @@ func (m *Manager) watchPass(ins []*incoming) {
 // state than the newest this node holds, with that newest state.
 func (m *Manager) challenge(ctx context.Context, in *incoming) error {
 	st, err := in.ch.State(ctx)
-	if errors.Is(err, ton.ErrNotDeployed) {
-		return m.paidOut(in) // closed and paid out
+	if closedOnChain(st, err) {
+		return m.paidOut(in)
 	}
 	if err != nil {
 		return err
-	}
-	if st.Status == ton.StatusClosed || st.Status == ton.StatusUninit {
-		// It was open when accepted: closed, paid out, and reset by the
-		// contract to wait for a new deposit.
-		return m.paidOut(in)
 	}
 	q := st.Quarantine
 	if st.Status != ton.StatusClosureStarted || q == nil || q.StateChallenged || !q.StateCommittedByA {

@@ -85,17 +85,6 @@ func stateOf(err error) string {
 	return "broken"
 }
 
-// Settled is what this node received on the channels it is paid on that
-// are closed on chain and paid out to its wallet, in nanoTON.
-func (m *Manager) Settled() (settled uint64) {
-	for _, c := range m.List() {
-		if !c.Payer && c.State == "closed" {
-			settled += c.Received
-		}
-	}
-	return settled
-}
-
 // Totals are what a node has paid and been paid, over all its channels,
 // as signed states.
 func (m *Manager) Totals() (spent, earned uint64) {
