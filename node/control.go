@@ -119,63 +119,81 @@ func (n *Node) Drain(ctx context.Context, progress func(string)) error {
 	w.server.Drain()
 	w.announceSoon()
 	progress("taking no new requests; offer announced full")
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	last := time.Now()
-	for w.server.Active() > 0 {
-		if time.Since(last) >= 5*time.Second {
-			progress(fmt.Sprintf("%d requests in flight", w.server.Active()))
-			last = time.Now()
+	err := awaitDrain(ctx, 0, progress, func() string {
+		if a := w.server.Active(); a > 0 {
+			return fmt.Sprintf("%d requests in flight", a)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+		return ""
+	})
+	if err != nil {
+		return err
 	}
 	progress("no request in flight")
 	if n.pay == nil {
 		return nil
 	}
-	// The payments for the last answers arrive shortly after them (the
-	// client's batch, then the proxy's): wait for them before the close.
-	unpaid := func() (sum uint64) {
+	// payeeChannels sums what is served and not yet paid on the open
+	// channels this node is paid on, and counts them.
+	payeeChannels := func() (unpaid uint64, open int) {
 		for _, c := range n.pay.m.List() {
 			if !c.Payer && c.State == "open" {
-				sum += c.Unsigned
+				unpaid += c.Unsigned
+				open++
 			}
 		}
-		return sum
+		return unpaid, open
 	}
-	paidBy := time.Now().Add(time.Minute)
-	for u := unpaid(); u > 0; u = unpaid() {
-		if time.Now().After(paidBy) {
-			progress(fmt.Sprintf("%d nanoTON served are still unpaid after a minute; settling what was paid", u))
-			break
+	// The payments for the last answers arrive shortly after them (the
+	// client's batch, then the proxy's): wait for them before the close.
+	err = awaitDrain(ctx, time.Minute, progress, func() string {
+		if u, _ := payeeChannels(); u > 0 {
+			return fmt.Sprintf("%d nanoTON served and not yet paid", u)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+		return ""
+	})
+	if errors.Is(err, errDrainWait) {
+		progress("payments still missing after a minute; settling what was paid")
+	} else if err != nil {
+		return err
 	}
 	asked, failed := n.pay.m.SettleAll(ctx)
 	for p, err := range failed {
 		progress(fmt.Sprintf("could not ask %s to settle: %v; `cocoon channel close --peer %s` closes it uncooperatively", p, err, p))
 	}
 	progress(fmt.Sprintf("asked %d payers to close their channels cooperatively", asked))
+	err = awaitDrain(ctx, 0, progress, func() string {
+		if _, open := payeeChannels(); open > len(failed) {
+			return fmt.Sprintf("%d channels still open", open)
+		}
+		return ""
+	})
+	if err != nil {
+		return err
+	}
+	_, earned := n.pay.m.Totals()
+	progress(fmt.Sprintf("channels closed: earned %d nanoTON in all", earned))
+	return nil
+}
+
+// errDrainWait: awaitDrain's limit passed.
+var errDrainWait = errors.New("still waiting")
+
+// awaitDrain polls pending every 100 ms until it says nothing is left
+// (""), reporting what it says every 5 s; it gives up at ctx's end, or
+// with errDrainWait after limit when limit is not 0.
+func awaitDrain(ctx context.Context, limit time.Duration, progress func(string), pending func() string) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	start, last := time.Now(), time.Now()
 	for {
-		open := 0
-		for _, c := range n.pay.m.List() {
-			if !c.Payer && c.State == "open" {
-				open++
-			}
-		}
-		if open <= len(failed) {
-			break
-		}
-		if time.Since(last) >= 5*time.Second {
-			progress(fmt.Sprintf("%d channels still open", open))
+		left := pending()
+		switch {
+		case left == "":
+			return nil
+		case limit > 0 && time.Since(start) >= limit:
+			return errDrainWait
+		case time.Since(last) >= 5*time.Second:
+			progress(left)
 			last = time.Now()
 		}
 		select {
@@ -184,6 +202,4 @@ func (n *Node) Drain(ctx context.Context, progress func(string)) error {
 		case <-t.C:
 		}
 	}
-	progress(fmt.Sprintf("channels closed: earned %d nanoTON in all", func() uint64 { _, e := n.pay.m.Totals(); return e }()))
-	return nil
 }
