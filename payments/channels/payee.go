@@ -327,10 +327,12 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 	early := sent - min(sent, in.served) // paid here for answers counted on the channel after it
 	in.served = max(in.served, sent)
 	in.mu.Unlock()
-	if cur := m.inFrom(from); early > 0 && cur != nil && cur != in {
-		cur.mu.Lock()
-		cur.served -= min(early, cur.served-min(cur.served, cur.received))
-		cur.mu.Unlock()
+	if early > 0 {
+		if cur := m.inFrom(from); cur != nil && cur != in {
+			cur.mu.Lock()
+			cur.served -= min(early, cur.served-min(cur.served, cur.received))
+			cur.mu.Unlock()
+		}
 	}
 	fw.commit()
 	return &reply{Received: sent, Seqno: st.Seqno, Settle: m.settleDue(in, sent)}
