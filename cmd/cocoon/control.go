@@ -70,28 +70,13 @@ func runDrain(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	base := ep.URL
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	req, err := ep.NewRequest(ctx, http.MethodPost, "/drain")
+	resp, err := openAdmin(ctx, ep, http.MethodPost, "/drain")
 	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("drain: asking the node at %s (is it running?): %w", base, err)
+		return fmt.Errorf("drain: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("drain: %s", e.Error)
-		}
-		return fmt.Errorf("drain: the node at %s answered %s", base, resp.Status)
-	}
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<20))
 	last := ""
 	for sc.Scan() {

@@ -119,33 +119,41 @@ func parseNoArgs(fs *flag.FlagSet, args []string) error {
 func askAdmin(ctx context.Context, ep admin.Endpoint, method, path string, wait time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	base := ep.URL
+	resp, err := openAdmin(ctx, ep, method, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+}
+
+// openAdmin sends method path to a node's admin API and returns a 200
+// answer, its body unread; another answer is an error with the node's own
+// {"error": ...} message when it sent one.
+func openAdmin(ctx context.Context, ep admin.Endpoint, method, path string) (*http.Response, error) {
 	req, err := ep.NewRequest(ctx, method, path)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("asking the node at %s (is it running?): %w", base, err)
+		return nil, fmt.Errorf("asking the node at %s (is it running?): %w", ep.URL, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, err
-	}
 	if resp.StatusCode == http.StatusUnauthorized && ep.Token == "" {
-		return nil, fmt.Errorf("the node at %s wants its admin token: pass --data-dir (it holds %s) or --token-file, or set COCOON_ADMIN_TOKEN", base, admin.TokenFile)
+		return nil, fmt.Errorf("the node at %s wants its admin token: pass --data-dir (it holds %s) or --token-file, or set COCOON_ADMIN_TOKEN", ep.URL, admin.TokenFile)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
-		}
-		return nil, fmt.Errorf("the node at %s answered %s", base, resp.Status)
+	var e struct {
+		Error string `json:"error"`
 	}
-	return body, nil
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return nil, errors.New(e.Error)
+	}
+	return nil, fmt.Errorf("the node at %s answered %s", ep.URL, resp.Status)
 }
 
 // findAdmin reads the admin URL and token a running node wrote into its
