@@ -32,13 +32,17 @@ const (
 // in the order the package doc gives. It runs on every request: one pass
 // over the workers, one clock read, no allocation.
 func (r *Router) pick(model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
-	return r.pickFor(nil, model, kind, maxPrice, minTier, tried, keys)
+	return r.pickFor(nil, model, kind, maxPrice, minTier, tried, keys, nil)
 }
 
 // pickFor is pick for a client whose load is cl: a worker of which the
 // client holds its share of slots (ClientShare) is passed over, and the
-// pick is counted in cl. A nil cl counts no client.
-func (r *Router) pickFor(cl *clientLoad, model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID) (*worker, *inference.Error) {
+// pick is counted in cl. A nil cl counts no client. admit, when not nil,
+// runs on the chosen worker before the pick is counted, under the same
+// lock: a request it refuses (its payment reservation) never holds a slot
+// or a share, so others are not refused for it meanwhile.
+func (r *Router) pickFor(cl *clientLoad, model string, kind inference.Kind, maxPrice int64, minTier attest.Tier, tried []peer.ID, keys []seal.KeyID,
+	admit func(*worker) *inference.Error) (*worker, *inference.Error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,6 +109,11 @@ func (r *Router) pickFor(cl *clientLoad, model string, kind inference.Kind, maxP
 				"none of the %d workers the request is sealed to can take model %q through this proxy now", len(keys), model)
 		}
 		return nil, inference.Errorf(inference.CodeNoWorker, "no worker can take model %q now", model)
+	}
+	if admit != nil {
+		if e := admit(best.w); e != nil {
+			return nil, e
+		}
 	}
 	best.w.active++
 	best.w.served++

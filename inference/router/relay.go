@@ -81,7 +81,18 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 	var tried []peer.ID
 	var last *inference.Error
 	for n := 0; n < r.cfg.Attempts; n++ {
-		w, perr := r.pickFor(cl, req.Model, req.Kind, req.MaxPrice, req.MinTier, tried, keys)
+		var unreserve func()
+		reserve := func(w *worker) (e *inference.Error) {
+			unreserve, e = r.reserve(client, w, req)
+			return e
+		}
+		w, perr := r.pickFor(cl, req.Model, req.Kind, req.MaxPrice, req.MinTier, tried, keys, reserve)
+		if perr != nil && perr.Code == inference.CodePaymentRequired {
+			if err := inference.WriteError(out, perr); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
 		if perr != nil {
 			if last == nil || perr.Code == inference.CodeUnknownModel || perr.Code == inference.CodeNotCandidate {
 				last = perr
@@ -94,14 +105,6 @@ func (r *Router) route(ctx context.Context, client peer.ID, req *inference.Reque
 			if p, ok := r.prices.Offered(w.id, req.Model); ok {
 				a.offer = &p
 			}
-		}
-		unreserve, perr := r.reserve(client, w, req)
-		if perr != nil {
-			r.releaseFor(cl, w, outcomeNone)
-			if err := inference.WriteError(out, perr); err != nil {
-				return err
-			}
-			return out.Flush()
 		}
 		started, e := r.forward(ctx, a, req.MinTier)
 		unreserve()

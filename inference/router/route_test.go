@@ -430,7 +430,9 @@ func TestReservations(t *testing.T) {
 		return payments.Bill{Worker: tk.Prompt + tk.Completion, Total: tk.Prompt + tk.Completion}, true
 	})
 	gate := make(chan struct{})
+	open := sync.OnceFunc(func() { close(gate) })
 	m.addWorker("w", 100, behaviour{during: func() { <-gate }})
+	t.Cleanup(open)                         // before the mesh's: a failed test leaves no answer held
 	worst := uint64(len(`{}`)/4 + 1 + 4096) // the prompt's bytes over four, and ReserveTokens
 	settler.Budget(2 * worst)
 	type result struct {
@@ -472,7 +474,7 @@ func TestReservations(t *testing.T) {
 		}
 		refused++
 	}
-	close(gate)
+	open()
 	for range 2 {
 		if r := p2ptest.WaitFor(t, results, "an answer"); !r.ok {
 			t.Fatalf("got %+v, want one of the two answers in flight", r)
