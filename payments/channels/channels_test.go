@@ -619,3 +619,78 @@ func (n *network) waitHeld(t *testing.T, p paid) {
 		return total(n.proxy, n.client.h.ID()) == p.total && total(n.worker, n.proxy.h.ID()) == p.worker
 	})
 }
+
+// TestRenewAtOnce: when a busy payer's channel falls below Renew, the
+// Opener opens the next one at once, not at its next look an hour later,
+// so the old channel is not spent down in between.
+func TestRenewAtOnce(t *testing.T) {
+	sb := startSandbox(t)
+	n := &network{sb: sb}
+	cfg := config(false)
+	cfg.Deposit, cfg.Renew, cfg.Reserve = 45_000_000, 16_000_000, 1_000_000
+	n.client = newParty(t, sb, cfg, 5_000_000_000)
+	n.proxy = newParty(t, sb, config(true), 5_000_000_000)
+	n.worker = newParty(t, sb, config(false), 0)
+	p2ptest.Connect(t, n.client.h, n.proxy.h)
+	p2ptest.Connect(t, n.proxy.h, n.worker.h)
+	if err := n.proxy.m.Open(ctxFor(t), n.worker.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	o := channels.NewOpener(n.client.m, payees{n.proxy.h.ID()}, logtest.New(t))
+	channels.SetOpenerTick(o, time.Hour) // only the first look, then wake-ups
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { o.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	proxy := n.proxy.h.ID()
+	p2ptest.Eventually(t, "the first channel to open", func() bool { return n.client.m.Fresh(proxy) })
+
+	var p paid
+	for i := 0; n.client.m.Fresh(proxy); i++ {
+		n.pay(t, &p, i, 10_000)
+	}
+	p2ptest.Eventually(t, "the next channel to open without waiting for the tick", func() bool { return n.client.m.Fresh(proxy) })
+	chans := 0
+	for _, c := range n.client.m.List() {
+		if c.Payer && c.Peer == proxy {
+			chans++
+		}
+	}
+	if chans != 2 {
+		t.Errorf("the client pays the proxy on %d channels, want 2", chans)
+	}
+}
+
+// TestWorkerPartOwedUntilChannel: a client's payment for an answer whose
+// worker the proxy has no channel to (closed, or not yet open) leaves the
+// worker's part owed, not kept by the proxy: the next state the proxy
+// signs to that worker, on a channel opened later, pays it too.
+func TestWorkerPartOwedUntilChannel(t *testing.T) {
+	sb := startSandbox(t)
+	n := &network{sb: sb}
+	n.client = newParty(t, sb, config(false), 5_000_000_000)
+	n.proxy = newParty(t, sb, config(true), 5_000_000_000)
+	n.worker = newParty(t, sb, config(false), 0)
+	p2ptest.Connect(t, n.client.h, n.proxy.h)
+	p2ptest.Connect(t, n.proxy.h, n.worker.h)
+	if err := n.client.m.Open(ctxFor(t), n.proxy.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	var early paid // answers paid before the proxy has a channel to the worker
+	for i := range 3 {
+		n.pay(t, &early, i, 10_000)
+	}
+	p2ptest.Eventually(t, "the proxy to hold the client's payments", func() bool {
+		return n.proxy.channel(n.client.h.ID()).Received == early.total
+	})
+	if err := n.proxy.m.Open(ctxFor(t), n.worker.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	p := early
+	n.pay(t, &p, 3, 10_000)
+	n.settled(t, p) // the worker holds every part: the three early ones too
+	spent, earned := n.proxy.m.Totals()
+	if earned != p.total || spent != p.worker {
+		t.Errorf("proxy earned %d, spent %d; want %d and %d", earned, spent, p.total, p.worker)
+	}
+}

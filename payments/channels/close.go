@@ -72,14 +72,20 @@ const settleRetry = 30 * time.Second
 // closeOut closes o cooperatively.
 func (m *Manager) closeOut(ctx context.Context, o *outgoing) error {
 	p := o.peer
+	// signMu: a proxy's forwarding (signOwed) signs on o while holding it,
+	// and stores the state before it lets go; the close waits for that and
+	// then sees the state, or the forwarding sees o closing.
+	o.signMu.Lock()
 	o.mu.Lock()
 	if o.acked != o.sent || len(o.pending) > 0 {
 		o.mu.Unlock()
+		o.signMu.Unlock()
 		return fmt.Errorf("closing: %d nanoTON not yet acknowledged by the payee; try again shortly", o.acked+o.queued-min(o.acked, o.sent))
 	}
 	o.broken = errClosing
 	seqno, sent := o.seqno, o.sent
 	o.mu.Unlock()
+	o.signMu.Unlock()
 	s, err := m.h.NewStream(network.WithAllowLimitedConn(ctx, "pay"), p, m.proto)
 	if err != nil {
 		return err

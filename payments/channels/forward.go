@@ -101,35 +101,59 @@ func (m *Manager) entry(e Entry) (peer.ID, uint64, error) {
 // owedStates are the new states a proxy signs to the workers a client's
 // payment owes, to be stored in the same ledger transaction as it.
 type owedStates struct {
-	locked []*outgoing      // channels whose signMu is held until unlock, in locking order
-	outs   []*outgoing      // the channels that get a new state
-	chans  []ledger.Channel // their new states, in the order of outs
+	m      *Manager
+	locked []*outgoing        // channels whose signMu is held until unlock, in locking order
+	outs   []*outgoing        // the channels that get a new state
+	chans  []ledger.Channel   // their new states, in the order of outs
+	took   map[peer.ID]uint64 // parts owed from before that these states pay: back to behind unless committed
+	later  map[peer.ID]uint64 // parts no channel could take now: into behind once committed
+	done   bool               // committed
 }
 
 // signOwed signs, for each worker owed, the next state of the channel to
 // it, taking the channels in a fixed order so that concurrent payments
 // lock them alike. Each channel's signMu stays held until unlock, even on
 // error, so that nothing else is signed on it before the states are
-// stored; the caller defers unlock. A worker with no channel, or whose
-// deposit its new state would pass, gets nothing: its part stays with the
-// proxy.
+// stored; the caller defers unlock. The state also pays what the worker
+// was owed from before (behind). A worker with no channel it can be paid
+// on now (none, closing, or one whose deposit the state would pass) gets
+// its part on the next state to it, once a channel is open: commit keeps
+// it in behind.
 func (m *Manager) signOwed(owed map[peer.ID]uint64) (*owedStates, error) {
-	f := &owedStates{}
+	f := &owedStates{m: m, took: make(map[peer.ID]uint64), later: make(map[peer.ID]uint64)}
+	m.mu.Lock()
+	for w := range m.behind {
+		if _, ok := owed[w]; !ok {
+			if owed == nil {
+				owed = make(map[peer.ID]uint64)
+			}
+			owed[w] = 0 // owed from before only
+		}
+	}
+	m.mu.Unlock()
 	for _, w := range sortedPeers(owed) {
 		o := m.outTo(w)
 		if o == nil {
-			m.log.Warn("owing a worker with no channel to it; its part stays with the proxy", "worker", w, "nanoton", owed[w])
+			f.later[w] = owed[w]
 			continue
 		}
 		o.signMu.Lock()
 		f.locked = append(f.locked, o)
+		m.mu.Lock()
+		before := m.behind[w]
+		delete(m.behind, w)
+		m.mu.Unlock()
+		f.took[w] = before
 		o.mu.Lock()
-		next := ledger.State{Seqno: o.seqno + 1, Sent: o.sent + owed[w]}
-		over := next.Sent > o.info.Deposit
+		next := ledger.State{Seqno: o.seqno + 1, Sent: o.sent + owed[w] + before}
+		usable := o.broken == nil && next.Sent <= o.info.Deposit
 		o.mu.Unlock()
-		if over {
-			m.log.Error("worker owed more than its channel's deposit; its part stays with the proxy", "worker", w, "nanoton", owed[w])
+		if !usable {
+			f.later[w] = owed[w]
 			continue
+		}
+		if next.Sent == o.sent {
+			continue // nothing owed
 		}
 		_, enc, err := m.signState(o, next.Seqno, next.Sent)
 		if err != nil {
@@ -143,7 +167,8 @@ func (m *Manager) signOwed(owed map[peer.ID]uint64) (*owedStates, error) {
 }
 
 // commit records the new states, once stored, as their channels' newest,
-// and wakes their senders.
+// and wakes their senders; the parts no channel took are owed on the next
+// states to their workers.
 func (f *owedStates) commit() {
 	for i, o := range f.outs {
 		st := f.chans[i].State
@@ -152,13 +177,43 @@ func (f *owedStates) commit() {
 		o.mu.Unlock()
 		o.poke()
 	}
+	f.done = true
+	for w, part := range f.later {
+		if part > 0 {
+			f.m.log.Warn("no channel to pay a worker on now; its part is owed on the next one", "worker", w, "nanoton", part)
+		}
+	}
 }
 
-// unlock releases the channels signOwed locked, last locked first.
+// unlock releases the channels signOwed locked, last locked first, and
+// settles behind: what a committed payment could not pay joins it, and
+// what an uncommitted one took returns to it.
 func (f *owedStates) unlock() {
+	f.m.mu.Lock()
+	for w, part := range f.later {
+		if f.done && part > 0 {
+			f.m.behind[w] += part
+		}
+	}
+	for w, part := range f.took {
+		if part > 0 && (!f.done || !f.paid(w)) {
+			f.m.behind[w] += part
+		}
+	}
+	f.m.mu.Unlock()
 	for _, o := range slices.Backward(f.locked) {
 		o.signMu.Unlock()
 	}
+}
+
+// paid says whether a committed state pays worker w.
+func (f *owedStates) paid(w peer.ID) bool {
+	for _, o := range f.outs {
+		if o.peer == w {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedPeers(m map[peer.ID]uint64) []peer.ID {

@@ -153,9 +153,14 @@ type Manager struct {
 	inAddr  map[string]*incoming      // every channel this node is paid on, by address
 	opening map[peer.ID]chan struct{} // closed when the open in flight ends
 	relayed map[[32]byte]struct{}     // receipts a proxy compared with what it relayed, bounded
+	behind  map[peer.ID]uint64        // workers' parts a proxy could sign on no channel yet: paid on the next state to each
 	all     []*channel                // every channel, for List
 	// draining: SettleAll was called; no new channel is accepted.
 	draining bool
+	// renewing wakes the Opener when a channel this node pays on becomes
+	// due for a successor, so a busy payer does not spend the old one
+	// down while the Opener waits for its next tick.
+	renewing chan struct{}
 
 	ctx    context.Context // ends at Close; the senders and the watcher run under it
 	cancel context.CancelFunc
@@ -189,8 +194,8 @@ func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.Priv
 	}
 	return &Manager{cfg: cfg, h: h, self: self, chain: c, wallet: w, key: key, led: led, log: log.With("component", "payments"),
 		proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
-		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}), relayed: make(map[[32]byte]struct{}),
-		ctx: ctx, cancel: cancel}
+		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}), relayed: make(map[[32]byte]struct{}), behind: make(map[peer.ID]uint64),
+		renewing: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
 // channel is what both sides keep of one channel.

@@ -37,6 +37,7 @@ type Opener struct {
 	m      *Manager
 	payees Payees
 	log    *slog.Logger
+	every  time.Duration // how often Run looks without being woken: openEvery
 
 	mu     sync.Mutex        // guards failed
 	failed map[peer.ID]error // the last failed open per payee; none once one succeeds
@@ -44,15 +45,17 @@ type Opener struct {
 
 // NewOpener returns an opener of m's channels to payees. It starts nothing.
 func NewOpener(m *Manager, payees Payees, log *slog.Logger) *Opener {
-	return &Opener{m: m, payees: payees, log: log.With("component", "payments"), failed: make(map[peer.ID]error)}
+	return &Opener{m: m, payees: payees, log: log.With("component", "payments"), every: openEvery, failed: make(map[peer.ID]error)}
 }
 
-// Run opens channels until ctx ends: every second, to each payee that has
-// none with at least Renew left (or was asked to settle), except a payee whose open failed
+// Run opens channels until ctx ends: every second, and at once when a
+// channel falls below Renew or its payee asks to settle, to each payee
+// that has none with at least Renew left (or was asked to settle), except
+// a payee whose open failed
 // (an empty wallet, an unreachable chain), which waits 5 s after the first
 // failure, twice as long after each next one, up to a minute.
 func (o *Opener) Run(ctx context.Context) {
-	t := time.NewTicker(openEvery)
+	t := time.NewTicker(o.every)
 	defer t.Stop()
 	r := retry{next: make(map[peer.ID]time.Time), wait: make(map[peer.ID]time.Duration)}
 	for {
@@ -77,6 +80,7 @@ func (o *Opener) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-o.m.renewing:
 		}
 	}
 }

@@ -271,11 +271,24 @@ func (m *Manager) Pay(p peer.ID, receipt []byte, amount uint64) error {
 		o.mu.Unlock()
 		return fmt.Errorf("%w: %d payments waiting for the payee", ErrBroken, len(o.pending))
 	}
+	due := o.acked+o.queued+m.cfg.Renew > o.info.Deposit
 	o.pending = append(o.pending, Entry{Receipt: receipt, Amount: amount})
 	o.queued += amount
+	if !due && o.acked+o.queued+m.cfg.Renew > o.info.Deposit {
+		m.renewDue()
+	}
 	o.mu.Unlock()
 	o.poke()
 	return nil
+}
+
+// renewDue wakes the Opener: a channel this node pays on needs its
+// successor now.
+func (m *Manager) renewDue() {
+	select {
+	case m.renewing <- struct{}{}:
+	default:
+	}
 }
 
 // sign signs and stores, when the pending entries pay for more than the
@@ -468,7 +481,10 @@ func (m *Manager) acked(o *outgoing, q *request, r *reply) {
 	o.pending = o.pending[i:]
 	o.covered -= i
 	o.acked = r.Received
-	o.settle = o.settle || r.Settle
+	if r.Settle && !o.settle {
+		o.settle = true
+		m.renewDue()
+	}
 }
 
 // sync asks the payee what it holds of o, after a restart: the entries it
