@@ -167,8 +167,9 @@ function handlers(chain) {
             const init = { code: cell(body, 'code'), data: cell(body, 'data') };
             const value = amount(body, 'value');
             const addr = contractAddress(0, init);
+            const msgBody = body.body === undefined ? undefined : cell(body, 'body');
             const deployer = await treasury('deployer');
-            const res = await emulating(() => deployer.send({ to: addr, value, init, bounce: false }));
+            const res = await emulating(() => deployer.send({ to: addr, value, init, body: msgBody, bounce: false }));
             const transactions = res.transactions.map(txOut);
             // The account's own transaction must succeed and leave it active.
             const tx = transactions.find((t) => t.address === addr.toRawString());

@@ -44,7 +44,6 @@ func TestReloadAndDrain(t *testing.T) {
 	w := h.AddNode(config.RoleWorker, []node.Option{reload}, keep)
 	other := h.AddWorker(func(c *config.Config) { c.Worker.Price = dear })
 	client := h.AddClient()
-	_ = p
 
 	ask := func(model string) (int, []byte) {
 		resp, body := openaitest.Post(t, testnet.BaseURL(client), "/chat/completions", openaitest.ChatRequest(model, 1, nil))
@@ -97,7 +96,15 @@ func TestReloadAndDrain(t *testing.T) {
 	}
 
 	// Drain: the worker's channel from the proxy is closed and settled;
-	// requests go to the other worker.
+	// requests go to the other worker, once the proxy can pay it.
+	p2ptest.Eventually(t, "the proxy's channel to the other worker to open", func() bool {
+		for _, c := range p.Channels().List() {
+			if c.Payer && c.Peer == other.ID() && c.State == "open" {
+				return true
+			}
+		}
+		return false
+	})
 	var lines []string
 	if err := w.Drain(t.Context(), func(s string) { lines = append(lines, s) }); err != nil {
 		t.Fatalf("drain: %v (%s)", err, strings.Join(lines, "; "))

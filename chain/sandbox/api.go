@@ -202,6 +202,12 @@ func (s *Sandbox) WaitTransaction(ctx context.Context, addr *address.Address, ms
 // same code and data again tops it up. A deploy whose transaction fails is
 // an error.
 func (s *Sandbox) Deploy(ctx context.Context, code, data *cell.Cell, value *big.Int) (*address.Address, error) {
+	return s.DeployWith(ctx, code, data, value, nil)
+}
+
+// DeployWith is Deploy with a message body the contract's first
+// transaction reads (an init message); nil sends none.
+func (s *Sandbox) DeployWith(ctx context.Context, code, data *cell.Cell, value *big.Int, body *cell.Cell) (*address.Address, error) {
 	if code == nil || data == nil || value == nil {
 		return nil, errors.New("sandbox: deploy needs code, data and value")
 	}
@@ -213,6 +219,9 @@ func (s *Sandbox) Deploy(ctx context.Context, code, data *cell.Cell, value *big.
 		Transactions []txJSON `json:"transactions"`
 	}
 	req := map[string]any{"code": code.ToBOC(), "data": data.ToBOC(), "value": value.String()}
+	if body != nil {
+		req["body"] = body.ToBOC()
+	}
 	if err := s.call(ctx, "/deploy", req, &resp); err != nil {
 		return nil, err
 	}

@@ -123,6 +123,7 @@ type FakeSettler struct {
 	unpayable map[peer.ID]bool
 	served    []uint64
 	relayed   [][]byte
+	paid      []uint64 // the worker parts Relayed was given
 	// budget, when not zero, is what Reserve lets be set aside at once;
 	// reserved is what is, and peak the most there was.
 	budget, reserved, peak uint64
@@ -181,6 +182,13 @@ func (f *FakeSettler) ServedAmounts() []uint64 {
 	return append([]uint64(nil), f.served...)
 }
 
+// WorkerParts returns the parts Relayed paid workers, in order.
+func (f *FakeSettler) WorkerParts() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.paid...)
+}
+
 // RelayedReceipts returns the receipts Relayed was given, in order.
 func (f *FakeSettler) RelayedReceipts() [][]byte {
 	f.mu.Lock()
@@ -209,10 +217,11 @@ func (f *FakeSettler) Served(_ peer.ID, amount uint64) {
 	f.served = append(f.served, amount)
 }
 
-func (f *FakeSettler) Relayed(receipt []byte) {
+func (f *FakeSettler) Relayed(worker peer.ID, receipt []byte, part uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.relayed = append(f.relayed, receipt)
+	f.paid = append(f.paid, part)
 }
 
 var (

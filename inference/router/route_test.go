@@ -335,6 +335,9 @@ func TestPayments(t *testing.T) {
 	if relayed := settler.RelayedReceipts(); len(relayed) != 1 || len(relayed[0]) == 0 {
 		t.Errorf("relayed %d receipts, want the paid worker's one", len(relayed))
 	}
+	if parts := settler.WorkerParts(); len(parts) != 1 || parts[0] == 0 || parts[0] > 11 {
+		t.Errorf("paid the worker %v, want its part of the 11 once", parts)
+	}
 	settler.Refuse(errors.New("no channel"))
 	before := m.stats("paid").Served
 	if _, e := m.send(0); e == nil || e.Code != inference.CodePaymentRequired || e.Message != "payment required: no channel" {

@@ -105,9 +105,10 @@ type Settler interface {
 	Reserve(client peer.ID, amount uint64) (release func(), err error)
 	// Served records that client owes amount nanoTON for an answer it got.
 	Served(client peer.ID, amount uint64)
-	// Relayed hands on the worker's signed receipt of an answer the
-	// client got, for the proxy to be paid by.
-	Relayed(receipt []byte)
+	// Relayed hands on worker's signed receipt of an answer it served,
+	// which the router checked against what it relayed: the proxy is paid
+	// by it, and pays worker part nanoTON for it now.
+	Relayed(worker peer.ID, receipt []byte, part uint64)
 }
 
 // Router routes inference requests to workers.

@@ -3,8 +3,6 @@ package router
 import (
 	"hash"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -33,11 +31,9 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 			end.Cost = &b
 		}
 	}
-	if err := inference.WriteEnd(a.out, end); err != nil {
-		return outcomeSuccess, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
-	}
-	if err := a.out.Flush(); err != nil {
-		return outcomeSuccess, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
+	err = inference.WriteEnd(a.out, end)
+	if err == nil {
+		err = a.out.Flush()
 	}
 	if end.Receipt != nil {
 		if err := r.checkReceipt(a.w, a.req, end, content); err != nil {
@@ -45,7 +41,13 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 			return outcomeFailure, nil // the client refuses it too, and pays nothing
 		}
 	}
-	r.settle(a.client, end)
+	if err != nil {
+		// The worker served the answer and is paid for it; the client,
+		// which did not get its end, owes nothing.
+		r.settle(a, end, false)
+		return outcomeSuccess, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
+	}
+	r.settle(a, end, true)
 	return outcomeSuccess, nil
 }
 
@@ -95,18 +97,19 @@ func (r *Router) price(a *attempt, end *inference.End) (price *payments.Price, b
 		"the worker's receipt bills at %+v, not its offer's %+v; the answer is withheld", rc.Price, offer)
 }
 
-// settle tells the settler of an answer client got whose receipt (if
-// any) agreed with what was relayed: client owes its total, and the
-// receipt is what the proxy is paid by.
-func (r *Router) settle(client peer.ID, end *inference.End) {
+// settle tells the settler of a's answer, whose receipt (if any) agreed
+// with what was relayed: the client owes its total when it got the end
+// (delivered), and the proxy pays the worker its part now, from its own
+// channel, either way.
+func (r *Router) settle(a *attempt, end *inference.End, delivered bool) {
 	if r.settler == nil || end.Cost == nil {
 		return
 	}
-	if end.Cost.Total > 0 {
-		r.settler.Served(client, uint64(end.Cost.Total))
+	if delivered && end.Cost.Total > 0 {
+		r.settler.Served(a.client, uint64(end.Cost.Total))
 	}
 	if end.Receipt != nil {
-		r.settler.Relayed(end.Receipt)
+		r.settler.Relayed(a.w.id, end.Receipt, uint64(end.Cost.Worker))
 	}
 }
 

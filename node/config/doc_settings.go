@@ -80,7 +80,7 @@ var settingDocs = map[string]string{
 	"payments.renew_below":  "With less than this many nanoTON left on a channel this node pays on (or when its payee asks to settle), the next channel is opened while the old one still pays, so no request waits for it (make before break); the old one is then closed cooperatively, paying its payee out.",
 	"payments.settle_above": "A payee asks its payer to settle a channel (close it cooperatively, which pays the payee out on chain, and move to a new one) once it has received this many nanoTON on it; 0 never asks for that reason.",
 	"payments.settle_after": "A payee asks its payer to settle a channel once it is this old; 0 never asks for that reason.",
-	"payments.max_credit":   "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies).",
+	"payments.max_credit":   "nanoTON a payee serves beyond its payer's newest signed state; past it requests get 402 (clients) or are refused (proxies). A proxy also pays a worker ahead of its clients once half of this is due to it.",
 	"payments.batch":        "How long a payer gathers answers into one signed state (one signature and one disk write on each side for all of them); 0 signs each answer's payment at once.",
 	"payments.quarantine":   "How long an uncooperative close of this node's channels can be challenged; the counterparty must watch the chain at least this often.",
 

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,14 +194,28 @@ func (n *network) answer(t *testing.T, i int, completion int64) (receipt []byte,
 	return signed, bill
 }
 
+// relay has the worker serve answer i through the proxy, as a router
+// would have it: the worker counts it served to the proxy, the proxy
+// counts it served to the client and, having checked the receipt, pays the
+// worker its part.
+func (n *network) relay(t *testing.T, i int, completion int64) (receipt []byte, bill payments.Bill) {
+	t.Helper()
+	receipt, bill = n.answer(t, i, completion)
+	n.worker.m.Served(n.proxy.h.ID(), uint64(bill.Worker))
+	n.proxy.m.Served(n.client.h.ID(), uint64(bill.Total))
+	n.proxy.m.Relayed(n.worker.h.ID(), receipt, uint64(bill.Worker))
+	return receipt, bill
+}
+
 // paid tallies what the client paid: in all, and the worker's part.
 type paid struct{ total, worker uint64 }
 
-// pay has the client pay for answer i with completion tokens, adds it to
-// p, and returns its bill.
+// pay has the worker serve answer i with completion tokens through the
+// proxy, which pays the worker its part as it relays it, and the client
+// pay for it; it adds it to p, and returns its bill.
 func (n *network) pay(t *testing.T, p *paid, i int, completion int64) payments.Bill {
 	t.Helper()
-	r, bill := n.answer(t, i, completion)
+	r, bill := n.relay(t, i, completion)
 	if err := n.client.m.Pay(n.proxy.h.ID(), r, uint64(bill.Total)); err != nil {
 		t.Fatal(err)
 	}
@@ -325,10 +340,25 @@ func TestPaymentsSurviveRestart(t *testing.T) {
 		pay(i)
 	}
 	n.settled(t, p)
-	n.proxy.stop()
-	// Paid while the proxy is down: delivered once it is back.
+	// Relayed just before the proxy stops, and paid by the client while it
+	// is down: the worker's parts, which the proxy stored as it stopped,
+	// and the client's payments are delivered once it is back.
+	type relayed struct {
+		receipt []byte
+		bill    payments.Bill
+	}
+	var later []relayed
 	for i := 5; i < 10; i++ {
-		pay(i)
+		r, bill := n.relay(t, i, 30)
+		later = append(later, relayed{r, bill})
+	}
+	n.proxy.stop()
+	for _, a := range later {
+		if err := n.client.m.Pay(n.proxy.h.ID(), a.receipt, uint64(a.bill.Total)); err != nil {
+			t.Fatal(err)
+		}
+		p.total += uint64(a.bill.Total)
+		p.worker += uint64(a.bill.Worker)
 	}
 	n.proxy.start()
 	n.settled(t, p)
@@ -376,12 +406,35 @@ func TestPayeeDispute(t *testing.T) {
 // first state it signed instead of the newest; the proxy's watcher sees
 // the close on chain and challenges with the newest, and the payout is the
 // newest amount.
-func TestOldStateChallenged(t *testing.T) {
+func TestOldStateChallenged(t *testing.T) { oldStateChallenged(t, 0) }
+
+// TestOldStateChallengedAmongThousand: the same with a thousand other
+// channels open on chain that the proxy watches: its watch passes read
+// them in parallel, so the old state is still challenged.
+func TestOldStateChallengedAmongThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a thousand channels: not in -short")
+	}
+	oldStateChallenged(t, 1000)
+}
+
+// oldStateChallenged has the client close its channel to the proxy with an
+// old state while the proxy also watches others channels, and checks the
+// proxy challenges it with the newest.
+func oldStateChallenged(t *testing.T, others int) {
 	n := newNetwork(t)
 	ctx := ctxFor(t)
 	var p paid
 	n.pay(t, &p, 0, 1_000_000)
 	n.settled(t, p)
+	if others > 0 {
+		n.proxy.stop()
+		watchMore(t, n.sb, n.proxy, others)
+		n.proxy.start()
+		if got := len(n.proxy.m.List()); got < others {
+			t.Fatalf("the proxy lists %d channels, want over %d", got, others)
+		}
+	}
 	chAddr := n.proxy.channel(n.client.h.ID()).Address
 	addr, err := address.ParseAddr(chAddr)
 	if err != nil {
@@ -434,6 +487,7 @@ func TestOldStateChallenged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the client holds no own state of the proxy: %v", err)
 	}
+	started := time.Now()
 	if _, err := ch.StartClose(ctx, n.client.w, n.client.key, true, old, ownB); err != nil {
 		t.Fatal(err)
 	}
@@ -446,6 +500,7 @@ func TestOldStateChallenged(t *testing.T) {
 		}
 		return st.Quarantine != nil && st.Quarantine.StateChallenged
 	})
+	t.Logf("challenged %v after the close started, watching %d other channels", time.Since(started).Round(time.Millisecond), others)
 	if got := st.Quarantine.StateA.Sent.Nano(); got.Cmp(new(big.Int).SetUint64(p.total)) != 0 {
 		t.Fatalf("quarantined amount after the challenge %s, want the newest %d", got, p.total)
 	}
@@ -629,7 +684,12 @@ func TestRenewAtOnce(t *testing.T) {
 	cfg := config(false)
 	cfg.Deposit, cfg.Renew, cfg.Reserve = 45_000_000, 16_000_000, 1_000_000
 	n.client = newParty(t, sb, cfg, 5_000_000_000)
-	n.proxy = newParty(t, sb, config(true), 5_000_000_000)
+	// Credit enough for the answers not yet paid when the next channel
+	// opens: a proxy refuses a channel from a client over its credit, which
+	// is not what this tests.
+	pcfg := config(true)
+	pcfg.MaxCredit = deposit
+	n.proxy = newParty(t, sb, pcfg, 5_000_000_000)
 	n.worker = newParty(t, sb, config(false), 0)
 	p2ptest.Connect(t, n.client.h, n.proxy.h)
 	p2ptest.Connect(t, n.proxy.h, n.worker.h)
@@ -661,10 +721,9 @@ func TestRenewAtOnce(t *testing.T) {
 	}
 }
 
-// TestWorkerPartOwedUntilChannel: a client's payment for an answer whose
-// worker the proxy has no channel to (closed, or not yet open) leaves the
-// worker's part owed, not kept by the proxy: the next state the proxy
-// signs to that worker, on a channel opened later, pays it too.
+// TestWorkerPartOwedUntilChannel: an answer from a worker the proxy has
+// no channel to (closed, or not yet open) leaves the worker's part owed,
+// not kept by the proxy: the channel opened to the worker later pays it.
 func TestWorkerPartOwedUntilChannel(t *testing.T) {
 	sb := startSandbox(t)
 	n := &network{sb: sb}
@@ -692,5 +751,112 @@ func TestWorkerPartOwedUntilChannel(t *testing.T) {
 	spent, earned := n.proxy.m.Totals()
 	if earned != p.total || spent != p.worker {
 		t.Errorf("proxy earned %d, spent %d; want %d and %d", earned, spent, p.total, p.worker)
+	}
+}
+
+// watchMore deploys count channels on chain that pay pp, open with a
+// deposit from payers that never pay, and records them in pp's ledger (pp stopped), as if pp had
+// accepted them: its watcher reads each on every pass.
+func watchMore(t *testing.T, sb *sandbox.Sandbox, pp *party, count int) {
+	t.Helper()
+	led, err := ledger.Open(filepath.Join(pp.dir, "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	dest := pp.w.Address()
+	keyB := pp.key.Public().(ed25519.PublicKey)
+	var wg sync.WaitGroup
+	errs := make(chan error, count)
+	slots := make(chan struct{}, 8)
+	for i := range count {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			keyA, privA, _ := ed25519.GenerateKey(nil)
+			_, payer := p2ptest.NewKey(t)
+			var id [16]byte
+			id[0], id[1], id[15] = byte(i>>8), byte(i), 0xee
+			ch, err := ton.NewChannel(ton.ChannelConfig{ID: id, KeyA: keyA, KeyB: keyB, DestA: dest, DestB: dest, Quarantine: time.Hour}, sb)
+			if err != nil {
+				errs <- err
+				return
+			}
+			deposit := big.NewInt(1_000_000_000)
+			body, err := ch.InitBody(privA, deposit)
+			if err != nil {
+				errs <- err
+				return
+			}
+			init := ch.StateInit()
+			if _, err := sb.DeployWith(ctxFor(t), init.Code, init.Data, new(big.Int).Add(deposit, ton.GasValue), body); err != nil {
+				errs <- err
+				return
+			}
+			b, _ := json.Marshal(map[string]any{"peer": payer.String(), "payer": false, "id": id[:], "key_a": []byte(keyA), "key_b": []byte(keyB),
+				"dest_a": dest.String(), "dest_b": dest.String(), "deposit": 1_000_000_000, "quarantine_s": 3600, "opened": time.Now().UnixMilli()})
+			errs <- led.SetInfo(ledger.ID(ch.Address().Data()), b)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestProxyPaysWorkerAhead: a client that gets answers and never pays
+// costs the proxy its credit, not the worker: the proxy pays the worker
+// each part as it relays the answer, so the worker, whose own credit to
+// the proxy is far smaller than these answers, keeps serving the proxy
+// (for its other clients), while the proxy refuses the client.
+func TestProxyPaysWorkerAhead(t *testing.T) {
+	n := newNetwork(t)
+	proxy, client := n.proxy.h.ID(), n.client.h.ID()
+	var owed paid // served to the client, never paid
+	for i := range 3 {
+		_, bill := n.relay(t, i, 10_000)
+		owed.total += uint64(bill.Total)
+		owed.worker += uint64(bill.Worker)
+	}
+	p2ptest.Eventually(t, "the worker to hold its parts", func() bool {
+		return n.worker.channel(proxy).Received == owed.worker
+	})
+	if err := n.worker.m.Admit(proxy); err != nil {
+		t.Errorf("the worker refuses the proxy after serving a client that does not pay: %v", err)
+	}
+	if err := n.proxy.m.Admit(client); !errors.Is(err, channels.ErrCredit) {
+		t.Errorf("the proxy admits a client owing %d (credit 100,000): %v", owed.total, err)
+	}
+	if got := n.proxy.channel(client).Received; got != 0 {
+		t.Errorf("the proxy holds %d from a client that never paid", got)
+	}
+}
+
+// TestDrainingPayeeRefusesBeforeDeploy: a payee that is draining
+// (SettleAll) closes its channels and refuses a new one at the first
+// message, before the payer deploys anything: the payer's wallet keeps
+// its deposit.
+func TestDrainingPayeeRefusesBeforeDeploy(t *testing.T) {
+	n := newNetwork(t)
+	var p paid
+	n.pay(t, &p, 0, 10_000)
+	n.settled(t, p)
+	asked, failed := n.worker.m.SettleAll(ctxFor(t))
+	if asked != 1 || len(failed) != 0 {
+		t.Fatalf("SettleAll asked %d, failed %v; want the proxy asked", asked, failed)
+	}
+	p2ptest.Eventually(t, "the proxy to close its channel to the worker", func() bool {
+		return n.proxy.m.Payable(n.worker.h.ID()) != nil
+	})
+	before := balance(t, n.sb, n.proxy.w)
+	err := n.proxy.m.Open(ctxFor(t), n.worker.h.ID())
+	if err == nil || !strings.Contains(err.Error(), "draining") {
+		t.Fatalf("opening a channel to a draining worker: %v, want refused as draining", err)
+	}
+	if after := balance(t, n.sb, n.proxy.w); after.Cmp(before) != 0 {
+		t.Errorf("the proxy's wallet went from %s to %s: a channel was deployed to a payee that refuses it", before, after)
 	}
 }

@@ -18,16 +18,91 @@ import (
 const maxRelayed = 1 << 16
 
 // Relayed records that this proxy compared receipt with the answer it
-// relayed (the router's check), so that a client's payment for it needs
-// no second signature check.
-func (m *Manager) Relayed(receipt []byte) {
+// relayed from worker (the router's check), so that a client's payment
+// for it needs no second signature check, and counts part, the worker's
+// share of it, as due to the worker until a client's payment for it is
+// forwarded. When what is due to a worker passes AheadAbove, the proxy
+// pays it ahead from its own channel (payAhead): no client's debt can
+// bring a worker's credit with this proxy near its limit.
+func (m *Manager) Relayed(worker peer.ID, receipt []byte, part uint64) {
 	h := payments.Hash(receipt)
 	m.mu.Lock()
 	if len(m.relayed) >= maxRelayed {
 		clear(m.relayed) // the next payments verify signatures again
 	}
 	m.relayed[h] = struct{}{}
+	m.due[worker] += part
+	over := m.cfg.AheadAbove > 0 && m.due[worker] > m.cfg.AheadAbove
 	m.mu.Unlock()
+	if over {
+		m.payAhead(worker)
+	}
+}
+
+// payAhead pays worker what is due to it now, on a state of its own
+// stored before it is sent; the clients' payments for those answers then
+// pay the worker nothing more (matchAhead). What no channel can take now
+// stays due.
+func (m *Manager) payAhead(worker peer.ID) {
+	m.mu.Lock()
+	amount := m.due[worker]
+	delete(m.due, worker)
+	m.mu.Unlock()
+	if amount == 0 {
+		return
+	}
+	f, err := m.signOwed(map[peer.ID]uint64{worker: amount})
+	f.ahead = true
+	if err == nil && len(f.chans) > 0 {
+		err = m.led.PutAll(m.ctx, f.chans...)
+	}
+	if err == nil {
+		f.commit()
+	}
+	paid := f.done && f.paid(worker)
+	f.unlock()
+	m.mu.Lock()
+	if paid {
+		m.ahead[worker] += amount
+	} else {
+		m.due[worker] += amount
+	}
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("paying a worker ahead of its clients failed; still due", "worker", worker, "nanoton", amount, "err", err)
+	}
+}
+
+// matchAhead takes from owed, what a client's payment owes each worker,
+// what this proxy paid that worker ahead, and what is left of owed from
+// what is due; restore gives the amounts taken from ahead back, for a
+// payment that is not stored.
+func (m *Manager) matchAhead(owed map[peer.ID]uint64) (restore func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	taken := make(map[peer.ID]uint64)
+	for w, x := range owed {
+		a := min(x, m.ahead[w])
+		if a > 0 {
+			taken[w] = a
+			if m.ahead[w] -= a; m.ahead[w] == 0 {
+				delete(m.ahead, w)
+			}
+			owed[w] = x - a
+		}
+		if d := m.due[w]; d > 0 {
+			if m.due[w] = d - min(d, owed[w]); m.due[w] == 0 {
+				delete(m.due, w)
+			}
+		}
+	}
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for w, a := range taken {
+			m.ahead[w] += a
+		}
+	}
 }
 
 // split checks a client's payment entries and says what each worker is
@@ -108,6 +183,7 @@ type owedStates struct {
 	took   map[peer.ID]uint64 // parts owed from before that these states pay: back to behind unless committed
 	later  map[peer.ID]uint64 // parts no channel could take now: into behind once committed
 	done   bool               // committed
+	ahead  bool               // payAhead's: what no channel took stays due, not behind
 }
 
 // signOwed signs, for each worker owed, the next state of the channel to
@@ -179,7 +255,7 @@ func (f *owedStates) commit() {
 	}
 	f.done = true
 	for w, part := range f.later {
-		if part > 0 {
+		if part > 0 && !f.ahead {
 			f.m.log.Warn("no channel to pay a worker on now; its part is owed on the next one", "worker", w, "nanoton", part)
 		}
 	}
@@ -191,7 +267,7 @@ func (f *owedStates) commit() {
 func (f *owedStates) unlock() {
 	f.m.mu.Lock()
 	for w, part := range f.later {
-		if f.done && part > 0 {
+		if f.done && part > 0 && !f.ahead {
 			f.m.behind[w] += part
 		}
 	}

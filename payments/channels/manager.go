@@ -52,6 +52,10 @@ type Config struct {
 	// (receipt price times tokens), keeping FeePPM of it as its fee.
 	Forward bool
 	FeePPM  int64
+	// AheadAbove: a proxy pays a worker ahead of its clients' payments
+	// once the parts of answers it relayed from that worker and has not
+	// paid pass this, in nanoTON; MaxCredit/2 if zero.
+	AheadAbove uint64
 	// Quarantine is how long an uncooperative close of a channel this node
 	// opens can be challenged.
 	Quarantine time.Duration
@@ -154,6 +158,8 @@ type Manager struct {
 	opening map[peer.ID]chan struct{} // closed when the open in flight ends
 	relayed map[[32]byte]struct{}     // receipts a proxy compared with what it relayed, bounded
 	behind  map[peer.ID]uint64        // workers' parts a proxy could sign on no channel yet: paid on the next state to each
+	due     map[peer.ID]uint64        // workers' parts of answers a proxy relayed and has not paid yet (Relayed)
+	ahead   map[peer.ID]uint64        // what a proxy paid workers ahead of its clients' payments, not yet matched by them
 	all     []*channel                // every channel, for List
 	// draining: SettleAll was called; no new channel is accepted.
 	draining bool
@@ -172,6 +178,9 @@ type Manager struct {
 func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.PrivateKey, led *ledger.Ledger, log *slog.Logger) *Manager {
 	if cfg.Quarantine <= 0 {
 		cfg.Quarantine = time.Hour
+	}
+	if cfg.AheadAbove == 0 {
+		cfg.AheadAbove = cfg.MaxCredit / 2
 	}
 	if cfg.MinQuarantine <= 0 {
 		cfg.MinQuarantine = 10 * time.Minute
@@ -195,6 +204,7 @@ func New(cfg Config, h host.Host, c chain.Chain, w *ton.Wallet, key ed25519.Priv
 	return &Manager{cfg: cfg, h: h, self: self, chain: c, wallet: w, key: key, led: led, log: log.With("component", "payments"),
 		proto: p2p.ProtocolID(cfg.Network, ProtocolName, ProtocolVersion),
 		out:   make(map[peer.ID]*outgoing), outs: make(map[ledger.ID]*outgoing), in: make(map[peer.ID]*incoming), inAddr: make(map[string]*incoming), opening: make(map[peer.ID]chan struct{}), relayed: make(map[[32]byte]struct{}), behind: make(map[peer.ID]uint64),
+		due: make(map[peer.ID]uint64), ahead: make(map[peer.ID]uint64),
 		renewing: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
@@ -222,6 +232,9 @@ type info struct {
 	// OwnB is B's own semi-channel, signed by B, kept by the payer for an
 	// uncooperative close.
 	OwnB []byte `json:"own_b,omitempty"`
+	// Ahead is what a proxy had paid the worker ahead of its clients when
+	// it stopped (Close); load takes it back and clears it.
+	Ahead uint64 `json:"ahead,omitempty"`
 }
 
 func (i info) channel(c chain.Chain) (*ton.Channel, error) {
@@ -301,6 +314,14 @@ func (m *Manager) load() error {
 			// What the payee holds is unknown until it says (sync, in the
 			// sender); the newest state goes again if it lacks it.
 			o.seqno, o.sent, o.enc = st.Seqno, st.Sent, st.Signed
+			if l.in.Ahead > 0 {
+				m.ahead[p] += l.in.Ahead
+				o.info.Ahead = 0
+				b, _ := json.Marshal(o.info)
+				if err := m.led.SetInfo(l.id, b); err != nil { // a crash later must not count it twice
+					return err
+				}
+			}
 			m.out[p] = o
 			m.outs[o.id] = o
 			m.all = append(m.all, &o.channel)
@@ -316,9 +337,25 @@ func (m *Manager) load() error {
 }
 
 // Close stops serving the payment protocol, the senders and the watcher,
-// and waits for them. The ledger stays open.
+// and waits for them. The ledger stays open. A proxy keeps what it paid
+// workers ahead of its clients (ahead) with each worker's channel, for
+// load to pick up: its clients' payments for those answers after a
+// restart then pay the workers nothing more. (After a crash that is lost,
+// and they pay them again: at most about AheadAbove per worker.)
 func (m *Manager) Close() {
 	m.h.RemoveStreamHandler(m.proto)
+	m.mu.Lock()
+	for w, a := range m.ahead {
+		if o := m.out[w]; o != nil {
+			in := o.info
+			in.Ahead = a
+			b, _ := json.Marshal(in)
+			if err := m.led.SetInfo(o.id, b); err != nil {
+				m.log.Warn("keeping what a worker was paid ahead", "worker", w, "err", err)
+			}
+		}
+	}
+	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
 }

@@ -129,6 +129,12 @@ func (m *Manager) handle(ctx context.Context, from peer.ID, q *request) *reply {
 		if m.wallet == nil {
 			return refuse("this node has no wallet to be paid to")
 		}
+		m.mu.Lock()
+		draining := m.draining
+		m.mu.Unlock()
+		if draining { // refused before the payer deploys a channel, not after
+			return refuse("this node is draining: it takes no new channel")
+		}
 		return &reply{Key: m.key.Public().(ed25519.PublicKey), Dest: m.wallet.Address().String()}
 	case typeOpen:
 		return m.accept(ctx, from, q)
@@ -308,12 +314,16 @@ func (m *Manager) paid(ctx context.Context, from peer.ID, q *request) *reply {
 			return refuse("%v", err)
 		}
 	}
+	// What the proxy paid ahead for these answers is not paid again.
+	restore := m.matchAhead(owed)
 	fw, err := m.signOwed(owed)
 	defer fw.unlock()
 	if err != nil {
+		restore()
 		return &reply{Code: codeBusy, Message: err.Error()}
 	}
 	if err := m.led.PutAll(ctx, append(chans, fw.chans...)...); err != nil {
+		restore()
 		// Whether it landed is unknown: stop using the channel rather than
 		// answer a resend from memory that may not match the disk.
 		in.mu.Lock()

@@ -108,6 +108,18 @@ func (ch *Channel) StateInit() *tlb.StateInit { return ch.init }
 // which the message carries along with GasValue. keyA is A's channel key;
 // it signs the initial balances.
 func (ch *Channel) Deploy(ctx context.Context, w *Wallet, keyA ed25519.PrivateKey, deposit *big.Int) (*chain.Transaction, error) {
+	body, err := ch.InitBody(keyA, deposit)
+	if err != nil {
+		return nil, err
+	}
+	value := new(big.Int).Add(deposit, GasValue)
+	return w.Send(ctx, Message{To: ch.addr, Value: value, Body: body, StateInit: ch.init, Bounce: false})
+}
+
+// InitBody is the body of the message that deploys the channel with A's
+// deposit (Deploy's), signed by keyA, A's channel key; the message must
+// carry the deposit and GasValue.
+func (ch *Channel) InitBody(keyA ed25519.PrivateKey, deposit *big.Int) (*cell.Cell, error) {
 	if deposit == nil || deposit.Sign() < 0 {
 		return nil, errors.New("channel deploy: want a non-negative deposit")
 	}
@@ -124,8 +136,7 @@ func (ch *Channel) Deploy(ctx context.Context, w *Wallet, keyA ed25519.PrivateKe
 	if err != nil {
 		return nil, fmt.Errorf("channel deploy: %w", err)
 	}
-	value := new(big.Int).Add(deposit, GasValue)
-	return w.Send(ctx, Message{To: ch.addr, Value: value, Body: body, StateInit: ch.init, Bounce: false})
+	return body, nil
 }
 
 // TopUpBody returns the body of a message that adds addA to A's balance and
