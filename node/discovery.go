@@ -27,6 +27,23 @@ type discoveryParts struct {
 	dht      *dht.DHT           // nil without a DHT
 }
 
+// vouched says which peers the DHT's routing table takes without bound:
+// the bootstrap proxies (the root contract's, or the operator's flags) and
+// every peer this node holds a live attestation verdict on.
+func (n *Node) vouched(boot []peer.AddrInfo) func(peer.ID) bool {
+	listed := make(map[peer.ID]bool, len(boot))
+	for _, ai := range boot {
+		listed[ai.ID] = true
+	}
+	return func(p peer.ID) bool {
+		if listed[p] {
+			return true
+		}
+		_, ok := n.hs.Verified(p)
+		return ok
+	}
+}
+
 // startDiscovery reads the root contract, when the node has one, and joins
 // the DHT through the proxies it lists and the configured bootstrap peers.
 // A proxy with no one to bootstrap from starts the DHT alone: it is the
@@ -53,6 +70,7 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 		Auto:      n.cfg.Role == config.RoleWorker,
 		Bootstrap: boot,
 		Scope:     scope,
+		Trusted:   n.vouched(boot),
 	})
 	if err != nil {
 		return err

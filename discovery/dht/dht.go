@@ -11,6 +11,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
@@ -31,6 +33,11 @@ type Config struct {
 	// contract's); nil keeps any key, within Limits.
 	Scope  Scope
 	Limits Limits // zero fields take DefaultLimits
+	// Trusted says whether a peer is one the network vouches for: listed
+	// in the root contract, or holding a live attestation verdict from
+	// this node. The routing table takes any number of those and at most
+	// Limits.Unverified others; nil trusts every peer.
+	Trusted func(peer.ID) bool
 }
 
 // DHT is a running DHT.
@@ -66,6 +73,8 @@ func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 		kaddht.ProviderDatastore(st),
 		kaddht.AddressFilter(addrs),
+		kaddht.RoutingTableFilter(tableFilter(cfg.Trusted, lim.Unverified)),
+		kaddht.QueryFilter(queryFilter(addrs)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("starting the DHT: %w", err)
@@ -88,6 +97,56 @@ func Start(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("bootstrapping the DHT: %w", err)
 	}
 	return &DHT{network: cfg.Network, d: d, store: st, addrs: addrs}, nil
+}
+
+// tableFilter admits to the routing table every peer trusted says the
+// network vouches for, and others only while fewer than unverified of
+// them are in it or were admitted in the last pendingFor (their add may
+// still be on its way): a host that brings up many identities (each
+// speaking the DHT protocol, none attested) fills at most that many of
+// the table's slots, and lookups keep going through the network's own
+// peers.
+func tableFilter(trusted func(peer.ID) bool, unverified int) kaddht.RouteTableFilterFunc {
+	if trusted == nil {
+		return nil
+	}
+	var mu sync.Mutex
+	admitted := make(map[peer.ID]time.Time) // unverified peers let in, and when
+	return func(dht any, p peer.ID) bool {
+		if trusted(p) {
+			return true
+		}
+		d, ok := dht.(*kaddht.IpfsDHT)
+		if !ok {
+			return false
+		}
+		rt := d.RoutingTable()
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for q, at := range admitted {
+			if q != p && (trusted(q) || now.Sub(at) > pendingFor && rt.Find(q) == "") {
+				delete(admitted, q) // vouched for since, or evicted, gone, never added
+			}
+		}
+		if _, in := admitted[p]; in || len(admitted) < unverified {
+			admitted[p] = now
+			return true
+		}
+		return false
+	}
+}
+
+// pendingFor is how long an unverified peer let into the routing table
+// counts against the bound before it shows up in it.
+const pendingFor = 10 * time.Second
+
+// queryFilter keeps out of a lookup the peers a response names that this
+// node could not reach anyway, having no address in the network's scope
+// for them (the address filter drops the others): a response naming
+// loopback, LAN or made-up peers costs a lookup no dial and no slot.
+func queryFilter(addrs func([]ma.Multiaddr) []ma.Multiaddr) kaddht.QueryFilterFunc {
+	return func(_ any, ai peer.AddrInfo) bool { return len(addrs(ai.Addrs)) > 0 }
 }
 
 // key is the content ID a record is provided under.

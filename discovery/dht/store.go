@@ -29,14 +29,19 @@ type Limits struct {
 	PerPeer int // keys one peer provides: the models of one worker
 	Keys    int // keys in all, when the root contract lists no models
 	Addrs   int // addresses kept per provider
+	// Unverified is how many peers the network does not vouch for
+	// (Config.Trusted) the routing table holds at most.
+	Unverified int
 }
 
 // DefaultLimits: 1,024 workers per model, 64 models per worker (the root
 // contract lists at most 64), 1,024 keys and 16 addresses per provider.
 // At their product of records, each about 200 bytes, the worst case is a
 // bounded few hundred MiB, where before 200,000 records of one host were
-// all kept; in practice PerPeer bounds one host to 64.
-var DefaultLimits = Limits{PerKey: 1024, PerPeer: 64, Keys: 1024, Addrs: 16}
+// all kept; in practice PerPeer bounds one host to 64. At most 8 peers
+// the network does not vouch for in the routing table (of its 20 per
+// bucket).
+var DefaultLimits = Limits{PerKey: 1024, PerPeer: 64, Keys: 1024, Addrs: 16, Unverified: 8}
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
@@ -48,6 +53,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Keys <= 0 {
 		l.Keys = d.Keys
+	}
+	if l.Unverified <= 0 {
+		l.Unverified = d.Unverified
 	}
 	if l.Addrs <= 0 {
 		l.Addrs = d.Addrs
