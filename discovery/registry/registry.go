@@ -10,6 +10,7 @@ package registry
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -32,6 +33,8 @@ const (
 	MinPeriod          = 60 * time.Second
 	MaxPeriod          = 30 * 24 * time.Hour
 	measurementLen     = 48 // bytes in MRTD and each RTMR (SHA-384)
+	tcbSVNLen          = 16 // bytes in TEE_TCB_SVN and CPUSVN
+	minTCBBits         = 8*2*tcbSVNLen + 16
 	maxProtocolVersion = 65535
 )
 
@@ -53,6 +56,9 @@ type Registry struct {
 	Bootstrap    []peer.AddrInfo
 	Measurements []Measurement
 	Models       []Model
+	// MinTCB is the minimum TDX TCB a peer's quote must show; the zero
+	// value accepts any.
+	MinTCB TCB
 }
 
 // Fees are the network's fee and settlement parameters.
@@ -70,6 +76,55 @@ type Fees struct {
 type Measurement struct {
 	MRTD [measurementLen]byte
 	RTMR [4][measurementLen]byte
+}
+
+// TCB is a minimum of TDX security versions, compared component by
+// component: each byte of TEETCBSVN and CPUSVN, and PCESVN, must be at
+// least the minimum's. The zero value accepts any.
+type TCB struct {
+	// TEETCBSVN is the TD report's TEE_TCB_SVN (TDX module and SEAM loader
+	// versions).
+	TEETCBSVN [tcbSVNLen]byte
+	// CPUSVN is the 16 SGX TCB components of the PCK certificate
+	// (microcode, BIOS ACMs).
+	CPUSVN [tcbSVNLen]byte
+	// PCESVN is the provisioning certification enclave's version from the
+	// PCK certificate.
+	PCESVN uint16
+}
+
+// IsZero reports whether t accepts any TCB.
+func (t TCB) IsZero() bool { return t == TCB{} }
+
+// String prints t as the contract's get_min_tcb reads: hex SVNs, PCESVN
+// in decimal.
+func (t TCB) String() string {
+	return fmt.Sprintf("tee_tcb_svn=%x cpu_svn=%x pce_svn=%d", t.TEETCBSVN, t.CPUSVN, t.PCESVN)
+}
+
+// ParseTCB parses a minimum TCB as an operator writes it: TEE_TCB_SVN and
+// CPUSVN as 32 hex digits each (16 bytes), PCESVN as a decimal number.
+// An empty SVN means all zero.
+func ParseTCB(teeTCBSVN, cpuSVN string, pceSVN uint16) (TCB, error) {
+	t := TCB{PCESVN: pceSVN}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *[tcbSVNLen]byte
+	}{{"tee_tcb_svn", teeTCBSVN, &t.TEETCBSVN}, {"cpu_svn", cpuSVN, &t.CPUSVN}} {
+		if f.in == "" {
+			continue
+		}
+		b, err := hex.DecodeString(strings.TrimPrefix(f.in, "0x"))
+		if err != nil {
+			return TCB{}, fmt.Errorf("%s: %q is not hex: %w", f.name, f.in, err)
+		}
+		if len(b) != tcbSVNLen {
+			return TCB{}, fmt.Errorf("%s: %q is %d bytes, want %d (%d hex digits)", f.name, f.in, len(b), tcbSVNLen, 2*tcbSVNLen)
+		}
+		copy(f.out[:], b)
+	}
+	return t, nil
 }
 
 // Model is an allowed model: the SHA-256 of its weights and its name.
@@ -215,5 +270,8 @@ func (r *Registry) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "network=%s seqno=%d version=%d bootstrap=%d measurements=%d models=%d dev_attestation=%t",
 		r.Network, r.Seqno, r.ProtocolVersion, len(r.Bootstrap), len(r.Measurements), len(r.Models), r.DevAttestation)
+	if !r.MinTCB.IsZero() {
+		fmt.Fprintf(&b, " min_tcb=[%s]", r.MinTCB)
+	}
 	return b.String()
 }
