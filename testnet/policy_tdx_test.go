@@ -132,6 +132,7 @@ func TestMinTCBRaisedDropsPeers(t *testing.T) {
 			t.Fatalf("request %d after the refresh served by %s, want the worker at the minimum TCB %s", i, ext.Cocoon.Worker, current.ID())
 		}
 	}
+	t.Logf("%d of %d requests after the refresh served by the worker at the minimum TCB", asks, asks)
 	proxy.Poke() // its check attests the workers again, under the new policy
 	if v, ok := proxy.Verified(outdated.ID()); ok {
 		t.Fatalf("the proxy verified the outdated worker again under the new policy: %s until %v", v.Tier, v.Expiry)

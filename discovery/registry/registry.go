@@ -102,29 +102,22 @@ func (t TCB) String() string {
 	return fmt.Sprintf("tee_tcb_svn=%x cpu_svn=%x pce_svn=%d", t.TEETCBSVN, t.CPUSVN, t.PCESVN)
 }
 
-// ParseTCB parses a minimum TCB as an operator writes it: TEE_TCB_SVN and
-// CPUSVN as 32 hex digits each (16 bytes), PCESVN as a decimal number.
-// An empty SVN means all zero.
-func ParseTCB(teeTCBSVN, cpuSVN string, pceSVN uint16) (TCB, error) {
-	t := TCB{PCESVN: pceSVN}
-	for _, f := range []struct {
-		name string
-		in   string
-		out  *[tcbSVNLen]byte
-	}{{"tee_tcb_svn", teeTCBSVN, &t.TEETCBSVN}, {"cpu_svn", cpuSVN, &t.CPUSVN}} {
-		if f.in == "" {
-			continue
-		}
-		b, err := hex.DecodeString(strings.TrimPrefix(f.in, "0x"))
-		if err != nil {
-			return TCB{}, fmt.Errorf("%s: %q is not hex: %w", f.name, f.in, err)
-		}
-		if len(b) != tcbSVNLen {
-			return TCB{}, fmt.Errorf("%s: %q is %d bytes, want %d (%d hex digits)", f.name, f.in, len(b), tcbSVNLen, 2*tcbSVNLen)
-		}
-		copy(f.out[:], b)
+// ParseSVN parses a TEE_TCB_SVN or CPUSVN as an operator writes it: 32
+// hex digits (16 bytes), with or without 0x. The empty string is all zero.
+func ParseSVN(s string) ([tcbSVNLen]byte, error) {
+	var out [tcbSVNLen]byte
+	if s == "" {
+		return out, nil
 	}
-	return t, nil
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
+	if err != nil {
+		return out, fmt.Errorf("%q is not hex: %w", s, err)
+	}
+	if len(b) != tcbSVNLen {
+		return out, fmt.Errorf("%q is %d bytes, want %d (%d hex digits)", s, len(b), tcbSVNLen, 2*tcbSVNLen)
+	}
+	copy(out[:], b)
+	return out, nil
 }
 
 // Model is an allowed model: the SHA-256 of its weights and its name.

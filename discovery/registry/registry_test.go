@@ -407,27 +407,24 @@ func TestMessages(t *testing.T) {
 	}
 }
 
-func TestParseTCB(t *testing.T) {
+func TestParseSVN(t *testing.T) {
 	svn := "03000400000000000000000000000000"
 	cases := []struct {
-		name      string
-		tee, cpu  string
-		pce       uint16
-		want      registry.TCB
+		name, in  string
+		want      [16]byte
 		wantError string
 	}{
-		{"all given", svn, "0x0505020203010003" + strings.Repeat("00", 8), 11,
-			registry.TCB{TEETCBSVN: [16]byte{3, 0, 4}, CPUSVN: [16]byte{5, 5, 2, 2, 3, 1, 0, 3}, PCESVN: 11}, ""},
-		{"empty is zero", "", "", 0, registry.TCB{}, ""},
-		{"only the TD's", svn, "", 0, registry.TCB{TEETCBSVN: [16]byte{3, 0, 4}}, ""},
-		{"not hex", "zz" + svn[2:], "", 0, registry.TCB{}, `tee_tcb_svn: "zz` + svn[2:] + `" is not hex`},
-		{"short", svn, "0505", 0, registry.TCB{}, `cpu_svn: "0505" is 2 bytes, want 16 (32 hex digits)`},
-		{"long", svn + "00", "", 0, registry.TCB{}, "tee_tcb_svn: \"" + svn + "00\" is 17 bytes"},
-		{"odd digits", "030", "", 0, registry.TCB{}, `tee_tcb_svn: "030" is not hex`},
+		{"hex", svn, [16]byte{3, 0, 4}, ""},
+		{"0x", "0x0505020203010003" + strings.Repeat("00", 8), [16]byte{5, 5, 2, 2, 3, 1, 0, 3}, ""},
+		{"empty is zero", "", [16]byte{}, ""},
+		{"not hex", "zz" + svn[2:], [16]byte{}, `"zz` + svn[2:] + `" is not hex`},
+		{"short", "0505", [16]byte{}, `"0505" is 2 bytes, want 16 (32 hex digits)`},
+		{"long", svn + "00", [16]byte{}, `"` + svn + `00" is 17 bytes`},
+		{"odd digits", "030", [16]byte{}, `"030" is not hex`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := registry.ParseTCB(tc.tee, tc.cpu, tc.pce)
+			got, err := registry.ParseSVN(tc.in)
 			if tc.wantError != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
 					t.Fatalf("err = %v, want it to contain %q", err, tc.wantError)
@@ -435,7 +432,7 @@ func TestParseTCB(t *testing.T) {
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("ParseTCB = %v, %v; want %v", got, err, tc.want)
+				t.Fatalf("ParseSVN = %x, %v; want %x", got, err, tc.want)
 			}
 		})
 	}
