@@ -54,8 +54,8 @@ Usage:
                            the node's TON wallet, from the seed in its data dir
   cocoon channel list|open|close|finish [--peer ID] [flags]
                            a running node's payment channels: list, open, close (or dispute), finish
-  cocoon registry set-min-tcb [--tee-tcb-svn HEX] [--cpu-svn HEX] [--pce-svn N] [--root ADDR]
-                           the root contract owner's message setting the minimum TDX TCB
+  cocoon registry set-min-tcb|set-measurements [flags]
+                           the root contract owner's message setting the minimum TDX TCB or the TD images
   cocoon config init --role R [--out FILE]
                            a configuration file with every setting, its default and meaning
   cocoon version           print the version

@@ -120,6 +120,29 @@ func ParseSVN(s string) ([tcbSVNLen]byte, error) {
 	return out, nil
 }
 
+// ParseMeasurement parses a TD image as an operator writes it: MRTD and
+// RTMR0-3, 96 hex digits (48 bytes) each, joined by colons.
+func ParseMeasurement(s string) (Measurement, error) {
+	var m Measurement
+	parts := strings.Split(s, ":")
+	if len(parts) != 5 {
+		return m, fmt.Errorf("%d colon-separated values, want 5: MRTD:RTMR0:RTMR1:RTMR2:RTMR3", len(parts))
+	}
+	regs := []*[measurementLen]byte{&m.MRTD, &m.RTMR[0], &m.RTMR[1], &m.RTMR[2], &m.RTMR[3]}
+	names := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"}
+	for i, p := range parts {
+		b, err := hex.DecodeString(strings.TrimPrefix(p, "0x"))
+		if err != nil {
+			return Measurement{}, fmt.Errorf("%s: %q is not hex: %w", names[i], p, err)
+		}
+		if len(b) != measurementLen {
+			return Measurement{}, fmt.Errorf("%s: %d bytes, want %d (%d hex digits)", names[i], len(b), measurementLen, 2*measurementLen)
+		}
+		copy(regs[i][:], b)
+	}
+	return m, nil
+}
+
 // Model is an allowed model: the SHA-256 of its weights and its name.
 type Model struct {
 	Hash [sha256.Size]byte

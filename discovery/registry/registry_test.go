@@ -438,6 +438,29 @@ func TestParseSVN(t *testing.T) {
 	}
 }
 
+func TestParseMeasurement(t *testing.T) {
+	reg := func(b byte) string { return strings.Repeat(fmt.Sprintf("%02x", b), 48) }
+	good := strings.Join([]string{reg(1), reg(2), reg(3), reg(4), "0x" + reg(5)}, ":")
+	m, err := registry.ParseMeasurement(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MRTD[0] != 1 || m.RTMR[0][47] != 2 || m.RTMR[1][0] != 3 || m.RTMR[2][0] != 4 || m.RTMR[3][47] != 5 {
+		t.Fatalf("parsed %x %x", m.MRTD, m.RTMR)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{reg(1) + ":" + reg(2), "2 colon-separated values, want 5"},
+		{good + ":" + reg(6), "6 colon-separated values"},
+		{strings.Replace(good, reg(3), "zz"+reg(3)[2:], 1), `rtmr1: "zz`},
+		{strings.Replace(good, reg(4), reg(4)[:94], 1), "rtmr2: 47 bytes, want 48 (96 hex digits)"},
+		{"", "1 colon-separated values"},
+	} {
+		if _, err := registry.ParseMeasurement(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseMeasurement(%.20q...) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
 func TestReader(t *testing.T) {
 	f := newFake(t, sample(t))
 	rd := registry.NewReader(registry.ReaderConfig{Address: contractAddr, Network: "local", Interval: time.Hour}, f, logtest.Discard)
