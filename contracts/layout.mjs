@@ -11,6 +11,7 @@ export const op = {
     setFees: 0x636f0005,
     setProtocolVersion: 0x636f0006,
     transferOwnership: 0x636f0007,
+    setMinTcb: 0x636f0008,
 };
 
 export const defaultFees = {
@@ -70,6 +71,15 @@ export function feesCell(f = defaultFees) {
         .endCell();
 }
 
+// The minimum TCB a new contract starts with: all zero, accept any.
+export const zeroTcb = { teeTcbSvn: Buffer.alloc(16), cpuSvn: Buffer.alloc(16), pceSvn: 0 };
+
+// minTcbCell returns a MinTcb cell: tee_tcb_svn:bits128 cpu_svn:bits128
+// pce_svn:uint16.
+export function minTcbCell(t = zeroTcb) {
+    return beginCell().storeBuffer(t.teeTcbSvn).storeBuffer(t.cpuSvn).storeUint(t.pceSvn, 16).endCell();
+}
+
 // storage returns the root contract's data cell.
 export function storage({
     owner,
@@ -81,6 +91,7 @@ export function storage({
     bootstrap = dict8([str('/ip4/127.0.0.1/udp/4001/quic-v1')]),
     measurements = dict8([measurement(1)]),
     models: m = models(modelEntries(2)),
+    minTcb = zeroTcb,
 }) {
     const lists = beginCell().storeDict(bootstrap).storeDict(measurements).storeDict(m).endCell();
     return beginCell()
@@ -91,6 +102,7 @@ export function storage({
         .storeRef(str(network))
         .storeRef(feesCell(fees))
         .storeRef(lists)
+        .storeRef(minTcbCell(minTcb))
         .endCell();
 }
 
@@ -108,3 +120,4 @@ export const setDevAttestation = (allow) => update(op.setDevAttestation, (b) => 
 export const setFees = (f) => update(op.setFees, (b) => b.storeRef(f instanceof Cell ? f : feesCell(f)));
 export const setProtocolVersion = (v) => update(op.setProtocolVersion, (b) => b.storeUint(v, 16));
 export const transferOwnership = (a) => update(op.transferOwnership, (b) => b.storeAddress(a));
+export const setMinTcb = (t) => update(op.setMinTcb, (b) => b.storeRef(t instanceof Cell ? t : minTcbCell(t)));

@@ -116,15 +116,18 @@ func (n *Node) newKinds() (*attest.Kinds, error) {
 }
 
 // tdxPolicy is what TDX evidence must show: one of the measurements the
-// root contract allows.
+// root contract allows, and a TCB at or above its minimum, component by
+// component. applyPolicy re-checks cached verdicts when either changes.
 func (n *Node) tdxPolicy() tdx.Policy {
 	var p tdx.Policy
 	if n.disc.registry == nil {
 		return p
 	}
-	for _, m := range n.disc.registry.Current().Measurements {
+	reg := n.disc.registry.Current()
+	for _, m := range reg.Measurements {
 		p.Measurements = append(p.Measurements, tdx.Measurement{MRTD: m.MRTD, RTMR: m.RTMR})
 	}
+	p.MinTCB = tdx.TCB{TEETCBSVN: reg.MinTCB.TEETCBSVN, CPUSVN: reg.MinTCB.CPUSVN, PCESVN: reg.MinTCB.PCESVN}
 	return p
 }
 

@@ -140,7 +140,8 @@ func (n *Node) bootstrapPeers() []peer.AddrInfo {
 
 // applyPolicy makes the node accept what the root contract accepts, at
 // its first read and at each refresh that changed it: TDX evidence with
-// the measurements it lists (tdxPolicy reads them at each validation),
+// the measurements it lists and a TCB at or above its minimum (tdxPolicy
+// reads both at each validation),
 // dev evidence only while it allows dev attestation (and the node's own
 // configuration does). Every cached verdict is checked again under the
 // new policy: peers whose evidence it no longer allows are dropped at

@@ -30,7 +30,7 @@ suite main "race-enabled unit, integration and real-engine tests" -race -count=1
 suite streams "1,000 streams and a 5,000-request money soak: past the race detector's limits, so without it" \
   -count=1 -run 'TestThousandStreams|TestMoneySoak' ./testnet/
 suite testroot "synthetic TDX quotes under a test root: only in this build" \
-  -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker|TestTDXIdentityInMemory|TestMeasurementRemovedDropsPeers' ./attest/... ./testnet/
+  -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker|TestTDXIdentityInMemory|TestMeasurementRemovedDropsPeers|TestMinTCBRaisedDropsPeers' ./attest/... ./testnet/
 echo "== a short fuzz of every target"
 FUZZ_SUMMARY="$out/fuzz.txt" ./scripts/fuzz.sh 5s "${FUZZ_TARGETS:-.}" || rc=1
 

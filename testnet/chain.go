@@ -107,6 +107,13 @@ func (c *Chain) SetMeasurements(ctx context.Context, list []registry.Measurement
 	return c.send(ctx, body)
 }
 
+// SetMinTCB has the owner set the minimum TDX TCB the root contract
+// allows; the zero TCB accepts any.
+func (c *Chain) SetMinTCB(ctx context.Context, t registry.TCB) error {
+	c.queryID++
+	return c.send(ctx, registry.SetMinTCB(c.queryID, t))
+}
+
 // send sends an owner message to the root contract and checks the
 // contract accepted it.
 func (c *Chain) send(ctx context.Context, body *cell.Cell) error {

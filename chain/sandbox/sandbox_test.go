@@ -104,6 +104,7 @@ func rootData(owner *address.Address, network string) *cell.Cell {
 		MustStoreRef(str(network)).
 		MustStoreRef(fees).
 		MustStoreRef(lists).
+		MustStoreRef(cell.BeginCell().MustStoreSlice(make([]byte, 34), 272).EndCell()). // min_tcb: accept any
 		EndCell()
 }
 

@@ -54,6 +54,8 @@ Usage:
                            the node's TON wallet, from the seed in its data dir
   cocoon channel list|open|close|finish [--peer ID] [flags]
                            a running node's payment channels: list, open, close (or dispute), finish
+  cocoon registry set-min-tcb|set-measurements [flags]
+                           the root contract owner's message setting the minimum TDX TCB or the TD images
   cocoon config init --role R [--out FILE]
                            a configuration file with every setting, its default and meaning
   cocoon version           print the version
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runChannel(ctx, rest, getenv, stdout, stderr)
 	case "doctor":
 		return runDoctor(ctx, rest, getenv, stdout, stderr)
+	case "registry":
+		return runRegistry(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "cocoon", version)
 		return nil

@@ -58,7 +58,8 @@ describe('deploy', () => {
         const bootstrap = L.dict8([L.str('/ip4/1.2.3.4/udp/1/quic-v1'), L.str('/dns/a.example/udp/2/quic-v1')]);
         const measurements = L.dict8([L.measurement(1), L.measurement(2)]);
         const models = L.models(L.modelEntries(3));
-        const c = await setup({ seqno: 5, protocolVersion: 3, devAttestation: true, network: 'local', fees, bootstrap, measurements, models });
+        const minTcb = { teeTcbSvn: Buffer.from('03000400000000000000000000000000', 'hex'), cpuSvn: Buffer.alloc(16, 7), pceSvn: 13 };
+        const c = await setup({ seqno: 5, protocolVersion: 3, devAttestation: true, network: 'local', fees, bootstrap, measurements, models, minTcb });
 
         assert((await c.get('get_owner')).readAddress().equals(c.owner.address));
         assert.equal((await c.get('get_seqno')).readBigNumber(), 5n);
@@ -70,6 +71,7 @@ describe('deploy', () => {
         assert((await c.get('get_bootstrap')).readCell().equals(dictRoot(bootstrap)));
         assert((await c.get('get_measurements')).readCell().equals(dictRoot(measurements)));
         assert((await c.get('get_models')).readCell().equals(dictRoot(models)));
+        assert((await c.get('get_min_tcb')).readCell().equals(L.minTcbCell(minTcb)));
     });
 
     test('empty lists read as null', async () => {
@@ -79,6 +81,16 @@ describe('deploy', () => {
             assert.equal((await c.get(m)).readCellOpt(), null, m);
         }
         assert.equal((await c.get('get_dev_attestation')).readBigNumber(), 0n);
+    });
+
+    test('a new contract accepts any TCB: get_min_tcb is all zero', async () => {
+        const c = await setup();
+        const s = (await c.get('get_min_tcb')).readCell().beginParse();
+        assert.equal(s.remainingBits, 272);
+        assert.equal(s.remainingRefs, 0);
+        assert.equal(s.loadUintBig(128), 0n);
+        assert.equal(s.loadUintBig(128), 0n);
+        assert.equal(s.loadUint(16), 0);
     });
 });
 
@@ -121,6 +133,14 @@ const updates = [
         name: 'set_protocol_version',
         body: () => L.setProtocolVersion(2),
         check: async (c) => assert.equal((await c.get('get_protocol_version')).readBigNumber(), 2n),
+    },
+    {
+        name: 'set_min_tcb',
+        body: () => L.setMinTcb({ teeTcbSvn: Buffer.alloc(16, 3), cpuSvn: Buffer.alloc(16, 5), pceSvn: 11 }),
+        check: async (c) => {
+            const s = (await c.get('get_min_tcb')).readCell().beginParse();
+            assert.deepEqual([s.loadBuffer(16), s.loadBuffer(16), s.loadUint(16)], [Buffer.alloc(16, 3), Buffer.alloc(16, 5), 11]);
+        },
     },
     {
         name: 'transfer_ownership',
@@ -167,7 +187,7 @@ describe('updates', () => {
 
     test('an unknown op from the owner is refused with 402', async () => {
         const before = await c.data();
-        assertRefused(await c.send(c.owner, L.update(0x636f0008)), 402);
+        assertRefused(await c.send(c.owner, L.update(0x636f0009)), 402);
         assertRefused(await c.send(c.owner, L.update(0x636f0000)), 402);
         assertRefused(await c.send(c.owner, beginCell().storeUint(0, 32).storeStringTail('hi').endCell()), 402);
         assertRefused(await c.send(c.owner, beginCell().storeUint(1, 8).endCell()), 402);
@@ -182,6 +202,8 @@ describe('updates', () => {
             'trailing bits': L.update(L.op.setProtocolVersion, (b) => b.storeUint(1, 16).storeBit(0)),
             'missing fees ref': L.update(L.op.setFees),
             'fees with extra bits': L.setFees(beginCell().storeSlice(L.feesCell().beginParse()).storeBit(1).endCell()),
+            'missing min tcb ref': L.update(L.op.setMinTcb),
+            'min tcb with a second ref': L.update(L.op.setMinTcb, (x) => x.storeRef(L.minTcbCell()).storeRef(L.minTcbCell())),
             'bootstrap value not a ref': L.setBootstrap(Dictionary.empty(Dictionary.Keys.Uint(8), Dictionary.Values.Uint(8)).set(0, 5)),
         };
         for (const [name, body] of Object.entries(bodies)) {
@@ -284,6 +306,13 @@ const bounds = [
     ['protocol_version 0', () => L.setProtocolVersion(0), 414],
     ['protocol_version 1', () => L.setProtocolVersion(1), 0],
     ['protocol_version 65535', () => L.setProtocolVersion(65535), 0],
+    // min_tcb: exactly tee_tcb_svn:bits128 cpu_svn:bits128 pce_svn:uint16, no refs
+    ['min_tcb all zero', () => L.setMinTcb(L.zeroTcb), 0],
+    ['min_tcb all ones', () => L.setMinTcb(L.bits(272)), 0],
+    ['min_tcb 271 bits', () => L.setMinTcb(L.bits(271)), 417],
+    ['min_tcb 273 bits', () => L.setMinTcb(L.bits(273)), 417],
+    ['min_tcb with a ref', () => L.setMinTcb(L.bits(272, [L.bits(1)])), 417],
+    ['min_tcb empty', () => L.setMinTcb(L.bits(0)), 417],
     // new owner: addr_std in the basechain or the masterchain
     ['new owner basechain', () => L.transferOwnership(new Address(0, Buffer.alloc(32, 1))), 0],
     ['new owner masterchain', () => L.transferOwnership(new Address(-1, Buffer.alloc(32, 1))), 0],

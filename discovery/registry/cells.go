@@ -20,6 +20,7 @@ const (
 	OpSetFees            = 0x636f0005
 	OpSetProtocolVersion = 0x636f0006
 	OpTransferOwnership  = 0x636f0007
+	OpSetMinTCB          = 0x636f0008
 )
 
 // Cell builds the contract's initial storage from r, which must be valid.
@@ -52,7 +53,18 @@ func (r *Registry) Cell() (*cell.Cell, error) {
 		MustStoreRef(stringCell(r.Network)).
 		MustStoreRef(fees).
 		MustStoreRef(lists).
+		MustStoreRef(r.MinTCB.cell()).
 		EndCell(), nil
+}
+
+// cell is the contract's MinTcb: tee_tcb_svn:bits128 cpu_svn:bits128
+// pce_svn:uint16.
+func (t TCB) cell() *cell.Cell {
+	return cell.BeginCell().
+		MustStoreSlice(t.TEETCBSVN[:], 8*tcbSVNLen).
+		MustStoreSlice(t.CPUSVN[:], 8*tcbSVNLen).
+		MustStoreUInt(uint64(t.PCESVN), 16).
+		EndCell()
 }
 
 func stringCell(s string) *cell.Cell {
@@ -187,4 +199,10 @@ func TransferOwnership(queryID uint64, newOwner *address.Address) (*cell.Cell, e
 		return nil, errors.New("new owner: must be a standard address")
 	}
 	return header(OpTransferOwnership, queryID).MustStoreAddr(newOwner).EndCell(), nil
+}
+
+// SetMinTCB builds the owner's message replacing the minimum TDX TCB; the
+// zero TCB accepts any.
+func SetMinTCB(queryID uint64, t TCB) *cell.Cell {
+	return header(OpSetMinTCB, queryID).MustStoreRef(t.cell()).EndCell()
 }

@@ -132,6 +132,12 @@ func readFields(ctx context.Context, g Getter, addr *address.Address) (*Registry
 	if r.Models, err = DecodeModels(st[0]); err != nil {
 		return nil, fmt.Errorf("get_models: %w", err)
 	}
+	if st, err = get(ctx, g, addr, "get_min_tcb", 1); err != nil {
+		return nil, err
+	}
+	if r.MinTCB, err = DecodeMinTCB(st[0]); err != nil {
+		return nil, fmt.Errorf("get_min_tcb: %w", err)
+	}
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
@@ -380,4 +386,31 @@ func DecodeModels(v any) ([]Model, error) {
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// DecodeMinTCB decodes the get_min_tcb result: a cell of exactly
+// tee_tcb_svn:bits128 cpu_svn:bits128 pce_svn:uint16, no refs.
+func DecodeMinTCB(v any) (TCB, error) {
+	var t TCB
+	c, err := cellValue(v)
+	if err != nil {
+		return t, err
+	}
+	if c.BitsSize() != minTCBBits || c.RefsNum() != 0 {
+		return t, fmt.Errorf("min_tcb cell has %d bits and %d refs, want %d and 0", c.BitsSize(), c.RefsNum(), minTCBBits)
+	}
+	s := c.BeginParse()
+	for _, out := range []*[tcbSVNLen]byte{&t.TEETCBSVN, &t.CPUSVN} {
+		b, err := s.LoadSlice(8 * tcbSVNLen)
+		if err != nil {
+			return TCB{}, err
+		}
+		copy(out[:], b)
+	}
+	pce, err := s.LoadUInt(16)
+	if err != nil {
+		return TCB{}, err
+	}
+	t.PCESVN = uint16(pce)
+	return t, nil
 }

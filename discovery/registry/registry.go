@@ -10,6 +10,7 @@ package registry
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -32,6 +33,8 @@ const (
 	MinPeriod          = 60 * time.Second
 	MaxPeriod          = 30 * 24 * time.Hour
 	measurementLen     = 48 // bytes in MRTD and each RTMR (SHA-384)
+	tcbSVNLen          = 16 // bytes in TEE_TCB_SVN and CPUSVN
+	minTCBBits         = 8*2*tcbSVNLen + 16
 	maxProtocolVersion = 65535
 )
 
@@ -53,6 +56,9 @@ type Registry struct {
 	Bootstrap    []peer.AddrInfo
 	Measurements []Measurement
 	Models       []Model
+	// MinTCB is the minimum TDX TCB a peer's quote must show; the zero
+	// value accepts any.
+	MinTCB TCB
 }
 
 // Fees are the network's fee and settlement parameters.
@@ -70,6 +76,71 @@ type Fees struct {
 type Measurement struct {
 	MRTD [measurementLen]byte
 	RTMR [4][measurementLen]byte
+}
+
+// TCB is a minimum of TDX security versions, compared component by
+// component: each byte of TEETCBSVN and CPUSVN, and PCESVN, must be at
+// least the minimum's. The zero value accepts any.
+type TCB struct {
+	// TEETCBSVN is the TD report's TEE_TCB_SVN (TDX module and SEAM loader
+	// versions).
+	TEETCBSVN [tcbSVNLen]byte
+	// CPUSVN is the 16 SGX TCB components of the PCK certificate
+	// (microcode, BIOS ACMs).
+	CPUSVN [tcbSVNLen]byte
+	// PCESVN is the provisioning certification enclave's version from the
+	// PCK certificate.
+	PCESVN uint16
+}
+
+// IsZero reports whether t accepts any TCB.
+func (t TCB) IsZero() bool { return t == TCB{} }
+
+// String prints t as the contract's get_min_tcb reads: hex SVNs, PCESVN
+// in decimal.
+func (t TCB) String() string {
+	return fmt.Sprintf("tee_tcb_svn=%x cpu_svn=%x pce_svn=%d", t.TEETCBSVN, t.CPUSVN, t.PCESVN)
+}
+
+// ParseSVN parses a TEE_TCB_SVN or CPUSVN as an operator writes it: 32
+// hex digits (16 bytes), with or without 0x. The empty string is all zero.
+func ParseSVN(s string) ([tcbSVNLen]byte, error) {
+	var out [tcbSVNLen]byte
+	if s == "" {
+		return out, nil
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
+	if err != nil {
+		return out, fmt.Errorf("%q is not hex: %w", s, err)
+	}
+	if len(b) != tcbSVNLen {
+		return out, fmt.Errorf("%q is %d bytes, want %d (%d hex digits)", s, len(b), tcbSVNLen, 2*tcbSVNLen)
+	}
+	copy(out[:], b)
+	return out, nil
+}
+
+// ParseMeasurement parses a TD image as an operator writes it: MRTD and
+// RTMR0-3, 96 hex digits (48 bytes) each, joined by colons.
+func ParseMeasurement(s string) (Measurement, error) {
+	var m Measurement
+	parts := strings.Split(s, ":")
+	if len(parts) != 5 {
+		return m, fmt.Errorf("%d colon-separated values, want 5: MRTD:RTMR0:RTMR1:RTMR2:RTMR3", len(parts))
+	}
+	regs := []*[measurementLen]byte{&m.MRTD, &m.RTMR[0], &m.RTMR[1], &m.RTMR[2], &m.RTMR[3]}
+	names := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"}
+	for i, p := range parts {
+		b, err := hex.DecodeString(strings.TrimPrefix(p, "0x"))
+		if err != nil {
+			return Measurement{}, fmt.Errorf("%s: %q is not hex: %w", names[i], p, err)
+		}
+		if len(b) != measurementLen {
+			return Measurement{}, fmt.Errorf("%s: %d bytes, want %d (%d hex digits)", names[i], len(b), measurementLen, 2*measurementLen)
+		}
+		copy(regs[i][:], b)
+	}
+	return m, nil
 }
 
 // Model is an allowed model: the SHA-256 of its weights and its name.
@@ -215,5 +286,8 @@ func (r *Registry) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "network=%s seqno=%d version=%d bootstrap=%d measurements=%d models=%d dev_attestation=%t",
 		r.Network, r.Seqno, r.ProtocolVersion, len(r.Bootstrap), len(r.Measurements), len(r.Models), r.DevAttestation)
+	if !r.MinTCB.IsZero() {
+		fmt.Fprintf(&b, " min_tcb=[%s]", r.MinTCB)
+	}
 	return b.String()
 }

@@ -69,6 +69,7 @@ func sample(t testing.TB) *registry.Registry {
 			{Hash: sha256.Sum256([]byte("qwen")), Name: "qwen3-8b"},
 			{Hash: sha256.Sum256([]byte("llama")), Name: "llama-3.1-8b"},
 		},
+		MinTCB: registry.TCB{TEETCBSVN: [16]byte{3, 0, 4}, CPUSVN: [16]byte{5, 5, 2, 2, 3, 1, 0, 3}, PCESVN: 11},
 	}
 }
 
@@ -124,6 +125,7 @@ func (f *fakeContract) RunGetMethod(_ context.Context, addr *address.Address, me
 	network := s.MustLoadRef().MustToCell()
 	fees := s.MustLoadRef()
 	lists := s.MustLoadRef()
+	minTCB := s.MustLoadRef().MustToCell()
 	integer := func(v uint64) *big.Int { return new(big.Int).SetUint64(v) }
 	switch method {
 	case "get_owner":
@@ -150,13 +152,15 @@ func (f *fakeContract) RunGetMethod(_ context.Context, addr *address.Address, me
 			return []any{nil}, nil
 		}
 		return []any{c.MustToCell()}, nil
+	case "get_min_tcb":
+		return []any{minTCB}, nil
 	}
 	return nil, &chain.ExitError{Method: method, Code: 11}
 }
 
 func TestRoundTrip(t *testing.T) {
 	empty := sample(t)
-	empty.Bootstrap, empty.Measurements, empty.Models = nil, nil, nil
+	empty.Bootstrap, empty.Measurements, empty.Models, empty.MinTCB = nil, nil, nil, registry.TCB{}
 	for _, want := range []*registry.Registry{sample(t), empty} {
 		got, err := registry.Read(context.Background(), newFake(t, want), contractAddr)
 		if err != nil {
@@ -180,6 +184,9 @@ func TestRoundTrip(t *testing.T) {
 		}
 		if fmt.Sprint(got.Measurements) != fmt.Sprint(want.Measurements) {
 			t.Errorf("measurements differ")
+		}
+		if got.MinTCB != want.MinTCB {
+			t.Errorf("min TCB %v, want %v", got.MinTCB, want.MinTCB)
 		}
 		models := map[string]string{}
 		for _, m := range got.Models {
@@ -243,6 +250,11 @@ func TestReadRejectsMalformed(t *testing.T) {
 		{"dev attestation off local", "get_network", []any{str("mainnet")}, nil, "dev_attestation: refused on network \"mainnet\""},
 		{"owner not an address", "get_owner", []any{str("x")}, nil, "get_owner: not an address"},
 		{"protocol version zero", "get_protocol_version", []any{big.NewInt(0)}, nil, "get_protocol_version: 0 is not in 1..65535"},
+		{"min tcb short", "get_min_tcb", []any{bits(271)}, nil, "get_min_tcb: min_tcb cell has 271 bits and 0 refs, want 272 and 0"},
+		{"min tcb long", "get_min_tcb", []any{bits(280)}, nil, "get_min_tcb: min_tcb cell has 280 bits"},
+		{"min tcb with a ref", "get_min_tcb", []any{cell.BeginCell().MustStoreSlice(make([]byte, 34), 272).MustStoreRef(bits(1)).EndCell()}, nil, "get_min_tcb: min_tcb cell has 272 bits and 1 refs"},
+		{"min tcb not a cell", "get_min_tcb", []any{big.NewInt(3)}, nil, "get_min_tcb: got *big.Int, want a cell"},
+		{"min tcb missing", "get_min_tcb", []any{}, nil, "get_min_tcb: returned 0 values, want 1"},
 		{"get-method fails", "get_models", nil, exit, "running get_models: get-method get_models: exit code 7"},
 	}
 	for _, tc := range cases {
@@ -366,6 +378,7 @@ func TestMessages(t *testing.T) {
 		{version, registry.OpSetProtocolVersion, 9},
 		{owner, registry.OpTransferOwnership, 10},
 		{registry.SetDevAttestation(11, true), registry.OpSetDevAttestation, 11},
+		{registry.SetMinTCB(12, r.MinTCB), registry.OpSetMinTCB, 12},
 	} {
 		s := tc.body.BeginParse()
 		if op, q := s.MustLoadUInt(32), s.MustLoadUInt(64); op != tc.op || q != tc.query {
@@ -378,11 +391,73 @@ func TestMessages(t *testing.T) {
 	if err != nil || len(got) != 2 || got[1].String() != r.Bootstrap[1].String() {
 		t.Fatalf("bootstrap message holds %v (%v)", got, err)
 	}
+	s = registry.SetMinTCB(12, r.MinTCB).BeginParse()
+	s.MustLoadUInt(96)
+	if s.BitsLeft() != 0 || s.RefsNum() != 1 {
+		t.Fatalf("min TCB message: %d bits and %d refs after the header, want one ref", s.BitsLeft(), s.RefsNum())
+	}
+	if got, err := registry.DecodeMinTCB(s.MustLoadRef().MustToCell()); err != nil || got != r.MinTCB {
+		t.Fatalf("min TCB message holds %v (%v), want %v", got, err, r.MinTCB)
+	}
 	if _, err := registry.SetProtocolVersion(1, 0); err == nil {
 		t.Error("version 0 accepted")
 	}
 	if _, err := registry.SetFees(1, registry.Fees{ProxyFeePPM: 1}); err == nil {
 		t.Error("fees without deposit accepted")
+	}
+}
+
+func TestParseSVN(t *testing.T) {
+	svn := "03000400000000000000000000000000"
+	cases := []struct {
+		name, in  string
+		want      [16]byte
+		wantError string
+	}{
+		{"hex", svn, [16]byte{3, 0, 4}, ""},
+		{"0x", "0x0505020203010003" + strings.Repeat("00", 8), [16]byte{5, 5, 2, 2, 3, 1, 0, 3}, ""},
+		{"empty is zero", "", [16]byte{}, ""},
+		{"not hex", "zz" + svn[2:], [16]byte{}, `"zz` + svn[2:] + `" is not hex`},
+		{"short", "0505", [16]byte{}, `"0505" is 2 bytes, want 16 (32 hex digits)`},
+		{"long", svn + "00", [16]byte{}, `"` + svn + `00" is 17 bytes`},
+		{"odd digits", "030", [16]byte{}, `"030" is not hex`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := registry.ParseSVN(tc.in)
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseSVN = %x, %v; want %x", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseMeasurement(t *testing.T) {
+	reg := func(b byte) string { return strings.Repeat(fmt.Sprintf("%02x", b), 48) }
+	good := strings.Join([]string{reg(1), reg(2), reg(3), reg(4), "0x" + reg(5)}, ":")
+	m, err := registry.ParseMeasurement(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MRTD[0] != 1 || m.RTMR[0][47] != 2 || m.RTMR[1][0] != 3 || m.RTMR[2][0] != 4 || m.RTMR[3][47] != 5 {
+		t.Fatalf("parsed %x %x", m.MRTD, m.RTMR)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{reg(1) + ":" + reg(2), "2 colon-separated values, want 5"},
+		{good + ":" + reg(6), "6 colon-separated values"},
+		{strings.Replace(good, reg(3), "zz"+reg(3)[2:], 1), `rtmr1: "zz`},
+		{strings.Replace(good, reg(4), reg(4)[:94], 1), "rtmr2: 47 bytes, want 48 (96 hex digits)"},
+		{"", "1 colon-separated values"},
+	} {
+		if _, err := registry.ParseMeasurement(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseMeasurement(%.20q...) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
 	}
 }
 
@@ -455,6 +530,7 @@ func FuzzDecode(f *testing.F) {
 			f.Add(d.MustToCell().ToBOC())
 		}
 	}
+	f.Add(s.MustLoadRef().MustToCell().ToBOC()) // min_tcb
 	f.Fuzz(func(t *testing.T, boc []byte) {
 		if len(boc) > 1<<16 {
 			return
@@ -469,6 +545,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if m, err := registry.DecodeMeasurements(c); err == nil && len(m) > registry.MaxMeasurements {
 			t.Fatalf("%d measurements accepted", len(m))
+		}
+		if tcb, err := registry.DecodeMinTCB(c); err == nil && (c.BitsSize() != 272 || c.RefsNum() != 0) {
+			t.Fatalf("min TCB %v accepted from a cell of %d bits and %d refs", tcb, c.BitsSize(), c.RefsNum())
 		}
 		if m, err := registry.DecodeModels(c); err == nil {
 			for _, x := range m {
