@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cocoon-mesh/cocoon/attest"
+	"github.com/cocoon-mesh/cocoon/attest/tdx"
 	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/discovery/registry"
 )
@@ -84,6 +86,9 @@ func (s *Server) checkAttestation(ctx context.Context) Check {
 	if err != nil {
 		c.Result, c.Detail = Fail, fmt.Sprintf("peers would refuse this node's %s evidence: %v", ev.Kind, err)
 		c.Fix = "run the image whose measurements the root contract allows, or (on a local network) allow dev attestation"
+		if errors.Is(err, tdx.ErrTCB) {
+			c.Fix = "the platform's TCB is below the root contract's minimum (get_min_tcb): update the TDX module, the microcode and the BIOS to the versions it names"
+		}
 		return c
 	}
 	c.Result, c.Detail = Pass, fmt.Sprintf("%s evidence, verified as peers verify it: tier %s", ev.Kind, v.Tier)
