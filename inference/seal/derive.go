@@ -3,7 +3,6 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/sha256"
 	"encoding/binary"
@@ -53,12 +52,9 @@ func sessionInfo(b Binding, id KeyID) []byte {
 // wrapKey derives the key that wraps one request's key: from the session's
 // secret and the request's counter, so each is used once.
 func wrapKey(secret []byte, ctr uint64) ([]byte, error) {
-	info := binary.BigEndian.AppendUint64([]byte(labelWrap), ctr)
-	k, err := hkdf.Expand(sha256.New, secret, string(info), keyLen)
-	if err != nil {
-		return nil, fmt.Errorf("deriving wrap key: %w", err)
-	}
-	return k, nil
+	var c [8]byte
+	binary.BigEndian.PutUint64(c[:], ctr)
+	return expand32(secret, []byte(labelWrap), c[:]), nil
 }
 
 // requestAAD is what a request's body is bound to.
@@ -85,24 +81,19 @@ func wrapAAD(b Binding, reqID string, sealedAt int64, bodyHash, headerHash [sha2
 
 // bodyKey derives the body's key from the request key.
 func bodyKey(reqKey []byte) ([]byte, error) {
-	k, err := hkdf.Expand(sha256.New, reqKey, labelRequest, keyLen)
-	if err != nil {
-		return nil, fmt.Errorf("deriving body key: %w", err)
-	}
-	return k, nil
+	return expand32(reqKey, []byte(labelRequest), nil), nil
 }
 
 // responseKey derives the key of one worker's answer: from the request key
 // (fresh per request) and that worker's wrap key (known to the client and
-// that worker only, so another candidate cannot answer in its name).
+// that worker only, so another candidate cannot answer in its name):
+// HKDF with the request key as salt.
 func responseKey(reqKey, wk []byte, b Binding, id KeyID) ([]byte, error) {
 	info := appendLP(appendLP([]byte(labelResponse), b.Network), b.Peer)
 	info = append(info, id[:]...)
-	k, err := hkdf.Key(sha256.New, wk, reqKey, string(info), keyLen)
-	if err != nil {
-		return nil, fmt.Errorf("deriving response key: %w", err)
-	}
-	return k, nil
+	prk := extract(reqKey, wk)
+	defer clear(prk[:])
+	return expand32(prk[:], info, nil), nil
 }
 
 // newAEAD returns AES-256-GCM under key.
