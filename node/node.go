@@ -66,6 +66,7 @@ type options struct {
 	issuer  attest.Issuer     // the node's evidence; from attest.issuer if nil
 	pcs     tdx.Getter        // how the node reaches Intel PCS; HTTPS if nil
 	clear   bool              // a client sends requests in the clear (benchmarks only)
+	payLate time.Duration     // a payer's batch beyond what payments.batch allows (tests only)
 	now     func() time.Time  // the attestation clock; time.Now if nil
 	// reload reads the configuration again (WithReload); backendFixed:
 	// the backend came from WithBackend, so a reload does not replace it.
@@ -107,6 +108,12 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // exists for `make bench`, to measure what sealing costs beside it; no
 // configuration or flag reaches it.
 func WithoutSealing() Option { return func(o *options) { o.clear = true } }
+
+// WithPaymentsLate makes a payer gather its payments for d before it signs
+// them, beyond the second payments.batch allows: a client that pays late,
+// as a hostile or broken one could, for the tests of what its debt costs
+// others. No configuration or flag reaches it.
+func WithPaymentsLate(d time.Duration) Option { return func(o *options) { o.payLate = d } }
 
 // New checks cfg and prepares a node; it starts nothing.
 func New(cfg config.Config, log *slog.Logger, opts ...Option) (*Node, error) {

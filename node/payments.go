@@ -66,6 +66,9 @@ func (n *Node) startPayments() error {
 	if n.disc.registry != nil {
 		cc.Rules = n.disc.registry
 	}
+	if n.opts.payLate > 0 {
+		cc.Batch = n.opts.payLate
+	}
 	m := channels.New(cc, n.h, n.disc.chain, w, key, led, n.log)
 	if err := m.Start(n.sv); err != nil {
 		led.Close()

@@ -186,3 +186,46 @@ func TestHangUpPaysWhatWasStreamed(t *testing.T) {
 	}
 	t.Logf("ten answers cut halfway cost %d nanoTON; a whole one %d", spent, whole.Total)
 }
+
+// TestClientDebtDoesNotStopWorker: a client that pays late (its payments
+// batched for an hour) runs up a debt with the proxy far above the
+// worker's own credit with the proxy. The proxy pays the worker ahead of
+// that client, so the worker keeps serving it and another client, and
+// holds every part of the answers it served but the last quarter of its
+// credit.
+func TestClientDebtDoesNotStopWorker(t *testing.T) {
+	h := testnet.New(t, testnet.WithPayments("sim-small"))
+	p := h.AddProxy()
+	w := h.AddWorker(func(c *config.Config) {
+		c.Worker.Price = payments.Price{Prompt: 3_000_000_000, Completion: 12_000_000_000}
+		c.Payments.MaxCredit = 1_000_000 // about seven answers
+	})
+	late := h.AddNode(config.RoleClient, []node.Option{node.WithPaymentsLate(time.Hour)})
+	other := h.AddClient()
+
+	var parts int64
+	ask := func(client *node.Node, i int) {
+		t.Helper()
+		c := sdk(client)
+		resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "owe for this", int64(8+i%4)))
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		parts += costOf(t, resp.RawJSON()).Worker
+	}
+	for i := range 30 {
+		ask(late, i)
+	}
+	ask(other, 0)
+	if sent, _ := channelOf(late, p); sent != 0 {
+		t.Fatalf("the late client paid %d already: it was to owe", sent)
+	}
+	// The proxy pays ahead once a quarter of the worker's credit is due:
+	// what is due below that waits for the clients' payments.
+	var held uint64
+	p2ptest.Eventually(t, "the worker to hold all but a quarter of its credit", func() bool {
+		_, held = channelOf(w, p)
+		return held <= uint64(parts) && uint64(parts)-held <= 250_000
+	})
+	t.Logf("31 answers, 30 of them unpaid by their client: %d nanoTON of worker parts against the worker's credit of 1,000,000; the worker holds %d", parts, held)
+}

@@ -21,9 +21,10 @@ const maxRelayed = 1 << 16
 // relayed from worker (the router's check), so that a client's payment
 // for it needs no second signature check, and counts part, the worker's
 // share of it, as due to the worker until a client's payment for it is
-// forwarded. When what is due to a worker passes AheadAbove, the proxy
-// pays it ahead from its own channel (payAhead): no client's debt can
-// bring a worker's credit with this proxy near its limit.
+// forwarded. When what is due to a worker passes AheadAbove (or a quarter
+// of the worker's own credit, if less), the proxy pays it ahead from its
+// own channel (payAhead): no client's debt can bring a worker's credit
+// with this proxy near its limit.
 func (m *Manager) Relayed(worker peer.ID, receipt []byte, part uint64) {
 	h := payments.Hash(receipt)
 	m.mu.Lock()
@@ -32,11 +33,24 @@ func (m *Manager) Relayed(worker peer.ID, receipt []byte, part uint64) {
 	}
 	m.relayed[h] = struct{}{}
 	m.due[worker] += part
-	over := m.cfg.AheadAbove > 0 && m.due[worker] > m.cfg.AheadAbove
+	over := m.due[worker] > m.aheadAboveLocked(worker)
 	m.mu.Unlock()
 	if over {
 		m.payAhead(worker)
 	}
+}
+
+// aheadAboveLocked is what may be due to worker before the proxy pays it
+// ahead: AheadAbove, or a quarter of the credit the worker said it gives
+// (hello) if that is less, leaving the rest for the answers served while
+// the payment travels, so that no worker refuses this proxy for its
+// clients' debts whatever its own credit setting.
+func (m *Manager) aheadAboveLocked(worker peer.ID) uint64 {
+	limit := m.cfg.AheadAbove
+	if o := m.out[worker]; o != nil && o.info.Credit > 0 {
+		limit = min(limit, o.info.Credit/4)
+	}
+	return limit
 }
 
 // payAhead pays worker what is due to it now, on a state of its own
@@ -57,6 +71,9 @@ func (m *Manager) payAhead(worker peer.ID) {
 		err = m.led.PutAll(m.ctx, f.chans...)
 	}
 	if err == nil {
+		for _, o := range f.outs {
+			o.urgent.Store(true) // no batching: the worker's credit is what this is for
+		}
 		f.commit()
 	}
 	paid := f.done && f.paid(worker)

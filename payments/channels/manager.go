@@ -232,6 +232,9 @@ type info struct {
 	// OwnB is B's own semi-channel, signed by B, kept by the payer for an
 	// uncooperative close.
 	OwnB []byte `json:"own_b,omitempty"`
+	// Credit is what the payee said it serves beyond the newest state
+	// (hello); 0 if it did not say.
+	Credit uint64 `json:"credit,omitempty"`
 	// Ahead is what a proxy had paid the worker ahead of its clients when
 	// it stopped (Close); load takes it back and clears it.
 	Ahead uint64 `json:"ahead,omitempty"`

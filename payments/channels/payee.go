@@ -135,7 +135,7 @@ func (m *Manager) handle(ctx context.Context, from peer.ID, q *request) *reply {
 		if draining { // refused before the payer deploys a channel, not after
 			return refuse("this node is draining: it takes no new channel")
 		}
-		return &reply{Key: m.key.Public().(ed25519.PublicKey), Dest: m.wallet.Address().String()}
+		return &reply{Key: m.key.Public().(ed25519.PublicKey), Dest: m.wallet.Address().String(), Credit: m.cfg.MaxCredit}
 	case typeOpen:
 		return m.accept(ctx, from, q)
 	case typePay:

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -27,6 +28,9 @@ import (
 type outgoing struct {
 	channel
 	wake chan struct{} // cap 1: something to send
+	// urgent: what was just signed goes at once, not after Config.Batch
+	// (a proxy's payment ahead of its clients).
+	urgent atomic.Bool
 
 	// signMu serializes signing and storing a new state: held from reading
 	// seqno and sent until the state that follows them is stored.
@@ -149,7 +153,7 @@ func (m *Manager) propose(ctx context.Context, s network.Stream, p peer.ID) (cha
 	rand.Read(id[:])
 	in := info{Peer: p.String(), Payer: true, ID: id[:], KeyA: m.key.Public().(ed25519.PublicKey), KeyB: hello.Key,
 		DestA: m.wallet.Address().String(), DestB: hello.Dest, Deposit: m.cfg.Deposit,
-		Quarantine: uint32(m.cfg.Quarantine / time.Second), Opened: m.cfg.Now().UnixMilli()}
+		Quarantine: uint32(m.cfg.Quarantine / time.Second), Opened: m.cfg.Now().UnixMilli(), Credit: hello.Credit}
 	if len(hello.Key) != ed25519.PublicKeySize {
 		return channel{}, fmt.Errorf("opening a channel to %s: its key has %d bytes", p, len(hello.Key))
 	}
@@ -355,7 +359,7 @@ func (m *Manager) send(o *outgoing) {
 			return
 		case <-o.wake:
 		}
-		if m.cfg.Batch > 0 {
+		if m.cfg.Batch > 0 && !o.urgent.Swap(false) {
 			// Gather the answers of the next moment into the same state.
 			batch.Reset(m.cfg.Batch)
 			select {

@@ -73,6 +73,10 @@ type reply struct {
 
 	Key  []byte `json:"key,omitempty"`  // hello: the payee's channel key
 	Dest string `json:"dest,omitempty"` // hello: the payee's payout address
+	// Credit (hello): what the payee serves beyond the newest state, its
+	// MaxCredit. A proxy pays a worker ahead of its clients once a quarter
+	// of it is due.
+	Credit uint64 `json:"credit,omitempty"`
 
 	// Received and Seqno are the newest state the payee has stored (open,
 	// pay); Signature its signature on the close (close).
