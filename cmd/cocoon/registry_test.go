@@ -45,25 +45,18 @@ func TestRegistrySetMinTCB(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			err := run(t.Context(), append([]string{"registry", "set-min-tcb"}, tt.args...), env(nil), &out, &errOut)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err) != 2 {
-					t.Fatalf("err = %v (exit code %d), want a usage error containing %q", err, exitCode(err), tt.wantErr)
-				}
+			out, ok := registryCmd(t, "set-min-tcb", tt.args, tt.wantErr)
+			if !ok {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := messageBody(t, out.String())
+			body := messageBody(t, out)
 			boc := body.ToBOC()
 			if got := minTCBOf(t, body); got != tt.want {
 				t.Fatalf("the message sets %v, want %v", got, tt.want)
 			}
-			l := regexp.MustCompile(`ton://transfer/(\S+)\?amount=50000000&bin=(\S+)`).FindStringSubmatch(out.String())
+			l := regexp.MustCompile(`ton://transfer/(\S+)\?amount=50000000&bin=(\S+)`).FindStringSubmatch(out)
 			if (l != nil) != tt.link {
-				t.Fatalf("transfer link %v, want one: %v; output %q", l, tt.link, out.String())
+				t.Fatalf("transfer link %v, want one: %v; output %q", l, tt.link, out)
 			}
 			if l != nil {
 				bin, err := base64.RawURLEncoding.DecodeString(l[2])
@@ -122,18 +115,11 @@ func TestRegistrySetMeasurements(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			err := run(t.Context(), append([]string{"registry", "set-measurements"}, tt.args...), env(nil), &out, &errOut)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err) != 2 {
-					t.Fatalf("err = %v (exit code %d), want a usage error containing %q", err, exitCode(err), tt.wantErr)
-				}
+			out, ok := registryCmd(t, "set-measurements", tt.args, tt.wantErr)
+			if !ok {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := messageBody(t, out.String()).BeginParse()
+			s := messageBody(t, out).BeginParse()
 			if op := s.MustLoadUInt(32); op != registry.OpSetMeasurements {
 				t.Fatalf("op %#x, want set_measurements", op)
 			}
@@ -191,11 +177,8 @@ func TestRegistryMessagesAcceptedByContract(t *testing.T) {
 		{"set-min-tcb", "--tee-tcb-svn", "03000400000000000000000000000000", "--pce-svn", "11", "--query-id", "5"},
 		{"set-measurements", "--measurement", strings.Join([]string{reg, reg, reg, reg, reg}, ":")},
 	} {
-		var out, errOut bytes.Buffer
-		if err := run(ctx, append([]string{"registry"}, args...), env(nil), &out, &errOut); err != nil {
-			t.Fatal(err)
-		}
-		txs, err := c.Sandbox.SendInternal(ctx, "owner", c.Root, big.NewInt(50_000_000), messageBody(t, out.String()))
+		out, _ := registryCmd(t, args[0], args[1:], "")
+		txs, err := c.Sandbox.SendInternal(ctx, "owner", c.Root, big.NewInt(50_000_000), messageBody(t, out))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,4 +196,23 @@ func TestRegistryMessagesAcceptedByContract(t *testing.T) {
 	if len(got.Measurements) != 1 || got.Measurements[0].MRTD[0] != 0x42 {
 		t.Fatalf("the contract holds images %v, want the one given", got.Measurements)
 	}
+}
+
+// registryCmd runs `cocoon registry sub args`: with wantErr, it checks the
+// command fails as a usage error saying it and reports false; else it
+// returns what the command printed.
+func registryCmd(t *testing.T, sub string, args []string, wantErr string) (string, bool) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), append([]string{"registry", sub}, args...), env(nil), &out, &errOut)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) || exitCode(err) != 2 {
+			t.Fatalf("err = %v (exit code %d), want a usage error containing %q", err, exitCode(err), wantErr)
+		}
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), true
 }
