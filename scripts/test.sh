@@ -27,8 +27,8 @@ suite() { # name, what it is, go test arguments...
   "$gotestsum" --format pkgname-and-test-fails --hide-summary skipped --jsonfile "$out/$name.json" -- "$@" || rc=1
 }
 suite main "race-enabled unit, integration and real-engine tests" -race -count=1 -timeout 20m ${TEST_PKGS:-./...}
-suite streams "1,000 streams and a 5,000-request money soak: past the race detector's limits, so without it" \
-  -count=1 -run 'TestThousandStreams|TestMoneySoak' ./testnet/
+suite streams "1,000 streams, a 5,000-request money soak and 1,000 watched channels: past the race detector's limits, so without it" \
+  -count=1 -run 'TestThousandStreams|TestMoneySoak|TestOldStateChallengedAmongThousand' ./testnet/ ./payments/channels/
 suite testroot "synthetic TDX quotes under a test root: only in this build" \
   -race -count=1 -tags cocoon_testroot -run 'TestTrustTestRoot|TestRelayVerifiesTDXWorker|TestSealedThroughTDXWorker|TestTDXIdentityInMemory|TestMeasurementRemovedDropsPeers|TestMinTCBRaisedDropsPeers' ./attest/... ./testnet/
 echo "== a short fuzz of every target"

@@ -408,16 +408,6 @@ func TestPayeeDispute(t *testing.T) {
 // newest amount.
 func TestOldStateChallenged(t *testing.T) { oldStateChallenged(t, 0) }
 
-// TestOldStateChallengedAmongThousand: the same with a thousand other
-// channels open on chain that the proxy watches: its watch passes read
-// them in parallel, so the old state is still challenged.
-func TestOldStateChallengedAmongThousand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a thousand channels: not in -short")
-	}
-	oldStateChallenged(t, 1000)
-}
-
 // oldStateChallenged has the client close its channel to the proxy with an
 // old state while the proxy also watches others channels, and checks the
 // proxy challenges it with the newest.
