@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -292,12 +291,14 @@ func (w *Server) serveOne(ctx context.Context, remote peer.ID, req *inference.Re
 		content = sha256.New()
 	}
 	chunks := 0
+	var text []byte // c.Text for the hash, reused: the hash takes no string
 	emit := func(c inference.Chunk) error {
 		if chunks == 0 {
 			first = w.cfg.Now()
 		}
 		if content != nil {
-			io.WriteString(content, c.Text)
+			text = append(text[:0], c.Text...)
+			content.Write(text)
 			content.Write(c.Event)
 		}
 		chunks++
