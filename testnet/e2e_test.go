@@ -389,15 +389,7 @@ func TestCheapestWorkerServes(t *testing.T) {
 	cheap := h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 100, Completion: 100} })
 	p := h.AddProxy(fast)
 	client := h.AddClient()
-	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
-		n := 0
-		for _, o := range p.Offers() {
-			if o.Role == offers.RoleWorker {
-				n++
-			}
-		}
-		return n == 2
-	})
+	waitWorkerOffers(t, p, 2)
 
 	c := sdk(client)
 	for i := range 3 {
@@ -506,14 +498,7 @@ func TestCostInUsage(t *testing.T) {
 		c.Worker.Price = payments.Price{Prompt: 1_000_000_000, Cached: 1, Completion: 2_000_000_000} // 1000 and 2000 nanoTON a token
 	})
 	p := h.AddProxy(fast, func(c *config.Config) { c.Proxy.FeePPM = 50_000 }) // 5%
-	p2ptest.Eventually(t, "the worker's offer at the proxy", func() bool {
-		for _, o := range p.Offers() {
-			if o.Role == offers.RoleWorker {
-				return true
-			}
-		}
-		return false
-	})
+	waitWorkerOffers(t, p, 1)
 	client := h.AddClient()
 	c := sdk(client)
 	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "what does this cost?", 4))
@@ -576,4 +561,18 @@ func TestPricePerModel(t *testing.T) {
 			t.Errorf("%s billed at %+v, want %+v", model, r.Price, want)
 		}
 	}
+}
+
+// waitWorkerOffers waits until proxy p holds n workers' offers.
+func waitWorkerOffers(t *testing.T, p *node.Node, n int) {
+	t.Helper()
+	p2ptest.Eventually(t, fmt.Sprintf("%d workers' offers at the proxy", n), func() bool {
+		got := 0
+		for _, o := range p.Offers() {
+			if o.Role == offers.RoleWorker {
+				got++
+			}
+		}
+		return got == n
+	})
 }

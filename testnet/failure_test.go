@@ -16,7 +16,6 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/cocoon-mesh/cocoon/discovery"
-	"github.com/cocoon-mesh/cocoon/discovery/offers"
 	"github.com/cocoon-mesh/cocoon/inference"
 	"github.com/cocoon-mesh/cocoon/inference/inferencetest"
 	"github.com/cocoon-mesh/cocoon/node"
@@ -101,15 +100,7 @@ func TestFailover(t *testing.T) {
 	healthy := h.AddWorker(fast, func(c *config.Config) { c.Worker.Price = payments.Price{Prompt: 900, Completion: 900} })
 	p := h.AddProxy(fast)
 	client := h.AddClient()
-	p2ptest.Eventually(t, "both workers' offers at the proxy", func() bool {
-		n := 0
-		for _, o := range p.Offers() {
-			if o.Role == offers.RoleWorker {
-				n++
-			}
-		}
-		return n == 2
-	})
+	waitWorkerOffers(t, p, 2)
 
 	c := sdk(client)
 	resp, err := c.Chat.Completions.New(t.Context(), chatParams("sim-small", "are you there?", 4))

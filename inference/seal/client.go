@@ -95,12 +95,9 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []b
 	}
 	sr := &SealedRequest{RequestID: reqID, SealedAt: time.UnixMilli(c.now().UnixMilli())}
 	at := sr.SealedAt.UnixMilli()
-	bk, err := bodyKey(reqKey)
-	if err != nil {
-		return nil, nil, err
-	}
 	network := sessions[0].worker.Network
-	if sr.Body, err = sealOnce(nil, bk, body, requestAAD(network, reqID, at)); err != nil {
+	var err error
+	if sr.Body, err = sealOnce(nil, bodyKey(reqKey), body, requestAAD(network, reqID, at)); err != nil {
 		return nil, nil, err
 	}
 	bodyHash, headerHash := sha256.Sum256(sr.Body), sha256.Sum256(header)
@@ -111,20 +108,13 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []b
 		if ctr == 0 {
 			return nil, nil, fmt.Errorf("sealing request %q: session with %s has used all its counters", reqID, s.worker.Peer)
 		}
-		wk, err := wrapKey(s.secret, ctr)
-		if err != nil {
-			return nil, nil, err
-		}
+		wk := wrapKey(s.secret, ctr)
 		wrapped, err := sealOnce(nil, wk, reqKey, wrapAAD(s.worker, reqID, at, bodyHash, headerHash, s.id, ctr))
 		if err != nil {
 			return nil, nil, err
 		}
 		sr.Wraps[i] = Wrap{KEM: s.kem, KeyID: s.id, Counter: ctr, Enc: clone(s.enc), Key: wrapped}
-		rk, err := responseKey(reqKey, wk, s.worker, s.id)
-		if err != nil {
-			return nil, nil, err
-		}
-		aead, err := newAEAD(rk)
+		aead, err := newAEAD(responseKey(reqKey, wk, s.worker, s.id))
 		if err != nil {
 			return nil, nil, err
 		}

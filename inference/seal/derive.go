@@ -51,10 +51,10 @@ func sessionInfo(b Binding, id KeyID) []byte {
 
 // wrapKey derives the key that wraps one request's key: from the session's
 // secret and the request's counter, so each is used once.
-func wrapKey(secret []byte, ctr uint64) ([]byte, error) {
+func wrapKey(secret []byte, ctr uint64) []byte {
 	var c [8]byte
 	binary.BigEndian.PutUint64(c[:], ctr)
-	return expand32(secret, []byte(labelWrap), c[:]), nil
+	return expand32(secret, []byte(labelWrap), c[:])
 }
 
 // requestAAD is what a request's body is bound to.
@@ -80,20 +80,20 @@ func wrapAAD(b Binding, reqID string, sealedAt int64, bodyHash, headerHash [sha2
 }
 
 // bodyKey derives the body's key from the request key.
-func bodyKey(reqKey []byte) ([]byte, error) {
-	return expand32(reqKey, []byte(labelRequest), nil), nil
+func bodyKey(reqKey []byte) []byte {
+	return expand32(reqKey, []byte(labelRequest), nil)
 }
 
 // responseKey derives the key of one worker's answer: from the request key
 // (fresh per request) and that worker's wrap key (known to the client and
 // that worker only, so another candidate cannot answer in its name):
 // HKDF with the request key as salt.
-func responseKey(reqKey, wk []byte, b Binding, id KeyID) ([]byte, error) {
+func responseKey(reqKey, wk []byte, b Binding, id KeyID) []byte {
 	info := appendLP(appendLP([]byte(labelResponse), b.Network), b.Peer)
 	info = append(info, id[:]...)
 	prk := extract(reqKey, wk)
 	defer clear(prk[:])
-	return expand32(prk[:], info, nil), nil
+	return expand32(prk[:], info, nil)
 }
 
 // newAEAD returns AES-256-GCM under key.

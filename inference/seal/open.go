@@ -63,21 +63,14 @@ func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding
 	if err != nil {
 		return nil, nil, err
 	}
-	wk, err := wrapKey(s.secret, w.Counter)
-	if err != nil {
-		return nil, nil, err
-	}
+	wk := wrapKey(s.secret, w.Counter)
 	at := sr.SealedAt.UnixMilli()
 	reqKey, err := openOnce(wk, w.Key, wrapAAD(self, sr.RequestID, at, hashes[0], hashes[1], rk.id, w.Counter))
 	if err != nil {
 		return nil, nil, fmt.Errorf("unwrapping request key: %w", err)
 	}
 	defer clear(reqKey)
-	bk, err := bodyKey(reqKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	body, err := openOnce(bk, sr.Body, requestAAD(self.Network, sr.RequestID, at))
+	body, err := openOnce(bodyKey(reqKey), sr.Body, requestAAD(self.Network, sr.RequestID, at))
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening body: %w", err)
 	}

@@ -24,11 +24,7 @@ type ResponseSealer struct {
 }
 
 func newResponseSealer(reqKey, wk []byte, self Binding, id KeyID) (*ResponseSealer, error) {
-	key, err := responseKey(reqKey, wk, self, id)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := newAEAD(key)
+	aead, err := newAEAD(responseKey(reqKey, wk, self, id))
 	if err != nil {
 		return nil, err
 	}

@@ -47,12 +47,8 @@ func TestCandidateCannotSwapBody(t *testing.T) {
 	// The colluding candidate knows the request key (here: from the
 	// client's randomness) and reseals the body with the request's AAD.
 	reqKey := bytes.Repeat([]byte{7}, keyLen)
-	bk, err := bodyKey(reqKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	forged := *sr
-	forged.Body, err = sealOnce(nil, bk, []byte("the attacker's prompt"), requestAAD(a.Network, sr.RequestID, sr.SealedAt.UnixMilli()))
+	forged.Body, err = sealOnce(nil, bodyKey(reqKey), []byte("the attacker's prompt"), requestAAD(a.Network, sr.RequestID, sr.SealedAt.UnixMilli()))
 	if err != nil {
 		t.Fatal(err)
 	}

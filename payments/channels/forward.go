@@ -97,10 +97,13 @@ func (m *Manager) payAhead(worker peer.ID) {
 func (m *Manager) matchAhead(owed map[peer.ID]uint64) (restore func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	taken := make(map[peer.ID]uint64)
+	var taken map[peer.ID]uint64 // made only when something was paid ahead
 	for w, x := range owed {
 		a := min(x, m.ahead[w])
 		if a > 0 {
+			if taken == nil {
+				taken = make(map[peer.ID]uint64)
+			}
 			taken[w] = a
 			if m.ahead[w] -= a; m.ahead[w] == 0 {
 				delete(m.ahead, w)

@@ -234,8 +234,11 @@ func (o *outgoing) usable(reserve uint64) error {
 func (o *outgoing) renewDue(renew uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.settle || o.acked+o.queued+renew > o.info.Deposit
+	return o.settle || o.lowLocked(renew)
 }
+
+// lowLocked says whether less than renew is left of o's deposit.
+func (o *outgoing) lowLocked(renew uint64) bool { return o.acked+o.queued+renew > o.info.Deposit }
 
 // Fresh reports whether p is paid on a channel that needs no successor:
 // open, with at least Renew left, and no settlement asked. The Opener opens
@@ -275,20 +278,20 @@ func (m *Manager) Pay(p peer.ID, receipt []byte, amount uint64) error {
 		o.mu.Unlock()
 		return fmt.Errorf("%w: %d payments waiting for the payee", ErrBroken, len(o.pending))
 	}
-	due := o.acked+o.queued+m.cfg.Renew > o.info.Deposit
+	wasLow := o.lowLocked(m.cfg.Renew)
 	o.pending = append(o.pending, Entry{Receipt: receipt, Amount: amount})
 	o.queued += amount
-	if !due && o.acked+o.queued+m.cfg.Renew > o.info.Deposit {
-		m.renewDue()
+	if !wasLow && o.lowLocked(m.cfg.Renew) {
+		m.wakeOpener()
 	}
 	o.mu.Unlock()
 	o.poke()
 	return nil
 }
 
-// renewDue wakes the Opener: a channel this node pays on needs its
+// wakeOpener wakes the Opener: a channel this node pays on needs its
 // successor now.
-func (m *Manager) renewDue() {
+func (m *Manager) wakeOpener() {
 	select {
 	case m.renewing <- struct{}{}:
 	default:
@@ -487,7 +490,7 @@ func (m *Manager) acked(o *outgoing, q *request, r *reply) {
 	o.acked = r.Received
 	if r.Settle && !o.settle {
 		o.settle = true
-		m.renewDue()
+		m.wakeOpener()
 	}
 }
 

@@ -75,7 +75,7 @@ func (m *Manager) settleAsked(from peer.ID, q *request) *reply {
 	o.mu.Lock()
 	o.settle = true
 	o.mu.Unlock()
-	m.renewDue()
+	m.wakeOpener()
 	m.wg.Go(func() {
 		if err := m.closeWhenDelivered(o); err != nil && m.ctx.Err() == nil {
 			m.log.Warn("closing a channel its payee asked to settle", "peer", from, "channel", o.ch.Address(), "err", err)
