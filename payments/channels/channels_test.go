@@ -839,6 +839,13 @@ func TestDrainingPayeeRefusesBeforeDeploy(t *testing.T) {
 		t.Fatalf("SettleAll asked %d, failed %v; want the proxy asked", asked, failed)
 	}
 	p2ptest.Eventually(t, "the proxy to close its channel to the worker", func() bool {
+		// closed, not just unpayable: the close returns the deposit to the
+		// proxy's wallet, which must be done before the balance is read
+		for _, c := range n.proxy.m.List() {
+			if c.Peer == n.worker.h.ID() && c.State != "closed" {
+				return false
+			}
+		}
 		return n.proxy.m.Payable(n.worker.h.ID()) != nil
 	})
 	before := balance(t, n.sb, n.proxy.w)
