@@ -123,7 +123,7 @@ type FakeSettler struct {
 	unpayable map[peer.ID]bool
 	served    []uint64
 	relayed   [][]byte
-	paid      []uint64 // the worker parts Relayed was given
+	paid      []uint64 // the worker parts of receipts Relaying's checked was given
 	// budget, when not zero, is what Reserve lets be set aside at once;
 	// reserved is what is, and peak the most there was.
 	budget, reserved, peak uint64
@@ -182,14 +182,14 @@ func (f *FakeSettler) ServedAmounts() []uint64 {
 	return append([]uint64(nil), f.served...)
 }
 
-// WorkerParts returns the parts Relayed paid workers, in order.
+// WorkerParts returns the parts of the receipts the router checked, in order.
 func (f *FakeSettler) WorkerParts() []uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]uint64(nil), f.paid...)
 }
 
-// RelayedReceipts returns the receipts Relayed was given, in order.
+// RelayedReceipts returns the receipts the router checked, in order.
 func (f *FakeSettler) RelayedReceipts() [][]byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -217,11 +217,16 @@ func (f *FakeSettler) Served(_ peer.ID, amount uint64) {
 	f.served = append(f.served, amount)
 }
 
-func (f *FakeSettler) Relayed(worker peer.ID, receipt []byte, part uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.relayed = append(f.relayed, receipt)
-	f.paid = append(f.paid, part)
+func (f *FakeSettler) Relaying(worker peer.ID, part uint64) func(receipt []byte) {
+	return func(receipt []byte) {
+		if receipt == nil {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.relayed = append(f.relayed, receipt)
+		f.paid = append(f.paid, part)
+	}
 }
 
 var (

@@ -105,10 +105,13 @@ type Settler interface {
 	Reserve(client peer.ID, amount uint64) (release func(), err error)
 	// Served records that client owes amount nanoTON for an answer it got.
 	Served(client peer.ID, amount uint64)
-	// Relayed hands on worker's signed receipt of an answer it served,
-	// which the router checked against what it relayed: the proxy is paid
-	// by it, and pays worker part nanoTON for it now.
-	Relayed(worker peer.ID, receipt []byte, part uint64)
+	// Relaying says that the End of an answer worker served, with its
+	// signed receipt, is about to reach the client: the proxy owes worker
+	// part nanoTON for it from now, before the client can pay for it.
+	// checked follows once the router compared the receipt with what it
+	// relayed: with the receipt (the proxy is paid by it, and pays worker
+	// its part now), or nil when it refused it.
+	Relaying(worker peer.ID, part uint64) (checked func(receipt []byte))
 }
 
 // Router routes inference requests to workers.

@@ -31,6 +31,7 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 			end.Cost = &b
 		}
 	}
+	checked := r.relaying(a, end)
 	err = inference.WriteEnd(a.out, end)
 	if err == nil {
 		err = a.out.Flush()
@@ -38,16 +39,19 @@ func (r *Router) finish(a *attempt, p []byte, content hash.Hash) (outcome, *infe
 	if end.Receipt != nil {
 		if err := r.checkReceipt(a.w, a.req, end, content); err != nil {
 			a.log().Warn("worker's receipt refused", "worker", a.w.id, "err", err)
+			checked(nil)
 			return outcomeFailure, nil // the client refuses it too, and pays nothing
 		}
 	}
+	checked(end.Receipt)
 	if err != nil {
 		// The worker served the answer and is paid for it; the client,
 		// which did not get its end, owes nothing.
-		r.settle(a, end, false)
 		return outcomeSuccess, inference.Errorf(inference.CodeCancelled, "writing to client: %v", err)
 	}
-	r.settle(a, end, true)
+	if r.settler != nil && end.Cost != nil && end.Cost.Total > 0 {
+		r.settler.Served(a.client, uint64(end.Cost.Total))
+	}
 	return outcomeSuccess, nil
 }
 
@@ -97,20 +101,15 @@ func (r *Router) price(a *attempt, end *inference.End) (price *payments.Price, b
 		"the worker's receipt bills at %+v, not its offer's %+v; the answer is withheld", rc.Price, offer)
 }
 
-// settle tells the settler of a's answer, whose receipt (if any) agreed
-// with what was relayed: the client owes its total when it got the end
-// (delivered), and the proxy pays the worker its part now, from its own
-// channel, either way.
-func (r *Router) settle(a *attempt, end *inference.End, delivered bool) {
-	if r.settler == nil || end.Cost == nil {
-		return
+// relaying tells the settler of a's answer before its End, with the
+// receipt, goes to the client: the proxy owes the worker its part from
+// then, whether or not the client gets the End. checked is called with
+// the receipt once it agreed with what was relayed, or nil.
+func (r *Router) relaying(a *attempt, end *inference.End) (checked func(receipt []byte)) {
+	if r.settler == nil || end.Cost == nil || end.Receipt == nil {
+		return func([]byte) {}
 	}
-	if delivered && end.Cost.Total > 0 {
-		r.settler.Served(a.client, uint64(end.Cost.Total))
-	}
-	if end.Receipt != nil {
-		r.settler.Relayed(a.w.id, end.Receipt, uint64(end.Cost.Worker))
-	}
+	return r.settler.Relaying(a.w.id, uint64(end.Cost.Worker))
 }
 
 // checkReceipt checks a worker's signed receipt against what the router

@@ -203,7 +203,7 @@ func (n *network) relay(t *testing.T, i int, completion int64) (receipt []byte, 
 	receipt, bill = n.answer(t, i, completion)
 	n.worker.m.Served(n.proxy.h.ID(), uint64(bill.Worker))
 	n.proxy.m.Served(n.client.h.ID(), uint64(bill.Total))
-	n.proxy.m.Relayed(n.worker.h.ID(), receipt, uint64(bill.Worker))
+	n.proxy.m.Relaying(n.worker.h.ID(), uint64(bill.Worker))(receipt)
 	return receipt, bill
 }
 
@@ -822,6 +822,34 @@ func TestProxyPaysWorkerAhead(t *testing.T) {
 	}
 	if got := n.proxy.channel(client).Received; got != 0 {
 		t.Errorf("the proxy holds %d from a client that never paid", got)
+	}
+}
+
+// TestClientPaysBeforeRelayed: a client pays for an answer as soon as its
+// End arrives, which can be before the router has checked the receipt and
+// told the proxy (Relayed). The worker is paid for it once, not by the
+// client's payment and again ahead of the clients.
+func TestClientPaysBeforeRelayed(t *testing.T) {
+	n := newNetwork(t)
+	proxy, worker := n.proxy.h.ID(), n.worker.h.ID()
+	var p paid
+	receipt, bill := n.answer(t, 0, 10_000)
+	n.worker.m.Served(proxy, uint64(bill.Worker))
+	n.proxy.m.Served(n.client.h.ID(), uint64(bill.Total))
+	checked := n.proxy.m.Relaying(worker, uint64(bill.Worker)) // the End goes out
+	if err := n.client.m.Pay(proxy, receipt, uint64(bill.Total)); err != nil {
+		t.Fatal(err)
+	}
+	p.total += uint64(bill.Total)
+	p.worker += uint64(bill.Worker)
+	n.settled(t, p)
+	checked(receipt) // the router's check comes last
+	n.pay(t, &p, 1, 10_000)
+	p2ptest.Eventually(t, "the proxy to hold the client's payments and the worker its parts", func() bool {
+		return n.proxy.channel(n.client.h.ID()).Received == p.total && n.worker.channel(proxy).Received >= p.worker
+	})
+	if sent, got := n.proxy.channel(worker).Sent, n.worker.channel(proxy).Received; sent != p.worker || got != p.worker {
+		t.Errorf("the proxy signed %d to the worker, which holds %d, for parts of %d: an answer paid twice", sent, got, p.worker)
 	}
 }
 

@@ -17,26 +17,43 @@ import (
 // maxRelayed bounds the receipts Relayed remembers.
 const maxRelayed = 1 << 16
 
-// Relayed records that this proxy compared receipt with the answer it
-// relayed from worker (the router's check), so that a client's payment
-// for it needs no second signature check, and counts part, the worker's
-// share of it, as due to the worker until a client's payment for it is
-// forwarded. When what is due to a worker passes AheadAbove (or a quarter
-// of the worker's own credit, if less), the proxy pays it ahead from its
-// own channel (payAhead): no client's debt can bring a worker's credit
-// with this proxy near its limit.
-func (m *Manager) Relayed(worker peer.ID, receipt []byte, part uint64) {
-	h := payments.Hash(receipt)
+// Relaying counts part, worker's share of an answer whose End (with its
+// receipt) is about to reach the client, as due to the worker until a
+// client's payment for it is forwarded. It is counted before the client
+// can pay, so that a payment arriving before the router's check is taken
+// from it and the worker is not paid twice. checked follows with the
+// receipt once the router compared it with the answer it relayed (so a
+// client's payment for it needs no second signature check), or with nil
+// when it refused the receipt: then part is no longer due.
+//
+// When what is due to a worker passes AheadAbove (or a quarter of the
+// worker's own credit, if less), the proxy pays it ahead from its own
+// channel (payAhead): no client's debt can bring a worker's credit with
+// this proxy near its limit.
+func (m *Manager) Relaying(worker peer.ID, part uint64) (checked func(receipt []byte)) {
 	m.mu.Lock()
-	if len(m.relayed) >= maxRelayed {
-		clear(m.relayed) // the next payments verify signatures again
-	}
-	m.relayed[h] = struct{}{}
 	m.due[worker] += part
-	over := m.due[worker] > m.aheadAboveLocked(worker)
 	m.mu.Unlock()
-	if over {
-		m.payAhead(worker)
+	return func(receipt []byte) {
+		m.mu.Lock()
+		if receipt == nil {
+			// A part already paid ahead stays in ahead, and is taken from
+			// the worker's next answers' payments.
+			if m.due[worker] -= min(m.due[worker], part); m.due[worker] == 0 {
+				delete(m.due, worker)
+			}
+			m.mu.Unlock()
+			return
+		}
+		if len(m.relayed) >= maxRelayed {
+			clear(m.relayed) // the next payments verify signatures again
+		}
+		m.relayed[payments.Hash(receipt)] = struct{}{}
+		over := m.due[worker] > m.aheadAboveLocked(worker)
+		m.mu.Unlock()
+		if over {
+			m.payAhead(worker)
+		}
 	}
 }
 
@@ -55,12 +72,15 @@ func (m *Manager) aheadAboveLocked(worker peer.ID) uint64 {
 
 // payAhead pays worker what is due to it now, on a state of its own
 // stored before it is sent; the clients' payments for those answers then
-// pay the worker nothing more (matchAhead). What no channel can take now
-// stays due.
+// pay the worker nothing more (matchAhead). The amount counts as paid
+// ahead from the start, so that a client's payment forwarded meanwhile is
+// taken from it rather than paid as well; what no channel can take now
+// goes back to due.
 func (m *Manager) payAhead(worker peer.ID) {
 	m.mu.Lock()
 	amount := m.due[worker]
 	delete(m.due, worker)
+	m.ahead[worker] += amount
 	m.mu.Unlock()
 	if amount == 0 {
 		return
@@ -78,12 +98,17 @@ func (m *Manager) payAhead(worker peer.ID) {
 	}
 	paid := f.done && f.paid(worker)
 	f.unlock()
-	m.mu.Lock()
 	if paid {
-		m.ahead[worker] += amount
-	} else {
-		m.due[worker] += amount
+		return
 	}
+	// Unpaid, the whole amount is due again. Payments taken meanwhile
+	// from ahead were taken from what was paid ahead before, if anything,
+	// so ahead loses the amount, or what is left of it.
+	m.mu.Lock()
+	if m.ahead[worker] -= min(m.ahead[worker], amount); m.ahead[worker] == 0 {
+		delete(m.ahead, worker)
+	}
+	m.due[worker] += amount
 	m.mu.Unlock()
 	if err != nil {
 		m.log.Warn("paying a worker ahead of its clients failed; still due", "worker", worker, "nanoton", amount, "err", err)
@@ -92,35 +117,43 @@ func (m *Manager) payAhead(worker peer.ID) {
 
 // matchAhead takes from owed, what a client's payment owes each worker,
 // what this proxy paid that worker ahead, and what is left of owed from
-// what is due; restore gives the amounts taken from ahead back, for a
-// payment that is not stored.
+// what is due; restore gives both back, for a payment that is not stored
+// (and will be sent again).
 func (m *Manager) matchAhead(owed map[peer.ID]uint64) (restore func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var taken map[peer.ID]uint64 // made only when something was paid ahead
+	type took struct{ ahead, due uint64 }
+	var taken map[peer.ID]took // made only when something was taken
 	for w, x := range owed {
-		a := min(x, m.ahead[w])
-		if a > 0 {
-			if taken == nil {
-				taken = make(map[peer.ID]uint64)
-			}
-			taken[w] = a
-			if m.ahead[w] -= a; m.ahead[w] == 0 {
+		var tk took
+		if tk.ahead = min(x, m.ahead[w]); tk.ahead > 0 {
+			if m.ahead[w] -= tk.ahead; m.ahead[w] == 0 {
 				delete(m.ahead, w)
 			}
-			owed[w] = x - a
+			owed[w] = x - tk.ahead
 		}
-		if d := m.due[w]; d > 0 {
-			if m.due[w] = d - min(d, owed[w]); m.due[w] == 0 {
+		if tk.due = min(m.due[w], owed[w]); tk.due > 0 {
+			if m.due[w] -= tk.due; m.due[w] == 0 {
 				delete(m.due, w)
 			}
+		}
+		if tk != (took{}) {
+			if taken == nil {
+				taken = make(map[peer.ID]took)
+			}
+			taken[w] = tk
 		}
 	}
 	return func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		for w, a := range taken {
-			m.ahead[w] += a
+		for w, tk := range taken {
+			if tk.ahead > 0 {
+				m.ahead[w] += tk.ahead
+			}
+			if tk.due > 0 {
+				m.due[w] += tk.due
+			}
 		}
 	}
 }
@@ -320,3 +353,4 @@ func sortedPeers(m map[peer.ID]uint64) []peer.ID {
 	slices.Sort(out)
 	return out
 }
+

@@ -158,7 +158,7 @@ type Manager struct {
 	opening map[peer.ID]chan struct{} // closed when the open in flight ends
 	relayed map[[32]byte]struct{}     // receipts a proxy compared with what it relayed, bounded
 	behind  map[peer.ID]uint64        // workers' parts a proxy could sign on no channel yet: paid on the next state to each
-	due     map[peer.ID]uint64        // workers' parts of answers a proxy relayed and has not paid yet (Relayed)
+	due     map[peer.ID]uint64        // workers' parts of answers a proxy relayed and has not paid yet (Relaying)
 	ahead   map[peer.ID]uint64        // what a proxy paid workers ahead of its clients' payments, not yet matched by them
 	all     []*channel                // every channel, for List
 	// draining: SettleAll was called; no new channel is accepted.
