@@ -353,4 +353,3 @@ func sortedPeers(m map[peer.ID]uint64) []peer.ID {
 	slices.Sort(out)
 	return out
 }
-
