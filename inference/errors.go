@@ -47,6 +47,12 @@ const (
 	// sealed for another worker or request. Never retried; the client
 	// seals the next request afresh.
 	CodeSealFailed Code = 15
+	// CodeSessionUnknown: a sealed request named its sealing session by
+	// reference, and the worker no longer holds it (it made room for
+	// others). Retryable: another candidate may hold its session, and the
+	// client sends the request again with the session's key. Not the
+	// worker's failure.
+	CodeSessionUnknown Code = 16
 )
 
 var codeNames = map[Code]string{
@@ -65,6 +71,7 @@ var codeNames = map[Code]string{
 	CodePaymentRequired: "payment_required",
 	CodeNotCandidate:    "not_a_candidate",
 	CodeSealFailed:      "seal_failed",
+	CodeSessionUnknown:  "seal_session_unknown",
 }
 
 func (c Code) String() string {
@@ -81,7 +88,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadRequest
 	case CodeUnknownModel:
 		return http.StatusNotFound
-	case CodeNoWorker, CodeOverloaded, CodeUnattested, CodeUntrusted, CodeNotCandidate:
+	case CodeNoWorker, CodeOverloaded, CodeUnattested, CodeUntrusted, CodeNotCandidate, CodeSessionUnknown:
 		return http.StatusServiceUnavailable
 	case CodeTooExpensive:
 		// Not 402, which says the client's funds ran out: the network
@@ -102,7 +109,7 @@ func (c Code) HTTPStatus() int {
 // Retryable reports whether another worker may succeed where this failed,
 // provided nothing was streamed yet.
 func (c Code) Retryable() bool {
-	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout || c == CodeNotCandidate
+	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout || c == CodeNotCandidate || c == CodeSessionUnknown
 }
 
 // Error is an error with a wire code. Message is safe to show to the app:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,6 +47,18 @@ type snoop struct {
 	last    []frame                      // the previous answer, as the worker sent it
 	n       int                          // requests relayed
 	swapKey bool                         // list workers with another sealing key than their evidence binds
+	forget  bool                         // change every session reference to one the worker never made
+	sent    []sentRequest                // every request relayed, in order
+}
+
+// sentRequest is what the snoop saw of one request: its ID, the size of
+// its sealed body, whether its wraps named their sessions by reference,
+// and the error code its worker answered with ("" for an answer).
+type sentRequest struct {
+	id     string
+	size   int
+	byRef  bool
+	answer string
 }
 
 // frame is one frame of an answer.
@@ -87,12 +100,42 @@ func (s *snoop) relay(ctx context.Context, req *inference.Request, fw *p2p.Frame
 	s.n++
 	raw, _ := inference.AppendRequest(nil, req)
 	s.record.Write(raw)
-	to, replay := s.route(n), s.replay
+	to, replay, forget := s.route(n), s.replay, s.forget
 	s.mu.Unlock()
+	seen := sentRequest{id: req.ID, size: len(req.Body)}
+	if req.Sealed {
+		sr, err := seal.DecodeSealedRequest(req.Body)
+		if err != nil {
+			return err
+		}
+		for i := range sr.Wraps {
+			if sr.Wraps[i].Ref != nil {
+				seen.byRef = true
+				if forget { // as if the worker had made room for other sessions
+					sr.Wraps[i].Ref = bytes.Repeat([]byte{0xee}, seal.RefLen)
+				}
+			}
+		}
+		if forget {
+			changed := *req
+			if changed.Body, err = seal.AppendSealedRequest(nil, sr); err != nil {
+				return err
+			}
+			req = &changed
+		}
+	}
 	frames, err := s.call(ctx, to, req)
 	if err != nil {
 		return err
 	}
+	if len(frames) > 0 && frames[0].typ == inference.FrameError {
+		if ev, err := inference.DecodeEvent(frames[0].typ, frames[0].p); err == nil {
+			seen.answer = ev.Err.Code.String()
+		}
+	}
+	s.mu.Lock()
+	s.sent = append(s.sent, seen)
+	s.mu.Unlock()
 	if replay {
 		again, err := s.call(ctx, to, req)
 		if err != nil {
@@ -441,5 +484,43 @@ func TestReplayedRequest(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.replays) != 1 || s.replays[0] == nil || s.replays[0].Code != inference.CodeSealFailed || !strings.Contains(s.replays[0].Message, "replayed") {
 		t.Fatalf("the worker answered the replay with %v, want seal_failed naming the replay", s.replays)
+	}
+}
+
+// A session's requests carry its encapsulated key (1,120 bytes) until the
+// worker has answered through it, and a 32-byte reference after. A worker
+// that no longer holds the session answers seal_session_unknown, and the
+// client sends the request again with the key: the app sees only its
+// answer.
+func TestSessionReference(t *testing.T) {
+	_, _, s, client := snoopNet(t)
+	const body = `{"model":"sim-small","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`
+	for range 2 {
+		if status, raw := post(t, client, "/chat/completions", body); status != 200 {
+			t.Fatalf("%d %s", status, raw)
+		}
+	}
+	s.mu.Lock()
+	s.forget = true
+	s.mu.Unlock()
+	if status, raw := post(t, client, "/chat/completions", body); status != 200 {
+		t.Fatalf("a request whose session the worker forgot: %d %s, want it sent again and answered", status, raw)
+	}
+	s.mu.Lock()
+	sent := slices.Clone(s.sent)
+	s.mu.Unlock()
+	if len(sent) != 4 {
+		t.Fatalf("the snoop relayed %d requests, want 4: %+v", len(sent), sent)
+	}
+	first, second, forgotten, again := sent[0], sent[1], sent[2], sent[3]
+	switch {
+	case first.byRef || !second.byRef:
+		t.Errorf("by reference: first request %v, second %v; want false, true", first.byRef, second.byRef)
+	case first.size-second.size < 1000:
+		t.Errorf("sealed requests of %d bytes by key, %d by reference: want over 1,000 saved", first.size, second.size)
+	case !forgotten.byRef || forgotten.answer != "seal_session_unknown":
+		t.Errorf("a forgotten reference: %+v, want refused as seal_session_unknown", forgotten)
+	case again.id != forgotten.id || again.byRef || again.answer != "":
+		t.Errorf("sent again: %+v after %+v, want the same request with the session's key, answered", again, forgotten)
 	}
 }

@@ -132,9 +132,11 @@ func (p *Proxies) Open(ctx context.Context, req *inference.Request) (Response, e
 // openSealed seals req to candidates behind proxy and sends it there. When
 // the proxy can route to none of them (its workers changed since the
 // client read its directory), the directory is read again and the
-// request sealed afresh, once.
+// request sealed afresh, once. When the workers no longer hold the
+// sessions it named by reference, it is sealed again with the sessions'
+// keys, once.
 func (p *Proxies) openSealed(ctx context.Context, proxy peer.ID, req *inference.Request) (Response, error) {
-	refresh := false
+	refresh, resent := false, false
 	for {
 		resp, err := p.sendSealed(ctx, proxy, req, refresh)
 		if err != nil {
@@ -145,10 +147,18 @@ func (p *Proxies) openSealed(ctx context.Context, proxy peer.ID, req *inference.
 			resp.Close()
 			return nil, fmt.Errorf("proxy %s: %w", proxy, err)
 		}
-		if !refresh && ev.Type == inference.FrameError && ev.Err.Code == inference.CodeNotCandidate {
-			resp.Close()
-			refresh = true
-			continue
+		if ev.Type == inference.FrameError {
+			switch {
+			case !refresh && ev.Err.Code == inference.CodeNotCandidate:
+				resp.Close()
+				refresh = true
+				continue
+			case !resent && ev.Err.Code == inference.CodeSessionUnknown:
+				resp.Close()
+				resp.opener.ResendKeys()
+				resent = true
+				continue
+			}
 		}
 		resp.pending = &ev
 		return resp, nil

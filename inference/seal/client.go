@@ -16,11 +16,19 @@ import (
 // every request sealed through it costs symmetric crypto only. Create one
 // per worker key, and drop it when the evidence that binds the key
 // expires. It is safe for concurrent use.
+//
+// A session's first requests carry its encapsulated key (1,120 bytes for
+// the hybrid KEM). Once the worker has answered one, which it does only
+// after caching the session, the next carry a 32-byte reference instead;
+// a worker that has forgotten the session since refuses with
+// ErrUnknownSession, and ResponseOpener.ResendKeys goes back to the key.
 type Session struct {
 	worker Binding
 	kem    KEM
 	id     KeyID
 	enc    []byte
+	ref    []byte      // the worker's cache key of the session
+	known  atomic.Bool // the worker answered through the session: wraps carry ref
 	secret []byte
 	ctr    atomic.Uint64 // the last request counter used
 }
@@ -46,7 +54,8 @@ func NewSession(workerPub []byte, worker Binding) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making sealing session with %s: exporting: %w", worker.Peer, err)
 	}
-	return &Session{worker: worker, kem: pub.kem, id: pub.id, enc: enc, secret: secret}, nil
+	ref := cacheKey(worker, pub.id, enc)
+	return &Session{worker: worker, kem: pub.kem, id: pub.id, enc: enc, ref: ref[:], secret: secret}, nil
 }
 
 // Worker is the binding the session was made for.
@@ -113,12 +122,17 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []b
 		if err != nil {
 			return nil, nil, err
 		}
-		sr.Wraps[i] = Wrap{KEM: s.kem, KeyID: s.id, Counter: ctr, Enc: clone(s.enc), Key: wrapped}
+		sr.Wraps[i] = Wrap{KEM: s.kem, KeyID: s.id, Counter: ctr, Key: wrapped}
+		if s.known.Load() && len(s.enc) > len(s.ref) {
+			sr.Wraps[i].Ref = s.ref
+		} else {
+			sr.Wraps[i].Enc = s.enc
+		}
 		aead, err := newAEAD(responseKey(reqKey, wk, s.worker, s.id))
 		if err != nil {
 			return nil, nil, err
 		}
-		o.candidates[i] = candidate{worker: s.worker, id: s.id, aead: aead}
+		o.candidates[i] = candidate{worker: s.worker, id: s.id, aead: aead, session: s}
 	}
 	return sr, o, nil
 }

@@ -81,15 +81,19 @@
 // one worker through two of its keys; it can still run it on several
 // candidates, so receipts are settled once per request ID.
 //
-// Every wrap carries its session's encapsulated key (enc), on every
-// request, so the worker needs no state to open a request: a worker that
-// has not seen the session (it evicted it, or the proxy chose it for the
-// first time) decapsulates once and caches the exported secret, keyed by a
-// hash of the binding, key ID and enc. The cost is enc's size on the wire
-// (1120 bytes per candidate with the hybrid KEM; the proxy may drop the
-// wraps of candidates it does not use); the alternative, enc only on a
-// session's first request, would need an "unknown session" answer and a
-// resend whenever a worker's cache and a client's session disagree.
+// A session's wraps carry its encapsulated key (enc) until the worker has
+// answered a request through the session: a worker that has not seen the
+// session (the proxy chose it for the first time) decapsulates once and
+// caches the exported secret, keyed by a hash of the binding, key ID and
+// enc, before it answers. From then on the client names the session by
+// that hash (Wrap.Ref, 32 bytes) instead of enc (1,120 bytes with the
+// hybrid KEM), which the client computes as the worker does. A worker
+// that has evicted the session since refuses a reference with
+// ErrUnknownSession, and the client sends the request again with enc
+// (ResponseOpener.ResendKeys). A reference is not a secret and needs no
+// binding: a wrap still opens only under the session's secret, so a proxy
+// that changes a reference gets ErrUnknownSession or ErrAuth, and one that
+// turns enc into its reference changes nothing.
 //
 // # Replay
 //
@@ -122,8 +126,9 @@
 //
 // # What a proxy sees
 //
-// The request ID, the client's time, the candidates' key IDs, counters and
-// encapsulated keys (which link a session's requests; the proxy knows the
+// The request ID, the client's time, the candidates' key IDs, counters,
+// encapsulated keys and session references (which link a session's
+// requests; the proxy knows the
 // client anyway), the sizes of the body and of each chunk, and the number
 // of chunks. It cannot read or change the body or the answer, route a
 // request to a worker the client did not choose, replay a request, or mix
@@ -141,7 +146,9 @@
 //	sealed request:  version u8 = 1 | type u8 = 1 | sealedAt u64 (Unix ms)
 //	                 | idLen u8 (1..128) | id | nWraps u8 (1..16)
 //	                 | nWraps × (kem u16 | keyID [16] | counter u64 (≠ 0)
-//	                             | encLen u16 (the KEM's) | enc | key [48])
+//	                             | encLen u16 (the KEM's) | enc
+//	                               or encLen u16 = 0 | ref [32]
+//	                             | key [48])
 //	                 | bodyLen u32 (16..MaxBody+16) | body
 //	answer record:   version u8 = 1 | type u8 (2 chunk, 3 end) | seq u64
 //	                 | AES-256-GCM ciphertext and tag (the end record's

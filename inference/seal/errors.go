@@ -34,6 +34,13 @@ var (
 	// checked. Retrying the same bytes cannot help; a fresh seal can.
 	ErrReplay = errors.New("seal: request replayed")
 
+	// ErrUnknownSession: a wrap names its session by reference (Wrap.Ref)
+	// and the worker no longer holds that session: it forgot it to make
+	// room, or the reference is of no session of this worker. The client
+	// sends the request again with the session's encapsulated key
+	// (ResponseOpener.ResendKeys); the proxy may try another candidate.
+	ErrUnknownSession = errors.New("seal: sealing session unknown to the worker")
+
 	// ErrBusy: the worker's session cache is full of sessions it must keep
 	// for replay protection, so it cannot take a new one now. Retrying later,
 	// or on another worker, helps.

@@ -14,7 +14,8 @@ import (
 // none): a request whose header was changed does not open. It returns
 // the body and the sealer of the answer. It checks, in order: the
 // request's time against RequestLifetime (ErrStale), a wrap for a live
-// key (ErrNoRecipient), the wrap and the body (ErrAuth), and that the
+// key (ErrNoRecipient), the session a wrap names by reference
+// (ErrUnknownSession), the wrap and the body (ErrAuth), and that the
 // session's counter is new (ErrReplay). The caller must treat
 // sr.RequestID as the request's ID: it is what the seal binds.
 func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding, header []byte) ([]byte, *ResponseSealer, error) {
@@ -44,7 +45,7 @@ func (k *Keyring) OpenRequest(sr *SealedRequest, self Binding, header []byte) ([
 			return body, rs, nil
 		}
 		lastErr = fmt.Errorf("opening request %q with key %v: %w", sr.RequestID, w.KeyID, err)
-		if !errors.Is(err, ErrAuth) {
+		if !errors.Is(err, ErrAuth) && !errors.Is(err, ErrUnknownSession) {
 			break // replay, busy: another wrap of ours would not change that
 		}
 	}
@@ -59,9 +60,19 @@ func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding
 	if w.KEM != rk.kem {
 		return nil, nil, fmt.Errorf("%w: wrap for a %v key names %v", ErrAuth, rk.kem, w.KEM)
 	}
-	s, err := k.session(rk, w.Enc, self, now)
-	if err != nil {
-		return nil, nil, err
+	var s *session
+	if w.Enc == nil {
+		k.mu.Lock()
+		s = k.lookupLocked([32]byte(w.Ref), now)
+		k.mu.Unlock()
+		if s == nil || s.key != rk {
+			return nil, nil, fmt.Errorf("%w: reference %x", ErrUnknownSession, w.Ref[:8])
+		}
+	} else {
+		var err error
+		if s, err = k.session(rk, w.Enc, self, now); err != nil {
+			return nil, nil, err
+		}
 	}
 	wk := wrapKey(s.secret, w.Counter)
 	at := sr.SealedAt.UnixMilli()

@@ -91,9 +91,10 @@ type ResponseOpener struct {
 // candidate is one worker the request was sealed to and the key its
 // answer would be sealed with.
 type candidate struct {
-	worker Binding
-	id     KeyID
-	aead   cipher.AEAD
+	worker  Binding
+	id      KeyID
+	aead    cipher.AEAD
+	session *Session // the client's session with the candidate
 }
 
 // Open opens the answer's next record and returns its chunk, valid until
@@ -125,6 +126,11 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 		return nil, err
 	}
 	nonce, aad := recordNonce(&o.nonce, typ, seq), record[:recordHeaderLen]
+	if n := len(sealed); cap(o.buf) < n {
+		// Grown ahead, not to each record's size: an answer's records
+		// differ in size, and each would otherwise allocate its own.
+		o.buf = make([]byte, 0, max(n, 2*cap(o.buf), minOpenBuf))
+	}
 	var plain []byte
 	if o.chosen >= 0 {
 		plain, err = o.candidates[o.chosen].aead.Open(o.buf[:0], nonce, sealed, aad)
@@ -133,6 +139,9 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 		for i, c := range o.candidates {
 			if p, e := c.aead.Open(o.buf[:0], nonce, sealed, aad); e == nil {
 				plain, err, o.chosen = p, nil, i
+				// The worker caches a session before it answers through
+				// it: the session's next requests name it by reference.
+				c.session.known.Store(true)
 				break
 			}
 		}
@@ -154,6 +163,19 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 	o.ended = true
 	return nil, io.EOF
 }
+
+// ResendKeys makes the next requests of every session this answer's
+// request was sealed through carry the session's encapsulated key again,
+// after a worker refused it with ErrUnknownSession (answered as the code
+// the mesh gives that error).
+func (o *ResponseOpener) ResendKeys() {
+	for _, c := range o.candidates {
+		c.session.known.Store(false)
+	}
+}
+
+// minOpenBuf is the least space a ResponseOpener opens records into.
+const minOpenBuf = 1 << 10
 
 // Done returns nil if the end record was opened and no record failed;
 // ErrTruncated if the answer has not ended; else the first failure.

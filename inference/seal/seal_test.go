@@ -493,3 +493,78 @@ func TestOpenerEndIsEOF(t *testing.T) {
 		t.Fatalf("Done after the end = %v", err)
 	}
 }
+
+// TestSessionReference: a session's requests carry its encapsulated key
+// until the worker has answered through it, then a 32-byte reference; a
+// worker that forgot the session since refuses the reference
+// (ErrUnknownSession), and after ResendKeys the key travels again. A
+// reference to another session, or to none, opens nothing.
+func TestSessionReference(t *testing.T) {
+	clock := clocktest.New(t0)
+	w := newWorker(t, clock, "worker-a", seal.WithSessionCache(1))
+	c := seal.NewClient(nil, clock.Now)
+	s := w.session(t)
+	serve := func(sr *seal.SealedRequest, o *seal.ResponseOpener) {
+		t.Helper()
+		_, rs, err := w.open(t, sr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readAll(o, answer(t, rs, "ok")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := func(sr *seal.SealedRequest) int {
+		b, err := seal.AppendSealedRequest(nil, sr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(b)
+	}
+
+	first, o := mustSeal(t, c, "req-1", []byte("body"), s)
+	if first.Wraps[0].Enc == nil || first.Wraps[0].Ref != nil {
+		t.Fatal("a session's first request names it by reference")
+	}
+	serve(first, o)
+	second, o := mustSeal(t, c, "req-2", []byte("body"), s)
+	if second.Wraps[0].Enc != nil || len(second.Wraps[0].Ref) != seal.RefLen {
+		t.Fatal("a session the worker answered through is not named by reference")
+	}
+	if a, b := size(first), size(second); a-b < 1000 {
+		t.Errorf("sealed request of %d bytes by key, %d by reference: want over 1,000 saved", a, b)
+	}
+	serve(second, o)
+
+	// Another client's session, in a keyring with room for one, once the
+	// first has been idle past every request's lifetime, takes its place.
+	clock.Advance(2*seal.RequestLifetime + time.Second)
+	other := w.session(t)
+	sr, o2 := mustSeal(t, c, "req-other", []byte("body"), other)
+	serve(sr, o2)
+
+	forgotten, o := mustSeal(t, c, "req-3", []byte("body"), s)
+	if _, _, err := w.open(t, forgotten); !errors.Is(err, seal.ErrUnknownSession) {
+		t.Fatalf("a reference to a forgotten session: %v, want ErrUnknownSession", err)
+	}
+	o.ResendKeys()
+	clock.Advance(2*seal.RequestLifetime + time.Second) // room for it again
+	again, o := mustSeal(t, c, "req-4", []byte("body"), s)
+	if again.Wraps[0].Enc == nil {
+		t.Fatal("after ResendKeys the request does not carry the session's key")
+	}
+	serve(again, o)
+
+	// Another session's reference on this session's wrap, and a made-up
+	// one: nothing opens.
+	swapped, _ := mustSeal(t, c, "req-5", []byte("body"), other)
+	swapped.Wraps[0].Ref = bytes.Clone(second.Wraps[0].Ref)
+	if _, _, err := w.open(t, swapped); !errors.Is(err, seal.ErrAuth) && !errors.Is(err, seal.ErrUnknownSession) {
+		t.Errorf("a wrap under another session's reference: %v, want refused", err)
+	}
+	made, _ := mustSeal(t, c, "req-6", []byte("body"), other)
+	made.Wraps[0].Ref = bytes.Repeat([]byte{7}, seal.RefLen)
+	if _, _, err := w.open(t, made); !errors.Is(err, seal.ErrUnknownSession) {
+		t.Errorf("a made-up reference: %v, want ErrUnknownSession", err)
+	}
+}

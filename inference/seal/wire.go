@@ -42,17 +42,27 @@ type SealedRequest struct {
 	Body      []byte    // AES-256-GCM ciphertext of the body, tag included
 }
 
-// A Wrap carries the request key to one candidate: the HPKE encapsulated
-// key of the client's session with that worker's key, the session's
-// request counter, and the request key sealed under a key derived from
+// A Wrap carries the request key to one candidate: the client's session
+// with that worker's key, named by its HPKE encapsulated key or, once the
+// worker has answered through the session, by reference; the session's
+// request counter; and the request key sealed under a key derived from
 // the session's secret and the counter.
 type Wrap struct {
 	KEM     KEM
 	KeyID   KeyID
 	Counter uint64 // never 0; one per request in the session
-	Enc     []byte // HPKE encapsulated key, the KEM's length
-	Key     []byte // the sealed request key: 32 bytes and a 16-byte tag
+	// Enc is the HPKE encapsulated key, the KEM's length, or nil when Ref
+	// names the session. SealRequest's is its session's own: read it, do
+	// not change it.
+	Enc []byte
+	// Ref names a session the worker already holds (RefLen bytes, the
+	// worker's cache key of it) instead of Enc; nil when Enc is set.
+	Ref []byte
+	Key []byte // the sealed request key: 32 bytes and a 16-byte tag
 }
+
+// RefLen is the length of a session reference (Wrap.Ref).
+const RefLen = 32
 
 // check refuses what the wire format refuses.
 func (sr *SealedRequest) check() error {
@@ -88,7 +98,9 @@ func (w *Wrap) check() error {
 	switch {
 	case w.Counter == 0:
 		return fmt.Errorf("%w: wrap counter 0", ErrMalformed)
-	case len(w.Enc) != spec.encLen:
+	case (w.Enc == nil) == (w.Ref == nil) || w.Ref != nil && len(w.Ref) != RefLen:
+		return fmt.Errorf("%w: a wrap names its session by encapsulated key or by a %d-byte reference, one of them", ErrMalformed, RefLen)
+	case w.Enc != nil && len(w.Enc) != spec.encLen:
 		return fmt.Errorf("%w: %v encapsulated key of %d bytes, want %d", ErrMalformed, w.KEM, len(w.Enc), spec.encLen)
 	case len(w.Key) != wrappedLen:
 		return fmt.Errorf("%w: wrapped key of %d bytes, want %d", ErrMalformed, len(w.Key), wrappedLen)
@@ -108,7 +120,8 @@ func (w *Wrap) check() error {
 //	    kem     u16
 //	    keyID   [16]
 //	    counter u64 (not 0)
-//	    encLen  u16 (the KEM's: 1120 or 32), then enc
+//	    encLen  u16 (the KEM's: 1120 or 32), then enc; or 0, then a
+//	            32-byte reference to a session the worker holds
 //	    key     [48]
 //	bodyLen  u32 (16..MaxBody+16), then the sealed body
 //
@@ -126,6 +139,9 @@ func AppendSealedRequest(dst []byte, sr *SealedRequest) ([]byte, error) {
 		dst = append(dst, w.KeyID[:]...)
 		dst = binary.BigEndian.AppendUint64(dst, w.Counter)
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(w.Enc)))
+		if w.Enc == nil {
+			dst = append(dst, w.Ref...)
+		}
 		dst = append(dst, w.Enc...)
 		dst = append(dst, w.Key...)
 	}
@@ -230,7 +246,11 @@ func decodeSealedRequest(r *reader, clone func([]byte) []byte) (*SealedRequest, 
 		w.KEM = KEM(r.u16())
 		copy(w.KeyID[:], r.take(len(w.KeyID)))
 		w.Counter = r.u64()
-		w.Enc = clone(r.capped(int(r.u16()), 1, maxEnc, "encapsulated key"))
+		if n := int(r.u16()); n == 0 {
+			w.Ref = clone(r.take(RefLen))
+		} else {
+			w.Enc = clone(r.capped(n, 1, maxEnc, "encapsulated key"))
+		}
 		w.Key = clone(r.take(wrappedLen))
 	}
 	sr.Body = clone(r.capped(int(r.u32()), tagLen, MaxBody+tagLen, "sealed body"))

@@ -88,7 +88,7 @@ func TestDecodeSealedRequestRefuses(t *testing.T) {
 		{"KEM of another enc length", set(offKEM, 0x64, 0x7a), seal.ErrMalformed},
 		{"counter zero", set(offCounter, 0, 0, 0, 0, 0, 0, 0, 0), seal.ErrMalformed},
 		{"enc length over the cap", set(offEncLen, 0xff, 0xff), seal.ErrMalformed},
-		{"enc length zero", set(offEncLen, 0, 0), seal.ErrMalformed},
+		{"session reference cut short", set(offEncLen, 0, 0)[:offEncLen+2+seal.RefLen-1], seal.ErrMalformed},
 		{"two wraps for one key", twoWraps, seal.ErrMalformed},
 		{"body length over the cap", set(offBodyLen, u32(seal.MaxBody+17)...), seal.ErrMalformed},
 		{"body length past the end", set(offBodyLen, u32(1000)...), seal.ErrMalformed},

@@ -459,6 +459,8 @@ func (w *Server) open(req *inference.Request) ([]byte, *seal.ResponseSealer, *in
 		return nil, nil, inference.Errorf(inference.CodeNotCandidate, "%v", err)
 	case errors.Is(err, seal.ErrBusy):
 		return nil, nil, inference.Errorf(inference.CodeOverloaded, "%v", err)
+	case errors.Is(err, seal.ErrUnknownSession):
+		return nil, nil, inference.Errorf(inference.CodeSessionUnknown, "%v", err)
 	}
 	return nil, nil, inference.Errorf(inference.CodeSealFailed, "%v", err)
 }
