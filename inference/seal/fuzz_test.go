@@ -19,13 +19,27 @@ func FuzzDecodeSealedRequest(f *testing.F) {
 	for _, kem := range kemCases {
 		w := newWorker(f, clock, "a", seal.WithKEM(kem))
 		ws = append(ws, w)
-		sr, _ := mustSeal(f, seal.NewClient(nil, clock.Now), "rid", []byte("body"), w.session(f))
+		c, s := seal.NewClient(nil, clock.Now), w.session(f)
+		sr, o := mustSeal(f, c, "rid", []byte("body"), s)
 		b, err := seal.AppendSealedRequest(nil, sr)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b)
 		f.Add(b[:len(b)/2])
+		// Answered through, the session is named by reference next.
+		_, rs, err := w.open(f, sr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if _, err := readAll(o, answer(f, rs, "ok")); err != nil {
+			f.Fatal(err)
+		}
+		byRef, _ := mustSeal(f, c, "rid-2", []byte("body"), s)
+		if b, err = seal.AppendSealedRequest(nil, byRef); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
 	f.Add([]byte{1, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
