@@ -38,11 +38,12 @@ var (
 
 // behaviour is how a test worker answers each request.
 type behaviour struct {
-	firstChunk time.Duration // moves the router's clock before the first chunk
-	failBefore bool          // engine_error before any chunk
-	failAfter  bool          // engine_error after one chunk
-	receipts   receipts      // what the worker signs
-	owed       bool          // the worker refuses the proxy for payment
+	firstChunk time.Duration  // moves the router's clock before the first chunk
+	failBefore bool           // engine_error before any chunk
+	failAfter  bool           // engine_error after one chunk
+	refuse     inference.Code // answered before any chunk, if not 0
+	receipts   receipts       // what the worker signs
+	owed       bool           // the worker refuses the proxy for payment
 	// signs is the price its receipts name, per million prompt tokens;
 	// 0: its offer's.
 	signs int64
@@ -64,6 +65,9 @@ func (b behaviour) backend(clock *clocktest.Clock) *inferencetest.Backend {
 		Func: func(ctx context.Context, req *inference.Request, emit func(inference.Chunk) error) (inference.Result, error) {
 			if b.failBefore {
 				return inference.Result{}, inference.Errorf(inference.CodeEngine, "engine down")
+			}
+			if b.refuse != 0 {
+				return inference.Result{}, inference.Errorf(b.refuse, "refused")
 			}
 			clock.Advance(b.firstChunk)
 			if b.during != nil {
@@ -666,6 +670,10 @@ func TestMeasuredRouting(t *testing.T) {
 		{"failing before the first chunk", []w{{"flaky", behaviour{failBefore: true}}, {"healthy", behaviour{}}}, 10,
 			// The first request fails on flaky and is retried on healthy.
 			map[string]int{"healthy": 10}, 1, 0, 0.75},
+		{"refusing a sealing session it forgot", []w{{"forgot", behaviour{refuse: inference.CodeSessionUnknown}}, {"healthy", behaviour{}}}, 10,
+			// Each request it is picked for is retried on healthy; not
+			// its failure, so it is not routed around for it.
+			map[string]int{"healthy": 10}, 0, 0, 1},
 		{"failing mid-stream", []w{{"flaky", behaviour{failAfter: true}}, {"healthy", behaviour{}}}, 1,
 			nil, 1, 0, 0.75},
 		{"slow first chunk", []w{{"slow", behaviour{firstChunk: 2 * time.Second}}, {"fast", behaviour{firstChunk: 10 * time.Millisecond}}}, 10,
