@@ -49,9 +49,9 @@ const (
 	CodeSealFailed Code = 15
 	// CodeSessionUnknown: a sealed request named its sealing session by
 	// reference, and the worker no longer holds it (it made room for
-	// others). Retryable: another candidate may hold its session, and the
-	// client sends the request again with the session's key. Not the
-	// worker's failure.
+	// others). Not retried on another worker: it goes back to the client,
+	// which sends the request again with the session's key (and so learns
+	// that the worker forgot it). Not the worker's failure.
 	CodeSessionUnknown Code = 16
 )
 
@@ -109,7 +109,7 @@ func (c Code) HTTPStatus() int {
 // Retryable reports whether another worker may succeed where this failed,
 // provided nothing was streamed yet.
 func (c Code) Retryable() bool {
-	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout || c == CodeNotCandidate || c == CodeSessionUnknown
+	return c == CodeOverloaded || c == CodeEngine || c == CodeUnattested || c == CodeTimeout || c == CodeNotCandidate
 }
 
 // Error is an error with a wire code. Message is safe to show to the app:

@@ -275,7 +275,7 @@ func refusal(typ byte, p []byte) (outcome, *inference.Error) {
 	if err != nil {
 		return outcomeFailure, inference.Errorf(inference.CodeEngine, "worker sent a malformed error: %v", err)
 	}
-	if !ev.Err.Code.Retryable() || ev.Err.Code == inference.CodeSessionUnknown {
+	if !ev.Err.Code.Retryable() {
 		return outcomeNone, ev.Err // the request's fault, not the worker's
 	}
 	return outcomeFailure, ev.Err

@@ -670,10 +670,6 @@ func TestMeasuredRouting(t *testing.T) {
 		{"failing before the first chunk", []w{{"flaky", behaviour{failBefore: true}}, {"healthy", behaviour{}}}, 10,
 			// The first request fails on flaky and is retried on healthy.
 			map[string]int{"healthy": 10}, 1, 0, 0.75},
-		{"refusing a sealing session it forgot", []w{{"forgot", behaviour{refuse: inference.CodeSessionUnknown}}, {"healthy", behaviour{}}}, 10,
-			// Each request it is picked for is retried on healthy; not
-			// its failure, so it is not routed around for it.
-			map[string]int{"healthy": 10}, 0, 0, 1},
 		{"failing mid-stream", []w{{"flaky", behaviour{failAfter: true}}, {"healthy", behaviour{}}}, 1,
 			nil, 1, 0, 0.75},
 		{"slow first chunk", []w{{"slow", behaviour{firstChunk: 2 * time.Second}}, {"fast", behaviour{firstChunk: 10 * time.Millisecond}}}, 10,
@@ -743,4 +739,30 @@ func equal(a, b map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// TestForgottenSession: a worker that no longer holds the sealing session
+// a request names goes back to the client as seal_session_unknown, not to
+// another worker (the client must learn it, and resends with the
+// session's key), and is not counted as the worker's failure.
+func TestForgottenSession(t *testing.T) {
+	m := newMesh(t)
+	m.addWorker("forgot", 100, behaviour{refuse: inference.CodeSessionUnknown})
+	m.addWorker("other", 100, behaviour{})
+	refused := 0
+	for range 4 {
+		got, e := m.send(0)
+		switch {
+		case e != nil && e.Code == inference.CodeSessionUnknown:
+			refused++
+		case e != nil || got != "other":
+			t.Fatalf("served by %q, %v; want other's answer or seal_session_unknown", got, e)
+		}
+	}
+	if picked := len(m.backends["forgot"].Requests()); refused == 0 || refused != picked {
+		t.Fatalf("%d requests refused as seal_session_unknown, %d picked the worker that forgot: want the same, not 0", refused, picked)
+	}
+	if st := m.stats("forgot"); st.Failures != 0 || st.Success != 1 {
+		t.Fatalf("stats of the worker: %+v; want no failure counted", st)
+	}
 }

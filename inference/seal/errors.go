@@ -38,7 +38,7 @@ var (
 	// and the worker no longer holds that session: it forgot it to make
 	// room, or the reference is of no session of this worker. The client
 	// sends the request again with the session's encapsulated key
-	// (ResponseOpener.ResendKeys); the proxy may try another candidate.
+	// (ResponseOpener.ResendKeys).
 	ErrUnknownSession = errors.New("seal: sealing session unknown to the worker")
 
 	// ErrBusy: the worker's session cache is full of sessions it must keep
