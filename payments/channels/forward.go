@@ -14,7 +14,7 @@ import (
 // This file is a proxy's forwarding (Config.Forward): checking the entries
 // of a client's payment and signing the workers their parts with it.
 
-// maxRelayed bounds the receipts Relayed remembers.
+// maxRelayed bounds the checked receipts Relaying remembers.
 const maxRelayed = 1 << 16
 
 // Relaying counts part, worker's share of an answer whose End (with its
@@ -79,12 +79,13 @@ func (m *Manager) aheadAboveLocked(worker peer.ID) uint64 {
 func (m *Manager) payAhead(worker peer.ID) {
 	m.mu.Lock()
 	amount := m.due[worker]
+	if amount == 0 {
+		m.mu.Unlock()
+		return
+	}
 	delete(m.due, worker)
 	m.ahead[worker] += amount
 	m.mu.Unlock()
-	if amount == 0 {
-		return
-	}
 	f, err := m.signOwed(map[peer.ID]uint64{worker: amount})
 	f.ahead = true
 	if err == nil && len(f.chans) > 0 {
