@@ -2,7 +2,6 @@ package channels
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -122,8 +121,7 @@ func (m *Manager) closeOut(ctx context.Context, o *outgoing) error {
 func (m *Manager) closed(o *outgoing) error {
 	closed := o.info
 	closed.Closed = true
-	b, _ := json.Marshal(closed)
-	if err := m.led.SetInfo(o.id, b); err != nil {
+	if err := m.storeInfo(o.id, closed); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -390,8 +388,7 @@ func (m *Manager) stopForClose(in *incoming) (ton.SignedState, error) {
 func (m *Manager) paidOut(in *incoming) error {
 	closed := in.info
 	closed.Closed = true
-	b, _ := json.Marshal(closed)
-	if err := m.led.SetInfo(in.id, b); err != nil {
+	if err := m.storeInfo(in.id, closed); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -240,6 +240,12 @@ type info struct {
 	Ahead uint64 `json:"ahead,omitempty"`
 }
 
+// storeInfo stores in as the ledger's record of channel id's parameters.
+func (m *Manager) storeInfo(id ledger.ID, in info) error {
+	b, _ := json.Marshal(in) // plain fields: cannot fail
+	return m.led.SetInfo(id, b)
+}
+
 func (i info) channel(c chain.Chain) (*ton.Channel, error) {
 	destA, err := address.ParseAddr(i.DestA)
 	if err != nil {
@@ -320,8 +326,7 @@ func (m *Manager) load() error {
 			if l.in.Ahead > 0 {
 				m.ahead[p] += l.in.Ahead
 				o.info.Ahead = 0
-				b, _ := json.Marshal(o.info)
-				if err := m.led.SetInfo(l.id, b); err != nil { // a crash later must not count it twice
+				if err := m.storeInfo(l.id, o.info); err != nil { // a crash later must not count it twice
 					return err
 				}
 			}
@@ -347,18 +352,26 @@ func (m *Manager) load() error {
 // and they pay them again: at most about AheadAbove per worker.)
 func (m *Manager) Close() {
 	m.h.RemoveStreamHandler(m.proto)
+	type kept struct {
+		worker peer.ID
+		id     ledger.ID
+		in     info
+	}
+	var keep []kept // stored after m.mu is let go
 	m.mu.Lock()
 	for w, a := range m.ahead {
 		if o := m.out[w]; o != nil {
 			in := o.info
 			in.Ahead = a
-			b, _ := json.Marshal(in)
-			if err := m.led.SetInfo(o.id, b); err != nil {
-				m.log.Warn("keeping what a worker was paid ahead", "worker", w, "err", err)
-			}
+			keep = append(keep, kept{w, o.id, in})
 		}
 	}
 	m.mu.Unlock()
+	for _, k := range keep {
+		if err := m.storeInfo(k.id, k.in); err != nil {
+			m.log.Warn("keeping what a worker was paid ahead", "worker", k.worker, "err", err)
+		}
+	}
 	m.cancel()
 	m.wg.Wait()
 }

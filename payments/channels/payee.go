@@ -3,7 +3,6 @@ package channels
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -245,8 +244,7 @@ func (m *Manager) accept(ctx context.Context, from peer.ID, q *request) *reply {
 	if known {
 		return m.ownReply(ch) // announced again
 	}
-	b, _ := json.Marshal(in)
-	if err := m.led.SetInfo(c.id, b); err != nil {
+	if err := m.storeInfo(c.id, in); err != nil {
 		return &reply{Code: codeBusy, Message: "storing the channel: " + err.Error()}
 	}
 	in2 := &incoming{channel: c}

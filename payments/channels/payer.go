@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,10 +111,9 @@ func (m *Manager) open(ctx context.Context, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(c.info)
 	// The parameters go to the ledger before the deposit leaves the
 	// wallet: a crash after the deploy still knows the channel.
-	if err := m.led.SetInfo(c.id, b); err != nil {
+	if err := m.storeInfo(c.id, c.info); err != nil {
 		return err
 	}
 	log.Info("opening payment channel: deploying", "channel", c.ch.Address(), "deposit_nanoton", m.cfg.Deposit)
@@ -189,8 +187,7 @@ func (m *Manager) announce(s network.Stream, c *channel, log *slog.Logger) error
 		return nil
 	}
 	c.info.OwnB = r.Own
-	b, _ := json.Marshal(c.info)
-	return m.led.SetInfo(c.id, b)
+	return m.storeInfo(c.id, c.info)
 }
 
 // waitOpen polls the chain until ch is open.
