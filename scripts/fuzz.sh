@@ -7,6 +7,12 @@
 #   FUZZ_MIN_EXECS  the floor, executions per run (default 1000)
 #   FUZZ_FRESH=1    start every target from an empty fuzz cache, as CI does
 #   FUZZ_SUMMARY    a file to write the summary to as well (make test prints it last)
+#   FUZZ_LONG       targets (a regexp) given twice the duration (default
+#                   FuzzHandshakeResponder: each of its inputs is a real
+#                   libp2p stream to a handshake responder, with signature
+#                   checks, all under coverage instrumentation, about 3 ms
+#                   an input on this project's 2-core machine, so 5 s gave
+#                   900 to 1,800 executions)
 #
 # Each new input the fuzzer finds is minimized before fuzzing goes on, and
 # minimizing runs the target many times without counting them. Go's
@@ -20,6 +26,7 @@ cd "$(dirname "$0")/.."
 time=${1:-30s}
 only=${2:-.}
 floor=${FUZZ_MIN_EXECS:-1000}
+long=${FUZZ_LONG:-^FuzzHandshakeResponder\$}
 minimize=${FUZZ_MINIMIZE:-100x}
 logs=$(mktemp -d -t cocoon-fuzz.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
@@ -31,7 +38,17 @@ fuzz() { # pkg target
     rm -rf "$logs/cache" && mkdir "$logs/cache"
     cache=(-args -test.fuzzcachedir="$logs/cache") # the last one given wins
   fi
-  go test -run='^$' -fuzz="^$2\$" -fuzztime="$time" -fuzzminimizetime="$minimize" "$1" "${cache[@]}" >"$logs/out" 2>&1
+  go test -run='^$' -fuzz="^$2\$" -fuzztime="$(duration "$2")" -fuzzminimizetime="$minimize" "$1" "${cache[@]}" >"$logs/out" 2>&1
+}
+
+# duration is how long target runs: the duration, or twice it for the
+# targets FUZZ_LONG names (when the duration is in seconds, "30s").
+duration() { # target
+  if [[ $1 =~ $long && $time =~ ^([0-9]+)s$ ]]; then
+    echo "$((2 * BASH_REMATCH[1]))s"
+  else
+    echo "$time"
+  fi
 }
 
 # run runs one target and stops the script on a failure. Go's fuzz
@@ -75,7 +92,7 @@ for pkg in $(go list ./...); do
       echo "fuzz: $short: building with coverage instrumentation (the first time up to a minute or two; then cached)"
       built=1
     fi
-    echo "fuzz: $short $target ($time)"
+    echo "fuzz: $short $target ($(duration "$target"))"
     run "$pkg" "$target"
     execs=$(count)
     if [ "$execs" -lt "$floor" ]; then
