@@ -97,6 +97,7 @@ func main() {
 type flags struct {
 	duration   time.Duration // per target, per row
 	warmup     int           // warm-up requests per target
+	rounds     int           // rows 1-4: loads per target, in turn
 	rows       []int         // which rows to run
 	targets    []string      // which targets to load
 	transport  string        // what the nodes listen on: default, tcp or quic
@@ -120,6 +121,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	targets := fs.String("targets", direct+","+meshClear+","+mesh+","+meshChain+","+meshPay+","+meshEngine, "targets to load, comma-separated (row 5 loads mesh only; row 4 skips mesh+clear, mesh+chain and mesh+pay)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded in rows 1-4")
 	fs.IntVar(&cfg.warmup, "warmup", 20, "warm-up requests per target before it is measured")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "rows 1-4: load every target this many times, in turn, the order reversed every other round; each target's median round is reported, and sealing's throughput ratio is the median of the rounds' (a machine whose speed drifts then slows every target alike)")
 	fs.StringVar(&cfg.transport, "transport", "default", "libp2p transport between nodes: default (the nodes' own: TCP and QUIC, libp2p picks), tcp or quic")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON instead of a table")
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (nodes and engine, not the load generator) to this file")
@@ -156,8 +158,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, ok := listenAddrs[cfg.transport]; !ok {
 		return fmt.Errorf("-transport: %q: want default, tcp or quic", cfg.transport)
 	}
-	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.bigConc < 1 || cfg.bigN < cfg.bigConc {
-		return errors.New("-duration must be positive, -warmup not negative, -big-n at least -big-c")
+	if cfg.duration <= 0 || cfg.warmup < 0 || cfg.rounds < 1 || cfg.bigConc < 1 || cfg.bigN < cfg.bigConc {
+		return errors.New("-duration must be positive, -warmup not negative, -rounds at least 1, -big-n at least -big-c")
 	}
 
 	if err := raiseFileLimit(); err != nil {

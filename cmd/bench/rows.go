@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -267,38 +268,94 @@ func (b *bench) measure(ctx context.Context, n int, targets []target, spec loadS
 	if spec.Requests == 0 {
 		spec.Duration = b.cfg.duration
 	}
-	for _, t := range targets {
-		spec.URL = t.url
-		if w := b.warmupSpec(spec); w.Requests > 0 {
-			wres, err := runLoad(ctx, w)
+	rounds := 1
+	if n <= 4 {
+		rounds = max(1, b.cfg.rounds)
+	}
+	runs := make(map[string][]*targetResult, len(targets))
+	for round := range rounds {
+		order := targets
+		if round%2 == 1 {
+			// A B, then B A: a machine whose speed drifts over the run
+			// slows every target alike.
+			order = slices.Clone(targets)
+			slices.Reverse(order)
+		}
+		for _, t := range order {
+			tr, err := b.load(ctx, n, r.Name, t, spec, round == 0)
 			if err != nil {
-				return nil, fmt.Errorf("row %d, %s, warming up: %w", n, t.name, err)
+				return nil, err
 			}
-			if wres.Errors > 0 {
-				b.logf("row %d %s: %d of %d warm-up requests failed: %v", n, t.name, wres.Errors, w.Requests, wres.ErrorKind)
+			runs[t.name] = append(runs[t.name], tr)
+			if rounds > 1 {
+				b.logf("row %d round %d of %d: %s", n, round+1, rounds, t.name)
 			}
 		}
-		runtime.GC() // no debt from the warm-up or the last target
-		if t.rec != nil {
-			t.rec.take() // the warm-up's
-		}
-		res, err := runLoad(ctx, spec)
-		if err != nil {
-			return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
-		}
-		tr := &targetResult{Target: t.name, Result: res}
-		if t.rec != nil {
-			g := summarize(t.rec.take())
-			tr.EngineGap = &g
-		}
-		r.Runs = append(r.Runs, tr)
-		b.logf("row %d (%s) %-11s %s", n, r.Name, t.name, brief(tr))
-		if t.done != nil {
-			b.logf("row %d %s payments so far: %s", n, t.name, t.done())
-		}
+	}
+	for _, t := range targets {
+		r.Runs = append(r.Runs, medianRun(runs[t.name]))
+	}
+	if rounds > 1 {
+		r.SealRatios = pairedRatios(runs[mesh], runs[meshClear])
 	}
 	r.compare()
 	return r, nil
+}
+
+// load warms t up (when warm) and loads it once with spec.
+func (b *bench) load(ctx context.Context, n int, name string, t target, spec loadSpec, warm bool) (*targetResult, error) {
+	spec.URL = t.url
+	if w := b.warmupSpec(spec); warm && w.Requests > 0 {
+		wres, err := runLoad(ctx, w)
+		if err != nil {
+			return nil, fmt.Errorf("row %d, %s, warming up: %w", n, t.name, err)
+		}
+		if wres.Errors > 0 {
+			b.logf("row %d %s: %d of %d warm-up requests failed: %v", n, t.name, wres.Errors, w.Requests, wres.ErrorKind)
+		}
+	}
+	runtime.GC() // no debt from the warm-up or the last target
+	if t.rec != nil {
+		t.rec.take() // the warm-up's
+	}
+	res, err := runLoad(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("row %d, %s: %w", n, t.name, err)
+	}
+	tr := &targetResult{Target: t.name, Result: res}
+	if t.rec != nil {
+		g := summarize(t.rec.take())
+		tr.EngineGap = &g
+	}
+	b.logf("row %d (%s) %-11s %s", n, name, t.name, brief(tr))
+	if t.done != nil {
+		b.logf("row %d %s payments so far: %s", n, t.name, t.done())
+	}
+	return tr, nil
+}
+
+// medianRun is the run of a target with the median throughput among its
+// rounds (the lower of the middle two for an even count), whole: its
+// latencies and CPU are that round's, not mixed across rounds.
+func medianRun(runs []*targetResult) *targetResult {
+	sorted := slices.Clone(runs)
+	slices.SortStableFunc(sorted, func(a, b *targetResult) int { return cmp.Compare(a.Result.ReqPerSec, b.Result.ReqPerSec) })
+	return sorted[(len(sorted)-1)/2]
+}
+
+// pairedRatios is a's req/s over b's in each round, the two loaded one
+// after the other; nil unless both ran every round.
+func pairedRatios(a, b []*targetResult) []float64 {
+	if len(a) == 0 || len(a) != len(b) {
+		return nil
+	}
+	out := make([]float64, len(a))
+	for i := range a {
+		if b[i].Result.ReqPerSec > 0 {
+			out[i] = a[i].Result.ReqPerSec / b[i].Result.ReqPerSec
+		}
+	}
+	return out
 }
 
 // warmupSpec is a few requests at the row's concurrency, to start
