@@ -29,7 +29,7 @@ type Session struct {
 	enc    []byte
 	ref    []byte      // the worker's cache key of the session
 	known  atomic.Bool // the worker answered through the session: wraps carry ref
-	secret []byte
+	keys   sessionKeys
 	ctr    atomic.Uint64 // the last request counter used
 }
 
@@ -54,8 +54,13 @@ func NewSession(workerPub []byte, worker Binding) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making sealing session with %s: exporting: %w", worker.Peer, err)
 	}
+	defer clear(secret)
+	keys, err := newSessionKeys(secret)
+	if err != nil {
+		return nil, fmt.Errorf("making sealing session with %s: %w", worker.Peer, err)
+	}
 	ref := cacheKey(worker, pub.id, enc)
-	return &Session{worker: worker, kem: pub.kem, id: pub.id, enc: enc, ref: ref[:], secret: secret}, nil
+	return &Session{worker: worker, kem: pub.kem, id: pub.id, enc: enc, ref: ref[:], keys: keys}, nil
 }
 
 // Worker is the binding the session was made for.
@@ -117,22 +122,15 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []b
 		if ctr == 0 {
 			return nil, nil, fmt.Errorf("sealing request %q: session with %s has used all its counters", reqID, s.worker.Peer)
 		}
-		wk := wrapKey(s.secret, ctr)
-		wrapped, err := sealOnce(nil, wk, reqKey, wrapAAD(s.worker, reqID, at, bodyHash, headerHash, s.id, ctr))
-		if err != nil {
-			return nil, nil, err
-		}
+		var nonce [12]byte
+		wrapped := s.keys.wrap.Seal(nil, wrapNonce(&nonce, ctr), reqKey, wrapAAD(s.worker, reqID, at, bodyHash, headerHash, s.id, ctr))
 		sr.Wraps[i] = Wrap{KEM: s.kem, KeyID: s.id, Counter: ctr, Key: wrapped}
 		if s.known.Load() && len(s.enc) > len(s.ref) {
 			sr.Wraps[i].Ref = s.ref
 		} else {
 			sr.Wraps[i].Enc = s.enc
 		}
-		aead, err := newAEAD(responseKey(reqKey, wk, s.worker, s.id))
-		if err != nil {
-			return nil, nil, err
-		}
-		o.candidates[i] = candidate{worker: s.worker, id: s.id, aead: aead, session: s}
+		o.candidates[i] = candidate{worker: s.worker, id: s.id, session: s, ctr: ctr}
 	}
 	return sr, o, nil
 }

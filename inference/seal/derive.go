@@ -12,13 +12,13 @@ import (
 // Labels separate every derivation of the protocol, version included, so
 // a key or tag of one use is never valid in another.
 const (
-	labelKeyID    = "cocoon-seal/1 key id"
-	labelInfo     = "cocoon-seal/1 session"
-	labelExport   = "cocoon-seal/1 session secret"
-	labelWrap     = "cocoon-seal/1 wrap"
-	labelRequest  = "cocoon-seal/1 request"
-	labelResponse = "cocoon-seal/1 response"
-	labelCache    = "cocoon-seal/1 cache"
+	labelKeyID    = "cocoon-seal/2 key id"
+	labelInfo     = "cocoon-seal/2 session"
+	labelExport   = "cocoon-seal/2 session secret"
+	labelWrap     = "cocoon-seal/2 wrap"
+	labelRequest  = "cocoon-seal/2 request"
+	labelResponse = "cocoon-seal/2 response"
+	labelCache    = "cocoon-seal/2 cache"
 )
 
 // keyLen is the length of every symmetric key: AES-256.
@@ -49,12 +49,37 @@ func sessionInfo(b Binding, id KeyID) []byte {
 	return append(info, id[:]...)
 }
 
-// wrapKey derives the key that wraps one request's key: from the session's
-// secret and the request's counter, so each is used once.
-func wrapKey(secret []byte, ctr uint64) []byte {
-	var c [8]byte
-	binary.BigEndian.PutUint64(c[:], ctr)
-	return expand32(secret, []byte(labelWrap), c[:])
+// sessionKeys are what a session's secret gives: the AEAD that wraps its
+// requests' keys and the one that seals their answers. Both take nonces
+// made of the request's counter, which the client never repeats in a
+// session and the worker opens at most once (its replay window), so they
+// serve every request of the session without a key set up per request.
+type sessionKeys struct {
+	wrap, answer cipher.AEAD
+}
+
+func newSessionKeys(secret []byte) (sessionKeys, error) {
+	wk := expand32(secret, []byte(labelWrap), nil)
+	defer clear(wk)
+	ak := expand32(secret, []byte(labelResponse), nil)
+	defer clear(ak)
+	wrap, err := newAEAD(wk)
+	if err != nil {
+		return sessionKeys{}, err
+	}
+	answer, err := newAEAD(ak)
+	if err != nil {
+		return sessionKeys{}, err
+	}
+	return sessionKeys{wrap: wrap, answer: answer}, nil
+}
+
+// wrapNonce writes the nonce of the wrap of the request with counter ctr
+// into n.
+func wrapNonce(n *[12]byte, ctr uint64) []byte {
+	*n = [12]byte{}
+	binary.BigEndian.PutUint64(n[4:], ctr)
+	return n[:]
 }
 
 // requestAAD is what a request's body is bound to.
@@ -84,19 +109,8 @@ func bodyKey(reqKey []byte) []byte {
 	return expand32(reqKey, []byte(labelRequest), nil)
 }
 
-// responseKey derives the key of one worker's answer: from the request key
-// (fresh per request) and that worker's wrap key (known to the client and
-// that worker only, so another candidate cannot answer in its name):
-// HKDF with the request key as salt.
-func responseKey(reqKey, wk []byte, b Binding, id KeyID) []byte {
-	info := appendLP(appendLP([]byte(labelResponse), b.Network), b.Peer)
-	info = append(info, id[:]...)
-	prk := extract(reqKey, wk)
-	defer clear(prk[:])
-	return expand32(prk[:], info, nil)
-}
-
-// newAEAD returns AES-256-GCM under key.
+// newAEAD returns AES-256-GCM under key. crypto/cipher's GCM keeps no
+// state between calls: one serves concurrent requests.
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -109,7 +123,7 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return aead, nil
 }
 
-// zeroNonce is the nonce of keys used exactly once (wrap and body keys).
+// zeroNonce is the nonce of keys used exactly once (body keys).
 var zeroNonce [12]byte
 
 // sealOnce seals plaintext under a single-use key.

@@ -44,10 +44,11 @@
 // The symmetric cipher is AES-256-GCM: workers are TDX machines with AES
 // instructions, clients are x86 (AES-NI) or ARMv8 (crypto extensions)
 // machines, and Go's AES-GCM is constant-time assembly on both; 256-bit
-// keys keep a margin against quantum search to match the KEM. Every key
-// seals one message (wrap and body keys, with a zero nonce) or one answer
-// (records, with the record's type and number as nonce), so GCM's limits
-// on random nonces never apply. ChaCha20-Poly1305 would be the choice for
+// keys keep a margin against quantum search to match the KEM. A body key
+// seals one message (zero nonce); a session's two keys seal one wrap and
+// one answer per request counter (nonces made of the counter, and of the
+// record's number for answers), never a nonce twice, so GCM's limits on
+// random nonces never apply. ChaCha20-Poly1305 would be the choice for
 // machines without AES instructions; a new Version could switch.
 //
 // # Sessions: public-key work once per worker key
@@ -55,23 +56,32 @@
 // A client makes one Session per worker key (NewSession: parse the key,
 // one HPKE encapsulation) and keeps it until the evidence binding the key
 // expires. HPKE's info binds the protocol version, the network, the
-// worker's peer ID and the key ID. Each request then costs symmetric
-// crypto only: the session's counter is incremented, and
+// worker's peer ID and the key ID. The session's two keys are derived
+// once, on each side:
 //
-//	wrapKey  = HKDF-Expand(sessionSecret, "cocoon-seal/1 wrap" || counter)
+//	wrapKey   = HKDF-Expand(sessionSecret, "cocoon-seal/2 wrap")
+//	answerKey = HKDF-Expand(sessionSecret, "cocoon-seal/2 response")
+//
+// Each request then costs symmetric crypto only, one key setup on each
+// side: the session's counter is incremented, and
+//
 //	requestKey: 32 fresh random bytes per request
-//	bodyKey  = HKDF-Expand(requestKey, "cocoon-seal/1 request")
-//	body     = AES-256-GCM(bodyKey, body, AAD: version, type, network, request ID, time)
-//	wrap     = AES-256-GCM(wrapKey, requestKey, AAD: the same, then SHA-256(sealed body),
-//	           SHA-256(routing header), peer ID, key ID, counter)
-//	answerKey = HKDF(salt requestKey, secret wrapKey, "cocoon-seal/1 response" || network, peer ID, key ID)
+//	bodyKey  = HKDF-Expand(requestKey, "cocoon-seal/2 request")
+//	body     = AES-256-GCM(bodyKey, nonce 0, body, AAD: version, type, network, request ID, time)
+//	wrap     = AES-256-GCM(wrapKey, nonce 0^4 || counter, requestKey, AAD: the same, then
+//	           SHA-256(sealed body), SHA-256(routing header), peer ID, key ID, counter)
+//	record   = AES-256-GCM(answerKey, nonce counter || u32 record number, chunks, AAD: record header)
 //
 // The body is encrypted once and its key wrapped for each candidate, as
 // Apple's Private Cloud Compute does, so the proxy can pick any of them
 // (and retry on another before the first chunk) without the client
-// sealing again. The answer key mixes in the worker's wrap key, which only
-// the client and that worker know: another candidate, though it holds the
-// request key, cannot answer in its name; nor can it seal another body
+// sealing again. The answer key is the session's, which only the client
+// and that worker know: another candidate, though it holds the request
+// key, cannot answer in its name. The counter in the records' nonces ties
+// an answer to its request: the worker seals under a counter only after
+// its replay window let that counter through, once, and the wrap it
+// opened under that counter bound the request's body and header. Nor can
+// another candidate seal another body
 // under the request key for the proxy to pass on, since every wrap binds
 // the hash of the sealed body (AES-GCM does not commit to its key, so the
 // body's own tag would not catch it). The wraps also bind the routing
@@ -114,8 +124,9 @@
 // # Answers
 //
 // The worker's ResponseSealer seals each chunk as a record numbered from 0,
-// with type and number in the nonce and the header as AAD, and ends with
-// an end record that seals the chunk count. The client's ResponseOpener
+// with the request's counter and the number in the nonce and the header
+// (type and number) as AAD, and ends with an end record that seals the
+// chunk count; an answer has at most 2^32 records. The client's ResponseOpener
 // accepts records only in order and only from one candidate (the first
 // record's decides, and Worker reports which), so a dropped, reordered,
 // duplicated or replayed record is ErrOrder, a record changed or moved
@@ -143,20 +154,23 @@
 // Integers are big endian.
 //
 //	public key:      kem u16 | key (the KEM's length)
-//	sealed request:  version u8 = 1 | type u8 = 1 | sealedAt u64 (Unix ms)
+//	sealed request:  version u8 = 2 | type u8 = 1 | sealedAt u64 (Unix ms)
 //	                 | idLen u8 (1..128) | id | nWraps u8 (1..16)
 //	                 | nWraps × (kem u16 | keyID [16] | counter u64 (≠ 0)
 //	                             | encLen u16 (the KEM's) | enc
 //	                               or encLen u16 = 0 | ref [32]
 //	                             | key [48])
 //	                 | bodyLen u32 (16..MaxBody+16) | body
-//	answer record:   version u8 = 1 | type u8 (2 chunk, 3 end) | seq u64
+//	answer record:   version u8 = 2 | type u8 (2 chunk, 3 end) | seq u64 (< 2^32)
 //	                 | AES-256-GCM ciphertext and tag (the end record's
 //	                   plaintext is the chunk count, u64)
 //
 // A record's length is what the stream frame carrying it says (at most
-// MaxRecord); a record's header is its AAD, and its nonce is the type
-// byte, three zero bytes and seq.
+// MaxRecord); a record's header is its AAD, and its nonce is the
+// request's counter (u64) and seq (u32). Version 1 derived a wrap key per
+// counter and an answer key per request; version 2 derives both once per
+// session, which saves four AES key setups and six HMACs per request
+// (docs/sealing.md), and refuses version 1's messages.
 //
 // # Errors
 //

@@ -41,7 +41,7 @@ func FuzzDecodeSealedRequest(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	f.Add([]byte{1, 1})
+	f.Add([]byte{seal.Version, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sr, err := seal.DecodeSealedRequest(data)
 		parsed, perr := seal.ParseSealedRequest(data)

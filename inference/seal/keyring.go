@@ -57,7 +57,7 @@ type ringKey struct {
 type session struct {
 	ck      [32]byte
 	key     *ringKey
-	secret  []byte
+	keys    sessionKeys
 	lastUse time.Time
 	window  window
 	elem    *list.Element

@@ -74,25 +74,23 @@ func (k *Keyring) openWrap(sr *SealedRequest, w *Wrap, rk *ringKey, self Binding
 			return nil, nil, err
 		}
 	}
-	wk := wrapKey(s.secret, w.Counter)
 	at := sr.SealedAt.UnixMilli()
-	reqKey, err := openOnce(wk, w.Key, wrapAAD(self, sr.RequestID, at, hashes[0], hashes[1], rk.id, w.Counter))
+	var nonce [12]byte
+	reqKey, err := s.keys.wrap.Open(nil, wrapNonce(&nonce, w.Counter), w.Key, wrapAAD(self, sr.RequestID, at, hashes[0], hashes[1], rk.id, w.Counter))
 	if err != nil {
-		return nil, nil, fmt.Errorf("unwrapping request key: %w", err)
+		return nil, nil, fmt.Errorf("unwrapping request key: %w", ErrAuth)
 	}
 	defer clear(reqKey)
 	body, err := openOnce(bodyKey(reqKey), sr.Body, requestAAD(self.Network, sr.RequestID, at))
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening body: %w", err)
 	}
-	rs, err := newResponseSealer(reqKey, wk, self, rk.id)
-	if err != nil {
-		return nil, nil, err
-	}
+	// Admitted before anything is sealed: the answer's nonces hold the
+	// counter, which the window lets through once.
 	if err := k.admit(s, w.Counter, now); err != nil {
 		return nil, nil, err
 	}
-	return body, rs, nil
+	return body, &ResponseSealer{aead: s.keys.answer, ctr: w.Counter}, nil
 }
 
 // admit records that a request authenticated under s with counter ctr:
@@ -138,7 +136,12 @@ func (k *Keyring) session(rk *ringKey, enc []byte, self Binding, now time.Time) 
 	if err != nil {
 		return nil, fmt.Errorf("exporting session secret: %w", err)
 	}
-	return &session{ck: ck, key: rk, secret: secret}, nil
+	defer clear(secret)
+	keys, err := newSessionKeys(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &session{ck: ck, key: rk, keys: keys}, nil
 }
 
 // cacheKey names a session in the cache: everything its secret depends on.

@@ -10,25 +10,20 @@ import (
 )
 
 // A ResponseSealer seals one answer, chunk by chunk, back to the client
-// that sealed the request. Its key is derived from the request key and
-// this worker's wrap key, so only that client opens the records, and it
-// knows they came from this worker. It is safe for concurrent use, though
+// that sealed the request. Its key is the answer key of the client's
+// session with this worker, which only the two know, so only that client
+// opens the records, and it knows they came from this worker; the nonces
+// hold the request's counter, so a record opens only within its own
+// answer. It is safe for concurrent use, though
 // chunks are numbered in the order Seal is called.
 type ResponseSealer struct {
-	aead cipher.AEAD
+	aead cipher.AEAD // the session's answer key
+	ctr  uint64      // the request's counter in the session
 
 	mu    sync.Mutex // guards seq, ended and nonce
 	seq   uint64     // the next chunk's number
 	ended bool
 	nonce [12]byte // scratch
-}
-
-func newResponseSealer(reqKey, wk []byte, self Binding, id KeyID) (*ResponseSealer, error) {
-	aead, err := newAEAD(responseKey(reqKey, wk, self, id))
-	if err != nil {
-		return nil, err
-	}
-	return &ResponseSealer{aead: aead}, nil
 }
 
 // Seal returns chunk sealed as the answer's next record. chunk may be
@@ -45,6 +40,9 @@ func (s *ResponseSealer) AppendSeal(dst, chunk []byte) ([]byte, error) {
 	defer s.mu.Unlock()
 	if s.ended {
 		return nil, fmt.Errorf("sealing answer chunk: %w", ErrEnded)
+	}
+	if s.seq+1 >= maxRecords { // the end record needs a number too
+		return nil, fmt.Errorf("sealing answer chunk: %w: an answer has at most %d records", ErrMalformed, maxRecords)
 	}
 	rec := s.sealLocked(dst, typeChunk, chunk)
 	s.seq++
@@ -68,7 +66,7 @@ func (s *ResponseSealer) sealLocked(dst []byte, typ byte, plaintext []byte) []by
 	dst = slices.Grow(dst, RecordOverhead+len(plaintext))
 	start := len(dst)
 	rec := recordHeader(dst, typ, s.seq)
-	return s.aead.Seal(rec, recordNonce(&s.nonce, typ, s.seq), plaintext, rec[start:start+recordHeaderLen])
+	return s.aead.Seal(rec, recordNonce(&s.nonce, s.ctr, s.seq), plaintext, rec[start:start+recordHeaderLen])
 }
 
 // A ResponseOpener opens the records of one answer on the client. The
@@ -93,8 +91,8 @@ type ResponseOpener struct {
 type candidate struct {
 	worker  Binding
 	id      KeyID
-	aead    cipher.AEAD
 	session *Session // the client's session with the candidate
+	ctr     uint64   // the request's counter in that session
 }
 
 // Open opens the answer's next record and returns its chunk, valid until
@@ -125,7 +123,10 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	nonce, aad := recordNonce(&o.nonce, typ, seq), record[:recordHeaderLen]
+	aad := record[:recordHeaderLen]
+	if o.buf == nil {
+		o.buf = (*openBufs.Get().(*[]byte))[:0]
+	}
 	if n := len(sealed); cap(o.buf) < n {
 		// Grown ahead, not to each record's size: an answer's records
 		// differ in size, and each would otherwise allocate its own.
@@ -133,11 +134,12 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 	}
 	var plain []byte
 	if o.chosen >= 0 {
-		plain, err = o.candidates[o.chosen].aead.Open(o.buf[:0], nonce, sealed, aad)
+		c := &o.candidates[o.chosen]
+		plain, err = c.session.keys.answer.Open(o.buf[:0], recordNonce(&o.nonce, c.ctr, seq), sealed, aad)
 	} else {
 		err = ErrAuth
 		for i, c := range o.candidates {
-			if p, e := c.aead.Open(o.buf[:0], nonce, sealed, aad); e == nil {
+			if p, e := c.session.keys.answer.Open(o.buf[:0], recordNonce(&o.nonce, c.ctr, seq), sealed, aad); e == nil {
 				plain, err, o.chosen = p, nil, i
 				// The worker caches a session before it answers through
 				// it: the session's next requests name it by reference.
@@ -161,6 +163,13 @@ func (o *ResponseOpener) openLocked(record []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: end record's count does not match its number", ErrMalformed)
 	}
 	o.ended = true
+	// The last chunk was valid until this call: the buffer serves the
+	// next answer.
+	if cap(o.buf) <= maxPooledOpenBuf {
+		b := o.buf[:0]
+		openBufs.Put(&b)
+	}
+	o.buf = nil
 	return nil, io.EOF
 }
 
@@ -174,8 +183,16 @@ func (o *ResponseOpener) ResendKeys() {
 	}
 }
 
-// minOpenBuf is the least space a ResponseOpener opens records into.
-const minOpenBuf = 1 << 10
+// minOpenBuf is the least space a ResponseOpener opens records into;
+// answers return buffers up to maxPooledOpenBuf to openBufs when they end.
+const (
+	minOpenBuf       = 8 << 10
+	maxPooledOpenBuf = 64 << 10
+)
+
+// openBufs holds the buffers of answers that ended, for the next: a
+// client opens every answer it gets.
+var openBufs = sync.Pool{New: func() any { b := make([]byte, 0, minOpenBuf); return &b }}
 
 // Done returns nil if the end record was opened and no record failed;
 // ErrTruncated if the answer has not ended; else the first failure.

@@ -10,7 +10,7 @@ import (
 
 // Version is the sealing protocol's version, the first byte of every
 // message and bound into every derivation's associated data.
-const Version byte = 1
+const Version byte = 2
 
 // Message types, the second byte of every message.
 const (
@@ -301,12 +301,18 @@ func recordHeader(dst []byte, typ byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, Version, typ), seq)
 }
 
-// recordNonce writes the nonce of record (typ, seq) into n.
-func recordNonce(n *[12]byte, typ byte, seq uint64) []byte {
-	*n = [12]byte{typ}
-	binary.BigEndian.PutUint64(n[4:], seq)
+// recordNonce writes the nonce of record seq of the answer to the
+// request with counter ctr into n. The record's type is in its header,
+// which is the AEAD's associated data.
+func recordNonce(n *[12]byte, ctr, seq uint64) []byte {
+	binary.BigEndian.PutUint64(n[:8], ctr)
+	binary.BigEndian.PutUint32(n[8:], uint32(seq))
 	return n[:]
 }
+
+// maxRecords bounds an answer's records, its end record included, so a
+// record's number fits its nonce.
+const maxRecords = 1 << 32
 
 // parseRecord splits a record into its header fields and sealed part.
 func parseRecord(rec []byte) (typ byte, seq uint64, sealed []byte, err error) {
@@ -316,5 +322,9 @@ func parseRecord(rec []byte) (typ byte, seq uint64, sealed []byte, err error) {
 	if rec[0] != Version || (rec[1] != typeChunk && rec[1] != typeEnd) {
 		return 0, 0, nil, fmt.Errorf("%w: record version %d type %d", ErrMalformed, rec[0], rec[1])
 	}
-	return rec[1], binary.BigEndian.Uint64(rec[2:recordHeaderLen]), rec[recordHeaderLen:], nil
+	seq = binary.BigEndian.Uint64(rec[2:recordHeaderLen])
+	if seq >= maxRecords {
+		return 0, 0, nil, fmt.Errorf("%w: record number %d, at most %d", ErrMalformed, seq, maxRecords-1)
+	}
+	return rec[1], seq, rec[recordHeaderLen:], nil
 }

@@ -75,7 +75,8 @@ func TestDecodeSealedRequestRefuses(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, seal.ErrMalformed},
-		{"version 2", set(0, 2), seal.ErrMalformed},
+		{"version 1", set(0, 1), seal.ErrMalformed},
+		{"version 3", set(0, 3), seal.ErrMalformed},
 		{"a record's type", set(1, 2), seal.ErrMalformed},
 		{"time zero", set(offTime, 0, 0, 0, 0, 0, 0, 0, 0), seal.ErrMalformed},
 		{"time beyond int64", set(offTime, 0x80), seal.ErrMalformed},
