@@ -42,7 +42,13 @@
 // Usage:
 //
 //	go run ./cmd/bench [-duration 3s] [-rows 1,2,3,4,5] [-targets direct,mesh,mesh+engine]
-//	    [-transport default|tcp|quic] [-json] [-cpuprofile FILE] [-memprofile FILE]
+//	    [-rounds 1] [-transport default|tcp|quic] [-json] [-cpuprofile FILE] [-memprofile FILE]
+//
+// A shared machine's speed drifts over a run by more than sealing costs:
+// with -rounds N, rows 1-4 load every target N times, in turn, reversing
+// the order every other round (A B, B A, A B ...), and report each
+// target's median round; sealing's throughput ratio is then the median of
+// the N ratios of mesh and mesh+clear loaded one after the other.
 //
 // With -scale 200,1000 (make bench-scale) it measures discovery instead:
 // gossiped offers, refused bad offers, DHT lookups and a new worker's first

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -130,6 +131,11 @@ func AppendSealedRequest(dst []byte, sr *SealedRequest) ([]byte, error) {
 	if err := sr.check(); err != nil {
 		return nil, fmt.Errorf("encoding sealed request: %w", err)
 	}
+	n := 2 + 8 + 1 + len(sr.RequestID) + 1 + 4 + len(sr.Body)
+	for _, w := range sr.Wraps {
+		n += 2 + len(w.KeyID) + 8 + 2 + len(w.Enc) + len(w.Ref) + len(w.Key)
+	}
+	dst = slices.Grow(dst, n) // one allocation, not one per doubling
 	dst = append(dst, Version, typeRequest)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(sr.SealedAt.UnixMilli()))
 	dst = appendLP(dst, sr.RequestID)
