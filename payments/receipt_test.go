@@ -2,12 +2,15 @@ package payments_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/cocoon-mesh/cocoon/internal/edverify"
 	"github.com/cocoon-mesh/cocoon/p2p/p2ptest"
 	"github.com/cocoon-mesh/cocoon/payments"
 )
@@ -305,5 +308,53 @@ func TestOpen(t *testing.T) {
 	}
 	if _, err := payments.Open([]byte{0, 9, 1}, worker); !errors.Is(err, payments.ErrReceiptFormat) {
 		t.Fatalf("Open of garbage = %v, want ErrReceiptFormat", err)
+	}
+}
+
+// TestVerifyManyAndOtherKeys: a worker whose receipts are checked often
+// gets a table of its key (internal/edverify), and every receipt still
+// verifies and every changed one still fails, through the table too; a
+// secp256k1 worker's receipts verify through libp2p.
+func TestVerifyManyAndOtherKeys(t *testing.T) {
+	key, worker := p2ptest.NewKey(t)
+	_, proxy := p2ptest.NewKey(t)
+	for i := range 3 * edverify.BuildAfter {
+		r := sampleReceipt(worker, proxy)
+		r.Tokens.Completion = int64(i + 1)
+		signed, err := payments.Sign(r, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := payments.Verify(signed, worker); err != nil {
+			t.Fatalf("receipt %d: %v", i, err)
+		}
+		bad := bytes.Clone(signed)
+		bad[len(bad)-1] ^= 1
+		if _, err := payments.Verify(bad, worker); !errors.Is(err, payments.ErrSignature) {
+			t.Fatalf("receipt %d with its signature changed: %v, want ErrSignature", i, err)
+		}
+	}
+	secp, _, err := crypto.GenerateSecp256k1Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secpWorker, err := peer.IDFromPrivateKey(secp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := payments.Sign(sampleReceipt(secpWorker, proxy), secp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payments.Verify(signed, secpWorker); err != nil {
+		t.Fatalf("a secp256k1 worker's receipt: %v", err)
+	}
+	if _, err := payments.Verify(signed, worker); err == nil {
+		t.Fatal("a secp256k1 worker's receipt verified as another worker's")
+	}
+	bad := bytes.Clone(signed)
+	bad[len(bad)-1] ^= 1
+	if _, err := payments.Verify(bad, secpWorker); err == nil {
+		t.Fatal("a secp256k1 worker's changed receipt verified")
 	}
 }
