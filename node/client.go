@@ -71,7 +71,7 @@ func (n *Node) newClient() (*clientRole, error) {
 	}
 	// Connections past the cap wait in the kernel's backlog until one
 	// closes; each is bounded in time by the server's timeouts.
-	c.ln = netutil.LimitListener(ln, n.cfg.Client.MaxConnections)
+	c.ln = gateway.Listener(netutil.LimitListener(ln, n.cfg.Client.MaxConnections))
 	c.http = gateway.NewHTTPServer(gw)
 	return c, nil
 }

@@ -353,6 +353,10 @@ func open(signed []byte, worker peer.ID) (r *Receipt, body, sig []byte, err erro
 // peer IDs must be equal. The error wraps ErrMismatch and names the first
 // field that differs. Time is the worker's claim and is not compared.
 func Check(r, want *Receipt) error {
+	if r.RequestID == want.RequestID && r.RequestHash == want.RequestHash && r.ResponseHash == want.ResponseHash &&
+		r.Model == want.Model && r.Tokens == want.Tokens && r.Price == want.Price && r.Worker == want.Worker && r.Proxy == want.Proxy {
+		return nil // every answer's case, without formatting the fields below
+	}
 	type field struct {
 		name      string
 		got, want any

@@ -124,7 +124,7 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Serve(ln)
+		srv.Serve(Listener(ln))
 	}()
 	t.Cleanup(func() {
 		srv.Close()

@@ -223,13 +223,16 @@ func New(cfg Config, up Upstream, payer Payer, fees FeeCap, log *slog.Logger) *S
 
 // NewHTTPServer wraps h with the timeouts an API on a shared machine
 // needs: headers must arrive within 10 s, idle connections close after 2
-// minutes. (A Server bounds the body itself: Config.BodyTimeout.)
+// minutes. (A Server bounds the body itself: Config.BodyTimeout.) Served
+// on Listener's listener, it sends each response's last part in one write.
 func NewHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext:       corkContext,
+		ConnState:         corkState,
 	}
 }
 
@@ -412,6 +415,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, kind inference
 		s.stream(w, r, resp, ev, out, p.includeUsage, minTier, chk, stopAnswer, log)
 		return
 	}
+	corkLast(r) // whole writes only the answer, or its error, at the end
 	s.whole(w, resp, ev, out, minTier, chk, log)
 }
 
@@ -648,10 +652,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, resp Response, e
 		}
 		return err
 	}
-	// last writes the end of the answer without flushing: net/http sends
-	// it together with the end of the chunked body when the handler
-	// returns, one write instead of two.
+	// last writes the end of the answer without flushing, corked: it
+	// leaves together with the end of the chunked body once the handler
+	// returns, in one write.
 	last := func() {
+		corkLast(r)
 		w.Write(buf)
 		buf = buf[:0]
 	}
