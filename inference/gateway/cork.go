@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // net/http writes a response through a 4 KiB buffer and chunked framing,
@@ -17,7 +18,11 @@ import (
 // sends it in one write. Streamed parts before the last are not corked:
 // they go out as they come.
 
-// corkConn is a connection of the API server that can be corked.
+// corkConn is a connection of the API server that can be corked. Its
+// writes, cork and uncork all come from the connection's goroutine (the
+// server's, which runs the handler); Close may come from another (the
+// server's Close), and must not wait on a write to a slow app, so no lock
+// is held while writing.
 type corkConn struct {
 	net.Conn
 
@@ -31,18 +36,19 @@ const maxCork = 256 << 10
 
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.corked {
-		return c.Conn.Write(p)
+	if c.corked && len(c.buf)+len(p) <= maxCork {
+		c.buf = append(c.buf, p...)
+		c.mu.Unlock()
+		return len(p), nil
 	}
-	if len(c.buf)+len(p) > maxCork {
-		if err := c.flushLocked(); err != nil {
+	corked := c.corked
+	c.mu.Unlock()
+	if corked { // full: what it held goes first
+		if err := c.flush(); err != nil {
 			return 0, err
 		}
-		return c.Conn.Write(p)
 	}
-	c.buf = append(c.buf, p...)
-	return len(p), nil
+	return c.Conn.Write(p)
 }
 
 // cork holds writes until uncork.
@@ -55,20 +61,27 @@ func (c *corkConn) cork() {
 // uncork sends what was held, in one write, and stops holding.
 func (c *corkConn) uncork() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.corked = false
-	return c.flushLocked()
+	c.mu.Unlock()
+	return c.flush()
 }
 
-func (c *corkConn) flushLocked() error {
-	if len(c.buf) == 0 {
+// flush sends what is held.
+func (c *corkConn) flush() error {
+	c.mu.Lock()
+	buf := c.buf
+	c.buf = nil
+	c.mu.Unlock()
+	if len(buf) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.buf)
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil // one large answer does not pin its buffer
-	} else {
-		c.buf = c.buf[:0]
+	_, err := c.Conn.Write(buf)
+	if cap(buf) <= 64<<10 { // one large answer does not pin its buffer
+		c.mu.Lock()
+		if c.buf == nil {
+			c.buf = buf[:0]
+		}
+		c.mu.Unlock()
 	}
 	return err
 }
@@ -85,10 +98,21 @@ func (c *corkConn) CloseWrite() error {
 	return err
 }
 
+// Close sends what is held, for at most closeFlush, and closes.
 func (c *corkConn) Close() error {
-	c.uncork() // a write error is the close's too
+	c.mu.Lock()
+	buf := c.buf
+	c.buf, c.corked = nil, false
+	c.mu.Unlock()
+	if len(buf) > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
+		c.Conn.Write(buf) // a failure is the close's own
+	}
 	return c.Conn.Close()
 }
+
+// closeFlush bounds how long Close waits to send what a connection held.
+const closeFlush = time.Second
 
 // corkListener makes its connections corkable.
 type corkListener struct{ net.Listener }
