@@ -120,6 +120,14 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, h, ln)
+	return "http://" + ln.Addr().String()
+}
+
+// serveOn serves h through NewHTTPServer on Listener(ln) until the test
+// ends.
+func serveOn(t *testing.T, h http.Handler, ln net.Listener) {
+	t.Helper()
 	srv := NewHTTPServer(h)
 	done := make(chan struct{})
 	go func() {
@@ -130,7 +138,6 @@ func httptestServer(t *testing.T, h http.Handler) string {
 		srv.Close()
 		<-done
 	})
-	return "http://" + ln.Addr().String()
 }
 
 // TestSlowBody: an app that sends its headers and then trickles the body

@@ -53,16 +53,7 @@ func serveCounted(t *testing.T, h http.Handler) (string, *countingListener) {
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: ln}
-	srv := NewHTTPServer(h)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(Listener(cl))
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	serveOn(t, h, cl)
 	return ln.Addr().String(), cl
 }
 
