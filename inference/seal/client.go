@@ -130,7 +130,7 @@ func (c *Client) SealRequest(sessions []*Session, reqID string, header, body []b
 		} else {
 			sr.Wraps[i].Enc = s.enc
 		}
-		o.candidates[i] = candidate{worker: s.worker, id: s.id, session: s, ctr: ctr}
+		o.candidates[i] = candidate{session: s, ctr: ctr}
 	}
 	return sr, o, nil
 }

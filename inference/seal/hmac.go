@@ -63,11 +63,3 @@ func expand32(prk, a, b []byte) []byte {
 
 // one is the counter of HKDF-Expand's first and only block.
 var one = [1]byte{1}
-
-// extract is HKDF-Extract(salt, ikm).
-func extract(salt, ikm []byte) [sha256.Size]byte {
-	if len(salt) == 0 {
-		salt = make([]byte, sha256.Size)
-	}
-	return hmacSHA256(salt, ikm, nil, nil)
-}

@@ -89,8 +89,6 @@ type ResponseOpener struct {
 // candidate is one worker the request was sealed to and the key its
 // answer would be sealed with.
 type candidate struct {
-	worker  Binding
-	id      KeyID
 	session *Session // the client's session with the candidate
 	ctr     uint64   // the request's counter in that session
 }
@@ -217,5 +215,5 @@ func (o *ResponseOpener) Worker() (worker Binding, id KeyID, ok bool) {
 		return Binding{}, KeyID{}, false
 	}
 	c := o.candidates[o.chosen]
-	return c.worker, c.id, true
+	return c.session.worker, c.session.id, true
 }

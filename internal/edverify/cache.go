@@ -85,19 +85,11 @@ func (c *Cache) Verify(pub, msg, sig []byte) bool {
 // evictLocked drops the least recently used table.
 func (c *Cache) evictLocked() {
 	var oldest string
-	var at uint64
-	first := true
+	at := ^uint64(0)
 	for k, e := range c.tables {
-		if first || e.used < at {
-			oldest, at, first = k, e.used, false
+		if e.used < at {
+			oldest, at = k, e.used
 		}
 	}
 	delete(c.tables, oldest)
-}
-
-// Len returns how many tables the cache holds.
-func (c *Cache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.tables)
 }
